@@ -1,0 +1,23 @@
+# GPU backends. AUTO turns a backend on when its compiler is found; ON requires it.
+include(CheckLanguage)
+
+set(LRIS_HAS_CUDA 0)
+if(NOT LRIS_ENABLE_CUDA STREQUAL "OFF")
+  check_language(CUDA)
+  if(CMAKE_CUDA_COMPILER)
+    set(LRIS_HAS_CUDA 1)
+  elseif(LRIS_ENABLE_CUDA STREQUAL "ON")
+    message(FATAL_ERROR "LRIS_ENABLE_CUDA=ON but no CUDA compiler was found")
+  endif()
+endif()
+
+set(LRIS_HAS_HIP 0)
+if(NOT LRIS_ENABLE_HIP STREQUAL "OFF")
+  check_language(HIP)
+  if(CMAKE_HIP_COMPILER)
+    set(LRIS_HAS_HIP 1)
+  elseif(LRIS_ENABLE_HIP STREQUAL "ON")
+    message(FATAL_ERROR "LRIS_ENABLE_HIP=ON but no HIP compiler was found")
+  endif()
+endif()
+message(STATUS "lris: CUDA backend ${LRIS_HAS_CUDA}, HIP backend ${LRIS_HAS_HIP}")

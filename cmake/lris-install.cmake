@@ -1,0 +1,20 @@
+# Install the headers, the compiled core and a CMake package: find_package(lris CONFIG REQUIRED).
+include(CMakePackageConfigHelpers)
+set(LRIS_CMAKE_DIR ${CMAKE_INSTALL_LIBDIR}/cmake/lris)
+
+install(DIRECTORY include/lris DESTINATION ${CMAKE_INSTALL_INCLUDEDIR})
+install(FILES ${PROJECT_BINARY_DIR}/include/lris/version.hpp
+        DESTINATION ${CMAKE_INSTALL_INCLUDEDIR}/lris)
+install(TARGETS lris_core EXPORT lris-targets
+        ARCHIVE DESTINATION ${CMAKE_INSTALL_LIBDIR}
+        LIBRARY DESTINATION ${CMAKE_INSTALL_LIBDIR})
+install(EXPORT lris-targets NAMESPACE lris:: DESTINATION ${LRIS_CMAKE_DIR})
+configure_package_config_file(cmake/lris-config.cmake.in
+  ${PROJECT_BINARY_DIR}/lris-config.cmake INSTALL_DESTINATION ${LRIS_CMAKE_DIR})
+write_basic_package_version_file(${PROJECT_BINARY_DIR}/lris-config-version.cmake
+  COMPATIBILITY SameMinorVersion)
+install(FILES ${PROJECT_BINARY_DIR}/lris-config.cmake ${PROJECT_BINARY_DIR}/lris-config-version.cmake
+        cmake/lris-dependencies.cmake DESTINATION ${LRIS_CMAKE_DIR})
+if(TARGET lris_tool)
+  install(TARGETS lris_tool RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR})
+endif()

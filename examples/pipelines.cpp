@@ -1,0 +1,43 @@
+// Composing policies into a pipeline, with options, progress and cancellation.
+#include <cstdio>
+#include <vector>
+
+#include <lris/lris.hpp>
+
+int main() {
+  std::vector<std::byte> src(std::size_t{64} << 20, std::byte{7});
+  lris::buffer<lris::device_allocator<lris::host_backend>> dev(src.size());
+
+  // [pipeline]
+  // Always stage through pinned memory: 4 MiB chunks, 8 copy workers, 2 DMA streams,
+  // at most 64 MiB of pinned staging memory shared by all transfers of this pipeline.
+  lris::pipeline<lris::staged, lris::host_backend> pipe(
+      lris::staged{.chunk_bytes = 4 << 20, .workers = 8, .streams = 2}, lris::host_backend{0},
+      lris::pinned_allocator<lris::host_backend>{}, lris::pipeline_config{64 << 20});
+
+  lris::transfer_options options;
+  options.on_progress = [](std::uint64_t done, std::uint64_t total) {
+    std::printf("\r%3.0f%%", 100.0 * done / total);
+    return true;  // false cancels the transfer
+  };
+  lris::transfer t = pipe.copy(dev.span(), lris::as_host(src), options);
+  while (!t.poll()) {
+    // ... other work; t.progress() is the fraction done
+  }
+  std::printf("\n%s path, %u ring slots\n", lris::to_string(t.wait().path).data(),
+              t.wait().ring_slots);
+  // [pipeline]
+
+  // [cancel]
+  lris::transfer_options stop_halfway;
+  stop_halfway.on_progress = [](std::uint64_t done, std::uint64_t total) {
+    return done * 2 < total;
+  };
+  try {
+    pipe.copy(dev.span(), lris::as_host(src), stop_halfway).wait();
+  } catch (const lris::cancelled& e) {
+    std::printf("%s\n", e.what());  // "transfer cancelled after N of M bytes"
+  }
+  // [cancel]
+  return 0;
+}

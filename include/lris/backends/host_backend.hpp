@@ -1,0 +1,214 @@
+#pragma once
+/// @file
+/// @brief host_backend: a complete backend_policy model that runs on any machine.
+///
+/// "Device" memory is host memory, streams are ordered work queues on their own threads,
+/// events mark points in them, and copies go through the multi-threaded copy engine. Every
+/// pipeline runs on it, so CI tests every transfer path without a GPU.
+
+#include <algorithm>
+#include <condition_variable>
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string_view>
+#include <thread>
+
+#include <lris/concepts/backend_policy.hpp>
+#include <lris/backends/detail/serial_queue.hpp>
+#include <lris/detail/thread_pool.hpp>
+#include <lris/error.hpp>
+
+namespace lris {
+
+namespace detail {
+struct host_event_state {
+  std::mutex mutex;
+  std::condition_variable cv;
+  std::uint64_t recorded = 0;   // number of record() calls
+  std::uint64_t completed = 0;  // highest record() the stream has passed
+
+  void complete(std::uint64_t target) {
+    {
+      std::lock_guard lock(mutex);
+      completed = std::max(completed, target);
+    }
+    cv.notify_all();
+  }
+  void wait_for(std::uint64_t target) {
+    std::unique_lock lock(mutex);
+    cv.wait(lock, [&] { return completed >= target; });
+  }
+};
+
+// Registrations are process-wide, like a driver's page-locked ranges.
+struct host_registry {
+  std::mutex mutex;
+  std::map<std::uintptr_t, std::size_t> ranges;  // start -> bytes
+
+  static host_registry& instance() {
+    static host_registry r;
+    return r;
+  }
+};
+}  // namespace detail
+
+/// @brief The host backend. Cheap to copy; all copies refer to the same process-wide engine.
+class host_backend {
+ public:
+  static constexpr std::string_view name = "host";
+
+  /// @brief An ordered queue of work running on its own thread.
+  class stream {
+   public:
+    stream() : queue_(std::make_unique<detail::serial_queue>()) {}
+
+   private:
+    friend class host_backend;
+    std::unique_ptr<detail::serial_queue> queue_;
+  };
+
+  /// @brief A point in a stream. query() is true once the stream has passed the last record().
+  class event {
+   public:
+    event() : state_(std::make_shared<detail::host_event_state>()) {}
+
+   private:
+    friend class host_backend;
+    std::shared_ptr<detail::host_event_state> state_;
+  };
+
+  /// @brief The host backend on its only "device", 0.
+  host_backend() = default;
+  /// @brief The host backend on "device" `device` (only 0 exists).
+  explicit host_backend(int device) : device_(device) {
+    LRIS_EXPECTS(device >= 0 && device < device_count(),
+                 "host_backend: device {} does not exist (the host backend has {} device)",
+                 device, device_count());
+  }
+
+  [[nodiscard]] static int device_count() noexcept { return 1; }
+  [[nodiscard]] int device() const noexcept { return device_; }
+  friend bool operator==(const host_backend&, const host_backend&) = default;
+
+  // ---- memory -------------------------------------------------------------------------------
+  /// @brief "Device" memory: 256-byte aligned host memory.
+  [[nodiscard]] void* allocate_device(std::size_t bytes) { return aligned(bytes, 256, "device"); }
+  void deallocate_device(void* p, std::size_t) noexcept { std::free(p); }
+  /// @brief "Pinned" memory: page-aligned host memory (nothing needs locking without a DMA
+  /// engine).
+  [[nodiscard]] void* allocate_pinned(std::size_t bytes) { return aligned(bytes, 4096, "pinned"); }
+  void deallocate_pinned(void* p, std::size_t) noexcept { std::free(p); }
+
+  /// @brief Marks [p, p + bytes) as pinned. Overlapping an existing registration is an error,
+  /// as with device runtimes.
+  void register_host(void* p, std::size_t bytes) {
+    LRIS_EXPECTS(p != nullptr, "host_backend::register_host: null pointer ({} bytes)", bytes);
+    LRIS_EXPECTS(bytes > 0, "host_backend::register_host: empty range at {}", p);
+    auto& reg = detail::host_registry::instance();
+    const auto start = reinterpret_cast<std::uintptr_t>(p);
+    std::lock_guard lock(reg.mutex);
+    auto it = reg.ranges.upper_bound(start);
+    const bool overlaps_next = it != reg.ranges.end() && it->first < start + bytes;
+    const bool overlaps_prev =
+        it != reg.ranges.begin() && std::prev(it)->first + std::prev(it)->second > start;
+    LRIS_EXPECTS(!overlaps_next && !overlaps_prev,
+                 "host_backend::register_host: [{}, +{}) overlaps a range already registered", p,
+                 bytes);
+    reg.ranges.emplace(start, bytes);
+  }
+  /// @brief Ends the registration that starts at `p`.
+  void unregister_host(void* p) {
+    auto& reg = detail::host_registry::instance();
+    std::lock_guard lock(reg.mutex);
+    const auto n = reg.ranges.erase(reinterpret_cast<std::uintptr_t>(p));
+    LRIS_EXPECTS(n == 1, "host_backend::unregister_host: {} is not the start of a registered range",
+                 p);
+  }
+  /// @brief True when [p, p + bytes) lies inside one registered range.
+  [[nodiscard]] static bool is_registered(const void* p, std::size_t bytes) {
+    auto& reg = detail::host_registry::instance();
+    const auto start = reinterpret_cast<std::uintptr_t>(p);
+    std::lock_guard lock(reg.mutex);
+    auto it = reg.ranges.upper_bound(start);
+    if (it == reg.ranges.begin()) return false;
+    --it;
+    return start + bytes <= it->first + it->second;
+  }
+
+  // ---- streams and events -------------------------------------------------------------------
+  [[nodiscard]] stream make_stream() { return stream{}; }
+  [[nodiscard]] event make_event() { return event{}; }
+
+  /// @brief Queues a copy on `s`; it runs on the copy engine's threads when its turn comes.
+  void copy_async(void* dst, const void* src, std::size_t bytes, copy_kind, stream& s) {
+    LRIS_EXPECTS(bytes == 0 || (dst != nullptr && src != nullptr),
+                 "host_backend::copy_async: null pointer (dst {}, src {}, {} bytes)", dst, src,
+                 bytes);
+    queue(s).submit([dst, src, bytes] {
+      auto& pool = detail::thread_pool::shared();
+      detail::parallel_memcpy(pool, dst, src, bytes, pool.size(), std::size_t{4} << 20);
+    });
+  }
+  void record(event& e, stream& s) {
+    std::uint64_t target;
+    {
+      std::lock_guard lock(e.state_->mutex);
+      target = ++e.state_->recorded;
+    }
+    queue(s).submit([st = e.state_, target] { st->complete(target); });
+  }
+  /// @brief Work queued on `s` after this call waits for `e`'s last record().
+  void wait(stream& s, event& e) {
+    std::uint64_t target;
+    {
+      std::lock_guard lock(e.state_->mutex);
+      target = e.state_->recorded;
+    }
+    queue(s).submit([st = e.state_, target] { st->wait_for(target); });
+  }
+  void synchronize(stream& s) { queue(s).drain(); }
+  void synchronize(event& e) {
+    std::uint64_t target;
+    {
+      std::lock_guard lock(e.state_->mutex);
+      target = e.state_->recorded;
+    }
+    e.state_->wait_for(target);
+  }
+  [[nodiscard]] bool query(event& e) {
+    std::lock_guard lock(e.state_->mutex);
+    return e.state_->completed >= e.state_->recorded;
+  }
+  void host_callback(stream& s, host_callback_fn fn, void* user) {
+    queue(s).submit([fn, user] { fn(user); });
+  }
+
+ private:
+  static detail::serial_queue& queue(stream& s) {
+    LRIS_EXPECTS(s.queue_ != nullptr, "host_backend: use of a moved-from stream");
+    return *s.queue_;
+  }
+  static void* aligned(std::size_t bytes, std::size_t alignment, const char* what) {
+    const std::size_t rounded = (std::max<std::size_t>(bytes, 1) + alignment - 1) & ~(alignment - 1);
+    if (rounded < bytes) {
+      throw out_of_memory(fmt::format("host_backend: cannot allocate {} bytes of {} memory "
+                                      "(size overflows)", bytes, what), bytes);
+    }
+    void* p = std::aligned_alloc(alignment, rounded);
+    if (p == nullptr) {
+      throw out_of_memory(fmt::format("host_backend: cannot allocate {} bytes of {} memory",
+                                      bytes, what), bytes);
+    }
+    return p;
+  }
+
+  int device_ = 0;
+};
+
+static_assert(backend_policy<host_backend>);
+
+}  // namespace lris

@@ -1,0 +1,21 @@
+#pragma once
+/// @file
+/// @brief transfer_policy: how bytes move, decided per transfer.
+
+#include <concepts>
+#include <string_view>
+
+#include <lris/transfer/plan.hpp>
+
+namespace lris {
+
+/// @brief A copyable value type that plans transfers: `t.plan(request) -> transfer_plan`.
+/// Policies decide; the pipeline executes. A policy never touches memory itself, so a new one
+/// (a different heuristic, a calibrated table) is a few lines of pure code.
+template <class T>
+concept transfer_policy = std::copyable<T> && requires(const T& t, const transfer_request& r) {
+  { T::name } -> std::convertible_to<std::string_view>;
+  { t.plan(r) } -> std::same_as<transfer_plan>;
+};
+
+}  // namespace lris

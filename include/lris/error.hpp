@@ -1,0 +1,103 @@
+#pragma once
+/// @file
+/// @brief The exceptions LRIS throws, and the LRIS_EXPECTS precondition check.
+///
+/// Every message names what is at fault: sizes, addresses, files, offsets. Destructors never
+/// throw. `io_error` derives from std::system_error (it carries an errno); everything else
+/// derives from lris::error.
+
+#include <cstddef>
+#include <stdexcept>
+#include <string>
+#include <system_error>
+
+#include <fmt/format.h>
+
+#include <lris/config.hpp>
+
+namespace lris {
+
+/// @brief Base of every LRIS exception except io_error.
+class error : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+/// @brief A caller broke a precondition: null pointer, size mismatch, overlap, misalignment.
+class invalid_argument : public error {
+ public:
+  using error::error;
+};
+
+/// @brief An allocation could not be satisfied. `requested()` is the size that failed.
+class out_of_memory : public error {
+ public:
+  out_of_memory(const std::string& what, std::size_t requested)
+      : error(what), requested_(requested) {}
+  /// @brief The number of bytes that were asked for.
+  [[nodiscard]] std::size_t requested() const noexcept { return requested_; }
+
+ private:
+  std::size_t requested_;
+};
+
+/// @brief A feature the caller asked for is not available on this machine (and no fallback was
+/// allowed), e.g. 1 GiB huge pages with none reserved.
+class unsupported : public error {
+ public:
+  using error::error;
+};
+
+/// @brief A transfer was cancelled before it finished.
+class cancelled : public error {
+ public:
+  using error::error;
+};
+
+/// @brief A file's contents violate its format (safetensors, profiles).
+class format_error : public error {
+ public:
+  using error::error;
+};
+
+/// @brief A device runtime (CUDA, HIP) reported an error. `code()` is the runtime's code.
+class device_error : public error {
+ public:
+  device_error(const std::string& what, int code) : error(what), code_(code) {}
+  /// @brief The runtime's numeric error code.
+  [[nodiscard]] int code() const noexcept { return code_; }
+
+ private:
+  int code_;
+};
+
+/// @brief The CUDA runtime reported an error.
+class cuda_error : public device_error {
+ public:
+  using device_error::device_error;
+};
+
+/// @brief An operating-system call on a file or device failed; code() holds the errno.
+class io_error : public std::system_error {
+ public:
+  io_error(int errno_value, const std::string& what)
+      : std::system_error(errno_value, std::generic_category(), what) {}
+};
+
+namespace detail {
+[[noreturn]] inline void throw_expects(const char* condition, const std::string& message,
+                                       const char* file, int line) {
+  throw invalid_argument(fmt::format("{} (precondition `{}` failed at {}:{})", message, condition,
+                                     file, line));
+}
+}  // namespace detail
+
+}  // namespace lris
+
+/// @brief Throws lris::invalid_argument with the formatted message when `cond` is false.
+/// Usage: `LRIS_EXPECTS(p != nullptr, "copy: source is null ({} bytes)", n);`
+#define LRIS_EXPECTS(cond, ...)                                                         \
+  do {                                                                                  \
+    if (LRIS_UNLIKELY(!(cond)))                                                         \
+      ::lris::detail::throw_expects(#cond, ::fmt::format(__VA_ARGS__), __FILE__, __LINE__); \
+  } while (false)

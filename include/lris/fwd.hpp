@@ -1,0 +1,22 @@
+#pragma once
+/// @file
+/// @brief Forward declarations of LRIS's main types, for headers that only name them.
+
+#include <lris/concepts/allocator_policy.hpp>
+#include <lris/concepts/backend_policy.hpp>
+#include <lris/concepts/transfer_policy.hpp>
+#include <lris/memory/spaces.hpp>
+
+namespace lris {
+template <memory_space Space, class T>
+class memory_span;
+class host_backend;
+struct direct;
+struct staged;
+class auto_select;
+struct transfer_stats;
+struct transfer_profile;
+class transfer;
+template <transfer_policy Transfer, backend_policy Backend, allocator_policy Allocator>
+class pipeline;
+}  // namespace lris

@@ -1,0 +1,42 @@
+#pragma once
+/// @file
+/// @brief Everything in LRIS that needs no GPU toolkit: include this one header.
+
+#include <lris/config.hpp>
+#include <lris/error.hpp>
+#include <lris/fwd.hpp>
+
+#include <lris/concepts/allocator_policy.hpp>
+#include <lris/concepts/backend_policy.hpp>
+#include <lris/concepts/memory_properties.hpp>
+#include <lris/concepts/transfer_policy.hpp>
+
+#include <lris/memory/allocator_ref.hpp>
+#include <lris/memory/buffer.hpp>
+#include <lris/memory/caching_pool.hpp>
+#include <lris/memory/device_allocator.hpp>
+#include <lris/memory/host_registration.hpp>
+#include <lris/memory/huge_page_allocator.hpp>
+#include <lris/memory/memory_span.hpp>
+#include <lris/memory/numa_allocator.hpp>
+#include <lris/memory/page_aligned_allocator.hpp>
+#include <lris/memory/pageable_allocator.hpp>
+#include <lris/memory/pinned_allocator.hpp>
+#include <lris/memory/registered_allocator.hpp>
+#include <lris/memory/spaces.hpp>
+
+#include <lris/backends/host_backend.hpp>
+
+#include <lris/transfer/auto_select.hpp>
+#include <lris/transfer/copy.hpp>
+#include <lris/transfer/direct.hpp>
+#include <lris/transfer/pipeline.hpp>
+#include <lris/transfer/plan.hpp>
+#include <lris/transfer/profile.hpp>
+#include <lris/transfer/staged.hpp>
+#include <lris/transfer/stats.hpp>
+#include <lris/transfer/traits.hpp>
+#include <lris/transfer/transfer.hpp>
+
+#include <lris/system/format_bytes.hpp>
+#include <lris/system/host_info.hpp>

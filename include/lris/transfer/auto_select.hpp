@@ -1,0 +1,45 @@
+#pragma once
+/// @file
+/// @brief The `auto_select` transfer policy: picks a path per transfer from size and memory
+/// kinds, with thresholds from the calibrated profile.
+
+#include <optional>
+#include <string_view>
+
+#include <lris/concepts/transfer_policy.hpp>
+#include <lris/transfer/profile.hpp>
+
+namespace lris {
+
+/// @brief Small transfers go direct (lowest latency); large host copies are split over worker
+/// threads; large pageable <-> device copies are staged. Thresholds and chunk parameters come
+/// from the profile written by `lris calibrate` (cached_profile(request.backend)) unless one is
+/// given explicitly.
+class auto_select {
+ public:
+  static constexpr std::string_view name = "auto";
+
+  auto_select() = default;
+  /// @brief Uses `profile` instead of the calibrated one.
+  explicit auto_select(transfer_profile profile) : profile_(std::move(profile)) {}
+
+  [[nodiscard]] transfer_plan plan(const transfer_request& r) const {
+    const transfer_profile& p = profile_ ? *profile_ : cached_profile(r.backend);
+    transfer_plan plan{.chunk_bytes = p.chunk_bytes, .workers = p.workers,
+                       .streams = p.streams, .ring_depth = p.ring_depth};
+    if (r.needs_staging && r.bytes >= p.staged_min_bytes) {
+      plan.path = transfer_path::staged;
+    } else if (r.kind == copy_kind::host_to_host && r.bytes >= p.parallel_min_bytes) {
+      plan.path = transfer_path::parallel;
+    } else {
+      plan.path = transfer_path::direct;
+    }
+    return plan;
+  }
+
+ private:
+  std::optional<transfer_profile> profile_;
+};
+static_assert(transfer_policy<auto_select>);
+
+}  // namespace lris

@@ -1,0 +1,47 @@
+#pragma once
+/// @file
+/// @brief lris::copy(dst, src, options): move bytes between any two typed spans.
+
+#include <lris/memory/memory_span.hpp>
+#include <lris/memory/pinned_allocator.hpp>
+#include <lris/transfer/auto_select.hpp>
+#include <lris/transfer/pipeline.hpp>
+#include <lris/transfer/traits.hpp>
+
+namespace lris {
+
+/// @brief The process-wide pipeline copy() uses for `Backend`'s device `device`:
+/// auto_select over a pinned ring of at most 256 MiB.
+template <backend_policy Backend>
+[[nodiscard]] pipeline<auto_select, Backend>& default_pipeline(int device = 0) {
+  // One per device, made on first use; never destroyed, so transfers may outlive main().
+  static std::mutex mutex;
+  static std::vector<std::unique_ptr<pipeline<auto_select, Backend>>> pipelines;
+  std::lock_guard lock(mutex);
+  LRIS_EXPECTS(device >= 0 && device < Backend::device_count(),
+               "lris::copy: device {} does not exist ({} has {} devices)", device, Backend::name,
+               Backend::device_count());
+  if (pipelines.empty()) pipelines.resize(static_cast<std::size_t>(Backend::device_count()));
+  auto& p = pipelines[static_cast<std::size_t>(device)];
+  if (!p) {
+    p = std::make_unique<pipeline<auto_select, Backend>>(auto_select{}, Backend(device));
+  }
+  return *p;
+}
+
+/// @brief Starts copying `src` into `dst` (same size in bytes) along the path auto_select
+/// picks, on the backend the spans' memory spaces name. Returns the transfer's handle; call
+/// `.wait()` for its statistics. Impossible pairs of memory spaces fail to compile.
+template <memory_space DstSpace, class T, memory_space SrcSpace, class U>
+transfer copy(memory_span<DstSpace, T> dst, memory_span<SrcSpace, U> src,
+              const transfer_options& options = {}) {
+  using traits = transfer_traits<DstSpace, SrcSpace>;
+  static_assert(traits::possible,
+                "lris::copy: no direct path between device memory of two different backends; "
+                "copy through host memory");
+  using backend = typename traits::backend;
+  const int device = traits::kind == copy_kind::device_to_host ? src.device() : dst.device();
+  return default_pipeline<backend>(device).copy(dst, src, options);
+}
+
+}  // namespace lris

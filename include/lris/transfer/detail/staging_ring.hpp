@@ -1,0 +1,141 @@
+#pragma once
+/// @file
+/// @brief The pinned staging ring shared by a pipeline's transfers, with a bound on its bytes.
+
+#include <atomic>
+#include <condition_variable>
+#include <cstddef>
+#include <memory>
+#include <mutex>
+#include <vector>
+
+#include <fmt/format.h>
+
+#include <lris/concepts/allocator_policy.hpp>
+#include <lris/concepts/backend_policy.hpp>
+#include <lris/error.hpp>
+
+namespace lris::detail {
+
+/// @brief One pinned chunk buffer and the event of the last DMA that used it.
+template <class Backend>
+struct staging_slot {
+  explicit staging_slot(typename Backend::event e) : event(std::move(e)) {}
+  std::byte* data = nullptr;
+  std::size_t bytes = 0;
+  typename Backend::event event;
+  // Filled in by transfers: the chunk index allowed to use the slot next, and whether a DMA
+  // of `pending_bytes` is still in flight from it.
+  std::atomic<std::size_t> ready_for{0};
+  bool pending = false;
+  std::size_t pending_bytes = 0;
+};
+
+/// @brief Pinned slots handed to transfers. Slots are kept for reuse; the total never exceeds
+/// `max_bytes`. A transfer gets at least one slot (waiting only while it would get none), so
+/// concurrent transfers always make progress.
+template <backend_policy Backend, allocator_policy Allocator>
+class staging_ring {
+ public:
+  using slot = staging_slot<Backend>;
+
+  staging_ring(Backend backend, Allocator alloc, std::size_t max_bytes)
+      : backend_(std::move(backend)), alloc_(std::move(alloc)), max_bytes_(max_bytes) {}
+  ~staging_ring() {
+    for (auto& s : slots_) alloc_.deallocate(s->data, s->bytes, 4096);
+  }
+  staging_ring(const staging_ring&) = delete;
+  staging_ring& operator=(const staging_ring&) = delete;
+
+  [[nodiscard]] std::size_t max_bytes() const noexcept { return max_bytes_; }
+
+  /// @brief Between 1 and `want` slots of exactly `bytes` bytes (bytes <= max_bytes()).
+  std::vector<slot*> acquire(std::size_t want, std::size_t bytes) {
+    LRIS_EXPECTS(bytes > 0 && bytes <= max_bytes_,
+                 "staging ring: a chunk of {} bytes does not fit its bound of {} bytes", bytes,
+                 max_bytes_);
+    std::vector<slot*> got;
+    std::unique_lock lock(mutex_);
+    for (;;) {
+      take_free(got, want, bytes);
+      if (got.size() < want && total_bytes_ + bytes > max_bytes_) evict_other_sizes(bytes);
+      try {
+        while (got.size() < want && total_bytes_ + bytes <= max_bytes_) {
+          got.push_back(grow(bytes));
+        }
+      } catch (const out_of_memory&) {
+        // Pinned memory ran out below the bound: go on with the slots we have; else free
+        // cached slots of other sizes and retry; else wait for other transfers' slots.
+        if (got.empty()) {
+          const bool others_hold_slots = slots_.size() > free_.size();
+          if (free_.empty() && !others_hold_slots) throw;
+          if (!free_.empty()) {
+            evict_other_sizes(bytes);
+            continue;
+          }
+        }
+      }
+      if (!got.empty()) break;
+      cv_.wait(lock);
+    }
+    for (std::size_t i = 0; i < got.size(); ++i) {
+      got[i]->ready_for.store(i);
+      got[i]->pending = false;
+      got[i]->pending_bytes = 0;
+    }
+    return got;
+  }
+
+  /// @brief Returns slots whose DMAs have all completed.
+  void release(const std::vector<slot*>& slots) noexcept {
+    {
+      std::lock_guard lock(mutex_);
+      for (auto* s : slots) free_.push_back(s);
+    }
+    cv_.notify_all();
+  }
+
+ private:
+  void take_free(std::vector<slot*>& got, std::size_t want, std::size_t bytes) {
+    for (auto it = free_.begin(); it != free_.end() && got.size() < want;) {
+      if ((*it)->bytes == bytes) {
+        got.push_back(*it);
+        it = free_.erase(it);
+      } else {
+        ++it;
+      }
+    }
+  }
+  void evict_other_sizes(std::size_t bytes) noexcept {
+    for (auto it = free_.begin(); it != free_.end();) {
+      if ((*it)->bytes != bytes) {
+        slot* s = *it;
+        it = free_.erase(it);
+        alloc_.deallocate(s->data, s->bytes, 4096);
+        total_bytes_ -= s->bytes;
+        std::erase_if(slots_, [s](const auto& p) { return p.get() == s; });
+      } else {
+        ++it;
+      }
+    }
+  }
+  slot* grow(std::size_t bytes) {
+    auto s = std::make_unique<slot>(backend_.make_event());
+    s->data = static_cast<std::byte*>(alloc_.allocate(bytes, 4096));
+    s->bytes = bytes;
+    total_bytes_ += bytes;
+    slots_.push_back(std::move(s));
+    return slots_.back().get();
+  }
+
+  Backend backend_;
+  Allocator alloc_;
+  const std::size_t max_bytes_;
+  std::mutex mutex_;
+  std::condition_variable cv_;
+  std::vector<std::unique_ptr<slot>> slots_;
+  std::vector<slot*> free_;
+  std::size_t total_bytes_ = 0;
+};
+
+}  // namespace lris::detail

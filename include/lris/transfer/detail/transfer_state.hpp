@@ -1,0 +1,73 @@
+#pragma once
+/// @file
+/// @brief Shared state between a transfer handle and the threads executing it.
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <exception>
+#include <mutex>
+
+#include <lris/transfer/plan.hpp>
+#include <lris/transfer/stats.hpp>
+
+namespace lris::detail {
+
+struct transfer_state {
+  explicit transfer_state(std::uint64_t total_bytes, progress_fn progress)
+      : total(total_bytes), on_progress(std::move(progress)) {}
+
+  const std::uint64_t total;
+  std::atomic<std::uint64_t> done{0};
+  std::atomic<bool> cancel_requested{false};
+  const std::chrono::steady_clock::time_point start = std::chrono::steady_clock::now();
+
+  std::mutex mutex;
+  std::condition_variable cv;
+  bool finished = false;
+  std::exception_ptr error;
+  transfer_stats stats;  // written before `finished`, read after
+
+  progress_fn on_progress;
+  std::mutex progress_mutex;  // serializes on_progress calls
+
+  /// @brief Counts `bytes` as delivered and tells the progress callback, which may cancel.
+  void add_progress(std::uint64_t bytes) noexcept {
+    const std::uint64_t now = done.fetch_add(bytes, std::memory_order_relaxed) + bytes;
+    if (!on_progress) return;
+    std::lock_guard lock(progress_mutex);
+    try {
+      if (!on_progress(now, total)) cancel_requested = true;
+    } catch (...) {
+      fail(std::current_exception());
+    }
+  }
+
+  /// @brief Records the first error; the executors stop at their next chunk.
+  void fail(std::exception_ptr e) noexcept {
+    {
+      std::lock_guard lock(mutex);
+      if (!error) error = std::move(e);
+    }
+    cancel_requested = true;
+  }
+
+  [[nodiscard]] bool should_stop() const noexcept {
+    return cancel_requested.load(std::memory_order_relaxed);
+  }
+
+  /// @brief Marks the transfer finished; called exactly once, after the last byte has landed.
+  void finish() noexcept {
+    {
+      std::lock_guard lock(mutex);
+      stats.bytes = done.load();
+      stats.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+      stats.cancelled = !error && stats.bytes < total;
+      finished = true;
+    }
+    cv.notify_all();
+  }
+};
+
+}  // namespace lris::detail

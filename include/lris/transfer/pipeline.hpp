@@ -1,0 +1,234 @@
+#pragma once
+/// @file
+/// @brief pipeline<Transfer, Backend, Allocator>: a transfer policy, a backend and a pinned
+/// staging allocator composed into something that moves bytes.
+
+#include <algorithm>
+#include <cstddef>
+#include <cstring>
+#include <functional>
+#include <memory>
+#include <thread>
+
+#include <fmt/format.h>
+
+#include <lris/backends/host_backend.hpp>
+#include <lris/concepts/allocator_policy.hpp>
+#include <lris/concepts/backend_policy.hpp>
+#include <lris/concepts/transfer_policy.hpp>
+#include <lris/error.hpp>
+#include <lris/memory/memory_span.hpp>
+#include <lris/memory/pinned_allocator.hpp>
+#include <lris/transfer/detail/executors.hpp>
+#include <lris/transfer/traits.hpp>
+#include <lris/transfer/transfer.hpp>
+
+namespace lris {
+
+/// @brief Settings of a pipeline that outlive single transfers.
+struct pipeline_config {
+  /// Upper bound of pinned staging memory, shared by concurrent transfers.
+  std::size_t max_staging_bytes = std::size_t{256} << 20;
+};
+
+/// @brief Moves bytes between typed spans. `Transfer` plans each transfer, `Backend` executes
+/// device work, `Allocator` provides the pinned staging ring.
+///
+/// Transfers are asynchronous: copy() returns a handle at once (direct host copies excepted,
+/// which complete before it returns). A pipeline may be used from many threads; transfers in
+/// flight keep what they need alive, so the pipeline may be destroyed before them.
+template <transfer_policy Transfer, backend_policy Backend,
+          allocator_policy Allocator = pinned_allocator<Backend>>
+class pipeline {
+  static_assert(Allocator::properties.pinned && Allocator::properties.host_accessible,
+                "lris::pipeline: the staging allocator must give pinned host memory "
+                "(pinned_allocator<Backend> or registered_allocator<..., Backend>)");
+
+ public:
+  using transfer_type = Transfer;
+  using backend_type = Backend;
+  using allocator_type = Allocator;
+
+  explicit pipeline(Transfer transfer = {}, Backend backend = {}, Allocator alloc = {},
+                    pipeline_config config = {})
+      : transfer_(std::move(transfer)),
+        core_(std::make_shared<detail::pipeline_core<Backend, Allocator>>(
+            std::move(backend), std::move(alloc), config.max_staging_bytes)) {
+    core_->key = fmt::format("{}:{}", Backend::name, core_->backend.device());
+  }
+
+  [[nodiscard]] const Transfer& policy() const noexcept { return transfer_; }
+  [[nodiscard]] const Backend& backend() const noexcept { return core_->backend; }
+
+  /// @brief The plan this pipeline would use for `bytes` from `Src` to `Dst`.
+  template <memory_space Dst, memory_space Src>
+  [[nodiscard]] transfer_plan plan_for(std::size_t bytes, const transfer_options& opts = {}) const {
+    using traits = transfer_traits<Dst, Src>;
+    transfer_plan p = transfer_.plan({.kind = traits::kind, .bytes = bytes,
+                                      .needs_staging = traits::needs_staging,
+                                      .backend = core_->key});
+    return complete(p, opts);
+  }
+
+  /// @brief Starts copying `src` into `dst`; both must have the same size in bytes.
+  template <memory_space DstSpace, class T, memory_space SrcSpace, class U>
+  transfer copy(memory_span<DstSpace, T> dst, memory_span<SrcSpace, U> src,
+                const transfer_options& opts = {}) {
+    static_assert(!std::is_const_v<T>, "lris::copy: the destination span is const");
+    using traits = transfer_traits<DstSpace, SrcSpace>;
+    static_assert(traits::possible,
+                  "lris::copy: no direct path between device memory of two different backends; "
+                  "copy through host memory");
+    static_assert(std::is_same_v<typename traits::backend, Backend> ||
+                      std::is_same_v<typename traits::backend, host_backend>,
+                  "lris::pipeline::copy: a span is device or pinned memory of another backend "
+                  "than this pipeline's");
+
+    const std::size_t bytes = src.size_bytes();
+    check_arguments<DstSpace, SrcSpace>(dst.data(), dst.size_bytes(), dst.device(), src.data(),
+                                        bytes, src.device());
+    auto state = std::make_shared<detail::transfer_state>(bytes, opts.on_progress);
+    const transfer_plan p = plan_for<DstSpace, SrcSpace>(bytes, opts);
+    auto& st = state->stats;
+    st.kind = traits::kind;
+    st.path = p.path;
+    st.policy = Transfer::name;
+    st.backend = traits::kind == copy_kind::host_to_host ? host_backend::name : Backend::name;
+    auto* d = reinterpret_cast<std::byte*>(dst.data());
+    const auto* s = reinterpret_cast<const std::byte*>(src.data());
+
+    if (bytes == 0) {
+      state->finish();
+    } else if (p.path == transfer_path::staged && traits::needs_staging) {
+      start_staged(state, traits::kind, d, s, bytes, p);
+    } else if (traits::kind == copy_kind::host_to_host && p.path != transfer_path::direct) {
+      start_parallel_host(state, d, s, bytes, p);
+    } else if (traits::kind == copy_kind::host_to_host) {
+      st.path = transfer_path::direct;
+      std::memcpy(d, s, bytes);
+      state->add_progress(bytes);
+      state->finish();
+    } else {
+      start_direct(state, traits::kind, d, s, bytes, p);
+    }
+    // Made only now: a start that throws has left nothing running, and a handle would wait.
+    return transfer(std::move(state));
+  }
+
+ private:
+  // Zero fields of a plan take the options, then the defaults.
+  static transfer_plan complete(transfer_plan p, const transfer_options& o) {
+    const unsigned hw = std::max(1u, std::thread::hardware_concurrency());
+    if (o.chunk_bytes) p.chunk_bytes = o.chunk_bytes;
+    if (o.workers) p.workers = o.workers;
+    if (o.streams) p.streams = o.streams;
+    if (o.ring_depth) p.ring_depth = o.ring_depth;
+    if (!p.chunk_bytes) p.chunk_bytes = std::size_t{4} << 20;
+    if (!p.workers) p.workers = std::min(hw, 8u);
+    if (!p.streams) p.streams = 2;
+    if (!p.ring_depth) p.ring_depth = 2 * p.workers;
+    return p;
+  }
+
+  template <class DstSpace, class SrcSpace>
+  void check_arguments(const void* d, std::size_t dbytes, int ddev, const void* s,
+                       std::size_t sbytes, int sdev) const {
+    LRIS_EXPECTS(dbytes == sbytes,
+                 "lris::copy: the destination has {} bytes but the source has {} bytes", dbytes,
+                 sbytes);
+    LRIS_EXPECTS(sbytes == 0 || (d != nullptr && s != nullptr),
+                 "lris::copy: null pointer (destination {}, source {}) for {} bytes", d, s,
+                 sbytes);
+    constexpr bool dst_dev = DstSpace::properties.device_accessible &&
+                             !DstSpace::properties.host_accessible;
+    constexpr bool src_dev = SrcSpace::properties.device_accessible &&
+                             !SrcSpace::properties.host_accessible;
+    if constexpr (dst_dev) {
+      LRIS_EXPECTS(ddev == core_->backend.device(),
+                   "lris::copy: the destination is on device {} but the pipeline drives device {}",
+                   ddev, core_->backend.device());
+    }
+    if constexpr (src_dev) {
+      LRIS_EXPECTS(sdev == core_->backend.device(),
+                   "lris::copy: the source is on device {} but the pipeline drives device {}",
+                   sdev, core_->backend.device());
+    }
+    // Overlap is only meaningful within one address space: both host or both on one device.
+    if constexpr (dst_dev == src_dev) {
+      const auto db = reinterpret_cast<std::uintptr_t>(d);
+      const auto sb = reinterpret_cast<std::uintptr_t>(s);
+      LRIS_EXPECTS(sbytes == 0 || db + dbytes <= sb || sb + sbytes <= db,
+                   "lris::copy: the destination [{}, +{}) overlaps the source [{}, +{})", d,
+                   dbytes, s, sbytes);
+    }
+  }
+
+  void start_parallel_host(const std::shared_ptr<detail::transfer_state>& state, std::byte* d,
+                           const std::byte* s, std::size_t bytes, const transfer_plan& p) {
+    auto job = std::make_shared<detail::chunked_job>();
+    fill_job(*job, state, d, s, bytes, p.chunk_bytes);
+    state->stats.workers = static_cast<unsigned>(std::min<std::size_t>(p.workers, job->chunks));
+    detail::run_parallel_host(std::move(job), p.workers);
+  }
+
+  void start_staged(const std::shared_ptr<detail::transfer_state>& state, copy_kind kind,
+                    std::byte* d, const std::byte* s, std::size_t bytes, const transfer_plan& p) {
+    auto job = std::make_shared<detail::staged_job<Backend, Allocator>>();
+    const std::size_t chunk = std::min({p.chunk_bytes, bytes, core_->ring.max_bytes()});
+    fill_job(*job, state, d, s, bytes, chunk);
+    job->core = core_;
+    job->kind = kind;
+    job->streams = p.streams;
+    job->slots = core_->ring.acquire(std::min<std::size_t>(p.ring_depth, job->chunks), chunk);
+    const unsigned workers =
+        static_cast<unsigned>(std::min<std::size_t>({p.workers, job->chunks, job->slots.size()}));
+    auto& st = state->stats;
+    st.workers = workers;
+    st.streams = p.streams;
+    st.ring_slots = static_cast<unsigned>(job->slots.size());
+    for (unsigned w = 0; w < workers; ++w) {
+      detail::thread_pool::shared().submit([job] { job->work(); });
+    }
+  }
+
+  void start_direct(const std::shared_ptr<detail::transfer_state>& state, copy_kind kind,
+                    std::byte* d, const std::byte* s, std::size_t bytes, const transfer_plan& p) {
+    auto& stream = core_->next_stream(p.streams);
+    state->stats.streams = 1;
+    core_->backend.copy_async(d, s, bytes, kind, stream);
+    // The callback owns a reference to the state until it has run.
+    auto* keep = new std::shared_ptr<detail::transfer_state>(state);
+    try {
+      core_->backend.host_callback(
+          stream,
+          +[](void* user) noexcept {
+            auto* st = static_cast<std::shared_ptr<detail::transfer_state>*>(user);
+            (*st)->add_progress((*st)->total);
+            (*st)->finish();
+            delete st;
+          },
+          keep);
+    } catch (...) {
+      delete keep;
+      core_->backend.synchronize(stream);
+      throw;
+    }
+  }
+
+  static void fill_job(detail::chunked_job& job, const std::shared_ptr<detail::transfer_state>& st,
+                       std::byte* d, const std::byte* s, std::size_t bytes, std::size_t chunk) {
+    job.state = st;
+    job.dst = d;
+    job.src = s;
+    job.bytes = bytes;
+    job.chunk = chunk;
+    job.chunks = (bytes + chunk - 1) / chunk;
+    st->stats.chunks = job.chunks;
+    st->stats.chunk_bytes = chunk;
+  }
+
+  Transfer transfer_;
+  std::shared_ptr<detail::pipeline_core<Backend, Allocator>> core_;
+};
+
+}  // namespace lris

@@ -1,0 +1,64 @@
+#pragma once
+/// @file
+/// @brief What a transfer policy decides: the path a transfer takes and its parameters.
+
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <string_view>
+
+#include <lris/concepts/backend_policy.hpp>
+
+namespace lris {
+
+/// @brief How bytes move.
+enum class transfer_path {
+  direct,    ///< one operation: one memcpy (host) or one asynchronous copy on one stream
+  parallel,  ///< chunks over several host threads (host<->host) or several streams (DMA-able)
+  staged,    ///< pageable host memory <-> device through a pinned ring: copy workers + DMA
+};
+
+/// @brief "direct", "parallel" or "staged".
+[[nodiscard]] constexpr std::string_view to_string(transfer_path p) noexcept {
+  switch (p) {
+    case transfer_path::direct: return "direct";
+    case transfer_path::parallel: return "parallel";
+    case transfer_path::staged: return "staged";
+  }
+  return "?";
+}
+
+/// @brief What a policy is asked to plan: derived from the span types and size.
+struct transfer_request {
+  copy_kind kind = copy_kind::host_to_host;
+  std::size_t bytes = 0;
+  /// The host side is pageable while the other side is a device: only staging through pinned
+  /// memory reaches full link speed.
+  bool needs_staging = false;
+  /// The executing backend and device, e.g. "host:0" or "cuda:1" (profiles are kept per key).
+  std::string_view backend = "host:0";
+};
+
+/// @brief A policy's decision. Zero fields are filled from defaults by the pipeline.
+struct transfer_plan {
+  transfer_path path = transfer_path::direct;
+  std::size_t chunk_bytes = 0;  ///< bytes per chunk (parallel, staged)
+  unsigned workers = 0;         ///< host threads copying (parallel h2h, staged)
+  unsigned streams = 0;         ///< device streams (parallel DMA, staged)
+  unsigned ring_depth = 0;      ///< pinned staging slots of chunk_bytes each (staged)
+};
+
+/// @brief Called after each chunk with (bytes done, bytes total); returning false cancels.
+/// Calls are serialized, never concurrent.
+using progress_fn = std::function<bool(std::uint64_t done, std::uint64_t total)>;
+
+/// @brief Per-transfer options; zero means "the policy's choice".
+struct transfer_options {
+  std::size_t chunk_bytes = 0;
+  unsigned workers = 0;
+  unsigned streams = 0;
+  unsigned ring_depth = 0;
+  progress_fn on_progress = {};
+};
+
+}  // namespace lris

@@ -1,0 +1,47 @@
+#pragma once
+/// @file
+/// @brief Transfer profiles: the thresholds auto_select uses, measured by `lris calibrate`.
+
+#include <cstddef>
+#include <filesystem>
+#include <string>
+#include <string_view>
+
+namespace lris {
+
+/// @brief Where auto_select switches paths, and the parameters of the chunked paths, for one
+/// backend on one machine. The defaults are safe everywhere; a calibrated profile is better.
+struct transfer_profile {
+  /// Host <-> host copies of at least this many bytes are split over worker threads.
+  std::size_t parallel_min_bytes = std::size_t{1} << 20;
+  /// Pageable <-> device copies of at least this many bytes go through the pinned ring.
+  std::size_t staged_min_bytes = std::size_t{1} << 20;
+  std::size_t chunk_bytes = std::size_t{4} << 20;
+  unsigned workers = 0;     ///< 0: min(hardware threads, 8)
+  unsigned streams = 2;
+  unsigned ring_depth = 0;  ///< 0: twice the workers
+  /// Where these values came from: "defaults" or the profile file's path.
+  std::string source = "defaults";
+
+  friend bool operator==(const transfer_profile&, const transfer_profile&) = default;
+};
+
+/// @brief The profile file: $LRIS_PROFILE, else $XDG_CONFIG_HOME/lris/profile.json, else
+/// $HOME/.config/lris/profile.json.
+[[nodiscard]] std::filesystem::path default_profile_path();
+
+/// @brief The profile of `backend` (e.g. "host", "cuda:0") in the file at `path`; the defaults
+/// when the file does not exist or has no entry for it. Throws lris::format_error naming the
+/// file and key when the file is malformed.
+[[nodiscard]] transfer_profile load_profile(const std::filesystem::path& path,
+                                            std::string_view backend);
+
+/// @brief load_profile(default_profile_path(), backend), read once per backend per process.
+[[nodiscard]] const transfer_profile& cached_profile(std::string_view backend);
+
+/// @brief Writes `profile` as the entry for `backend` into the file at `path`, keeping the
+/// other backends' entries; creates directories as needed. Throws lris::io_error on failure.
+void save_profile(const std::filesystem::path& path, std::string_view backend,
+                  const transfer_profile& profile);
+
+}  // namespace lris

@@ -1,0 +1,33 @@
+#pragma once
+/// @file
+/// @brief What a finished transfer reports.
+
+#include <cstddef>
+#include <cstdint>
+#include <string_view>
+
+#include <lris/concepts/backend_policy.hpp>
+#include <lris/transfer/plan.hpp>
+
+namespace lris {
+
+/// @brief Per-transfer statistics, complete once the transfer has finished.
+struct transfer_stats {
+  std::uint64_t bytes = 0;     ///< bytes moved (less than asked for when cancelled)
+  double seconds = 0;          ///< from copy() to completion
+  transfer_path path = transfer_path::direct;
+  copy_kind kind = copy_kind::host_to_host;
+  std::string_view policy;     ///< the transfer policy that planned it
+  std::string_view backend;    ///< the backend that executed it
+  std::size_t chunks = 1;
+  std::size_t chunk_bytes = 0;
+  unsigned workers = 0;
+  unsigned streams = 0;
+  unsigned ring_slots = 0;     ///< pinned staging slots actually used
+  bool cancelled = false;
+
+  /// @brief Achieved rate in GB/s (10^9 bytes per second).
+  [[nodiscard]] double gbps() const noexcept { return seconds > 0 ? bytes / seconds / 1e9 : 0.0; }
+};
+
+}  // namespace lris

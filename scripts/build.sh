@@ -1,0 +1,80 @@
+#!/usr/bin/env bash
+# Builds LRIS and does one job with it. Installs missing Debian packages first (apt-get).
+#
+#   scripts/build.sh demo    build the `lris` command and run `lris demo`
+#   scripts/build.sh test    build everything, run the tests, then the tests again under
+#                            AddressSanitizer + UndefinedBehaviorSanitizer, then build the
+#                            downstream example against an installed lris and through
+#                            add_subdirectory
+#   scripts/build.sh deps    only install the packages
+#
+# Environment: BUILD_DIR (default build), JOBS (default: number of cores).
+set -euo pipefail
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$here"
+build=${BUILD_DIR:-build}
+jobs=${JOBS:-$(nproc)}
+
+packages=(cmake make g++ pkg-config ccache catch2 libfmt-dev libcli11-dev liburing-dev
+          libnuma-dev libhwloc-dev libxxhash-dev nlohmann-json3-dev libbenchmark-dev)
+
+install_deps() {
+  local missing=()
+  for p in "${packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  echo "build.sh: installing ${missing[*]}"
+  local sudo=()
+  [ "$(id -u)" -eq 0 ] || sudo=(sudo)
+  "${sudo[@]}" apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq --no-install-recommends \
+    "${missing[@]}" >/dev/null
+}
+
+configure() {  # configure DIR [cmake args...]
+  local dir=$1
+  shift
+  cmake -S . -B "$dir" -DCMAKE_CXX_COMPILER_LAUNCHER=ccache "$@" >/dev/null
+}
+
+case "${1:-}" in
+  deps)
+    install_deps
+    ;;
+  demo)
+    install_deps
+    configure "$build" -DCMAKE_BUILD_TYPE=Release
+    cmake --build "$build" -j "$jobs" --target lris_tool
+    "$build/lris" demo
+    ;;
+  test)
+    install_deps
+    configure "$build" -DCMAKE_BUILD_TYPE=Release
+    cmake --build "$build" -j "$jobs"
+    (cd "$build" && ctest --output-on-failure -j "$jobs")
+
+    # Downstream project, both ways: installed package, and add_subdirectory.
+    prefix="$PWD/$build/install"
+    cmake --install "$build" --prefix "$prefix" >/dev/null
+    cmake -S examples/downstream -B "$build/downstream-installed" \
+      -DCMAKE_PREFIX_PATH="$prefix" -DCMAKE_CXX_COMPILER_LAUNCHER=ccache >/dev/null
+    cmake --build "$build/downstream-installed" -j "$jobs"
+    "$build/downstream-installed/downstream"
+    cmake -S examples/downstream -B "$build/downstream-subdir" -DLRIS_SOURCE_DIR="$PWD" \
+      -DCMAKE_CXX_COMPILER_LAUNCHER=ccache >/dev/null
+    cmake --build "$build/downstream-subdir" -j "$jobs"
+    "$build/downstream-subdir/downstream"
+
+    # The host tests again under ASan + UBSan.
+    configure "$build-asan" -DCMAKE_BUILD_TYPE=Debug -DLRIS_SANITIZE=address,undefined \
+      -DLRIS_BUILD_TOOLS=OFF -DLRIS_BUILD_BENCHMARKS=OFF -DLRIS_BUILD_EXAMPLES=OFF
+    cmake --build "$build-asan" -j "$jobs"
+    (cd "$build-asan" && ctest --output-on-failure -j "$jobs" -E '^must_fail_')
+    ;;
+  *)
+    sed -n '2,13p' "$0"
+    exit 2
+    ;;
+esac

@@ -1,0 +1,130 @@
+#include <lris/transfer/profile.hpp>
+
+#include <cerrno>
+#include <cstdlib>
+#include <fstream>
+#include <map>
+#include <mutex>
+#include <sstream>
+
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+#include <lris/error.hpp>
+
+namespace lris {
+
+namespace {
+using json = nlohmann::json;
+
+json read_json(const std::filesystem::path& path, bool& exists) {
+  std::ifstream in(path);
+  exists = static_cast<bool>(in);
+  if (!exists) return json::object();
+  try {
+    json j = json::parse(in);
+    if (!j.is_object()) {
+      throw format_error(fmt::format("profile {}: the top level is not a JSON object",
+                                     path.string()));
+    }
+    return j;
+  } catch (const json::exception& e) {
+    throw format_error(fmt::format("profile {}: not valid JSON: {}", path.string(), e.what()));
+  }
+}
+
+template <class T>
+void read_field(const json& entry, const char* key, T& out, const std::filesystem::path& path,
+                std::string_view backend) {
+  auto it = entry.find(key);
+  if (it == entry.end()) return;
+  if (!it->is_number_unsigned()) {
+    throw format_error(fmt::format("profile {}: \"{}\".\"{}\" must be a non-negative integer, "
+                                   "not {}", path.string(), backend, key, it->dump()));
+  }
+  const auto v = it->get<std::uint64_t>();
+  if (v > std::numeric_limits<T>::max()) {
+    throw format_error(fmt::format("profile {}: \"{}\".\"{}\" = {} is out of range",
+                                   path.string(), backend, key, v));
+  }
+  out = static_cast<T>(v);
+}
+}  // namespace
+
+std::filesystem::path default_profile_path() {
+  if (const char* p = std::getenv("LRIS_PROFILE"); p && *p) return p;
+  if (const char* x = std::getenv("XDG_CONFIG_HOME"); x && *x) {
+    return std::filesystem::path(x) / "lris" / "profile.json";
+  }
+  if (const char* h = std::getenv("HOME"); h && *h) {
+    return std::filesystem::path(h) / ".config" / "lris" / "profile.json";
+  }
+  return "lris-profile.json";
+}
+
+transfer_profile load_profile(const std::filesystem::path& path, std::string_view backend) {
+  bool exists = false;
+  const json root = read_json(path, exists);
+  transfer_profile p;
+  auto it = root.find(std::string(backend));
+  if (it == root.end()) return p;
+  if (!it->is_object()) {
+    throw format_error(fmt::format("profile {}: entry \"{}\" is not an object", path.string(),
+                                   backend));
+  }
+  read_field(*it, "parallel_min_bytes", p.parallel_min_bytes, path, backend);
+  read_field(*it, "staged_min_bytes", p.staged_min_bytes, path, backend);
+  read_field(*it, "chunk_bytes", p.chunk_bytes, path, backend);
+  read_field(*it, "workers", p.workers, path, backend);
+  read_field(*it, "streams", p.streams, path, backend);
+  read_field(*it, "ring_depth", p.ring_depth, path, backend);
+  if (p.chunk_bytes == 0) {
+    throw format_error(fmt::format("profile {}: \"{}\".\"chunk_bytes\" must be positive",
+                                   path.string(), backend));
+  }
+  p.source = path.string();
+  return p;
+}
+
+const transfer_profile& cached_profile(std::string_view backend) {
+  static std::mutex mutex;
+  static std::map<std::string, transfer_profile, std::less<>> cache;
+  std::lock_guard lock(mutex);
+  auto it = cache.find(backend);
+  if (it == cache.end()) {
+    it = cache.emplace(std::string(backend), load_profile(default_profile_path(), backend)).first;
+  }
+  return it->second;
+}
+
+void save_profile(const std::filesystem::path& path, std::string_view backend,
+                  const transfer_profile& p) {
+  bool exists = false;
+  json root = read_json(path, exists);
+  root[std::string(backend)] = json{{"parallel_min_bytes", p.parallel_min_bytes},
+                                    {"staged_min_bytes", p.staged_min_bytes},
+                                    {"chunk_bytes", p.chunk_bytes},
+                                    {"workers", p.workers},
+                                    {"streams", p.streams},
+                                    {"ring_depth", p.ring_depth}};
+  std::error_code ec;
+  if (path.has_parent_path()) std::filesystem::create_directories(path.parent_path(), ec);
+  if (ec) {
+    throw io_error(ec.value(), fmt::format("profile {}: cannot create its directory",
+                                           path.string()));
+  }
+  // Write a sibling file and rename it over, so a crash never leaves half a profile.
+  const auto tmp = std::filesystem::path(path.string() + ".tmp");
+  {
+    std::ofstream out(tmp, std::ios::trunc);
+    if (!out) throw io_error(errno, fmt::format("profile {}: cannot write", tmp.string()));
+    out << root.dump(2) << '\n';
+    if (!out.flush()) throw io_error(errno, fmt::format("profile {}: write failed", tmp.string()));
+  }
+  std::filesystem::rename(tmp, path, ec);
+  if (ec) {
+    throw io_error(ec.value(), fmt::format("profile {}: cannot replace it", path.string()));
+  }
+}
+
+}  // namespace lris

@@ -1,0 +1,71 @@
+// What each concept accepts and, as importantly, what it rejects.
+#include <catch2/catch.hpp>
+
+#include <lris/lris.hpp>
+
+namespace {
+
+// A backend missing `query`: not a model.
+struct no_query_backend : lris::host_backend {
+  bool query(event&) = delete;
+};
+// A policy whose plan returns the wrong type.
+struct bad_policy {
+  static constexpr std::string_view name = "bad";
+  int plan(const lris::transfer_request&) const { return 0; }
+};
+// A policy without a name.
+struct nameless_policy {
+  lris::transfer_plan plan(const lris::transfer_request&) const { return {}; }
+};
+
+}  // namespace
+
+// Models.
+static_assert(lris::backend_policy<lris::host_backend>);
+static_assert(lris::transfer_policy<lris::direct>);
+static_assert(lris::transfer_policy<lris::staged>);
+static_assert(lris::transfer_policy<lris::auto_select>);
+static_assert(lris::memory_space<lris::host_space>);
+static_assert(lris::memory_space<lris::device_space<lris::host_backend>>);
+
+// Rejections.
+static_assert(!lris::backend_policy<int>);
+static_assert(!lris::backend_policy<no_query_backend>);
+static_assert(!lris::transfer_policy<bad_policy>);
+static_assert(!lris::transfer_policy<nameless_policy>);
+static_assert(!lris::memory_space<int>);
+static_assert(!lris::has_memory_properties<int>);
+
+// Compile-time properties of the spaces.
+static_assert(lris::is_host_accessible_v<lris::host_space>);
+static_assert(!lris::is_pinned_v<lris::host_space>);
+static_assert(lris::is_pinned_v<lris::pinned_space<lris::host_backend>>);
+static_assert(!lris::is_host_accessible_v<lris::device_space<lris::host_backend>>);
+static_assert(lris::is_device_accessible_v<lris::device_space<lris::host_backend>>);
+
+// Two devices of different backends cannot be paired; the same backend can.
+namespace {
+struct other_backend : lris::host_backend {};
+}  // namespace
+static_assert(!lris::transfer_traits<lris::device_space<other_backend>,
+                                     lris::device_space<lris::host_backend>>::possible);
+static_assert(lris::transfer_traits<lris::device_space<lris::host_backend>,
+                                    lris::device_space<lris::host_backend>>::possible);
+// Host memory pinned for one backend is pageable as far as another backend is concerned.
+static_assert(lris::transfer_traits<lris::device_space<other_backend>,
+                                    lris::pinned_space<lris::host_backend>>::needs_staging);
+
+TEST_CASE("memory spans are typed views", "[concepts]") {
+  int v[4] = {1, 2, 3, 4};
+  auto s = lris::as_host(v, 4);
+  STATIC_REQUIRE(std::is_same_v<decltype(s), lris::host_span<int>>);
+  CHECK(s.size_bytes() == 16);
+  CHECK(s.subspan(1, 2).data() == v + 1);
+  CHECK(s.host()[3] == 4);
+  lris::host_span<const int> c = s;  // mutable -> const converts
+  CHECK(c.size() == 4);
+  auto b = lris::as_bytes(c);
+  STATIC_REQUIRE(std::is_same_v<decltype(b), lris::host_span<const std::byte>>);
+  CHECK(b.size() == 16);
+}

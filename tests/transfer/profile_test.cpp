@@ -1,0 +1,97 @@
+#include <catch2/catch.hpp>
+
+#include "support/what_contains.hpp"
+
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+
+#include <lris/error.hpp>
+#include <lris/transfer/profile.hpp>
+
+namespace fs = std::filesystem;
+
+namespace {
+fs::path temp_file(const char* name) {
+  auto dir = fs::temp_directory_path() / ("lris-profile-test-" + std::to_string(::getpid()));
+  fs::create_directories(dir);
+  return dir / name;
+}
+void write(const fs::path& p, const char* text) { std::ofstream(p) << text; }
+}  // namespace
+
+TEST_CASE("profiles round-trip per backend and keep other entries", "[profile]") {
+  const auto path = temp_file("a/b/profile.json");
+  fs::remove(path);
+  lris::transfer_profile host;
+  host.parallel_min_bytes = 123456;
+  host.chunk_bytes = 1 << 22;
+  host.workers = 6;
+  lris::save_profile(path, "host:0", host);
+  lris::transfer_profile gpu;
+  gpu.staged_min_bytes = 777;
+  lris::save_profile(path, "cuda:0", gpu);
+
+  auto h = lris::load_profile(path, "host:0");
+  CHECK(h.parallel_min_bytes == 123456);
+  CHECK(h.chunk_bytes == (1u << 22));
+  CHECK(h.workers == 6);
+  CHECK(h.source == path.string());
+  CHECK(lris::load_profile(path, "cuda:0").staged_min_bytes == 777);
+  // An unknown backend or a missing file gives the defaults.
+  CHECK(lris::load_profile(path, "hip:3") == lris::transfer_profile{});
+  CHECK(lris::load_profile(path.string() + ".missing", "host:0").source == "defaults");
+}
+
+TEST_CASE("malformed profiles are format errors naming the file and key", "[profile][errors]") {
+  const auto path = temp_file("bad.json");
+  SECTION("not JSON") {
+    write(path, "{ nope");
+    REQUIRE_THROWS_MATCHES(lris::load_profile(path, "host:0"), lris::format_error,
+                           lris::test::what_contains(path.string()) &&
+                               lris::test::what_contains("not valid JSON"));
+  }
+  SECTION("not an object") {
+    write(path, "[1,2]");
+    REQUIRE_THROWS_MATCHES(lris::load_profile(path, "host:0"), lris::format_error,
+                           lris::test::what_contains("not a JSON object"));
+  }
+  SECTION("negative number") {
+    write(path, R"({"host:0": {"workers": -3}})");
+    REQUIRE_THROWS_MATCHES(lris::load_profile(path, "host:0"), lris::format_error,
+                           lris::test::what_contains("\"host:0\".\"workers\""));
+  }
+  SECTION("out of range") {
+    write(path, R"({"host:0": {"workers": 99999999999}})");
+    REQUIRE_THROWS_MATCHES(lris::load_profile(path, "host:0"), lris::format_error,
+                           lris::test::what_contains("out of range"));
+  }
+  SECTION("zero chunk") {
+    write(path, R"({"host:0": {"chunk_bytes": 0}})");
+    REQUIRE_THROWS_MATCHES(lris::load_profile(path, "host:0"), lris::format_error,
+                           lris::test::what_contains("chunk_bytes"));
+  }
+  SECTION("entry not an object") {
+    write(path, R"({"host:0": 5})");
+    REQUIRE_THROWS_MATCHES(lris::load_profile(path, "host:0"), lris::format_error,
+                           lris::test::what_contains("is not an object"));
+  }
+}
+
+TEST_CASE("the profile path follows LRIS_PROFILE, then XDG_CONFIG_HOME, then HOME",
+          "[profile]") {
+  ::setenv("LRIS_PROFILE", "/x/p.json", 1);
+  CHECK(lris::default_profile_path() == fs::path("/x/p.json"));
+  ::unsetenv("LRIS_PROFILE");
+  ::setenv("XDG_CONFIG_HOME", "/cfg", 1);
+  CHECK(lris::default_profile_path() == fs::path("/cfg/lris/profile.json"));
+  ::unsetenv("XDG_CONFIG_HOME");
+  ::setenv("HOME", "/home/u", 1);
+  CHECK(lris::default_profile_path() == fs::path("/home/u/.config/lris/profile.json"));
+}
+
+TEST_CASE("save_profile reports a directory it cannot create", "[profile][errors]") {
+  const auto file = temp_file("plainfile");
+  write(file, "x");
+  REQUIRE_THROWS_AS(lris::save_profile(file / "sub" / "p.json", "host:0", {}), lris::io_error);
+}

@@ -1,0 +1,134 @@
+#include "measure.hpp"
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <thread>
+
+#include <fmt/format.h>
+
+#include <lris/error.hpp>
+#include <lris/system/format_bytes.hpp>
+
+namespace lris::tool {
+
+namespace {
+using clock_type = std::chrono::steady_clock;
+double seconds_since(clock_type::time_point t) {
+  return std::chrono::duration<double>(clock_type::now() - t).count();
+}
+}  // namespace
+
+double measure_gbps(std::size_t bytes, const std::function<void()>& op, int min_samples,
+                    double min_seconds) {
+  op();  // warm-up: first-use costs (thread start, slot allocation) are not the rate
+  // Batch small operations so a sample is long enough to time.
+  int batch = 1;
+  for (;;) {
+    const auto t = clock_type::now();
+    for (int i = 0; i < batch; ++i) op();
+    const double s = seconds_since(t);
+    if (s >= 0.002 || batch >= (1 << 20)) break;
+    batch *= s > 0 ? std::max(2, static_cast<int>(0.002 / s) + 1) : 16;
+  }
+  std::vector<double> rates;
+  const auto start = clock_type::now();
+  while (static_cast<int>(rates.size()) < min_samples || seconds_since(start) < min_seconds) {
+    const auto t = clock_type::now();
+    for (int i = 0; i < batch; ++i) op();
+    rates.push_back(static_cast<double>(bytes) * batch / seconds_since(t) / 1e9);
+    if (rates.size() >= 1000) break;
+  }
+  std::nth_element(rates.begin(), rates.begin() + rates.size() / 2, rates.end());
+  return rates[rates.size() / 2];
+}
+
+void raw_threaded_memcpy(void* dst, const void* src, std::size_t bytes, unsigned threads) {
+  threads = std::max(1u, threads);
+  if (threads == 1) {
+    std::memcpy(dst, src, bytes);
+    return;
+  }
+  std::vector<std::thread> pool;
+  const std::size_t slice = (bytes / threads + 4095) & ~std::size_t{4095};
+  for (unsigned t = 0; t < threads; ++t) {
+    const std::size_t off = std::min(bytes, t * slice);
+    const std::size_t len = std::min(slice, bytes - off);
+    pool.emplace_back([=] {
+      std::memcpy(static_cast<char*>(dst) + off, static_cast<const char*>(src) + off, len);
+    });
+  }
+  for (auto& t : pool) t.join();
+}
+
+ceiling measure_host_copy_ceiling(void* dst, const void* src, std::size_t bytes,
+                                  unsigned max_threads) {
+  ceiling best;
+  for (unsigned t = 1;; t = std::min(t * 2, max_threads)) {
+    const double g = measure_gbps(bytes, [&] { raw_threaded_memcpy(dst, src, bytes, t); });
+    if (g > best.gbps) best = {g, t};
+    if (t >= max_threads) break;
+  }
+  return best;
+}
+
+void prefault(void* p, std::size_t bytes) {
+  const long page = ::sysconf(_SC_PAGESIZE);
+  auto* c = static_cast<volatile char*>(p);
+  for (std::size_t off = 0; off < bytes; off += static_cast<std::size_t>(page)) c[off] = 1;
+}
+
+std::string size_label(std::size_t bytes) { return format_bytes(bytes); }
+
+std::size_t parse_size(const std::string& text) {
+  std::size_t pos = 0;
+  unsigned long long v = 0;
+  try {
+    v = std::stoull(text, &pos);
+  } catch (const std::exception&) {
+    throw invalid_argument(fmt::format("'{}' is not a size (examples: 4096, 64K, 16M, 1G)", text));
+  }
+  std::string suffix = text.substr(pos);
+  if (!suffix.empty() && (suffix.back() == 'B' || suffix.back() == 'b')) suffix.pop_back();
+  int shift = 0;
+  if (suffix.empty()) shift = 0;
+  else if (suffix == "K" || suffix == "k" || suffix == "Ki") shift = 10;
+  else if (suffix == "M" || suffix == "m" || suffix == "Mi") shift = 20;
+  else if (suffix == "G" || suffix == "g" || suffix == "Gi") shift = 30;
+  else throw invalid_argument(fmt::format("'{}' has an unknown unit (use K, M or G)", text));
+  if (shift && v > (~0ull >> shift)) {
+    throw invalid_argument(fmt::format("'{}' is too large", text));
+  }
+  return static_cast<std::size_t>(v << shift);
+}
+
+progress_bar::progress_bar(std::string label)
+    : label_(std::move(label)), tty_(::isatty(STDERR_FILENO) == 1) {}
+
+progress_bar::~progress_bar() { done(); }
+
+void progress_bar::update(double fraction) {
+  if (!tty_ || finished_) return;
+  static thread_local auto last = clock_type::now() - std::chrono::seconds(1);
+  if (fraction < 1.0 && clock_type::now() - last < std::chrono::milliseconds(50)) return;
+  last = clock_type::now();
+  fraction = std::clamp(fraction, 0.0, 1.0);
+  if (fraction == last_draw_) return;
+  last_draw_ = fraction;
+  constexpr int width = 30;
+  const int filled = static_cast<int>(fraction * width);
+  fmt::print(stderr, "\r  {:<28} [{}{}] {:3.0f}%", label_, std::string(filled, '#'),
+             std::string(width - filled, '.'), fraction * 100);
+  std::fflush(stderr);
+}
+
+void progress_bar::done() {
+  if (finished_) return;
+  finished_ = true;
+  if (tty_ && last_draw_ >= 0) fmt::print(stderr, "\r{:70}\r", "");
+}
+
+}  // namespace lris::tool
