@@ -13,7 +13,7 @@ int main() {
 
   // copy() returns a handle at once; wait() returns what happened.
   lris::transfer t = lris::copy(on_device.span(), lris::as_host(weights));
-  const lris::transfer_stats& stats = t.wait();
+  lris::transfer_stats stats = t.wait();
   std::printf("%.1f GB/s along the %s path, %zu chunks\n", stats.gbps(),
               lris::to_string(stats.path).data(), stats.chunks);
 

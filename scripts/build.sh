@@ -2,10 +2,10 @@
 # Builds LRIS and does one job with it. Installs missing Debian packages first (apt-get).
 #
 #   scripts/build.sh demo    build the `lris` command and run `lris demo`
-#   scripts/build.sh test    build everything, run the tests, then the tests again under
-#                            AddressSanitizer + UndefinedBehaviorSanitizer, then build the
-#                            downstream example against an installed lris and through
-#                            add_subdirectory
+#   scripts/build.sh test    build everything and run the tests; build the downstream
+#                            example against an installed lris and through add_subdirectory;
+#                            run the tests again under AddressSanitizer + UBSan, and the
+#                            concurrent ones under ThreadSanitizer
 #   scripts/build.sh deps    only install the packages
 #
 # Environment: BUILD_DIR (default build), JOBS (default: number of cores).
@@ -72,9 +72,15 @@ case "${1:-}" in
       -DLRIS_BUILD_TOOLS=OFF -DLRIS_BUILD_BENCHMARKS=OFF -DLRIS_BUILD_EXAMPLES=OFF
     cmake --build "$build-asan" -j "$jobs"
     (cd "$build-asan" && ctest --output-on-failure -j "$jobs" -E '^must_fail_')
+
+    # The concurrent parts (streams, thread pool, transfers) under ThreadSanitizer.
+    configure "$build-tsan" -DCMAKE_BUILD_TYPE=Debug -DLRIS_SANITIZE=thread \
+      -DLRIS_BUILD_TOOLS=OFF -DLRIS_BUILD_BENCHMARKS=OFF -DLRIS_BUILD_EXAMPLES=OFF
+    cmake --build "$build-tsan" -j "$jobs" --target host_backend_test transfer_copy_test
+    (cd "$build-tsan" && ctest --output-on-failure -R '^(host_backend_test|transfer_copy_test)$')
     ;;
   *)
-    sed -n '2,13p' "$0"
+    sed -n '2,14p' "$0"
     exit 2
     ;;
 esac

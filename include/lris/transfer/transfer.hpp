@@ -28,9 +28,10 @@ class [[nodiscard]] transfer {
   }
   ~transfer() { finish_quietly(); }
 
-  /// @brief Blocks until the transfer has finished and returns its statistics. Throws what the
-  /// transfer failed with, or lris::cancelled when it was cancelled before the last byte.
-  const transfer_stats& wait() const {
+  /// @brief Blocks until the transfer has finished and returns its statistics (a copy, so
+  /// `auto st = lris::copy(...).wait();` is safe). Throws what the transfer failed with, or
+  /// lris::cancelled when it was cancelled before the last byte.
+  transfer_stats wait() const {
     auto& s = checked();
     std::unique_lock lock(s.mutex);
     s.cv.wait(lock, [&] { return s.finished; });
