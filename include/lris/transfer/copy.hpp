@@ -2,6 +2,10 @@
 /// @file
 /// @brief lris::copy(dst, src, options): move bytes between any two typed spans.
 
+#include <memory>
+#include <mutex>
+#include <vector>
+
 #include <lris/memory/memory_span.hpp>
 #include <lris/memory/pinned_allocator.hpp>
 #include <lris/transfer/auto_select.hpp>
@@ -14,9 +18,10 @@ namespace lris {
 /// auto_select over a pinned ring of at most 256 MiB.
 template <backend_policy Backend>
 [[nodiscard]] pipeline<auto_select, Backend>& default_pipeline(int device = 0) {
-  // One per device, made on first use; never destroyed, so transfers may outlive main().
+  // One per device, made on first use and never destroyed: no stream or device call may run
+  // during static destruction, after a device runtime may have shut down.
   static std::mutex mutex;
-  static std::vector<std::unique_ptr<pipeline<auto_select, Backend>>> pipelines;
+  static auto& pipelines = *new std::vector<std::unique_ptr<pipeline<auto_select, Backend>>>();
   std::lock_guard lock(mutex);
   LRIS_EXPECTS(device >= 0 && device < Backend::device_count(),
                "lris::copy: device {} does not exist ({} has {} devices)", device, Backend::name,
