@@ -39,7 +39,7 @@ lris_import_library(lris::dep_numa numa.h NAMES numa)
 lris_import_library(lris::dep_uring liburing.h NAMES uring)
 lris_import_library(lris::dep_xxhash xxhash.h NAMES xxhash)
 if(LRIS_STATIC_DEPS)
-  find_library(LRIS_UDEV_LIBRARY NAMES udev REQUIRED)
+  find_library(LRIS_UDEV_LIBRARY NAMES udev libudev.so.1 REQUIRED)
   lris_import_library(lris::dep_hwloc hwloc.h NAMES hwloc
                       INTERFACE_LIBS "lris::dep_numa;${LRIS_UDEV_LIBRARY};m")
 else()

@@ -2,10 +2,21 @@
 include(CMakePackageConfigHelpers)
 set(LRIS_CMAKE_DIR ${CMAKE_INSTALL_LIBDIR}/cmake/lris)
 
-install(DIRECTORY include/lris DESTINATION ${CMAKE_INSTALL_INCLUDEDIR})
+# Without lris::cuda, the lris/cuda headers would declare functions that no installed library
+# defines; leave them out rather than let a consumer link-fail later.
+if(LRIS_HAS_CUDA)
+  install(DIRECTORY include/lris DESTINATION ${CMAKE_INSTALL_INCLUDEDIR})
+else()
+  install(DIRECTORY include/lris DESTINATION ${CMAKE_INSTALL_INCLUDEDIR}
+          REGEX "/include/lris/cuda$" EXCLUDE)
+endif()
 install(FILES ${PROJECT_BINARY_DIR}/include/lris/version.hpp
         DESTINATION ${CMAKE_INSTALL_INCLUDEDIR}/lris)
-install(TARGETS lris_core EXPORT lris-targets
+set(LRIS_EXPORTED_TARGETS lris_core)
+if(TARGET lris_cuda)
+  list(APPEND LRIS_EXPORTED_TARGETS lris_cuda)
+endif()
+install(TARGETS ${LRIS_EXPORTED_TARGETS} EXPORT lris-targets
         ARCHIVE DESTINATION ${CMAKE_INSTALL_LIBDIR}
         LIBRARY DESTINATION ${CMAKE_INSTALL_LIBDIR})
 install(EXPORT lris-targets NAMESPACE lris:: DESTINATION ${LRIS_CMAKE_DIR})
