@@ -6,6 +6,8 @@
 #include <exception>
 #include <memory>
 
+#include <lris/detail/spin_wait.hpp>
+
 namespace lris::detail {
 
 namespace {
@@ -31,6 +33,7 @@ void thread_pool::submit(std::function<void()> task) {
   {
     std::lock_guard lock(mutex_);
     tasks_.push_back(std::move(task));
+    queued_.store(tasks_.size(), std::memory_order_release);
   }
   cv_.notify_one();
 }
@@ -41,12 +44,16 @@ void thread_pool::run() {
   current_pool = this;
   for (;;) {
     std::function<void()> task;
+    (void)spin_until([this] {
+      return queued_.load(std::memory_order_acquire) > 0 || stopping_.load();
+    });
     {
       std::unique_lock lock(mutex_);
       cv_.wait(lock, [this] { return stopping_ || !tasks_.empty(); });
       if (tasks_.empty()) return;  // stopping and drained
       task = std::move(tasks_.front());
       tasks_.pop_front();
+      queued_.store(tasks_.size(), std::memory_order_release);
     }
     task();
   }
@@ -69,6 +76,7 @@ struct loop_state {
   std::mutex mutex;
   std::condition_variable cv;
   std::size_t finished = 0;
+  std::atomic<bool> finished_flag{false};  // finished == count, readable without the lock
   std::exception_ptr error;
 
   void work() noexcept {
@@ -85,7 +93,10 @@ struct loop_state {
         }
       }
       std::lock_guard lock(mutex);
-      if (++finished == count) cv.notify_all();
+      if (++finished == count) {
+        finished_flag.store(true, std::memory_order_release);
+        cv.notify_all();
+      }
     }
   }
 };
@@ -102,6 +113,7 @@ void parallel_for(thread_pool& pool, std::size_t count, unsigned max_threads,
   const std::size_t helpers = std::min<std::size_t>({count - 1, pool.size(), max_threads - 1});
   for (std::size_t h = 0; h < helpers; ++h) pool.submit([state] { state->work(); });
   state->work();
+  (void)spin_until([&] { return state->finished_flag.load(std::memory_order_acquire); });
   std::unique_lock lock(state->mutex);
   state->cv.wait(lock, [&] { return state->finished == state->count; });
   if (state->error) std::rethrow_exception(state->error);

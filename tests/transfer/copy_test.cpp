@@ -80,8 +80,10 @@ TEST_CASE("copy: every host backend path delivers every byte", "[transfer]") {
       lris::pipeline<lris::staged, host_backend> p;
       const auto& st = p.copy(lris::as_host(back.data(), n), lris::as_host(host.data(), n),
                               small_chunks).wait();
-      CHECK(st.path == lris::transfer_path::parallel);
-      CHECK(st.chunks == (n + (1 << 20) - 1) / (1 << 20));
+      const std::size_t chunks = (n + (1 << 20) - 1) / (1 << 20);
+      CHECK(st.chunks == chunks);
+      // A single chunk is copied in place: nothing to split.
+      CHECK(st.path == (chunks > 1 ? lris::transfer_path::parallel : lris::transfer_path::direct));
       CHECK(stamped(back.data(), n, n));
     }
     SECTION("the free copy() picks a path and delivers") {
@@ -268,4 +270,21 @@ TEST_CASE("a chunk larger than the staging bound is clamped to it", "[transfer]"
   const auto& st = p.copy(d.span(), lris::as_host(host.data(), n), {.chunk_bytes = 8 << 20}).wait();
   CHECK(st.chunk_bytes == (1 << 20));
   CHECK(stamped(d.p, n, 9));
+}
+
+TEST_CASE("parallel host copies give each worker a chunk, never below 1 MiB", "[transfer]") {
+  lris::pipeline<lris::staged, host_backend> p;
+  std::vector<std::byte> src(std::size_t{16} << 20), dst(src.size());
+  stamp(src.data(), src.size(), 3);
+  auto st = p.copy(lris::as_host(dst), lris::as_host(src), {.chunk_bytes = 8 << 20, .workers = 8})
+                .wait();
+  CHECK(st.chunk_bytes == (2u << 20));
+  CHECK(st.chunks == 8);
+  CHECK(st.workers == 8);
+  CHECK(stamped(dst.data(), dst.size(), 3));
+  st = p.copy(lris::as_host(dst.data(), 3 << 20), lris::as_host(src.data(), 3 << 20),
+              {.chunk_bytes = 8 << 20, .workers = 8})
+           .wait();
+  CHECK(st.chunk_bytes == (1u << 20));
+  CHECK(st.chunks == 3);
 }

@@ -20,7 +20,7 @@ namespace {
 
 struct calibrate_options {
   std::string output;
-  std::string large = "256M";
+  std::string large = "1G";
   bool json = false;
   bool dry_run = false;
 };
@@ -47,13 +47,21 @@ command add_calibrate(CLI::App& app) {
   auto o = std::make_shared<calibrate_options>();
   app.add_option("--output", o->output, "profile file (default: $LRIS_PROFILE or "
                  "~/.config/lris/profile.json)");
-  app.add_option("--large", o->large, "size used to tune workers, chunks and streams");
+  app.add_option("--large", o->large, "size used to tune workers, chunks and streams; larger "
+                 "than the last-level cache (default 1G, less when memory is short)");
   app.add_flag("--json", o->json, "machine-readable output");
   app.add_flag("--dry-run", o->dry_run, "measure and print, but do not save");
   return [o] {
-    const std::size_t large = parse_size(o->large);
     const auto path = o->output.empty() ? default_profile_path() : std::filesystem::path(o->output);
     const host_info info = probe_host();
+    std::size_t large = parse_size(o->large);
+    LRIS_EXPECTS(large >= (std::size_t{16} << 20), "calibrate: --large {} is too small (at least 16M)",
+                 o->large);
+    // Three buffers of `large` must fit in a quarter of the available memory.
+    if (info.memory.available_bytes && large * 3 > info.memory.available_bytes / 4) {
+      large = std::max<std::size_t>(std::size_t{16} << 20,
+                                    (info.memory.available_bytes / 12) & ~((std::size_t{1} << 20) - 1));
+    }
     const unsigned threads = std::max(1u, info.cpu.allowed_threads);
     host_backend hb;
     auto src = std::make_unique<std::byte[]>(large);

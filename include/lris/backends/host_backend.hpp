@@ -7,6 +7,7 @@
 /// pipeline runs on it, so CI tests every transfer path without a GPU.
 
 #include <algorithm>
+#include <atomic>
 #include <condition_variable>
 #include <cstdint>
 #include <cstdlib>
@@ -19,6 +20,7 @@
 
 #include <lris/concepts/backend_policy.hpp>
 #include <lris/backends/detail/serial_queue.hpp>
+#include <lris/detail/spin_wait.hpp>
 #include <lris/detail/thread_pool.hpp>
 #include <lris/error.hpp>
 
@@ -28,19 +30,22 @@ namespace detail {
 struct host_event_state {
   std::mutex mutex;
   std::condition_variable cv;
-  std::uint64_t recorded = 0;   // number of record() calls
-  std::uint64_t completed = 0;  // highest record() the stream has passed
+  std::uint64_t recorded = 0;              // number of record() calls
+  std::atomic<std::uint64_t> completed{0};  // highest record() the stream has passed
 
   void complete(std::uint64_t target) {
     {
       std::lock_guard lock(mutex);
-      completed = std::max(completed, target);
+      if (completed.load() < target) completed.store(target, std::memory_order_release);
     }
     cv.notify_all();
   }
   void wait_for(std::uint64_t target) {
+    if (detail::spin_until([&] { return completed.load(std::memory_order_acquire) >= target; })) {
+      return;
+    }
     std::unique_lock lock(mutex);
-    cv.wait(lock, [&] { return completed >= target; });
+    cv.wait(lock, [&] { return completed.load() >= target; });
   }
 };
 

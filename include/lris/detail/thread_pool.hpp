@@ -2,6 +2,7 @@
 /// @file
 /// @brief A fixed pool of worker threads and a blocking parallel loop over it.
 
+#include <atomic>
 #include <condition_variable>
 #include <cstddef>
 #include <deque>
@@ -36,7 +37,8 @@ class thread_pool {
   std::mutex mutex_;
   std::condition_variable cv_;
   std::deque<std::function<void()>> tasks_;
-  bool stopping_ = false;
+  std::atomic<std::size_t> queued_{0};  // tasks_.size(), readable without the lock
+  std::atomic<bool> stopping_{false};
   std::vector<std::thread> workers_;
 };
 

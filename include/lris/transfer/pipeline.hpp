@@ -124,7 +124,7 @@ class pipeline {
     if (o.streams) p.streams = o.streams;
     if (o.ring_depth) p.ring_depth = o.ring_depth;
     if (!p.chunk_bytes) p.chunk_bytes = std::size_t{4} << 20;
-    if (!p.workers) p.workers = std::min(hw, 8u);
+    if (!p.workers) p.workers = std::min(hw, 16u);
     if (!p.streams) p.streams = 2;
     if (!p.ring_depth) p.ring_depth = 2 * p.workers;
     return p;
@@ -165,8 +165,20 @@ class pipeline {
 
   void start_parallel_host(const std::shared_ptr<detail::transfer_state>& state, std::byte* d,
                            const std::byte* s, std::size_t bytes, const transfer_plan& p) {
+    // One chunk per worker where the size allows, but no chunk under 1 MiB: below that a
+    // hand-off to another thread costs more than the copy.
+    const std::size_t per_worker = (bytes + p.workers - 1) / p.workers;
+    const std::size_t chunk =
+        std::min(p.chunk_bytes, std::max<std::size_t>(per_worker, std::size_t{1} << 20));
     auto job = std::make_shared<detail::chunked_job>();
-    fill_job(*job, state, d, s, bytes, p.chunk_bytes);
+    fill_job(*job, state, d, s, bytes, chunk);
+    if (job->chunks == 1) {  // nothing to split: copy here, as the direct path does
+      state->stats.path = transfer_path::direct;
+      std::memcpy(d, s, bytes);
+      state->add_progress(bytes);
+      state->finish();
+      return;
+    }
     state->stats.workers = static_cast<unsigned>(std::min<std::size_t>(p.workers, job->chunks));
     detail::run_parallel_host(std::move(job), p.workers);
   }

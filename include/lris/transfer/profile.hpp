@@ -17,7 +17,7 @@ struct transfer_profile {
   /// Pageable <-> device copies of at least this many bytes go through the pinned ring.
   std::size_t staged_min_bytes = std::size_t{1} << 20;
   std::size_t chunk_bytes = std::size_t{4} << 20;
-  unsigned workers = 0;     ///< 0: min(hardware threads, 8)
+  unsigned workers = 0;     ///< 0: min(hardware threads, 16)
   unsigned streams = 2;
   unsigned ring_depth = 0;  ///< 0: twice the workers
   /// Where these values came from: "defaults" or the profile file's path.

@@ -33,8 +33,8 @@ class [[nodiscard]] transfer {
   /// lris::cancelled when it was cancelled before the last byte.
   transfer_stats wait() const {
     auto& s = checked();
-    std::unique_lock lock(s.mutex);
-    s.cv.wait(lock, [&] { return s.finished; });
+    s.wait_finished();
+    std::lock_guard lock(s.mutex);
     if (s.error) std::rethrow_exception(s.error);
     if (s.stats.cancelled) {
       throw cancelled(fmt::format("transfer cancelled after {} of {} bytes", s.stats.bytes,
@@ -44,9 +44,7 @@ class [[nodiscard]] transfer {
   }
   /// @brief True once the transfer has finished (successfully or not); never blocks.
   [[nodiscard]] bool poll() const {
-    auto& s = checked();
-    std::lock_guard lock(s.mutex);
-    return s.finished;
+    return checked().finished_flag.load(std::memory_order_acquire);
   }
   /// @brief Asks the transfer to stop: chunks not yet started are skipped. A transfer whose
   /// last chunk was already under way finishes normally.
@@ -71,9 +69,7 @@ class [[nodiscard]] transfer {
     return *state_;
   }
   void finish_quietly() noexcept {
-    if (!state_) return;
-    std::unique_lock lock(state_->mutex);
-    state_->cv.wait(lock, [&] { return state_->finished; });
+    if (state_) state_->wait_finished();
   }
 
   std::shared_ptr<detail::transfer_state> state_;

@@ -2,11 +2,14 @@
 /// @file
 /// @brief One worker thread running tasks strictly in submission order (a host "stream").
 
+#include <atomic>
 #include <condition_variable>
 #include <deque>
 #include <functional>
 #include <mutex>
 #include <thread>
+
+#include <lris/detail/spin_wait.hpp>
 
 namespace lris::detail {
 
@@ -30,6 +33,7 @@ class serial_queue {
     {
       std::lock_guard lock(mutex_);
       tasks_.push_back(std::move(task));
+      queued_.store(tasks_.size(), std::memory_order_release);
     }
     cv_.notify_all();
   }
@@ -45,12 +49,16 @@ class serial_queue {
   void run() {
     for (;;) {
       std::function<void()> task;
+      (void)spin_until([this] {
+        return queued_.load(std::memory_order_acquire) > 0 || stopping_.load();
+      });
       {
         std::unique_lock lock(mutex_);
         cv_.wait(lock, [this] { return stopping_ || !tasks_.empty(); });
         if (tasks_.empty()) return;
         task = std::move(tasks_.front());
         tasks_.pop_front();
+        queued_.store(tasks_.size(), std::memory_order_release);
         ++submitted_;
       }
       task();
@@ -68,7 +76,8 @@ class serial_queue {
   std::deque<std::function<void()>> tasks_;
   unsigned long long submitted_ = 0;  // tasks taken off the queue
   unsigned long long completed_ = 0;  // tasks finished
-  bool stopping_ = false;
+  std::atomic<std::size_t> queued_{0};  // tasks_.size(), readable without the lock
+  std::atomic<bool> stopping_{false};
   std::thread worker_;  // last: starts after the members it uses exist
 };
 

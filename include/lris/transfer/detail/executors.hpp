@@ -14,6 +14,7 @@
 
 #include <lris/concepts/allocator_policy.hpp>
 #include <lris/concepts/backend_policy.hpp>
+#include <lris/detail/spin_wait.hpp>
 #include <lris/detail/thread_pool.hpp>
 #include <lris/transfer/detail/staging_ring.hpp>
 #include <lris/transfer/detail/transfer_state.hpp>
@@ -103,8 +104,10 @@ struct staged_job : chunked_job {
       const std::size_t i = next.fetch_add(1, std::memory_order_relaxed);
       if (i >= chunks) return;
       auto& slot = *slots[i % slots.size()];
-      for (std::size_t v = slot.ready_for.load(); v != i; v = slot.ready_for.load()) {
-        slot.ready_for.wait(v);
+      if (!spin_until([&] { return slot.ready_for.load() == i; })) {
+        for (std::size_t v = slot.ready_for.load(); v != i; v = slot.ready_for.load()) {
+          slot.ready_for.wait(v);
+        }
       }
       if (!state->should_stop()) {
         try {

@@ -9,6 +9,7 @@
 #include <exception>
 #include <mutex>
 
+#include <lris/detail/spin_wait.hpp>
 #include <lris/transfer/plan.hpp>
 #include <lris/transfer/stats.hpp>
 
@@ -26,6 +27,7 @@ struct transfer_state {
   std::mutex mutex;
   std::condition_variable cv;
   bool finished = false;
+  std::atomic<bool> finished_flag{false};  // `finished`, readable without the lock
   std::exception_ptr error;
   transfer_stats stats;  // written before `finished`, read after
 
@@ -53,6 +55,13 @@ struct transfer_state {
     cancel_requested = true;
   }
 
+  /// @brief Blocks until finish() has run: spins briefly first, since most waits are short.
+  void wait_finished() {
+    if (spin_until([&] { return finished_flag.load(std::memory_order_acquire); })) return;
+    std::unique_lock lock(mutex);
+    cv.wait(lock, [&] { return finished; });
+  }
+
   [[nodiscard]] bool should_stop() const noexcept {
     return cancel_requested.load(std::memory_order_relaxed);
   }
@@ -65,6 +74,7 @@ struct transfer_state {
       stats.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
       stats.cancelled = !error && stats.bytes < total;
       finished = true;
+      finished_flag.store(true, std::memory_order_release);
     }
     cv.notify_all();
   }
