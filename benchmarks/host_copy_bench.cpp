@@ -15,6 +15,8 @@
 
 #include <lris/lris.hpp>
 
+#include "../tools/common/raw_copy_team.hpp"
+
 namespace {
 
 const std::size_t bytes = std::size_t{1} << 30;
@@ -47,18 +49,12 @@ void memcpy_one_thread(benchmark::State& state) {
   set_rate(state, bytes);
 }
 
-// The ceiling: plain memcpy on N std::threads, one contiguous slice each, no LRIS code.
+// The ceiling: plain memcpy on a team of N started threads, one contiguous slice each.
 void memcpy_raw_threads(benchmark::State& state) {
   auto& b = buffers();
-  const auto t = static_cast<unsigned>(state.range(0));
-  const std::size_t slice = (bytes / t + 4095) & ~std::size_t{4095};
+  lris::tool::raw_copy_team team(static_cast<unsigned>(state.range(0)));
   for (auto _ : state) {
-    std::vector<std::thread> ts;
-    for (unsigned i = 0; i < t; ++i) {
-      const std::size_t off = std::min(bytes, i * slice), len = std::min(slice, bytes - off);
-      ts.emplace_back([&, off, len] { std::memcpy(b.dst.data() + off, b.src.data() + off, len); });
-    }
-    for (auto& th : ts) th.join();
+    team.copy(b.dst.data(), b.src.data(), bytes);
     benchmark::ClobberMemory();
   }
   set_rate(state, bytes);

@@ -1,5 +1,7 @@
 // lris bench: every transfer path at several sizes, each with its ratio to the ceiling measured
 // in the same run.
+#include <unistd.h>
+
 #include <algorithm>
 #include <cstring>
 #include <memory>
@@ -74,7 +76,8 @@ command add_bench(CLI::App& app) {
           format_bytes(largest), format_bytes(largest * 4), format_bytes(info.memory.available_bytes)));
     }
     const unsigned threads = std::max(1u, info.cpu.allowed_threads);
-    if (!o->json) fmt::print(stderr, "lris bench: measuring the host memory-copy ceiling...\n");
+    const bool tty = !o->json && ::isatty(STDERR_FILENO) == 1;
+    if (tty) fmt::print(stderr, "lris bench: measuring the host memory-copy ceiling...\n");
     buffers b(largest);
     const ceiling c = measure_host_copy_ceiling(b.dst.get(), b.src.get(), largest, threads);
 
@@ -112,7 +115,7 @@ command add_bench(CLI::App& app) {
     for (auto& p : paths) {
       row r{p.name, {}, {}};
       for (std::size_t n : sizes) {
-        if (!o->json) fmt::print(stderr, "  {} at {}...\r", p.name, size_label(n));
+        if (tty) fmt::print(stderr, "\r  {:<40} {:>10}...", p.name, size_label(n));
         transfer_stats last;
         r.gbps.push_back(measure_gbps(n, [&] { last = p.run(n); }, 5, o->seconds));
         r.paths.emplace_back(last.policy.empty() ? "-" : to_string(last.path));
@@ -122,7 +125,7 @@ command add_bench(CLI::App& app) {
 
     if (o->json) {
       nlohmann::json j;
-      j["ceiling"] = {{"what", "raw threaded memcpy, best thread count"},
+      j["ceiling"] = {{"what", "plain memcpy on a started thread team, one slice per thread, best thread count"},
                       {"gbps", c.gbps}, {"threads", c.threads}, {"bytes", largest}};
       j["rows"] = nlohmann::json::array();
       for (const auto& r : rows) {
@@ -134,8 +137,8 @@ command add_bench(CLI::App& app) {
       fmt::print("{}\n", j.dump(2));
       return 0;
     }
-    fmt::print("{:80}\r", "");
-    fmt::print("Ceiling: host memory copy {:.1f} GB/s (raw memcpy on {} threads, {}), measured "
+    if (tty) fmt::print(stderr, "\r{:60}\r", "");
+    fmt::print("Ceiling: host memory copy {:.1f} GB/s (plain memcpy on a team of {} threads, {}), measured "
                "in this run.\nEach cell: GB/s, ratio to the ceiling, path (d direct, p parallel, "
                "s staged, - not LRIS).\n\n",
                c.gbps, c.threads, size_label(largest));

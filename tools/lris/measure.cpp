@@ -1,5 +1,7 @@
 #include "measure.hpp"
 
+#include "../common/raw_copy_team.hpp"
+
 #include <unistd.h>
 
 #include <algorithm>
@@ -46,29 +48,12 @@ double measure_gbps(std::size_t bytes, const std::function<void()>& op, int min_
   return rates[rates.size() / 2];
 }
 
-void raw_threaded_memcpy(void* dst, const void* src, std::size_t bytes, unsigned threads) {
-  threads = std::max(1u, threads);
-  if (threads == 1) {
-    std::memcpy(dst, src, bytes);
-    return;
-  }
-  std::vector<std::thread> pool;
-  const std::size_t slice = (bytes / threads + 4095) & ~std::size_t{4095};
-  for (unsigned t = 0; t < threads; ++t) {
-    const std::size_t off = std::min(bytes, t * slice);
-    const std::size_t len = std::min(slice, bytes - off);
-    pool.emplace_back([=] {
-      std::memcpy(static_cast<char*>(dst) + off, static_cast<const char*>(src) + off, len);
-    });
-  }
-  for (auto& t : pool) t.join();
-}
-
 ceiling measure_host_copy_ceiling(void* dst, const void* src, std::size_t bytes,
                                   unsigned max_threads) {
   ceiling best;
   for (unsigned t = 1;; t = std::min(t * 2, max_threads)) {
-    const double g = measure_gbps(bytes, [&] { raw_threaded_memcpy(dst, src, bytes, t); });
+    raw_copy_team team(t);
+    const double g = measure_gbps(bytes, [&] { team.copy(dst, src, bytes); });
     if (g > best.gbps) best = {g, t};
     if (t >= max_threads) break;
   }

@@ -13,12 +13,8 @@ namespace lris::tool {
 double measure_gbps(std::size_t bytes, const std::function<void()>& op, int min_samples = 5,
                     double min_seconds = 0.05);
 
-/// Plain memcpy over `threads` std::threads, each copying one contiguous slice: the host
-/// memory-copy ceiling LRIS is measured against (no LRIS code involved).
-void raw_threaded_memcpy(void* dst, const void* src, std::size_t bytes, unsigned threads);
-
-/// The best raw_threaded_memcpy rate over 1, 2, 4, ... up to `max_threads` threads, and the
-/// thread count that reached it.
+/// The best rate of raw_copy_team (plain memcpy, one slice per thread, no LRIS code) over
+/// 1, 2, 4, ... up to `max_threads` threads, and the thread count that reached it.
 struct ceiling {
   double gbps = 0;
   unsigned threads = 0;
