@@ -41,7 +41,7 @@ if(LRIS_HAS_CUDA)
 endif()
 
 if(LRIS_HAS_CUDA)
-  add_library(lris_cuda src/cuda/device_info.cpp)
+  add_library(lris_cuda src/cuda/device_info.cpp src/cuda/cuda_backend.cpp)
   add_library(lris::cuda ALIAS lris_cuda)
   set_target_properties(lris_cuda PROPERTIES EXPORT_NAME cuda OUTPUT_NAME lris_cuda
                         POSITION_INDEPENDENT_CODE ON)

@@ -12,6 +12,7 @@
 #include <thread>
 #include <vector>
 
+#include <lris/detail/stream_copy.hpp>
 #include <lris/lris.hpp>
 
 namespace {
@@ -267,7 +268,10 @@ TEST_CASE("a chunk larger than the staging bound is clamped to it", "[transfer]"
   std::vector<std::byte> host(n);
   stamp(host.data(), n, 9);
   device_buffer d(n);
-  const auto& st = p.copy(d.span(), lris::as_host(host.data(), n), {.chunk_bytes = 8 << 20}).wait();
+  // Two workers: two chunks each would be 1.25 MiB, so the 1 MiB bound decides.
+  const auto st =
+      p.copy(d.span(), lris::as_host(host.data(), n), {.chunk_bytes = 8 << 20, .workers = 2})
+          .wait();
   CHECK(st.chunk_bytes == (1 << 20));
   CHECK(stamped(d.p, n, 9));
 }
@@ -287,4 +291,42 @@ TEST_CASE("parallel host copies give each worker a chunk, never below 1 MiB", "[
            .wait();
   CHECK(st.chunk_bytes == (1u << 20));
   CHECK(st.chunks == 3);
+}
+
+TEST_CASE("staged chunks: two per worker, not under 512 KiB, not over the plan's", "[transfer]") {
+  lris::pipeline<lris::staged, host_backend> p;
+  const std::size_t n = std::size_t{16} << 20;
+  std::vector<std::byte> host(n);
+  stamp(host.data(), n, 11);
+  device_buffer d(n);
+  auto chunk_for = [&](unsigned workers) {
+    return p.copy(d.span(), lris::as_host(host.data(), n),
+                  {.chunk_bytes = 4 << 20, .workers = workers})
+        .wait()
+        .chunk_bytes;
+  };
+  CHECK(chunk_for(1) == (4u << 20));   // two chunks of 8 MiB, capped at 4 MiB
+  CHECK(chunk_for(4) == (2u << 20));   // 8 chunks
+  CHECK(chunk_for(64) == (512u << 10));  // 128 chunks would be 128 KiB: floor
+  CHECK(stamped(d.p, n, 11));
+}
+
+TEST_CASE("stream_copy copies every byte at any alignment", "[detail]") {
+  const std::size_t n = (std::size_t{1} << 20) + 77;
+  std::vector<std::byte> src(n + 64), dst(n + 64);
+  stamp(src.data(), src.size(), 5);
+  for (std::size_t so : {0, 1, 15, 16, 33}) {
+    for (std::size_t dof : {0, 3, 16, 63}) {
+      for (std::size_t len : {std::size_t{0}, std::size_t{100}, lris::detail::stream_copy_min_bytes,
+                              n - 63}) {
+        std::fill(dst.begin(), dst.end(), std::byte{0});
+        lris::detail::stream_copy(dst.data() + dof, src.data() + so, len);
+        CHECK(std::memcmp(dst.data() + dof, src.data() + so, len) == 0);
+        CHECK(std::all_of(dst.begin(), dst.begin() + static_cast<std::ptrdiff_t>(dof),
+                          [](std::byte b) { return b == std::byte{0}; }));
+        CHECK(std::all_of(dst.begin() + static_cast<std::ptrdiff_t>(dof + len), dst.end(),
+                          [](std::byte b) { return b == std::byte{0}; }));
+      }
+    }
+  }
 }

@@ -186,7 +186,12 @@ class pipeline {
   void start_staged(const std::shared_ptr<detail::transfer_state>& state, copy_kind kind,
                     std::byte* d, const std::byte* s, std::size_t bytes, const transfer_plan& p) {
     auto job = std::make_shared<detail::staged_job<Backend, Allocator>>();
-    const std::size_t chunk = std::min({p.chunk_bytes, bytes, core_->ring.max_bytes()});
+    // Two chunks per worker where the size allows, so that copies and DMA overlap from the
+    // start; but not under 512 KiB, where per-chunk costs dominate.
+    const std::size_t per_chunk = (bytes + 2 * p.workers - 1) / (2 * p.workers);
+    const std::size_t chunk =
+        std::min({p.chunk_bytes, std::max<std::size_t>(per_chunk, std::size_t{512} << 10), bytes,
+                  core_->ring.max_bytes()});
     fill_job(*job, state, d, s, bytes, chunk);
     job->core = core_;
     job->kind = kind;
@@ -207,24 +212,17 @@ class pipeline {
                     std::byte* d, const std::byte* s, std::size_t bytes, const transfer_plan& p) {
     auto& stream = core_->next_stream(p.streams);
     state->stats.streams = 1;
+    // The event is shared by the two functions below; the core keeps the backend alive.
+    auto done = std::make_shared<typename Backend::event>(core_->backend.make_event());
     core_->backend.copy_async(d, s, bytes, kind, stream);
-    // The callback owns a reference to the state until it has run.
-    auto* keep = new std::shared_ptr<detail::transfer_state>(state);
     try {
-      core_->backend.host_callback(
-          stream,
-          +[](void* user) noexcept {
-            auto* st = static_cast<std::shared_ptr<detail::transfer_state>*>(user);
-            (*st)->add_progress((*st)->total);
-            (*st)->finish();
-            delete st;
-          },
-          keep);
+      core_->backend.record(*done, stream);
     } catch (...) {
-      delete keep;
-      core_->backend.synchronize(stream);
+      core_->backend.synchronize(stream);  // the copy may be running: let it land first
       throw;
     }
+    state->device_wait = [core = core_, done] { core->backend.synchronize(*done); };
+    state->device_ready = [core = core_, done] { return core->backend.query(*done); };
   }
 
   static void fill_job(detail::chunked_job& job, const std::shared_ptr<detail::transfer_state>& st,

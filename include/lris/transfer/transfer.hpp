@@ -44,7 +44,9 @@ class [[nodiscard]] transfer {
   }
   /// @brief True once the transfer has finished (successfully or not); never blocks.
   [[nodiscard]] bool poll() const {
-    return checked().finished_flag.load(std::memory_order_acquire);
+    auto& s = checked();
+    if (s.device_ready) return s.complete_device(false);
+    return s.finished_flag.load(std::memory_order_acquire);
   }
   /// @brief Asks the transfer to stop: chunks not yet started are skipped. A transfer whose
   /// last chunk was already under way finishes normally.

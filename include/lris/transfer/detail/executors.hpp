@@ -15,6 +15,7 @@
 #include <lris/concepts/allocator_policy.hpp>
 #include <lris/concepts/backend_policy.hpp>
 #include <lris/detail/spin_wait.hpp>
+#include <lris/detail/stream_copy.hpp>
 #include <lris/detail/thread_pool.hpp>
 #include <lris/transfer/detail/staging_ring.hpp>
 #include <lris/transfer/detail/transfer_state.hpp>
@@ -135,7 +136,7 @@ struct staged_job : chunked_job {
     const std::size_t off = offset(i), len = length(i);
     if (kind == copy_kind::host_to_device) {
       retire(slot);
-      std::memcpy(slot.data, src + off, len);
+      stream_copy(slot.data, src + off, len);  // the DMA engine, not the CPU, reads it next
       core->backend.copy_async(dst + off, slot.data, len, kind, stream);
       core->backend.record(slot.event, stream);
       slot.pending = true;
@@ -144,7 +145,7 @@ struct staged_job : chunked_job {
       core->backend.copy_async(slot.data, src + off, len, kind, stream);
       core->backend.record(slot.event, stream);
       core->backend.synchronize(slot.event);
-      std::memcpy(dst + off, slot.data, len);
+      std::memcpy(dst + off, slot.data, len);  // the caller reads it next: keep it cached
       state->add_progress(len);
     }
   }

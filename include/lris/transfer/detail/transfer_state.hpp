@@ -7,6 +7,7 @@
 #include <condition_variable>
 #include <cstdint>
 #include <exception>
+#include <functional>
 #include <mutex>
 
 #include <lris/detail/spin_wait.hpp>
@@ -34,6 +35,32 @@ struct transfer_state {
   progress_fn on_progress;
   std::mutex progress_mutex;  // serializes on_progress calls
 
+  // Single-operation device transfers finish when their device event does. The waiter observes
+  // it directly (event wait or query) rather than through a callback thread, which would add a
+  // thread wake-up, tens of microseconds or more, to every small transfer.
+  std::function<void()> device_wait;   // blocks until the device work is done; may throw
+  std::function<bool()> device_ready;  // never blocks
+  std::mutex completion_mutex;         // one thread completes; others then see `finished`
+
+  /// @brief For device transfers: completes the transfer if its event is done (or, with
+  /// `block`, once it is). True when the transfer has finished.
+  bool complete_device(bool block) noexcept {
+    std::lock_guard lock(completion_mutex);
+    if (finished_flag.load(std::memory_order_acquire)) return true;
+    try {
+      if (block) {
+        device_wait();
+      } else if (!device_ready()) {
+        return false;
+      }
+      add_progress(total);
+    } catch (...) {
+      fail(std::current_exception());
+    }
+    finish();
+    return true;
+  }
+
   /// @brief Counts `bytes` as delivered and tells the progress callback, which may cancel.
   void add_progress(std::uint64_t bytes) noexcept {
     const std::uint64_t now = done.fetch_add(bytes, std::memory_order_relaxed) + bytes;
@@ -57,6 +84,10 @@ struct transfer_state {
 
   /// @brief Blocks until finish() has run: spins briefly first, since most waits are short.
   void wait_finished() {
+    if (device_wait) {
+      complete_device(true);
+      return;
+    }
     if (spin_until([&] { return finished_flag.load(std::memory_order_acquire); })) return;
     std::unique_lock lock(mutex);
     cv.wait(lock, [&] { return finished; });

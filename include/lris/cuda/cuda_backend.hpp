@@ -1,0 +1,110 @@
+#pragma once
+/// @file
+/// @brief cuda_backend: backend_policy over the CUDA runtime. This header does not include CUDA
+/// headers; link lris::cuda.
+
+#include <cstddef>
+#include <string_view>
+#include <utility>
+
+#include <lris/concepts/backend_policy.hpp>
+
+namespace lris {
+
+/// @brief One CUDA device. Cheap to copy (it is a device ordinal); every call makes its device
+/// current for the calling thread first, so threads need no cudaSetDevice of their own.
+class cuda_backend {
+ public:
+  static constexpr std::string_view name = "cuda";
+
+  /// @brief A non-blocking CUDA stream (cudaStreamNonBlocking) on the backend's device.
+  class stream {
+   public:
+    stream() = default;
+    stream(stream&& o) noexcept : handle_(std::exchange(o.handle_, nullptr)), device_(o.device_) {}
+    stream& operator=(stream&& o) noexcept {
+      if (this != &o) {
+        reset();
+        handle_ = std::exchange(o.handle_, nullptr);
+        device_ = o.device_;
+      }
+      return *this;
+    }
+    ~stream() { reset(); }
+    /// @brief The cudaStream_t, for kernels and libraries of the caller's own.
+    [[nodiscard]] void* native() const noexcept { return handle_; }
+
+   private:
+    friend class cuda_backend;
+    void reset() noexcept;
+    void* handle_ = nullptr;
+    int device_ = 0;
+  };
+
+  /// @brief A CUDA event without timing (cudaEventDisableTiming: cheaper to record and query).
+  class event {
+   public:
+    event() = default;
+    event(event&& o) noexcept : handle_(std::exchange(o.handle_, nullptr)), device_(o.device_) {}
+    event& operator=(event&& o) noexcept {
+      if (this != &o) {
+        reset();
+        handle_ = std::exchange(o.handle_, nullptr);
+        device_ = o.device_;
+      }
+      return *this;
+    }
+    ~event() { reset(); }
+    [[nodiscard]] void* native() const noexcept { return handle_; }
+
+   private:
+    friend class cuda_backend;
+    void reset() noexcept;
+    void* handle_ = nullptr;
+    int device_ = 0;
+  };
+
+  /// @brief Device 0.
+  cuda_backend() : cuda_backend(0) {}
+  /// @brief Device `device`; throws lris::invalid_argument naming the device count when it does
+  /// not exist (0 devices when there is no driver).
+  explicit cuda_backend(int device);
+
+  /// @brief Devices visible to this process; 0 without a driver or device.
+  [[nodiscard]] static int device_count() noexcept;
+  [[nodiscard]] int device() const noexcept { return device_; }
+  friend bool operator==(const cuda_backend&, const cuda_backend&) = default;
+
+  // ---- memory -------------------------------------------------------------------------------
+  /// @brief cudaMalloc; lris::out_of_memory naming the size and free memory on failure.
+  [[nodiscard]] void* allocate_device(std::size_t bytes);
+  void deallocate_device(void* p, std::size_t bytes) noexcept;
+  /// @brief cudaHostAlloc (portable: pinned for every device).
+  [[nodiscard]] void* allocate_pinned(std::size_t bytes);
+  void deallocate_pinned(void* p, std::size_t bytes) noexcept;
+  /// @brief cudaHostRegister (portable) of memory from any allocator.
+  void register_host(void* p, std::size_t bytes);
+  /// @brief cudaHostUnregister; lris::invalid_argument when `p` was not registered.
+  void unregister_host(void* p);
+  /// @brief True when the runtime knows [p, p + bytes) as pinned or registered host memory.
+  [[nodiscard]] static bool is_pinned(const void* p) noexcept;
+
+  // ---- streams and events -------------------------------------------------------------------
+  [[nodiscard]] stream make_stream();
+  [[nodiscard]] event make_event();
+  void copy_async(void* dst, const void* src, std::size_t bytes, copy_kind kind, stream& s);
+  void record(event& e, stream& s);
+  void wait(stream& s, event& e);
+  void synchronize(stream& s);
+  void synchronize(event& e);
+  [[nodiscard]] bool query(event& e);
+  /// @brief cudaLaunchHostFunc: `fn` must not call CUDA.
+  void host_callback(stream& s, host_callback_fn fn, void* user);
+
+ private:
+  int device_ = 0;
+};
+
+static_assert(backend_policy<cuda_backend>);
+
+}  // namespace lris

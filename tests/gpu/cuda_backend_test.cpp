@@ -1,0 +1,176 @@
+// cuda_backend on a real device: every transfer path with random data and poisoned
+// destinations, streams and events, and the errors.
+#include <catch2/catch.hpp>
+
+#include <cuda_runtime_api.h>
+
+#include <cstring>
+#include <random>
+#include <thread>
+#include <vector>
+
+#include <lris/cuda/cuda_backend.hpp>
+#include <lris/lris.hpp>
+
+#include "support/what_contains.hpp"
+
+using lris::cuda_backend;
+using lris::test::what_contains;
+
+namespace {
+
+std::vector<std::byte> random_bytes(std::size_t n, unsigned seed) {
+  std::vector<std::byte> v(n);
+  std::mt19937_64 rng(seed);
+  for (std::size_t i = 0; i < n; i += 8) {
+    const std::uint64_t x = rng();
+    std::memcpy(v.data() + i, &x, std::min<std::size_t>(8, n - i));
+  }
+  return v;
+}
+
+// Device memory filled with a poison pattern, read back with plain cudaMemcpy.
+struct device_buffer {
+  cuda_backend b;
+  std::size_t n;
+  std::byte* p;
+  explicit device_buffer(std::size_t bytes)
+      : n(bytes), p(static_cast<std::byte*>(b.allocate_device(bytes))) {
+    REQUIRE(cudaMemset(p, 0xA5, n) == cudaSuccess);
+    REQUIRE(cudaDeviceSynchronize() == cudaSuccess);
+  }
+  ~device_buffer() { b.deallocate_device(p, n); }
+  lris::device_span<cuda_backend> span() { return {p, n}; }
+  std::vector<std::byte> read() const {
+    std::vector<std::byte> out(n);
+    REQUIRE(cudaMemcpy(out.data(), p, n, cudaMemcpyDeviceToHost) == cudaSuccess);
+    return out;
+  }
+};
+
+}  // namespace
+
+TEST_CASE("cuda: every path delivers every byte", "[cuda][transfer]") {
+  const std::size_t sizes[] = {1, 4097, (std::size_t{3} << 20) + 5, std::size_t{64} << 20};
+  for (std::size_t n : sizes) {
+    CAPTURE(n);
+    const auto host = random_bytes(n, static_cast<unsigned>(n));
+    device_buffer dev(n);
+    std::vector<std::byte> back(n, std::byte{0x5A});
+
+    SECTION("staged, small chunks, several streams") {
+      lris::pipeline<lris::staged, cuda_backend> p;
+      lris::transfer_options o{.chunk_bytes = 1 << 20, .workers = 4, .streams = 3,
+                               .ring_depth = 6};
+      const auto up = p.copy(dev.span(), lris::as_host(host), o).wait();
+      CHECK(up.path == lris::transfer_path::staged);
+      CHECK(up.backend == "cuda");
+      CHECK(dev.read() == host);
+      const auto down = p.copy(lris::as_host(back), dev.span(), o).wait();
+      CHECK(down.path == lris::transfer_path::staged);
+      CHECK(back == host);
+    }
+    SECTION("direct from pageable memory") {
+      lris::pipeline<lris::direct, cuda_backend> p;
+      p.copy(dev.span(), lris::as_host(host)).wait();
+      CHECK(dev.read() == host);
+      p.copy(lris::as_host(back), dev.span()).wait();
+      CHECK(back == host);
+    }
+    SECTION("pinned memory goes direct") {
+      lris::buffer<lris::pinned_allocator<cuda_backend>> pinned(n);
+      std::memcpy(pinned.data(), host.data(), n);
+      lris::pipeline<lris::staged, cuda_backend> p;
+      CHECK(p.copy(dev.span(), pinned.span()).wait().path == lris::transfer_path::direct);
+      CHECK(dev.read() == host);
+      std::memset(pinned.data(), 0, n);
+      CHECK(p.copy(pinned.span(), dev.span()).wait().path == lris::transfer_path::direct);
+      CHECK(std::memcmp(pinned.data(), host.data(), n) == 0);
+    }
+    SECTION("registered memory goes direct") {
+      std::vector<std::byte> mine = host;
+      lris::host_registration<cuda_backend> reg(cuda_backend{}, lris::as_host(mine));
+      CHECK(cuda_backend::is_pinned(mine.data()));
+      lris::pipeline<lris::auto_select, cuda_backend> p;
+      CHECK(p.copy(dev.span(), reg.span()).wait().path == lris::transfer_path::direct);
+      CHECK(dev.read() == host);
+    }
+    SECTION("device to device, and the free copy()") {
+      device_buffer other(n);
+      lris::copy(dev.span(), lris::as_host(host)).wait();
+      lris::copy(other.span(), dev.span()).wait();
+      CHECK(other.read() == host);
+    }
+  }
+}
+
+TEST_CASE("cuda: both directions at once", "[cuda][transfer]") {
+  const std::size_t n = std::size_t{96} << 20;
+  const auto a = random_bytes(n, 1);
+  const auto b = random_bytes(n, 2);
+  device_buffer da(n), db(n);
+  lris::copy(db.span(), lris::as_host(b)).wait();
+  std::vector<std::byte> b_back(n);
+  lris::pipeline<lris::staged, cuda_backend> p;
+  std::thread up([&] { p.copy(da.span(), lris::as_host(a)).wait(); });
+  std::thread down([&] { p.copy(lris::as_host(b_back), db.span()).wait(); });
+  up.join();
+  down.join();
+  CHECK(da.read() == a);
+  CHECK(b_back == b);
+}
+
+TEST_CASE("cuda: streams, events and host callbacks", "[cuda]") {
+  cuda_backend be;
+  auto s1 = be.make_stream();
+  auto s2 = be.make_stream();
+  auto e = be.make_event();
+  CHECK(be.query(e));
+  const std::size_t n = std::size_t{32} << 20;
+  device_buffer d1(n), d2(n);
+  const auto host = random_bytes(n, 3);
+  lris::buffer<lris::pinned_allocator<cuda_backend>> pinned(n);
+  std::memcpy(pinned.data(), host.data(), n);
+  be.copy_async(d1.p, pinned.data(), n, lris::copy_kind::host_to_device, s1);
+  be.record(e, s1);
+  be.wait(s2, e);  // s2's copy must see s1's data
+  be.copy_async(d2.p, d1.p, n, lris::copy_kind::device_to_device, s2);
+  int called = 0;
+  be.host_callback(s2, +[](void* u) noexcept { ++*static_cast<int*>(u); }, &called);
+  be.synchronize(s2);
+  CHECK(called == 1);
+  CHECK(d2.read() == host);
+}
+
+TEST_CASE("cuda: errors name what is at fault", "[cuda][errors]") {
+  cuda_backend be;
+  SECTION("bad device index") {
+    REQUIRE_THROWS_MATCHES(cuda_backend(1000), lris::invalid_argument,
+                           what_contains("device 1000 does not exist"));
+    REQUIRE_THROWS_AS(cuda_backend(-1), lris::invalid_argument);
+  }
+  SECTION("device out of memory") {
+    REQUIRE_THROWS_MATCHES(be.allocate_device(std::size_t{1} << 50), lris::out_of_memory,
+                           what_contains("cannot allocate 1125899906842624 bytes on device 0"));
+    // The device still works afterwards.
+    void* p = be.allocate_device(1 << 20);
+    be.deallocate_device(p, 1 << 20);
+  }
+  SECTION("registration") {
+    std::vector<std::byte> mem(1 << 20);
+    REQUIRE_THROWS_MATCHES(be.unregister_host(mem.data()), lris::invalid_argument,
+                           what_contains("not the start of a registered range"));
+    be.register_host(mem.data(), mem.size());
+    REQUIRE_THROWS_MATCHES(be.register_host(mem.data(), mem.size()), lris::invalid_argument,
+                           what_contains("already registered"));
+    be.unregister_host(mem.data());
+    REQUIRE_THROWS_AS(be.register_host(nullptr, 10), lris::invalid_argument);
+  }
+  SECTION("a span on another device than the pipeline's") {
+    device_buffer d(64);
+    std::vector<std::byte> h(64);
+    lris::pipeline<lris::direct, cuda_backend> p;
+    REQUIRE_THROWS_MATCHES(p.copy(lris::device_span<cuda_backend>(d.p, 64, 7), lris::as_host(h)),
+                           lris::invalid_argument, what_contains("on device 7"));
+  }
+}
