@@ -44,14 +44,12 @@ void quiet(cudaError_t e) noexcept {
 
 }  // namespace
 
-void cuda_backend::stream::reset() noexcept {
-  if (handle_ == nullptr) return;
-  quiet(cudaStreamDestroy(static_cast<cudaStream_t>(std::exchange(handle_, nullptr))));
+void detail::destroy_cuda_handle(cuda_stream_tag, void* handle) noexcept {
+  quiet(cudaStreamDestroy(static_cast<cudaStream_t>(handle)));
 }
 
-void cuda_backend::event::reset() noexcept {
-  if (handle_ == nullptr) return;
-  quiet(cudaEventDestroy(static_cast<cudaEvent_t>(std::exchange(handle_, nullptr))));
+void detail::destroy_cuda_handle(cuda_event_tag, void* handle) noexcept {
+  quiet(cudaEventDestroy(static_cast<cudaEvent_t>(handle)));
 }
 
 int cuda_backend::device_count() noexcept {
@@ -147,20 +145,14 @@ cuda_backend::stream cuda_backend::make_stream() {
   use_device(device_);
   cudaStream_t s = nullptr;
   LRIS_CUDA_TRY(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
-  stream out;
-  out.handle_ = s;
-  out.device_ = device_;
-  return out;
+  return stream(s);
 }
 
 cuda_backend::event cuda_backend::make_event() {
   use_device(device_);
   cudaEvent_t e = nullptr;
   LRIS_CUDA_TRY(cudaEventCreateWithFlags(&e, cudaEventDisableTiming));
-  event out;
-  out.handle_ = e;
-  out.device_ = device_;
-  return out;
+  return event(e);
 }
 
 void cuda_backend::copy_async(void* dst, const void* src, std::size_t bytes, copy_kind kind,

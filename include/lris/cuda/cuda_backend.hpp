@@ -11,6 +11,41 @@
 
 namespace lris {
 
+class cuda_backend;
+
+namespace detail {
+struct cuda_stream_tag {};
+struct cuda_event_tag {};
+void destroy_cuda_handle(cuda_stream_tag, void* handle) noexcept;
+void destroy_cuda_handle(cuda_event_tag, void* handle) noexcept;
+
+/// @brief A move-only owner of a CUDA runtime handle (cudaStream_t, cudaEvent_t).
+template <class Tag>
+class cuda_handle {
+ public:
+  cuda_handle() = default;
+  cuda_handle(cuda_handle&& o) noexcept : handle_(std::exchange(o.handle_, nullptr)) {}
+  cuda_handle& operator=(cuda_handle&& o) noexcept {
+    if (this != &o) {
+      reset();
+      handle_ = std::exchange(o.handle_, nullptr);
+    }
+    return *this;
+  }
+  ~cuda_handle() { reset(); }
+  /// @brief The runtime's handle, for kernels and libraries of the caller's own.
+  [[nodiscard]] void* native() const noexcept { return handle_; }
+
+ private:
+  friend class lris::cuda_backend;
+  explicit cuda_handle(void* h) noexcept : handle_(h) {}
+  void reset() noexcept {
+    if (handle_ != nullptr) destroy_cuda_handle(Tag{}, std::exchange(handle_, nullptr));
+  }
+  void* handle_ = nullptr;
+};
+}  // namespace detail
+
 /// @brief One CUDA device. Cheap to copy (it is a device ordinal); every call makes its device
 /// current for the calling thread first, so threads need no cudaSetDevice of their own.
 class cuda_backend {
@@ -18,51 +53,9 @@ class cuda_backend {
   static constexpr std::string_view name = "cuda";
 
   /// @brief A non-blocking CUDA stream (cudaStreamNonBlocking) on the backend's device.
-  class stream {
-   public:
-    stream() = default;
-    stream(stream&& o) noexcept : handle_(std::exchange(o.handle_, nullptr)), device_(o.device_) {}
-    stream& operator=(stream&& o) noexcept {
-      if (this != &o) {
-        reset();
-        handle_ = std::exchange(o.handle_, nullptr);
-        device_ = o.device_;
-      }
-      return *this;
-    }
-    ~stream() { reset(); }
-    /// @brief The cudaStream_t, for kernels and libraries of the caller's own.
-    [[nodiscard]] void* native() const noexcept { return handle_; }
-
-   private:
-    friend class cuda_backend;
-    void reset() noexcept;
-    void* handle_ = nullptr;
-    int device_ = 0;
-  };
-
+  using stream = detail::cuda_handle<detail::cuda_stream_tag>;
   /// @brief A CUDA event without timing (cudaEventDisableTiming: cheaper to record and query).
-  class event {
-   public:
-    event() = default;
-    event(event&& o) noexcept : handle_(std::exchange(o.handle_, nullptr)), device_(o.device_) {}
-    event& operator=(event&& o) noexcept {
-      if (this != &o) {
-        reset();
-        handle_ = std::exchange(o.handle_, nullptr);
-        device_ = o.device_;
-      }
-      return *this;
-    }
-    ~event() { reset(); }
-    [[nodiscard]] void* native() const noexcept { return handle_; }
-
-   private:
-    friend class cuda_backend;
-    void reset() noexcept;
-    void* handle_ = nullptr;
-    int device_ = 0;
-  };
+  using event = detail::cuda_handle<detail::cuda_event_tag>;
 
   /// @brief Device 0.
   cuda_backend() : cuda_backend(0) {}
