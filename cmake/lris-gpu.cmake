@@ -11,14 +11,12 @@ if(NOT LRIS_ENABLE_CUDA STREQUAL "OFF")
   endif()
 endif()
 
+# The HIP backend (target lris::hip) is not part of this version: AUTO leaves it off, and ON
+# says so instead of building a library without it.
 set(LRIS_HAS_HIP 0)
-if(NOT LRIS_ENABLE_HIP STREQUAL "OFF")
-  check_language(HIP)
-  if(CMAKE_HIP_COMPILER)
-    set(LRIS_HAS_HIP 1)
-  elseif(LRIS_ENABLE_HIP STREQUAL "ON")
-    message(FATAL_ERROR "LRIS_ENABLE_HIP=ON but no HIP compiler was found")
-  endif()
+if(LRIS_ENABLE_HIP STREQUAL "ON")
+  message(FATAL_ERROR "LRIS_ENABLE_HIP=ON: the HIP backend (lris::hip) is not part of lris "
+                      "${PROJECT_VERSION} yet; configure with LRIS_ENABLE_HIP=AUTO or OFF")
 endif()
 
 # lris::cuda: the part of LRIS that calls the CUDA runtime. It has no kernels yet, so it needs the
@@ -41,7 +39,15 @@ if(LRIS_HAS_CUDA)
 endif()
 
 if(LRIS_HAS_CUDA)
-  add_library(lris_cuda src/cuda/device_info.cpp src/cuda/cuda_backend.cpp)
+  # Kernels: Ampere and Hopper by default; set CMAKE_CUDA_ARCHITECTURES for others.
+  if(NOT DEFINED CMAKE_CUDA_ARCHITECTURES)
+    set(CMAKE_CUDA_ARCHITECTURES 80 90)
+  endif()
+  enable_language(CUDA)
+  add_library(lris_cuda src/cuda/device_info.cpp src/cuda/cuda_backend.cpp
+                        kernels/cuda/batched_copy.cu)
+  set_target_properties(lris_cuda PROPERTIES CUDA_STANDARD 17 CUDA_STANDARD_REQUIRED ON
+                                             CUDA_EXTENSIONS OFF)
   add_library(lris::cuda ALIAS lris_cuda)
   set_target_properties(lris_cuda PROPERTIES EXPORT_NAME cuda OUTPUT_NAME lris_cuda
                         POSITION_INDEPENDENT_CODE ON)
@@ -55,7 +61,7 @@ if(LRIS_HAS_CUDA)
   # as its consumers, or an inline function could differ between them (an ODR violation).
   target_compile_definitions(lris_cuda PUBLIC LRIS_WITH_CUDA=1)
   if(LRIS_TOP_LEVEL)
-    target_compile_options(lris_cuda PRIVATE -Wall -Wextra -Wpedantic)
+    target_compile_options(lris_cuda PRIVATE $<$<COMPILE_LANGUAGE:CXX>:-Wall -Wextra -Wpedantic>)
   else()
     target_compile_options(lris_cuda PRIVATE -w)
   endif()

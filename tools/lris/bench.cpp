@@ -155,7 +155,7 @@ command add_bench(CLI::App& app) {
     std::vector<bench_table> tables;
     tables.push_back(host_bench(sizes, std::max(1u, info.cpu.allowed_threads), o->seconds, tty));
 #if LRIS_HAS_CUDA()
-    if (auto t = cuda_bench(sizes, o->seconds, tty)) tables.push_back(std::move(*t));
+    for (auto& t : cuda_bench(sizes, o->seconds, tty)) tables.push_back(std::move(t));
 #endif
     if (o->json) {
       nlohmann::json j{{"tables", nlohmann::json::array()}};

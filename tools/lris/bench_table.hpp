@@ -39,10 +39,10 @@ void print_table(const bench_table& t);
 nlohmann::json table_json(const bench_table& t);
 
 #if LRIS_HAS_CUDA()
-/// Host <-> GPU paths on device 0 against cudaMemcpy from pinned memory; nothing when no CUDA
-/// device is usable.
-std::optional<bench_table> cuda_bench(const std::vector<std::size_t>& sizes, double seconds,
-                                      bool tty);
+/// Host <-> GPU paths on device 0 against cudaMemcpy from pinned memory, and many small
+/// buffers; nothing when no CUDA device is usable.
+std::vector<bench_table> cuda_bench(const std::vector<std::size_t>& sizes, double seconds,
+                                    bool tty);
 #endif
 
 }  // namespace lris::tool
