@@ -170,7 +170,7 @@ class pipeline {
     const std::size_t per_worker = (bytes + p.workers - 1) / p.workers;
     const std::size_t chunk =
         std::min(p.chunk_bytes, std::max<std::size_t>(per_worker, std::size_t{1} << 20));
-    auto job = std::make_shared<detail::chunked_job>();
+    auto job = std::make_shared<detail::host_copy_job>();
     fill_job(*job, state, d, s, bytes, chunk);
     if (job->chunks == 1) {  // nothing to split: copy here, as the direct path does
       state->stats.path = transfer_path::direct;
@@ -180,7 +180,7 @@ class pipeline {
       return;
     }
     state->stats.workers = static_cast<unsigned>(std::min<std::size_t>(p.workers, job->chunks));
-    detail::run_parallel_host(std::move(job), p.workers);
+    detail::start_workers(job, p.workers);
   }
 
   void start_staged(const std::shared_ptr<detail::transfer_state>& state, copy_kind kind,
@@ -203,9 +203,7 @@ class pipeline {
     st.workers = workers;
     st.streams = p.streams;
     st.ring_slots = static_cast<unsigned>(job->slots.size());
-    for (unsigned w = 0; w < workers; ++w) {
-      detail::thread_pool::shared().submit([job] { job->work(); });
-    }
+    detail::start_workers(job, workers);
   }
 
   void start_direct(const std::shared_ptr<detail::transfer_state>& state, copy_kind kind,

@@ -67,25 +67,38 @@ struct chunked_job {
   }
 };
 
-/// @brief Host <-> host over worker threads: each claims the next chunk and copies it.
-inline void run_parallel_host(std::shared_ptr<chunked_job> job, unsigned workers) {
-  auto& pool = thread_pool::shared();
-  auto work = [job] {
-    for (;;) {
-      const std::size_t i = job->next.fetch_add(1, std::memory_order_relaxed);
-      if (i >= job->chunks) return;
-      if (!job->state->should_stop()) {
-        std::memcpy(job->dst + job->offset(i), job->src + job->offset(i), job->length(i));
-        job->state->add_progress(job->length(i));
-      }
-      if (job->processed.fetch_add(1, std::memory_order_acq_rel) + 1 == job->chunks) {
-        job->state->finish();
-      }
-    }
-  };
-  const unsigned n = static_cast<unsigned>(std::min<std::size_t>(workers, job->chunks));
-  for (unsigned w = 0; w < n; ++w) pool.submit(work);
+/// @brief One pool task per chunk: a task runs one chunk of its job, then queues itself again
+/// while chunks remain. Concurrent transfers thus take turns on the shared pool instead of the
+/// first one holding every thread until it is done. `Job::run_one()` claims and runs the next
+/// chunk and returns false when none was left.
+template <class Job>
+struct chunk_task {
+  std::shared_ptr<Job> job;
+  void operator()() const {
+    if (job->run_one()) thread_pool::shared().submit(*this);
+  }
+};
+
+/// @brief Starts `workers` chunk tasks of `job` (at most one per chunk).
+template <class Job>
+void start_workers(const std::shared_ptr<Job>& job, unsigned workers) {
+  const auto n = static_cast<unsigned>(std::min<std::size_t>(workers, job->chunks));
+  for (unsigned w = 0; w < n; ++w) thread_pool::shared().submit(chunk_task<Job>{job});
 }
+
+/// @brief Host <-> host: each chunk is one memcpy on a pool thread.
+struct host_copy_job : chunked_job {
+  bool run_one() noexcept {
+    const std::size_t i = next.fetch_add(1, std::memory_order_relaxed);
+    if (i >= chunks) return false;
+    if (!state->should_stop()) {
+      std::memcpy(dst + offset(i), src + offset(i), length(i));
+      state->add_progress(length(i));
+    }
+    if (processed.fetch_add(1, std::memory_order_acq_rel) + 1 == chunks) state->finish();
+    return true;
+  }
+};
 
 /// @brief Pageable host <-> device through pinned slots. Chunk i uses slot i % k; a worker
 /// waits until the slot's previous chunk (i - k) is done with it, so chunks overlap across
@@ -100,27 +113,28 @@ struct staged_job : chunked_job {
   copy_kind kind = copy_kind::host_to_device;
   unsigned streams = 1;
 
-  void work() noexcept {
-    for (;;) {
-      const std::size_t i = next.fetch_add(1, std::memory_order_relaxed);
-      if (i >= chunks) return;
-      auto& slot = *slots[i % slots.size()];
-      if (!spin_until([&] { return slot.ready_for.load() == i; })) {
-        for (std::size_t v = slot.ready_for.load(); v != i; v = slot.ready_for.load()) {
-          slot.ready_for.wait(v);
-        }
+  /// @brief Claims and runs the next chunk; false when none was left. A chunk waits only for
+  /// the chunk k before it, which was claimed earlier by a task that is running or done.
+  bool run_one() noexcept {
+    const std::size_t i = next.fetch_add(1, std::memory_order_relaxed);
+    if (i >= chunks) return false;
+    auto& slot = *slots[i % slots.size()];
+    if (!spin_until([&] { return slot.ready_for.load() == i; })) {
+      for (std::size_t v = slot.ready_for.load(); v != i; v = slot.ready_for.load()) {
+        slot.ready_for.wait(v);
       }
-      if (!state->should_stop()) {
-        try {
-          process(i, slot);
-        } catch (...) {
-          state->fail(std::current_exception());
-        }
-      }
-      slot.ready_for.store(i + slots.size());
-      slot.ready_for.notify_all();
-      if (processed.fetch_add(1, std::memory_order_acq_rel) + 1 == chunks) finalize();
     }
+    if (!state->should_stop()) {
+      try {
+        process(i, slot);
+      } catch (...) {
+        state->fail(std::current_exception());
+      }
+    }
+    slot.ready_for.store(i + slots.size());
+    slot.ready_for.notify_all();
+    if (processed.fetch_add(1, std::memory_order_acq_rel) + 1 == chunks) finalize();
+    return true;
   }
 
  private:
