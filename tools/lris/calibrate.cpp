@@ -1,5 +1,5 @@
 // lris calibrate: measures where each path starts to pay off on this machine and saves the
-// thresholds auto_select reads.
+// thresholds auto_select reads, one profile per backend and device ("host:0", "cuda:0").
 #include <algorithm>
 #include <cstring>
 #include <memory>
@@ -10,6 +10,9 @@
 #include <nlohmann/json.hpp>
 
 #include <lris/lris.hpp>
+#if LRIS_HAS_CUDA()
+#include <lris/cuda.hpp>
+#endif
 
 #include "commands.hpp"
 #include "measure.hpp"
@@ -25,20 +28,146 @@ struct calibrate_options {
   bool dry_run = false;
 };
 
+// What every step needs: host buffers of `large` bytes, the thread count, a log, a voice.
+struct bench_context {
+  std::byte* src;
+  std::byte* dst;
+  std::size_t large;
+  unsigned threads;
+  nlohmann::json& log;
+  bool tty;
+  void say(const std::string& s) const {
+    if (tty) fmt::print(stderr, "  {}\n", s);
+  }
+};
+
 // The smallest size from which `fast` beats `slow` by 10% at that size and every larger one;
 // `sizes.back() * 2` when it never does.
 std::size_t crossover(const std::vector<std::size_t>& sizes,
                       const std::function<double(std::size_t)>& slow,
-                      const std::function<double(std::size_t)>& fast, nlohmann::json& log,
-                      const char* what) {
+                      const std::function<double(std::size_t)>& fast, nlohmann::json& log) {
   std::size_t threshold = sizes.back() * 2;
   for (auto it = sizes.rbegin(); it != sizes.rend(); ++it) {
     const double s = slow(*it), f = fast(*it);
-    log[what].push_back({{"bytes", *it}, {"direct_gbps", s}, {"chunked_gbps", f}});
+    log.push_back({{"bytes", *it}, {"direct_gbps", s}, {"chunked_gbps", f}});
     if (f < s * 1.10) break;
     threshold = *it;
   }
   return threshold;
+}
+
+// The fewest of `candidates` within 5% of the best rate; logs every rate.
+template <class T>
+T fewest_near_best(const std::vector<T>& candidates, const std::function<double(T)>& rate,
+                   nlohmann::json& log, const char* key, double* best_out = nullptr) {
+  std::vector<double> rates;
+  for (T c : candidates) {
+    rates.push_back(rate(c));
+    log.push_back({{key, c}, {"gbps", rates.back()}});
+  }
+  const double best = *std::max_element(rates.begin(), rates.end());
+  if (best_out) *best_out = best;
+  for (std::size_t i = 0; i < candidates.size(); ++i) {
+    if (rates[i] >= 0.95 * best) return candidates[i];
+  }
+  return candidates.back();
+}
+
+std::vector<unsigned> thread_counts(unsigned threads) {
+  std::vector<unsigned> v;
+  for (unsigned w = 1;; w = std::min(w * 2, threads)) {
+    v.push_back(w);
+    if (w >= threads) break;
+  }
+  return v;
+}
+
+std::vector<std::size_t> crossover_sizes(std::size_t large) {
+  std::vector<std::size_t> sizes;
+  for (std::size_t n = 64 << 10; n <= std::min<std::size_t>(large, 64 << 20); n *= 4) {
+    sizes.push_back(n);
+  }
+  return sizes;
+}
+
+// Host <-> host: workers, chunk size, and where splitting a copy over threads pays.
+void tune_host_copies(const bench_context& c, transfer_profile& prof) {
+  pipeline<staged, host_backend> st;
+  auto h2h = [&](std::size_t n, const transfer_options& opt) {
+    return measure_gbps(n, [&] {
+      st.copy(as_host(c.dst, n), as_host<const std::byte>(c.src, n), opt).wait();
+    });
+  };
+  double best = 0;
+  prof.workers = fewest_near_best<unsigned>(
+      thread_counts(c.threads),
+      [&](unsigned w) { return h2h(c.large, {.chunk_bytes = std::size_t{4} << 20, .workers = w}); },
+      c.log["host_workers"], "workers", &best);
+  c.say(fmt::format("host copies: {} workers ({:.1f} GB/s at {})", prof.workers, best,
+                    size_label(c.large)));
+  prof.chunk_bytes = fewest_near_best<std::size_t>(
+      {std::size_t{16} << 20, std::size_t{8} << 20, std::size_t{4} << 20, std::size_t{2} << 20,
+       std::size_t{1} << 20},
+      [&](std::size_t ch) { return h2h(c.large, {.chunk_bytes = ch, .workers = prof.workers}); },
+      c.log["host_chunk_bytes"], "chunk_bytes");
+  prof.parallel_min_bytes = crossover(
+      crossover_sizes(c.large),
+      [&](std::size_t n) { return measure_gbps(n, [&] { std::memcpy(c.dst, c.src, n); }); },
+      [&](std::size_t n) { return h2h(n, {.chunk_bytes = prof.chunk_bytes, .workers = prof.workers}); },
+      c.log["parallel_min_bytes"]);
+  c.say(fmt::format("host copies: chunks of {}, parallel from {}", size_label(prof.chunk_bytes),
+                    size_label(prof.parallel_min_bytes)));
+}
+
+// Pageable <-> `be`'s device through the staging ring: workers, chunks, streams, and where
+// staging beats handing pageable memory to the backend directly.
+template <class Backend>
+void tune_staging(const bench_context& c, Backend be, transfer_profile& prof) {
+  buffer<device_allocator<Backend>> dev(c.large, device_allocator<Backend>(be));
+  if constexpr (std::is_same_v<Backend, host_backend>) prefault(dev.data(), c.large);
+  pipeline<staged, Backend> st(staged{}, be);
+  pipeline<direct, Backend> di(direct{}, be);
+  auto h2d = [&](auto& p, std::size_t n, const transfer_options& opt) {
+    return measure_gbps(n, [&] {
+      p.copy(dev.span().subspan(0, n), as_host<const std::byte>(c.src, n), opt).wait();
+    });
+  };
+  const std::string key = fmt::format("{}:{}", Backend::name, be.device());
+  auto& log = c.log[key];
+  double best = 0;
+  prof.workers = fewest_near_best<unsigned>(
+      thread_counts(c.threads), [&](unsigned w) { return h2d(st, c.large, {.workers = w}); },
+      log["workers"], "workers", &best);
+  prof.chunk_bytes = fewest_near_best<std::size_t>(
+      {std::size_t{16} << 20, std::size_t{8} << 20, std::size_t{4} << 20, std::size_t{2} << 20,
+       std::size_t{1} << 20},
+      [&](std::size_t ch) { return h2d(st, c.large, {.chunk_bytes = ch, .workers = prof.workers}); },
+      log["chunk_bytes"], "chunk_bytes");
+  prof.streams = fewest_near_best<unsigned>(
+      {1u, 2u, 4u},
+      [&](unsigned s) {
+        return h2d(st, c.large, {.chunk_bytes = prof.chunk_bytes, .workers = prof.workers,
+                                 .streams = s});
+      },
+      log["streams"], "streams");
+  prof.staged_min_bytes = crossover(
+      crossover_sizes(c.large), [&](std::size_t n) { return h2d(di, n, {}); },
+      [&](std::size_t n) {
+        return h2d(st, n, {.chunk_bytes = prof.chunk_bytes, .workers = prof.workers,
+                           .streams = prof.streams});
+      },
+      log["staged_min_bytes"]);
+  prof.ring_depth = 2 * prof.workers;
+  c.say(fmt::format("{}: staged pageable -> device {:.1f} GB/s with {} workers, chunks of {}, "
+                    "{} streams; staged from {}",
+                    key, best, prof.workers, size_label(prof.chunk_bytes), prof.streams,
+                    size_label(prof.staged_min_bytes)));
+}
+
+nlohmann::json to_json(const transfer_profile& p) {
+  return {{"parallel_min_bytes", p.parallel_min_bytes}, {"staged_min_bytes", p.staged_min_bytes},
+          {"chunk_bytes", p.chunk_bytes},               {"workers", p.workers},
+          {"streams", p.streams},                       {"ring_depth", p.ring_depth}};
 }
 
 }  // namespace
@@ -55,130 +184,54 @@ command add_calibrate(CLI::App& app) {
     const auto path = o->output.empty() ? default_profile_path() : std::filesystem::path(o->output);
     const host_info info = probe_host();
     std::size_t large = parse_size(o->large);
-    LRIS_EXPECTS(large >= (std::size_t{16} << 20), "calibrate: --large {} is too small (at least 16M)",
-                 o->large);
+    LRIS_EXPECTS(large >= (std::size_t{16} << 20),
+                 "calibrate: --large {} is too small (at least 16M)", o->large);
     // Three buffers of `large` must fit in a quarter of the available memory.
     if (info.memory.available_bytes && large * 3 > info.memory.available_bytes / 4) {
-      large = std::max<std::size_t>(std::size_t{16} << 20,
-                                    (info.memory.available_bytes / 12) & ~((std::size_t{1} << 20) - 1));
+      large = std::max<std::size_t>(
+          std::size_t{16} << 20, (info.memory.available_bytes / 12) & ~((std::size_t{1} << 20) - 1));
     }
-    const unsigned threads = std::max(1u, info.cpu.allowed_threads);
-    host_backend hb;
-    auto src = std::make_unique<std::byte[]>(large);
-    auto dst = std::make_unique<std::byte[]>(large);
-    std::memset(src.get(), 0x5a, large);
-    prefault(dst.get(), large);
-    auto* dev = static_cast<std::byte*>(hb.allocate_device(large));
-    std::unique_ptr<void, std::function<void(void*)>> dev_guard(
-        dev, [&](void* p) { hb.deallocate_device(p, large); });
-    prefault(dev, large);
-
+    buffer<pageable_allocator> src(large), dst(large);
+    std::memset(src.data(), 0x5a, large);
+    prefault(dst.data(), large);
     nlohmann::json log;
-    transfer_profile prof;
-    const bool tty = !o->json;
-    auto say = [&](const std::string& s) {
-      if (tty) fmt::print(stderr, "  {}\n", s);
-    };
-    pipeline<staged, host_backend> st;
-    pipeline<direct, host_backend> di;
-    auto h2h = [&](std::size_t n, const transfer_options& opt) {
-      return measure_gbps(n, [&] { st.copy(as_host(dst.get(), n), as_host(src.get(), n), opt).wait(); });
-    };
-    auto h2d = [&](auto& p, std::size_t n, const transfer_options& opt) {
-      return measure_gbps(n, [&] {
-        p.copy(device_span<host_backend>(dev, n), as_host(src.get(), n), opt).wait();
-      });
-    };
+    const bench_context c{src.data(), dst.data(), large, std::max(1u, info.cpu.allowed_threads),
+                          log, !o->json};
 
-    // 1. Workers for large host copies: the fewest within 5% of the best.
-    std::vector<std::pair<unsigned, double>> by_workers;
-    for (unsigned w = 1;; w = std::min(w * 2, threads)) {
-      by_workers.emplace_back(w, h2h(large, {.chunk_bytes = std::size_t{4} << 20, .workers = w}));
-      log["workers"].push_back({{"workers", w}, {"gbps", by_workers.back().second}});
-      if (w >= threads) break;
+    std::vector<std::pair<std::string, transfer_profile>> profiles;
+    transfer_profile host;
+    tune_host_copies(c, host);
+    transfer_profile host_staging = host;
+    tune_staging(c, host_backend{}, host_staging);
+    // Host copies keep their own workers and chunks; the staging parts come from the ring runs.
+    host.staged_min_bytes = host_staging.staged_min_bytes;
+    host.streams = host_staging.streams;
+    host.ring_depth = 2 * host.workers;
+    profiles.emplace_back("host:0", host);
+#if LRIS_HAS_CUDA()
+    for (int d = 0; d < cuda_backend::device_count(); ++d) {
+      transfer_profile gpu = host;
+      tune_staging(c, cuda_backend(d), gpu);
+      profiles.emplace_back(fmt::format("cuda:{}", d), gpu);
     }
-    const double best_w = std::max_element(by_workers.begin(), by_workers.end(),
-                                           [](auto& a, auto& b) { return a.second < b.second; })->second;
-    for (auto& [w, g] : by_workers) {
-      if (g >= 0.95 * best_w) {
-        prof.workers = w;
-        break;
-      }
+#endif
+    if (!o->dry_run) {
+      for (const auto& [key, prof] : profiles) save_profile(path, key, prof);
     }
-    say(fmt::format("workers: {} ({:.1f} GB/s at {})", prof.workers, best_w, size_label(large)));
-
-    // 2. Chunk size with those workers.
-    double best_c = 0;
-    for (std::size_t c : {std::size_t{1} << 20, std::size_t{2} << 20, std::size_t{4} << 20,
-                          std::size_t{8} << 20, std::size_t{16} << 20}) {
-      const double g = h2h(large, {.chunk_bytes = c, .workers = prof.workers});
-      log["chunk_bytes"].push_back({{"chunk_bytes", c}, {"gbps", g}});
-      if (g > best_c * 1.02) {
-        best_c = g;
-        prof.chunk_bytes = c;
-      }
-    }
-    say(fmt::format("chunk: {} ({:.1f} GB/s)", size_label(prof.chunk_bytes), best_c));
-
-    // 3. Where splitting a host copy over threads starts to pay.
-    std::vector<std::size_t> sizes;
-    for (std::size_t n = 64 << 10; n <= std::min<std::size_t>(large, 64 << 20); n *= 4) sizes.push_back(n);
-    prof.parallel_min_bytes = crossover(
-        sizes,
-        [&](std::size_t n) {
-          return measure_gbps(n, [&] { std::memcpy(dst.get(), src.get(), n); });
-        },
-        [&](std::size_t n) {
-          return h2h(n, {.chunk_bytes = std::max<std::size_t>(n / prof.workers, 64 << 10),
-                         .workers = prof.workers});
-        },
-        log, "parallel_min_bytes");
-    say(fmt::format("parallel host copies from {}", size_label(prof.parallel_min_bytes)));
-
-    // 4. Streams and the staging crossover for pageable -> device.
-    double best_s = 0;
-    for (unsigned s : {1u, 2u, 4u}) {
-      const double g = h2d(st, large, {.chunk_bytes = prof.chunk_bytes, .workers = prof.workers,
-                                       .streams = s});
-      log["streams"].push_back({{"streams", s}, {"gbps", g}});
-      if (g > best_s * 1.02) {
-        best_s = g;
-        prof.streams = s;
-      }
-    }
-    prof.staged_min_bytes = crossover(
-        sizes, [&](std::size_t n) { return h2d(di, n, {}); },
-        [&](std::size_t n) {
-          return h2d(st, n, {.chunk_bytes = std::min(prof.chunk_bytes,
-                                                     std::max<std::size_t>(n / prof.workers, 64 << 10)),
-                             .workers = prof.workers, .streams = prof.streams});
-        },
-        log, "staged_min_bytes");
-    say(fmt::format("streams: {}; staged pageable -> device from {}", prof.streams,
-                    size_label(prof.staged_min_bytes)));
-    prof.ring_depth = 2 * prof.workers;
-
-    const std::string key = fmt::format("{}:{}", host_backend::name, hb.device());
-    if (!o->dry_run) save_profile(path, key, prof);
     if (o->json) {
-      nlohmann::json j{{"backend", key},
-                       {"saved_to", o->dry_run ? "" : path.string()},
-                       {"profile", {{"parallel_min_bytes", prof.parallel_min_bytes},
-                                    {"staged_min_bytes", prof.staged_min_bytes},
-                                    {"chunk_bytes", prof.chunk_bytes},
-                                    {"workers", prof.workers},
-                                    {"streams", prof.streams},
-                                    {"ring_depth", prof.ring_depth}}},
-                       {"measurements", log}};
+      nlohmann::json j{{"saved_to", o->dry_run ? "" : path.string()}, {"measurements", log}};
+      for (const auto& [key, prof] : profiles) j["profiles"][key] = to_json(prof);
       fmt::print("{}\n", j.dump(2));
-    } else {
+      return 0;
+    }
+    for (const auto& [key, prof] : profiles) {
       fmt::print("Profile for {}:\n  parallel_min_bytes {}\n  staged_min_bytes   {}\n"
                  "  chunk_bytes        {}\n  workers            {}\n  streams            {}\n"
-                 "  ring_depth         {}\n{}\n",
+                 "  ring_depth         {}\n",
                  key, size_label(prof.parallel_min_bytes), size_label(prof.staged_min_bytes),
-                 size_label(prof.chunk_bytes), prof.workers, prof.streams, prof.ring_depth,
-                 o->dry_run ? "(dry run: not saved)" : fmt::format("Saved to {}", path.string()));
+                 size_label(prof.chunk_bytes), prof.workers, prof.streams, prof.ring_depth);
     }
+    fmt::print("{}\n", o->dry_run ? "(dry run: not saved)" : fmt::format("Saved to {}", path.string()));
     return 0;
   };
 }

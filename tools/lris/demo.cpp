@@ -13,6 +13,9 @@
 #include <nlohmann/json.hpp>
 
 #include <lris/lris.hpp>
+#if LRIS_HAS_CUDA()
+#include <lris/cuda.hpp>
+#endif
 
 #include "commands.hpp"
 #include "measure.hpp"
@@ -63,6 +66,87 @@ transfer_stats with_progress(const std::string& label, bool show, Start start) {
   return st;
 }
 
+// Steps 3 and 4 on `be`: pageable host -> device -> host through the pinned staging ring with
+// progress bars, then a transfer cancelled halfway. True when the round trip is intact.
+template <class Backend>
+bool device_steps(Backend be, const std::byte* src, buffer<pageable_allocator>& dst,
+                  std::size_t n, XXH64_hash_t want, bool text, nlohmann::json& out) {
+  buffer<device_allocator<Backend>> dev(n, device_allocator<Backend>(be));
+  // The host backend's "device" memory faults in on first touch; keep that out of the rates.
+  if constexpr (std::is_same_v<Backend, host_backend>) prefault(dev.data(), n);
+  auto& pipe = default_pipeline<Backend>(be.device());
+  const auto host_src = as_host<const std::byte>(src, n);
+  const transfer_stats up = with_progress("pageable -> device", text, [&](auto& opt) {
+    return pipe.copy(dev.span(), host_src, opt);
+  });
+  std::memset(dst.data(), 0, n);
+  const transfer_stats down = with_progress("device -> pageable", text, [&](auto& opt) {
+    return pipe.copy(dst.span(), dev.span(), opt);
+  });
+  const bool ok = XXH64(dst.data(), n, 0) == want;
+  if (text) {
+    fmt::print("3. Host -> device -> host through the pinned staging ring ({} backend)\n",
+               up.backend);
+    fmt::print("   up:   {:6.1f} GB/s  {} path, {} chunks of {}, {} workers, {} streams, {} ring "
+               "slots\n",
+               up.gbps(), to_string(up.path), up.chunks, format_bytes(up.chunk_bytes), up.workers,
+               up.streams, up.ring_slots);
+    fmt::print("   down: {:6.1f} GB/s  {} path; round trip checksum {}\n\n", down.gbps(),
+               to_string(down.path), ok ? "ok" : "MISMATCH");
+  }
+  out["device_backend"] = std::string(Backend::name);
+  out["h2d"] = {{"gbps", up.gbps()}, {"path", to_string(up.path)}};
+  out["d2h"] = {{"gbps", down.gbps()}, {"path", to_string(down.path)}, {"verified", ok}};
+
+  // Cancellation: stop a transfer halfway; what arrived is whole, the rest untouched.
+  transfer_options half;
+  half.chunk_bytes = std::max<std::size_t>(n / 64, 4096);
+  half.on_progress = [](std::uint64_t done, std::uint64_t total) { return done * 2 < total; };
+  auto t = pipe.copy(dev.span(), host_src, half);
+  std::uint64_t delivered = 0;
+  try {
+    (void)t.wait();
+    delivered = n;
+  } catch (const cancelled&) {
+    delivered = t.bytes_done();
+  }
+  if (text) {
+    fmt::print("4. Cancelled a transfer from its progress callback at {:.0f}%: {} of {} "
+               "delivered, the pipeline is ready for the next one.\n\n",
+               100.0 * static_cast<double>(delivered) / static_cast<double>(n),
+               format_bytes(delivered), format_bytes(n));
+  }
+  out["cancelled_at"] = static_cast<double>(delivered) / static_cast<double>(n);
+  return ok;
+}
+
+// The GPU the demo uses, or why the host backend stands in for one.
+std::string gpu_line() {
+#if LRIS_HAS_CUDA()
+  const auto status = cuda::runtime_status();
+  if (status.usable()) {
+    const auto d = cuda::list_devices().at(0);
+    return fmt::format("{} ({}, PCIe Gen{} x{}), through cuda_backend", d.name,
+                       format_bytes(d.total_memory_bytes), d.current_link.generation,
+                       d.current_link.width);
+  }
+  return fmt::format("none usable ({}), so the host backend stands in for one\n         (same "
+                     "pipelines, streams and staging ring; \"device\" memory is host memory).",
+                     status.reason);
+#else
+  return "none used: this build has no GPU backend, so the host backend stands in for one\n"
+         "         (same pipelines, streams and staging ring; \"device\" memory is host memory).";
+#endif
+}
+
+bool run_device_steps(const std::byte* src, buffer<pageable_allocator>& dst, std::size_t n,
+                      XXH64_hash_t want, bool text, nlohmann::json& out) {
+#if LRIS_HAS_CUDA()
+  if (cuda::runtime_status().usable()) return device_steps(cuda_backend(0), src, dst, n, want, text, out);
+#endif
+  return device_steps(host_backend{}, src, dst, n, want, text, out);
+}
+
 }  // namespace
 
 command add_demo(CLI::App& app) {
@@ -91,9 +175,7 @@ command add_demo(CLI::App& app) {
         info.cpu.model_name, info.cpu.allowed_threads, format_bytes(info.memory.total_bytes),
         format_bytes(info.memory.available_bytes), std::max<std::size_t>(1, info.numa.nodes.size()),
         info.huge_pages.thp_enabled, info.io_uring.available ? "available" : "unavailable");
-    say("GPU:     none used: this build has no GPU backend, so the host backend stands in for "
-        "one\n         (same pipelines, streams and staging ring; \"device\" memory is host "
-        "memory).\n\n");
+    say("GPU:     {}\n\n", gpu_line());
     out["bytes"] = n;
     out["cpu"] = info.cpu.model_name;
     out["threads"] = info.cpu.allowed_threads;
@@ -105,15 +187,12 @@ command add_demo(CLI::App& app) {
         src_alloc.ptr, [&](void* p) { huge.deallocate(p, n); });
     auto* src = static_cast<std::byte*>(src_alloc.ptr);
     buffer<pageable_allocator> dst(n);
-    host_backend gpu;  // stands in for a GPU
-    buffer<device_allocator<host_backend>> dev(n, device_allocator<host_backend>(gpu));
     say("1. Allocated the source with huge_page_allocator: got {} pages.\n",
         to_string(src_alloc.kind));
     out["source_pages"] = std::string(to_string(src_alloc.kind));
 
     fill_random(src, n);
     prefault(dst.data(), n);
-    prefault(dev.data(), n);
     const XXH64_hash_t want = XXH64(src, n, 0);
     say("   Filled it with random data, XXH64 {:016x}.\n\n", want);
 
@@ -135,44 +214,7 @@ command add_demo(CLI::App& app) {
     out["memcpy_gbps"] = memcpy_gbps;
     out["h2h"] = {{"gbps", h2h.gbps()}, {"path", to_string(h2h.path)}, {"verified", h2h_ok}};
 
-    // 3. Pageable host -> device and back through the pinned staging ring.
-    auto& pipe = default_pipeline<host_backend>();
-    auto host_src = as_host<const std::byte>(src, n);
-    const transfer_stats up = with_progress("pageable -> device", text, [&](auto& opt) {
-      return pipe.copy(dev.span(), host_src, opt);
-    });
-    std::memset(dst.data(), 0, n);
-    const transfer_stats down = with_progress("device -> pageable", text, [&](auto& opt) {
-      return pipe.copy(dst.span(), dev.span(), opt);
-    });
-    const bool round_ok = XXH64(dst.data(), n, 0) == want;
-    say("3. Host -> device -> host through the pinned staging ring ({} backend)\n", up.backend);
-    say("   up:   {:6.1f} GB/s  {} path, {} chunks of {}, {} workers, {} streams, {} ring slots\n",
-        up.gbps(), to_string(up.path), up.chunks, format_bytes(up.chunk_bytes), up.workers,
-        up.streams, up.ring_slots);
-    say("   down: {:6.1f} GB/s  {} path; round trip checksum {}\n\n", down.gbps(),
-        to_string(down.path), round_ok ? "ok" : "MISMATCH");
-    out["h2d"] = {{"gbps", up.gbps()}, {"path", to_string(up.path)}};
-    out["d2h"] = {{"gbps", down.gbps()}, {"path", to_string(down.path)}, {"verified", round_ok}};
-
-    // 4. Cancellation: stop a transfer halfway; what arrived is whole, the rest untouched.
-    std::memset(dev.data(), 0, n);
-    transfer_options half;
-    half.chunk_bytes = std::max<std::size_t>(n / 64, 4096);
-    half.on_progress = [](std::uint64_t done, std::uint64_t total) { return done * 2 < total; };
-    auto t = pipe.copy(dev.span(), host_src, half);
-    std::uint64_t delivered = 0;
-    try {
-      (void)t.wait();
-      delivered = n;
-    } catch (const cancelled&) {
-      delivered = t.bytes_done();
-    }
-    say("4. Cancelled a transfer from its progress callback at {:.0f}%: {} of {} delivered, "
-        "the pipeline is ready for the next one.\n\n",
-        100.0 * static_cast<double>(delivered) / static_cast<double>(n), format_bytes(delivered),
-        format_bytes(n));
-    out["cancelled_at"] = static_cast<double>(delivered) / static_cast<double>(n);
+    const bool round_ok = run_device_steps(src, dst, n, want, text, out);
 
     const bool ok = h2h_ok && round_ok;
     say("{}\nNext: `lris bench` for the full table, `lris calibrate` to tune auto_select to "
