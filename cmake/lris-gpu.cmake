@@ -45,7 +45,8 @@ if(LRIS_HAS_CUDA)
   endif()
   enable_language(CUDA)
   add_library(lris_cuda src/cuda/device_info.cpp src/cuda/cuda_backend.cpp
-                        kernels/cuda/batched_copy.cu)
+                        kernels/cuda/batched_copy.cu kernels/cuda/convert.cu
+                        kernels/cuda/checksum.cu)
   set_target_properties(lris_cuda PROPERTIES CUDA_STANDARD 17 CUDA_STANDARD_REQUIRED ON
                                              CUDA_EXTENSIONS OFF)
   add_library(lris::cuda ALIAS lris_cuda)
