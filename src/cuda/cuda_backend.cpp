@@ -164,6 +164,37 @@ void cuda_backend::copy_async(void* dst, const void* src, std::size_t bytes, cop
   LRIS_CUDA_TRY(cudaMemcpyAsync(dst, src, bytes, to_cuda(kind), native(s)));
 }
 
+void cuda_backend::copy_peer_async(void* dst, int dst_device, const void* src, int src_device,
+                                   std::size_t bytes, stream& s) {
+  const int n = device_count();
+  LRIS_EXPECTS(dst_device >= 0 && dst_device < n && src_device >= 0 && src_device < n,
+               "cuda_backend::copy_peer_async: device {} -> {} but there are {} devices",
+               src_device, dst_device, n);
+  LRIS_EXPECTS(bytes == 0 || (dst != nullptr && src != nullptr),
+               "cuda_backend::copy_peer_async: null pointer (dst {}, src {}, {} bytes)", dst, src,
+               bytes);
+  use_device(device_);
+  LRIS_CUDA_TRY(cudaMemcpyPeerAsync(dst, dst_device, src, src_device, bytes, native(s)));
+}
+
+bool cuda_backend::enable_peer_access(int peer) {
+  const int n = device_count();
+  LRIS_EXPECTS(peer >= 0 && peer < n, "cuda_backend::enable_peer_access: device {} does not "
+               "exist ({} devices)", peer, n);
+  if (peer == device_) return true;
+  int can = 0;
+  LRIS_CUDA_TRY(cudaDeviceCanAccessPeer(&can, device_, peer));
+  if (!can) return false;
+  use_device(device_);
+  const cudaError_t e = cudaDeviceEnablePeerAccess(peer, 0);
+  if (e == cudaErrorPeerAccessAlreadyEnabled) {
+    (void)cudaGetLastError();
+    return true;
+  }
+  LRIS_CUDA_TRY(e);
+  return true;
+}
+
 void cuda_backend::record(event& e, stream& s) {
   use_device(device_);
   LRIS_CUDA_TRY(cudaEventRecord(native(e), native(s)));

@@ -66,6 +66,9 @@ TEST_CASE("batched copy: every item lands, nothing else is written", "[cuda][ker
       const std::byte* src = from_device ? dev_src.data() : host_src.data();
       lris::buffer<lris::device_allocator<cuda_backend>> dst(l.dst_total);
       REQUIRE(cudaMemset(dst.data(), 0xA5, l.dst_total) == cudaSuccess);
+      // The memset and the pageable upload run on the legacy default stream, which the
+      // backend's non-blocking streams do not wait for.
+      REQUIRE(cudaDeviceSynchronize() == cudaSuccess);
 
       lris::buffer<lris::pinned_allocator<cuda_backend>, lris::cuda::copy_item> items(
           l.bytes.size());

@@ -174,3 +174,30 @@ TEST_CASE("cuda: errors name what is at fault", "[cuda][errors]") {
                            lris::invalid_argument, what_contains("on device 7"));
   }
 }
+
+TEST_CASE("cuda: peer copies, on one device and between two when present", "[cuda][peer]") {
+  const std::size_t n = (std::size_t{8} << 20) + 3;
+  const auto host = random_bytes(n, 9);
+  device_buffer a(n), b(n);
+  REQUIRE(cudaMemcpy(a.p, host.data(), n, cudaMemcpyHostToDevice) == cudaSuccess);
+  REQUIRE(cudaDeviceSynchronize() == cudaSuccess);  // non-blocking streams do not wait for it
+  cuda_backend be(0);
+  CHECK(be.enable_peer_access(0));  // a device reaches itself
+  auto s = be.make_stream();
+  be.copy_peer_async(b.p, 0, a.p, 0, n, s);
+  be.synchronize(s);
+  CHECK(b.read() == host);
+  REQUIRE_THROWS_MATCHES(be.copy_peer_async(b.p, 0, a.p, 99, n, s), lris::invalid_argument,
+                         what_contains("device 99 -> 0"));
+  if (cuda_backend::device_count() >= 2) {
+    cuda_backend be1(1);
+    void* far = be1.allocate_device(n);
+    (void)be.enable_peer_access(1);  // direct where possible; correct either way
+    be.copy_peer_async(far, 1, a.p, 0, n, s);
+    be.synchronize(s);
+    std::vector<std::byte> out(n);
+    REQUIRE(cudaMemcpy(out.data(), far, n, cudaMemcpyDefault) == cudaSuccess);
+    CHECK(out == host);
+    be1.deallocate_device(far, n);
+  }
+}

@@ -86,6 +86,14 @@ class cuda_backend {
   [[nodiscard]] stream make_stream();
   [[nodiscard]] event make_event();
   void copy_async(void* dst, const void* src, std::size_t bytes, copy_kind kind, stream& s);
+  /// @brief Copies device memory of `src_device` to device memory of `dst_device` on `s` (a
+  /// stream of this backend's device): over NVLink or PCIe peer-to-peer where
+  /// enable_peer_access() succeeded, else staged by the driver through host memory.
+  void copy_peer_async(void* dst, int dst_device, const void* src, int src_device,
+                       std::size_t bytes, stream& s);
+  /// @brief Lets this device access `peer`'s memory directly; false when the hardware cannot
+  /// (copies then still work, through host memory). Enabling twice is not an error.
+  bool enable_peer_access(int peer);
   void record(event& e, stream& s);
   void wait(stream& s, event& e);
   void synchronize(stream& s);
