@@ -3,6 +3,8 @@
 // rejected with messages that name them.
 #include <catch2/catch.hpp>
 
+#include "support/random_bytes.hpp"
+
 #include <cstdint>
 #include <cstring>
 #include <random>
@@ -17,15 +19,7 @@
 namespace {
 
 std::vector<unsigned char> random_bytes(std::size_t n, std::uint64_t seed) {
-  std::vector<unsigned char> v(n);
-  std::mt19937_64 rng(seed);
-  std::size_t i = 0;
-  for (; i + 8 <= n; i += 8) {
-    const std::uint64_t r = rng();
-    std::memcpy(v.data() + i, &r, 8);
-  }
-  for (; i < n; ++i) v[i] = static_cast<unsigned char>(rng());
-  return v;
+  return lris::test::random_bytes<unsigned char>(n, seed);
 }
 
 // The definition, written out with nothing but sequential XXH64 calls.

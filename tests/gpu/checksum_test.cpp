@@ -4,6 +4,8 @@
 // them. The [.bench] case times 4 GiB against a device-memory read bound in the same process.
 #include <catch2/catch.hpp>
 
+#include "support/random_bytes.hpp"
+
 #include <cuda_runtime_api.h>
 
 #include <algorithm>
@@ -33,15 +35,7 @@ using pinned_words = lris::buffer<lris::pinned_allocator<cuda_backend>, std::uin
 namespace {
 
 std::vector<unsigned char> random_bytes(std::size_t n, std::uint64_t seed) {
-  std::vector<unsigned char> v(n);
-  std::mt19937_64 rng(seed);
-  std::size_t i = 0;
-  for (; i + 8 <= n; i += 8) {
-    const std::uint64_t r = rng();
-    std::memcpy(v.data() + i, &r, 8);
-  }
-  for (; i < n; ++i) v[i] = static_cast<unsigned char>(rng());
-  return v;
+  return lris::test::random_bytes<unsigned char>(n, seed);
 }
 
 // `n` bytes of `host` in a device buffer of exactly `offset + n` bytes, starting at `offset`.

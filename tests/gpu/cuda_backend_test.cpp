@@ -12,22 +12,14 @@
 #include <lris/cuda/cuda_backend.hpp>
 #include <lris/lris.hpp>
 
+#include "support/random_bytes.hpp"
 #include "support/what_contains.hpp"
 
 using lris::cuda_backend;
+using lris::test::random_bytes;
 using lris::test::what_contains;
 
 namespace {
-
-std::vector<std::byte> random_bytes(std::size_t n, unsigned seed) {
-  std::vector<std::byte> v(n);
-  std::mt19937_64 rng(seed);
-  for (std::size_t i = 0; i < n; i += 8) {
-    const std::uint64_t x = rng();
-    std::memcpy(v.data() + i, &x, std::min<std::size_t>(8, n - i));
-  }
-  return v;
-}
 
 // Device memory filled with a poison pattern, read back with plain cudaMemcpy.
 struct device_buffer {
