@@ -35,8 +35,9 @@ struct pipeline_config {
 /// device work, `Allocator` provides the pinned staging ring.
 ///
 /// Transfers are asynchronous: copy() returns a handle at once (direct host copies excepted,
-/// which complete before it returns). A pipeline may be used from many threads; transfers in
-/// flight keep what they need alive, so the pipeline may be destroyed before them.
+/// which complete before it returns; and a staged copy waits in copy() while concurrent
+/// transfers hold the whole staging ring). A pipeline may be used from many threads; transfers
+/// in flight keep what they need alive, so the pipeline may be destroyed before them.
 template <transfer_policy Transfer, backend_policy Backend,
           allocator_policy Allocator = pinned_allocator<Backend>>
 class pipeline {
