@@ -3,6 +3,7 @@
 #include <cuda_runtime_api.h>
 #include <fmt/format.h>
 
+#include <lris/cuda/batched_copy.hpp>
 #include <lris/cuda/cuda_try.hpp>
 #include <lris/error.hpp>
 
@@ -193,6 +194,11 @@ bool cuda_backend::enable_peer_access(int peer) {
   }
   LRIS_CUDA_TRY(e);
   return true;
+}
+
+void cuda_backend::copy_batch_async(const copy_item* items, std::size_t count, stream& s) {
+  use_device(device_);
+  cuda::launch_batched_copy(items, count, native(s));
 }
 
 void cuda_backend::record(event& e, stream& s) {

@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <numeric>
 #include <cstdint>
 #include <cstring>
 #include <random>
@@ -329,4 +330,99 @@ TEST_CASE("stream_copy copies every byte at any alignment", "[detail]") {
       }
     }
   }
+}
+
+namespace {
+// `count` pairs of random sizes up to `max_bytes` at scattered offsets in `src` and `dst`.
+struct batch_layout {
+  std::vector<std::size_t> src_off, dst_off, bytes;
+  std::size_t src_total = 0, dst_total = 0;
+  batch_layout(std::size_t count, std::size_t max_bytes, unsigned seed) {
+    std::mt19937_64 rng(seed);
+    for (std::size_t i = 0; i < count; ++i) {
+      const std::size_t n = 1 + rng() % max_bytes;
+      src_total += rng() % 64;
+      dst_total += rng() % 64;
+      src_off.push_back(src_total);
+      dst_off.push_back(dst_total);
+      bytes.push_back(n);
+      src_total += n;
+      dst_total += n;
+    }
+  }
+};
+}  // namespace
+
+TEST_CASE("copy_batch: many buffers, one transfer", "[transfer][batch]") {
+  const batch_layout l(500, 40000, 3);
+  std::vector<std::byte> src(l.src_total);
+  stamp(src.data(), src.size(), 17);
+  lris::pipeline<lris::auto_select, host_backend> p;
+  auto check_pairs = [&](const std::byte* dst_base) {
+    std::size_t bad = 0;
+    for (std::size_t i = 0; i < l.bytes.size(); ++i) {
+      bad += std::memcmp(dst_base + l.dst_off[i], src.data() + l.src_off[i], l.bytes[i]) != 0;
+    }
+    return bad;
+  };
+
+  SECTION("host to host is one parallel operation") {
+    std::vector<std::byte> dst(l.dst_total);
+    std::vector<lris::host_span<std::byte>> d;
+    std::vector<lris::host_span<const std::byte>> s;
+    for (std::size_t i = 0; i < l.bytes.size(); ++i) {
+      d.emplace_back(dst.data() + l.dst_off[i], l.bytes[i]);
+      s.emplace_back(src.data() + l.src_off[i], l.bytes[i]);
+    }
+    const auto st = p.copy_batch(d, s).wait();
+    CHECK(st.path == lris::transfer_path::batched);
+    CHECK(st.chunks == l.bytes.size());
+    CHECK(st.bytes == std::accumulate(l.bytes.begin(), l.bytes.end(), std::size_t{0}));
+    CHECK(check_pairs(dst.data()) == 0);
+  }
+  SECTION("pinned to device is one backend operation") {
+    lris::buffer<lris::pinned_allocator<host_backend>> pinned(l.src_total);
+    std::memcpy(pinned.data(), src.data(), l.src_total);
+    device_buffer dev(l.dst_total);
+    std::vector<lris::device_span<host_backend>> d;
+    std::vector<lris::pinned_span<host_backend>> s;
+    for (std::size_t i = 0; i < l.bytes.size(); ++i) {
+      d.emplace_back(dev.p + l.dst_off[i], l.bytes[i]);
+      s.emplace_back(pinned.data() + l.src_off[i], l.bytes[i]);
+    }
+    auto t = p.copy_batch(d, s);
+    const auto st = t.wait();
+    CHECK(st.path == lris::transfer_path::batched);
+    CHECK(st.backend == "host");
+    CHECK(check_pairs(dev.p) == 0);
+  }
+  SECTION("pageable to device goes pair by pair") {
+    device_buffer dev(l.dst_total);
+    std::vector<lris::device_span<host_backend>> d;
+    std::vector<lris::host_span<const std::byte>> s;
+    for (std::size_t i = 0; i < l.bytes.size(); ++i) {
+      d.emplace_back(dev.p + l.dst_off[i], l.bytes[i]);
+      s.emplace_back(src.data() + l.src_off[i], l.bytes[i]);
+    }
+    const auto st = p.copy_batch(d, s).wait();
+    CHECK(st.path != lris::transfer_path::batched);
+    CHECK(st.chunks == l.bytes.size());
+    CHECK(check_pairs(dev.p) == 0);
+  }
+}
+
+TEST_CASE("copy_batch: bad input names the pair at fault", "[transfer][batch][errors]") {
+  std::vector<std::byte> a(100), b(100);
+  lris::pipeline<lris::auto_select, host_backend> p;
+  std::vector<lris::host_span<std::byte>> d{{a.data(), 10}, {a.data() + 10, 20}};
+  std::vector<lris::host_span<const std::byte>> s{{b.data(), 10}, {b.data() + 10, 21}};
+  REQUIRE_THROWS_MATCHES(p.copy_batch(d, s),
+                         lris::invalid_argument, lris::test::what_contains("pair 1"));
+  s.pop_back();
+  REQUIRE_THROWS_MATCHES(p.copy_batch(d, s),
+                         lris::invalid_argument,
+                         lris::test::what_contains("2 destinations but 1 sources"));
+  s.push_back({nullptr, 20});
+  REQUIRE_THROWS_MATCHES(p.copy_batch(d, s),
+                         lris::invalid_argument, lris::test::what_contains("null pointer"));
 }

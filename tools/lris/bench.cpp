@@ -107,7 +107,7 @@ void add_row(bench_table& t, std::string name, double ceiling, const bench_op& o
 
 void print_table(const bench_table& t) {
   fmt::print("{}\nCeiling: {}.\nEach cell: GB/s, ratio to the ceiling, path (d direct, "
-             "p parallel, s staged, - not LRIS).\n\n", t.title, t.ceiling_note);
+             "p parallel, s staged, b batched, - not LRIS).\n\n", t.title, t.ceiling_note);
   fmt::print("{:<40}", "transfer");
   for (std::size_t n : t.sizes) fmt::print("{:>18}", size_label(n));
   fmt::print("\n");

@@ -63,11 +63,23 @@ bench_table small_buffers(cuda_backend& gpu, double h2d_ceiling, double seconds,
     LRIS_CUDA_TRY(cudaStreamSynchronize(native));
     return transfer_stats{};
   }, seconds, tty);
+  // Through the pipeline: spans in, one kernel out (item array built and pinned per batch).
+  std::vector<device_span<cuda_backend>> dspans;
+  std::vector<pinned_span<cuda_backend>> sspans;
+  for (std::size_t i = 0; i < count; ++i) {
+    dspans.emplace_back(dst.data() + dst_off[i], bytes[i]);
+    sspans.emplace_back(src.data() + src_off[i], bytes[i]);
+  }
+  auto& pipe = default_pipeline<cuda_backend>(gpu.device());
+  add_row(t, "lris copy_batch (pipeline)", h2d_ceiling, [&](std::size_t) {
+    return pipe.copy_batch(dspans, sspans).wait();
+  }, seconds, tty);
   add_row(t, "lris batched gather kernel, zero copy", h2d_ceiling, [&](std::size_t) {
     cuda::launch_batched_copy(items.data(), count, native);
     LRIS_CUDA_TRY(cudaStreamSynchronize(native));
     transfer_stats st;
     st.policy = "batched";  // shown as an LRIS path in the table
+    st.path = transfer_path::batched;
     return st;
   }, seconds, tty);
   return t;

@@ -158,6 +158,16 @@ class host_backend {
       detail::parallel_memcpy(pool, dst, src, bytes, pool.size(), std::size_t{4} << 20);
     });
   }
+  /// @brief Queues every copy of `items` on `s`, spread over the copy engine's threads.
+  void copy_batch_async(const copy_item* items, std::size_t count, stream& s) {
+    LRIS_EXPECTS(count == 0 || items != nullptr, "host_backend::copy_batch_async: null items");
+    queue(s).submit([items, count] {
+      auto& pool = detail::thread_pool::shared();
+      detail::parallel_for(pool, count, pool.size() + 1, [items](std::size_t i) {
+        std::memcpy(items[i].dst, items[i].src, items[i].bytes);
+      });
+    });
+  }
   void record(event& e, stream& s) {
     std::uint64_t target;
     {
@@ -215,5 +225,6 @@ class host_backend {
 };
 
 static_assert(backend_policy<host_backend>);
+static_assert(batch_backend<host_backend>);
 
 }  // namespace lris

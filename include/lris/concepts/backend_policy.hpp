@@ -6,6 +6,8 @@
 #include <cstddef>
 #include <string_view>
 
+#include <lris/transfer/copy_item.hpp>
+
 namespace lris {
 
 /// @brief Which way an asynchronous copy goes, as a device runtime sees it.
@@ -64,5 +66,13 @@ concept backend_policy =
       { b.query(e) } -> std::same_as<bool>;
       b.host_callback(s, fn, p);
     };
+
+/// @brief A backend that performs a whole batch of copies as one operation on a stream
+/// (`copy_batch_async(items, count, stream)`; `items` stays valid until the stream passes it).
+/// Pipelines use it for many small buffers; backends without it get one copy per item.
+template <class B>
+concept batch_backend =
+    backend_policy<B> && requires(B& b, const copy_item* items, std::size_t n,
+                                  typename B::stream& s) { b.copy_batch_async(items, n, s); };
 
 }  // namespace lris

@@ -3,17 +3,14 @@
 /// @brief Many small copies in one kernel launch. Links lris::cuda; includes no CUDA header.
 
 #include <cstddef>
-#include <span>
+
+#include <lris/transfer/copy_item.hpp>
 
 namespace lris::cuda {
 
-/// @brief One copy of a batch: `bytes` from `src` to `dst`, both addressable by the device
+/// @brief One copy of a batch. For the kernel, `src` and `dst` must be addressable by the device
 /// (device memory, or pinned host memory, which the GPU reads over PCIe: zero copy).
-struct copy_item {
-  const void* src = nullptr;
-  void* dst = nullptr;
-  std::size_t bytes = 0;
-};
+using copy_item = lris::copy_item;
 
 /// @brief Queues one kernel on `stream` (a cudaStream_t) that performs every copy of `items`.
 /// `items` itself must be device-accessible (device memory or pinned host memory) and stay

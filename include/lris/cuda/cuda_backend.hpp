@@ -94,6 +94,9 @@ class cuda_backend {
   /// @brief Lets this device access `peer`'s memory directly; false when the hardware cannot
   /// (copies then still work, through host memory). Enabling twice is not an error.
   bool enable_peer_access(int peer);
+  /// @brief One kernel on `s` performs every copy of `items` (which must be pinned or device
+  /// memory, as must every source and destination): see lris::cuda::launch_batched_copy.
+  void copy_batch_async(const copy_item* items, std::size_t count, stream& s);
   void record(event& e, stream& s);
   void wait(stream& s, event& e);
   void synchronize(stream& s);
@@ -107,5 +110,6 @@ class cuda_backend {
 };
 
 static_assert(backend_policy<cuda_backend>);
+static_assert(batch_backend<cuda_backend>);
 
 }  // namespace lris

@@ -8,6 +8,8 @@
 #include <cstring>
 #include <functional>
 #include <memory>
+#include <ranges>
+#include <span>
 #include <thread>
 
 #include <fmt/format.h>
@@ -17,6 +19,8 @@
 #include <lris/concepts/backend_policy.hpp>
 #include <lris/concepts/transfer_policy.hpp>
 #include <lris/error.hpp>
+#include <lris/memory/buffer.hpp>
+#include <lris/memory/caching_pool.hpp>
 #include <lris/memory/memory_span.hpp>
 #include <lris/memory/pinned_allocator.hpp>
 #include <lris/transfer/detail/executors.hpp>
@@ -116,7 +120,127 @@ class pipeline {
     return transfer(std::move(state));
   }
 
+  /// @brief Copies `src[i]` into `dst[i]` for every i, as one transfer.
+  ///
+  /// Where every buffer is DMA-able by a batch_backend (pinned host memory, device memory),
+  /// the whole batch is one operation: one kernel on a GPU, which reads pinned memory over the
+  /// link itself (path `batched`). Host-to-host batches are spread over the copy engine's
+  /// threads (also `batched`). Otherwise, e.g. pageable memory to a device, each pair is copied
+  /// in turn with the plan copy() would use, before copy_batch returns (the path reported is
+  /// that of the largest pair). Options apply to the whole batch.
+  template <std::ranges::contiguous_range DstRange, std::ranges::contiguous_range SrcRange>
+  transfer copy_batch(const DstRange& dst, const SrcRange& src, const transfer_options& opts = {}) {
+    return copy_batch_spans(std::span(std::ranges::data(dst), std::ranges::size(dst)),
+                            std::span(std::ranges::data(src), std::ranges::size(src)), opts);
+  }
+
  private:
+  template <memory_space DstSpace, class T, memory_space SrcSpace, class U>
+  transfer copy_batch_spans(std::span<const memory_span<DstSpace, T>> dst,
+                            std::span<const memory_span<SrcSpace, U>> src,
+                            const transfer_options& opts) {
+    static_assert(!std::is_const_v<T>, "lris::copy_batch: the destination spans are const");
+    using traits = transfer_traits<DstSpace, SrcSpace>;
+    static_assert(traits::possible,
+                  "lris::copy_batch: no direct path between device memory of two different "
+                  "backends; copy through host memory");
+    LRIS_EXPECTS(dst.size() == src.size(),
+                 "lris::copy_batch: {} destinations but {} sources", dst.size(), src.size());
+    std::uint64_t total = 0;
+    for (std::size_t i = 0; i < src.size(); ++i) {
+      LRIS_EXPECTS(dst[i].size_bytes() == src[i].size_bytes(),
+                   "lris::copy_batch: pair {}: the destination has {} bytes but the source has {}",
+                   i, dst[i].size_bytes(), src[i].size_bytes());
+      LRIS_EXPECTS(src[i].size_bytes() == 0 || (dst[i].data() != nullptr && src[i].data() != nullptr),
+                   "lris::copy_batch: pair {}: null pointer (destination {}, source {})", i,
+                   static_cast<const void*>(dst[i].data()), static_cast<const void*>(src[i].data()));
+      total += src[i].size_bytes();
+    }
+    constexpr bool one_operation =
+        traits::kind == copy_kind::host_to_host ||
+        (batch_backend<Backend> && !traits::needs_staging);
+    if constexpr (one_operation) {
+      if (src.size() >= 2) return start_batch<traits>(dst, src, total, opts);
+    }
+    // One pair after another, each as copy() would do it.
+    transfer_stats last;
+    std::size_t largest = 0;
+    std::uint64_t done = 0;
+    for (std::size_t i = 0; i < src.size(); ++i) {
+      transfer_options each;
+      each.chunk_bytes = opts.chunk_bytes;
+      each.workers = opts.workers;
+      each.streams = opts.streams;
+      each.ring_depth = opts.ring_depth;
+      const auto st = copy(dst[i], src[i], each).wait();
+      if (src[i].size_bytes() >= largest) {
+        largest = src[i].size_bytes();
+        last = st;
+      }
+      done += src[i].size_bytes();
+      if (opts.on_progress && !opts.on_progress(done, total) && i + 1 < src.size()) {
+        throw cancelled(fmt::format("copy_batch cancelled after {} of {} pairs ({} of {} bytes)",
+                                    i + 1, src.size(), done, total));
+      }
+    }
+    auto state = std::make_shared<detail::transfer_state>(total, progress_fn{});
+    state->stats = last;
+    state->stats.chunks = src.size();
+    state->add_progress(total);
+    state->finish();
+    return transfer(std::move(state));
+  }
+
+  template <class Traits, class DstSpan, class SrcSpan>
+  transfer start_batch(std::span<const DstSpan> dst, std::span<const SrcSpan> src,
+                       std::uint64_t total, const transfer_options& opts) {
+    auto state = std::make_shared<detail::transfer_state>(total, opts.on_progress);
+    auto& st = state->stats;
+    st.kind = Traits::kind;
+    st.path = transfer_path::batched;
+    st.policy = Transfer::name;
+    st.chunks = src.size();
+    // The item array is read by whoever executes the batch (a GPU reads it over the link), so
+    // it lives in the pipeline's pinned memory until the transfer is over.
+    auto items = std::make_shared<buffer<caching_pool<Allocator>, copy_item>>(src.size(),
+                                                                              core_->item_pool);
+    for (std::size_t i = 0; i < src.size(); ++i) {
+      items->data()[i] = {src[i].data(), dst[i].data(), src[i].size_bytes()};
+    }
+    if constexpr (Traits::kind == copy_kind::host_to_host) {
+      st.backend = host_backend::name;
+      st.workers = detail::thread_pool::shared().size();
+      detail::thread_pool::shared().submit([state, items] {
+        try {
+          auto& pool = detail::thread_pool::shared();
+          detail::parallel_for(pool, items->size(), pool.size() + 1, [&](std::size_t i) {
+            const copy_item& it = items->data()[i];
+            std::memcpy(it.dst, it.src, it.bytes);
+          });
+          state->add_progress(state->total);
+        } catch (...) {
+          state->fail(std::current_exception());
+        }
+        state->finish();
+      });
+    } else {
+      st.backend = Backend::name;
+      st.streams = 1;
+      auto& stream = core_->next_stream(opts.streams ? opts.streams : 2);
+      auto done = std::make_shared<typename Backend::event>(core_->backend.make_event());
+      core_->backend.copy_batch_async(items->data(), items->size(), stream);
+      try {
+        core_->backend.record(*done, stream);
+      } catch (...) {
+        core_->backend.synchronize(stream);
+        throw;
+      }
+      state->device_wait = [core = core_, done, items] { core->backend.synchronize(*done); };
+      state->device_ready = [core = core_, done, items] { return core->backend.query(*done); };
+    }
+    return transfer(std::move(state));
+  }
+
   // Zero fields of a plan take the options, then the defaults.
   static transfer_plan complete(transfer_plan p, const transfer_options& o) {
     const unsigned hw = std::max(1u, std::thread::hardware_concurrency());

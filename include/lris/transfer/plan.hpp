@@ -16,6 +16,7 @@ enum class transfer_path {
   direct,    ///< one operation: one memcpy (host) or one asynchronous copy on one stream
   parallel,  ///< chunks over several host threads (host<->host) or several streams (DMA-able)
   staged,    ///< pageable host memory <-> device through a pinned ring: copy workers + DMA
+  batched,   ///< many buffers as one operation: one kernel (GPU) or one parallel loop (host)
 };
 
 /// @brief "direct", "parallel" or "staged".
@@ -24,6 +25,7 @@ enum class transfer_path {
     case transfer_path::direct: return "direct";
     case transfer_path::parallel: return "parallel";
     case transfer_path::staged: return "staged";
+    case transfer_path::batched: return "batched";
   }
   return "?";
 }

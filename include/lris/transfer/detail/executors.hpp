@@ -14,6 +14,7 @@
 
 #include <lris/concepts/allocator_policy.hpp>
 #include <lris/concepts/backend_policy.hpp>
+#include <lris/memory/caching_pool.hpp>
 #include <lris/detail/spin_wait.hpp>
 #include <lris/detail/stream_copy.hpp>
 #include <lris/detail/thread_pool.hpp>
@@ -27,9 +28,14 @@ namespace lris::detail {
 template <backend_policy Backend, allocator_policy Allocator>
 struct pipeline_core {
   pipeline_core(Backend b, Allocator a, std::size_t max_staging_bytes)
-      : backend(std::move(b)), ring(backend, std::move(a), max_staging_bytes) {}
+      : backend(std::move(b)),
+        item_pool(a, caching_pool_options{.max_cached_bytes = std::size_t{64} << 20}),
+        ring(backend, std::move(a), max_staging_bytes) {}
 
   Backend backend;
+  // Item arrays of batched transfers: pinned, since a device may read them; pooled, since a
+  // pinned allocation costs far more than the copies of a small batch.
+  caching_pool<Allocator> item_pool;
   staging_ring<Backend, Allocator> ring;
   std::string key;  // "<backend>:<device>", the profile key
 
