@@ -4,7 +4,6 @@
 #include <vector>
 
 #include <lris/cuda.hpp>
-#include <lris/cuda/batched_copy.hpp>
 
 int main() {
   if (!lris::cuda::runtime_status().usable()) {
@@ -26,16 +25,15 @@ int main() {
   // [cuda_quick_start]
 
   // [batched_copy]
-  // 1,000 small buffers in pinned memory -> 1,000 places on the GPU, one kernel launch: the
-  // GPU reads pinned memory over PCIe itself (zero copy).
-  lris::buffer<lris::pinned_allocator<lris::cuda_backend>, lris::cuda::copy_item> items(1000);
-  for (std::size_t i = 0; i < items.size(); ++i) {
-    items.data()[i] = {pinned.data() + i * 4096, on_gpu.data() + i * 4096, 4096 * sizeof(float)};
+  // 1,000 small buffers in pinned memory -> 1,000 places on the GPU as one transfer: one
+  // kernel launch, the GPU reading pinned memory over PCIe itself (zero copy).
+  std::vector<lris::pinned_span<lris::cuda_backend, float>> from;
+  std::vector<lris::device_span<lris::cuda_backend, float>> to;
+  for (std::size_t i = 0; i < 1000; ++i) {
+    from.push_back(pinned.span().subspan(i * 4096, 4096));
+    to.push_back(on_gpu.span().subspan((999 - i) * 4096, 4096));
   }
-  lris::cuda_backend gpu;
-  lris::cuda_backend::stream stream = gpu.make_stream();
-  lris::cuda::launch_batched_copy(items.data(), items.size(), stream.native());
-  gpu.synchronize(stream);
+  lris::transfer_stats batch = lris::copy_batch(to, from).wait();  // path: batched
   // [batched_copy]
-  return 0;
+  return batch.path == lris::transfer_path::batched ? 0 : 1;
 }

@@ -426,3 +426,16 @@ TEST_CASE("copy_batch: bad input names the pair at fault", "[transfer][batch][er
   REQUIRE_THROWS_MATCHES(p.copy_batch(d, s),
                          lris::invalid_argument, lris::test::what_contains("null pointer"));
 }
+
+TEST_CASE("the free copy_batch() picks the backend from the spans", "[transfer][batch]") {
+  std::vector<std::byte> a(4096), b(4096);
+  stamp(a.data(), a.size(), 23);
+  std::vector<lris::host_span<std::byte>> d{{b.data(), 1000}, {b.data() + 1000, 3096}};
+  std::vector<lris::host_span<const std::byte>> s{{a.data(), 1000}, {a.data() + 1000, 3096}};
+  CHECK(lris::copy_batch(d, s).wait().path == lris::transfer_path::batched);
+  CHECK(stamped(b.data(), b.size(), 23));
+  d.clear();
+  s.clear();
+  REQUIRE_THROWS_MATCHES(lris::copy_batch(d, s), lris::invalid_argument,
+                         lris::test::what_contains("an empty batch"));
+}

@@ -4,6 +4,7 @@
 
 #include <memory>
 #include <mutex>
+#include <ranges>
 #include <vector>
 
 #include <lris/memory/memory_span.hpp>
@@ -47,6 +48,28 @@ transfer copy(memory_span<DstSpace, T> dst, memory_span<SrcSpace, U> src,
   using backend = typename traits::backend;
   const int device = traits::kind == copy_kind::device_to_host ? src.device() : dst.device();
   return default_pipeline<backend>(device).copy(dst, src, options);
+}
+
+/// @brief Copies `src[i]` into `dst[i]` for every i as one transfer (see pipeline::copy_batch):
+/// one kernel for pinned and device memory on a GPU. `dst` and `src` are contiguous ranges of
+/// memory spans (std::vector, std::array, std::span), at least one pair long.
+template <std::ranges::contiguous_range DstRange, std::ranges::contiguous_range SrcRange>
+transfer copy_batch(const DstRange& dst, const SrcRange& src,
+                    const transfer_options& options = {}) {
+  using dst_span = std::ranges::range_value_t<DstRange>;
+  using src_span = std::ranges::range_value_t<SrcRange>;
+  using traits = transfer_traits<typename dst_span::space_type, typename src_span::space_type>;
+  static_assert(traits::possible,
+                "lris::copy_batch: no direct path between device memory of two different "
+                "backends; copy through host memory");
+  using backend = typename traits::backend;
+  LRIS_EXPECTS(!std::ranges::empty(dst) && !std::ranges::empty(src),
+               "lris::copy_batch: an empty batch ({} destinations, {} sources)",
+               std::ranges::size(dst), std::ranges::size(src));
+  const int device = traits::kind == copy_kind::device_to_host
+                         ? std::ranges::begin(src)->device()
+                         : std::ranges::begin(dst)->device();
+  return default_pipeline<backend>(device).copy_batch(dst, src, options);
 }
 
 }  // namespace lris
