@@ -439,3 +439,20 @@ TEST_CASE("the free copy_batch() picks the backend from the spans", "[transfer][
   REQUIRE_THROWS_MATCHES(lris::copy_batch(d, s), lris::invalid_argument,
                          lris::test::what_contains("an empty batch"));
 }
+
+TEST_CASE("reserve_staging pins slots up front, within the ring's bound", "[transfer]") {
+  lris::pipeline<lris::staged, host_backend> p({}, {}, {}, {.max_staging_bytes = 8 << 20});
+  CHECK(p.reserve_staging(1 << 20, 4) == 4);
+  CHECK(p.reserve_staging(1 << 20, 100) == 8);  // the 8 MiB bound
+  REQUIRE_THROWS_MATCHES(p.reserve_staging(16 << 20, 1), lris::invalid_argument,
+                         lris::test::what_contains("does not fit its bound"));
+  const std::size_t n = std::size_t{16} << 20;
+  std::vector<std::byte> host(n);
+  stamp(host.data(), n, 31);
+  device_buffer d(n);
+  const auto st = p.copy(d.span(), lris::as_host(host), {.chunk_bytes = 1 << 20, .workers = 4,
+                                                          .ring_depth = 8})
+                      .wait();
+  CHECK(st.ring_slots == 8);
+  CHECK(stamped(d.p, n, 31));
+}

@@ -65,6 +65,16 @@ class pipeline {
   [[nodiscard]] const Transfer& policy() const noexcept { return transfer_; }
   [[nodiscard]] const Backend& backend() const noexcept { return core_->backend; }
 
+  /// @brief Pins `slots` staging slots of `chunk_bytes` now, so that the first staged transfer
+  /// with that chunk size does not pay for page-locking (which can cost more than the copy).
+  /// Returns how many slots the ring holds for that size (fewer when its bound is reached).
+  std::size_t reserve_staging(std::size_t chunk_bytes, unsigned slots) {
+    auto got = core_->ring.acquire(std::max(1u, slots), chunk_bytes);
+    const std::size_t n = got.size();
+    core_->ring.release(got);
+    return n;
+  }
+
   /// @brief The plan this pipeline would use for `bytes` from `Src` to `Dst`.
   template <memory_space Dst, memory_space Src>
   [[nodiscard]] transfer_plan plan_for(std::size_t bytes, const transfer_options& opts = {}) const {
