@@ -4,6 +4,7 @@
 // go on, because CI machines and many containers have the toolkit but no GPU.
 
 #include <lris/cuda/device_info.hpp>
+#include <lris/system/detail/text_files.hpp>
 
 #include <algorithm>
 #include <charconv>
@@ -32,30 +33,9 @@ namespace fs = std::filesystem;
 
 constexpr std::string_view pci_devices_dir = "/sys/bus/pci/devices";
 
-std::string_view trim(std::string_view text) noexcept {
-  const auto first = text.find_first_not_of(" \t\n\r");
-  if (first == std::string_view::npos) return {};
-  const auto last = text.find_last_not_of(" \t\n\r");
-  return text.substr(first, last - first + 1);
-}
-
-/// The whole file, or nullopt when it cannot be read (no /sys in a container, no such device).
-std::optional<std::string> read_file(const fs::path& path) {
-  std::ifstream in(path);
-  if (!in) return std::nullopt;
-  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  if (in.bad()) return std::nullopt;
-  return text;
-}
-
-/// from_chars rather than stoi: sysfs content is outside our control and must not throw.
-template <typename T>
-std::optional<T> parse_number(std::string_view text, int base = 10) noexcept {
-  T value{};
-  const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value, base);
-  if (text.empty() || ec != std::errc{} || end != text.data() + text.size()) return std::nullopt;
-  return value;
-}
+using detail::parse_number;
+using detail::read_file;
+using detail::trim;
 
 int read_link_width(const fs::path& path) {
   const auto text = read_file(path);

@@ -4,6 +4,7 @@
 // container, which is exactly where users need to learn what is missing.
 
 #include <lris/system/host_info.hpp>
+#include <lris/system/detail/text_files.hpp>
 
 #include <algorithm>
 #include <cerrno>
@@ -48,38 +49,10 @@ namespace {
 
 namespace fs = std::filesystem;
 
-/// The whole file, or nullopt when it cannot be opened (absent in containers, unreadable).
-std::optional<std::string> read_file(const fs::path& path) {
-  std::ifstream in(path);
-  if (!in) return std::nullopt;
-  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  if (in.bad()) return std::nullopt;
-  return text;
-}
-
-std::string_view trim(std::string_view text) {
-  const auto first = text.find_first_not_of(" \t\n\r");
-  if (first == std::string_view::npos) return {};
-  const auto last = text.find_last_not_of(" \t\n\r");
-  return text.substr(first, last - first + 1);
-}
-
-/// from_chars instead of stoull: malformed input must not throw.
-template <typename T>
-std::optional<T> parse_number(std::string_view text) {
-  text = trim(text);
-  T value{};
-  const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
-  if (ec != std::errc{} || end != text.data() + text.size() || text.empty()) return std::nullopt;
-  return value;
-}
-
-template <typename T>
-std::optional<T> read_number(const fs::path& path) {
-  const auto text = read_file(path);
-  if (!text) return std::nullopt;
-  return parse_number<T>(*text);
-}
+using detail::parse_number;
+using detail::read_file;
+using detail::read_number;
+using detail::trim;
 
 /// "Key:   12345 kB" lines of /proc/meminfo or a node's meminfo, in bytes. A node's file
 /// prefixes every key with "Node <n> ", which `key_prefix` strips.
