@@ -408,6 +408,15 @@ TEST_CASE("copy_batch: many buffers, one transfer", "[transfer][batch]") {
     CHECK(st.path != lris::transfer_path::batched);
     CHECK(st.chunks == l.bytes.size());
     CHECK(check_pairs(dev.p) == 0);
+    CHECK(st.seconds > 0);  // the time of the whole batch, not of its bookkeeping
+    CHECK(st.bytes == std::accumulate(l.bytes.begin(), l.bytes.end(), std::size_t{0}));
+
+    // Stopped from on_progress after the first pair: a cancelled transfer, as with copy().
+    lris::transfer_options stop;
+    stop.on_progress = [](std::uint64_t, std::uint64_t) { return false; };
+    auto t = p.copy_batch(d, s, stop);
+    REQUIRE_THROWS_AS(t.wait(), lris::cancelled);
+    CHECK(t.bytes_done() == l.bytes[0]);
   }
 }
 

@@ -10,6 +10,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include <lris/config.hpp>
 #include <lris/transfer/stats.hpp>
 
 namespace lris::tool {

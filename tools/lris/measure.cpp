@@ -8,7 +8,7 @@
 #include <chrono>
 #include <cstdio>
 #include <cstring>
-#include <thread>
+#include <vector>
 
 #include <fmt/format.h>
 

@@ -172,31 +172,30 @@ class pipeline {
     if constexpr (one_operation) {
       if (src.size() >= 2) return start_batch<traits>(dst, src, total, opts);
     }
-    // One pair after another, each as copy() would do it.
-    transfer_stats last;
+    // One pair after another, each as copy() would do it. The state exists from the start so
+    // that the reported time covers the whole batch; a stop from on_progress ends the batch
+    // as a cancelled transfer, as with copy().
+    auto state = std::make_shared<detail::transfer_state>(total, progress_fn{});
+    transfer_options each;
+    each.chunk_bytes = opts.chunk_bytes;
+    each.workers = opts.workers;
+    each.streams = opts.streams;
+    each.ring_depth = opts.ring_depth;
+    transfer_stats largest_pair;
     std::size_t largest = 0;
     std::uint64_t done = 0;
     for (std::size_t i = 0; i < src.size(); ++i) {
-      transfer_options each;
-      each.chunk_bytes = opts.chunk_bytes;
-      each.workers = opts.workers;
-      each.streams = opts.streams;
-      each.ring_depth = opts.ring_depth;
       const auto st = copy(dst[i], src[i], each).wait();
       if (src[i].size_bytes() >= largest) {
         largest = src[i].size_bytes();
-        last = st;
+        largest_pair = st;
       }
       done += src[i].size_bytes();
-      if (opts.on_progress && !opts.on_progress(done, total) && i + 1 < src.size()) {
-        throw cancelled(fmt::format("copy_batch cancelled after {} of {} pairs ({} of {} bytes)",
-                                    i + 1, src.size(), done, total));
-      }
+      if (opts.on_progress && !opts.on_progress(done, total)) break;
     }
-    auto state = std::make_shared<detail::transfer_state>(total, progress_fn{});
-    state->stats = last;
+    state->stats = largest_pair;
     state->stats.chunks = src.size();
-    state->add_progress(total);
+    state->add_progress(done);
     state->finish();
     return transfer(std::move(state));
   }
