@@ -74,6 +74,7 @@ transfer_profile load_profile(const std::filesystem::path& path, std::string_vie
   }
   read_field(*it, "parallel_min_bytes", p.parallel_min_bytes, path, backend);
   read_field(*it, "staged_min_bytes", p.staged_min_bytes, path, backend);
+  read_field(*it, "batch_max_item_bytes", p.batch_max_item_bytes, path, backend);
   read_field(*it, "chunk_bytes", p.chunk_bytes, path, backend);
   read_field(*it, "workers", p.workers, path, backend);
   read_field(*it, "streams", p.streams, path, backend);
@@ -103,6 +104,7 @@ void save_profile(const std::filesystem::path& path, std::string_view backend,
   json root = read_json(path, exists);
   root[std::string(backend)] = json{{"parallel_min_bytes", p.parallel_min_bytes},
                                     {"staged_min_bytes", p.staged_min_bytes},
+                                    {"batch_max_item_bytes", p.batch_max_item_bytes},
                                     {"chunk_bytes", p.chunk_bytes},
                                     {"workers", p.workers},
                                     {"streams", p.streams},

@@ -4,6 +4,8 @@
 
 #include <cuda_runtime_api.h>
 
+#include <algorithm>
+#include <array>
 #include <cstring>
 #include <random>
 #include <thread>
@@ -225,16 +227,44 @@ TEST_CASE("cuda: copy_batch is one kernel for pinned and device memory", "[cuda]
   CHECK(back.path == lris::transfer_path::batched);
   CHECK(std::memcmp(pinned.data(), host.data(), host.size()) == 0);
 
-  // Pageable sources go pair by pair through the usual paths.
+  // Pageable sources are packed into pinned slots, one kernel per slot.
   std::vector<lris::host_span<const std::byte>> pageable;
   for (std::size_t i = 0; i < count; ++i) pageable.emplace_back(host.data() + i * each, each);
   REQUIRE(cudaMemset(dev.p, 0, dev.n) == cudaSuccess);
   REQUIRE(cudaDeviceSynchronize() == cudaSuccess);
-  CHECK(p.copy_batch(d, pageable).wait().path != lris::transfer_path::batched);
+  const auto packed = p.copy_batch(d, pageable).wait();
+  CHECK(packed.path == lris::transfer_path::packed);
+  CHECK(packed.chunks > 1);
   const auto out2 = dev.read();
   bad = 0;
   for (std::size_t i = 0; i < count; ++i) {
     bad += std::memcmp(out2.data() + 7 + (count - 1 - i) * each, host.data() + i * each, each) != 0;
   }
   CHECK(bad == 0);
+
+  // And back into poisoned pageable memory, gathered on the device into slots.
+  std::vector<std::byte> page_back(host.size(), std::byte{0xA5});
+  std::vector<lris::host_span<std::byte>> back_spans;
+  for (std::size_t i = 0; i < count; ++i) back_spans.emplace_back(page_back.data() + i * each, each);
+  const auto unpacked = p.copy_batch(back_spans, d).wait();
+  CHECK(unpacked.path == lris::transfer_path::packed);
+  CHECK(page_back == host);
+
+  // Large buffers in a pinned batch are cut into pieces the kernel spreads over the GPU.
+  const std::size_t big = (3 << 20) + 48;
+  const auto big_host = random_bytes(2 * big, 22);
+  lris::buffer<lris::pinned_allocator<cuda_backend>> big_pinned(2 * big);
+  std::memcpy(big_pinned.data(), big_host.data(), big_host.size());
+  device_buffer big_dev(2 * big);
+  lris::pipeline<lris::staged, cuda_backend> st_pipe;
+  const std::array<lris::device_span<cuda_backend>, 2> bd{
+      lris::device_span<cuda_backend>(big_dev.p + big, big),
+      lris::device_span<cuda_backend>(big_dev.p, big)};
+  const std::array<lris::pinned_span<cuda_backend>, 2> bs{
+      lris::pinned_span<cuda_backend>(big_pinned.data(), big),
+      lris::pinned_span<cuda_backend>(big_pinned.data() + big, big)};
+  CHECK(st_pipe.copy_batch(bd, bs).wait().path == lris::transfer_path::batched);
+  const auto big_out = big_dev.read();
+  CHECK(std::memcmp(big_out.data() + big, big_host.data(), big) == 0);
+  CHECK(std::memcmp(big_out.data(), big_host.data() + big, big) == 0);
 }

@@ -30,6 +30,7 @@ TEST_CASE("profiles round-trip per backend and keep other entries", "[profile]")
   lris::save_profile(path, "host:0", host);
   lris::transfer_profile gpu;
   gpu.staged_min_bytes = 777;
+  gpu.batch_max_item_bytes = 4321;
   lris::save_profile(path, "cuda:0", gpu);
 
   auto h = lris::load_profile(path, "host:0");
@@ -38,6 +39,7 @@ TEST_CASE("profiles round-trip per backend and keep other entries", "[profile]")
   CHECK(h.workers == 6);
   CHECK(h.source == path.string());
   CHECK(lris::load_profile(path, "cuda:0").staged_min_bytes == 777);
+  CHECK(lris::load_profile(path, "cuda:0").batch_max_item_bytes == 4321);
   // An unknown backend or a missing file gives the defaults.
   CHECK(lris::load_profile(path, "hip:3") == lris::transfer_profile{});
   CHECK(lris::load_profile(path.string() + ".missing", "host:0").source == "defaults");

@@ -2,6 +2,7 @@
 // thresholds auto_select reads, one profile per backend and device ("host:0", "cuda:0").
 #include <algorithm>
 #include <cstring>
+#include <limits>
 #include <memory>
 #include <string>
 #include <vector>
@@ -164,8 +165,49 @@ void tune_staging(const bench_context& c, Backend be, transfer_profile& prof) {
                     size_label(prof.staged_min_bytes)));
 }
 
+// Batches of pinned buffers to `be`'s device: the mean buffer size up to which one batched
+// operation (a kernel on a GPU) beats one DMA per pair. Each size moves the same total.
+template <class Backend>
+void tune_batches(const bench_context& c, Backend be, transfer_profile& prof) {
+  const std::size_t total = std::min<std::size_t>(c.large, std::size_t{256} << 20);
+  buffer<pinned_allocator<Backend>> pinned(total, pinned_allocator<Backend>(be));
+  buffer<device_allocator<Backend>> dev(total, device_allocator<Backend>(be));
+  std::memset(pinned.data(), 0x3c, total);
+  if constexpr (std::is_same_v<Backend, host_backend>) prefault(dev.data(), total);
+  auto rate = [&](std::size_t item, std::size_t batch_max) {
+    transfer_profile p = prof;
+    p.batch_max_item_bytes = batch_max;
+    pipeline<auto_select, Backend> pipe(auto_select(p), be);
+    const std::size_t n = std::min<std::size_t>(total / item, 20000);
+    std::vector<device_span<Backend>> d;
+    std::vector<pinned_span<Backend>> s;
+    for (std::size_t i = 0; i < n; ++i) {
+      d.emplace_back(dev.data() + i * item, item, be.device());
+      s.emplace_back(pinned.data() + i * item, item);
+    }
+    pipe.copy_batch(d, s).wait();  // warm: item arrays, streams
+    return measure_gbps(n * item, [&] { pipe.copy_batch(d, s).wait(); });
+  };
+  const std::string key = fmt::format("{}:{}", Backend::name, be.device());
+  auto& log = c.log[key]["batch_max_item_bytes"];
+  std::size_t threshold = std::size_t{8} << 20;  // the batch wins at every size tried
+  for (std::size_t item = 4096; item <= (std::size_t{4} << 20) && item <= total; item *= 4) {
+    const double batched = rate(item, std::numeric_limits<std::size_t>::max());
+    const double per_pair = rate(item, 0);
+    log.push_back({{"bytes", item}, {"batched_gbps", batched}, {"per_pair_gbps", per_pair}});
+    if (per_pair >= batched) {
+      threshold = item;
+      break;
+    }
+  }
+  prof.batch_max_item_bytes = threshold;
+  c.say(fmt::format("{}: batches of pinned buffers are one operation below {} per buffer", key,
+                    size_label(threshold)));
+}
+
 nlohmann::json to_json(const transfer_profile& p) {
   return {{"parallel_min_bytes", p.parallel_min_bytes}, {"staged_min_bytes", p.staged_min_bytes},
+          {"batch_max_item_bytes", p.batch_max_item_bytes},
           {"chunk_bytes", p.chunk_bytes},               {"workers", p.workers},
           {"streams", p.streams},                       {"ring_depth", p.ring_depth}};
 }
@@ -207,11 +249,13 @@ command add_calibrate(CLI::App& app) {
     host.staged_min_bytes = host_staging.staged_min_bytes;
     host.streams = host_staging.streams;
     host.ring_depth = 2 * host.workers;
+    tune_batches(c, host_backend{}, host);
     profiles.emplace_back("host:0", host);
 #if LRIS_HAS_CUDA()
     for (int d = 0; d < cuda_backend::device_count(); ++d) {
       transfer_profile gpu = host;
       tune_staging(c, cuda_backend(d), gpu);
+      tune_batches(c, cuda_backend(d), gpu);
       profiles.emplace_back(fmt::format("cuda:{}", d), gpu);
     }
 #endif
@@ -225,11 +269,16 @@ command add_calibrate(CLI::App& app) {
       return 0;
     }
     for (const auto& [key, prof] : profiles) {
-      fmt::print("Profile for {}:\n  parallel_min_bytes {}\n  staged_min_bytes   {}\n"
-                 "  chunk_bytes        {}\n  workers            {}\n  streams            {}\n"
-                 "  ring_depth         {}\n",
-                 key, size_label(prof.parallel_min_bytes), size_label(prof.staged_min_bytes),
-                 size_label(prof.chunk_bytes), prof.workers, prof.streams, prof.ring_depth);
+      fmt::print("Profile for {}:\n", key);
+      const std::pair<const char*, std::string> rows[] = {
+          {"parallel_min_bytes", size_label(prof.parallel_min_bytes)},
+          {"staged_min_bytes", size_label(prof.staged_min_bytes)},
+          {"batch_max_item_bytes", size_label(prof.batch_max_item_bytes)},
+          {"chunk_bytes", size_label(prof.chunk_bytes)},
+          {"workers", std::to_string(prof.workers)},
+          {"streams", std::to_string(prof.streams)},
+          {"ring_depth", std::to_string(prof.ring_depth)}};
+      for (const auto& [name, value] : rows) fmt::print("  {:<21}{}\n", name, value);
     }
     fmt::print("{}\n", o->dry_run ? "(dry run: not saved)" : fmt::format("Saved to {}", path.string()));
     return 0;

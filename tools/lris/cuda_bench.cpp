@@ -2,6 +2,7 @@
 // memory measured in the same run.
 #include <cuda_runtime_api.h>
 
+#include <array>
 #include <cstring>
 #include <memory>
 #include <random>
@@ -20,8 +21,10 @@ namespace lris::tool {
 namespace {
 
 // 10,000 buffers of 4-64 KiB at random places in pinned host memory, to random places in device
-// memory: a loop of cudaMemcpyAsync against one batched gather kernel reading over PCIe.
-bench_table small_buffers(cuda_backend& gpu, double h2d_ceiling, double seconds, bool tty) {
+// memory: a loop of cudaMemcpyAsync against one batched gather kernel reading over PCIe. Then
+// the same buffers in pageable memory, packed through the staging ring, both ways.
+bench_table small_buffers(cuda_backend& gpu, double h2d_ceiling, double d2h_ceiling,
+                          double seconds, bool tty) {
   constexpr std::size_t count = 10000;
   std::mt19937_64 rng(42);
   std::uniform_int_distribution<std::size_t> size(4 << 10, 64 << 10), gap(0, 4 << 10);
@@ -48,21 +51,22 @@ bench_table small_buffers(cuda_backend& gpu, double h2d_ceiling, double seconds,
   }
   auto stream = gpu.make_stream();
   auto native = static_cast<cudaStream_t>(stream.native());
-  bench_table t{fmt::format("Many small buffers: {} buffers of 4-64 KiB, scattered, pinned host "
-                            "-> device",
+  bench_table t{fmt::format("Many small buffers: {} buffers of 4-64 KiB, scattered in host "
+                            "memory",
                             count),
-                fmt::format("cudaMemcpy of 1 GiB from pinned memory, {:.1f} GB/s, measured in "
-                            "this run",
-                            h2d_ceiling),
+                fmt::format("cudaMemcpy of 1 GiB from and to pinned memory, measured in this "
+                            "run: host -> device {:.1f} GB/s, device -> host {:.1f} GB/s",
+                            h2d_ceiling, d2h_ceiling),
                 {total}, {}};
-  add_row(t, "loop of cudaMemcpyAsync (baseline)", h2d_ceiling, [&](std::size_t) {
+  // The baseline: one cudaMemcpyAsync per buffer on one stream, then one synchronize.
+  auto memcpy_loop = [&](const auto& dsts, const auto& srcs, cudaMemcpyKind kind) {
     for (std::size_t i = 0; i < count; ++i) {
-      LRIS_CUDA_TRY(cudaMemcpyAsync(items.data()[i].dst, items.data()[i].src, bytes[i],
-                                    cudaMemcpyHostToDevice, native));
+      LRIS_CUDA_TRY(cudaMemcpyAsync(std::data(dsts)[i].data(), std::data(srcs)[i].data(),
+                                    bytes[i], kind, native));
     }
     LRIS_CUDA_TRY(cudaStreamSynchronize(native));
     return transfer_stats{};
-  }, seconds, tty);
+  };
   // Through the pipeline: spans in, one kernel out (item array built and pinned per batch).
   std::vector<device_span<cuda_backend>> dspans;
   std::vector<pinned_span<cuda_backend>> sspans;
@@ -70,6 +74,9 @@ bench_table small_buffers(cuda_backend& gpu, double h2d_ceiling, double seconds,
     dspans.emplace_back(dst.data() + dst_off[i], bytes[i]);
     sspans.emplace_back(src.data() + src_off[i], bytes[i]);
   }
+  add_row(t, "loop of cudaMemcpyAsync (baseline)", h2d_ceiling, [&](std::size_t) {
+    return memcpy_loop(dspans, sspans, cudaMemcpyHostToDevice);
+  }, seconds, tty);
   auto& pipe = default_pipeline<cuda_backend>(gpu.device());
   add_row(t, "lris copy_batch (pipeline)", h2d_ceiling, [&](std::size_t) {
     return pipe.copy_batch(dspans, sspans).wait();
@@ -81,6 +88,30 @@ bench_table small_buffers(cuda_backend& gpu, double h2d_ceiling, double seconds,
     st.policy = "batched";  // shown as an LRIS path in the table
     st.path = transfer_path::batched;
     return st;
+  }, seconds, tty);
+  // The same buffers in pageable memory.
+  buffer<pageable_allocator> page_src(src_total), page_back(src_total);
+  std::memset(page_src.data(), 0x5b, src_total);
+  prefault(page_back.data(), src_total);
+  std::vector<host_span<const std::byte>> page_spans;
+  std::vector<host_span<std::byte>> back_spans;
+  std::vector<device_span<cuda_backend, const std::byte>> dev_spans;
+  for (std::size_t i = 0; i < count; ++i) {
+    page_spans.emplace_back(page_src.data() + src_off[i], bytes[i]);
+    back_spans.emplace_back(page_back.data() + src_off[i], bytes[i]);
+    dev_spans.emplace_back(dst.data() + dst_off[i], bytes[i]);
+  }
+  add_row(t, "loop of cudaMemcpyAsync, pageable -> device", h2d_ceiling, [&](std::size_t) {
+    return memcpy_loop(dspans, page_spans, cudaMemcpyHostToDevice);
+  }, seconds, tty);
+  add_row(t, "lris copy_batch pageable -> device", h2d_ceiling, [&](std::size_t) {
+    return pipe.copy_batch(dspans, page_spans).wait();
+  }, seconds, tty);
+  add_row(t, "loop of cudaMemcpyAsync, device -> pageable", d2h_ceiling, [&](std::size_t) {
+    return memcpy_loop(back_spans, dev_spans, cudaMemcpyDeviceToHost);
+  }, seconds, tty);
+  add_row(t, "lris copy_batch device -> pageable", d2h_ceiling, [&](std::size_t) {
+    return pipe.copy_batch(back_spans, dev_spans).wait();
   }, seconds, tty);
   return t;
 }
@@ -188,10 +219,20 @@ std::vector<bench_table> cuda_bench(const std::vector<std::size_t>& sizes, doubl
   add_row(t, "lris device -> pageable", d2h_ceiling, [&](std::size_t n) {
     return p.copy(dst.span().subspan(0, n), dspan(n)).wait();
   }, seconds, tty);
+  // A kernel reading pinned host memory over the link itself (zero copy), the buffer cut in
+  // two so that it goes as a batch: one kernel, 1 MiB pieces spread over the GPU.
+  pipeline<staged, cuda_backend> zero_copy(staged{}, gpu);
+  add_row(t, "lris zero-copy kernel read, pinned -> device", h2d_ceiling, [&](std::size_t n) {
+    const std::size_t half = n / 2;
+    const std::array<device_span<cuda_backend>, 2> d{dspan(half), dev.span().subspan(half, n - half)};
+    const std::array<pinned_span<cuda_backend>, 2> s{pinned.span().subspan(0, half),
+                                                     pinned.span().subspan(half, n - half)};
+    return zero_copy.copy_batch(d, s).wait();
+  }, seconds, tty);
   std::vector<bench_table> tables;
   tables.push_back(std::move(t));
   tables.push_back(both_directions(gpu, largest, seconds, tty));
-  tables.push_back(small_buffers(gpu, h2d_ceiling, seconds, tty));
+  tables.push_back(small_buffers(gpu, h2d_ceiling, d2h_ceiling, seconds, tty));
   return tables;
 }
 

@@ -12,7 +12,10 @@
 namespace lris {
 
 /// @brief Small transfers go direct (lowest latency); large host copies are split over worker
-/// threads; large pageable <-> device copies are staged. Thresholds and chunk parameters come
+/// threads; large pageable <-> device copies are staged. Batches of pageable buffers and a
+/// device are packed into the ring; batches of DMA-able buffers are one kernel while their
+/// mean size is under the profile's batch_max_item_bytes, and one DMA per pair above it; host
+/// batches are one parallel loop. Thresholds and chunk parameters come
 /// from the profile written by `lris calibrate` (cached_profile(request.backend)) unless one is
 /// given explicitly.
 class auto_select {
@@ -27,7 +30,15 @@ class auto_select {
     const transfer_profile& p = profile_ ? *profile_ : cached_profile(r.backend);
     transfer_plan plan{.chunk_bytes = p.chunk_bytes, .workers = p.workers,
                        .streams = p.streams, .ring_depth = p.ring_depth};
-    if (r.needs_staging && r.bytes >= p.staged_min_bytes) {
+    if (r.items > 1) {
+      if (r.needs_staging) {
+        plan.path = transfer_path::packed;
+      } else if (r.kind == copy_kind::host_to_host || r.bytes / r.items < p.batch_max_item_bytes) {
+        plan.path = transfer_path::batched;
+      } else {
+        plan.path = transfer_path::direct;
+      }
+    } else if (r.needs_staging && r.bytes >= p.staged_min_bytes) {
       plan.path = transfer_path::staged;
     } else if (r.kind == copy_kind::host_to_host && r.bytes >= p.parallel_min_bytes) {
       plan.path = transfer_path::parallel;

@@ -132,12 +132,16 @@ class pipeline {
 
   /// @brief Copies `src[i]` into `dst[i]` for every i, as one transfer.
   ///
-  /// Where every buffer is DMA-able by a batch_backend (pinned host memory, device memory),
-  /// the whole batch is one operation: one kernel on a GPU, which reads pinned memory over the
-  /// link itself (path `batched`). Host-to-host batches are spread over the copy engine's
-  /// threads (also `batched`). Otherwise, e.g. pageable memory to a device, each pair is copied
-  /// in turn with the plan copy() would use, before copy_batch returns (the path reported is
-  /// that of the largest pair). Options apply to the whole batch.
+  /// The policy plans the batch as a whole (transfer_request::items is the number of pairs):
+  ///  - `batched`: one operation. Pinned and device memory on a batch_backend: one kernel on a
+  ///    GPU, which reads pinned memory over the link itself. Host to host: one parallel loop.
+  ///  - `packed`: pageable buffers and a device: the buffers are packed into pinned staging
+  ///    slots by the copy workers, and each slot is one batched operation (or one DMA).
+  ///  - `direct`: one asynchronous copy per pair, all on one stream.
+  ///  - otherwise, and where the backend cannot do the planned path: each pair in turn with
+  ///    the plan copy() would use, before copy_batch returns (the path reported is that of
+  ///    the largest pair).
+  /// Options apply to the whole batch.
   template <std::ranges::contiguous_range DstRange, std::ranges::contiguous_range SrcRange>
   transfer copy_batch(const DstRange& dst, const SrcRange& src, const transfer_options& opts = {}) {
     return copy_batch_spans(std::span(std::ranges::data(dst), std::ranges::size(dst)),
@@ -166,16 +170,59 @@ class pipeline {
                    static_cast<const void*>(dst[i].data()), static_cast<const void*>(src[i].data()));
       total += src[i].size_bytes();
     }
-    constexpr bool one_operation =
-        traits::kind == copy_kind::host_to_host ||
-        (batch_backend<Backend> && !traits::needs_staging);
-    if constexpr (one_operation) {
-      if (src.size() >= 2) return start_batch<traits>(dst, src, total, opts);
+    if (src.size() == 1) return copy(dst[0], src[0], opts);
+    const transfer_plan p = complete(
+        transfer_.plan({.kind = traits::kind, .bytes = total, .items = src.size(),
+                        .needs_staging = traits::needs_staging, .backend = core_->key}),
+        opts);
+    auto state = std::make_shared<detail::transfer_state>(total, opts.on_progress);
+    auto& st = state->stats;
+    st.kind = traits::kind;
+    st.policy = Transfer::name;
+    st.backend = traits::kind == copy_kind::host_to_host ? host_backend::name : Backend::name;
+    st.chunks = src.size();
+    auto item = [&](std::size_t i) {
+      return copy_item{src[i].data(), dst[i].data(), src[i].size_bytes()};
+    };
+    if (total == 0) {
+      state->finish();
+      return transfer(std::move(state));
     }
-    // One pair after another, each as copy() would do it. The state exists from the start so
-    // that the reported time covers the whole batch; a stop from on_progress ends the batch
-    // as a cancelled transfer, as with copy().
-    auto state = std::make_shared<detail::transfer_state>(total, progress_fn{});
+    if constexpr (traits::kind == copy_kind::host_to_host) {
+      if (p.path == transfer_path::batched) {
+        start_host_batch(state, src.size(), item);
+        return transfer(std::move(state));
+      }
+    } else if constexpr (batch_backend<Backend> && !traits::needs_staging) {
+      if (p.path == transfer_path::batched) {
+        start_device_batch(state, p, src.size(), item);
+        return transfer(std::move(state));
+      }
+    } else if constexpr (batch_backend<Backend>) {
+      if (p.path == transfer_path::packed) {
+        start_packed(state, traits::kind, p, src.size(), item);
+        return transfer(std::move(state));
+      }
+    }
+    if (traits::kind != copy_kind::host_to_host && p.path == transfer_path::direct) {
+      st.path = transfer_path::direct;
+      start_on_stream(state, p.streams, [&](typename Backend::stream& stream) {
+        for (std::size_t i = 0; i < src.size(); ++i) {
+          const copy_item it = item(i);
+          if (it.bytes) core_->backend.copy_async(it.dst, it.src, it.bytes, traits::kind, stream);
+        }
+      });
+      return transfer(std::move(state));
+    }
+    return copy_pairs(std::move(state), dst, src, opts);
+  }
+
+  // One pair after another, each as copy() would do it. The state exists from the start so
+  // that the reported time covers the whole batch; a stop from on_progress ends the batch as
+  // a cancelled transfer, as with copy().
+  template <class DstSpan, class SrcSpan>
+  transfer copy_pairs(std::shared_ptr<detail::transfer_state> state, std::span<const DstSpan> dst,
+                      std::span<const SrcSpan> src, const transfer_options& opts) {
     transfer_options each;
     each.chunk_bytes = opts.chunk_bytes;
     each.workers = opts.workers;
@@ -184,6 +231,8 @@ class pipeline {
     transfer_stats largest_pair;
     std::size_t largest = 0;
     std::uint64_t done = 0;
+    const std::uint64_t total = state->total;
+    state->on_progress = {};  // called here, per pair
     for (std::size_t i = 0; i < src.size(); ++i) {
       const auto st = copy(dst[i], src[i], each).wait();
       if (src[i].size_bytes() >= largest) {
@@ -200,54 +249,84 @@ class pipeline {
     return transfer(std::move(state));
   }
 
-  template <class Traits, class DstSpan, class SrcSpan>
-  transfer start_batch(std::span<const DstSpan> dst, std::span<const SrcSpan> src,
-                       std::uint64_t total, const transfer_options& opts) {
-    auto state = std::make_shared<detail::transfer_state>(total, opts.on_progress);
-    auto& st = state->stats;
-    st.kind = Traits::kind;
-    st.path = transfer_path::batched;
-    st.policy = Transfer::name;
-    st.chunks = src.size();
+  template <class ItemAt>
+  void start_host_batch(const std::shared_ptr<detail::transfer_state>& state, std::size_t n,
+                        const ItemAt& item) {
+    state->stats.path = transfer_path::batched;
+    auto items = std::make_shared<std::vector<copy_item>>(n);
+    for (std::size_t i = 0; i < n; ++i) (*items)[i] = item(i);
+    auto& pool = detail::thread_pool::shared();
+    state->stats.workers = pool.size();
+    pool.submit([state, items] {
+      try {
+        auto& pool = detail::thread_pool::shared();
+        detail::parallel_for(pool, items->size(), pool.size() + 1, [&](std::size_t i) {
+          const copy_item& it = (*items)[i];
+          std::memcpy(it.dst, it.src, it.bytes);
+        });
+        state->add_progress(state->total);
+      } catch (...) {
+        state->fail(std::current_exception());
+      }
+      state->finish();
+    });
+  }
+
+  // Pieces of at most this size keep a batch with a few large buffers spread over the GPU.
+  static constexpr std::size_t batch_piece_bytes = std::size_t{1} << 20;
+
+  template <class ItemAt>
+  void start_device_batch(const std::shared_ptr<detail::transfer_state>& state,
+                          const transfer_plan& p, std::size_t n, const ItemAt& item) {
+    state->stats.path = transfer_path::batched;
+    std::size_t pieces = 0;
+    for (std::size_t i = 0; i < n; ++i) {
+      pieces += (item(i).bytes + batch_piece_bytes - 1) / batch_piece_bytes;
+    }
     // The item array is read by whoever executes the batch (a GPU reads it over the link), so
     // it lives in the pipeline's pinned memory until the transfer is over.
-    auto items = std::make_shared<buffer<caching_pool<Allocator>, copy_item>>(src.size(),
+    auto items = std::make_shared<buffer<caching_pool<Allocator>, copy_item>>(pieces,
                                                                               core_->item_pool);
-    for (std::size_t i = 0; i < src.size(); ++i) {
-      items->data()[i] = {src[i].data(), dst[i].data(), src[i].size_bytes()};
-    }
-    if constexpr (Traits::kind == copy_kind::host_to_host) {
-      st.backend = host_backend::name;
-      st.workers = detail::thread_pool::shared().size();
-      detail::thread_pool::shared().submit([state, items] {
-        try {
-          auto& pool = detail::thread_pool::shared();
-          detail::parallel_for(pool, items->size(), pool.size() + 1, [&](std::size_t i) {
-            const copy_item& it = items->data()[i];
-            std::memcpy(it.dst, it.src, it.bytes);
-          });
-          state->add_progress(state->total);
-        } catch (...) {
-          state->fail(std::current_exception());
-        }
-        state->finish();
-      });
-    } else {
-      st.backend = Backend::name;
-      st.streams = 1;
-      auto& stream = core_->next_stream(opts.streams ? opts.streams : 2);
-      auto done = std::make_shared<typename Backend::event>(core_->backend.make_event());
-      core_->backend.copy_batch_async(items->data(), items->size(), stream);
-      try {
-        core_->backend.record(*done, stream);
-      } catch (...) {
-        core_->backend.synchronize(stream);
-        throw;
+    std::size_t k = 0;
+    for (std::size_t i = 0; i < n; ++i) {
+      const copy_item it = item(i);
+      for (std::size_t off = 0; off < it.bytes; off += batch_piece_bytes) {
+        items->data()[k++] = {static_cast<const std::byte*>(it.src) + off,
+                              static_cast<std::byte*>(it.dst) + off,
+                              std::min(batch_piece_bytes, it.bytes - off)};
       }
-      state->device_wait = [core = core_, done, items] { core->backend.synchronize(*done); };
-      state->device_ready = [core = core_, done, items] { return core->backend.query(*done); };
     }
-    return transfer(std::move(state));
+    start_on_stream(state, p.streams, [&](typename Backend::stream& stream) {
+      core_->backend.copy_batch_async(items->data(), items->size(), stream);
+    }, items);
+  }
+
+  template <class ItemAt>
+  void start_packed(const std::shared_ptr<detail::transfer_state>& state, copy_kind kind,
+                    const transfer_plan& p, std::size_t n, const ItemAt& item) {
+    auto job = std::make_shared<detail::packed_job<Backend, Allocator>>();
+    const std::size_t slot = slot_bytes(state->total, p);
+    std::vector<copy_item> pieces;
+    pieces.reserve(n);
+    for (std::size_t i = 0; i < n; ++i) {
+      detail::append_pieces(pieces, item(i), detail::slot_packing::max_piece(slot));
+    }
+    job->packing = detail::pack_into_slots(std::move(pieces), slot);
+    job->state = state;
+    job->chunks = job->packing.groups();
+    job->core = core_;
+    job->kind = kind;
+    job->streams = p.streams;
+    job->slots = core_->ring.acquire(std::min<std::size_t>(p.ring_depth, job->chunks), slot);
+    auto& st = state->stats;
+    st.path = transfer_path::packed;
+    st.chunks = job->chunks;
+    st.chunk_bytes = slot;
+    st.workers = static_cast<unsigned>(
+        std::min<std::size_t>({p.workers, job->chunks, job->slots.size()}));
+    st.streams = p.streams;
+    st.ring_slots = static_cast<unsigned>(job->slots.size());
+    detail::start_workers(job, st.workers);
   }
 
   // Zero fields of a plan take the options, then the defaults.
@@ -320,12 +399,7 @@ class pipeline {
   void start_staged(const std::shared_ptr<detail::transfer_state>& state, copy_kind kind,
                     std::byte* d, const std::byte* s, std::size_t bytes, const transfer_plan& p) {
     auto job = std::make_shared<detail::staged_job<Backend, Allocator>>();
-    // Two chunks per worker where the size allows, so that copies and DMA overlap from the
-    // start; but not under 512 KiB, where per-chunk costs dominate.
-    const std::size_t per_chunk = (bytes + 2 * p.workers - 1) / (2 * p.workers);
-    const std::size_t chunk =
-        std::min({p.chunk_bytes, std::max<std::size_t>(per_chunk, std::size_t{512} << 10), bytes,
-                  core_->ring.max_bytes()});
+    const std::size_t chunk = std::min(slot_bytes(bytes, p), bytes);
     fill_job(*job, state, d, s, bytes, chunk);
     job->core = core_;
     job->kind = kind;
@@ -340,21 +414,39 @@ class pipeline {
     detail::start_workers(job, workers);
   }
 
+  // Staging slots for `bytes`: two chunks per worker where the size allows, so that copies
+  // and DMA overlap from the start; but not under 512 KiB, where per-chunk costs dominate.
+  std::size_t slot_bytes(std::size_t bytes, const transfer_plan& p) const {
+    const std::size_t per_chunk = (bytes + 2 * p.workers - 1) / (2 * p.workers);
+    return std::min({p.chunk_bytes, std::max<std::size_t>(per_chunk, std::size_t{512} << 10),
+                     core_->ring.max_bytes()});
+  }
+
   void start_direct(const std::shared_ptr<detail::transfer_state>& state, copy_kind kind,
                     std::byte* d, const std::byte* s, std::size_t bytes, const transfer_plan& p) {
-    auto& stream = core_->next_stream(p.streams);
+    start_on_stream(state, p.streams, [&](typename Backend::stream& stream) {
+      core_->backend.copy_async(d, s, bytes, kind, stream);
+    });
+  }
+
+  // Queues device work on one stream and makes the transfer complete with it. `keep` stays
+  // alive until the transfer is over (memory the device work reads).
+  template <class Enqueue, class Keep = std::nullptr_t>
+  void start_on_stream(const std::shared_ptr<detail::transfer_state>& state, unsigned streams,
+                       const Enqueue& enqueue, Keep keep = nullptr) {
+    auto& stream = core_->next_stream(streams);
     state->stats.streams = 1;
     // The event is shared by the two functions below; the core keeps the backend alive.
-    auto done = std::make_shared<typename Backend::event>(core_->backend.make_event());
-    core_->backend.copy_async(d, s, bytes, kind, stream);
+    auto done = core_->events->take();
     try {
+      enqueue(stream);
       core_->backend.record(*done, stream);
     } catch (...) {
-      core_->backend.synchronize(stream);  // the copy may be running: let it land first
+      core_->backend.synchronize(stream);  // what was queued may be running: let it land first
       throw;
     }
-    state->device_wait = [core = core_, done] { core->backend.synchronize(*done); };
-    state->device_ready = [core = core_, done] { return core->backend.query(*done); };
+    state->device_wait = [core = core_, done, keep] { core->backend.synchronize(*done); };
+    state->device_ready = [core = core_, done, keep] { return core->backend.query(*done); };
   }
 
   static void fill_job(detail::chunked_job& job, const std::shared_ptr<detail::transfer_state>& st,

@@ -17,15 +17,17 @@ enum class transfer_path {
   parallel,  ///< chunks over several host threads (host<->host) or several streams (DMA-able)
   staged,    ///< pageable host memory <-> device through a pinned ring: copy workers + DMA
   batched,   ///< many buffers as one operation: one kernel (GPU) or one parallel loop (host)
+  packed,    ///< many pageable buffers <-> device: packed into pinned slots, one batch per slot
 };
 
-/// @brief "direct", "parallel" or "staged".
+/// @brief "direct", "parallel", "staged", "batched" or "packed".
 [[nodiscard]] constexpr std::string_view to_string(transfer_path p) noexcept {
   switch (p) {
     case transfer_path::direct: return "direct";
     case transfer_path::parallel: return "parallel";
     case transfer_path::staged: return "staged";
     case transfer_path::batched: return "batched";
+    case transfer_path::packed: return "packed";
   }
   return "?";
 }
@@ -33,7 +35,10 @@ enum class transfer_path {
 /// @brief What a policy is asked to plan: derived from the span types and size.
 struct transfer_request {
   copy_kind kind = copy_kind::host_to_host;
-  std::size_t bytes = 0;
+  std::size_t bytes = 0;  ///< all bytes, over every buffer of a batch
+  /// Buffers: 1 for copy(), the number of pairs for copy_batch(). A policy plans a batch
+  /// either as one operation (`batched`, `packed`) or, with any other path, pair by pair.
+  std::size_t items = 1;
   /// The host side is pageable while the other side is a device: only staging through pinned
   /// memory reaches full link speed.
   bool needs_staging = false;

@@ -16,6 +16,9 @@ struct transfer_profile {
   std::size_t parallel_min_bytes = std::size_t{1} << 20;
   /// Pageable <-> device copies of at least this many bytes go through the pinned ring.
   std::size_t staged_min_bytes = std::size_t{1} << 20;
+  /// Batches of DMA-able buffers (pinned, device) whose mean buffer is smaller than this are
+  /// one batched kernel; larger ones go one DMA per pair.
+  std::size_t batch_max_item_bytes = std::size_t{1} << 20;
   std::size_t chunk_bytes = std::size_t{4} << 20;
   unsigned workers = 0;     ///< 0: min(hardware threads, 16)
   unsigned streams = 2;

@@ -11,7 +11,8 @@ namespace lris {
 
 /// @brief Pageable host memory <-> device goes through the pinned ring (copy workers and DMA
 /// overlapped on several streams); host <-> host is split over worker threads; what is already
-/// DMA-able goes direct. Zero fields take the pipeline's defaults.
+/// DMA-able goes direct. A batch is one operation: packed into the ring where it needs
+/// staging, else batched. Zero fields take the pipeline's defaults.
 struct staged {
   static constexpr std::string_view name = "staged";
   std::size_t chunk_bytes = 0;
@@ -22,7 +23,9 @@ struct staged {
   [[nodiscard]] transfer_plan plan(const transfer_request& r) const noexcept {
     transfer_plan p{.chunk_bytes = chunk_bytes, .workers = workers, .streams = streams,
                     .ring_depth = ring_depth};
-    if (r.needs_staging) {
+    if (r.items > 1) {
+      p.path = r.needs_staging ? transfer_path::packed : transfer_path::batched;
+    } else if (r.needs_staging) {
       p.path = transfer_path::staged;
     } else if (r.kind == copy_kind::host_to_host) {
       p.path = transfer_path::parallel;

@@ -18,21 +18,55 @@
 #include <lris/detail/spin_wait.hpp>
 #include <lris/detail/stream_copy.hpp>
 #include <lris/detail/thread_pool.hpp>
+#include <lris/transfer/detail/packing.hpp>
 #include <lris/transfer/detail/staging_ring.hpp>
 #include <lris/transfer/detail/transfer_state.hpp>
 #include <lris/transfer/plan.hpp>
 
 namespace lris::detail {
 
+/// @brief Events for single-operation transfers, kept for reuse: creating one per transfer
+/// costs more than a small copy. An event goes back to the pool when the last holder of its
+/// shared_ptr lets go, which is after its transfer is over.
+template <backend_policy Backend>
+class event_pool : public std::enable_shared_from_this<event_pool<Backend>> {
+ public:
+  using event = typename Backend::event;
+  explicit event_pool(Backend b) : backend_(std::move(b)) {}
+
+  [[nodiscard]] std::shared_ptr<event> take() {
+    std::unique_ptr<event> e;
+    {
+      std::lock_guard lock(mutex_);
+      if (!free_.empty()) {
+        e = std::move(free_.back());
+        free_.pop_back();
+      }
+    }
+    if (!e) e = std::make_unique<event>(backend_.make_event());
+    return {e.release(), [pool = this->shared_from_this()](event* ev) {
+              std::lock_guard lock(pool->mutex_);
+              pool->free_.emplace_back(ev);
+            }};
+  }
+
+ private:
+  Backend backend_;
+  std::mutex mutex_;
+  std::vector<std::unique_ptr<event>> free_;
+};
+
 /// @brief What a pipeline owns and its transfers share: the backend, its streams, the ring.
 template <backend_policy Backend, allocator_policy Allocator>
 struct pipeline_core {
   pipeline_core(Backend b, Allocator a, std::size_t max_staging_bytes)
       : backend(std::move(b)),
+        events(std::make_shared<event_pool<Backend>>(backend)),
         item_pool(a, caching_pool_options{.max_cached_bytes = std::size_t{64} << 20}),
         ring(backend, std::move(a), max_staging_bytes) {}
 
   Backend backend;
+  std::shared_ptr<event_pool<Backend>> events;
   // Item arrays of batched transfers: pinned, since a device may read them; pooled, since a
   // pinned allocation costs far more than the copies of a small batch.
   caching_pool<Allocator> item_pool;
@@ -56,16 +90,20 @@ struct pipeline_core {
   std::atomic<unsigned> next_{0};
 };
 
-/// @brief One transfer's bytes, chunk geometry and progress through its chunks.
-struct chunked_job {
+/// @brief A job of `chunks` pieces of work and its progress through them.
+struct job_base {
   std::shared_ptr<transfer_state> state;
+  std::size_t chunks = 0;
+  std::atomic<std::size_t> next{0};       // next chunk to claim
+  std::atomic<std::size_t> processed{0};  // chunks done or skipped
+};
+
+/// @brief One transfer's bytes cut into chunks of equal size (the last one shorter).
+struct chunked_job : job_base {
   std::byte* dst = nullptr;
   const std::byte* src = nullptr;
   std::size_t bytes = 0;
   std::size_t chunk = 0;
-  std::size_t chunks = 0;
-  std::atomic<std::size_t> next{0};       // next chunk to claim
-  std::atomic<std::size_t> processed{0};  // chunks done or skipped
 
   [[nodiscard]] std::size_t offset(std::size_t i) const noexcept { return i * chunk; }
   [[nodiscard]] std::size_t length(std::size_t i) const noexcept {
@@ -106,14 +144,13 @@ struct host_copy_job : chunked_job {
   }
 };
 
-/// @brief Pageable host <-> device through pinned slots. Chunk i uses slot i % k; a worker
-/// waits until the slot's previous chunk (i - k) is done with it, so chunks overlap across
-/// slots while each slot is used strictly in order.
-///  h2d: memcpy src -> slot, DMA slot -> device on stream i % s, record the slot's event;
-///       the slot's next user (or the end) waits for that event.
-///  d2h: DMA device -> slot, wait for it, memcpy slot -> dst.
-template <backend_policy Backend, allocator_policy Allocator>
-struct staged_job : chunked_job {
+/// @brief Work that goes through pinned slots of the pipeline's ring. Chunk i uses slot
+/// i % k; a worker waits until the slot's previous chunk (i - k) is done with it, so chunks
+/// overlap across slots while each slot is used strictly in order. `Derived::process(i, slot)`
+/// does chunk i: for host -> device it fills the slot, queues the device work and calls
+/// mark_pending(); for device -> host it queues, waits and empties the slot.
+template <class Derived, backend_policy Backend, allocator_policy Allocator, class Base>
+struct ring_job : Base {
   std::shared_ptr<pipeline_core<Backend, Allocator>> core;
   std::vector<staging_slot<Backend>*> slots;
   copy_kind kind = copy_kind::host_to_device;
@@ -122,64 +159,131 @@ struct staged_job : chunked_job {
   /// @brief Claims and runs the next chunk; false when none was left. A chunk waits only for
   /// the chunk k before it, which was claimed earlier by a task that is running or done.
   bool run_one() noexcept {
-    const std::size_t i = next.fetch_add(1, std::memory_order_relaxed);
-    if (i >= chunks) return false;
+    const std::size_t i = this->next.fetch_add(1, std::memory_order_relaxed);
+    if (i >= this->chunks) return false;
     auto& slot = *slots[i % slots.size()];
     if (!spin_until([&] { return slot.ready_for.load() == i; })) {
       for (std::size_t v = slot.ready_for.load(); v != i; v = slot.ready_for.load()) {
         slot.ready_for.wait(v);
       }
     }
-    if (!state->should_stop()) {
+    if (!this->state->should_stop()) {
       try {
-        process(i, slot);
+        static_cast<Derived*>(this)->process(i, slot);
       } catch (...) {
-        state->fail(std::current_exception());
+        this->state->fail(std::current_exception());
       }
     }
     slot.ready_for.store(i + slots.size());
     slot.ready_for.notify_all();
-    if (processed.fetch_add(1, std::memory_order_acq_rel) + 1 == chunks) finalize();
+    if (this->processed.fetch_add(1, std::memory_order_acq_rel) + 1 == this->chunks) finalize();
     return true;
   }
 
- private:
+ protected:
+  typename Backend::stream& stream_for(std::size_t i) {
+    return core->stream(static_cast<unsigned>(i % streams));
+  }
+  /// @brief Waits for the slot's device work still in flight and counts its bytes as done.
   void retire(staging_slot<Backend>& slot) {
     if (!slot.pending) return;
     slot.pending = false;
     core->backend.synchronize(slot.event);
-    state->add_progress(slot.pending_bytes);
+    this->state->add_progress(slot.pending_bytes);
+  }
+  /// @brief Records the slot's event on `s`: `bytes` are done once it has passed.
+  void mark_pending(staging_slot<Backend>& slot, typename Backend::stream& s, std::size_t bytes) {
+    core->backend.record(slot.event, s);
+    slot.pending = true;
+    slot.pending_bytes = bytes;
+  }
+  /// @brief Queues the device work and waits for it.
+  void run_now(staging_slot<Backend>& slot, typename Backend::stream& s) {
+    core->backend.record(slot.event, s);
+    core->backend.synchronize(slot.event);
   }
 
-  void process(std::size_t i, staging_slot<Backend>& slot) {
-    auto& stream = core->stream(static_cast<unsigned>(i % streams));
-    const std::size_t off = offset(i), len = length(i);
-    if (kind == copy_kind::host_to_device) {
-      retire(slot);
-      stream_copy(slot.data, src + off, len);  // the DMA engine, not the CPU, reads it next
-      core->backend.copy_async(dst + off, slot.data, len, kind, stream);
-      core->backend.record(slot.event, stream);
-      slot.pending = true;
-      slot.pending_bytes = len;
-    } else {
-      core->backend.copy_async(slot.data, src + off, len, kind, stream);
-      core->backend.record(slot.event, stream);
-      core->backend.synchronize(slot.event);
-      std::memcpy(dst + off, slot.data, len);  // the caller reads it next: keep it cached
-      state->add_progress(len);
-    }
-  }
-
+ private:
   void finalize() noexcept {
     for (auto* s : slots) {
       try {
         retire(*s);
       } catch (...) {
-        state->fail(std::current_exception());
+        this->state->fail(std::current_exception());
       }
     }
     core->ring.release(slots);
-    state->finish();
+    this->state->finish();
+  }
+};
+
+/// @brief Pageable host <-> device through pinned slots, one chunk per slot.
+///  h2d: memcpy src -> slot, DMA slot -> device, record the slot's event;
+///       the slot's next user (or the end) waits for that event.
+///  d2h: DMA device -> slot, wait for it, memcpy slot -> dst.
+template <backend_policy Backend, allocator_policy Allocator>
+struct staged_job : ring_job<staged_job<Backend, Allocator>, Backend, Allocator, chunked_job> {
+  void process(std::size_t i, staging_slot<Backend>& slot) {
+    auto& s = this->stream_for(i);
+    const std::size_t off = this->offset(i), len = this->length(i);
+    auto& be = this->core->backend;
+    if (this->kind == copy_kind::host_to_device) {
+      this->retire(slot);
+      stream_copy(slot.data, this->src + off, len);  // the DMA engine, not the CPU, reads it next
+      be.copy_async(this->dst + off, slot.data, len, this->kind, s);
+      this->mark_pending(slot, s, len);
+    } else {
+      be.copy_async(slot.data, this->src + off, len, this->kind, s);
+      this->run_now(slot, s);
+      std::memcpy(this->dst + off, slot.data, len);  // the caller reads it next: keep it cached
+      this->state->add_progress(len);
+    }
+  }
+};
+
+/// @brief Many pageable buffers <-> device: each chunk is a group of pieces packed into one
+/// slot (see pack_into_slots), moved by one batched operation, or by one DMA when the group
+/// is a single piece.
+///  h2d: memcpy each piece into the slot, write the group's items behind them, one batch
+///       slot -> device buffers.
+///  d2h: one batch device buffers -> slot, wait for it, memcpy each piece out.
+template <backend_policy Backend, allocator_policy Allocator>
+struct packed_job : ring_job<packed_job<Backend, Allocator>, Backend, Allocator, job_base> {
+  slot_packing packing;
+
+  void process(std::size_t g, staging_slot<Backend>& slot) {
+    auto& s = this->stream_for(g);
+    const std::size_t b = packing.begin[g], e = packing.begin[g + 1];
+    std::size_t bytes = 0;
+    for (std::size_t k = b; k < e; ++k) bytes += packing.pieces[k].bytes;
+    const bool h2d = this->kind == copy_kind::host_to_device;
+    if (h2d) {
+      this->retire(slot);
+      for (std::size_t k = b; k < e; ++k) {
+        stream_copy(slot.data + packing.offset[k], packing.pieces[k].src, packing.pieces[k].bytes);
+      }
+    }
+    auto* items = reinterpret_cast<copy_item*>(slot.data + packing.items_offset[g]);
+    for (std::size_t k = b; k < e; ++k) {
+      const copy_item& p = packing.pieces[k];
+      std::byte* in_slot = slot.data + packing.offset[k];
+      items[k - b] = h2d ? copy_item{in_slot, p.dst, p.bytes} : copy_item{p.src, in_slot, p.bytes};
+    }
+    auto& be = this->core->backend;
+    if (e - b == 1) {
+      be.copy_async(items[0].dst, items[0].src, items[0].bytes, this->kind, s);
+    } else {
+      be.copy_batch_async(items, e - b, s);
+    }
+    if (h2d) {
+      this->mark_pending(slot, s, bytes);
+      return;
+    }
+    this->run_now(slot, s);
+    for (std::size_t k = b; k < e; ++k) {
+      std::memcpy(packing.pieces[k].dst, slot.data + packing.offset[k], packing.pieces[k].bytes);
+    }
+    this->state->add_progress(bytes);
   }
 };
 
