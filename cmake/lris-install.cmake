@@ -2,19 +2,24 @@
 include(CMakePackageConfigHelpers)
 set(LRIS_CMAKE_DIR ${CMAKE_INSTALL_LIBDIR}/cmake/lris)
 
-# Without lris::cuda, the lris/cuda headers would declare functions that no installed library
-# defines; leave them out rather than let a consumer link-fail later.
-if(LRIS_HAS_CUDA)
-  install(DIRECTORY include/lris DESTINATION ${CMAKE_INSTALL_INCLUDEDIR})
-else()
-  install(DIRECTORY include/lris DESTINATION ${CMAKE_INSTALL_INCLUDEDIR}
-          REGEX "/include/lris/cuda$" EXCLUDE)
+# Without lris::cuda (lris::hip), the lris/cuda (lris/hip) headers would declare functions that
+# no installed library defines; leave them out rather than let a consumer link-fail later.
+set(excluded_headers)
+if(NOT LRIS_HAS_CUDA)
+  list(APPEND excluded_headers REGEX "/include/lris/cuda$" EXCLUDE)
 endif()
+if(NOT LRIS_HAS_HIP)
+  list(APPEND excluded_headers REGEX "/include/lris/hip$" EXCLUDE)
+endif()
+install(DIRECTORY include/lris DESTINATION ${CMAKE_INSTALL_INCLUDEDIR} ${excluded_headers})
 install(FILES ${PROJECT_BINARY_DIR}/include/lris/version.hpp
         DESTINATION ${CMAKE_INSTALL_INCLUDEDIR}/lris)
 set(LRIS_EXPORTED_TARGETS lris_core)
 if(TARGET lris_cuda)
   list(APPEND LRIS_EXPORTED_TARGETS lris_cuda)
+endif()
+if(TARGET lris_hip)
+  list(APPEND LRIS_EXPORTED_TARGETS lris_hip)
 endif()
 install(TARGETS ${LRIS_EXPORTED_TARGETS} EXPORT lris-targets
         ARCHIVE DESTINATION ${CMAKE_INSTALL_LIBDIR}

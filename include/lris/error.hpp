@@ -77,6 +77,12 @@ class cuda_error : public device_error {
   using device_error::device_error;
 };
 
+/// @brief The HIP runtime reported an error.
+class hip_error : public device_error {
+ public:
+  using device_error::device_error;
+};
+
 /// @brief An operating-system call on a file or device failed; code() holds the errno.
 class io_error : public std::system_error {
  public:

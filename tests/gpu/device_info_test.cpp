@@ -70,8 +70,8 @@ TEST_CASE("list_devices describes every device") {
         static_cast<unsigned long long>(device.total_memory_bytes), device.pci_bus_id.c_str(),
         device.current_link.generation, device.current_link.width, device.max_link.generation,
         device.max_link.width, device.numa_node,
-        cuda::format_cuda_version(device.driver_version).c_str(),
-        cuda::format_cuda_version(device.runtime_version).c_str());
+        cuda::format_runtime_version(device.driver_version).c_str(),
+        cuda::format_runtime_version(device.runtime_version).c_str());
 
     CHECK(device.ordinal == static_cast<int>(i));
     cudaDeviceProp properties{};
@@ -80,6 +80,7 @@ TEST_CASE("list_devices describes every device") {
     CHECK(device.name == properties.name);
     CHECK(device.compute_capability_major >= 1);
     CHECK(device.compute_capability_major == properties.major);
+    CHECK(device.arch == "sm_" + std::to_string(properties.major) + std::to_string(properties.minor));
     CHECK(device.compute_capability_minor == properties.minor);
     CHECK(device.multiprocessor_count > 0);
     CHECK(device.multiprocessor_count == properties.multiProcessorCount);
@@ -92,7 +93,7 @@ TEST_CASE("list_devices describes every device") {
     CHECK(std::regex_match(device.pci_bus_id, bus_id_format));
     char bus_id[64] = {};
     REQUIRE(cudaDeviceGetPCIBusId(bus_id, sizeof bus_id, device.ordinal) == cudaSuccess);
-    CHECK(device.pci_bus_id == cuda::normalize_pci_bus_id(bus_id));
+    CHECK(device.pci_bus_id == lris::normalize_pci_bus_id(bus_id));
     const std::string bus_and_slot = device.pci_bus_id.substr(device.pci_bus_id.find(':') + 1, 5);
     char expected[16] = {};
     std::snprintf(expected, sizeof expected, "%02x:%02x", properties.pciBusID,
@@ -145,8 +146,8 @@ int main(int argc, char** argv) {
   const cuda::runtime_info status = cuda::runtime_status();
   if (!status.usable()) {
     std::printf("cuda runtime %s, driver %s: %s (%s) [%s]\n",
-                cuda::format_cuda_version(status.runtime_version).c_str(),
-                cuda::format_cuda_version(status.driver_version).c_str(),
+                cuda::format_runtime_version(status.runtime_version).c_str(),
+                cuda::format_runtime_version(status.driver_version).c_str(),
                 std::string(cuda::to_string(status.state)).c_str(), status.reason.c_str(),
                 status.error_name.c_str());
     // A missing driver or device is the machine, not the code; a runtime that fails on a

@@ -53,16 +53,16 @@ cuda_report probe_cuda() {
   return report;
 }
 
-std::string link_text(const cuda::pcie_link& link) {
+std::string link_text(const pcie_link& link) {
   const std::string generation =
       link.generation > 0 ? fmt::format("Gen{}", link.generation) : std::string("Gen?");
   const std::string width = link.width > 0 ? fmt::format("x{}", link.width) : std::string("x?");
   return generation + " " + width;
 }
 
-bool link_known(const cuda::pcie_link& link) { return link.generation > 0 || link.width > 0; }
+bool link_known(const pcie_link& link) { return link.generation > 0 || link.width > 0; }
 
-json link_json(const cuda::pcie_link& link) {
+json link_json(const pcie_link& link) {
   return {{"generation", link.generation > 0 ? json(link.generation) : json(nullptr)},
           {"width", link.width > 0 ? json(link.width) : json(nullptr)}};
 }
@@ -80,8 +80,8 @@ std::string gpu_text() {
   const cuda_report report = probe_cuda();
   const cuda::runtime_info& runtime = report.runtime;
   const std::string versions =
-      fmt::format("runtime {}, driver {}", cuda::format_cuda_version(runtime.runtime_version),
-                  cuda::format_cuda_version(runtime.driver_version));
+      fmt::format("runtime {}, driver {}", cuda::format_runtime_version(runtime.runtime_version),
+                  cuda::format_runtime_version(runtime.driver_version));
   if (!report.listed()) {
     line("gpus", fmt::format("none listed (cuda: {})", report.state()));
     line("  reason", report.listing_error.empty()
@@ -124,9 +124,9 @@ std::string gpu_json(const std::string& host_json) {
                {"error_code", runtime.error_code},
                {"reason", report.reason()},
                {"device_count", runtime.device_count},
-               {"runtime_version", cuda::format_cuda_version(runtime.runtime_version)},
+               {"runtime_version", cuda::format_runtime_version(runtime.runtime_version)},
                {"driver_version", runtime.driver_version > 0
-                                      ? json(cuda::format_cuda_version(runtime.driver_version))
+                                      ? json(cuda::format_runtime_version(runtime.driver_version))
                                       : json(nullptr)}};
 
   json gpus = json::array();

@@ -4,13 +4,9 @@
 /// later call would fail) abort with a message; everything else throws lris::cuda_error naming
 /// the call, the error and the device. Includes the CUDA runtime header: for lris::cuda only.
 
-#include <cstdio>
-#include <cstdlib>
-
 #include <cuda_runtime_api.h>
-#include <fmt/format.h>
 
-#include <lris/error.hpp>
+#include <lris/gpu/detail/runtime_failure.hpp>
 
 namespace lris::cuda::detail {
 
@@ -34,14 +30,9 @@ namespace lris::cuda::detail {
 [[noreturn]] inline void fail(cudaError_t e, const char* call, const char* file, int line) {
   int device = -1;
   (void)cudaGetDevice(&device);
-  const std::string what = fmt::format("{} failed on device {}: {} ({}) at {}:{}", call, device,
-                                       cudaGetErrorName(e), cudaGetErrorString(e), file, line);
-  if (is_sticky(e)) {
-    std::fprintf(stderr, "lris: fatal CUDA error, the context cannot recover: %s\n", what.c_str());
-    std::abort();
-  }
-  if (e == cudaErrorMemoryAllocation) throw out_of_memory(what, 0);
-  throw cuda_error(what, static_cast<int>(e));
+  lris::detail::fail_runtime_call<cuda_error>(
+      {"CUDA", static_cast<int>(e), cudaGetErrorName(e), cudaGetErrorString(e), device,
+       is_sticky(e), e == cudaErrorMemoryAllocation, call, file, line});
 }
 
 }  // namespace lris::cuda::detail

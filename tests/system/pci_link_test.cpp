@@ -1,8 +1,8 @@
-// Tests of the parts of lris/cuda/device_info.hpp that need no GPU: link-speed parsing, PCI
+// Tests of lris/system/pci_link.hpp: link-speed parsing, PCI
 // address spelling, sysfs reading (against a fake directory and against this machine's real
-// /sys/bus/pci, which shows the kernel's actual spellings), version formatting.
+// /sys/bus/pci, which shows the kernel's actual spellings).
 
-#include <lris/cuda/device_info.hpp>
+#include <lris/system/pci_link.hpp>
 
 #include <filesystem>
 #include <fstream>
@@ -18,7 +18,7 @@
 namespace {
 
 namespace fs = std::filesystem;
-using lris::cuda::pcie_generation_from_speed;
+using lris::pcie_generation_from_speed;
 
 /// A directory under the temp dir, removed with everything in it at scope exit.
 class temp_dir {
@@ -86,7 +86,7 @@ TEST_CASE("pcie_generation_from_speed returns 0 for what is not a PCIe rate") {
 }
 
 TEST_CASE("normalize_pci_bus_id writes the kernel's spelling") {
-  using lris::cuda::normalize_pci_bus_id;
+  using lris::normalize_pci_bus_id;
   CHECK(normalize_pci_bus_id("0000:1B:00.0") == "0000:1b:00.0");
   CHECK(normalize_pci_bus_id("00000000:1B:00.0") == "0000:1b:00.0");  // nvidia-smi, NVML
   CHECK(normalize_pci_bus_id("0000:c1:1f.7\n") == "0000:c1:1f.7");
@@ -107,7 +107,7 @@ TEST_CASE("read_pci_sysfs reads link speed, width and NUMA node") {
   dir.write("max_link_speed", "32.0 GT/s PCIe\n");
   dir.write("max_link_width", "16\n");
   dir.write("numa_node", "1\n");
-  const lris::cuda::pci_sysfs_info info = lris::cuda::read_pci_sysfs(dir.path());
+  const lris::pci_sysfs_info info = lris::read_pci_sysfs(dir.path());
   CHECK(info.current_link.generation == 4);
   CHECK(info.current_link.width == 8);
   CHECK(info.max_link.generation == 5);
@@ -117,7 +117,7 @@ TEST_CASE("read_pci_sysfs reads link speed, width and NUMA node") {
 
 TEST_CASE("read_pci_sysfs gives unknown values for missing or malformed files") {
   SECTION("no such device") {
-    const auto info = lris::cuda::read_pci_sysfs("/nonexistent/lris/0000:00:00.0");
+    const auto info = lris::read_pci_sysfs("/nonexistent/lris/0000:00:00.0");
     CHECK(info.current_link.generation == 0);
     CHECK(info.current_link.width == 0);
     CHECK(info.max_link.generation == 0);
@@ -131,7 +131,7 @@ TEST_CASE("read_pci_sysfs gives unknown values for missing or malformed files") 
     dir.write("max_link_speed", "8.0 GT/s PCIe\n");
     dir.write("max_link_width", "garbage\n");
     dir.write("numa_node", "-1\n");
-    const auto info = lris::cuda::read_pci_sysfs(dir.path());
+    const auto info = lris::read_pci_sysfs(dir.path());
     CHECK(info.current_link.generation == 0);
     CHECK(info.current_link.width == 0);
     CHECK(info.max_link.generation == 3);
@@ -142,7 +142,7 @@ TEST_CASE("read_pci_sysfs gives unknown values for missing or malformed files") 
     const temp_dir dir;
     dir.write("max_link_width", "64\n");
     dir.write("numa_node", "-7\n");
-    const auto info = lris::cuda::read_pci_sysfs(dir.path());
+    const auto info = lris::read_pci_sysfs(dir.path());
     CHECK(info.max_link.width == 0);
     CHECK(info.numa_node == -1);
   }
@@ -157,27 +157,11 @@ TEST_CASE("read_pci_sysfs understands this machine's PCIe devices") {
     const std::string speed = read_all(entry.path() / "max_link_speed");
     if (speed.find("GT/s") == std::string::npos) continue;  // not PCIe, or "Unknown"
     INFO(entry.path().string() << ": max_link_speed \"" << speed << "\"");
-    const auto info = lris::cuda::read_pci_sysfs(entry.path());
+    const auto info = lris::read_pci_sysfs(entry.path());
     CHECK(info.max_link.generation >= 1);
     CHECK(info.max_link.generation <= 7);
     CHECK(info.numa_node >= -1);
     ++checked;
   }
   if (checked == 0) WARN("no PCIe device with a known link speed under " << root.string());
-}
-
-TEST_CASE("format_cuda_version and to_string") {
-  using lris::cuda::format_cuda_version;
-  CHECK(format_cuda_version(13000) == "13.0");
-  CHECK(format_cuda_version(12040) == "12.4");
-  CHECK(format_cuda_version(11080) == "11.8");
-  CHECK(format_cuda_version(0) == "none");
-
-  using lris::cuda::runtime_state;
-  CHECK(lris::cuda::to_string(runtime_state::ready) == "ready");
-  CHECK(lris::cuda::to_string(runtime_state::no_driver) == "no_driver");
-  CHECK(lris::cuda::to_string(runtime_state::driver_too_old) == "driver_too_old");
-  CHECK(lris::cuda::to_string(runtime_state::no_device) == "no_device");
-  CHECK(lris::cuda::to_string(runtime_state::error) == "error");
-  CHECK_FALSE(lris::cuda::runtime_info{}.usable());
 }

@@ -1,0 +1,129 @@
+#pragma once
+/// @file
+/// @brief gpu_backend<Runtime>: backend_policy over a GPU runtime, CUDA (cuda_backend) or HIP
+/// (hip_backend). One declaration for both; each runtime's library (lris::cuda, lris::hip)
+/// defines it for its runtime. This header includes no runtime header.
+
+#include <cstddef>
+#include <string_view>
+#include <utility>
+
+#include <lris/concepts/backend_policy.hpp>
+
+namespace lris {
+
+/// @brief The CUDA runtime (cudart), for gpu_backend and the kernels of lris::cuda.
+struct cuda_runtime {
+  static constexpr std::string_view name = "cuda";
+};
+/// @brief The HIP runtime (ROCm's amdhip64), for gpu_backend and the kernels of lris::hip.
+struct hip_runtime {
+  static constexpr std::string_view name = "hip";
+};
+
+template <class Runtime>
+class gpu_backend;
+
+namespace detail {
+struct gpu_stream_tag {};
+struct gpu_event_tag {};
+// Defined by each runtime's library.
+void destroy_gpu_handle(cuda_runtime, gpu_stream_tag, void* handle) noexcept;
+void destroy_gpu_handle(cuda_runtime, gpu_event_tag, void* handle) noexcept;
+void destroy_gpu_handle(hip_runtime, gpu_stream_tag, void* handle) noexcept;
+void destroy_gpu_handle(hip_runtime, gpu_event_tag, void* handle) noexcept;
+
+/// @brief A move-only owner of a runtime handle (cudaStream_t, hipEvent_t, ...).
+template <class Runtime, class Tag>
+class gpu_handle {
+ public:
+  gpu_handle() = default;
+  gpu_handle(gpu_handle&& o) noexcept : handle_(std::exchange(o.handle_, nullptr)) {}
+  gpu_handle& operator=(gpu_handle&& o) noexcept {
+    if (this != &o) {
+      reset();
+      handle_ = std::exchange(o.handle_, nullptr);
+    }
+    return *this;
+  }
+  ~gpu_handle() { reset(); }
+  /// @brief The runtime's handle, for kernels and libraries of the caller's own.
+  [[nodiscard]] void* native() const noexcept { return handle_; }
+
+ private:
+  friend class lris::gpu_backend<Runtime>;
+  explicit gpu_handle(void* h) noexcept : handle_(h) {}
+  void reset() noexcept {
+    if (handle_ != nullptr) destroy_gpu_handle(Runtime{}, Tag{}, std::exchange(handle_, nullptr));
+  }
+  void* handle_ = nullptr;
+};
+}  // namespace detail
+
+/// @brief One GPU. Cheap to copy (it is a device ordinal); every call makes its device current
+/// for the calling thread first, so threads need no cudaSetDevice/hipSetDevice of their own.
+template <class Runtime>
+class gpu_backend {
+ public:
+  static constexpr std::string_view name = Runtime::name;
+
+  /// @brief A non-blocking stream on the backend's device.
+  using stream = detail::gpu_handle<Runtime, detail::gpu_stream_tag>;
+  /// @brief An event without timing (cheaper to record and query).
+  using event = detail::gpu_handle<Runtime, detail::gpu_event_tag>;
+
+  /// @brief Device 0.
+  gpu_backend() : gpu_backend(0) {}
+  /// @brief Device `device`; throws lris::invalid_argument naming the device count when it does
+  /// not exist (0 devices when there is no driver).
+  explicit gpu_backend(int device);
+
+  /// @brief Devices visible to this process; 0 without a driver or device.
+  [[nodiscard]] static int device_count() noexcept;
+  [[nodiscard]] int device() const noexcept { return device_; }
+  friend bool operator==(const gpu_backend&, const gpu_backend&) = default;
+
+  // ---- memory -------------------------------------------------------------------------------
+  /// @brief Device memory; lris::out_of_memory naming the size and free memory on failure.
+  [[nodiscard]] void* allocate_device(std::size_t bytes);
+  void deallocate_device(void* p, std::size_t bytes) noexcept;
+  /// @brief Pinned host memory, portable (pinned for every device) and mapped: a kernel may
+  /// read and write it over the link (zero copy) through the same pointer.
+  [[nodiscard]] void* allocate_pinned(std::size_t bytes);
+  void deallocate_pinned(void* p, std::size_t bytes) noexcept;
+  /// @brief Pins (registers, portable) memory from any allocator.
+  void register_host(void* p, std::size_t bytes);
+  /// @brief Unregisters; lris::invalid_argument when `p` was not registered.
+  void unregister_host(void* p);
+  /// @brief True when the runtime knows `p` as pinned or registered host memory.
+  [[nodiscard]] static bool is_pinned(const void* p) noexcept;
+
+  // ---- streams and events -------------------------------------------------------------------
+  [[nodiscard]] stream make_stream();
+  [[nodiscard]] event make_event();
+  void copy_async(void* dst, const void* src, std::size_t bytes, copy_kind kind, stream& s);
+  /// @brief Copies device memory of `src_device` to device memory of `dst_device` on `s` (a
+  /// stream of this backend's device): directly where enable_peer_access() succeeded, else
+  /// staged by the driver through host memory.
+  void copy_peer_async(void* dst, int dst_device, const void* src, int src_device,
+                       std::size_t bytes, stream& s);
+  /// @brief Lets this device access `peer`'s memory directly; false when the hardware cannot
+  /// (copies then still work, through host memory). Enabling twice is not an error.
+  bool enable_peer_access(int peer);
+  /// @brief One kernel on `s` performs every copy of `items` (which must be pinned or device
+  /// memory, as must every source and destination): see launch_batched_copy.
+  void copy_batch_async(const copy_item* items, std::size_t count, stream& s);
+  void record(event& e, stream& s);
+  void wait(stream& s, event& e);
+  void synchronize(stream& s);
+  void synchronize(event& e);
+  [[nodiscard]] bool query(event& e);
+  /// @brief Runs `fn(user)` on a runtime thread once `s` reaches this point; `fn` must not call
+  /// the runtime.
+  void host_callback(stream& s, host_callback_fn fn, void* user);
+
+ private:
+  int device_ = 0;
+};
+
+}  // namespace lris

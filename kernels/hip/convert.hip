@@ -1,0 +1,2 @@
+// The convert kernels for HIP: kernels/common/convert.cuh, compiled by hipcc.
+#include "../common/convert.cuh"
