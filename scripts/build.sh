@@ -6,7 +6,7 @@
 #                            example against an installed lris and through add_subdirectory;
 #                            run the tests again under AddressSanitizer + UBSan, and the
 #                            concurrent ones under ThreadSanitizer
-#   scripts/build.sh deps    only install the packages
+#   scripts/build.sh deps    only install the packages (those of `test`)
 #
 # Environment: BUILD_DIR (default build), JOBS (default: number of cores).
 set -euo pipefail
@@ -19,9 +19,13 @@ jobs=${JOBS:-$(nproc)}
 packages=(cmake make g++ pkg-config ccache catch2 libfmt-dev libcli11-dev liburing-dev
           libnuma-dev libhwloc-dev libxxhash-dev nlohmann-json3-dev libbenchmark-dev)
 
-install_deps() {
+# The HIP backend's compiler and runtime: the tests build lris::hip too (its tests skip without
+# an AMD GPU).
+hip_packages=(hipcc libamdhip64-dev)
+
+install_deps() {  # install_deps [extra packages...]
   local missing=()
-  for p in "${packages[@]}"; do
+  for p in "${packages[@]}" "$@"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
   done
   [ ${#missing[@]} -eq 0 ] && return 0
@@ -41,7 +45,7 @@ configure() {  # configure DIR [cmake args...]
 
 case "${1:-}" in
   deps)
-    install_deps
+    install_deps "${hip_packages[@]}"
     ;;
   demo)
     install_deps
@@ -50,8 +54,8 @@ case "${1:-}" in
     "$build/lris" demo
     ;;
   test)
-    install_deps
-    configure "$build" -DCMAKE_BUILD_TYPE=Release
+    install_deps "${hip_packages[@]}"
+    configure "$build" -DCMAKE_BUILD_TYPE=Release -DLRIS_ENABLE_HIP=ON
     cmake --build "$build" -j "$jobs"
     (cd "$build" && ctest --output-on-failure -j "$jobs")
 
@@ -69,13 +73,13 @@ case "${1:-}" in
 
     # The host tests again under ASan + UBSan.
     configure "$build-asan" -DCMAKE_BUILD_TYPE=Debug -DLRIS_SANITIZE=address,undefined \
-      -DLRIS_BUILD_TOOLS=OFF -DLRIS_BUILD_BENCHMARKS=OFF -DLRIS_BUILD_EXAMPLES=OFF
+      -DLRIS_ENABLE_CUDA=OFF -DLRIS_ENABLE_HIP=OFF -DLRIS_BUILD_TOOLS=OFF -DLRIS_BUILD_BENCHMARKS=OFF -DLRIS_BUILD_EXAMPLES=OFF
     cmake --build "$build-asan" -j "$jobs"
     (cd "$build-asan" && ctest --output-on-failure -j "$jobs" -E '^must_fail_')
 
     # The concurrent parts (streams, thread pool, transfers) under ThreadSanitizer.
     configure "$build-tsan" -DCMAKE_BUILD_TYPE=Debug -DLRIS_SANITIZE=thread \
-      -DLRIS_BUILD_TOOLS=OFF -DLRIS_BUILD_BENCHMARKS=OFF -DLRIS_BUILD_EXAMPLES=OFF
+      -DLRIS_ENABLE_CUDA=OFF -DLRIS_ENABLE_HIP=OFF -DLRIS_BUILD_TOOLS=OFF -DLRIS_BUILD_BENCHMARKS=OFF -DLRIS_BUILD_EXAMPLES=OFF
     cmake --build "$build-tsan" -j "$jobs" --target host_backend_test transfer_copy_test
     (cd "$build-tsan" && ctest --output-on-failure -R '^(host_backend_test|transfer_copy_test)$')
     ;;

@@ -96,26 +96,33 @@ void add_row(bench_table& t, std::string name, double ceiling, const bench_op& o
              double seconds, bool tty) {
   bench_row r{std::move(name), ceiling, {}, {}};
   for (std::size_t n : t.sizes) {
-    if (tty) fmt::print(stderr, "\r  {:<40} {:>10}...", r.name, size_label(n));
+    if (tty) fmt::print(stderr, "\r  {:<46} {:>10}...", r.name, size_label(n));
     transfer_stats last;
     r.gbps.push_back(measure_gbps(n, [&] { last = op(n); }, 5, seconds));
     r.paths.emplace_back(last.policy.empty() ? "-" : to_string(last.path));
   }
-  if (tty) fmt::print(stderr, "\r{:60}\r", "");
+  if (tty) fmt::print(stderr, "\r{:66}\r", "");
   t.rows.push_back(std::move(r));
+}
+
+// One letter per path for the table cells; "-" for rows that are not LRIS.
+char path_letter(const std::string& path) {
+  if (path == "packed") return 'k';
+  return path.empty() ? '-' : path.front();
 }
 
 void print_table(const bench_table& t) {
   fmt::print("{}\nCeiling: {}.\nEach cell: GB/s, ratio to the ceiling, path (d direct, "
-             "p parallel, s staged, b batched, - not LRIS).\n\n", t.title, t.ceiling_note);
-  fmt::print("{:<40}", "transfer");
+             "p parallel, s staged, b batched, k packed, - not LRIS).\n\n",
+             t.title, t.ceiling_note);
+  fmt::print("{:<46}", "transfer");
   for (std::size_t n : t.sizes) fmt::print("{:>18}", size_label(n));
   fmt::print("\n");
   for (const auto& r : t.rows) {
-    fmt::print("{:<40}", r.name);
+    fmt::print("{:<46}", r.name);
     for (std::size_t i = 0; i < t.sizes.size(); ++i) {
       fmt::print("{:>18}", fmt::format("{:.1f} {:.2f} {}", r.gbps[i], r.gbps[i] / r.ceiling,
-                                       r.paths[i].substr(0, 1)));
+                                       path_letter(r.paths[i])));
     }
     fmt::print("\n");
   }

@@ -1,56 +1,82 @@
 #include "gpu_info.hpp"
 
-#include <fmt/format.h>
-#include <nlohmann/json.hpp>
-
-#include <lris/config.hpp>
-
-#if LRIS_HAS_CUDA()
 #include <iterator>
 #include <string>
 #include <string_view>
 #include <utility>
 #include <vector>
 
-#include <lris/cuda/device_info.hpp>
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+#include <lris/config.hpp>
 #include <lris/error.hpp>
+#include <lris/gpu/device_info.hpp>
 #include <lris/system/format_bytes.hpp>
+#if LRIS_HAS_CUDA()
+#include <lris/cuda/device_info.hpp>
+#endif
+#if LRIS_HAS_HIP()
+#include <lris/hip/device_info.hpp>
 #endif
 
 namespace lris::tool {
 
-#if LRIS_HAS_CUDA()
 namespace {
 
 using json = nlohmann::ordered_json;
 
-/// What the CUDA runtime says, gathered once for both the text and the JSON form.
-struct cuda_report {
-  cuda::runtime_info runtime;
-  std::vector<cuda::device_info> devices;
+/// What one runtime says, gathered once for both the text and the JSON form.
+struct runtime_report {
+  std::string key;    // "cuda", "hip"
+  std::string label;  // "CUDA", "HIP"
+  gpu::runtime_info runtime;
+  std::vector<gpu::device_info> devices;
   /// Why devices is empty when the runtime looked ready (list_devices threw); else empty.
   std::string listing_error;
+  std::string runtime_version;
+  std::string driver_version;
 
   [[nodiscard]] bool listed() const noexcept { return runtime.usable() && listing_error.empty(); }
   [[nodiscard]] std::string_view state() const noexcept {
-    return listing_error.empty() ? cuda::to_string(runtime.state) : "error";
+    return listing_error.empty() ? gpu::to_string(runtime.state) : "error";
   }
   [[nodiscard]] const std::string& reason() const noexcept {
     return listing_error.empty() ? runtime.reason : listing_error;
   }
 };
 
-cuda_report probe_cuda() {
-  cuda_report report;
-  report.runtime = cuda::runtime_status();
+/// Asks one runtime (its runtime_status, list_devices and format_runtime_version).
+template <class Status, class List, class Version>
+runtime_report probe(std::string key, std::string label, Status status, List list,
+                     Version version) {
+  runtime_report report;
+  report.key = std::move(key);
+  report.label = std::move(label);
+  report.runtime = status();
+  report.runtime_version = version(report.runtime.runtime_version);
+  report.driver_version = version(report.runtime.driver_version);
   if (!report.runtime.usable()) return report;
   // `lris info` is a probe: a device failing mid-listing is a finding to print, not a crash.
   try {
-    report.devices = cuda::list_devices();
-  } catch (const lris::cuda_error& e) {
+    report.devices = list();
+  } catch (const lris::device_error& e) {
     report.listing_error = e.what();
   }
   return report;
+}
+
+std::vector<runtime_report> probe_all() {
+  std::vector<runtime_report> reports;
+#if LRIS_HAS_CUDA()
+  reports.push_back(probe("cuda", "CUDA", cuda::runtime_status, cuda::list_devices,
+                          cuda::format_runtime_version));
+#endif
+#if LRIS_HAS_HIP()
+  reports.push_back(probe("hip", "HIP", hip::runtime_status, hip::list_devices,
+                          hip::format_runtime_version));
+#endif
+  return reports;
 }
 
 std::string link_text(const pcie_link& link) {
@@ -76,93 +102,83 @@ std::string gpu_text() {
   auto line = [&out](std::string_view label, const std::string& value) {
     fmt::format_to(std::back_inserter(out), "{:<{}}{}\n", label, label_width, value);
   };
-
-  const cuda_report report = probe_cuda();
-  const cuda::runtime_info& runtime = report.runtime;
-  const std::string versions =
-      fmt::format("runtime {}, driver {}", cuda::format_runtime_version(runtime.runtime_version),
-                  cuda::format_runtime_version(runtime.driver_version));
-  if (!report.listed()) {
-    line("gpus", fmt::format("none listed (cuda: {})", report.state()));
-    line("  reason", report.listing_error.empty()
-                         ? fmt::format("{} [{}]", runtime.reason, runtime.error_name)
-                         : report.listing_error);
-    line("  cuda", versions);
+  const auto reports = probe_all();
+  if (reports.empty()) {
+    line("gpus", "none listed: this lris was built without a GPU backend");
+    line("  reason", "configure with -DLRIS_ENABLE_CUDA=ON (CUDA toolkit) or -DLRIS_ENABLE_HIP=ON "
+                     "(hipcc)");
     return out;
   }
-
-  line("gpus", fmt::format("{} CUDA {} ({})", report.devices.size(),
-                           report.devices.size() == 1 ? "device" : "devices", versions));
-  for (const cuda::device_info& device : report.devices) {
-    line(fmt::format("  gpu {}", device.ordinal),
-         fmt::format("{}, compute {}.{}, {} SMs", device.name, device.compute_capability_major,
-                     device.compute_capability_minor, device.multiprocessor_count));
-    line("    memory", fmt::format("{} total, {} free", format_bytes(device.total_memory_bytes),
-                                   format_bytes(device.free_memory_bytes)));
-    if (link_known(device.current_link) || link_known(device.max_link)) {
-      line("    pcie", fmt::format("{}, {} (max {})", device.pci_bus_id,
-                                   link_text(device.current_link), link_text(device.max_link)));
-    } else {
-      line("    pcie",
-           fmt::format("{}, link unknown (not in /sys/bus/pci/devices)", device.pci_bus_id));
+  for (const runtime_report& report : reports) {
+    const std::string versions =
+        fmt::format("runtime {}, driver {}", report.runtime_version, report.driver_version);
+    if (!report.listed()) {
+      line("gpus", fmt::format("none listed ({}: {})", report.key, report.state()));
+      line("  reason", report.listing_error.empty()
+                           ? fmt::format("{} [{}]", report.runtime.reason,
+                                         report.runtime.error_name)
+                           : report.listing_error);
+      line(fmt::format("  {}", report.key), versions);
+      continue;
     }
-    line("    numa", device.numa_node >= 0 ? fmt::format("node {}", device.numa_node)
-                                           : std::string("none reported by the kernel"));
+    line("gpus", fmt::format("{} {} {} ({})", report.devices.size(), report.label,
+                             report.devices.size() == 1 ? "device" : "devices", versions));
+    for (const gpu::device_info& device : report.devices) {
+      line(fmt::format("  gpu {}", device.ordinal),
+           fmt::format("{}, {} (compute {}.{}), {} {}", device.name, device.arch,
+                       device.compute_capability_major, device.compute_capability_minor,
+                       device.multiprocessor_count, report.key == "cuda" ? "SMs" : "CUs"));
+      line("    memory", fmt::format("{} total, {} free", format_bytes(device.total_memory_bytes),
+                                     format_bytes(device.free_memory_bytes)));
+      if (link_known(device.current_link) || link_known(device.max_link)) {
+        line("    pcie", fmt::format("{}, {} (max {})", device.pci_bus_id,
+                                     link_text(device.current_link), link_text(device.max_link)));
+      } else {
+        line("    pcie",
+             fmt::format("{}, link unknown (not in /sys/bus/pci/devices)", device.pci_bus_id));
+      }
+      line("    numa", device.numa_node >= 0 ? fmt::format("node {}", device.numa_node)
+                                             : std::string("none reported by the kernel"));
+    }
   }
   return out;
 }
 
 std::string gpu_json(const std::string& host_json) {
   auto j = json::parse(host_json);
-  const cuda_report report = probe_cuda();
-  const cuda::runtime_info& runtime = report.runtime;
-
-  j["gpu_backends"] = json::array({"cuda"});
-  j["cuda"] = {{"usable", report.listed()},
-               {"state", report.state()},
-               {"error_name", runtime.error_name},
-               {"error_code", runtime.error_code},
-               {"reason", report.reason()},
-               {"device_count", runtime.device_count},
-               {"runtime_version", cuda::format_runtime_version(runtime.runtime_version)},
-               {"driver_version", runtime.driver_version > 0
-                                      ? json(cuda::format_runtime_version(runtime.driver_version))
-                                      : json(nullptr)}};
-
+  j["gpu_backends"] = json::array();
   json gpus = json::array();
-  for (const cuda::device_info& device : report.devices) {
-    gpus.push_back(
-        {{"backend", "cuda"},
-         {"ordinal", device.ordinal},
-         {"name", device.name},
-         {"compute_capability",
-          fmt::format("{}.{}", device.compute_capability_major, device.compute_capability_minor)},
-         {"multiprocessor_count", device.multiprocessor_count},
-         {"total_memory_bytes", device.total_memory_bytes},
-         {"free_memory_bytes", device.free_memory_bytes},
-         {"pci_bus_id", device.pci_bus_id},
-         {"pcie",
-          {{"current", link_json(device.current_link)}, {"max", link_json(device.max_link)}}},
-         {"numa_node", device.numa_node >= 0 ? json(device.numa_node) : json(nullptr)}});
+  for (const runtime_report& report : probe_all()) {
+    const gpu::runtime_info& runtime = report.runtime;
+    j["gpu_backends"].push_back(report.key);
+    j[report.key] = {{"usable", report.listed()},
+                     {"state", report.state()},
+                     {"error_name", runtime.error_name},
+                     {"error_code", runtime.error_code},
+                     {"reason", report.reason()},
+                     {"device_count", runtime.device_count},
+                     {"runtime_version", report.runtime_version},
+                     {"driver_version", runtime.driver_version > 0 ? json(report.driver_version)
+                                                                   : json(nullptr)}};
+    for (const gpu::device_info& device : report.devices) {
+      gpus.push_back(
+          {{"backend", report.key},
+           {"ordinal", device.ordinal},
+           {"name", device.name},
+           {"arch", device.arch},
+           {"compute_capability",
+            fmt::format("{}.{}", device.compute_capability_major, device.compute_capability_minor)},
+           {"multiprocessor_count", device.multiprocessor_count},
+           {"total_memory_bytes", device.total_memory_bytes},
+           {"free_memory_bytes", device.free_memory_bytes},
+           {"pci_bus_id", device.pci_bus_id},
+           {"pcie",
+            {{"current", link_json(device.current_link)}, {"max", link_json(device.max_link)}}},
+           {"numa_node", device.numa_node >= 0 ? json(device.numa_node) : json(nullptr)}});
+    }
   }
   j["gpus"] = std::move(gpus);
   return j.dump(2);
 }
-
-#else
-
-std::string gpu_text() {
-  return "gpus          none listed: this lris was built without a GPU backend\n"
-         "  reason      configure with -DLRIS_ENABLE_CUDA=ON where the CUDA toolkit is installed\n";
-}
-
-std::string gpu_json(const std::string& host_json) {
-  auto j = nlohmann::ordered_json::parse(host_json);
-  j["gpu_backends"] = nlohmann::ordered_json::array();
-  j["gpus"] = nlohmann::ordered_json::array();
-  return j.dump(2);
-}
-
-#endif
 
 }  // namespace lris::tool
