@@ -13,6 +13,7 @@
 #include <vector>
 
 #include <lris/concepts/allocator_policy.hpp>
+#include <lris/error.hpp>
 #include <lris/concepts/backend_policy.hpp>
 #include <lris/memory/caching_pool.hpp>
 #include <lris/detail/spin_wait.hpp>
@@ -242,11 +243,13 @@ struct staged_job : ring_job<staged_job<Backend, Allocator>, Backend, Allocator,
 };
 
 /// @brief Many pageable buffers <-> device: each chunk is a group of pieces packed into one
-/// slot (see pack_into_slots), moved by one batched operation, or by one DMA when the group
-/// is a single piece.
-///  h2d: memcpy each piece into the slot, write the group's items behind them, one batch
-///       slot -> device buffers.
-///  d2h: one batch device buffers -> slot, wait for it, memcpy each piece out.
+/// slot (see pack_into_slots). A group of one piece is one DMA. A group of several moves as a
+/// whole in one DMA between the slot and the slot's device scratch, and one batched operation
+/// on the device spreads it (h2d) or gathers it (d2h): DMA runs the link faster than a kernel
+/// reading host memory, and device-to-device copies cost next to nothing. Where no scratch can
+/// be had (device memory full), the batched operation reads or writes the slot itself.
+///  h2d: memcpy each piece into the slot, write the group's items behind them, DMA, batch.
+///  d2h: batch into the scratch, DMA into the slot, wait, memcpy each piece out.
 template <backend_policy Backend, allocator_policy Allocator>
 struct packed_job : ring_job<packed_job<Backend, Allocator>, Backend, Allocator, job_base> {
   slot_packing packing;
@@ -263,17 +266,29 @@ struct packed_job : ring_job<packed_job<Backend, Allocator>, Backend, Allocator,
         stream_copy(slot.data + packing.offset[k], packing.pieces[k].src, packing.pieces[k].bytes);
       }
     }
-    auto* items = reinterpret_cast<copy_item*>(slot.data + packing.items_offset[g]);
-    for (std::size_t k = b; k < e; ++k) {
-      const copy_item& p = packing.pieces[k];
-      std::byte* in_slot = slot.data + packing.offset[k];
-      items[k - b] = h2d ? copy_item{in_slot, p.dst, p.bytes} : copy_item{p.src, in_slot, p.bytes};
-    }
     auto& be = this->core->backend;
     if (e - b == 1) {
-      be.copy_async(items[0].dst, items[0].src, items[0].bytes, this->kind, s);
+      const copy_item& p = packing.pieces[b];
+      if (h2d) {
+        be.copy_async(p.dst, slot.data, p.bytes, this->kind, s);
+      } else {
+        be.copy_async(slot.data, p.src, p.bytes, this->kind, s);
+      }
     } else {
+      // Packed bytes [0, span) move as one; the items say where each piece goes from there.
+      const std::size_t span = packing.offset[e - 1] + packing.pieces[e - 1].bytes;
+      std::byte* packed = scratch(slot);
+      const bool via_scratch = packed != nullptr;
+      if (!via_scratch) packed = slot.data;
+      auto* items = reinterpret_cast<copy_item*>(slot.data + packing.items_offset[g]);
+      for (std::size_t k = b; k < e; ++k) {
+        const copy_item& p = packing.pieces[k];
+        std::byte* at = packed + packing.offset[k];
+        items[k - b] = h2d ? copy_item{at, p.dst, p.bytes} : copy_item{p.src, at, p.bytes};
+      }
+      if (h2d && via_scratch) be.copy_async(packed, slot.data, span, this->kind, s);
       be.copy_batch_async(items, e - b, s);
+      if (!h2d && via_scratch) be.copy_async(slot.data, packed, span, this->kind, s);
     }
     if (h2d) {
       this->mark_pending(slot, s, bytes);
@@ -284,6 +299,19 @@ struct packed_job : ring_job<packed_job<Backend, Allocator>, Backend, Allocator,
       std::memcpy(packing.pieces[k].dst, slot.data + packing.offset[k], packing.pieces[k].bytes);
     }
     this->state->add_progress(bytes);
+  }
+
+ private:
+  // The slot's device scratch, made on first use; null when the device has no room for it.
+  std::byte* scratch(staging_slot<Backend>& slot) {
+    if (slot.device_scratch == nullptr) {
+      try {
+        slot.device_scratch = this->core->backend.allocate_device(slot.bytes);
+      } catch (const out_of_memory&) {
+        return nullptr;
+      }
+    }
+    return static_cast<std::byte*>(slot.device_scratch);
   }
 };
 

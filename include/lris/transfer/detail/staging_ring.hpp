@@ -29,6 +29,9 @@ struct staging_slot {
   std::atomic<std::size_t> ready_for{0};
   bool pending = false;
   std::size_t pending_bytes = 0;
+  // Device memory of `bytes`, made on first use by transfers that pack many buffers into the
+  // slot: the slot moves in one DMA, and the device spreads it from there. Freed with the slot.
+  void* device_scratch = nullptr;
 };
 
 /// @brief Pinned slots handed to transfers. Slots are kept for reuse; the total never exceeds
@@ -42,7 +45,7 @@ class staging_ring {
   staging_ring(Backend backend, Allocator alloc, std::size_t max_bytes)
       : backend_(std::move(backend)), alloc_(std::move(alloc)), max_bytes_(max_bytes) {}
   ~staging_ring() {
-    for (auto& s : slots_) alloc_.deallocate(s->data, s->bytes, 4096);
+    for (auto& s : slots_) free_slot(*s);
   }
   staging_ring(const staging_ring&) = delete;
   staging_ring& operator=(const staging_ring&) = delete;
@@ -111,13 +114,17 @@ class staging_ring {
       if ((*it)->bytes != bytes) {
         slot* s = *it;
         it = free_.erase(it);
-        alloc_.deallocate(s->data, s->bytes, 4096);
+        free_slot(*s);
         total_bytes_ -= s->bytes;
         std::erase_if(slots_, [s](const auto& p) { return p.get() == s; });
       } else {
         ++it;
       }
     }
+  }
+  void free_slot(slot& s) noexcept {
+    if (s.device_scratch != nullptr) backend_.deallocate_device(s.device_scratch, s.bytes);
+    alloc_.deallocate(s.data, s.bytes, 4096);
   }
   slot* grow(std::size_t bytes) {
     auto s = std::make_unique<slot>(backend_.make_event());
