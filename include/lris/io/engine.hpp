@@ -1,0 +1,70 @@
+#pragma once
+/// @file
+/// @brief io_engine: reads and writes files at the speed of the disk or the page cache. io_uring
+/// (or its pread fallback) keeps many operations in flight; O_DIRECT bypasses the page cache
+/// for cold data, with the unaligned head and tail of a range read buffered; data already in
+/// the page cache is read buffered on several queues. Every choice shows in the io_stats.
+
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <span>
+#include <string>
+#include <vector>
+
+#include <lris/io/file.hpp>
+#include <lris/io/options.hpp>
+#include <lris/io/stats.hpp>
+
+namespace lris::io {
+
+class io_engine {
+ public:
+  /// @brief Chooses the queue now: with io_backend::automatic, io_uring where the kernel
+  /// allows it, else the pread pool (fallback_reason() says why). With io_backend::io_uring,
+  /// a refused io_uring is lris::io_error naming the errno and the likely cause.
+  explicit io_engine(io_options options = {});
+  ~io_engine();
+  io_engine(const io_engine&) = delete;
+  io_engine& operator=(const io_engine&) = delete;
+
+  /// @brief Reads dst.size() bytes at `offset` of `f` into `dst`: any memory the CPU can
+  /// write (pageable, pinned, huge pages). Blocks until done. Safe to call from several
+  /// threads at once. `should_stop`, when given, is polled; true cancels (lris::cancelled),
+  /// after every operation in flight has completed.
+  /// @throws lris::invalid_argument when the range passes the end of the file;
+  /// lris::io_error naming the file and offset for a failed read or an unexpected end.
+  io_stats read(const file& f, std::uint64_t offset, std::span<std::byte> dst,
+                const std::function<bool()>& should_stop = {});
+  /// @brief Writes `src` at `offset` of `f` (O_DIRECT for the aligned middle where `f`
+  /// allows, buffered elsewhere). Call f.sync() for durability.
+  io_stats write(file& f, std::uint64_t offset, std::span<const std::byte> src,
+                 const std::function<bool()>& should_stop = {});
+
+  /// @brief The queue in use: "io_uring", "pread", or the name of options.make_queue's queue.
+  [[nodiscard]] const std::string& backend() const noexcept { return backend_; }
+  /// @brief Why automatic selection fell back to pread; empty otherwise.
+  [[nodiscard]] const std::string& fallback_reason() const noexcept { return fallback_reason_; }
+  [[nodiscard]] const io_options& options() const noexcept { return options_; }
+
+  /// @brief Fraction (0..1) of [offset, offset + bytes) of `f` in the page cache, by mincore;
+  /// large ranges are sampled.
+  [[nodiscard]] static double resident_fraction(const file& f, std::uint64_t offset,
+                                                std::uint64_t bytes);
+
+ private:
+  std::unique_ptr<io_queue> take_queue();
+  void return_queue(std::unique_ptr<io_queue> q);
+  io_stats run(const file& f, std::uint64_t offset, std::byte* buf, std::size_t len, bool write,
+               const std::function<bool()>& should_stop);
+
+  io_options options_;
+  std::string backend_;
+  std::string fallback_reason_;
+  std::mutex mutex_;
+  std::vector<std::unique_ptr<io_queue>> idle_;
+};
+
+}  // namespace lris::io

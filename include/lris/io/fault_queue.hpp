@@ -1,0 +1,70 @@
+#pragma once
+/// @file
+/// @brief fault_queue: an io_queue that wraps another and injects, from a seed, the faults a
+/// real disk and kernel produce: short transfers, EAGAIN, EINTR, EIO, delayed completions and
+/// completions out of order. It also checks that every operation completes exactly once. The
+/// io engine's tests run on it; so can a user's, through io_options::make_queue.
+
+#include <cstdint>
+#include <memory>
+#include <random>
+#include <string>
+#include <unordered_set>
+#include <vector>
+
+#include <lris/io/queue.hpp>
+
+namespace lris::io {
+
+/// @brief How often each fault strikes, per operation (0 never, 1 always), and the seed.
+struct fault_plan {
+  std::uint64_t seed = 1;
+  double short_transfer = 0;  ///< fewer bytes than asked (kept block-aligned for O_DIRECT)
+  double eagain = 0;          ///< -EAGAIN without doing the operation
+  double eintr = 0;           ///< -EINTR without doing the operation
+  double eio = 0;             ///< -EIO without doing the operation
+  double delay = 0;           ///< completion held back for 1..max_delay_waits waits
+  double reorder = 0;         ///< a wait returns its completions shuffled
+  unsigned max_delay_waits = 3;
+};
+
+/// @brief Faults injected so far, per class.
+struct fault_counts {
+  std::uint64_t operations = 0;
+  std::uint64_t short_transfers = 0;
+  std::uint64_t eagain = 0;
+  std::uint64_t eintr = 0;
+  std::uint64_t eio = 0;
+  std::uint64_t delayed = 0;
+  std::uint64_t reordered = 0;
+};
+
+class fault_queue final : public io_queue {
+ public:
+  fault_queue(std::unique_ptr<io_queue> inner, fault_plan plan);
+
+  [[nodiscard]] unsigned capacity() const noexcept override { return inner_->capacity(); }
+  [[nodiscard]] std::string_view name() const noexcept override { return name_; }
+  void submit(std::span<const io_op> ops) override;
+  std::size_t wait(std::span<io_completion> out, std::size_t min,
+                   std::chrono::microseconds timeout) override;
+
+  [[nodiscard]] const fault_counts& injected() const noexcept { return counts_; }
+  /// @brief Operations submitted and not completed yet.
+  [[nodiscard]] std::size_t outstanding() const noexcept { return outstanding_.size(); }
+
+ private:
+  bool roll(double p) { return p > 0 && std::uniform_real_distribution<double>(0, 1)(rng_) < p; }
+  void complete(std::vector<io_completion>& into, const io_completion& c);
+
+  std::unique_ptr<io_queue> inner_;
+  fault_plan plan_;
+  std::string name_;
+  std::mt19937_64 rng_;
+  fault_counts counts_;
+  std::vector<io_completion> ready_;                       // injected errors, due now
+  std::vector<std::pair<io_completion, unsigned>> held_;   // delayed: waits left
+  std::unordered_set<std::uint64_t> outstanding_;
+};
+
+}  // namespace lris::io

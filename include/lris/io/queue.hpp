@@ -1,0 +1,50 @@
+#pragma once
+/// @file
+/// @brief io_queue: the seam under the io engine. A queue takes read and write operations and
+/// hands back their completions, in any order. io_uring, a pread thread pool and the seeded
+/// fault-injecting queue (fault_queue.hpp) are its models; the engine's request driver works
+/// against this interface only, so every fault it must survive can be injected in a test.
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <span>
+#include <string_view>
+
+namespace lris::io {
+
+/// @brief One operation: `len` bytes at file offset `offset` of `fd`, into or out of `buf`.
+struct io_op {
+  int fd = -1;
+  std::uint64_t offset = 0;
+  void* buf = nullptr;
+  std::size_t len = 0;
+  bool write = false;
+  std::uint64_t tag = 0;  ///< returned with the completion
+};
+
+/// @brief How an operation ended: bytes moved (>= 0; fewer than asked is a short read or
+/// write), or -errno.
+struct io_completion {
+  std::uint64_t tag = 0;
+  long result = 0;
+};
+
+/// @brief A queue of asynchronous file operations. Not thread-safe: one driver owns it.
+class io_queue {
+ public:
+  virtual ~io_queue() = default;
+  /// @brief Operations that may be in flight at once.
+  [[nodiscard]] virtual unsigned capacity() const noexcept = 0;
+  /// @brief "io_uring", "pread", "fault(io_uring)".
+  [[nodiscard]] virtual std::string_view name() const noexcept = 0;
+  /// @brief Starts `ops` (at most capacity() minus those in flight). Throws lris::io_error
+  /// only when the queue itself fails; a failed operation reports through its completion.
+  virtual void submit(std::span<const io_op> ops) = 0;
+  /// @brief Waits until at least `min` completions are ready or `timeout` passes, then moves
+  /// up to out.size() of them into `out`; returns how many. Blocks without busy-polling.
+  virtual std::size_t wait(std::span<io_completion> out, std::size_t min,
+                           std::chrono::microseconds timeout) = 0;
+};
+
+}  // namespace lris::io

@@ -1,0 +1,35 @@
+#pragma once
+/// @file
+/// @brief io_stats: what one read or write through the io engine did, and why.
+
+#include <cstdint>
+#include <string>
+
+namespace lris::io {
+
+struct io_stats {
+  std::uint64_t bytes = 0;
+  double seconds = 0;
+  /// The queue that ran it: "io_uring", "pread", "fault(io_uring)".
+  std::string backend;
+  /// Why not io_uring, when automatic selection fell back to the pread pool; else empty.
+  std::string fallback_reason;
+  /// "direct", "buffered" or "direct+buffered" (unaligned head or tail buffered).
+  std::string mode;
+  /// Why that mode: "cold: 3% of the range in the page cache", "O_DIRECT refused by the file
+  /// system (EINVAL)", "destination not aligned for O_DIRECT", ...
+  std::string mode_reason;
+  /// Fraction of the range found in the page cache (mincore) before the read; -1 unchecked.
+  double resident_fraction = -1;
+  std::uint64_t direct_bytes = 0;
+  std::uint64_t buffered_bytes = 0;
+  std::uint64_t operations = 0;
+  std::uint64_t short_transfers = 0;  ///< resubmitted for the rest
+  std::uint64_t eagain_retries = 0;
+  std::uint64_t eintr_retries = 0;
+  unsigned queues = 0;
+
+  [[nodiscard]] double gbps() const noexcept { return seconds > 0 ? bytes / seconds / 1e9 : 0; }
+};
+
+}  // namespace lris::io

@@ -1,0 +1,272 @@
+#include <lris/io/engine.hpp>
+
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <chrono>
+#include <cstring>
+#include <exception>
+#include <thread>
+
+#include <fmt/format.h>
+
+#include <lris/error.hpp>
+#include <lris/system/io_uring_probe.hpp>
+
+#include "pread_queue.hpp"
+#include "request_driver.hpp"
+#include "uring_queue.hpp"
+
+namespace lris::io {
+
+namespace {
+
+constexpr std::uint64_t page = 4096;
+
+std::uint64_t align_down(std::uint64_t v, std::uint64_t a) { return v / a * a; }
+std::uint64_t align_up(std::uint64_t v, std::uint64_t a) { return (v + a - 1) / a * a; }
+
+// Why the kernel refused io_uring, for people.
+std::string refusal_reason(const io_error& e) {
+  const int code = e.code().value();
+  std::string why = fmt::format("io_uring refused: {} ({})", std::strerror(code), code);
+  const io_uring_info probe = probe_io_uring();
+  if (probe.disabled_sysctl && *probe.disabled_sysctl != 0) {
+    why += fmt::format("; kernel.io_uring_disabled = {}", *probe.disabled_sysctl);
+  } else if (code == EPERM) {
+    why += "; blocked by a seccomp filter or a container runtime";
+  } else if (code == ENOSYS) {
+    why += "; the kernel has no io_uring";
+  }
+  return why;
+}
+
+// The ranges of one read or write: a buffered head and tail around a direct middle.
+struct plan {
+  std::vector<detail::io_segment> segments;
+  std::string mode;
+};
+
+plan make_plan(const file& f, std::uint64_t offset, std::byte* buf, std::size_t len, bool write,
+               bool direct) {
+  plan p;
+  const std::uint64_t a = f.direct_alignment();
+  std::uint64_t mid_begin = align_up(offset, a), mid_end = align_down(offset + len, a);
+  if (!direct || mid_end <= mid_begin) mid_begin = mid_end = offset + len;
+  auto add = [&](std::uint64_t from, std::uint64_t to, bool d) {
+    if (to <= from) return;
+    p.segments.push_back({d ? f.direct_fd() : f.fd(), f.fd(), from, buf + (from - offset),
+                          static_cast<std::size_t>(to - from), write, d});
+  };
+  add(offset, mid_begin, false);
+  add(mid_begin, mid_end, true);
+  add(mid_end, offset + len, false);
+  const bool has_direct = mid_end > mid_begin;
+  const bool has_buffered = mid_begin > offset || mid_end < offset + len;
+  p.mode = has_direct ? (has_buffered ? "direct+buffered" : "direct") : "buffered";
+  return p;
+}
+
+// Cuts `segments` into `n` slices of about equal bytes, at block boundaries.
+std::vector<std::vector<detail::io_segment>> slice(const std::vector<detail::io_segment>& segments,
+                                                   unsigned n, std::size_t block) {
+  std::uint64_t total = 0;
+  for (const auto& s : segments) total += s.len;
+  const std::uint64_t per = align_up((total + n - 1) / n, block);
+  std::vector<std::vector<detail::io_segment>> out(1);
+  std::uint64_t in_slice = 0;
+  for (detail::io_segment s : segments) {
+    while (s.len > 0) {
+      if (in_slice == per) {
+        out.emplace_back();
+        in_slice = 0;
+      }
+      const std::size_t take = static_cast<std::size_t>(std::min<std::uint64_t>(s.len, per - in_slice));
+      detail::io_segment part = s;
+      part.len = take;
+      out.back().push_back(part);
+      in_slice += take;
+      s.offset += take;
+      s.buf += take;
+      s.len -= take;
+    }
+  }
+  return out;
+}
+
+void merge(io_stats& into, const io_stats& from) {
+  into.bytes += from.bytes;
+  into.direct_bytes += from.direct_bytes;
+  into.buffered_bytes += from.buffered_bytes;
+  into.operations += from.operations;
+  into.short_transfers += from.short_transfers;
+  into.eagain_retries += from.eagain_retries;
+  into.eintr_retries += from.eintr_retries;
+}
+
+}  // namespace
+
+io_engine::io_engine(io_options options) : options_(std::move(options)) {
+  options_.queue_depth = std::max(1u, options_.queue_depth);
+  options_.queues = std::max(1u, options_.queues);
+  options_.resident_queues = std::max(1u, options_.resident_queues);
+  // Made once now: it settles the backend (and whether io_uring works at all).
+  auto q = take_queue();
+  backend_ = std::string(q->name());
+  return_queue(std::move(q));
+}
+
+io_engine::~io_engine() = default;
+
+std::unique_ptr<io_queue> io_engine::take_queue() {
+  {
+    std::lock_guard lock(mutex_);
+    if (!idle_.empty()) {
+      auto q = std::move(idle_.back());
+      idle_.pop_back();
+      return q;
+    }
+  }
+  if (options_.make_queue) return options_.make_queue(options_.queue_depth);
+  switch (options_.backend) {
+    case io_backend::pread: return std::make_unique<detail::pread_queue>(options_.queue_depth);
+    case io_backend::io_uring:
+      try {
+        return std::make_unique<detail::uring_queue>(options_.queue_depth);
+      } catch (const io_error& e) {
+        throw io_error(e.code().value(),
+                       fmt::format("io_backend::io_uring was asked for, but {}", refusal_reason(e)));
+      }
+    case io_backend::automatic:
+      if (fallback_reason_.empty()) {
+        try {
+          return std::make_unique<detail::uring_queue>(options_.queue_depth);
+        } catch (const io_error& e) {
+          const int code = e.code().value();
+          if (code != ENOSYS && code != EPERM && code != EINVAL && code != EACCES) throw;
+          std::lock_guard lock(mutex_);
+          fallback_reason_ = refusal_reason(e);
+        }
+      }
+      return std::make_unique<detail::pread_queue>(options_.queue_depth);
+  }
+  return nullptr;
+}
+
+void io_engine::return_queue(std::unique_ptr<io_queue> q) {
+  std::lock_guard lock(mutex_);
+  idle_.push_back(std::move(q));
+}
+
+double io_engine::resident_fraction(const file& f, std::uint64_t offset, std::uint64_t bytes) {
+  if (bytes == 0) return 1.0;
+  // Up to 64 windows of 4 MiB spread over the range: enough to tell cold from warm.
+  constexpr std::uint64_t window = std::uint64_t{4} << 20;
+  constexpr unsigned windows = 64;
+  const std::uint64_t begin = align_down(offset, page), end = align_up(offset + bytes, page);
+  const std::uint64_t span = end - begin;
+  const unsigned n = span <= window * windows ? 1 : windows;
+  const std::uint64_t each = n == 1 ? span : window;
+  const std::uint64_t stride = n == 1 ? 0 : align_down((span - each) / (n - 1), page);
+  std::uint64_t resident = 0, checked = 0;
+  std::vector<unsigned char> vec(static_cast<std::size_t>(each / page));
+  for (unsigned w = 0; w < n; ++w) {
+    const std::uint64_t at = begin + w * stride;
+    void* map = ::mmap(nullptr, each, PROT_READ, MAP_SHARED, f.fd(), static_cast<off_t>(at));
+    if (map == MAP_FAILED) return -1;
+    if (::mincore(map, each, vec.data()) == 0) {
+      for (unsigned char v : vec) resident += v & 1;
+      checked += vec.size();
+    }
+    ::munmap(map, each);
+  }
+  return checked ? static_cast<double>(resident) / checked : -1;
+}
+
+io_stats io_engine::read(const file& f, std::uint64_t offset, std::span<std::byte> dst,
+                         const std::function<bool()>& should_stop) {
+  return run(f, offset, dst.data(), dst.size(), false, should_stop);
+}
+
+io_stats io_engine::write(file& f, std::uint64_t offset, std::span<const std::byte> src,
+                          const std::function<bool()>& should_stop) {
+  // The kernel only reads this memory; the driver's segments are written for both directions.
+  return run(f, offset, const_cast<std::byte*>(src.data()), src.size(), true, should_stop);
+}
+
+io_stats io_engine::run(const file& f, std::uint64_t offset, std::byte* buf, std::size_t len,
+                        bool write, const std::function<bool()>& should_stop) {
+  const auto start = std::chrono::steady_clock::now();
+  LRIS_EXPECTS(len == 0 || buf != nullptr, "io: {} of {}: null buffer for {} bytes",
+               write ? "write" : "read", f.path().string(), len);
+  if (!write) {
+    const std::uint64_t size = f.size();
+    LRIS_EXPECTS(offset <= size && len <= size - offset,
+                 "io: read of {}: [{}, +{}) goes past the end of the file ({} bytes)",
+                 f.path().string(), offset, len, size);
+  }
+  io_stats st;
+  st.backend = backend_;
+  st.fallback_reason = fallback_reason_;
+
+  // Direct or buffered, and why.
+  bool direct = false;
+  unsigned queues = options_.queues;
+  const std::uint64_t a = f.direct_alignment();
+  const bool memory_fits = (reinterpret_cast<std::uintptr_t>(buf) + (a - offset % a)) % a == 0;
+  if (options_.direct == direct_mode::never) {
+    st.mode_reason = "direct_mode::never";
+  } else if (!f.direct()) {
+    st.mode_reason = f.direct_refusal();
+  } else if (!memory_fits) {
+    st.mode_reason = fmt::format("{} not aligned for O_DIRECT ({} bytes)",
+                                 write ? "source" : "destination", a);
+  } else if (options_.direct == direct_mode::always || write) {
+    direct = true;
+    st.mode_reason = write ? "writes bypass the page cache" : "direct_mode::always";
+  } else {
+    st.resident_fraction = resident_fraction(f, offset, len);
+    direct = st.resident_fraction < 0.5;
+    st.mode_reason = fmt::format("{}: {:.0f}% of the range in the page cache",
+                                 direct ? "cold" : "resident", 100 * std::max(0.0, st.resident_fraction));
+    if (!direct) queues = options_.resident_queues;
+  }
+  plan p = make_plan(f, offset, buf, len, write, direct);
+  st.mode = p.mode;
+
+  // Several queues only where each gets a good share.
+  const std::size_t block = std::max<std::size_t>(page, options_.block_bytes / page * page);
+  queues = static_cast<unsigned>(std::clamp<std::uint64_t>(len / (8 * block), 1, queues));
+  auto slices = slice(p.segments, queues, block);
+  st.queues = static_cast<unsigned>(slices.size());
+  std::vector<io_stats> part(slices.size());
+  std::vector<std::exception_ptr> errors(slices.size());
+  auto run_slice = [&](std::size_t i) {
+    try {
+      auto q = take_queue();
+      try {
+        detail::run_segments(*q, slices[i], options_, f.path(), part[i], should_stop);
+      } catch (...) {
+        return_queue(std::move(q));
+        throw;
+      }
+      return_queue(std::move(q));
+    } catch (...) {
+      errors[i] = std::current_exception();
+    }
+  };
+  std::vector<std::thread> helpers;
+  for (std::size_t i = 1; i < slices.size(); ++i) helpers.emplace_back(run_slice, i);
+  if (!slices.empty()) run_slice(0);
+  for (auto& t : helpers) t.join();
+  for (auto& e : errors) {
+    if (e) std::rethrow_exception(e);
+  }
+  for (const auto& s : part) merge(st, s);
+  st.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  return st;
+}
+
+}  // namespace lris::io

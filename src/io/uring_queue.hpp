@@ -1,0 +1,30 @@
+#pragma once
+// io_queue over one io_uring (liburing). Private to the library: liburing's headers stay here.
+
+#include <liburing.h>
+
+#include <lris/io/queue.hpp>
+
+namespace lris::io::detail {
+
+class uring_queue final : public io_queue {
+ public:
+  /// Creates a ring of `depth` entries; throws lris::io_error with the errno io_uring_setup
+  /// gave (ENOSYS, EPERM, EINVAL, ...) when the kernel refuses.
+  explicit uring_queue(unsigned depth);
+  ~uring_queue() override;
+  uring_queue(const uring_queue&) = delete;
+  uring_queue& operator=(const uring_queue&) = delete;
+
+  [[nodiscard]] unsigned capacity() const noexcept override { return depth_; }
+  [[nodiscard]] std::string_view name() const noexcept override { return "io_uring"; }
+  void submit(std::span<const io_op> ops) override;
+  std::size_t wait(std::span<io_completion> out, std::size_t min,
+                   std::chrono::microseconds timeout) override;
+
+ private:
+  io_uring ring_{};
+  unsigned depth_;
+};
+
+}  // namespace lris::io::detail

@@ -1,0 +1,196 @@
+// io_engine: every byte of every geometry, on io_uring and on the pread fallback, direct and
+// buffered; the page-cache choice; tmpfs; writes; the fallback when the kernel refuses.
+#include <catch2/catch.hpp>
+
+#include "support/what_contains.hpp"
+
+#include <fcntl.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <memory>
+#include <vector>
+
+#include <lris/error.hpp>
+#include <lris/io/engine.hpp>
+
+#include "pattern.hpp"
+
+using lris::io::direct_mode;
+using lris::io::io_backend;
+using lris::io::io_engine;
+using lris::io::io_options;
+using lris::test::stamped_from;
+using lris::test::what_contains;
+
+namespace {
+
+constexpr std::uint64_t seed = 77;
+constexpr std::uint64_t file_bytes = (3 << 20) + 777;
+
+const std::filesystem::path& stamped_file() {
+  static const auto path = [] {
+    auto p = lris::test::disk_dir() / "engine_stamped.bin";
+    lris::test::write_stamped(p, file_bytes, seed);
+    return p;
+  }();
+  return path;
+}
+
+// A page-aligned buffer of `bytes` plus `shift` bytes of lead-in.
+struct aligned_buffer {
+  std::byte* base;
+  std::byte* p;
+  aligned_buffer(std::size_t bytes, std::size_t shift)
+      : base(static_cast<std::byte*>(std::aligned_alloc(4096, (bytes + shift + 4095) / 4096 * 4096 + 4096))),
+        p(base + shift) {}
+  ~aligned_buffer() { std::free(base); }
+};
+
+}  // namespace
+
+TEST_CASE("io_engine reads every byte of every geometry", "[io]") {
+  const lris::io::file f(stamped_file());
+  REQUIRE(f.size() == file_bytes);
+  struct range {
+    const char* what;
+    std::uint64_t offset;
+    std::size_t len;
+  };
+  const range ranges[] = {
+      {"aligned offset and size", 4096, 1 << 20},
+      {"unaligned offset", 4096 + 1, 1 << 20},
+      {"unaligned size", 8192, (1 << 20) + 5},
+      {"both unaligned", 12345, (1 << 20) + 333},
+      {"sub-page", 100, 1000},
+      {"straddling two pages", 4000, 200},
+      {"the whole file", 0, file_bytes},
+      {"the last bytes", file_bytes - 10, 10},
+      {"empty", 5000, 0},
+  };
+  for (const io_backend backend : {io_backend::automatic, io_backend::pread}) {
+    for (const direct_mode mode : {direct_mode::always, direct_mode::never, direct_mode::automatic}) {
+      io_options o;
+      o.backend = backend;
+      o.direct = mode;
+      o.block_bytes = 256 << 10;  // several operations per read
+      io_engine engine(o);
+      for (const range& r : ranges) {
+        for (const std::size_t shift : {std::size_t{0}, std::size_t{123}}) {
+          CAPTURE(engine.backend(), static_cast<int>(mode), r.what, shift);
+          aligned_buffer buf(r.len, shift);
+          std::memset(buf.p, 0xEE, r.len);
+          const auto st = engine.read(f, r.offset, {buf.p, r.len});
+          CHECK(st.bytes == r.len);
+          CHECK(stamped_from(buf.p, r.len, r.offset, seed));
+          CHECK(st.direct_bytes + st.buffered_bytes == r.len);
+          // O_DIRECT needs memory and file offsets aligned alike.
+          const bool fits = (shift + 4096 * 4096 - r.offset % 4096) % 4096 == 0;
+          if (mode == direct_mode::never || !fits) CHECK(st.direct_bytes == 0);
+          if (mode == direct_mode::always && fits && f.direct() && r.len >= 3 * 4096) {
+            CHECK(st.direct_bytes > 0);
+            CHECK(st.mode.find("direct") == 0);
+          }
+          CHECK_FALSE(st.mode_reason.empty());
+        }
+      }
+    }
+  }
+}
+
+TEST_CASE("io_engine reads resident data buffered and cold data direct", "[io]") {
+  const lris::io::file f(stamped_file());
+  io_engine engine;
+  std::vector<std::byte> warm(file_bytes);
+  // Read buffered once: the file is now in the page cache.
+  io_options buffered;
+  buffered.direct = direct_mode::never;
+  io_engine(buffered).read(f, 0, warm);
+  REQUIRE(io_engine::resident_fraction(f, 0, file_bytes) > 0.9);
+  aligned_buffer buf(file_bytes, 0);
+  const auto st = engine.read(f, 0, {buf.p, file_bytes});
+  CHECK(st.resident_fraction > 0.9);
+  CHECK(st.mode == "buffered");
+  CHECK_THAT(st.mode_reason, Catch::Contains("resident"));
+  CHECK(stamped_from(buf.p, file_bytes, 0, seed));
+  // Dropped from the cache (POSIX_FADV_DONTNEED on clean pages), it reads direct.
+  REQUIRE(::posix_fadvise(f.fd(), 0, 0, POSIX_FADV_DONTNEED) == 0);
+  if (f.direct() && io_engine::resident_fraction(f, 0, file_bytes) < 0.5) {
+    const auto cold = engine.read(f, 0, {buf.p, file_bytes});
+    CHECK(cold.mode.find("direct") == 0);
+    CHECK_THAT(cold.mode_reason, Catch::Contains("cold"));
+    CHECK(stamped_from(buf.p, file_bytes, 0, seed));
+  }
+}
+
+TEST_CASE("io_engine writes, and reads back what it wrote", "[io]") {
+  const auto path = lris::test::disk_dir() / "engine_written.bin";
+  const std::size_t n = (5 << 20) + 3;
+  aligned_buffer src(n, 1000);  // aligned like the file offset: O_DIRECT for the middle
+  for (std::size_t i = 0; i < n; ++i) src.p[i] = lris::test::stamp_byte(i + 1000, seed);
+  io_engine engine;
+  {
+    lris::io::file out(path, lris::io::open_mode::write);
+    const auto st = engine.write(out, 1000, {src.p, n});
+    CHECK(st.bytes == n);
+    if (out.direct()) CHECK(st.direct_bytes > 0);
+    out.sync();
+  }
+  const lris::io::file in(path);
+  CHECK(in.size() == 1000 + n);
+  std::vector<std::byte> back(n);
+  engine.read(in, 1000, back);
+  CHECK(stamped_from(back.data(), n, 1000, seed));
+}
+
+TEST_CASE("io_engine on tmpfs: O_DIRECT refused, buffered instead, and said why", "[io]") {
+  if (!std::filesystem::is_directory("/dev/shm")) {
+    WARN("no /dev/shm: the tmpfs case is not checked");
+    return;
+  }
+  const auto path = std::filesystem::path("/dev/shm") / "lris_io_tmpfs_test.bin";
+  lris::test::write_stamped(path, 100000, seed);
+  const lris::io::file f(path);
+  std::vector<std::byte> buf(100000);
+  io_options o;
+  o.direct = direct_mode::always;
+  const auto st = io_engine(o).read(f, 0, buf);
+  if (!f.direct()) {
+    CHECK(st.mode == "buffered");
+    CHECK_THAT(st.mode_reason, Catch::Contains("O_DIRECT refused"));
+  }
+  CHECK(stamped_from(buf.data(), buf.size(), 0, seed));
+  std::filesystem::remove(path);
+}
+
+TEST_CASE("io_engine: io_uring refused by the kernel", "[io][errors]") {
+  // The kernel refuses rings of more than 32768 entries (EINVAL): a real refusal.
+  io_options o;
+  o.queue_depth = 1u << 20;
+  o.backend = io_backend::io_uring;
+  REQUIRE_THROWS_MATCHES(io_engine(o), lris::io_error,
+                         what_contains("io_backend::io_uring was asked for, but io_uring refused"));
+  o.backend = io_backend::automatic;
+  io_engine fallback(o);
+  CHECK(fallback.backend() == "pread");
+  CHECK_THAT(fallback.fallback_reason(), Catch::Contains("io_uring refused"));
+  const lris::io::file f(stamped_file());
+  std::vector<std::byte> buf(70000);
+  const auto st = fallback.read(f, 5, buf);
+  CHECK(st.fallback_reason == fallback.fallback_reason());
+  CHECK(stamped_from(buf.data(), buf.size(), 5, seed));
+}
+
+TEST_CASE("io_engine: bad input names the file, offset and size", "[io][errors]") {
+  const lris::io::file f(stamped_file());
+  io_engine engine;
+  std::vector<std::byte> buf(100);
+  REQUIRE_THROWS_MATCHES(engine.read(f, file_bytes - 50, buf), lris::invalid_argument,
+                         what_contains("goes past the end of the file"));
+  REQUIRE_THROWS_MATCHES(engine.read(f, file_bytes - 50, buf), lris::invalid_argument,
+                         what_contains("engine_stamped.bin"));
+  REQUIRE_THROWS_MATCHES(engine.read(f, 0, {static_cast<std::byte*>(nullptr), 10}),
+                         lris::invalid_argument, what_contains("null buffer"));
+  REQUIRE_THROWS_MATCHES(lris::io::file("/nonexistent/lris/file.bin"), lris::io_error,
+                         what_contains("cannot open /nonexistent/lris/file.bin"));
+}

@@ -1,0 +1,190 @@
+// The io engine under injected faults: short transfers, EAGAIN, EINTR, EIO, delays and
+// reordering from a seeded fault_queue over io_uring and over the pread pool. Every byte is
+// compared with the offset-stamped file; the faults injected and survived are printed.
+#include <catch2/catch.hpp>
+
+#include "support/what_contains.hpp"
+
+#include <atomic>
+#include <cstdio>
+#include <cstdlib>
+#include <memory>
+#include <vector>
+
+#include <lris/error.hpp>
+#include <lris/io/engine.hpp>
+#include <lris/io/fault_queue.hpp>
+
+#include "io/pread_queue.hpp"
+#include "io/request_driver.hpp"
+#include "io/uring_queue.hpp"
+#include "pattern.hpp"
+
+using namespace lris::io;
+using lris::test::stamped_from;
+using lris::test::what_contains;
+
+namespace {
+
+constexpr std::uint64_t seed = 91;
+constexpr std::uint64_t file_bytes = (8 << 20) + 4096 + 55;
+
+const std::filesystem::path& stamped_file() {
+  static const auto path = [] {
+    auto p = lris::test::disk_dir() / "faults_stamped.bin";
+    lris::test::write_stamped(p, file_bytes, seed);
+    return p;
+  }();
+  return path;
+}
+
+std::unique_ptr<io_queue> inner_queue(bool uring, unsigned depth) {
+  if (uring) {
+    try {
+      return std::make_unique<detail::uring_queue>(depth);
+    } catch (const lris::io_error&) {
+      // io_uring refused here: the pread pool carries the test.
+    }
+  }
+  return std::make_unique<detail::pread_queue>(depth);
+}
+
+// An engine whose one queue is a fault_queue; `last` sees it.
+io_engine faulty_engine(const fault_plan& plan, bool uring, direct_mode mode, fault_queue*& last) {
+  io_options o;
+  o.direct = mode;
+  o.block_bytes = 64 << 10;  // many operations
+  o.queue_depth = 16;
+  o.backoff_initial = std::chrono::microseconds(1);
+  o.backoff_max = std::chrono::microseconds(50);
+  o.make_queue = [plan, uring, &last](unsigned depth) {
+    auto q = std::make_unique<fault_queue>(inner_queue(uring, depth), plan);
+    last = q.get();
+    return q;
+  };
+  return io_engine(o);
+}
+
+struct aligned_buffer {
+  std::byte* p;
+  explicit aligned_buffer(std::size_t n)
+      : p(static_cast<std::byte*>(std::aligned_alloc(4096, (n + 4095) / 4096 * 4096))) {}
+  ~aligned_buffer() { std::free(p); }
+};
+
+}  // namespace
+
+TEST_CASE("reads survive short transfers, EAGAIN, EINTR, delays and reordering", "[io][faults]") {
+  const file f(stamped_file());
+  fault_counts total;
+  io_stats survived;
+  for (const bool uring : {true, false}) {
+    for (const direct_mode mode : {direct_mode::always, direct_mode::never}) {
+      for (std::uint64_t s = 1; s <= 12; ++s) {
+        fault_plan plan{.seed = s, .short_transfer = 0.2, .eagain = 0.1, .eintr = 0.1,
+                        .delay = 0.2, .reorder = 0.3};
+        fault_queue* q = nullptr;
+        io_engine engine = faulty_engine(plan, uring, mode, q);
+        aligned_buffer buf(file_bytes);
+        std::memset(buf.p, 0xEE, file_bytes);
+        const std::uint64_t offset = s * 1000;  // unaligned: buffered head and tail too
+        const std::size_t len = file_bytes - offset;
+        CAPTURE(uring, static_cast<int>(mode), s);
+        const io_stats st = engine.read(f, offset, {buf.p, len});
+        REQUIRE(q != nullptr);
+        CHECK(stamped_from(buf.p, len, offset, seed));
+        CHECK(st.bytes == len);
+        CHECK(q->outstanding() == 0);  // every operation completed exactly once
+        const fault_counts& c = q->injected();
+        CHECK(st.eagain_retries == c.eagain);
+        CHECK(st.eintr_retries == c.eintr);
+        CHECK(st.short_transfers >= c.short_transfers);
+        total.operations += c.operations;
+        total.short_transfers += c.short_transfers;
+        total.eagain += c.eagain;
+        total.eintr += c.eintr;
+        total.delayed += c.delayed;
+        total.reordered += c.reordered;
+        survived.short_transfers += st.short_transfers;
+        survived.eagain_retries += st.eagain_retries;
+        survived.eintr_retries += st.eintr_retries;
+      }
+    }
+  }
+  CHECK(total.short_transfers > 0);
+  CHECK(total.eagain > 0);
+  CHECK(total.eintr > 0);
+  CHECK(total.delayed > 0);
+  CHECK(total.reordered > 0);
+  std::printf("faults injected / survived over %llu operations:\n"
+              "  short transfers %llu / %llu resubmitted\n  EAGAIN %llu / %llu retried\n"
+              "  EINTR %llu / %llu retried\n  delayed %llu / all\n  reordered waits %llu / all\n",
+              static_cast<unsigned long long>(total.operations),
+              static_cast<unsigned long long>(total.short_transfers),
+              static_cast<unsigned long long>(survived.short_transfers),
+              static_cast<unsigned long long>(total.eagain),
+              static_cast<unsigned long long>(survived.eagain_retries),
+              static_cast<unsigned long long>(total.eintr),
+              static_cast<unsigned long long>(survived.eintr_retries),
+              static_cast<unsigned long long>(total.delayed),
+              static_cast<unsigned long long>(total.reordered));
+}
+
+TEST_CASE("EIO is an error naming the file and offset, after every operation ended",
+          "[io][faults][errors]") {
+  const file f(stamped_file());
+  unsigned failed = 0;
+  for (std::uint64_t s = 1; s <= 10; ++s) {
+    fault_plan plan{.seed = s, .eio = 0.05, .delay = 0.3, .reorder = 0.3};
+    fault_queue* q = nullptr;
+    io_engine engine = faulty_engine(plan, true, direct_mode::always, q);
+    std::vector<std::byte> buf(file_bytes);
+    try {
+      engine.read(f, 0, buf);
+    } catch (const lris::io_error& e) {
+      ++failed;
+      CHECK(e.code().value() == EIO);
+      CHECK_THAT(std::string(e.what()), Catch::Contains("faults_stamped.bin failed at offset"));
+    }
+    CHECK(q->outstanding() == 0);
+  }
+  CHECK(failed > 0);
+  std::printf("EIO: %u of 10 reads failed with a named offset, none left operations behind\n",
+              failed);
+}
+
+TEST_CASE("EAGAIN without end: the retries stop, with an error", "[io][faults][errors]") {
+  const file f(stamped_file());
+  fault_plan plan{.seed = 3, .eagain = 1.0};
+  fault_queue* q = nullptr;
+  io_engine engine = faulty_engine(plan, true, direct_mode::never, q);
+  std::vector<std::byte> buf(5000);
+  REQUIRE_THROWS_MATCHES(engine.read(f, 0, buf), lris::io_error,
+                         what_contains("still failing after 16 retries"));
+  CHECK(q->outstanding() == 0);
+}
+
+TEST_CASE("cancel with operations in flight: each ends exactly once, then cancelled",
+          "[io][faults]") {
+  const file f(stamped_file());
+  fault_plan plan{.seed = 5, .delay = 0.5, .reorder = 0.5};
+  fault_queue* q = nullptr;
+  io_engine engine = faulty_engine(plan, true, direct_mode::always, q);
+  aligned_buffer buf(file_bytes);
+  std::atomic<int> polls{0};
+  REQUIRE_THROWS_AS(engine.read(f, 0, {buf.p, file_bytes}, [&] { return ++polls > 3; }),
+                    lris::cancelled);
+  CHECK(q->outstanding() == 0);
+}
+
+TEST_CASE("an unexpected end of file names the file and offset", "[io][errors]") {
+  const file f(stamped_file());
+  detail::pread_queue q(4);
+  std::vector<std::byte> buf(10000);
+  const detail::io_segment past_end{f.fd(), f.fd(), file_bytes - 100, buf.data(), buf.size()};
+  io_stats st;
+  REQUIRE_THROWS_MATCHES(detail::run_segments(q, {&past_end, 1}, io_options{}, f.path(), st),
+                         lris::io_error,
+                         what_contains(fmt::format("unexpected end of file {} at offset {}",
+                                                   f.path().string(), file_bytes)));
+}

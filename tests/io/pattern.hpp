@@ -1,0 +1,52 @@
+#pragma once
+// Files whose every 8-byte word holds its own offset (mixed with a seed): any byte read from
+// the wrong offset, or not read at all, shows.
+
+#include <unistd.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <string>
+#include <vector>
+
+namespace lris::test {
+
+inline std::uint64_t stamp_word(std::uint64_t offset, std::uint64_t seed) {
+  return (offset * 0x9E3779B97F4A7C15ull) ^ seed ^ 0xA5A5A5A5A5A5A5A5ull;
+}
+
+/// The byte at file offset `at` of a stamped file.
+inline std::byte stamp_byte(std::uint64_t at, std::uint64_t seed) {
+  const std::uint64_t w = stamp_word(at / 8 * 8, seed);
+  return static_cast<std::byte>(w >> (8 * (at % 8)));
+}
+
+/// True when [buf, buf + len) holds the file's bytes from `offset`.
+inline bool stamped_from(const std::byte* buf, std::size_t len, std::uint64_t offset,
+                         std::uint64_t seed) {
+  for (std::size_t i = 0; i < len; ++i) {
+    if (buf[i] != stamp_byte(offset + i, seed)) return false;
+  }
+  return true;
+}
+
+/// Writes a stamped file of `bytes` at `path`.
+inline void write_stamped(const std::filesystem::path& path, std::uint64_t bytes,
+                          std::uint64_t seed) {
+  std::vector<std::byte> data(bytes);
+  for (std::uint64_t i = 0; i < bytes; ++i) data[i] = stamp_byte(i, seed);
+  std::ofstream(path, std::ios::binary | std::ios::trunc)
+      .write(reinterpret_cast<const char*>(data.data()), static_cast<std::streamsize>(bytes));
+}
+
+/// A directory for test files on a disk file system (O_DIRECT works there, unlike tmpfs).
+inline std::filesystem::path disk_dir() {
+  auto dir = std::filesystem::current_path() / "io_test_files";
+  std::filesystem::create_directories(dir);
+  return dir;
+}
+
+}  // namespace lris::test
