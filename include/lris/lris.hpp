@@ -27,6 +27,10 @@
 
 #include <lris/backends/host_backend.hpp>
 
+#include <lris/io/engine.hpp>
+#include <lris/io/fault_queue.hpp>
+#include <lris/io/file.hpp>
+
 #include <lris/transfer/auto_select.hpp>
 #include <lris/transfer/copy.hpp>
 #include <lris/transfer/direct.hpp>

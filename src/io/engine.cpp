@@ -28,19 +28,14 @@ constexpr std::uint64_t page = 4096;
 std::uint64_t align_down(std::uint64_t v, std::uint64_t a) { return v / a * a; }
 std::uint64_t align_up(std::uint64_t v, std::uint64_t a) { return (v + a - 1) / a * a; }
 
-// Why the kernel refused io_uring, for people.
+// Why the kernel refused io_uring, for people: the probe's explanation where it sees the same
+// refusal (a sysctl, seccomp, no io_uring), else the errno of this ring.
 std::string refusal_reason(const io_error& e) {
   const int code = e.code().value();
-  std::string why = fmt::format("io_uring refused: {} ({})", std::strerror(code), code);
   const io_uring_info probe = probe_io_uring();
-  if (probe.disabled_sysctl && *probe.disabled_sysctl != 0) {
-    why += fmt::format("; kernel.io_uring_disabled = {}", *probe.disabled_sysctl);
-  } else if (code == EPERM) {
-    why += "; blocked by a seccomp filter or a container runtime";
-  } else if (code == ENOSYS) {
-    why += "; the kernel has no io_uring";
-  }
-  return why;
+  if (!probe.available) return fmt::format("io_uring refused: {}", probe.reason);
+  return fmt::format("io_uring refused: {} ({}) for a ring of this depth", std::strerror(code),
+                     code);
 }
 
 // The ranges of one read or write: a buffered head and tail around a direct middle.
@@ -55,10 +50,18 @@ plan make_plan(const file& f, std::uint64_t offset, std::byte* buf, std::size_t 
   const std::uint64_t a = f.direct_alignment();
   std::uint64_t mid_begin = align_up(offset, a), mid_end = align_down(offset + len, a);
   if (!direct || mid_end <= mid_begin) mid_begin = mid_end = offset + len;
+  p.segments.reserve(3);
   auto add = [&](std::uint64_t from, std::uint64_t to, bool d) {
     if (to <= from) return;
-    p.segments.push_back({d ? f.direct_fd() : f.fd(), f.fd(), from, buf + (from - offset),
-                          static_cast<std::size_t>(to - from), write, d});
+    detail::io_segment seg;
+    seg.fd = d ? f.direct_fd() : f.fd();
+    seg.buffered_fd = f.fd();
+    seg.offset = from;
+    seg.buf = buf + (from - offset);
+    seg.len = static_cast<std::size_t>(to - from);
+    seg.write = write;
+    seg.direct = d;
+    p.segments.push_back(seg);
   };
   add(offset, mid_begin, false);
   add(mid_begin, mid_end, true);

@@ -28,12 +28,8 @@ namespace {
 constexpr std::uint64_t seed = 77;
 constexpr std::uint64_t file_bytes = (3 << 20) + 777;
 
-const std::filesystem::path& stamped_file() {
-  static const auto path = [] {
-    auto p = lris::test::disk_dir() / "engine_stamped.bin";
-    lris::test::write_stamped(p, file_bytes, seed);
-    return p;
-  }();
+std::filesystem::path stamped_file() {
+  static const auto path = lris::test::stamped_file("engine_stamped.bin", file_bytes, seed);
   return path;
 }
 

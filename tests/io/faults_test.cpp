@@ -29,12 +29,8 @@ namespace {
 constexpr std::uint64_t seed = 91;
 constexpr std::uint64_t file_bytes = (8 << 20) + 4096 + 55;
 
-const std::filesystem::path& stamped_file() {
-  static const auto path = [] {
-    auto p = lris::test::disk_dir() / "faults_stamped.bin";
-    lris::test::write_stamped(p, file_bytes, seed);
-    return p;
-  }();
+std::filesystem::path stamped_file() {
+  static const auto path = lris::test::stamped_file("faults_stamped.bin", file_bytes, seed);
   return path;
 }
 

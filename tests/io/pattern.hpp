@@ -49,4 +49,13 @@ inline std::filesystem::path disk_dir() {
   return dir;
 }
 
+/// A stamped file `name` of `bytes` in disk_dir(), written once per process.
+inline std::filesystem::path stamped_file(const std::string& name, std::uint64_t bytes,
+                                          std::uint64_t seed) {
+  auto path = disk_dir() / name;
+  std::error_code ec;
+  if (std::filesystem::file_size(path, ec) != bytes || ec) write_stamped(path, bytes, seed);
+  return path;
+}
+
 }  // namespace lris::test

@@ -72,4 +72,22 @@ transfer copy_batch(const DstRange& dst, const SrcRange& src,
   return default_pipeline<backend>(device).copy_batch(dst, src, options);
 }
 
+/// @brief Starts reading dst.size_bytes() bytes of `f` from `offset` into `dst` (host or device
+/// memory) on the default pipeline of the span's backend; see pipeline::read.
+template <memory_space DstSpace, class T>
+transfer read_file(memory_span<DstSpace, T> dst, const io::file& f, std::uint64_t offset = 0,
+                   const transfer_options& options = {}) {
+  using backend = typename transfer_traits<DstSpace, host_space>::backend;
+  return default_pipeline<backend>(dst.device()).read(dst, f, offset, options);
+}
+
+/// @brief Starts writing `src` (host or device memory) into `f` at `offset` on the default
+/// pipeline of the span's backend; see pipeline::write.
+template <memory_space SrcSpace, class U>
+transfer write_file(io::file& f, std::uint64_t offset, memory_span<SrcSpace, U> src,
+                    const transfer_options& options = {}) {
+  using backend = typename transfer_traits<host_space, SrcSpace>::backend;
+  return default_pipeline<backend>(src.device()).write(f, offset, src, options);
+}
+
 }  // namespace lris

@@ -19,6 +19,8 @@
 #include <lris/concepts/backend_policy.hpp>
 #include <lris/concepts/transfer_policy.hpp>
 #include <lris/error.hpp>
+#include <lris/io/file.hpp>
+#include <lris/io/options.hpp>
 #include <lris/memory/buffer.hpp>
 #include <lris/memory/caching_pool.hpp>
 #include <lris/memory/memory_span.hpp>
@@ -33,6 +35,8 @@ namespace lris {
 struct pipeline_config {
   /// Upper bound of pinned staging memory, shared by concurrent transfers.
   std::size_t max_staging_bytes = std::size_t{256} << 20;
+  /// How file transfers (read, write) do their io.
+  io::io_options io = {};
 };
 
 /// @brief Moves bytes between typed spans. `Transfer` plans each transfer, `Backend` executes
@@ -58,7 +62,8 @@ class pipeline {
                     pipeline_config config = {})
       : transfer_(std::move(transfer)),
         core_(std::make_shared<detail::pipeline_core<Backend, Allocator>>(
-            std::move(backend), std::move(alloc), config.max_staging_bytes)) {
+            std::move(backend), std::move(alloc), config.max_staging_bytes,
+            std::move(config.io))) {
     core_->key = fmt::format("{}:{}", Backend::name, core_->backend.device());
   }
 
@@ -128,6 +133,42 @@ class pipeline {
     }
     // Made only now: a start that throws has left nothing running, and a handle would wait.
     return transfer(std::move(state));
+  }
+
+  /// @brief Starts reading dst.size_bytes() bytes of `f` from `offset` into `dst`.
+  ///
+  /// Host memory (pageable or pinned) is read into directly by the io engine; device memory
+  /// through the pinned ring, io and DMA overlapped (path `staged`): the file's chunks are
+  /// read with O_DIRECT where they are not in the page cache. `f` must stay open until the
+  /// transfer is over. The stats' `io` field says what the io engine did and why.
+  /// @throws lris::invalid_argument when the range passes the end of the file (naming it).
+  template <memory_space DstSpace, class T>
+  transfer read(memory_span<DstSpace, T> dst, const io::file& f, std::uint64_t offset,
+                const transfer_options& opts = {}) {
+    static_assert(!std::is_const_v<T>, "lris::pipeline::read: the destination span is const");
+    const std::size_t bytes = dst.size_bytes();
+    const std::uint64_t size = f.size();
+    LRIS_EXPECTS(offset <= size && bytes <= size - offset,
+                 "lris::read: [{}, +{}) of {} goes past the end of the file ({} bytes)", offset,
+                 bytes, f.path().string(), size);
+    LRIS_EXPECTS(bytes == 0 || dst.data() != nullptr, "lris::read: null destination for {} bytes",
+                 bytes);
+    return start_file<DstSpace>(copy_kind::host_to_device, reinterpret_cast<std::byte*>(dst.data()),
+                                bytes, f, offset, dst.device(), opts);
+  }
+
+  /// @brief Starts writing `src` into `f` at `offset` (O_DIRECT for the aligned middle where
+  /// the file allows it; device memory goes through the pinned ring). Call f.sync() after the
+  /// transfer for durability. `f` must stay open until the transfer is over.
+  template <memory_space SrcSpace, class U>
+  transfer write(io::file& f, std::uint64_t offset, memory_span<SrcSpace, U> src,
+                 const transfer_options& opts = {}) {
+    const std::size_t bytes = src.size_bytes();
+    LRIS_EXPECTS(bytes == 0 || src.data() != nullptr, "lris::write: null source for {} bytes",
+                 bytes);
+    return start_file<SrcSpace>(copy_kind::device_to_host,
+                                const_cast<std::byte*>(reinterpret_cast<const std::byte*>(src.data())),
+                                bytes, f, offset, src.device(), opts);
   }
 
   /// @brief Copies `src[i]` into `dst[i]` for every i, as one transfer.
@@ -327,6 +368,87 @@ class pipeline {
     st.streams = p.streams;
     st.ring_slots = static_cast<unsigned>(job->slots.size());
     detail::start_workers(job, st.workers);
+  }
+
+  // File <-> memory. `kind` is host_to_device for reads (file to memory) and device_to_host
+  // for writes, whatever the memory is.
+  template <memory_space Space>
+  transfer start_file(copy_kind kind, std::byte* mem, std::size_t bytes, const io::file& f,
+                      std::uint64_t offset, int device, const transfer_options& opts) {
+    constexpr bool on_device =
+        Space::properties.device_accessible && !Space::properties.host_accessible;
+    if constexpr (on_device) {
+      LRIS_EXPECTS(device == core_->backend.device(),
+                   "lris::{}: the memory is on device {} but the pipeline drives device {}",
+                   kind == copy_kind::host_to_device ? "read" : "write", device,
+                   core_->backend.device());
+    }
+    auto state = std::make_shared<detail::transfer_state>(bytes, opts.on_progress);
+    auto& st = state->stats;
+    st.kind = on_device ? kind : copy_kind::host_to_host;
+    st.policy = Transfer::name;
+    st.backend = on_device ? Backend::name : host_backend::name;
+    if (bytes == 0) {
+      state->finish();
+      return transfer(std::move(state));
+    }
+    auto& io = core_->io();  // made here: an io_uring refused by force throws before anything runs
+    if constexpr (!on_device) {
+      st.path = transfer_path::direct;
+      st.workers = 1;
+      const io::file* file = &f;
+      detail::thread_pool::shared().submit([state, core = core_, &io, file, mem, bytes, offset,
+                                            kind] {
+        auto stop = [&] { return state->should_stop(); };
+        try {
+          const io::io_stats r =
+              kind == copy_kind::host_to_device
+                  ? io.read(*file, offset, {mem, bytes}, stop)
+                  : io.write(const_cast<io::file&>(*file), offset, {mem, bytes}, stop);
+          state->stats.io = r.backend + ", " + r.mode + " (" + r.mode_reason + ")";
+          state->stats.io_direct_bytes = r.direct_bytes;
+          state->stats.io_buffered_bytes = r.buffered_bytes;
+          state->add_progress(r.bytes);
+        } catch (const cancelled&) {
+          // Counted as a cancelled transfer by the state: fewer bytes than asked.
+        } catch (...) {
+          state->fail(std::current_exception());
+        }
+        state->finish();
+      });
+      return transfer(std::move(state));
+    } else {
+      const transfer_plan p = complete(
+          transfer_.plan({.kind = kind, .bytes = bytes, .needs_staging = true,
+                          .backend = core_->key}),
+          opts);
+      auto job = std::make_shared<detail::file_job<Backend, Allocator>>();
+      // Chunks of whole O_DIRECT blocks, so that each chunk's middle can go direct.
+      const std::size_t align = std::max<std::size_t>(4096, f.direct_alignment());
+      const std::size_t chunk =
+          std::max(align, std::min(slot_bytes(bytes, p), core_->ring.max_bytes()) / align * align);
+      job->state = state;
+      job->file = &f;
+      job->device = mem;
+      job->offset = offset;
+      job->end = offset + bytes;
+      job->base = offset / chunk * chunk;
+      job->chunk = chunk;
+      job->chunks = static_cast<std::size_t>((job->end - job->base + chunk - 1) / chunk);
+      job->core = core_;
+      job->kind = kind;
+      job->streams = p.streams;
+      job->slots = core_->ring.acquire(std::min<std::size_t>(p.ring_depth, job->chunks), chunk);
+      st.path = transfer_path::staged;
+      st.chunks = job->chunks;
+      st.chunk_bytes = chunk;
+      st.workers = static_cast<unsigned>(
+          std::min<std::size_t>({p.workers, job->chunks, job->slots.size()}));
+      st.streams = p.streams;
+      st.ring_slots = static_cast<unsigned>(job->slots.size());
+      detail::start_workers(job, st.workers);
+      return transfer(std::move(state));
+    }
   }
 
   // Zero fields of a plan take the options, then the defaults.

@@ -4,6 +4,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <string>
 #include <string_view>
 
 #include <lris/concepts/backend_policy.hpp>
@@ -25,6 +26,11 @@ struct transfer_stats {
   unsigned streams = 0;
   unsigned ring_slots = 0;     ///< pinned staging slots actually used
   bool cancelled = false;
+  /// File transfers: what the io engine did, e.g. "io_uring, direct (cold: 0% of the range in
+  /// the page cache)"; empty for memory-to-memory transfers.
+  std::string io;
+  std::uint64_t io_direct_bytes = 0;    ///< file bytes moved with O_DIRECT
+  std::uint64_t io_buffered_bytes = 0;  ///< file bytes moved through the page cache
 
   /// @brief Achieved rate in GB/s (10^9 bytes per second).
   [[nodiscard]] double gbps() const noexcept { return seconds > 0 ? bytes / seconds / 1e9 : 0.0; }

@@ -9,6 +9,7 @@
 #include <deque>
 #include <memory>
 #include <mutex>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -19,6 +20,8 @@
 #include <lris/detail/spin_wait.hpp>
 #include <lris/detail/stream_copy.hpp>
 #include <lris/detail/thread_pool.hpp>
+#include <lris/io/engine.hpp>
+#include <lris/io/file.hpp>
 #include <lris/transfer/detail/packing.hpp>
 #include <lris/transfer/detail/staging_ring.hpp>
 #include <lris/transfer/detail/transfer_state.hpp>
@@ -60,19 +63,13 @@ class event_pool : public std::enable_shared_from_this<event_pool<Backend>> {
 /// @brief What a pipeline owns and its transfers share: the backend, its streams, the ring.
 template <backend_policy Backend, allocator_policy Allocator>
 struct pipeline_core {
-  pipeline_core(Backend b, Allocator a, std::size_t max_staging_bytes)
-      : backend(std::move(b)),
+  pipeline_core(Backend b, Allocator a, std::size_t max_staging_bytes,
+                io::io_options io_options = {})
+      : io_options_(std::move(io_options)),
+        backend(std::move(b)),
         events(std::make_shared<event_pool<Backend>>(backend)),
         item_pool(a, caching_pool_options{.max_cached_bytes = std::size_t{64} << 20}),
         ring(backend, std::move(a), max_staging_bytes) {}
-
-  Backend backend;
-  std::shared_ptr<event_pool<Backend>> events;
-  // Item arrays of batched transfers: pinned, since a device may read them; pooled, since a
-  // pinned allocation costs far more than the copies of a small batch.
-  caching_pool<Allocator> item_pool;
-  staging_ring<Backend, Allocator> ring;
-  std::string key;  // "<backend>:<device>", the profile key
 
   /// @brief Stream `i`, created on first use. Streams live as long as the pipeline.
   typename Backend::stream& stream(unsigned i) {
@@ -80,10 +77,29 @@ struct pipeline_core {
     while (streams_.size() <= i) streams_.push_back(backend.make_stream());
     return streams_[i];
   }
+  /// @brief The io engine for file transfers, made on first use.
+  io::io_engine& io() {
+    std::call_once(io_once_, [this] { io_ = std::make_unique<io::io_engine>(io_options_); });
+    return *io_;
+  }
   /// @brief A stream for a single-operation transfer, round robin over `count`.
   typename Backend::stream& next_stream(unsigned count) {
     return stream(next_.fetch_add(1, std::memory_order_relaxed) % std::max(1u, count));
   }
+
+ private:
+  io::io_options io_options_;
+  std::once_flag io_once_;
+  std::unique_ptr<io::io_engine> io_;
+
+ public:
+  Backend backend;
+  std::shared_ptr<event_pool<Backend>> events;
+  // Item arrays of batched transfers: pinned, since a device may read them; pooled, since a
+  // pinned allocation costs far more than the copies of a small batch.
+  caching_pool<Allocator> item_pool;
+  staging_ring<Backend, Allocator> ring;
+  std::string key;  // "<backend>:<device>", the profile key
 
  private:
   std::mutex streams_mutex_;
@@ -182,6 +198,9 @@ struct ring_job : Base {
   }
 
  protected:
+  /// @brief Called once every chunk is done, before the transfer finishes: a job's last word
+  /// on the stats.
+  void on_finish() noexcept {}
   typename Backend::stream& stream_for(std::size_t i) {
     return core->stream(static_cast<unsigned>(i % streams));
   }
@@ -214,6 +233,7 @@ struct ring_job : Base {
       }
     }
     core->ring.release(slots);
+    static_cast<Derived*>(this)->on_finish();
     this->state->finish();
   }
 };
@@ -312,6 +332,71 @@ struct packed_job : ring_job<packed_job<Backend, Allocator>, Backend, Allocator,
       }
     }
     return static_cast<std::byte*>(slot.device_scratch);
+  }
+};
+
+/// @brief A file <-> device transfer through pinned slots. Chunk i covers the file bytes
+/// [base + i * chunk, base + (i + 1) * chunk) that fall in the transfer, where `base` is the
+/// transfer's offset rounded down to `chunk` (a multiple of the O_DIRECT alignment): file
+/// offsets and slot addresses then agree modulo the alignment, so the io engine can read or
+/// write each chunk's middle with O_DIRECT wherever the file allows it.
+///  file -> device: io read into the slot, DMA slot -> device, record the slot's event.
+///  device -> file: DMA device -> slot, wait, io write from the slot.
+template <backend_policy Backend, allocator_policy Allocator>
+struct file_job : ring_job<file_job<Backend, Allocator>, Backend, Allocator, job_base> {
+  const io::file* file = nullptr;
+  std::byte* device = nullptr;  // start of the device range
+  std::uint64_t offset = 0;     // file offset of its first byte
+  std::uint64_t end = 0;        // file offset past its last byte
+  std::uint64_t base = 0;
+  std::size_t chunk = 0;
+  std::mutex io_mutex;
+  io::io_stats io_total;
+
+  void process(std::size_t i, staging_slot<Backend>& slot) {
+    auto& s = this->stream_for(i);
+    const std::uint64_t from = std::max(offset, base + i * chunk);
+    const std::uint64_t to = std::min<std::uint64_t>(end, base + (i + 1) * chunk);
+    const auto len = static_cast<std::size_t>(to - from);
+    std::byte* in_slot = slot.data + (from - (base + i * chunk));
+    std::byte* on_device = device + (from - offset);
+    auto& be = this->core->backend;
+    auto stop = [st = this->state.get()] { return st->should_stop(); };
+    if (this->kind == copy_kind::host_to_device) {
+      this->retire(slot);
+      note(this->core->io().read(*file, from, {in_slot, len}, stop));
+      be.copy_async(on_device, in_slot, len, copy_kind::host_to_device, s);
+      this->mark_pending(slot, s, len);
+    } else {
+      be.copy_async(in_slot, on_device, len, copy_kind::device_to_host, s);
+      this->run_now(slot, s);
+      // const_cast: writing needs the descriptor only; io::file's const API is for readers.
+      note(this->core->io().write(const_cast<io::file&>(*file), from, {in_slot, len}, stop));
+      this->state->add_progress(len);
+    }
+  }
+
+ private:
+  friend struct ring_job<file_job, Backend, Allocator, job_base>;
+  void on_finish() noexcept {
+    auto& st = this->state->stats;
+    st.io_direct_bytes = io_total.direct_bytes;
+    st.io_buffered_bytes = io_total.buffered_bytes;
+    try {
+      st.io = io_total.backend + ", " + io_total.mode + " (" + io_total.mode_reason + ")";
+    } catch (...) {  // out of memory for a description: leave it empty
+    }
+  }
+  void note(const io::io_stats& st) {
+    std::lock_guard lock(io_mutex);
+    io_total.bytes += st.bytes;
+    io_total.direct_bytes += st.direct_bytes;
+    io_total.buffered_bytes += st.buffered_bytes;
+    if (io_total.mode.empty() || st.direct_bytes > 0) {
+      io_total.backend = st.backend;
+      io_total.mode = st.mode;
+      io_total.mode_reason = st.mode_reason;
+    }
   }
 };
 
