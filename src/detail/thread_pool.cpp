@@ -1,6 +1,7 @@
 #include <lris/detail/thread_pool.hpp>
 
 #include <algorithm>
+#include <utility>
 #include <atomic>
 #include <cstring>
 #include <exception>
@@ -116,7 +117,9 @@ void parallel_for(thread_pool& pool, std::size_t count, unsigned max_threads,
   (void)spin_until([&] { return state->finished_flag.load(std::memory_order_acquire); });
   std::unique_lock lock(state->mutex);
   state->cv.wait(lock, [&] { return state->finished == state->count; });
-  if (state->error) std::rethrow_exception(state->error);
+  // Taken out of the shared state: helpers may drop their reference to it later, and the
+  // exception must not be released on their threads while this one handles it.
+  if (state->error) std::rethrow_exception(std::exchange(state->error, nullptr));
 }
 
 void parallel_memcpy(thread_pool& pool, void* dst, const void* src, std::size_t bytes,
