@@ -15,6 +15,7 @@
 
 #include "bench_table.hpp"
 #include "commands.hpp"
+#include "disk_bench.hpp"
 #include "measure.hpp"
 
 namespace lris::tool {
@@ -25,6 +26,11 @@ struct bench_options {
   std::vector<std::string> sizes{"64K", "1M", "16M", "256M", "1G"};
   bool json = false;
   double seconds = 0.05;
+  std::string disk;           // run the disk tables in this directory
+  std::string disk_file;
+  std::string disk_size = "4G";
+  int disk_repeats = 3;
+  bool disk_only = false;
 };
 
 // Host buffers for every row, sized for the largest transfer, touched before timing.
@@ -146,6 +152,14 @@ command add_bench(CLI::App& app) {
   app.add_option("--sizes", o->sizes, "transfer sizes (e.g. 64K 1M 1G)")->delimiter(',');
   app.add_option("--seconds", o->seconds, "minimum time per measurement")->check(CLI::PositiveNumber);
   app.add_flag("--json", o->json, "machine-readable output");
+  app.add_option("--disk", o->disk, "also measure file reads and writes, with a test file in "
+                 "this directory (on the disk to measure; not tmpfs)");
+  app.add_option("--disk-file", o->disk_file, "read this existing file in the disk tables "
+                 "(whole 4 KiB blocks of it) instead of writing a test file");
+  app.add_option("--disk-size", o->disk_size, "size of the disk test file (default 4G)");
+  app.add_option("--disk-repeats", o->disk_repeats, "runs per disk row; the median is shown")
+      ->check(CLI::PositiveNumber);
+  app.add_flag("--disk-only", o->disk_only, "only the disk tables");
   return [o] {
     std::vector<std::size_t> sizes;
     for (const auto& s : o->sizes) sizes.push_back(parse_size(s));
@@ -160,10 +174,16 @@ command add_bench(CLI::App& app) {
     }
     const bool tty = !o->json && ::isatty(STDERR_FILENO) == 1;
     std::vector<bench_table> tables;
-    tables.push_back(host_bench(sizes, std::max(1u, info.cpu.allowed_threads), o->seconds, tty));
+    if (!o->disk_only) {
+      tables.push_back(host_bench(sizes, std::max(1u, info.cpu.allowed_threads), o->seconds, tty));
 #if LRIS_HAS_CUDA()
-    for (auto& t : cuda_bench(sizes, o->seconds, tty)) tables.push_back(std::move(t));
+      for (auto& t : cuda_bench(sizes, o->seconds, tty)) tables.push_back(std::move(t));
 #endif
+    }
+    if (!o->disk.empty() || o->disk_only) {
+      disk_bench_options d{o->disk, o->disk_file, parse_size(o->disk_size), o->disk_repeats};
+      for (auto& t : disk_bench(d, tty)) tables.push_back(std::move(t));
+    }
     if (o->json) {
       nlohmann::json j{{"tables", nlohmann::json::array()}};
       for (const auto& t : tables) j["tables"].push_back(table_json(t));
