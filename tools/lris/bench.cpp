@@ -31,6 +31,7 @@ struct bench_options {
   std::string disk_size = "4G";
   int disk_repeats = 3;
   bool disk_only = false;
+  bool verbose = false;
 };
 
 // Host buffers for every row, sized for the largest transfer, touched before timing.
@@ -160,6 +161,8 @@ command add_bench(CLI::App& app) {
   app.add_option("--disk-repeats", o->disk_repeats, "runs per disk row; the median is shown")
       ->check(CLI::PositiveNumber);
   app.add_flag("--disk-only", o->disk_only, "only the disk tables");
+  app.add_flag("--verbose", o->verbose, "progress and the io engine's choices on stderr, even "
+               "when it is not a terminal");
   return [o] {
     std::vector<std::size_t> sizes;
     for (const auto& s : o->sizes) sizes.push_back(parse_size(s));
@@ -172,7 +175,7 @@ command add_bench(CLI::App& app) {
           "--sizes: {} needs {} of memory for its buffers but only {} is available",
           format_bytes(largest), format_bytes(largest * 4), format_bytes(info.memory.available_bytes)));
     }
-    const bool tty = !o->json && ::isatty(STDERR_FILENO) == 1;
+    const bool tty = o->verbose || (!o->json && ::isatty(STDERR_FILENO) == 1);
     std::vector<bench_table> tables;
     if (!o->disk_only) {
       tables.push_back(host_bench(sizes, std::max(1u, info.cpu.allowed_threads), o->seconds, tty));
