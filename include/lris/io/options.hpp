@@ -29,7 +29,7 @@ struct io_options {
   io_backend backend = io_backend::automatic;
   direct_mode direct = direct_mode::automatic;
   /// Operations in flight per queue.
-  unsigned queue_depth = 32;
+  unsigned queue_depth = 64;
   /// Queues (each with its own thread) a large read or write is split over. Cold data on one
   /// NVMe needs one; data in the page cache is copied by the kernel, and gains from several.
   unsigned queues = 1;
