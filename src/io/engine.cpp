@@ -190,17 +190,23 @@ double io_engine::resident_fraction(const file& f, std::uint64_t offset, std::ui
 
 io_stats io_engine::read(const file& f, std::uint64_t offset, std::span<std::byte> dst,
                          const std::function<bool()>& should_stop) {
-  return run(f, offset, dst.data(), dst.size(), false, should_stop);
+  return run(f, offset, dst.data(), dst.size(), false, should_stop, options_.direct);
+}
+
+io_stats io_engine::read(const file& f, std::uint64_t offset, std::span<std::byte> dst,
+                         const std::function<bool()>& should_stop, direct_mode mode) {
+  return run(f, offset, dst.data(), dst.size(), false, should_stop, mode);
 }
 
 io_stats io_engine::write(file& f, std::uint64_t offset, std::span<const std::byte> src,
                           const std::function<bool()>& should_stop) {
   // The kernel only reads this memory; the driver's segments are written for both directions.
-  return run(f, offset, const_cast<std::byte*>(src.data()), src.size(), true, should_stop);
+  return run(f, offset, const_cast<std::byte*>(src.data()), src.size(), true, should_stop,
+             options_.direct);
 }
 
 io_stats io_engine::run(const file& f, std::uint64_t offset, std::byte* buf, std::size_t len,
-                        bool write, const std::function<bool()>& should_stop) {
+                        bool write, const std::function<bool()>& should_stop, direct_mode mode) {
   const auto start = std::chrono::steady_clock::now();
   LRIS_EXPECTS(len == 0 || buf != nullptr, "io: {} of {}: null buffer for {} bytes",
                write ? "write" : "read", f.path().string(), len);
@@ -219,14 +225,14 @@ io_stats io_engine::run(const file& f, std::uint64_t offset, std::byte* buf, std
   unsigned queues = options_.queues;
   const std::uint64_t a = f.direct_alignment();
   const bool memory_fits = (reinterpret_cast<std::uintptr_t>(buf) + (a - offset % a)) % a == 0;
-  if (options_.direct == direct_mode::never) {
+  if (mode == direct_mode::never) {
     st.mode_reason = "direct_mode::never";
   } else if (!f.direct()) {
     st.mode_reason = f.direct_refusal();
   } else if (!memory_fits) {
     st.mode_reason = fmt::format("{} not aligned for O_DIRECT ({} bytes)",
                                  write ? "source" : "destination", a);
-  } else if (options_.direct == direct_mode::always || write) {
+  } else if (mode == direct_mode::always || write) {
     direct = true;
     st.mode_reason = write ? "writes bypass the page cache" : "direct_mode::always";
   } else {

@@ -38,6 +38,10 @@ class io_engine {
   /// lris::io_error naming the file and offset for a failed read or an unexpected end.
   io_stats read(const file& f, std::uint64_t offset, std::span<std::byte> dst,
                 const std::function<bool()>& should_stop = {});
+  /// @brief As read(), with `mode` instead of options().direct for this call: a caller that
+  /// reads one range in many pieces decides once (see resident_fraction) for all of them.
+  io_stats read(const file& f, std::uint64_t offset, std::span<std::byte> dst,
+                const std::function<bool()>& should_stop, direct_mode mode);
   /// @brief Writes `src` at `offset` of `f` (O_DIRECT for the aligned middle where `f`
   /// allows, buffered elsewhere). Call f.sync() for durability.
   io_stats write(file& f, std::uint64_t offset, std::span<const std::byte> src,
@@ -58,7 +62,7 @@ class io_engine {
   std::unique_ptr<io_queue> take_queue();
   void return_queue(std::unique_ptr<io_queue> q);
   io_stats run(const file& f, std::uint64_t offset, std::byte* buf, std::size_t len, bool write,
-               const std::function<bool()>& should_stop);
+               const std::function<bool()>& should_stop, direct_mode mode);
 
   io_options options_;
   std::string backend_;

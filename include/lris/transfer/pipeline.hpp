@@ -435,6 +435,16 @@ class pipeline {
       job->base = offset / chunk * chunk;
       job->chunk = chunk;
       job->chunks = static_cast<std::size_t>((job->end - job->base + chunk - 1) / chunk);
+      // Cold or resident, decided once: each chunk asking the page cache again would map and
+      // unmap its range, which costs every thread of the process a TLB flush.
+      job->mode = io.options().direct;
+      if (job->mode == io::direct_mode::automatic && kind == copy_kind::host_to_device) {
+        const double resident = io::io_engine::resident_fraction(f, offset, bytes);
+        const bool cold = resident < 0.5;
+        job->mode = cold ? io::direct_mode::always : io::direct_mode::never;
+        job->mode_reason = fmt::format("{}: {:.0f}% of the range in the page cache",
+                                       cold ? "cold" : "resident", 100 * std::max(0.0, resident));
+      }
       job->core = core_;
       job->kind = kind;
       job->streams = p.streams;

@@ -350,6 +350,8 @@ struct file_job : ring_job<file_job<Backend, Allocator>, Backend, Allocator, job
   std::uint64_t end = 0;        // file offset past its last byte
   std::uint64_t base = 0;
   std::size_t chunk = 0;
+  io::direct_mode mode = io::direct_mode::automatic;  // decided once for every chunk
+  std::string mode_reason;                            // why, when decided here
   std::mutex io_mutex;
   io::io_stats io_total;
 
@@ -364,7 +366,7 @@ struct file_job : ring_job<file_job<Backend, Allocator>, Backend, Allocator, job
     auto stop = [st = this->state.get()] { return st->should_stop(); };
     if (this->kind == copy_kind::host_to_device) {
       this->retire(slot);
-      note(this->core->io().read(*file, from, {in_slot, len}, stop));
+      note(this->core->io().read(*file, from, {in_slot, len}, stop, mode));
       be.copy_async(on_device, in_slot, len, copy_kind::host_to_device, s);
       this->mark_pending(slot, s, len);
     } else {
@@ -395,7 +397,7 @@ struct file_job : ring_job<file_job<Backend, Allocator>, Backend, Allocator, job
     if (io_total.mode.empty() || st.direct_bytes > 0) {
       io_total.backend = st.backend;
       io_total.mode = st.mode;
-      io_total.mode_reason = st.mode_reason;
+      io_total.mode_reason = mode_reason.empty() ? st.mode_reason : mode_reason;
     }
   }
 };
