@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <chrono>
+#include <cstdlib>
 #include <cstring>
 #include <exception>
 #include <thread>
@@ -220,7 +221,8 @@ io_stats io_engine::run(const file& f, std::uint64_t offset, std::byte* buf, std
   st.backend = backend_;
   st.fallback_reason = fallback_reason_;
 
-  // Direct or buffered, and why.
+  // Direct or buffered, and why. Memory that is not aligned like the file takes the direct
+  // path through aligned bounce buffers (reads; a write from such memory goes buffered).
   bool direct = false;
   unsigned queues = options_.queues;
   const std::uint64_t a = f.direct_alignment();
@@ -229,9 +231,8 @@ io_stats io_engine::run(const file& f, std::uint64_t offset, std::byte* buf, std
     st.mode_reason = "direct_mode::never";
   } else if (!f.direct()) {
     st.mode_reason = f.direct_refusal();
-  } else if (!memory_fits) {
-    st.mode_reason = fmt::format("{} not aligned for O_DIRECT ({} bytes)",
-                                 write ? "source" : "destination", a);
+  } else if (write && !memory_fits) {
+    st.mode_reason = fmt::format("source not aligned for O_DIRECT ({} bytes)", a);
   } else if (mode == direct_mode::always || write) {
     direct = true;
     st.mode_reason = write ? "writes bypass the page cache" : "direct_mode::always";
@@ -239,36 +240,75 @@ io_stats io_engine::run(const file& f, std::uint64_t offset, std::byte* buf, std
     st.resident_fraction = resident_fraction(f, offset, len);
     direct = st.resident_fraction < 0.5;
     st.mode_reason = fmt::format("{}: {:.0f}% of the range in the page cache",
-                                 direct ? "cold" : "resident", 100 * std::max(0.0, st.resident_fraction));
+                                 direct ? "cold" : "resident",
+                                 100 * std::max(0.0, st.resident_fraction));
     if (!direct) queues = options_.resident_queues;
   }
+  const bool bounce = direct && !memory_fits;
   plan p = make_plan(f, offset, buf, len, write, direct);
   st.mode = p.mode;
+  if (bounce) st.mode_reason += fmt::format("; through aligned bounce buffers (the memory is not "
+                                            "aligned like the file for O_DIRECT, {} bytes)", a);
 
-  // Several queues only where each gets a good share.
+  // Work per queue: segments straight into memory, and bounced ones (into a bounce buffer,
+  // then copied). Several queues only where each gets a good share.
   const std::size_t block = std::max<std::size_t>(page, options_.block_bytes / page * page);
-  queues = static_cast<unsigned>(std::clamp<std::uint64_t>(len / (8 * block), 1, queues));
-  auto slices = slice(p.segments, queues, block);
-  st.queues = static_cast<unsigned>(slices.size());
-  std::vector<io_stats> part(slices.size());
-  std::vector<std::exception_ptr> errors(slices.size());
-  auto run_slice = [&](std::size_t i) {
-    try {
-      auto q = take_queue();
-      try {
-        detail::run_segments(*q, slices[i], options_, f.path(), part[i], should_stop);
-      } catch (...) {
-        return_queue(std::move(q));
-        throw;
+  struct slice_work {
+    std::vector<detail::io_segment> segments, bounced;
+  };
+  std::vector<slice_work> work;
+  constexpr std::size_t bounce_bytes = std::size_t{8} << 20;
+  if (!bounce) {
+    queues = static_cast<unsigned>(std::clamp<std::uint64_t>(len / (8 * block), 1, queues));
+    for (auto& segs : slice(p.segments, queues, block)) work.push_back({std::move(segs), {}});
+  } else {
+    // Bounced windows alternate io and copying on each queue: use at least four.
+    queues = static_cast<unsigned>(
+        std::clamp<std::uint64_t>(len / bounce_bytes, 1, std::max(queues, 4u)));
+    work.resize(queues);
+    std::size_t next = 0;
+    for (const auto& seg : p.segments) {
+      if (!seg.direct) {
+        work[0].segments.push_back(seg);
+        continue;
       }
-      return_queue(std::move(q));
+      for (std::size_t off = 0; off < seg.len; off += bounce_bytes) {
+        detail::io_segment w = seg;
+        w.offset += off;
+        w.buf += off;
+        w.len = std::min(bounce_bytes, seg.len - off);
+        work[next++ % queues].bounced.push_back(w);
+      }
+    }
+  }
+  st.queues = static_cast<unsigned>(work.size());
+  std::vector<io_stats> part(work.size());
+  std::vector<std::exception_ptr> errors(work.size());
+  auto run_slice = [&](std::size_t i) {
+    std::unique_ptr<io_queue> q;
+    std::byte* staging = nullptr;
+    try {
+      q = take_queue();
+      detail::run_segments(*q, work[i].segments, options_, f.path(), part[i], should_stop);
+      if (!work[i].bounced.empty()) {
+        staging = static_cast<std::byte*>(std::aligned_alloc(page, bounce_bytes));
+        if (staging == nullptr) throw out_of_memory("io: no memory for a bounce buffer", bounce_bytes);
+        for (const detail::io_segment& w : work[i].bounced) {
+          detail::io_segment into = w;
+          into.buf = staging;
+          detail::run_segments(*q, {&into, 1}, options_, f.path(), part[i], should_stop);
+          std::memcpy(w.buf, staging, w.len);
+        }
+      }
     } catch (...) {
       errors[i] = std::current_exception();
     }
+    std::free(staging);
+    if (q) return_queue(std::move(q));
   };
   std::vector<std::thread> helpers;
-  for (std::size_t i = 1; i < slices.size(); ++i) helpers.emplace_back(run_slice, i);
-  if (!slices.empty()) run_slice(0);
+  for (std::size_t i = 1; i < work.size(); ++i) helpers.emplace_back(run_slice, i);
+  if (!work.empty()) run_slice(0);
   for (auto& t : helpers) t.join();
   for (auto& e : errors) {
     if (e) std::rethrow_exception(e);
