@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <array>
 #include <cstring>
+#include <filesystem>
 #include <vector>
 
 #include <lris/formats/checksum.hpp>
@@ -158,4 +159,38 @@ TEST_CASE("kernels: F32 -> BF16 conversion and the block checksum agree with the
     CHECK(rt::block_checksum(src.data(), std::min(n, src.size()), 7) ==
           lris::block_checksum(bits.data(), std::min(n, src.size()), 7));
   }
+}
+
+TEST_CASE("gpu_backend: file -> device and device -> file through the pinned ring",
+          "[gpu][io]") {
+  const auto path = std::filesystem::current_path() / "gpu_file_test.bin";
+  const std::size_t n = (37 << 20) + 4321;  // several chunks, an unaligned end
+  const auto data = random_bytes(n, 41);
+  {
+    lris::io::file out(path, lris::io::open_mode::write);
+    lris::io::io_engine().write(out, 0, data);
+    out.sync();
+  }
+  lris::pipeline<lris::auto_select, backend> p;
+  device_buffer dev(n - 777);
+  fill(p, dev, poison);
+  const lris::io::file in(path);
+  const auto st = p.read(dev.span(), in, 777).wait();
+  CHECK(st.path == lris::transfer_path::staged);
+  CHECK(st.bytes == n - 777);
+  CHECK_FALSE(st.io.empty());
+  const auto got = read_back(p, dev);
+  CHECK(std::equal(got.begin(), got.end(), data.begin() + 777));
+
+  const auto copy_path = std::filesystem::current_path() / "gpu_file_test_copy.bin";
+  {
+    lris::io::file out(copy_path, lris::io::open_mode::write);
+    CHECK(p.write(out, 0, dev.span()).wait().bytes == n - 777);
+    out.sync();
+  }
+  std::vector<std::byte> back(n - 777);
+  lris::io::io_engine().read(lris::io::file(copy_path), 0, back);
+  CHECK(std::equal(back.begin(), back.end(), data.begin() + 777));
+  std::filesystem::remove(path);
+  std::filesystem::remove(copy_path);
 }

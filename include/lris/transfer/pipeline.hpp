@@ -423,10 +423,32 @@ class pipeline {
                           .backend = core_->key}),
           opts);
       auto job = std::make_shared<detail::file_job<Backend, Allocator>>();
-      // Chunks of whole O_DIRECT blocks, so that each chunk's middle can go direct.
+      // Cold or resident, decided once: each chunk asking the page cache again would map and
+      // unmap its range, which costs every thread of the process a TLB flush.
+      io::direct_mode mode = io.options().direct;
+      std::string mode_reason;
+      if (mode == io::direct_mode::automatic && kind == copy_kind::host_to_device) {
+        const double resident = io::io_engine::resident_fraction(f, offset, bytes);
+        const bool cold = resident < 0.5;
+        mode = cold ? io::direct_mode::always : io::direct_mode::never;
+        mode_reason = fmt::format("{}: {:.0f}% of the range in the page cache",
+                                  cold ? "cold" : "resident", 100 * std::max(0.0, resident));
+      }
+      // Direct io is paced by the disk: a few workers with large chunks keep the queue depth
+      // the disk wants (queue_depth operations of block_bytes in flight) in few, nearly
+      // sequential streams. Buffered io is a copy by the kernel: many workers, usual chunks.
+      // Chunks are whole O_DIRECT blocks, so that each chunk's middle can go direct.
+      const bool direct_io = mode != io::direct_mode::never && f.direct();
       const std::size_t align = std::max<std::size_t>(4096, f.direct_alignment());
+      std::size_t want = slot_bytes(bytes, p);
+      unsigned workers = p.workers;
+      if (direct_io && opts.chunk_bytes == 0 && opts.workers == 0) {
+        want = std::size_t{16} << 20;
+        const std::size_t in_flight = std::size_t{io.options().queue_depth} * io.options().block_bytes;
+        workers = static_cast<unsigned>(std::clamp<std::size_t>(in_flight / want, 2, p.workers));
+      }
       const std::size_t chunk =
-          std::max(align, std::min(slot_bytes(bytes, p), core_->ring.max_bytes()) / align * align);
+          std::max(align, std::min(want, core_->ring.max_bytes()) / align * align);
       job->state = state;
       job->file = &f;
       job->device = mem;
@@ -435,25 +457,18 @@ class pipeline {
       job->base = offset / chunk * chunk;
       job->chunk = chunk;
       job->chunks = static_cast<std::size_t>((job->end - job->base + chunk - 1) / chunk);
-      // Cold or resident, decided once: each chunk asking the page cache again would map and
-      // unmap its range, which costs every thread of the process a TLB flush.
-      job->mode = io.options().direct;
-      if (job->mode == io::direct_mode::automatic && kind == copy_kind::host_to_device) {
-        const double resident = io::io_engine::resident_fraction(f, offset, bytes);
-        const bool cold = resident < 0.5;
-        job->mode = cold ? io::direct_mode::always : io::direct_mode::never;
-        job->mode_reason = fmt::format("{}: {:.0f}% of the range in the page cache",
-                                       cold ? "cold" : "resident", 100 * std::max(0.0, resident));
-      }
+      job->mode = mode;
+      job->mode_reason = std::move(mode_reason);
       job->core = core_;
       job->kind = kind;
       job->streams = p.streams;
-      job->slots = core_->ring.acquire(std::min<std::size_t>(p.ring_depth, job->chunks), chunk);
+      job->slots = core_->ring.acquire(
+          std::min<std::size_t>({p.ring_depth, std::size_t{2} * workers, job->chunks}), chunk);
       st.path = transfer_path::staged;
       st.chunks = job->chunks;
       st.chunk_bytes = chunk;
       st.workers = static_cast<unsigned>(
-          std::min<std::size_t>({p.workers, job->chunks, job->slots.size()}));
+          std::min<std::size_t>({workers, job->chunks, job->slots.size()}));
       st.streams = p.streams;
       st.ring_slots = static_cast<unsigned>(job->slots.size());
       detail::start_workers(job, st.workers);
