@@ -65,14 +65,17 @@ double median_gbps(std::uint64_t bytes, int n, bool cold, const std::filesystem:
   return rates[rates.size() / 2];
 }
 
-// Runs each of `ops` in turn, `n` times over (cold before each when `cold`), and returns each
-// op's median rate in GB/s.
+// Runs each of `ops` in turn, `n` rounds, the order rotated from round to round (cold before
+// each when `cold`), and returns each op's median rate in GB/s.
 std::vector<double> interleaved(std::uint64_t bytes, int n, bool cold,
                                 const std::filesystem::path& path,
                                 const std::vector<std::function<void()>>& ops) {
   std::vector<std::vector<double>> rates(ops.size());
   for (int i = 0; i < n; ++i) {
-    for (std::size_t k = 0; k < ops.size(); ++k) {
+    // Each round starts with another op: on virtual disks the first read after a drop can
+    // be systematically faster or slower than the next.
+    for (std::size_t j = 0; j < ops.size(); ++j) {
+      const std::size_t k = (static_cast<std::size_t>(i) + j) % ops.size();
       if (cold) make_cold(path);
       rates[k].push_back(bytes / seconds_of(ops[k]) / 1e9);
     }
