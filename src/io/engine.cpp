@@ -108,6 +108,7 @@ void merge(io_stats& into, const io_stats& from) {
   into.short_transfers += from.short_transfers;
   into.eagain_retries += from.eagain_retries;
   into.eintr_retries += from.eintr_retries;
+  into.registered_files = into.registered_files || from.registered_files;
 }
 
 }  // namespace

@@ -45,6 +45,18 @@ void run_segments(io_queue& queue, std::span<const io_segment> segments, const i
       pending.push_back({&s, s.fd, s.offset + off, s.buf + off, std::min(block, s.len - off)});
     }
   }
+  // The descriptors this run uses, registered with the queue while it runs.
+  std::vector<int> fds;
+  for (const io_segment& s : segments) {
+    for (int fd : {s.fd, s.buffered_fd}) {
+      if (fd >= 0 && std::find(fds.begin(), fds.end(), fd) == fds.end()) fds.push_back(fd);
+    }
+  }
+  struct release_guard {
+    io_queue& q;
+    ~release_guard() { q.release_files(); }
+  } release{queue};
+  if (!segments.empty() && queue.use_files(fds)) stats.registered_files = true;
   const unsigned capacity = std::max(1u, queue.capacity());
   std::vector<std::optional<request>> in_flight(capacity);
   std::vector<std::uint64_t> free_tags;

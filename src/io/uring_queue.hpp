@@ -21,10 +21,16 @@ class uring_queue final : public io_queue {
   void submit(std::span<const io_op> ops) override;
   std::size_t wait(std::span<io_completion> out, std::size_t min,
                    std::chrono::microseconds timeout) override;
+  bool use_files(std::span<const int> fds) override;
+  void release_files() noexcept override;
 
  private:
+  static constexpr unsigned file_slots = 8;
   io_uring ring_{};
   unsigned depth_;
+  bool sparse_files_ = false;             // a sparse table of file_slots was registered
+  int slot_fd_[file_slots] = {-1, -1, -1, -1, -1, -1, -1, -1};  // the fd in each slot
+  unsigned slots_used_ = 0;
 };
 
 }  // namespace lris::io::detail

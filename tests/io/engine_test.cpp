@@ -5,6 +5,9 @@
 #include "support/what_contains.hpp"
 
 #include <fcntl.h>
+#include <sys/utsname.h>
+
+#include <cstdio>
 
 #include <cstdlib>
 #include <filesystem>
@@ -119,6 +122,25 @@ TEST_CASE("io_engine reads resident data buffered and cold data direct", "[io]")
     CHECK_THAT(cold.mode_reason, Catch::Contains("cold"));
     CHECK(stamped_from(buf.p, file_bytes, 0, seed));
   }
+}
+
+TEST_CASE("io_engine registers its files with io_uring where the kernel has sparse tables",
+          "[io]") {
+  utsname u{};
+  REQUIRE(::uname(&u) == 0);
+  unsigned major = 0, minor = 0;
+  std::sscanf(u.release, "%u.%u", &major, &minor);
+  io_engine engine;
+  const lris::io::file f(stamped_file());
+  std::vector<std::byte> buf(100000);
+  const auto st = engine.read(f, 0, buf);
+  CHECK(stamped_from(buf.data(), buf.size(), 0, seed));
+  if (engine.backend() == "io_uring" && (major > 5 || (major == 5 && minor >= 19))) {
+    CHECK(st.registered_files);
+  }
+  io_options pread_options;
+  pread_options.backend = io_backend::pread;
+  CHECK_FALSE(io_engine(pread_options).read(f, 0, buf).registered_files);
 }
 
 TEST_CASE("io_engine writes, and reads back what it wrote", "[io]") {

@@ -49,6 +49,9 @@ class fault_queue final : public io_queue {
   std::size_t wait(std::span<io_completion> out, std::size_t min,
                    std::chrono::microseconds timeout) override;
 
+  bool use_files(std::span<const int> fds) override { return inner_->use_files(fds); }
+  void release_files() noexcept override { inner_->release_files(); }
+
   [[nodiscard]] const fault_counts& injected() const noexcept { return counts_; }
   /// @brief Operations submitted and not completed yet.
   [[nodiscard]] std::size_t outstanding() const noexcept { return outstanding_.size(); }

@@ -45,6 +45,15 @@ class io_queue {
   /// up to out.size() of them into `out`; returns how many. Blocks without busy-polling.
   virtual std::size_t wait(std::span<io_completion> out, std::size_t min,
                            std::chrono::microseconds timeout) = 0;
+  /// @brief Registers `fds` with the kernel for the operations that follow, where the queue
+  /// can (io_uring: fixed files, which spares the kernel a file lookup per operation); true
+  /// when it did. Until release_files(), the descriptors must stay open.
+  virtual bool use_files(std::span<const int> fds) {
+    (void)fds;
+    return false;
+  }
+  /// @brief Forgets what use_files registered; called with no operation in flight.
+  virtual void release_files() noexcept {}
 };
 
 }  // namespace lris::io

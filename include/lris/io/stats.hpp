@@ -28,6 +28,8 @@ struct io_stats {
   std::uint64_t eagain_retries = 0;
   std::uint64_t eintr_retries = 0;
   unsigned queues = 0;
+  /// The descriptors were registered with io_uring (fixed files).
+  bool registered_files = false;
 
   [[nodiscard]] double gbps() const noexcept { return seconds > 0 ? bytes / seconds / 1e9 : 0; }
 };
