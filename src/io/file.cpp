@@ -22,6 +22,7 @@ int flags_of(open_mode m) {
     case open_mode::read: return O_RDONLY;
     case open_mode::write: return O_WRONLY | O_CREAT | O_TRUNC;
     case open_mode::read_write: return O_RDWR;
+    case open_mode::create: return O_RDWR | O_CREAT | O_TRUNC;
   }
   return O_RDONLY;
 }

@@ -161,6 +161,15 @@ TEST_CASE("io_engine writes, and reads back what it wrote", "[io]") {
   std::vector<std::byte> back(n);
   engine.read(in, 1000, back);
   CHECK(stamped_from(back.data(), n, 1000, seed));
+  // open_mode::create truncates, and the file can be read back through the same object.
+  {
+    lris::io::file again(path, lris::io::open_mode::create);
+    CHECK(again.size() == 0);
+    engine.write(again, 0, {src.p, 8192});
+    std::vector<std::byte> first(8192);
+    engine.read(again, 0, first);
+    CHECK(stamped_from(first.data(), first.size(), 1000, seed));
+  }
 }
 
 TEST_CASE("io_engine on tmpfs: O_DIRECT refused, buffered instead, and said why", "[io]") {

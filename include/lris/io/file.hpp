@@ -15,6 +15,7 @@ enum class open_mode {
   read,        ///< existing file, read only
   write,       ///< create or truncate, write only
   read_write,  ///< existing file, read and write
+  create,      ///< create or truncate, read and write
 };
 
 /// @brief An open file: a buffered descriptor, and an O_DIRECT one where possible. Move-only;
