@@ -19,9 +19,9 @@ jobs=${JOBS:-$(nproc)}
 packages=(cmake make g++ pkg-config ccache catch2 libfmt-dev libcli11-dev liburing-dev
           libnuma-dev libhwloc-dev libxxhash-dev nlohmann-json3-dev libbenchmark-dev)
 
-# The HIP backend's compiler and runtime: the tests build lris::hip too (its tests skip without
-# an AMD GPU).
-hip_packages=(hipcc libamdhip64-dev)
+# The HIP backend's compiler and runtime (the tests build lris::hip too; its tests skip without
+# an AMD GPU), and clang with libFuzzer for the fuzz targets.
+hip_packages=(hipcc libamdhip64-dev clang-15 libclang-rt-15-dev)
 
 install_deps() {  # install_deps [extra packages...]
   local missing=()
@@ -76,6 +76,14 @@ case "${1:-}" in
       -DLRIS_ENABLE_CUDA=OFF -DLRIS_ENABLE_HIP=OFF -DLRIS_BUILD_TOOLS=OFF -DLRIS_BUILD_BENCHMARKS=OFF -DLRIS_BUILD_EXAMPLES=OFF
     cmake --build "$build-asan" -j "$jobs"
     (cd "$build-asan" && ctest --output-on-failure -j "$jobs" -E '^must_fail_')
+
+    # The parsers under libFuzzer (clang, ASan + UBSan), for a bounded time each.
+    CXX=clang++-15 configure "$build-fuzz" -DCMAKE_BUILD_TYPE=Debug -DLRIS_FUZZ=ON \
+      -DLRIS_SANITIZE=address,undefined -DLRIS_ENABLE_CUDA=OFF -DLRIS_ENABLE_HIP=OFF \
+      -DLRIS_BUILD_TOOLS=OFF -DLRIS_BUILD_BENCHMARKS=OFF -DLRIS_BUILD_EXAMPLES=OFF
+    cmake --build "$build-fuzz" -j "$jobs" --target safetensors_header_fuzz
+    "$build-fuzz/tests/fuzz/safetensors_header_fuzz" -max_total_time=60 -print_final_stats=1 \
+      -seed=1 2>&1 | tail -n 12
 
     # The concurrent parts (streams, thread pool, transfers) under ThreadSanitizer.
     configure "$build-tsan" -DCMAKE_BUILD_TYPE=Debug -DLRIS_SANITIZE=thread \
