@@ -21,7 +21,7 @@ packages=(cmake make g++ pkg-config ccache catch2 libfmt-dev libcli11-dev liburi
 
 # The HIP backend's compiler and runtime (the tests build lris::hip too; its tests skip without
 # an AMD GPU), and clang with libFuzzer for the fuzz targets.
-hip_packages=(hipcc libamdhip64-dev clang-15 libclang-rt-15-dev)
+hip_packages=(hipcc libamdhip64-dev clang-15 libclang-common-15-dev)
 
 install_deps() {  # install_deps [extra packages...]
   local missing=()
