@@ -100,17 +100,6 @@ std::vector<std::vector<detail::io_segment>> slice(const std::vector<detail::io_
   return out;
 }
 
-void merge(io_stats& into, const io_stats& from) {
-  into.bytes += from.bytes;
-  into.direct_bytes += from.direct_bytes;
-  into.buffered_bytes += from.buffered_bytes;
-  into.operations += from.operations;
-  into.short_transfers += from.short_transfers;
-  into.eagain_retries += from.eagain_retries;
-  into.eintr_retries += from.eintr_retries;
-  into.registered_files = into.registered_files || from.registered_files;
-}
-
 }  // namespace
 
 io_engine::io_engine(io_options options) : options_(std::move(options)) {
@@ -314,7 +303,7 @@ io_stats io_engine::run(const file& f, std::uint64_t offset, std::byte* buf, std
   for (auto& e : errors) {
     if (e) std::rethrow_exception(e);
   }
-  for (const auto& s : part) merge(st, s);
+  for (const auto& s : part) st.add_counters(s);
   st.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   return st;
 }

@@ -53,18 +53,6 @@ std::string make_cold(const std::filesystem::path& path) {
                  : "file evicted with POSIX_FADV_DONTNEED before each cold read (not root)";
 }
 
-// The median of `n` runs of `op` (each given a fresh cold cache when `cold`), as GB/s.
-double median_gbps(std::uint64_t bytes, int n, bool cold, const std::filesystem::path& path,
-                   const std::function<void()>& op) {
-  std::vector<double> rates;
-  for (int i = 0; i < n; ++i) {
-    if (cold) make_cold(path);
-    rates.push_back(bytes / seconds_of(op) / 1e9);
-  }
-  std::sort(rates.begin(), rates.end());
-  return rates[rates.size() / 2];
-}
-
 // Runs each of `ops` in turn, `n` rounds, the order rotated from round to round (cold before
 // each when `cold`), and returns each op's median rate in GB/s.
 std::vector<double> interleaved(std::uint64_t bytes, int n, bool cold,
@@ -86,6 +74,12 @@ std::vector<double> interleaved(std::uint64_t bytes, int n, bool cold,
     medians.push_back(r[r.size() / 2]);
   }
   return medians;
+}
+
+// The median of `n` runs of `op` (each given a fresh cold cache when `cold`), as GB/s.
+double median_gbps(std::uint64_t bytes, int n, bool cold, const std::filesystem::path& path,
+                   const std::function<void()>& op) {
+  return interleaved(bytes, n, cold, path, {op})[0];
 }
 
 bench_row row(std::string name, double ceiling, double gbps, std::string path) {

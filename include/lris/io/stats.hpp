@@ -32,6 +32,22 @@ struct io_stats {
   bool registered_files = false;
 
   [[nodiscard]] double gbps() const noexcept { return seconds > 0 ? bytes / seconds / 1e9 : 0; }
+
+  /// @brief Adds the counters of `other` (a part of the same transfer); the descriptions stay.
+  void add_counters(const io_stats& other) noexcept {
+    bytes += other.bytes;
+    direct_bytes += other.direct_bytes;
+    buffered_bytes += other.buffered_bytes;
+    operations += other.operations;
+    short_transfers += other.short_transfers;
+    eagain_retries += other.eagain_retries;
+    eintr_retries += other.eintr_retries;
+    registered_files = registered_files || other.registered_files;
+  }
+  /// @brief "io_uring, direct (cold: 0% of the range in the page cache)".
+  [[nodiscard]] std::string summary() const {
+    return backend + ", " + mode + " (" + mode_reason + ")";
+  }
 };
 
 }  // namespace lris::io

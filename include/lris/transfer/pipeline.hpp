@@ -320,23 +320,14 @@ class pipeline {
   void start_device_batch(const std::shared_ptr<detail::transfer_state>& state,
                           const transfer_plan& p, std::size_t n, const ItemAt& item) {
     state->stats.path = transfer_path::batched;
-    std::size_t pieces = 0;
-    for (std::size_t i = 0; i < n; ++i) {
-      pieces += (item(i).bytes + batch_piece_bytes - 1) / batch_piece_bytes;
-    }
+    std::vector<copy_item> pieces;
+    pieces.reserve(n);
+    for (std::size_t i = 0; i < n; ++i) detail::append_pieces(pieces, item(i), batch_piece_bytes);
     // The item array is read by whoever executes the batch (a GPU reads it over the link), so
     // it lives in the pipeline's pinned memory until the transfer is over.
-    auto items = std::make_shared<buffer<caching_pool<Allocator>, copy_item>>(pieces,
+    auto items = std::make_shared<buffer<caching_pool<Allocator>, copy_item>>(pieces.size(),
                                                                               core_->item_pool);
-    std::size_t k = 0;
-    for (std::size_t i = 0; i < n; ++i) {
-      const copy_item it = item(i);
-      for (std::size_t off = 0; off < it.bytes; off += batch_piece_bytes) {
-        items->data()[k++] = {static_cast<const std::byte*>(it.src) + off,
-                              static_cast<std::byte*>(it.dst) + off,
-                              std::min(batch_piece_bytes, it.bytes - off)};
-      }
-    }
+    std::copy(pieces.begin(), pieces.end(), items->data());
     start_on_stream(state, p.streams, [&](typename Backend::stream& stream) {
       core_->backend.copy_batch_async(items->data(), items->size(), stream);
     }, items);
@@ -405,7 +396,7 @@ class pipeline {
               kind == copy_kind::host_to_device
                   ? io.read(*file, offset, {mem, bytes}, stop)
                   : io.write(const_cast<io::file&>(*file), offset, {mem, bytes}, stop);
-          state->stats.io = r.backend + ", " + r.mode + " (" + r.mode_reason + ")";
+          state->stats.io = r.summary();
           state->stats.io_direct_bytes = r.direct_bytes;
           state->stats.io_buffered_bytes = r.buffered_bytes;
           state->add_progress(r.bytes);

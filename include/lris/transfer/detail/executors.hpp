@@ -385,15 +385,13 @@ struct file_job : ring_job<file_job<Backend, Allocator>, Backend, Allocator, job
     st.io_direct_bytes = io_total.direct_bytes;
     st.io_buffered_bytes = io_total.buffered_bytes;
     try {
-      st.io = io_total.backend + ", " + io_total.mode + " (" + io_total.mode_reason + ")";
+      st.io = io_total.summary();
     } catch (...) {  // out of memory for a description: leave it empty
     }
   }
   void note(const io::io_stats& st) {
     std::lock_guard lock(io_mutex);
-    io_total.bytes += st.bytes;
-    io_total.direct_bytes += st.direct_bytes;
-    io_total.buffered_bytes += st.buffered_bytes;
+    io_total.add_counters(st);
     if (io_total.mode.empty() || st.direct_bytes > 0) {
       io_total.backend = st.backend;
       io_total.mode = st.mode;
