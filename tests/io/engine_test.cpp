@@ -36,16 +36,6 @@ std::filesystem::path stamped_file() {
   return path;
 }
 
-// A page-aligned buffer of `bytes` plus `shift` bytes of lead-in.
-struct aligned_buffer {
-  std::byte* base;
-  std::byte* p;
-  aligned_buffer(std::size_t bytes, std::size_t shift)
-      : base(static_cast<std::byte*>(std::aligned_alloc(4096, (bytes + shift + 4095) / 4096 * 4096 + 4096))),
-        p(base + shift) {}
-  ~aligned_buffer() { std::free(base); }
-};
-
 }  // namespace
 
 TEST_CASE("io_engine reads every byte of every geometry", "[io]") {
@@ -77,7 +67,7 @@ TEST_CASE("io_engine reads every byte of every geometry", "[io]") {
       for (const range& r : ranges) {
         for (const std::size_t shift : {std::size_t{0}, std::size_t{123}}) {
           CAPTURE(engine.backend(), static_cast<int>(mode), r.what, shift);
-          aligned_buffer buf(r.len, shift);
+          lris::test::aligned_buffer buf(r.len, shift);
           std::memset(buf.p, 0xEE, r.len);
           const auto st = engine.read(f, r.offset, {buf.p, r.len});
           CHECK(st.bytes == r.len);
@@ -108,7 +98,7 @@ TEST_CASE("io_engine reads resident data buffered and cold data direct", "[io]")
   buffered.direct = direct_mode::never;
   io_engine(buffered).read(f, 0, warm);
   REQUIRE(io_engine::resident_fraction(f, 0, file_bytes) > 0.9);
-  aligned_buffer buf(file_bytes, 0);
+  lris::test::aligned_buffer buf(file_bytes, 0);
   const auto st = engine.read(f, 0, {buf.p, file_bytes});
   CHECK(st.resident_fraction > 0.9);
   CHECK(st.mode == "buffered");
@@ -146,7 +136,7 @@ TEST_CASE("io_engine registers its files with io_uring where the kernel has spar
 TEST_CASE("io_engine writes, and reads back what it wrote", "[io]") {
   const auto path = lris::test::disk_dir() / "engine_written.bin";
   const std::size_t n = (5 << 20) + 3;
-  aligned_buffer src(n, 1000);  // aligned like the file offset: O_DIRECT for the middle
+  lris::test::aligned_buffer src(n, 1000);  // aligned like the file offset: O_DIRECT middle
   for (std::size_t i = 0; i < n; ++i) src.p[i] = lris::test::stamp_byte(i + 1000, seed);
   io_engine engine;
   {

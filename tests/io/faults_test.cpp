@@ -61,13 +61,6 @@ io_engine faulty_engine(const fault_plan& plan, bool uring, direct_mode mode, fa
   return io_engine(o);
 }
 
-struct aligned_buffer {
-  std::byte* p;
-  explicit aligned_buffer(std::size_t n)
-      : p(static_cast<std::byte*>(std::aligned_alloc(4096, (n + 4095) / 4096 * 4096))) {}
-  ~aligned_buffer() { std::free(p); }
-};
-
 }  // namespace
 
 TEST_CASE("reads survive short transfers, EAGAIN, EINTR, delays and reordering", "[io][faults]") {
@@ -81,7 +74,7 @@ TEST_CASE("reads survive short transfers, EAGAIN, EINTR, delays and reordering",
                         .delay = 0.2, .reorder = 0.3};
         fault_queue* q = nullptr;
         io_engine engine = faulty_engine(plan, uring, mode, q);
-        aligned_buffer buf(file_bytes);
+        lris::test::aligned_buffer buf(file_bytes);
         std::memset(buf.p, 0xEE, file_bytes);
         const std::uint64_t offset = s * 1000;  // unaligned: buffered head and tail too
         const std::size_t len = file_bytes - offset;
@@ -166,7 +159,7 @@ TEST_CASE("cancel with operations in flight: each ends exactly once, then cancel
   fault_plan plan{.seed = 5, .delay = 0.5, .reorder = 0.5};
   fault_queue* q = nullptr;
   io_engine engine = faulty_engine(plan, true, direct_mode::always, q);
-  aligned_buffer buf(file_bytes);
+  lris::test::aligned_buffer buf(file_bytes);
   std::atomic<int> polls{0};
   REQUIRE_THROWS_AS(engine.read(f, 0, {buf.p, file_bytes}, [&] { return ++polls > 3; }),
                     lris::cancelled);

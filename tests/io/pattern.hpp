@@ -12,6 +12,9 @@
 #include <string>
 #include <vector>
 
+#include <lris/memory/buffer.hpp>
+#include <lris/memory/page_aligned_allocator.hpp>
+
 namespace lris::test {
 
 inline std::uint64_t stamp_word(std::uint64_t offset, std::uint64_t seed) {
@@ -41,6 +44,15 @@ inline void write_stamped(const std::filesystem::path& path, std::uint64_t bytes
   std::ofstream(path, std::ios::binary | std::ios::trunc)
       .write(reinterpret_cast<const char*>(data.data()), static_cast<std::streamsize>(bytes));
 }
+
+/// Page-aligned memory (the project's page_aligned_allocator), `p` offset by `shift` bytes
+/// from the page: for O_DIRECT with and without matching alignment.
+struct aligned_buffer {
+  lris::buffer<lris::page_aligned_allocator> mem;
+  std::byte* p;
+  explicit aligned_buffer(std::size_t bytes, std::size_t shift = 0)
+      : mem(bytes + shift + 1), p(mem.data() + shift) {}
+};
 
 /// A directory for test files on a disk file system (O_DIRECT works there, unlike tmpfs).
 inline std::filesystem::path disk_dir() {
