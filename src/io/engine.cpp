@@ -108,21 +108,39 @@ io_engine::io_engine(io_options options) : options_(std::move(options)) {
   options_.resident_queues = std::max(1u, options_.resident_queues);
   // Made once now: it settles the backend (and whether io_uring works at all).
   auto q = take_queue();
-  backend_ = std::string(q->name());
+  backend_ = std::string(q.queue->name());
   return_queue(std::move(q));
 }
 
 io_engine::~io_engine() = default;
 
-std::unique_ptr<io_queue> io_engine::take_queue() {
+io_engine::pooled_queue io_engine::take_queue() {
+  pooled_queue q;
+  std::vector<fixed_buffer> registered;
+  std::uint64_t generation = 0;
   {
     std::lock_guard lock(mutex_);
     if (!idle_.empty()) {
-      auto q = std::move(idle_.back());
+      q = std::move(idle_.back());
       idle_.pop_back();
-      return q;
+    }
+    generation = generation_;
+    if (q.generation != generation) registered = registered_;
+  }
+  if (!q.queue) q.queue = make_queue();
+  if (q.generation != generation) {
+    try {
+      q.queue->sync_buffers(registered);
+      q.generation = generation;
+    } catch (...) {
+      return_queue(std::move(q));
+      throw;
     }
   }
+  return q;
+}
+
+std::unique_ptr<io_queue> io_engine::make_queue() {
   if (options_.make_queue) return options_.make_queue(options_.queue_depth);
   switch (options_.backend) {
     case io_backend::pread: return std::make_unique<detail::pread_queue>(options_.queue_depth);
@@ -149,9 +167,34 @@ std::unique_ptr<io_queue> io_engine::take_queue() {
   return nullptr;
 }
 
-void io_engine::return_queue(std::unique_ptr<io_queue> q) {
+void io_engine::return_queue(pooled_queue q) {
   std::lock_guard lock(mutex_);
   idle_.push_back(std::move(q));
+}
+
+std::uint64_t io_engine::register_memory(std::span<std::byte> memory) {
+  LRIS_EXPECTS(memory.data() != nullptr && !memory.empty(),
+               "io: register_memory of an empty range");
+  std::lock_guard lock(mutex_);
+  const std::uint64_t id = next_id_++;
+  registered_.push_back({id, memory.data(), memory.size()});
+  ++generation_;  // queues pick it up when next taken
+  return id;
+}
+
+void io_engine::unregister_memory(std::uint64_t id) noexcept {
+  std::lock_guard lock(mutex_);
+  const auto erased = std::erase_if(registered_, [id](const fixed_buffer& b) { return b.id == id; });
+  if (erased == 0) return;
+  ++generation_;
+  // Idle queues let go of the pages now; busy ones sync when next taken.
+  for (pooled_queue& q : idle_) {
+    try {
+      q.queue->sync_buffers(registered_);
+      q.generation = generation_;
+    } catch (...) {  // the queue stays stale and syncs when next taken
+    }
+  }
 }
 
 double io_engine::resident_fraction(const file& f, std::uint64_t offset, std::uint64_t bytes) {
@@ -181,23 +224,23 @@ double io_engine::resident_fraction(const file& f, std::uint64_t offset, std::ui
 
 io_stats io_engine::read(const file& f, std::uint64_t offset, std::span<std::byte> dst,
                          const std::function<bool()>& should_stop) {
-  return run(f, offset, dst.data(), dst.size(), false, should_stop, options_.direct);
+  return run(f, offset, dst.data(), dst.size(), false, should_stop, {});
 }
 
 io_stats io_engine::read(const file& f, std::uint64_t offset, std::span<std::byte> dst,
-                         const std::function<bool()>& should_stop, direct_mode mode) {
-  return run(f, offset, dst.data(), dst.size(), false, should_stop, mode);
+                         const std::function<bool()>& should_stop, const io_overrides& call) {
+  return run(f, offset, dst.data(), dst.size(), false, should_stop, call);
 }
 
 io_stats io_engine::write(file& f, std::uint64_t offset, std::span<const std::byte> src,
-                          const std::function<bool()>& should_stop) {
+                          const std::function<bool()>& should_stop, const io_overrides& call) {
   // The kernel only reads this memory; the driver's segments are written for both directions.
-  return run(f, offset, const_cast<std::byte*>(src.data()), src.size(), true, should_stop,
-             options_.direct);
+  return run(f, offset, const_cast<std::byte*>(src.data()), src.size(), true, should_stop, call);
 }
 
 io_stats io_engine::run(const file& f, std::uint64_t offset, std::byte* buf, std::size_t len,
-                        bool write, const std::function<bool()>& should_stop, direct_mode mode) {
+                        bool write, const std::function<bool()>& should_stop,
+                        const io_overrides& call) {
   const auto start = std::chrono::steady_clock::now();
   LRIS_EXPECTS(len == 0 || buf != nullptr, "io: {} of {}: null buffer for {} bytes",
                write ? "write" : "read", f.path().string(), len);
@@ -213,8 +256,11 @@ io_stats io_engine::run(const file& f, std::uint64_t offset, std::byte* buf, std
 
   // Direct or buffered, and why. Memory that is not aligned like the file takes the direct
   // path through aligned bounce buffers (reads; a write from such memory goes buffered).
+  const direct_mode mode = call.direct.value_or(options_.direct);
+  io_options o = options_;  // what the request driver sees: the depth of this call
+  if (call.queue_depth > 0) o.queue_depth = std::min(call.queue_depth, options_.queue_depth);
   bool direct = false;
-  unsigned queues = options_.queues;
+  unsigned queues = call.queues > 0 ? call.queues : options_.queues;
   const std::uint64_t a = f.direct_alignment();
   const bool memory_fits = (reinterpret_cast<std::uintptr_t>(buf) + (a - offset % a)) % a == 0;
   if (mode == direct_mode::never) {
@@ -232,7 +278,7 @@ io_stats io_engine::run(const file& f, std::uint64_t offset, std::byte* buf, std
     st.mode_reason = fmt::format("{}: {:.0f}% of the range in the page cache",
                                  direct ? "cold" : "resident",
                                  100 * std::max(0.0, st.resident_fraction));
-    if (!direct) queues = options_.resident_queues;
+    if (!direct) queues = call.queues > 0 ? call.queues : options_.resident_queues;
   }
   const bool bounce = direct && !memory_fits;
   plan p = make_plan(f, offset, buf, len, write, direct);
@@ -275,26 +321,28 @@ io_stats io_engine::run(const file& f, std::uint64_t offset, std::byte* buf, std
   std::vector<io_stats> part(work.size());
   std::vector<std::exception_ptr> errors(work.size());
   auto run_slice = [&](std::size_t i) {
-    std::unique_ptr<io_queue> q;
+    pooled_queue q;
     std::byte* staging = nullptr;
     try {
       q = take_queue();
-      detail::run_segments(*q, work[i].segments, options_, f.path(), part[i], should_stop);
+      const std::uint64_t fixed_before = q.queue->fixed_buffer_ops();
+      detail::run_segments(*q.queue, work[i].segments, o, f.path(), part[i], should_stop);
       if (!work[i].bounced.empty()) {
         staging = static_cast<std::byte*>(std::aligned_alloc(page, bounce_bytes));
         if (staging == nullptr) throw out_of_memory("io: no memory for a bounce buffer", bounce_bytes);
         for (const detail::io_segment& w : work[i].bounced) {
           detail::io_segment into = w;
           into.buf = staging;
-          detail::run_segments(*q, {&into, 1}, options_, f.path(), part[i], should_stop);
+          detail::run_segments(*q.queue, {&into, 1}, o, f.path(), part[i], should_stop);
           std::memcpy(w.buf, staging, w.len);
         }
       }
+      part[i].fixed_buffer_ops = q.queue->fixed_buffer_ops() - fixed_before;
     } catch (...) {
       errors[i] = std::current_exception();
     }
     std::free(staging);
-    if (q) return_queue(std::move(q));
+    if (q.queue) return_queue(std::move(q));
   };
   std::vector<std::thread> helpers;
   for (std::size_t i = 1; i < work.size(); ++i) helpers.emplace_back(run_slice, i);

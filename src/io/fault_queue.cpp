@@ -25,6 +25,7 @@ void fault_queue::submit(std::span<const io_op> ops) {
       throw error(fmt::format("fault_queue: tag {} submitted while still in flight", op.tag));
     }
     ++counts_.operations;
+    max_outstanding_ = std::max(max_outstanding_, outstanding_.size());
     if (roll(plan_.eio)) {
       ++counts_.eio;
       ready_.push_back({op.tag, -EIO});

@@ -57,7 +57,7 @@ void run_segments(io_queue& queue, std::span<const io_segment> segments, const i
     ~release_guard() { q.release_files(); }
   } release{queue};
   if (!segments.empty() && queue.use_files(fds)) stats.registered_files = true;
-  const unsigned capacity = std::max(1u, queue.capacity());
+  const unsigned capacity = std::max(1u, std::min(queue.capacity(), o.queue_depth));
   std::vector<std::optional<request>> in_flight(capacity);
   std::vector<std::uint64_t> free_tags;
   for (unsigned t = capacity; t-- > 0;) free_tags.push_back(t);

@@ -30,7 +30,8 @@ struct io_segment {
   bool direct = false;  ///< counts as direct_bytes in the stats
 };
 
-/// Runs `segments`; adds to `stats` (bytes, operations, retries). `should_stop` is polled
+/// Runs `segments`, at most o.queue_depth operations in flight; adds to `stats` (bytes,
+/// operations, retries). `should_stop` is polled
 /// between completions; when it returns true the run drains and throws lris::cancelled.
 /// Throws lris::io_error naming `file` and the offset for a failed operation.
 void run_segments(io_queue& queue, std::span<const io_segment> segments, const io_options& o,

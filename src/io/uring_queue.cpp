@@ -4,6 +4,8 @@
 #include <cerrno>
 #include <cstring>
 
+#include <sys/uio.h>
+
 #include <fmt/format.h>
 
 #include <lris/error.hpp>
@@ -15,6 +17,53 @@ uring_queue::uring_queue(unsigned depth) : depth_(depth) {
   if (r < 0) throw io_error(-r, fmt::format("io_uring_queue_init({}) failed", depth));
   // Fixed files where the kernel has sparse tables (5.19); plain descriptors otherwise.
   sparse_files_ = io_uring_register_files_sparse(&ring_, file_slots) == 0;
+  // Fixed buffers likewise (5.19), filled in by sync_buffers.
+  sparse_buffers_ = io_uring_register_buffers_sparse(&ring_, buffer_slots) == 0;
+}
+
+std::size_t uring_queue::sync_buffers(std::span<const fixed_buffer> buffers) {
+  if (!sparse_buffers_) return 0;
+  auto wanted = [&](std::uint64_t id) {
+    return std::any_of(buffers.begin(), buffers.end(),
+                       [id](const fixed_buffer& b) { return b.id == id; });
+  };
+  auto set_slot = [&](unsigned slot, const fixed_buffer& b) {
+    iovec iov{b.data, b.bytes};
+    __u64 tag = 0;
+    if (io_uring_register_buffers_update_tag(&ring_, slot, &iov, &tag, 1) != 1) return false;
+    buffers_[slot] = b;
+    return true;
+  };
+  // Memory no longer registered leaves its slot first (its pages are unpinned), so that a
+  // slot is free for what is new.
+  for (unsigned i = 0; i < buffer_slots; ++i) {
+    if (buffers_[i].id != 0 && !wanted(buffers_[i].id) && !set_slot(i, fixed_buffer{})) {
+      buffers_[i] = fixed_buffer{};  // the kernel refused to clear it: never use it again
+    }
+  }
+  std::size_t held = 0;
+  for (const fixed_buffer& b : buffers) {
+    fixed_buffer* const end = buffers_ + buffer_slots;
+    if (std::find_if(buffers_ + 0, end, [&](const fixed_buffer& h) { return h.id == b.id; }) != end) {
+      ++held;
+      continue;
+    }
+    fixed_buffer* free = std::find_if(buffers_ + 0, end, [](const fixed_buffer& h) { return h.id == 0; });
+    // A refusal (RLIMIT_MEMLOCK, a buffer over 1 GiB) leaves that memory unregistered.
+    if (free != end && set_slot(static_cast<unsigned>(free - buffers_), b)) ++held;
+  }
+  return held;
+}
+
+int uring_queue::buffer_slot(const void* buf, std::size_t len) const noexcept {
+  const auto* p = static_cast<const std::byte*>(buf);
+  for (unsigned i = 0; i < buffer_slots; ++i) {
+    const fixed_buffer& b = buffers_[i];
+    if (b.id != 0 && p >= b.data && len <= b.bytes && p - b.data <= static_cast<std::ptrdiff_t>(b.bytes - len)) {
+      return static_cast<int>(i);
+    }
+  }
+  return -1;
 }
 
 bool uring_queue::use_files(std::span<const int> fds) {
@@ -56,10 +105,19 @@ void uring_queue::submit(std::span<const io_op> ops) {
     const int* slot = std::find(slot_fd_, slot_fd_ + slots_used_, op.fd);
     const bool fixed = slot != slot_fd_ + slots_used_;
     const int target = fixed ? static_cast<int>(slot - slot_fd_) : op.fd;
-    if (op.write) {
-      io_uring_prep_write(sqe, target, op.buf, static_cast<unsigned>(op.len), op.offset);
+    const int buf_slot = buffer_slot(op.buf, op.len);
+    const auto len = static_cast<unsigned>(op.len);
+    if (buf_slot >= 0) {
+      ++fixed_ops_;
+      if (op.write) {
+        io_uring_prep_write_fixed(sqe, target, op.buf, len, op.offset, buf_slot);
+      } else {
+        io_uring_prep_read_fixed(sqe, target, op.buf, len, op.offset, buf_slot);
+      }
+    } else if (op.write) {
+      io_uring_prep_write(sqe, target, op.buf, len, op.offset);
     } else {
-      io_uring_prep_read(sqe, target, op.buf, static_cast<unsigned>(op.len), op.offset);
+      io_uring_prep_read(sqe, target, op.buf, len, op.offset);
     }
     if (fixed) sqe->flags |= IOSQE_FIXED_FILE;
     io_uring_sqe_set_data64(sqe, op.tag);

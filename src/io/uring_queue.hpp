@@ -23,6 +23,8 @@ class uring_queue final : public io_queue {
                    std::chrono::microseconds timeout) override;
   bool use_files(std::span<const int> fds) override;
   void release_files() noexcept override;
+  std::size_t sync_buffers(std::span<const fixed_buffer> buffers) override;
+  [[nodiscard]] std::uint64_t fixed_buffer_ops() const noexcept override { return fixed_ops_; }
 
  private:
   static constexpr unsigned file_slots = 8;
@@ -31,6 +33,13 @@ class uring_queue final : public io_queue {
   bool sparse_files_ = false;             // a sparse table of file_slots was registered
   int slot_fd_[file_slots] = {-1, -1, -1, -1, -1, -1, -1, -1};  // the fd in each slot
   unsigned slots_used_ = 0;
+
+  static constexpr unsigned buffer_slots = 16;
+  bool sparse_buffers_ = false;           // a sparse table of buffer_slots was registered
+  fixed_buffer buffers_[buffer_slots]{};  // what each slot holds; id 0: nothing
+  std::uint64_t fixed_ops_ = 0;
+  // The slot of registered memory holding [buf, buf + len), or -1.
+  [[nodiscard]] int buffer_slot(const void* buf, std::size_t len) const noexcept;
 };
 
 }  // namespace lris::io::detail

@@ -5,11 +5,13 @@
 #include "support/what_contains.hpp"
 
 #include <fcntl.h>
+#include <sys/mman.h>
 #include <sys/utsname.h>
 
 #include <cstdio>
 
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <memory>
 #include <vector>
@@ -131,6 +133,67 @@ TEST_CASE("io_engine registers its files with io_uring where the kernel has spar
   io_options pread_options;
   pread_options.backend = io_backend::pread;
   CHECK_FALSE(io_engine(pread_options).read(f, 0, buf).registered_files);
+}
+
+TEST_CASE("io_engine reads through registered memory, and forgets it when told", "[io]") {
+  io_engine engine;
+  const lris::io::file f(stamped_file());
+  const std::size_t len = 2 << 20;
+  const bool expected = lris::test::fixed_buffers_expected(engine, len);
+  // Memory mapped by hand, so that it can be unmapped and mapped again at the same address
+  // with other pages: the case where a stale registration would read into the old pages.
+  void* at = ::mmap(nullptr, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  REQUIRE(at != MAP_FAILED);
+  auto* mem = static_cast<std::byte*>(at);
+  const std::uint64_t id = engine.register_memory({mem, len});
+  CHECK(id != 0);
+  for (const auto mode : {direct_mode::always, direct_mode::never}) {
+    CAPTURE(static_cast<int>(mode));
+    std::memset(mem, 0xEE, len);
+    // Offset 777: a buffered head and tail around the direct middle, all in registered memory.
+    const auto st = engine.read(f, 777, {mem + 777, len - 777 - 5}, {}, {.direct = mode});
+    CHECK(stamped_from(mem + 777, len - 777 - 5, 777, seed));
+    if (expected) CHECK(st.fixed_buffer_ops == st.operations);
+  }
+  // Memory outside every registration goes as plain operations.
+  std::vector<std::byte> other(100000);
+  CHECK(engine.read(f, 0, other).fixed_buffer_ops == 0);
+  CHECK(stamped_from(other.data(), other.size(), 0, seed));
+
+  // Unregistered, unmapped, and mapped again at the same address (new pages): reads land in
+  // the new pages, registered again or not.
+  engine.unregister_memory(id);
+  engine.unregister_memory(id);  // a second time: nothing happens
+  REQUIRE(::munmap(mem, len) == 0);
+  void* again = ::mmap(mem, len, PROT_READ | PROT_WRITE,
+                       MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
+  REQUIRE(again == mem);
+  std::memset(mem, 0xEE, len);
+  auto st = engine.read(f, 4096, {mem, len}, {}, {.direct = direct_mode::always});
+  CHECK(st.fixed_buffer_ops == 0);
+  CHECK(stamped_from(mem, len, 4096, seed));
+  const std::uint64_t id2 = engine.register_memory({mem, len});
+  CHECK(id2 != id);
+  std::memset(mem, 0xEE, len);
+  st = engine.read(f, 8192, {mem, len}, {}, {.direct = direct_mode::always});
+  CHECK(stamped_from(mem, len, 8192, seed));
+  if (expected) CHECK(st.fixed_buffer_ops == st.operations);
+  // Writes from registered memory go fixed too.
+  const auto out_path = lris::test::disk_dir() / "engine_fixed_written.bin";
+  {
+    lris::io::file out(out_path, lris::io::open_mode::create);
+    const auto w = engine.write(out, 0, {mem, len});
+    if (expected) CHECK(w.fixed_buffer_ops == w.operations);
+  }
+  std::vector<std::byte> back(len);
+  io_engine().read(lris::io::file(out_path), 0, back);
+  CHECK(stamped_from(back.data(), len, 8192, seed));
+  engine.unregister_memory(id2);
+  ::munmap(mem, len);
+  std::filesystem::remove(out_path);
+
+  CHECK_THROWS_MATCHES(engine.register_memory({}), lris::invalid_argument,
+                       what_contains("empty"));
 }
 
 TEST_CASE("io_engine writes, and reads back what it wrote", "[io]") {

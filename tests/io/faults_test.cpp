@@ -8,6 +8,7 @@
 #include <atomic>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <memory>
 #include <vector>
 
@@ -164,6 +165,33 @@ TEST_CASE("cancel with operations in flight: each ends exactly once, then cancel
   REQUIRE_THROWS_AS(engine.read(f, 0, {buf.p, file_bytes}, [&] { return ++polls > 3; }),
                     lris::cancelled);
   CHECK(q->outstanding() == 0);
+}
+
+TEST_CASE("a call's io settings override the engine's: depth, direct mode, queues", "[io]") {
+  const file f(stamped_file());
+  fault_queue* q = nullptr;
+  io_engine engine = faulty_engine(fault_plan{}, true, direct_mode::always, q);
+  lris::test::aligned_buffer buf(file_bytes);
+  // The engine's depth (16) with 64 KiB blocks: the queue fills.
+  auto st = engine.read(f, 0, {buf.p, file_bytes});
+  CHECK(q->max_outstanding() == 16);
+  CHECK(st.mode.find("direct") == 0);
+  // The call asks for 4 in flight, buffered.
+  io_engine shallow = faulty_engine(fault_plan{}, true, direct_mode::always, q);
+  std::memset(buf.p, 0, file_bytes);
+  st = shallow.read(f, 0, {buf.p, file_bytes}, {}, {.direct = direct_mode::never, .queue_depth = 4});
+  CHECK(q->max_outstanding() == 4);
+  CHECK(st.mode == "buffered");
+  CHECK(st.mode_reason == "direct_mode::never");
+  CHECK(stamped_from(buf.p, file_bytes, 0, seed));
+  // A depth over the engine's is the engine's: its rings hold no more.
+  io_engine deep = faulty_engine(fault_plan{}, true, direct_mode::always, q);
+  deep.read(f, 0, {buf.p, file_bytes}, {}, {.direct = {}, .queue_depth = 1000});
+  CHECK(q->max_outstanding() == 16);
+  // Queues: the range is split over three.
+  st = deep.read(f, 0, {buf.p, file_bytes}, {}, {.direct = {}, .queue_depth = 0, .queues = 3});
+  CHECK(st.queues == 3);
+  CHECK(stamped_from(buf.p, file_bytes, 0, seed));
 }
 
 TEST_CASE("an unexpected end of file names the file and offset", "[io][errors]") {

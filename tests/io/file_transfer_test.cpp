@@ -51,6 +51,8 @@ TEST_CASE("read a file into host and device memory, any offset and size", "[io][
     CHECK(d.bytes == len);
     CHECK(d.io_direct_bytes + d.io_buffered_bytes == len);
     CHECK(stamped_from(dev.data(), len, offset, seed));
+    // The staging slots are registered with io_uring where the kernel allows it.
+    if (lris::test::fixed_buffers_expected(p.io(), 64 << 20)) CHECK(d.io_fixed_buffer_ops > 0);
   }
 }
 
@@ -77,6 +79,28 @@ TEST_CASE("write device and host memory into a file, and read it back", "[io][tr
   std::vector<std::byte> back(len + 1000);
   lris::read_file(lris::as_host(back.data(), back.size()), in, 5000).wait();
   CHECK(stamped_from(back.data(), back.size(), 5000, seed));
+}
+
+TEST_CASE("file transfers take io settings per call", "[io][transfer]") {
+  const lris::io::file f(stamped_file());
+  lris::pipeline<lris::auto_select, host_backend> p;
+  const std::size_t len = 9 << 20;
+  const lris::transfer_options buffered{.io = {.direct = lris::io::direct_mode::never}};
+  const lris::transfer_options direct{.io = {.direct = lris::io::direct_mode::always}};
+  lris::buffer<lris::device_allocator<host_backend>> dev(len);
+  std::vector<std::byte> host(len);
+  auto st = p.read(dev.span(), f, 4096, buffered).wait();
+  CHECK(st.io_buffered_bytes == len);
+  CHECK(stamped_from(dev.data(), len, 4096, seed));
+  st = p.read(lris::as_host(host.data(), len), f, 4096, buffered).wait();
+  CHECK(st.io_buffered_bytes == len);
+  CHECK(stamped_from(host.data(), len, 4096, seed));
+  if (f.direct()) {
+    std::memset(dev.data(), 0, len);
+    st = p.read(dev.span(), f, 4096, direct).wait();
+    CHECK(st.io_direct_bytes == len);
+    CHECK(stamped_from(dev.data(), len, 4096, seed));
+  }
 }
 
 TEST_CASE("file transfers: errors and cancellation", "[io][transfer][errors]") {

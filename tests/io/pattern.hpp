@@ -2,7 +2,11 @@
 // Files whose every 8-byte word holds its own offset (mixed with a seed): any byte read from
 // the wrong offset, or not read at all, shows.
 
+#include <sys/resource.h>
+#include <sys/utsname.h>
 #include <unistd.h>
+
+#include <cstdio>
 
 #include <cstddef>
 #include <cstdint>
@@ -12,6 +16,7 @@
 #include <string>
 #include <vector>
 
+#include <lris/io/engine.hpp>
 #include <lris/memory/buffer.hpp>
 #include <lris/memory/page_aligned_allocator.hpp>
 
@@ -68,6 +73,18 @@ inline std::filesystem::path stamped_file(const std::string& name, std::uint64_t
   std::error_code ec;
   if (std::filesystem::file_size(path, ec) != bytes || ec) write_stamped(path, bytes, seed);
   return path;
+}
+
+/// Whether the engine can register `bytes` of memory here: io_uring with sparse buffer tables
+/// (Linux 5.19), and the pages within RLIMIT_MEMLOCK (which root is not held to).
+inline bool fixed_buffers_expected(const lris::io::io_engine& engine, std::size_t bytes) {
+  utsname u{};
+  unsigned major = 0, minor = 0;
+  if (::uname(&u) != 0 || std::sscanf(u.release, "%u.%u", &major, &minor) != 2) return false;
+  rlimit lim{};
+  ::getrlimit(RLIMIT_MEMLOCK, &lim);
+  return engine.backend() == "io_uring" && (major > 5 || (major == 5 && minor >= 19)) &&
+         (::geteuid() == 0 || lim.rlim_cur == RLIM_INFINITY || lim.rlim_cur >= 2 * bytes);
 }
 
 }  // namespace lris::test

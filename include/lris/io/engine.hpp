@@ -38,14 +38,26 @@ class io_engine {
   /// lris::io_error naming the file and offset for a failed read or an unexpected end.
   io_stats read(const file& f, std::uint64_t offset, std::span<std::byte> dst,
                 const std::function<bool()>& should_stop = {});
-  /// @brief As read(), with `mode` instead of options().direct for this call: a caller that
-  /// reads one range in many pieces decides once (see resident_fraction) for all of them.
+  /// @brief As read(), with settings of this call in place of options(): e.g. a caller that
+  /// reads one range in many pieces decides direct or buffered once (see resident_fraction)
+  /// for all of them.
   io_stats read(const file& f, std::uint64_t offset, std::span<std::byte> dst,
-                const std::function<bool()>& should_stop, direct_mode mode);
+                const std::function<bool()>& should_stop, const io_overrides& call);
   /// @brief Writes `src` at `offset` of `f` (O_DIRECT for the aligned middle where `f`
   /// allows, buffered elsewhere). Call f.sync() for durability.
   io_stats write(file& f, std::uint64_t offset, std::span<const std::byte> src,
-                 const std::function<bool()>& should_stop = {});
+                 const std::function<bool()>& should_stop = {}, const io_overrides& call = {});
+
+  /// @brief Registers `memory` for the reads and writes into or out of it, where the kernel
+  /// allows (io_uring fixed buffers: the kernel pins its pages once, not for every operation).
+  /// Meant for long-lived buffers such as pinned staging slots. Operations in memory that no
+  /// queue holds go as before; io_stats::fixed_buffer_ops counts those that did not.
+  /// @return a handle for unregister_memory (never 0).
+  std::uint64_t register_memory(std::span<std::byte> memory);
+  /// @brief Forgets a registration. Call it when no read or write into that memory is running
+  /// and before the memory is freed: idle queues release its pages now, busy ones before
+  /// their next read or write.
+  void unregister_memory(std::uint64_t id) noexcept;
 
   /// @brief The queue in use: "io_uring", "pread", or the name of options.make_queue's queue.
   [[nodiscard]] const std::string& backend() const noexcept { return backend_; }
@@ -59,16 +71,25 @@ class io_engine {
                                                 std::uint64_t bytes);
 
  private:
-  std::unique_ptr<io_queue> take_queue();
-  void return_queue(std::unique_ptr<io_queue> q);
+  // A queue and the generation of the registered memory it holds.
+  struct pooled_queue {
+    std::unique_ptr<io_queue> queue;
+    std::uint64_t generation = 0;
+  };
+  pooled_queue take_queue();
+  std::unique_ptr<io_queue> make_queue();
+  void return_queue(pooled_queue q);
   io_stats run(const file& f, std::uint64_t offset, std::byte* buf, std::size_t len, bool write,
-               const std::function<bool()>& should_stop, direct_mode mode);
+               const std::function<bool()>& should_stop, const io_overrides& call);
 
   io_options options_;
   std::string backend_;
   std::string fallback_reason_;
   std::mutex mutex_;
-  std::vector<std::unique_ptr<io_queue>> idle_;
+  std::vector<pooled_queue> idle_;
+  std::vector<fixed_buffer> registered_;
+  std::uint64_t generation_ = 0;  // changes with registered_
+  std::uint64_t next_id_ = 1;
 };
 
 }  // namespace lris::io

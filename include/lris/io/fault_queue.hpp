@@ -51,10 +51,18 @@ class fault_queue final : public io_queue {
 
   bool use_files(std::span<const int> fds) override { return inner_->use_files(fds); }
   void release_files() noexcept override { inner_->release_files(); }
+  std::size_t sync_buffers(std::span<const fixed_buffer> buffers) override {
+    return inner_->sync_buffers(buffers);
+  }
+  [[nodiscard]] std::uint64_t fixed_buffer_ops() const noexcept override {
+    return inner_->fixed_buffer_ops();
+  }
 
   [[nodiscard]] const fault_counts& injected() const noexcept { return counts_; }
   /// @brief Operations submitted and not completed yet.
   [[nodiscard]] std::size_t outstanding() const noexcept { return outstanding_.size(); }
+  /// @brief The most operations that were in flight at once.
+  [[nodiscard]] std::size_t max_outstanding() const noexcept { return max_outstanding_; }
 
  private:
   bool roll(double p) { return p > 0 && std::uniform_real_distribution<double>(0, 1)(rng_) < p; }
@@ -68,6 +76,7 @@ class fault_queue final : public io_queue {
   std::vector<io_completion> ready_;                       // injected errors, due now
   std::vector<std::pair<io_completion, unsigned>> held_;   // delayed: waits left
   std::unordered_set<std::uint64_t> outstanding_;
+  std::size_t max_outstanding_ = 0;
 };
 
 }  // namespace lris::io

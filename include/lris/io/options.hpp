@@ -6,6 +6,7 @@
 #include <cstddef>
 #include <functional>
 #include <memory>
+#include <optional>
 
 #include <lris/io/queue.hpp>
 
@@ -45,6 +46,17 @@ struct io_options {
   /// For tests and fault injection: makes the queue instead of the engine (io_uring or pread
   /// per `backend` when empty). Called with the queue depth.
   std::function<std::unique_ptr<io_queue>(unsigned depth)> make_queue;
+};
+
+/// @brief Settings of one read or write that differ from the engine's io_options; what is
+/// left unset (nullopt, 0) is the engine's.
+struct io_overrides {
+  std::optional<direct_mode> direct;
+  /// Operations in flight per queue: at most the engine's queue_depth (the size of its rings).
+  unsigned queue_depth = 0;
+  /// Queues the read or write is split over (resident_queues for data found in the page
+  /// cache when `direct` is automatic).
+  unsigned queues = 0;
 };
 
 }  // namespace lris::io

@@ -23,6 +23,16 @@ struct io_op {
   std::uint64_t tag = 0;  ///< returned with the completion
 };
 
+/// @brief Memory registered with a queue for the operations into or out of it (io_uring:
+/// fixed buffers, which spare the kernel pinning its pages for every operation). `id` is
+/// unique for the life of the engine: memory freed and allocated again at the same address
+/// comes back under another id, so a queue never mistakes it for the old registration.
+struct fixed_buffer {
+  std::uint64_t id = 0;
+  std::byte* data = nullptr;
+  std::size_t bytes = 0;
+};
+
 /// @brief How an operation ended: bytes moved (>= 0; fewer than asked is a short read or
 /// write), or -errno.
 struct io_completion {
@@ -54,6 +64,15 @@ class io_queue {
   }
   /// @brief Forgets what use_files registered; called with no operation in flight.
   virtual void release_files() noexcept {}
+  /// @brief Makes the queue's registered memory exactly `buffers`, where the queue can (the
+  /// rest of the operations go as before); returns how many of them it holds. Called with no
+  /// operation in flight.
+  virtual std::size_t sync_buffers(std::span<const fixed_buffer> buffers) {
+    (void)buffers;
+    return 0;
+  }
+  /// @brief Operations so far that went through registered memory.
+  [[nodiscard]] virtual std::uint64_t fixed_buffer_ops() const noexcept { return 0; }
 };
 
 }  // namespace lris::io

@@ -30,6 +30,9 @@ struct io_stats {
   unsigned queues = 0;
   /// The descriptors were registered with io_uring (fixed files).
   bool registered_files = false;
+  /// Operations into or out of memory registered with io_engine::register_memory that went
+  /// as io_uring fixed buffers.
+  std::uint64_t fixed_buffer_ops = 0;
 
   [[nodiscard]] double gbps() const noexcept { return seconds > 0 ? bytes / seconds / 1e9 : 0; }
 
@@ -43,10 +46,12 @@ struct io_stats {
     eagain_retries += other.eagain_retries;
     eintr_retries += other.eintr_retries;
     registered_files = registered_files || other.registered_files;
+    fixed_buffer_ops += other.fixed_buffer_ops;
   }
-  /// @brief "io_uring, direct (cold: 0% of the range in the page cache)".
+  /// @brief "io_uring with fixed buffers, direct (cold: 0% of the range in the page cache)".
   [[nodiscard]] std::string summary() const {
-    return backend + ", " + mode + " (" + mode_reason + ")";
+    return backend + (fixed_buffer_ops > 0 ? " with fixed buffers" : "") + ", " + mode + " (" +
+           mode_reason + ")";
   }
 };
 

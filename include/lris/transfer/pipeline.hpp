@@ -69,6 +69,8 @@ class pipeline {
 
   [[nodiscard]] const Transfer& policy() const noexcept { return transfer_; }
   [[nodiscard]] const Backend& backend() const noexcept { return core_->backend; }
+  /// @brief The io engine of this pipeline's file transfers, made on first use.
+  [[nodiscard]] io::io_engine& io() { return core_->io(); }
 
   /// @brief Pins `slots` staging slots of `chunk_bytes` now, so that the first staged transfer
   /// with that chunk size does not pay for page-locking (which can cost more than the copy).
@@ -389,16 +391,17 @@ class pipeline {
       st.workers = 1;
       const io::file* file = &f;
       detail::thread_pool::shared().submit([state, core = core_, &io, file, mem, bytes, offset,
-                                            kind] {
+                                            kind, call = opts.io] {
         auto stop = [&] { return state->should_stop(); };
         try {
           const io::io_stats r =
               kind == copy_kind::host_to_device
-                  ? io.read(*file, offset, {mem, bytes}, stop)
-                  : io.write(const_cast<io::file&>(*file), offset, {mem, bytes}, stop);
+                  ? io.read(*file, offset, {mem, bytes}, stop, call)
+                  : io.write(const_cast<io::file&>(*file), offset, {mem, bytes}, stop, call);
           state->stats.io = r.summary();
           state->stats.io_direct_bytes = r.direct_bytes;
           state->stats.io_buffered_bytes = r.buffered_bytes;
+          state->stats.io_fixed_buffer_ops = r.fixed_buffer_ops;
           state->add_progress(r.bytes);
         } catch (const cancelled&) {
           // Counted as a cancelled transfer by the state: fewer bytes than asked.
@@ -416,7 +419,7 @@ class pipeline {
       auto job = std::make_shared<detail::file_job<Backend, Allocator>>();
       // Cold or resident, decided once: each chunk asking the page cache again would map and
       // unmap its range, which costs every thread of the process a TLB flush.
-      io::direct_mode mode = io.options().direct;
+      io::direct_mode mode = opts.io.direct.value_or(io.options().direct);
       std::string mode_reason;
       if (mode == io::direct_mode::automatic && kind == copy_kind::host_to_device) {
         const double resident = io::io_engine::resident_fraction(f, offset, bytes);
@@ -435,7 +438,10 @@ class pipeline {
       unsigned workers = p.workers;
       if (direct_io && opts.chunk_bytes == 0 && opts.workers == 0) {
         want = std::size_t{16} << 20;
-        const std::size_t in_flight = std::size_t{io.options().queue_depth} * io.options().block_bytes;
+        const unsigned depth = opts.io.queue_depth > 0
+                                   ? std::min(opts.io.queue_depth, io.options().queue_depth)
+                                   : io.options().queue_depth;
+        const std::size_t in_flight = std::size_t{depth} * io.options().block_bytes;
         workers = static_cast<unsigned>(std::clamp<std::size_t>(in_flight / want, 2, p.workers));
       }
       const std::size_t chunk =
@@ -448,7 +454,8 @@ class pipeline {
       job->base = offset / chunk * chunk;
       job->chunk = chunk;
       job->chunks = static_cast<std::size_t>((job->end - job->base + chunk - 1) / chunk);
-      job->mode = mode;
+      job->io = opts.io;
+      job->io.direct = mode;
       job->mode_reason = std::move(mode_reason);
       job->core = core_;
       job->kind = kind;

@@ -8,6 +8,7 @@
 #include <string_view>
 
 #include <lris/concepts/backend_policy.hpp>
+#include <lris/io/options.hpp>
 
 namespace lris {
 
@@ -66,6 +67,9 @@ struct transfer_options {
   unsigned streams = 0;
   unsigned ring_depth = 0;
   progress_fn on_progress = {};
+  /// File transfers (pipeline::read, ::write): io settings of this call in place of the
+  /// pipeline's pipeline_config::io, e.g. `{.direct = io::direct_mode::never}`.
+  io::io_overrides io = {};
 };
 
 }  // namespace lris

@@ -31,6 +31,8 @@ struct transfer_stats {
   std::string io;
   std::uint64_t io_direct_bytes = 0;    ///< file bytes moved with O_DIRECT
   std::uint64_t io_buffered_bytes = 0;  ///< file bytes moved through the page cache
+  /// io operations into or out of the pinned staging slots as io_uring fixed buffers.
+  std::uint64_t io_fixed_buffer_ops = 0;
 
   /// @brief Achieved rate in GB/s (10^9 bytes per second).
   [[nodiscard]] double gbps() const noexcept { return seconds > 0 ? bytes / seconds / 1e9 : 0.0; }

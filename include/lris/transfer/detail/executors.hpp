@@ -69,7 +69,10 @@ struct pipeline_core {
         backend(std::move(b)),
         events(std::make_shared<event_pool<Backend>>(backend)),
         item_pool(a, caching_pool_options{.max_cached_bytes = std::size_t{64} << 20}),
-        ring(backend, std::move(a), max_staging_bytes) {}
+        ring(backend, std::move(a), max_staging_bytes) {
+    // The ring dies before the engine (declared earlier), so the engine outlives every slot.
+    ring.on_unregister([this](std::uint64_t id) noexcept { io_->unregister_memory(id); });
+  }
 
   /// @brief Stream `i`, created on first use. Streams live as long as the pipeline.
   typename Backend::stream& stream(unsigned i) {
@@ -81,6 +84,12 @@ struct pipeline_core {
   io::io_engine& io() {
     std::call_once(io_once_, [this] { io_ = std::make_unique<io::io_engine>(io_options_); });
     return *io_;
+  }
+  /// @brief Registers a staging slot with the io engine once, so that file io into and out of
+  /// it goes as io_uring fixed buffers. The slot's owner calls it; the ring unregisters the
+  /// slot before freeing it.
+  void register_for_io(staging_slot<Backend>& slot) {
+    if (slot.io_registration == 0) slot.io_registration = io().register_memory({slot.data, slot.bytes});
   }
   /// @brief A stream for a single-operation transfer, round robin over `count`.
   typename Backend::stream& next_stream(unsigned count) {
@@ -350,7 +359,7 @@ struct file_job : ring_job<file_job<Backend, Allocator>, Backend, Allocator, job
   std::uint64_t end = 0;        // file offset past its last byte
   std::uint64_t base = 0;
   std::size_t chunk = 0;
-  io::direct_mode mode = io::direct_mode::automatic;  // decided once for every chunk
+  io::io_overrides io;  // the call's io settings; `direct` decided once for every chunk
   std::string mode_reason;                            // why, when decided here
   std::mutex io_mutex;
   io::io_stats io_total;
@@ -364,16 +373,17 @@ struct file_job : ring_job<file_job<Backend, Allocator>, Backend, Allocator, job
     std::byte* on_device = device + (from - offset);
     auto& be = this->core->backend;
     auto stop = [st = this->state.get()] { return st->should_stop(); };
+    this->core->register_for_io(slot);
     if (this->kind == copy_kind::host_to_device) {
       this->retire(slot);
-      note(this->core->io().read(*file, from, {in_slot, len}, stop, mode));
+      note(this->core->io().read(*file, from, {in_slot, len}, stop, io));
       be.copy_async(on_device, in_slot, len, copy_kind::host_to_device, s);
       this->mark_pending(slot, s, len);
     } else {
       be.copy_async(in_slot, on_device, len, copy_kind::device_to_host, s);
       this->run_now(slot, s);
       // const_cast: writing needs the descriptor only; io::file's const API is for readers.
-      note(this->core->io().write(const_cast<io::file&>(*file), from, {in_slot, len}, stop));
+      note(this->core->io().write(const_cast<io::file&>(*file), from, {in_slot, len}, stop, io));
       this->state->add_progress(len);
     }
   }
@@ -384,6 +394,7 @@ struct file_job : ring_job<file_job<Backend, Allocator>, Backend, Allocator, job
     auto& st = this->state->stats;
     st.io_direct_bytes = io_total.direct_bytes;
     st.io_buffered_bytes = io_total.buffered_bytes;
+    st.io_fixed_buffer_ops = io_total.fixed_buffer_ops;
     try {
       st.io = io_total.summary();
     } catch (...) {  // out of memory for a description: leave it empty

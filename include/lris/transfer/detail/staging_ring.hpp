@@ -5,6 +5,8 @@
 #include <atomic>
 #include <condition_variable>
 #include <cstddef>
+#include <cstdint>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <vector>
@@ -32,6 +34,8 @@ struct staging_slot {
   // Device memory of `bytes`, made on first use by transfers that pack many buffers into the
   // slot: the slot moves in one DMA, and the device spreads it from there. Freed with the slot.
   void* device_scratch = nullptr;
+  // The slot's registration with the io engine (fixed buffers) for file transfers; 0: none.
+  std::uint64_t io_registration = 0;
 };
 
 /// @brief Pinned slots handed to transfers. Slots are kept for reuse; the total never exceeds
@@ -51,6 +55,8 @@ class staging_ring {
   staging_ring& operator=(const staging_ring&) = delete;
 
   [[nodiscard]] std::size_t max_bytes() const noexcept { return max_bytes_; }
+  /// @brief Called with a slot's io registration before the slot is freed.
+  void on_unregister(std::function<void(std::uint64_t)> f) { unregister_ = std::move(f); }
 
   /// @brief Between 1 and `want` slots of exactly `bytes` bytes (bytes <= max_bytes()).
   std::vector<slot*> acquire(std::size_t want, std::size_t bytes) {
@@ -123,6 +129,7 @@ class staging_ring {
     }
   }
   void free_slot(slot& s) noexcept {
+    if (s.io_registration != 0 && unregister_) unregister_(s.io_registration);
     if (s.device_scratch != nullptr) backend_.deallocate_device(s.device_scratch, s.bytes);
     alloc_.deallocate(s.data, s.bytes, 4096);
   }
@@ -143,6 +150,7 @@ class staging_ring {
   std::vector<std::unique_ptr<slot>> slots_;
   std::vector<slot*> free_;
   std::size_t total_bytes_ = 0;
+  std::function<void(std::uint64_t)> unregister_;
 };
 
 }  // namespace lris::detail
