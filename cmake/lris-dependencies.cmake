@@ -26,7 +26,7 @@ function(lris_import_library target header)
   if(NOT ${var}_INCLUDE_DIR OR NOT ${var}_LIBRARY)
     message(FATAL_ERROR "lris needs ${header} and lib${ARG_NAMES}: on Debian, "
                         "apt-get install catch2 libfmt-dev libcli11-dev liburing-dev libnuma-dev "
-                        "libhwloc-dev libxxhash-dev nlohmann-json3-dev libbenchmark-dev")
+                        "libhwloc-dev libxxhash-dev libssl-dev nlohmann-json3-dev libbenchmark-dev")
   endif()
   add_library(${target} UNKNOWN IMPORTED GLOBAL)
   set_target_properties(${target} PROPERTIES
@@ -38,6 +38,8 @@ endfunction()
 lris_import_library(lris::dep_numa numa.h NAMES numa)
 lris_import_library(lris::dep_uring liburing.h NAMES uring)
 lris_import_library(lris::dep_xxhash xxhash.h NAMES xxhash)
+# OpenSSL's libcrypto: SHA-256 of whole files. Its static library needs libdl and threads.
+lris_import_library(lris::dep_crypto openssl/evp.h NAMES crypto INTERFACE_LIBS "${CMAKE_DL_LIBS};Threads::Threads")
 if(LRIS_STATIC_DEPS)
   find_library(LRIS_UDEV_LIBRARY NAMES udev libudev.so.1 REQUIRED)
   lris_import_library(lris::dep_hwloc hwloc.h NAMES hwloc

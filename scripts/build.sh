@@ -17,7 +17,8 @@ build=${BUILD_DIR:-build}
 jobs=${JOBS:-$(nproc)}
 
 packages=(cmake make g++ pkg-config ccache catch2 libfmt-dev libcli11-dev liburing-dev
-          libnuma-dev libhwloc-dev libxxhash-dev nlohmann-json3-dev libbenchmark-dev)
+          libnuma-dev libhwloc-dev libxxhash-dev libssl-dev libdlpack-dev nlohmann-json3-dev
+          libbenchmark-dev)
 
 # The HIP backend's compiler and runtime (the tests build lris::hip too; its tests skip without
 # an AMD GPU), and clang with libFuzzer for the fuzz targets.

@@ -60,6 +60,12 @@ class format_error : public error {
   using error::error;
 };
 
+/// @brief Data did not match the checksum or digest it was checked against.
+class integrity_error : public error {
+ public:
+  using error::error;
+};
+
 /// @brief A device runtime (CUDA, HIP) reported an error. `code()` is the runtime's code.
 class device_error : public error {
  public:

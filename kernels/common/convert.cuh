@@ -11,6 +11,7 @@
 #include <cstring>
 #include <limits>
 #include <lris/error.hpp>
+#include <lris/formats/convert.hpp>
 #include <lris/formats/dtype_convert.hpp>
 
 namespace lris::LRIS_GPU_NS {
@@ -233,10 +234,6 @@ void launch(const void* src, void* dst, std::size_t count, LRIS_GPU(Stream_t) st
   LRIS_GPU_TRY(LRIS_GPU(GetLastError)());
 }
 
-[[nodiscard]] constexpr bool is_fp8_source(dtype t) noexcept {
-  return t == dtype::F8_E4M3 || t == dtype::F8_E5M2;
-}
-
 [[nodiscard]] constexpr bool overlaps(std::uintptr_t a, std::size_t a_bytes, std::uintptr_t b,
                                       std::size_t b_bytes) noexcept {
   return a < b + b_bytes && b < a + a_bytes;
@@ -244,17 +241,11 @@ void launch(const void* src, void* dst, std::size_t count, LRIS_GPU(Stream_t) st
 
 }  // namespace
 
-bool can_convert(dtype from, dtype to) noexcept {
-  if (bits_of(from) == 0 || bits_of(to) == 0) return false;  // not enumerators
-  if (from == to) return true;
-  if (from == dtype::F32) return to == dtype::BF16 || to == dtype::F16;
-  if (to == dtype::F32) return from == dtype::BF16 || from == dtype::F16 || is_fp8_source(from);
-  return is_fp8_source(from) && (to == dtype::BF16 || to == dtype::F16);
-}
+bool can_convert(dtype from, dtype to) noexcept { return lris::can_convert(from, to); }
 
 void launch_convert(const void* src, dtype from, void* dst, dtype to, std::size_t count,
                     void* stream) {
-  if (!can_convert(from, to)) {
+  if (!lris::can_convert(from, to)) {
     throw unsupported(fmt::format(
         "launch_convert: no GPU conversion from {} to {} (supported: F32 <-> BF16, F32 <-> F16, "
         "F8_E4M3 or F8_E5M2 -> BF16, F16 or F32, and any dtype to itself)",

@@ -66,4 +66,21 @@ std::uint64_t block_checksum(const void* data, std::size_t n, std::uint64_t seed
   return XXH64(hashes.data(), blocks * sizeof(std::uint64_t), seed);
 }
 
+std::uint64_t combine_block_hashes(const std::uint64_t* hashes, std::size_t blocks,
+                                   std::uint64_t seed) {
+  LRIS_EXPECTS(blocks > 0 && hashes != nullptr, "combine_block_hashes: no block hashes");
+  if (blocks == 1) return hashes[0];
+  if constexpr (std::endian::native == std::endian::big) {
+    std::vector<std::uint64_t> le(hashes, hashes + blocks);
+    for (auto& h : le) h = __builtin_bswap64(h);
+    return XXH64(le.data(), blocks * sizeof(std::uint64_t), seed);
+  }
+  return XXH64(hashes, blocks * sizeof(std::uint64_t), seed);
+}
+
+std::uint64_t block_hash(const void* data, std::size_t n, std::uint64_t seed) {
+  static const unsigned char empty = 0;
+  return XXH64(n == 0 ? &empty : data, n, seed);
+}
+
 }  // namespace lris

@@ -1,5 +1,7 @@
 #include <lris/formats/safetensors.hpp>
 
+#include <unistd.h>
+
 #include <algorithm>
 #include <cstring>
 #include <fstream>
@@ -82,6 +84,12 @@ std::string_view to_string(error_kind k) noexcept {
     case error_kind::overlap: return "overlap";
     case error_kind::gap: return "gap";
     case error_kind::data_not_covered: return "data_not_covered";
+    case error_kind::index_invalid: return "index_invalid";
+    case error_kind::shard_outside_directory: return "shard_outside_directory";
+    case error_kind::shard_missing: return "shard_missing";
+    case error_kind::index_mismatch: return "index_mismatch";
+    case error_kind::duplicate_tensor: return "duplicate_tensor";
+    case error_kind::no_safetensors: return "no_safetensors";
   }
   return "?";
 }
@@ -266,23 +274,32 @@ header parse_header(std::span<const std::byte> prefix, std::uint64_t file_bytes,
   return h;
 }
 
-header read_header(const std::filesystem::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw io_error(errno, fmt::format("cannot open {}", path.string()));
-  std::error_code ec;
-  const std::uint64_t size = std::filesystem::file_size(path, ec);
-  if (ec) throw io_error(ec.value(), fmt::format("cannot stat {}", path.string()));
+header read_header(const std::filesystem::path& path) { return read_header(io::file(path)); }
+
+header read_header(const io::file& f) {
+  const std::uint64_t size = f.size();
+  auto read_at = [&](std::byte* into, std::size_t n, std::uint64_t at) {
+    std::size_t done = 0;
+    while (done < n) {
+      const ssize_t r = ::pread(f.fd(), into + done, n - done, static_cast<off_t>(at + done));
+      if (r < 0 && errno == EINTR) continue;
+      if (r <= 0) {
+        throw io_error(r < 0 ? errno : EIO, fmt::format("cannot read the header of {} at offset {}",
+                                                        f.path().string(), at + done));
+      }
+      done += static_cast<std::size_t>(r);
+    }
+  };
   std::vector<std::byte> prefix(static_cast<std::size_t>(std::min<std::uint64_t>(size, 8)));
-  in.read(reinterpret_cast<char*>(prefix.data()), static_cast<std::streamsize>(prefix.size()));
+  read_at(prefix.data(), prefix.size(), 0);
   if (prefix.size() == 8) {
     const std::uint64_t n = read_le64(prefix.data());
     if (n <= max_header_bytes && 8 + n <= size) {
       prefix.resize(static_cast<std::size_t>(8 + n));
-      in.read(reinterpret_cast<char*>(prefix.data() + 8), static_cast<std::streamsize>(n));
-      if (!in) throw io_error(EIO, fmt::format("cannot read the header of {}", path.string()));
+      read_at(prefix.data() + 8, static_cast<std::size_t>(n), 8);
     }
   }
-  return parse_header(prefix, size, path);
+  return parse_header(prefix, size, f.path());
 }
 
 }  // namespace lris::safetensors

@@ -221,6 +221,13 @@ void gpu_backend<R>::copy_batch_async(const copy_item* items, std::size_t count,
 }
 
 template <class R>
+void gpu_backend<R>::convert_async(void* dst, dtype to, const void* src, dtype from,
+                                   std::size_t count, stream& s) {
+  gpu_rt::use_device(device_);
+  LRIS_GPU_NS::launch_convert(src, from, dst, to, count, gpu_rt::native(s));
+}
+
+template <class R>
 void gpu_backend<R>::record(event& e, stream& s) {
   gpu_rt::use_device(device_);
   LRIS_GPU_TRY(LRIS_GPU(EventRecord)(gpu_rt::native(e), gpu_rt::native(s)));

@@ -23,6 +23,7 @@
 #include <lris/detail/spin_wait.hpp>
 #include <lris/detail/thread_pool.hpp>
 #include <lris/error.hpp>
+#include <lris/formats/convert.hpp>
 
 namespace lris {
 
@@ -167,6 +168,17 @@ class host_backend {
         std::memcpy(items[i].dst, items[i].src, items[i].bytes);
       });
     });
+  }
+  /// @brief Queues on `s` the conversion of `count` elements of `from` at `src` into `to` at
+  /// `dst` (lris::convert).
+  /// @throws lris::unsupported now when lris::can_convert(from, to) is false.
+  void convert_async(void* dst, dtype to, const void* src, dtype from, std::size_t count,
+                     stream& s) {
+    if (!can_convert(from, to)) convert(src, from, dst, to, 0);  // throws, naming both
+    LRIS_EXPECTS(count == 0 || (dst != nullptr && src != nullptr),
+                 "host_backend::convert_async: null pointer (dst {}, src {}, {} elements)", dst,
+                 src, count);
+    queue(s).submit([=] { convert(src, from, dst, to, count); });
   }
   void record(event& e, stream& s) {
     std::uint64_t target;

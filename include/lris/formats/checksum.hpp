@@ -45,6 +45,15 @@ inline constexpr std::size_t min_checksum_block = 4096;
                                            std::uint64_t seed = 0,
                                            std::size_t block = default_checksum_block);
 
+/// @brief The LRIS block checksum from the XXH64 of each block (`hashes`, in order, as
+/// block_hash computes them), for a buffer hashed in pieces: the one hash itself when there is
+/// one block, else the XXH64 of the hashes.
+[[nodiscard]] std::uint64_t combine_block_hashes(const std::uint64_t* hashes, std::size_t blocks,
+                                                 std::uint64_t seed = 0);
+
+/// @brief XXH64 of `n` bytes at `data`: one block of the LRIS block checksum.
+[[nodiscard]] std::uint64_t block_hash(const void* data, std::size_t n, std::uint64_t seed = 0);
+
 namespace detail {
 /// @brief Throws lris::invalid_argument naming `who` and `block` unless `block` is a valid
 /// checksum block size (a power of two, at least min_checksum_block).

@@ -18,6 +18,7 @@
 
 #include <lris/error.hpp>
 #include <lris/formats/dtype.hpp>
+#include <lris/io/file.hpp>
 
 namespace lris::safetensors {
 
@@ -45,6 +46,14 @@ enum class error_kind {
   overlap,                ///< a tensor's bytes overlap the previous one's
   gap,                    ///< bytes between two tensors (or before the first) belong to none
   data_not_covered,       ///< the tensors end before or after the end of the file
+  // Sharded checkpoints (model.safetensors.index.json):
+  index_invalid,            ///< the index is not JSON with a "weight_map" of names to files
+  shard_outside_directory,  ///< a shard name leaves the model directory (absolute, or "..")
+  shard_missing,            ///< a shard named by the index does not exist
+  index_mismatch,           ///< a tensor the index places in a shard is not there, or a
+                            ///< shard holds a tensor the index does not list there
+  duplicate_tensor,         ///< two files of one checkpoint hold a tensor of the same name
+  no_safetensors,           ///< a directory without an index or any *.safetensors file
 };
 
 /// @brief "duplicate_key", ...
@@ -100,5 +109,7 @@ struct header {
 /// @throws lris::io_error when the file cannot be read; safetensors::error when it is not a
 /// valid safetensors file.
 [[nodiscard]] header read_header(const std::filesystem::path& path);
+/// @brief Reads and validates the header of the open file `f`.
+[[nodiscard]] header read_header(const io::file& f);
 
 }  // namespace lris::safetensors

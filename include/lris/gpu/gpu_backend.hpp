@@ -9,6 +9,7 @@
 #include <utility>
 
 #include <lris/concepts/backend_policy.hpp>
+#include <lris/formats/dtype.hpp>
 
 namespace lris {
 
@@ -113,6 +114,11 @@ class gpu_backend {
   /// @brief One kernel on `s` performs every copy of `items` (which must be pinned or device
   /// memory, as must every source and destination): see launch_batched_copy.
   void copy_batch_async(const copy_item* items, std::size_t count, stream& s);
+  /// @brief Queues on `s` the conversion of `count` elements of `from` at `src` into `to` at
+  /// `dst` (device or pinned memory): see launch_convert.
+  /// @throws lris::unsupported when lris::can_convert(from, to) is false.
+  void convert_async(void* dst, dtype to, const void* src, dtype from, std::size_t count,
+                     stream& s);
   void record(event& e, stream& s);
   void wait(stream& s, event& e);
   void synchronize(stream& s);

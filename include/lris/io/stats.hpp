@@ -48,6 +48,16 @@ struct io_stats {
     registered_files = registered_files || other.registered_files;
     fixed_buffer_ops += other.fixed_buffer_ops;
   }
+  /// @brief Adds a part of the same transfer: its counters, and its description where this
+  /// has none yet or the part went direct (a buffered head or tail says little).
+  void add_part(const io_stats& part) {
+    add_counters(part);
+    if (mode.empty() || part.direct_bytes > 0) {
+      backend = part.backend;
+      mode = part.mode;
+      mode_reason = part.mode_reason;
+    }
+  }
   /// @brief "io_uring with fixed buffers, direct (cold: 0% of the range in the page cache)".
   [[nodiscard]] std::string summary() const {
     return backend + (fixed_buffer_ops > 0 ? " with fixed buffers" : "") + ", " + mode + " (" +

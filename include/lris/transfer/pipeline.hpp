@@ -71,6 +71,11 @@ class pipeline {
   [[nodiscard]] const Backend& backend() const noexcept { return core_->backend; }
   /// @brief The io engine of this pipeline's file transfers, made on first use.
   [[nodiscard]] io::io_engine& io() { return core_->io(); }
+  /// @brief What the pipeline's transfers share (backend, streams, staging ring, io engine):
+  /// for the jobs of other parts of the library, such as the format loaders.
+  [[nodiscard]] const std::shared_ptr<detail::pipeline_core<Backend, Allocator>>& core() const noexcept {
+    return core_;
+  }
 
   /// @brief Pins `slots` staging slots of `chunk_bytes` now, so that the first staged transfer
   /// with that chunk size does not pay for page-locking (which can cost more than the copy).

@@ -402,12 +402,8 @@ struct file_job : ring_job<file_job<Backend, Allocator>, Backend, Allocator, job
   }
   void note(const io::io_stats& st) {
     std::lock_guard lock(io_mutex);
-    io_total.add_counters(st);
-    if (io_total.mode.empty() || st.direct_bytes > 0) {
-      io_total.backend = st.backend;
-      io_total.mode = st.mode;
-      io_total.mode_reason = mode_reason.empty() ? st.mode_reason : mode_reason;
-    }
+    io_total.add_part(st);
+    if (!mode_reason.empty()) io_total.mode_reason = mode_reason;
   }
 };
 

@@ -1,0 +1,69 @@
+#pragma once
+// How a load reads its checkpoint: the tensors to load (targets), cut into chunks that each
+// fill one pinned staging slot. Chunks follow the files in order, so the disk sees sequential
+// reads; neighbouring tensors share chunks, so small tensors cost no operation of their own.
+// Independent of backends and memory: the loader (lris/formats/load.hpp) runs the chunks.
+
+#include <cstddef>
+#include <cstdint>
+#include <span>
+#include <vector>
+
+#include <lris/formats/dtype.hpp>
+
+namespace lris::safetensors::detail {
+
+/// One tensor to load: its bytes in the file (rows of `row_bytes` every `row_stride` bytes
+/// from `file_offset`; one row for a whole tensor or a slice along dimension 0), and where they
+/// go, converted from `from` to `to`.
+struct load_target {
+  std::size_t shard = 0;
+  std::uint64_t file_offset = 0;
+  std::uint64_t rows = 1;
+  std::uint64_t row_bytes = 0;
+  std::uint64_t row_stride = 0;
+  dtype from = dtype::U8;
+  dtype to = dtype::U8;
+  std::byte* dst = nullptr;
+  bool device = false;  ///< dst is device memory (else host memory the CPU writes)
+  bool verify = false;  ///< hash the bytes (whole tensors only), in blocks of checksum_block
+
+  [[nodiscard]] std::uint64_t bytes() const noexcept { return rows * row_bytes; }
+  [[nodiscard]] bool strided() const noexcept { return rows > 1 && row_stride != row_bytes; }
+  [[nodiscard]] bool converts() const noexcept { return from != to; }
+};
+
+/// File bytes [file_offset, + bytes) into the slot at slot_offset.
+struct load_read {
+  std::uint64_t file_offset = 0;
+  std::uint64_t bytes = 0;
+  std::size_t slot_offset = 0;
+};
+
+/// Slot bytes [slot_offset, + bytes) are the target's (unconverted) bytes from target_offset.
+struct load_move {
+  std::size_t target = 0;
+  std::size_t slot_offset = 0;
+  std::uint64_t bytes = 0;
+  std::uint64_t target_offset = 0;
+};
+
+struct load_chunk {
+  std::size_t shard = 0;
+  std::vector<load_read> reads;
+  std::vector<load_move> moves;
+  /// One host move without conversion that covers the whole read: read straight into the
+  /// destination, no slot involved.
+  bool straight_to_host = false;
+};
+
+/// The chunks of `targets` (any order) for slots of `chunk_bytes` + `align` bytes. Reads of
+/// contiguous file ranges start in the slot at the file offset modulo `align`, so that their
+/// aligned middle can go with O_DIRECT. A tensor that is converted or verified starts its own
+/// chunks, cut at multiples of `chunk_bytes` (a multiple of `block`) from its first byte, so
+/// that no element and no hash block straddles two chunks.
+[[nodiscard]] std::vector<load_chunk> plan_chunks(std::span<const load_target> targets,
+                                                  std::size_t chunk_bytes, std::size_t align,
+                                                  std::size_t block);
+
+}  // namespace lris::safetensors::detail

@@ -1,0 +1,44 @@
+#pragma once
+// The tensors a load takes, with the geometry of their bytes in the files; and the SHA-256
+// check of whole files. Independent of backends: the loader (lris/formats/load.hpp) runs them.
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include <lris/formats/checkpoint.hpp>
+#include <lris/formats/load_options.hpp>
+#include <lris/io/engine.hpp>
+
+namespace lris::safetensors::detail {
+
+struct selected_tensor {
+  tensor_request request;
+  // The file bytes: `rows` rows of `row_bytes`, `row_stride` apart, from `file_offset`.
+  std::uint64_t file_offset = 0;
+  std::uint64_t rows = 1;
+  std::uint64_t row_bytes = 0;
+  std::uint64_t row_stride = 0;
+  bool verify = false;
+  std::uint64_t expected_checksum = 0;
+};
+
+/// The tensors `o` selects, in checkpoint order, sliced and typed as they will be in memory.
+/// @throws lris::invalid_argument naming the tensor (or the expression) for a name not in the
+/// checkpoint, a bad regular expression, a slice that does not fit, or a checksum asked for a
+/// sliced tensor.
+[[nodiscard]] std::vector<selected_tensor> select_tensors(const checkpoint& ck, const load_options& o);
+
+/// The SHA-256 of the whole file, as 64 lowercase hex digits, read through `io`.
+[[nodiscard]] std::string sha256_hex(io::io_engine& io, const io::file& f);
+
+/// Checks every file `o.expected_sha256` names; returns how many matched.
+/// @throws lris::invalid_argument for a name that is no file of the checkpoint;
+/// lris::integrity_error naming the file and both digests for a mismatch.
+std::size_t check_sha256(io::io_engine& io, const checkpoint& ck, const load_options& o);
+
+/// Throws lris::integrity_error naming the tensor, its file and offset, and both values.
+[[noreturn]] void checksum_mismatch(const checkpoint& ck, const tensor_ref& t,
+                                    std::uint64_t expected, std::uint64_t actual);
+
+}  // namespace lris::safetensors::detail

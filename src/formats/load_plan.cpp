@@ -1,0 +1,110 @@
+#include <lris/formats/detail/load_plan.hpp>
+
+#include <algorithm>
+#include <numeric>
+
+#include <lris/error.hpp>
+
+namespace lris::safetensors::detail {
+
+namespace {
+
+// Contiguous file bytes [begin, end) of one shard and the targets that tile them.
+struct run {
+  std::size_t shard = 0;
+  std::uint64_t begin = 0, end = 0;
+  std::vector<std::size_t> targets;
+  bool own = false;  // a converted or verified tensor: chunks cut from its first byte
+};
+
+void chunk_run(const run& r, std::span<const load_target> targets, std::size_t chunk,
+               std::size_t align, std::vector<load_chunk>& out) {
+  // Chunk boundaries: multiples of `chunk` from the first byte (own runs) or from the run's
+  // start rounded down to `align` (shared runs: every chunk but the first starts aligned).
+  const std::uint64_t base = r.own ? r.begin : r.begin / align * align;
+  std::size_t t = 0;  // first target that may overlap the chunk
+  for (std::uint64_t at = base; at < r.end; at += chunk) {
+    const std::uint64_t from = std::max(r.begin, at), to = std::min<std::uint64_t>(r.end, at + chunk);
+    load_chunk c;
+    c.shard = r.shard;
+    const std::size_t slot_off = static_cast<std::size_t>(from % align);
+    c.reads.push_back({from, to - from, slot_off});
+    while (t < r.targets.size()) {
+      const auto& tg = targets[r.targets[t]];
+      const std::uint64_t tb = tg.file_offset, te = tb + tg.bytes();
+      if (te <= from) {
+        ++t;
+        continue;
+      }
+      if (tb >= to) break;
+      const std::uint64_t ob = std::max(tb, from), oe = std::min(te, to);
+      c.moves.push_back({r.targets[t], static_cast<std::size_t>(slot_off + (ob - from)), oe - ob, ob - tb});
+      if (te > to) break;  // continues in the next chunk
+      ++t;
+    }
+    const auto& first = targets[c.moves.front().target];
+    c.straight_to_host = c.moves.size() == 1 && !first.device && !first.converts() &&
+                         !first.verify && c.moves.front().bytes == to - from;
+    out.push_back(std::move(c));
+  }
+}
+
+// A strided target: whole rows per chunk, packed in the slot in destination order.
+void chunk_rows(std::size_t index, const load_target& tg, std::size_t chunk,
+                std::vector<load_chunk>& out) {
+  LRIS_EXPECTS(tg.row_bytes <= chunk, "load: a row of {} bytes does not fit a chunk of {} bytes",
+               tg.row_bytes, chunk);
+  const std::uint64_t per_chunk = chunk / tg.row_bytes;
+  for (std::uint64_t row = 0; row < tg.rows; row += per_chunk) {
+    const std::uint64_t n = std::min(per_chunk, tg.rows - row);
+    load_chunk c;
+    c.shard = tg.shard;
+    for (std::uint64_t k = 0; k < n; ++k) {
+      c.reads.push_back({tg.file_offset + (row + k) * tg.row_stride, tg.row_bytes,
+                         static_cast<std::size_t>(k * tg.row_bytes)});
+    }
+    c.moves.push_back({index, 0, n * tg.row_bytes, row * tg.row_bytes});
+    out.push_back(std::move(c));
+  }
+}
+
+}  // namespace
+
+std::vector<load_chunk> plan_chunks(std::span<const load_target> targets, std::size_t chunk_bytes,
+                                    std::size_t align, std::size_t block) {
+  LRIS_EXPECTS(align > 0 && chunk_bytes >= align && chunk_bytes % align == 0 &&
+                   chunk_bytes % block == 0 && chunk_bytes % 8 == 0,
+               "load: chunks of {} bytes are not a multiple of the alignment ({}) and the hash "
+               "block ({})",
+               chunk_bytes, align, block);
+  std::vector<std::size_t> order(targets.size());
+  std::iota(order.begin(), order.end(), 0);
+  std::sort(order.begin(), order.end(), [&](std::size_t a, std::size_t b) {
+    const auto& x = targets[a];
+    const auto& y = targets[b];
+    return x.shard != y.shard ? x.shard < y.shard : x.file_offset < y.file_offset;
+  });
+  std::vector<load_chunk> out;
+  std::vector<run> runs;
+  for (std::size_t i : order) {
+    const auto& tg = targets[i];
+    if (tg.bytes() == 0) continue;
+    if (tg.strided()) {
+      chunk_rows(i, tg, chunk_bytes, out);
+      continue;
+    }
+    const bool own = tg.converts() || tg.verify;
+    const std::uint64_t end = tg.file_offset + tg.bytes();
+    if (!own && !runs.empty() && !runs.back().own && runs.back().shard == tg.shard &&
+        runs.back().end == tg.file_offset) {
+      runs.back().end = end;
+      runs.back().targets.push_back(i);
+    } else {
+      runs.push_back({tg.shard, tg.file_offset, end, {i}, own});
+    }
+  }
+  for (const auto& r : runs) chunk_run(r, targets, chunk_bytes, align, out);
+  return out;
+}
+
+}  // namespace lris::safetensors::detail

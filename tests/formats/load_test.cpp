@@ -1,0 +1,369 @@
+// safetensors::checkpoint and load: every tensor byte-identical into host and (host backend)
+// device memory, selection, slices, conversion, checksums, SHA-256, progress and cancel, sharded
+// directories and their errors.
+#include <catch2/catch.hpp>
+
+#include "support/what_contains.hpp"
+
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <random>
+#include <string>
+#include <vector>
+
+#include <fmt/format.h>
+
+#include <lris/formats/load.hpp>
+#include <lris/lris.hpp>
+
+using lris::dtype;
+using lris::test::what_contains;
+namespace st = lris::safetensors;
+
+namespace {
+
+struct raw_tensor {
+  std::string name;
+  dtype type;
+  std::vector<std::uint64_t> shape;
+  std::vector<std::byte> data;
+};
+
+raw_tensor random_tensor(const std::string& name, dtype type, std::vector<std::uint64_t> shape,
+                         unsigned seed) {
+  std::uint64_t n = 1;
+  for (auto d : shape) n *= d;
+  raw_tensor t{name, type, std::move(shape), std::vector<std::byte>(n * lris::bits_of(type) / 8)};
+  std::mt19937 rng(seed);
+  for (auto& b : t.data) b = static_cast<std::byte>(rng());
+  if (type == dtype::BF16 || type == dtype::F16) {  // finite values: exact round trips
+    for (std::size_t i = 1; i < t.data.size(); i += 2) t.data[i] &= std::byte{0x3F};
+  }
+  return t;
+}
+
+// A safetensors file of `tensors`, in the order given.
+std::filesystem::path write_file(const std::filesystem::path& path, const std::vector<raw_tensor>& tensors) {
+  std::string header = "{";
+  std::uint64_t at = 0;
+  for (const auto& t : tensors) {
+    if (header.size() > 1) header += ",";
+    header += fmt::format("\"{}\":{{\"dtype\":\"{}\",\"shape\":[{}],\"data_offsets\":[{},{}]}}",
+                          t.name, lris::to_string(t.type), fmt::join(t.shape, ","), at,
+                          at + t.data.size());
+    at += t.data.size();
+  }
+  header += "}";
+  while ((8 + header.size()) % 8 != 0) header += ' ';
+  std::ofstream out(path, std::ios::binary | std::ios::trunc);
+  const std::uint64_t n = header.size();
+  for (int i = 0; i < 8; ++i) out.put(static_cast<char>(n >> (8 * i)));
+  out << header;
+  for (const auto& t : tensors) out.write(reinterpret_cast<const char*>(t.data.data()), t.data.size());
+  return path;
+}
+
+std::filesystem::path dir() {
+  auto d = std::filesystem::current_path() / "load_test_files";
+  std::filesystem::create_directories(d);
+  return d;
+}
+
+std::vector<raw_tensor> model() {
+  return {random_tensor("a.weight", dtype::F32, {64, 96}, 1),
+          random_tensor("b.norm", dtype::BF16, {33}, 2),
+          random_tensor("c.empty", dtype::U8, {0, 5}, 3),
+          random_tensor("d.scale", dtype::F16, {8, 4096}, 4),
+          random_tensor("e.big", dtype::F32, {1024, 1100}, 5),
+          random_tensor("f.scalar", dtype::I64, {}, 6),
+          random_tensor("g.fp8", dtype::F8_E4M3, {16, 64}, 7)};
+}
+
+std::vector<std::byte> bytes_of(const st::loaded_tensor& t) {
+  return {t.data, t.data + t.bytes};
+}
+
+using host_pipeline = lris::pipeline<lris::auto_select, lris::host_backend>;
+
+st::load_options selecting(std::vector<std::string> names, std::string regex = {}) {
+  st::load_options o;
+  o.names = std::move(names);
+  o.select = std::move(regex);
+  return o;
+}
+
+}  // namespace
+
+TEST_CASE("load: every tensor byte-identical, into device and host memory", "[formats][load]") {
+  const auto tensors = model();
+  const auto path = write_file(dir() / "model.safetensors", tensors);
+  const st::checkpoint ck(path);
+  REQUIRE(ck.tensors().size() == tensors.size());
+  host_pipeline p;
+  for (const auto where : {st::load_target_memory::device, st::load_target_memory::host}) {
+    for (const auto direct : {lris::io::direct_mode::never, lris::io::direct_mode::always}) {
+      st::load_options o;
+      o.transfer.chunk_bytes = 1 << 20;  // several chunks for the big tensor
+      o.transfer.io.direct = direct;
+      const auto loaded = st::load(p, ck, o, where);
+      REQUIRE(loaded.tensors.size() == tensors.size());
+      for (const auto& t : tensors) {
+        CAPTURE(t.name, static_cast<int>(where), static_cast<int>(direct));
+        const auto* l = loaded.find(t.name);
+        REQUIRE(l != nullptr);
+        CHECK(l->type == t.type);
+        CHECK(l->shape == t.shape);
+        CHECK(bytes_of(*l) == t.data);
+        CHECK(reinterpret_cast<std::uintptr_t>(l->data) % 256 == 0);
+        CHECK(l->owns_memory());
+        CHECK(l->location.device == (where == st::load_target_memory::device));
+      }
+      CHECK(loaded.report.file_bytes == ck.data_bytes());
+      CHECK(loaded.report.chunks > 1);
+    }
+  }
+}
+
+TEST_CASE("load: the memory of a load lives as long as any tensor leases it", "[formats][load]") {
+  const auto path = write_file(dir() / "lease.safetensors", model());
+  host_pipeline p;
+  st::loaded_tensor kept;
+  {
+    auto loaded = st::load(p, st::checkpoint(path));
+    kept = loaded.tensors.front();
+    CHECK(kept.lease.use_count() == static_cast<long>(loaded.tensors.size()) + 1);
+  }
+  CHECK(kept.lease.use_count() == 1);
+  CHECK(bytes_of(kept) == model().front().data);
+}
+
+TEST_CASE("load: selection by name and by regular expression", "[formats][load]") {
+  const auto path = write_file(dir() / "select.safetensors", model());
+  const st::checkpoint ck(path);
+  host_pipeline p;
+  auto loaded = st::load(p, ck, selecting({"b.norm"}, "^(d|e)\\."));
+  REQUIRE(loaded.tensors.size() == 3);
+  CHECK(loaded.tensors[0].name == "b.norm");
+  CHECK(loaded.tensors[1].name == "d.scale");
+  CHECK(loaded.tensors[2].name == "e.big");
+  CHECK(loaded.report.file_bytes == ck.find("b.norm")->info->bytes() +
+                                        ck.find("d.scale")->info->bytes() +
+                                        ck.find("e.big")->info->bytes());
+  CHECK_THROWS_MATCHES(st::load(p, ck, selecting({"nope"})), lris::invalid_argument,
+                       what_contains("no tensor \"nope\""));
+  CHECK_THROWS_MATCHES(st::load(p, ck, selecting({}, "((")), lris::invalid_argument,
+                       what_contains("bad regular expression \"((\""));
+}
+
+TEST_CASE("load: tensor-parallel slices read only their bytes", "[formats][load]") {
+  const auto tensors = model();
+  const auto path = write_file(dir() / "slices.safetensors", tensors);
+  const st::checkpoint ck(path);
+  host_pipeline p;
+  const auto& a = tensors[0];  // F32 [64, 96]
+  for (unsigned dim : {0u, 1u}) {
+    for (unsigned rank = 0; rank < 4; ++rank) {
+      CAPTURE(dim, rank);
+      st::load_options o;
+      o.names = {"a.weight"};
+      o.slice = [&](const st::tensor_info&) { return st::tensor_slice{dim, rank, 4}; };
+      const auto loaded = st::load(p, ck, o);
+      const auto& t = loaded.tensors.at(0);
+      std::vector<std::byte> want;
+      for (std::uint64_t r = 0; r < 64; ++r) {
+        for (std::uint64_t c = 0; c < 96; ++c) {
+          if ((dim == 0 ? r : c) / (dim == 0 ? 16 : 24) != rank) continue;
+          const auto* e = a.data.data() + (r * 96 + c) * 4;
+          want.insert(want.end(), e, e + 4);
+        }
+      }
+      CHECK(t.shape == (dim == 0 ? std::vector<std::uint64_t>{16, 96} : std::vector<std::uint64_t>{64, 24}));
+      CHECK(bytes_of(t) == want);
+      CHECK(loaded.report.file_bytes == want.size());
+    }
+  }
+  st::load_options bad;
+  bad.names = {"a.weight"};
+  bad.slice = [](const st::tensor_info&) { return st::tensor_slice{1, 0, 5}; };
+  CHECK_THROWS_MATCHES(st::load(p, ck, bad), lris::invalid_argument,
+                       what_contains("tensor \"a.weight\": dimension 1 (96) does not divide into 5"));
+  bad.slice = [](const st::tensor_info&) { return st::tensor_slice{2, 0, 2}; };
+  CHECK_THROWS_MATCHES(st::load(p, ck, bad), lris::invalid_argument,
+                       what_contains("has 2 dimensions"));
+  bad.slice = [](const st::tensor_info&) { return st::tensor_slice{0, 2, 2}; };
+  CHECK_THROWS_MATCHES(st::load(p, ck, bad), lris::invalid_argument, what_contains("rank 2 of 2"));
+}
+
+TEST_CASE("load: dtype conversion as it loads, the same as lris::convert", "[formats][load]") {
+  const auto tensors = model();
+  const auto path = write_file(dir() / "convert.safetensors", tensors);
+  const st::checkpoint ck(path);
+  host_pipeline p;
+  for (const auto where : {st::load_target_memory::device, st::load_target_memory::host}) {
+    st::load_options o;
+    o.convert_to = dtype::F32;
+    o.transfer.chunk_bytes = 1 << 20;
+    const auto loaded = st::load(p, ck, o, where);
+    CHECK(loaded.report.converted == 3);  // BF16, F16 and F8_E4M3
+    for (const auto& t : tensors) {
+      CAPTURE(t.name);
+      const auto* l = loaded.find(t.name);
+      REQUIRE(l != nullptr);
+      if (!lris::can_convert(t.type, dtype::F32) || t.type == dtype::F32) {
+        CHECK(l->type == t.type);
+        CHECK(bytes_of(*l) == t.data);
+        continue;
+      }
+      CHECK(l->type == dtype::F32);
+      const std::size_t n = t.data.size() * 8 / lris::bits_of(t.type);
+      std::vector<std::byte> want(n * 4);
+      lris::convert(t.data.data(), t.type, want.data(), dtype::F32, n);
+      CHECK(bytes_of(*l) == want);
+    }
+  }
+}
+
+TEST_CASE("load: checksums per tensor and SHA-256 per file", "[formats][load][errors]") {
+  const auto tensors = model();
+  const auto path = write_file(dir() / "verify.safetensors", tensors);
+  const st::checkpoint ck(path);
+  host_pipeline p;
+  st::load_options o;
+  o.transfer.chunk_bytes = 1 << 20;
+  for (const auto& t : tensors) o.expected_checksums[t.name] = lris::block_checksum(t.data.data(), t.data.size());
+  auto loaded = st::load(p, ck, o);
+  CHECK(loaded.report.verified == tensors.size());
+  for (const auto& t : tensors) CHECK(bytes_of(*loaded.find(t.name)) == t.data);
+
+  o.expected_checksums["e.big"] ^= 1;
+  CHECK_THROWS_MATCHES(st::load(p, ck, o), lris::integrity_error,
+                       what_contains("tensor \"e.big\""));
+  o.expected_checksums.clear();
+  o.expected_checksums["zzz"] = 1;
+  CHECK_THROWS_MATCHES(st::load(p, ck, o), lris::invalid_argument, what_contains("\"zzz\""));
+  o.expected_checksums.clear();
+
+  // SHA-256: of a known input first, then of the model file.
+  const auto abc = dir() / "abc.txt";
+  std::ofstream(abc) << "abc";
+  CHECK(st::detail::sha256_hex(p.io(), lris::io::file(abc)) ==
+        "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+  const std::string digest = st::detail::sha256_hex(p.io(), ck.shards()[0].file);
+  o.expected_sha256["verify.safetensors"] = digest;
+  CHECK(st::load(p, ck, o).report.files_verified == 1);
+  o.expected_sha256["verify.safetensors"] = std::string(64, '0');
+  CHECK_THROWS_MATCHES(st::load(p, ck, o), lris::integrity_error, what_contains("SHA-256 mismatch"));
+  o.expected_sha256.clear();
+  o.expected_sha256["other.safetensors"] = digest;
+  CHECK_THROWS_MATCHES(st::load(p, ck, o), lris::invalid_argument,
+                       what_contains("\"other.safetensors\", which is no file"));
+}
+
+TEST_CASE("load: progress, and a cancel from the progress callback", "[formats][load][errors]") {
+  const auto path = write_file(dir() / "progress.safetensors", model());
+  const st::checkpoint ck(path);
+  host_pipeline p;
+  std::uint64_t last = 0, total = 0;
+  st::load_options o;
+  o.transfer.chunk_bytes = 1 << 20;
+  o.on_progress = [&](std::uint64_t done, std::uint64_t all) {
+    CHECK(done >= last);
+    last = done;
+    total = all;
+    return true;
+  };
+  st::load(p, ck, o);
+  CHECK(last == ck.data_bytes());
+  CHECK(total == ck.data_bytes());
+  o.on_progress = [](std::uint64_t, std::uint64_t) { return false; };
+  CHECK_THROWS_AS(st::load(p, ck, o), lris::cancelled);
+}
+
+TEST_CASE("load_into: the caller's memory, skipped tensors, a destination too small",
+          "[formats][load][errors]") {
+  const auto tensors = model();
+  const auto path = write_file(dir() / "into.safetensors", tensors);
+  const st::checkpoint ck(path);
+  host_pipeline p;
+  std::map<std::string, std::vector<std::byte>> mine;
+  const auto loaded = st::load_into(p, ck, [&](const st::tensor_request& r) {
+    if (r.name == "e.big") return lris::host_span<std::byte>{};  // skipped
+    auto& v = mine[std::string(r.name)];
+    v.resize(r.bytes);
+    return lris::as_host(v.data(), v.size());
+  });
+  CHECK(loaded.tensors.size() == tensors.size() - 1);
+  CHECK(loaded.find("e.big") == nullptr);
+  for (const auto& t : tensors) {
+    if (t.name == "e.big") continue;
+    CHECK(mine[t.name] == t.data);
+    CHECK_FALSE(loaded.find(t.name)->owns_memory());
+  }
+  std::vector<std::byte> small(10);
+  CHECK_THROWS_MATCHES(st::load_into(p, ck, [&](const st::tensor_request&) {
+                         return lris::as_host(small.data(), small.size());
+                       }, selecting({"a.weight"})),
+                       lris::invalid_argument,
+                       what_contains("tensor \"a.weight\" needs 24576 bytes; the destination has 10"));
+}
+
+TEST_CASE("checkpoint: a sharded directory through its index", "[formats][load]") {
+  const auto d = dir() / "sharded";
+  std::filesystem::remove_all(d);
+  std::filesystem::create_directories(d);
+  auto tensors = model();
+  const std::vector<raw_tensor> one(tensors.begin(), tensors.begin() + 3);
+  const std::vector<raw_tensor> two(tensors.begin() + 3, tensors.end());
+  write_file(d / "model-00001-of-00002.safetensors", one);
+  write_file(d / "model-00002-of-00002.safetensors", two);
+  auto write_index = [&](const std::string& extra) {
+    std::string map;
+    for (const auto& t : one) map += fmt::format("\"{}\":\"model-00001-of-00002.safetensors\",", t.name);
+    for (const auto& t : two) map += fmt::format("\"{}\":\"model-00002-of-00002.safetensors\",", t.name);
+    map += extra;
+    if (map.back() == ',') map.pop_back();
+    std::ofstream(d / "model.safetensors.index.json")
+        << "{\"metadata\":{\"total_size\":1},\"weight_map\":{" << map << "}}";
+  };
+  write_index("");
+  const st::checkpoint ck(d);
+  CHECK(ck.shards().size() == 2);
+  host_pipeline p;
+  const auto loaded = st::load(p, ck);
+  REQUIRE(loaded.tensors.size() == tensors.size());
+  for (const auto& t : tensors) CHECK(bytes_of(*loaded.find(t.name)) == t.data);
+
+  auto kind = [&] {
+    try {
+      st::checkpoint bad(d);
+    } catch (const st::error& e) {
+      return e.kind();
+    }
+    FAIL("no error");
+    return st::error_kind::gap;
+  };
+  write_index("\"x\":\"../outside.safetensors\"");
+  CHECK(kind() == st::error_kind::shard_outside_directory);
+  write_index("\"x\":\"/etc/passwd\"");
+  CHECK(kind() == st::error_kind::shard_outside_directory);
+  write_index("\"x\":\"model-00003-of-00002.safetensors\"");
+  CHECK(kind() == st::error_kind::shard_missing);
+  write_index("\"x\":\"model-00001-of-00002.safetensors\"");
+  CHECK(kind() == st::error_kind::index_mismatch);
+  write_index("\"x\":5");
+  CHECK(kind() == st::error_kind::index_invalid);
+  std::ofstream(d / "model.safetensors.index.json") << "{\"weight_map\":{\"a.weight\":\"model-00001-of-00002.safetensors\"}}";
+  CHECK(kind() == st::error_kind::index_mismatch);  // the shard holds tensors the index omits
+  std::ofstream(d / "model.safetensors.index.json") << "[1,2]";
+  CHECK(kind() == st::error_kind::index_invalid);
+
+  // Without an index: every *.safetensors file, and a name in two of them is an error.
+  std::filesystem::remove(d / "model.safetensors.index.json");
+  CHECK(st::checkpoint(d).tensors().size() == tensors.size());
+  write_file(d / "model-extra.safetensors", {one[0]});
+  CHECK(kind() == st::error_kind::duplicate_tensor);
+  const auto empty = dir() / "empty_dir";
+  std::filesystem::create_directories(empty);
+  CHECK_THROWS_MATCHES(st::checkpoint(empty), st::error, what_contains("neither"));
+}
