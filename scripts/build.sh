@@ -2,10 +2,12 @@
 # Builds LRIS and does one job with it. Installs missing Debian packages first (apt-get).
 #
 #   scripts/build.sh demo    build the `lris` command and run `lris demo`
-#   scripts/build.sh test    build everything and run the tests; build the downstream
-#                            example against an installed lris and through add_subdirectory;
-#                            run the tests again under AddressSanitizer + UBSan, and the
-#                            concurrent ones under ThreadSanitizer
+#   scripts/build.sh test    build everything and run the tests (the safetensors ones against
+#                            the reference package, which pip installs in
+#                            BUILD_DIR/reference-python); build the downstream example against
+#                            an installed lris and through add_subdirectory; run the tests again
+#                            under AddressSanitizer + UBSan, and the concurrent ones under
+#                            ThreadSanitizer
 #   scripts/build.sh deps    only install the packages (those of `test`)
 #
 # Environment: BUILD_DIR (default build), JOBS (default: number of cores).
@@ -18,7 +20,7 @@ jobs=${JOBS:-$(nproc)}
 
 packages=(cmake make g++ pkg-config ccache catch2 libfmt-dev libcli11-dev liburing-dev
           libnuma-dev libhwloc-dev libxxhash-dev libssl-dev libdlpack-dev nlohmann-json3-dev
-          libbenchmark-dev)
+          libbenchmark-dev python3-venv)
 
 # The HIP backend's compiler and runtime (the tests build lris::hip too; its tests skip without
 # an AMD GPU), and clang with libFuzzer for the fuzz targets.
@@ -56,7 +58,16 @@ case "${1:-}" in
     ;;
   test)
     install_deps "${hip_packages[@]}"
-    configure "$build" -DCMAKE_BUILD_TYPE=Release -DLRIS_ENABLE_HIP=ON
+    # The reference implementation the safetensors tests compare with, from PyPI. The tests
+    # need it: no network is an error here, not a skipped test.
+    reference_python=$(realpath -m "$build")/reference-python/bin/python
+    [ -x "$reference_python" ] || python3 -m venv "$(dirname "$(dirname "$reference_python")")"
+    "$reference_python" -m pip install --quiet --disable-pip-version-check safetensors==0.8.0 || {
+      echo "build.sh: cannot install safetensors 0.8.0 from PyPI (pip failed above)" >&2
+      exit 1
+    }
+    configure "$build" -DCMAKE_BUILD_TYPE=Release -DLRIS_ENABLE_HIP=ON \
+      -DLRIS_REFERENCE_PYTHON="$reference_python"
     cmake --build "$build" -j "$jobs"
     (cd "$build" && ctest --output-on-failure -j "$jobs")
 
@@ -72,9 +83,10 @@ case "${1:-}" in
     cmake --build "$build/downstream-subdir" -j "$jobs"
     "$build/downstream-subdir/downstream"
 
-    # The host tests again under ASan + UBSan.
+    # The host tests again under ASan + UBSan, the safetensors reference tests among them.
     configure "$build-asan" -DCMAKE_BUILD_TYPE=Debug -DLRIS_SANITIZE=address,undefined \
-      -DLRIS_ENABLE_CUDA=OFF -DLRIS_ENABLE_HIP=OFF -DLRIS_BUILD_TOOLS=OFF -DLRIS_BUILD_BENCHMARKS=OFF -DLRIS_BUILD_EXAMPLES=OFF
+      -DLRIS_ENABLE_CUDA=OFF -DLRIS_ENABLE_HIP=OFF -DLRIS_BUILD_TOOLS=OFF -DLRIS_BUILD_BENCHMARKS=OFF -DLRIS_BUILD_EXAMPLES=OFF \
+      -DLRIS_REFERENCE_PYTHON="$reference_python"
     cmake --build "$build-asan" -j "$jobs"
     (cd "$build-asan" && ctest --output-on-failure -j "$jobs" -E '^must_fail_')
 
@@ -93,7 +105,7 @@ case "${1:-}" in
     (cd "$build-tsan" && ctest --output-on-failure -R '^(host_backend_test|transfer_copy_test|io_faults_test|io_file_transfer_test)$')
     ;;
   *)
-    sed -n '2,14p' "$0"
+    sed -n '2,13p' "$0"
     exit 2
     ;;
 esac
