@@ -14,5 +14,7 @@ command add_info(CLI::App& app);
 command add_bench(CLI::App& app);
 command add_calibrate(CLI::App& app);
 command add_demo(CLI::App& app);
+command add_inspect(CLI::App& app);
+command add_load(CLI::App& app);
 
 }  // namespace lris::tool

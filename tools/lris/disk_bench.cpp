@@ -35,24 +35,6 @@ double seconds_of(const std::function<void()>& f) {
   return std::chrono::duration<double>(clock::now() - t).count();
 }
 
-// Evicts the file from the page cache: drop_caches as root (after a sync), and in any case
-// POSIX_FADV_DONTNEED on the file, which drops its clean pages without privileges.
-std::string make_cold(const std::filesystem::path& path) {
-  ::sync();
-  bool dropped = false;
-  if (::geteuid() == 0) {
-    std::ofstream drop("/proc/sys/vm/drop_caches");
-    dropped = static_cast<bool>(drop << "3\n");
-  }
-  const int fd = ::open(path.c_str(), O_RDONLY);
-  if (fd >= 0) {
-    ::posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
-    ::close(fd);
-  }
-  return dropped ? "page cache dropped (drop_caches, as root) before each cold read"
-                 : "file evicted with POSIX_FADV_DONTNEED before each cold read (not root)";
-}
-
 // Runs each of `ops` in turn, `n` rounds, the order rotated from round to round (cold before
 // each when `cold`), and returns each op's median rate in GB/s.
 std::vector<double> interleaved(std::uint64_t bytes, int n, bool cold,

@@ -27,6 +27,10 @@ int main(int argc, char** argv) {
   add("calibrate", "measure this machine's thresholds and save them for auto_select",
       lris::tool::add_calibrate);
   add("demo", "show in under a minute what LRIS does on this machine", lris::tool::add_demo);
+  add("inspect", "list the tensors and metadata of a safetensors file or model directory",
+      lris::tool::add_inspect);
+  add("load", "load a safetensors checkpoint into host or GPU memory, timed",
+      lris::tool::add_load);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

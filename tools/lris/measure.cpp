@@ -1,16 +1,18 @@
 #include "measure.hpp"
 
-#include "../common/raw_copy_team.hpp"
-
+#include <fcntl.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <fstream>
 #include <chrono>
 #include <cstdio>
 #include <cstring>
 #include <vector>
 
 #include <fmt/format.h>
+
+#include "../common/raw_copy_team.hpp"
 
 #include <lris/error.hpp>
 #include <lris/system/format_bytes.hpp>
@@ -114,6 +116,22 @@ void progress_bar::done() {
   if (finished_) return;
   finished_ = true;
   if (tty_ && last_draw_ >= 0) fmt::print(stderr, "\r{:70}\r", "");
+}
+
+std::string make_cold(const std::string& path) {
+  ::sync();
+  bool dropped = false;
+  if (::geteuid() == 0) {
+    std::ofstream drop("/proc/sys/vm/drop_caches");
+    dropped = static_cast<bool>(drop << "3\n");
+  }
+  const int fd = ::open(path.c_str(), O_RDONLY);
+  if (fd >= 0) {
+    ::posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
+    ::close(fd);
+  }
+  return dropped ? "page cache dropped (drop_caches, as root) before each cold read"
+                 : "file evicted with POSIX_FADV_DONTNEED before each cold read (not root)";
 }
 
 }  // namespace lris::tool

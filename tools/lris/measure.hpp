@@ -25,6 +25,11 @@ ceiling measure_host_copy_ceiling(void* dst, const void* src, std::size_t bytes,
 /// Touches every page so that first-touch faults stay out of timings.
 void prefault(void* p, std::size_t bytes);
 
+/// Evicts the file from the page cache: drop_caches as root (after a sync), and in any case
+/// POSIX_FADV_DONTNEED on the file, which drops its clean pages without privileges. Returns
+/// which of the two it did, for the report.
+std::string make_cold(const std::string& path);
+
 /// "64 KiB", "1 GiB": sizes for table headers.
 std::string size_label(std::size_t bytes);
 

@@ -18,6 +18,7 @@
 #include <cstddef>
 #include <cstring>
 #include <memory>
+#include <string>
 #include <mutex>
 #include <numeric>
 #include <utility>
@@ -207,6 +208,7 @@ loaded_checkpoint load_into(Pipeline& p, const checkpoint& ck, DestFn&& dest,
 
   // Direct or buffered, decided once for the whole checkpoint, as pipeline::read does.
   io::direct_mode mode = o.transfer.io.direct.value_or(engine.options().direct);
+  std::string mode_reason;
   if (mode == io::direct_mode::automatic) {
     double resident = 0, weight = 0;
     for (const auto& sh : ck.shards()) {
@@ -215,7 +217,10 @@ loaded_checkpoint load_into(Pipeline& p, const checkpoint& ck, DestFn&& dest,
       resident += std::max(0.0, io::io_engine::resident_fraction(sh.file, sh.header.data_offset, n)) * n;
       weight += n;
     }
-    mode = weight == 0 || resident / weight >= 0.5 ? io::direct_mode::never : io::direct_mode::always;
+    const bool cold = weight > 0 && resident / weight < 0.5;
+    mode = cold ? io::direct_mode::always : io::direct_mode::never;
+    mode_reason = fmt::format("{}: {:.0f}% of the files in the page cache", cold ? "cold" : "resident",
+                              weight > 0 ? 100 * resident / weight : 100.0);
   }
   const transfer_plan tp = p.template plan_for<device_space<Backend>, host_space>(
       static_cast<std::size_t>(std::max<std::uint64_t>(file_bytes, 1)), o.transfer);
@@ -232,7 +237,10 @@ loaded_checkpoint load_into(Pipeline& p, const checkpoint& ck, DestFn&& dest,
     workers = static_cast<unsigned>(std::clamp<std::size_t>(
         std::size_t{depth} * engine.options().block_bytes / chunk, 2, std::max(2u, tp.workers)));
   }
+  // Whole hash blocks and O_DIRECT blocks; no larger than the data (small checkpoints get
+  // small slots) or the staging ring.
   const std::size_t unit = std::lcm(align, default_checksum_block);
+  chunk = std::min<std::uint64_t>(chunk, (file_bytes + unit - 1) / unit * unit);
   chunk = std::max(unit, std::min(chunk, core->ring.max_bytes() - align) / unit * unit);
 
   job->ck = &ck;
@@ -275,6 +283,7 @@ loaded_checkpoint load_into(Pipeline& p, const checkpoint& ck, DestFn&& dest,
     }
   }
   out.report.files_verified = detail::check_sha256(engine, ck, o);
+  if (!mode_reason.empty()) job->io_total.mode_reason = mode_reason;
   out.report.io = job->io_total.mode.empty() ? std::string() : job->io_total.summary();
   out.report.io_direct_bytes = job->io_total.direct_bytes;
   out.report.io_buffered_bytes = job->io_total.buffered_bytes;

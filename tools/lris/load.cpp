@@ -1,0 +1,254 @@
+// lris load FILE|DIR --device cuda:0|hip:0|host: loads a safetensors checkpoint with a progress
+// bar and says how long it took, at what rate, and along which path. --cold evicts the files
+// from the page cache first; --raw measures a raw O_DIRECT io_uring read of the same files in
+// the same run (rounds interleaved) as the ceiling; --verify compares every loaded byte with
+// the file.
+#include <algorithm>
+#include <chrono>
+#include <filesystem>
+#include <functional>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+#include <lris/formats/load.hpp>
+#include <lris/lris.hpp>
+#include <lris/system/format_bytes.hpp>
+#if LRIS_HAS_CUDA()
+#include <lris/cuda.hpp>
+#endif
+#if LRIS_HAS_HIP()
+#include <lris/hip.hpp>
+#endif
+
+#include "../common/raw_uring.hpp"
+#include "commands.hpp"
+#include "measure.hpp"
+
+namespace lris::tool {
+
+namespace {
+
+struct load_cli {
+  std::string path;
+  std::string device = "host";
+  std::string select;
+  std::string convert;
+  bool verify = false;
+  bool cold = false;
+  bool raw = false;
+  int repeats = 1;
+  bool json = false;
+};
+
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v.empty() ? 0 : v[v.size() / 2];
+}
+
+// A raw sequential O_DIRECT io_uring read of every file of the checkpoint, no LRIS code:
+// seconds for all of them, at the best of two queue depths.
+struct raw_reader {
+  std::vector<std::pair<std::filesystem::path, std::uint64_t>> files;  // whole 4 KiB blocks
+  std::uint64_t bytes = 0;
+  buffer<page_aligned_allocator> buf;
+  explicit raw_reader(const safetensors::checkpoint& ck) {
+    std::uint64_t largest = 0;
+    for (const auto& s : ck.shards()) {
+      const std::uint64_t n = s.header.file_bytes / 4096 * 4096;
+      files.emplace_back(s.file.path(), n);
+      bytes += n;
+      largest = std::max(largest, n);
+    }
+    buf = buffer<page_aligned_allocator>(static_cast<std::size_t>(std::max<std::uint64_t>(largest, 4096)));
+    prefault(buf.data(), buf.size());
+  }
+  double seconds(unsigned depth) {
+    double s = 0;
+    for (const auto& [path, n] : files) {
+      if (n > 0) s += raw_uring_io(path, buf.data(), n, depth, std::size_t{1} << 20, false);
+    }
+    return s;
+  }
+};
+
+template <class Pipeline>
+int run_load(const load_cli& c, Pipeline& p, safetensors::load_target_memory where) {
+  const safetensors::checkpoint ck(c.path);
+  safetensors::load_options o;
+  o.select = c.select;
+  if (!c.convert.empty()) {
+    o.convert_to = dtype_from_string(c.convert);
+    if (!o.convert_to) throw invalid_argument(fmt::format("--convert: \"{}\" is not a dtype", c.convert));
+  }
+  const bool tty = !c.json;
+  std::vector<double> lris_rates, raw_rates[2];
+  const unsigned depths[2] = {32, 128};
+  std::optional<raw_reader> raw;
+  if (c.raw) raw.emplace(ck);
+  std::string cold_note;
+  safetensors::loaded_checkpoint last;
+  for (int r = 0; r < std::max(1, c.repeats); ++r) {
+    // The raw reads go first in even rounds and last in odd ones: on virtual disks the first
+    // read after a drop can be faster or slower than the next.
+    auto raw_round = [&] {
+      if (!raw) return;
+      for (int d = 0; d < 2; ++d) {
+        if (c.cold) {
+          for (const auto& s : ck.shards()) cold_note = make_cold(s.file.path().string());
+        }
+        raw_rates[d].push_back(raw->bytes / raw->seconds(depths[d]) / 1e9);
+      }
+    };
+    if (r % 2 == 0) raw_round();
+    if (c.cold) {
+      for (const auto& s : ck.shards()) cold_note = make_cold(s.file.path().string());
+    }
+    progress_bar bar(fmt::format("loading {}", format_bytes(ck.data_bytes())));
+    if (tty) {
+      o.on_progress = [&](std::uint64_t done, std::uint64_t total) {
+        bar.update(total ? static_cast<double>(done) / static_cast<double>(total) : 1.0);
+        return true;
+      };
+    }
+    last = safetensors::load(p, ck, o, where);
+    bar.done();
+    lris_rates.push_back(last.report.gbps());
+    if (r % 2 == 1) raw_round();
+  }
+  const auto& rep = last.report;
+  const double rate = median(lris_rates);
+  const double raw_rate = std::max(median(raw_rates[0]), median(raw_rates[1]));
+
+  std::size_t verified = 0;
+  if (c.verify) {
+    // Every tensor back in host memory, against the file's bytes (converted by the CPU where
+    // the load converted).
+    io::io_engine& engine = p.io();
+    for (const auto& t : last.tensors) {
+      const auto& ref = *ck.find(t.name);
+      std::vector<std::byte> file_bytes(static_cast<std::size_t>(ref.info->bytes()));
+      std::vector<std::byte> want;
+      engine.read(ck.shards()[ref.shard].file, ck.file_offset(ref), file_bytes);
+      if (t.shape != ref.info->shape) continue;  // a slice: not checked here
+      if (t.type != ref.info->type) {
+        want.resize(static_cast<std::size_t>(t.bytes));
+        lris::convert(file_bytes.data(), ref.info->type, want.data(), t.type,
+                      static_cast<std::size_t>(ref.info->elements()));
+      } else {
+        want = std::move(file_bytes);
+      }
+      std::vector<std::byte> got(static_cast<std::size_t>(t.bytes));
+      if (t.location.device) {
+        using Backend = typename Pipeline::backend_type;
+        p.copy(as_host(got.data(), got.size()),
+               memory_span<device_space<Backend>, std::byte>(t.data, got.size(), t.location.device_id))
+            .wait();
+      } else {
+        std::copy(t.data, t.data + t.bytes, got.begin());
+      }
+      if (got != want) {
+        throw integrity_error(fmt::format("--verify: tensor \"{}\" differs from {} at offset {}",
+                                          t.name, ck.shards()[ref.shard].file.path().string(),
+                                          ck.file_offset(ref)));
+      }
+      ++verified;
+    }
+  }
+
+  if (c.json) {
+    nlohmann::json out{{"path", ck.path().string()},
+                       {"device", c.device},
+                       {"tensors", rep.tensors},
+                       {"file_bytes", rep.file_bytes},
+                       {"memory_bytes", rep.memory_bytes},
+                       {"seconds", rep.seconds},
+                       {"gbps", rate},
+                       {"rounds", lris_rates},
+                       {"route", rep.path},
+                       {"io", rep.io},
+                       {"chunks", rep.chunks},
+                       {"chunk_bytes", rep.chunk_bytes},
+                       {"workers", rep.workers},
+                       {"converted", rep.converted},
+                       {"cold", c.cold}};
+    if (c.cold) out["cold_note"] = cold_note;
+    if (c.verify) out["verified"] = verified;
+    if (raw) {
+      out["raw_gbps"] = raw_rate;
+      out["raw_rounds_qd32"] = raw_rates[0];
+      out["raw_rounds_qd128"] = raw_rates[1];
+      out["ratio"] = raw_rate > 0 ? rate / raw_rate : 0;
+    }
+    fmt::print("{}\n", out.dump(2));
+    return 0;
+  }
+  fmt::print("loaded {} tensors, {} in {:.3f} s: {:.2f} GB/s{}\n", rep.tensors,
+             format_bytes(rep.file_bytes), rep.seconds, rate,
+             c.repeats > 1 ? fmt::format(" (median of {})", c.repeats) : "");
+  fmt::print("  path: {}\n  io:   {}\n", rep.path, rep.io.empty() ? "-" : rep.io);
+  if (rep.converted > 0) fmt::print("  converted {} tensors to {}\n", rep.converted, c.convert);
+  if (c.cold) fmt::print("  cold: {}\n", cold_note);
+  if (raw) {
+    fmt::print("  raw O_DIRECT io_uring read of the same files: {:.2f} GB/s; LRIS is {:.2f} of it\n",
+               raw_rate, raw_rate > 0 ? rate / raw_rate : 0);
+  }
+  if (c.verify) fmt::print("  verified: every byte of {} tensors matches the file\n", verified);
+  return 0;
+}
+
+int dispatch(const load_cli& c) {
+  const auto colon = c.device.find(':');
+  const std::string kind = c.device.substr(0, colon);
+  int index = 0;
+  if (colon != std::string::npos) {
+    try {
+      index = std::stoi(c.device.substr(colon + 1));
+    } catch (const std::exception&) {
+      throw invalid_argument(fmt::format("--device \"{}\": the device number is not a number", c.device));
+    }
+  }
+  if (kind == "host") {
+    pipeline<auto_select, host_backend> p;
+    return run_load(c, p, safetensors::load_target_memory::host);
+  }
+#if LRIS_HAS_CUDA()
+  if (kind == "cuda") {
+    pipeline<auto_select, cuda_backend> p(auto_select{}, cuda_backend(index));
+    return run_load(c, p, safetensors::load_target_memory::device);
+  }
+#endif
+#if LRIS_HAS_HIP()
+  if (kind == "hip") {
+    pipeline<auto_select, hip_backend> p(auto_select{}, hip_backend(index));
+    return run_load(c, p, safetensors::load_target_memory::device);
+  }
+#endif
+  throw invalid_argument(fmt::format(
+      "--device \"{}\": not a device of this build (host{}{})", c.device,
+      LRIS_HAS_CUDA() ? ", cuda:N" : "", LRIS_HAS_HIP() ? ", hip:N" : ""));
+}
+
+}  // namespace
+
+command add_load(CLI::App& app) {
+  auto c = std::make_shared<load_cli>();
+  app.add_option("path", c->path, "a .safetensors file, or a model directory (sharded or not)")
+      ->required();
+  app.add_option("--device", c->device, "where the tensors go: host, cuda:N or hip:N")
+      ->capture_default_str();
+  app.add_option("--select", c->select, "only tensors whose name this regular expression finds");
+  app.add_option("--convert", c->convert, "convert floating-point tensors to this dtype (F32, BF16, F16)");
+  app.add_flag("--verify", c->verify, "compare every loaded byte with the file afterwards");
+  app.add_flag("--cold", c->cold, "evict the files from the page cache before each load");
+  app.add_flag("--raw", c->raw, "also time a raw O_DIRECT io_uring read of the same files");
+  app.add_option("--repeat", c->repeats, "loads (and raw reads) to take the median of")
+      ->check(CLI::PositiveNumber);
+  app.add_flag("--json", c->json, "print JSON");
+  return [c] { return dispatch(*c); };
+}
+
+}  // namespace lris::tool
