@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <iterator>
+#include <unordered_set>
 
 #include <sys/uio.h>
 
@@ -19,14 +21,13 @@ uring_queue::uring_queue(unsigned depth) : depth_(depth) {
   sparse_files_ = io_uring_register_files_sparse(&ring_, file_slots) == 0;
   // Fixed buffers likewise (5.19), filled in by sync_buffers.
   sparse_buffers_ = io_uring_register_buffers_sparse(&ring_, buffer_slots) == 0;
+  buffers_.resize(buffer_slots);
 }
 
 std::size_t uring_queue::sync_buffers(std::span<const fixed_buffer> buffers) {
   if (!sparse_buffers_) return 0;
-  auto wanted = [&](std::uint64_t id) {
-    return std::any_of(buffers.begin(), buffers.end(),
-                       [id](const fixed_buffer& b) { return b.id == id; });
-  };
+  std::unordered_set<std::uint64_t> wanted, held;
+  for (const fixed_buffer& b : buffers) wanted.insert(b.id);
   auto set_slot = [&](unsigned slot, const fixed_buffer& b) {
     iovec iov{b.data, b.bytes};
     __u64 tag = 0;
@@ -36,34 +37,43 @@ std::size_t uring_queue::sync_buffers(std::span<const fixed_buffer> buffers) {
   };
   // Memory no longer registered leaves its slot first (its pages are unpinned), so that a
   // slot is free for what is new.
-  for (unsigned i = 0; i < buffer_slots; ++i) {
-    if (buffers_[i].id != 0 && !wanted(buffers_[i].id) && !set_slot(i, fixed_buffer{})) {
+  std::vector<unsigned> free;
+  for (unsigned i = buffer_slots; i-- > 0;) {
+    if (buffers_[i].id != 0 && wanted.count(buffers_[i].id) == 0 && !set_slot(i, fixed_buffer{})) {
       buffers_[i] = fixed_buffer{};  // the kernel refused to clear it: never use it again
-    }
-  }
-  std::size_t held = 0;
-  for (const fixed_buffer& b : buffers) {
-    fixed_buffer* const end = buffers_ + buffer_slots;
-    if (std::find_if(buffers_ + 0, end, [&](const fixed_buffer& h) { return h.id == b.id; }) != end) {
-      ++held;
       continue;
     }
-    fixed_buffer* free = std::find_if(buffers_ + 0, end, [](const fixed_buffer& h) { return h.id == 0; });
-    // A refusal (RLIMIT_MEMLOCK, a buffer over 1 GiB) leaves that memory unregistered.
-    if (free != end && set_slot(static_cast<unsigned>(free - buffers_), b)) ++held;
+    if (buffers_[i].id == 0) {
+      free.push_back(i);
+    } else {
+      held.insert(buffers_[i].id);
+    }
   }
-  return held;
+  for (const fixed_buffer& b : buffers) {
+    if (held.count(b.id) != 0 || free.empty()) continue;
+    // A refusal (RLIMIT_MEMLOCK, a buffer over 1 GiB) leaves that memory unregistered.
+    if (set_slot(free.back(), b)) {
+      free.pop_back();
+      held.insert(b.id);
+    }
+  }
+  by_address_.clear();
+  for (unsigned i = 0; i < buffer_slots; ++i) {
+    if (buffers_[i].id != 0) by_address_.emplace_back(buffers_[i].data, i);
+  }
+  std::sort(by_address_.begin(), by_address_.end());
+  return held.size();
 }
 
 int uring_queue::buffer_slot(const void* buf, std::size_t len) const noexcept {
+  // The last registration that starts at or before `buf` (registrations do not overlap).
   const auto* p = static_cast<const std::byte*>(buf);
-  for (unsigned i = 0; i < buffer_slots; ++i) {
-    const fixed_buffer& b = buffers_[i];
-    if (b.id != 0 && p >= b.data && len <= b.bytes && p - b.data <= static_cast<std::ptrdiff_t>(b.bytes - len)) {
-      return static_cast<int>(i);
-    }
-  }
-  return -1;
+  auto it = std::upper_bound(by_address_.begin(), by_address_.end(), p,
+                             [](const std::byte* a, const auto& e) { return a < e.first; });
+  if (it == by_address_.begin()) return -1;
+  const fixed_buffer& b = buffers_[std::prev(it)->second];
+  const auto off = static_cast<std::size_t>(p - b.data);
+  return len <= b.bytes && off <= b.bytes - len ? static_cast<int>(std::prev(it)->second) : -1;
 }
 
 bool uring_queue::use_files(std::span<const int> fds) {

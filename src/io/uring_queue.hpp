@@ -3,6 +3,10 @@
 
 #include <liburing.h>
 
+#include <cstdint>
+#include <utility>
+#include <vector>
+
 #include <lris/io/queue.hpp>
 
 namespace lris::io::detail {
@@ -34,9 +38,12 @@ class uring_queue final : public io_queue {
   int slot_fd_[file_slots] = {-1, -1, -1, -1, -1, -1, -1, -1};  // the fd in each slot
   unsigned slots_used_ = 0;
 
-  static constexpr unsigned buffer_slots = 16;
-  bool sparse_buffers_ = false;           // a sparse table of buffer_slots was registered
-  fixed_buffer buffers_[buffer_slots]{};  // what each slot holds; id 0: nothing
+  // Room for every slot of a staging ring (256 MiB of slots of 512 KiB or more) and more;
+  // an empty entry costs the kernel nothing.
+  static constexpr unsigned buffer_slots = 1024;
+  bool sparse_buffers_ = false;                // a sparse table of buffer_slots was registered
+  std::vector<fixed_buffer> buffers_;          // what each slot holds; id 0: nothing
+  std::vector<std::pair<const std::byte*, unsigned>> by_address_;  // held slots, by address
   std::uint64_t fixed_ops_ = 0;
   // The slot of registered memory holding [buf, buf + len), or -1.
   [[nodiscard]] int buffer_slot(const void* buf, std::size_t len) const noexcept;

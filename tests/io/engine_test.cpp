@@ -196,6 +196,27 @@ TEST_CASE("io_engine reads through registered memory, and forgets it when told",
                        what_contains("empty"));
 }
 
+TEST_CASE("io_engine holds as many registrations as a staging ring has slots", "[io]") {
+  io_engine engine;
+  const lris::io::file f(stamped_file());
+  constexpr std::size_t n = 300, each = 8192;
+  lris::test::aligned_buffer mem(n * each);
+  std::vector<std::uint64_t> ids;
+  for (std::size_t i = 0; i < n; ++i) ids.push_back(engine.register_memory({mem.p + i * each, each}));
+  const bool expected = lris::test::fixed_buffers_expected(engine, n * each);
+  for (std::size_t i = 0; i < n; i += 37) {
+    CAPTURE(i);
+    const auto st = engine.read(f, i * each, {mem.p + i * each, each}, {}, {.direct = direct_mode::always});
+    CHECK(stamped_from(mem.p + i * each, each, i * each, seed));
+    if (expected) CHECK(st.fixed_buffer_ops == st.operations);
+  }
+  // A read across two registrations is no single fixed buffer: it goes as a plain operation.
+  const auto across = engine.read(f, 4096, {mem.p + each - 4096, 8192}, {}, {.direct = direct_mode::always});
+  CHECK(across.fixed_buffer_ops == 0);
+  CHECK(stamped_from(mem.p + each - 4096, 8192, 4096, seed));
+  for (auto id : ids) engine.unregister_memory(id);
+}
+
 TEST_CASE("io_engine writes, and reads back what it wrote", "[io]") {
   const auto path = lris::test::disk_dir() / "engine_written.bin";
   const std::size_t n = (5 << 20) + 3;

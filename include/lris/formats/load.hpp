@@ -38,6 +38,7 @@
 #include <lris/formats/load_options.hpp>
 #include <lris/formats/loaded_tensor.hpp>
 #include <lris/memory/device_allocator.hpp>
+#include <lris/memory/huge_page_allocator.hpp>
 #include <lris/memory/spaces.hpp>
 #include <lris/transfer/pipeline.hpp>
 
@@ -293,7 +294,8 @@ loaded_checkpoint load_into(Pipeline& p, const checkpoint& ck, DestFn&& dest,
 }
 
 /// @brief Loads the tensors `o` selects from `ck` into memory LRIS allocates: one block of
-/// device memory of the pipeline's backend (or of pageable host memory), every tensor 256-byte
+/// device memory of the pipeline's backend (or of pageable host memory, on huge pages where
+/// the machine has them), every tensor 256-byte
 /// aligned in it. Each tensor leases the block (loaded_tensor::lease); it is freed when the
 /// last of them is gone.
 template <class Pipeline>
@@ -312,13 +314,13 @@ loaded_checkpoint load(Pipeline& p, const checkpoint& ck, const load_options& o 
       alloc.deallocate(q, static_cast<std::size_t>(total), alignment);
     });
   } else if (total > 0) {
-    void* mem = std::aligned_alloc(alignment, static_cast<std::size_t>(total));
-    if (mem == nullptr) {
-      throw out_of_memory(fmt::format("load {}: no host memory for {} bytes of tensors",
-                                      ck.path().string(), total),
-                          static_cast<std::size_t>(total));
-    }
-    block = std::shared_ptr<void>(mem, [](void* q) { std::free(q); });
+    // Huge pages where the machine has them: first touches of gigabytes of base pages would
+    // cost more than the reads.
+    huge_page_allocator alloc;
+    void* mem = alloc.allocate(static_cast<std::size_t>(total), alignment);
+    block = std::shared_ptr<void>(mem, [alloc, total](void* q) mutable {
+      alloc.deallocate(q, static_cast<std::size_t>(total), alignment);
+    });
   }
   auto* base = static_cast<std::byte*>(block.get());
   std::uint64_t at = 0;

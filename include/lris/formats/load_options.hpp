@@ -56,8 +56,9 @@ struct load_options {
   /// Checks whole files against their SHA-256 (64 hex digits), keyed by file name (the
   /// shard's file name, without directory). Costs a second, sequential read of each file.
   std::map<std::string, std::string, std::less<>> expected_sha256;
-  /// Called with (bytes loaded, bytes to load); returning false cancels the load, which then
-  /// throws lris::cancelled once nothing is in flight.
+  /// Called with (bytes loaded, bytes to load); returning false cancels the load: chunks not
+  /// yet started are skipped and, once nothing is in flight, the load throws lris::cancelled
+  /// (a cancel that comes after the last chunk has started lets the load finish).
   progress_fn on_progress;
   /// Chunks, workers and io settings (transfer_options::io: direct or buffered, depth).
   transfer_options transfer;
