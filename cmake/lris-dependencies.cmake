@@ -7,6 +7,8 @@ set(THREADS_PREFER_PTHREAD_FLAG ON)
 find_dependency(Threads)
 find_dependency(fmt CONFIG)
 find_dependency(nlohmann_json CONFIG)
+# DLPack (header only): the tensor exchange structs of lris/formats/dlpack.hpp.
+find_dependency(dlpack CONFIG)
 
 # LRIS_STATIC_DEPS prefers lib<name>.a so that binaries run on machines without these packages.
 function(lris_import_library target header)
