@@ -1,6 +1,7 @@
 #include <lris/formats/detail/load_plan.hpp>
 
 #include <algorithm>
+#include <cstdint>
 #include <numeric>
 
 #include <lris/error.hpp>
@@ -43,8 +44,12 @@ void chunk_run(const run& r, std::span<const load_target> targets, std::size_t c
       ++t;
     }
     const auto& first = targets[c.moves.front().target];
+    // Straight into host memory only where it is aligned like the file: elsewhere O_DIRECT
+    // would need bounce buffers, and the slot is the better one.
+    const auto dst = reinterpret_cast<std::uintptr_t>(first.dst) + c.moves.front().target_offset;
     c.straight_to_host = c.moves.size() == 1 && !first.device && !first.converts() &&
-                         !first.verify && c.moves.front().bytes == to - from;
+                         !first.verify && c.moves.front().bytes == to - from &&
+                         dst % align == from % align;
     out.push_back(std::move(c));
   }
 }

@@ -231,12 +231,14 @@ loaded_checkpoint load_into(Pipeline& p, const checkpoint& ck, DestFn&& dest,
   unsigned workers = tp.workers;
   if (mode != io::direct_mode::never && o.transfer.chunk_bytes == 0 && o.transfer.workers == 0) {
     // Direct io is paced by the disk: a few workers with large chunks keep its queue full.
+    // Twice the queue depth's worth of chunks: a worker between two reads (waiting for its
+    // last operations, or copying into host memory) leaves the others enough in flight.
     chunk = std::size_t{16} << 20;
     const unsigned depth = o.transfer.io.queue_depth > 0
                                ? std::min(o.transfer.io.queue_depth, engine.options().queue_depth)
                                : engine.options().queue_depth;
     workers = static_cast<unsigned>(std::clamp<std::size_t>(
-        std::size_t{depth} * engine.options().block_bytes / chunk, 2, std::max(2u, tp.workers)));
+        2 * std::size_t{depth} * engine.options().block_bytes / chunk, 2, std::max(2u, tp.workers)));
   }
   // Whole hash blocks and O_DIRECT blocks; no larger than the data (small checkpoints get
   // small slots) or the staging ring.

@@ -52,8 +52,8 @@ struct load_chunk {
   std::size_t shard = 0;
   std::vector<load_read> reads;
   std::vector<load_move> moves;
-  /// One host move without conversion that covers the whole read: read straight into the
-  /// destination, no slot involved.
+  /// One host move without conversion that covers the whole read, into memory aligned like
+  /// the file: read straight into the destination, no slot involved.
   bool straight_to_host = false;
 };
 
