@@ -44,3 +44,12 @@
 
 #include <lris/system/format_bytes.hpp>
 #include <lris/system/host_info.hpp>
+
+#include <lris/formats/checkpoint.hpp>
+#include <lris/formats/checksum.hpp>
+#include <lris/formats/convert.hpp>
+#include <lris/formats/dlpack.hpp>
+#include <lris/formats/dtype.hpp>
+#include <lris/formats/load.hpp>
+#include <lris/formats/safetensors.hpp>
+#include <lris/formats/safetensors_writer.hpp>
