@@ -88,6 +88,26 @@ TEST_CASE("load: every tensor byte-identical, into device and host memory", "[fo
   }
 }
 
+TEST_CASE("load: host memory stays within the pipeline's staging bound", "[formats][load]") {
+  const auto tensors = model();
+  const auto path = write_file(dir() / "bounded.safetensors", tensors);
+  const st::checkpoint ck(path);
+  for (const std::size_t bound : {std::size_t{3} << 20, std::size_t{64} << 20}) {
+    CAPTURE(bound);
+    lris::pipeline_config config;
+    config.max_staging_bytes = bound;
+    host_pipeline p(lris::auto_select{}, lris::host_backend{}, {}, config);
+    for (const auto direct : {lris::io::direct_mode::never, lris::io::direct_mode::always}) {
+      st::load_options o;
+      o.transfer.io.direct = direct;
+      const auto loaded = st::load(p, ck, o);
+      CHECK(loaded.report.staging_bytes > 0);
+      CHECK(loaded.report.staging_bytes <= bound);
+      for (const auto& t : tensors) CHECK(bytes_of(*loaded.find(t.name)) == t.data);
+    }
+  }
+}
+
 TEST_CASE("load: the memory of a load lives as long as any tensor leases it", "[formats][load]") {
   const auto path = write_file(dir() / "lease.safetensors", model());
   host_pipeline p;

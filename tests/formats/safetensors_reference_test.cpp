@@ -25,6 +25,8 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
+#include <lris/formats/load.hpp>
+#include <lris/transfer/auto_select.hpp>
 #include <lris/formats/safetensors.hpp>
 #include <lris/formats/safetensors_writer.hpp>
 
@@ -214,6 +216,51 @@ TEST_CASE("reference files: every tensor read as written", "[formats][safetensor
       REQUIRE(t->bytes() == f.data[i].size());
       CHECK(read_range(path, h.file_offset(*t), t->bytes()) == f.data[i]);
     }
+  }
+}
+
+TEST_CASE("reference files: the loader gives every tensor byte-identical",
+          "[formats][safetensors][reference][load]") {
+  const json m = manifest();
+  lris::pipeline<lris::auto_select, lris::host_backend> p;
+  // Every tensor of `f` in `loaded`, byte for byte.
+  auto check = [](const file_entry& f, const st::loaded_checkpoint& loaded) {
+    for (std::size_t i = 0; i < f.names.size(); ++i) {
+      CAPTURE(f.names[i]);
+      const st::loaded_tensor* t = loaded.find(f.names[i]);
+      REQUIRE(t != nullptr);
+      CHECK(t->type == f.types[i]);
+      CHECK(t->shape == f.shapes[i]);
+      REQUIRE(t->bytes == f.data[i].size());
+      CHECK(std::equal(t->data, t->data + t->bytes, f.data[i].begin()));
+    }
+  };
+  for (const json& j : m.at("files")) {
+    const file_entry f = parse_entry(j);
+    if (!f.reference_reads_it) continue;
+    CAPTURE(f.path);
+    const st::checkpoint ck(reference_dir() / f.path);
+    for (const auto where : {st::load_target_memory::host, st::load_target_memory::device}) {
+      const auto loaded = st::load(p, ck, {}, where);
+      CHECK(loaded.tensors.size() == f.names.size());
+      check(f, loaded);
+    }
+  }
+  // The sharded checkpoints, through their index.
+  for (const json& c : m.at("checkpoints")) {
+    const fs::path dir = reference_dir() / c.at("dir").get<std::string>();
+    CAPTURE(dir);
+    const st::checkpoint ck(dir);
+    const auto loaded = st::load(p, ck);
+    std::size_t expected = 0;
+    for (const json& j : m.at("files")) {
+      if ((reference_dir() / j.at("path").get<std::string>()).parent_path() != dir) continue;
+      const file_entry f = parse_entry(j);
+      expected += f.names.size();
+      check(f, loaded);
+    }
+    CHECK(expected > 0);
+    CHECK(loaded.tensors.size() == expected);
   }
 }
 

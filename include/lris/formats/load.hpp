@@ -261,6 +261,7 @@ loaded_checkpoint load_into(Pipeline& p, const checkpoint& ck, DestFn&& dest,
     job->slots = core->ring.acquire(
         std::min<std::size_t>({std::max(1u, tp.ring_depth), std::size_t{2} * workers, job->chunks}),
         chunk + align);
+    out.report.staging_bytes = job->slots.size() * (chunk + align);
     out.report.workers = static_cast<unsigned>(
         std::min<std::size_t>({workers, job->chunks, job->slots.size()}));
     lris::detail::start_workers(job, out.report.workers);

@@ -77,6 +77,8 @@ struct load_report {
   std::size_t chunks = 0;
   std::size_t chunk_bytes = 0;
   unsigned workers = 0;
+  /// Pinned staging memory the load held: at most the pipeline's max_staging_bytes.
+  std::size_t staging_bytes = 0;
   std::size_t converted = 0;  ///< tensors converted
   std::size_t verified = 0;   ///< tensors whose checksum matched
   std::size_t files_verified = 0;  ///< files whose SHA-256 matched

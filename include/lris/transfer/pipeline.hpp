@@ -446,8 +446,11 @@ class pipeline {
         const unsigned depth = opts.io.queue_depth > 0
                                    ? std::min(opts.io.queue_depth, io.options().queue_depth)
                                    : io.options().queue_depth;
-        const std::size_t in_flight = std::size_t{depth} * io.options().block_bytes;
-        workers = static_cast<unsigned>(std::clamp<std::size_t>(in_flight / want, 2, p.workers));
+        // Twice the queue depth's worth of chunks: a worker between two reads (waiting for
+        // its last operations) leaves the others enough in flight.
+        const std::size_t in_flight = 2 * std::size_t{depth} * io.options().block_bytes;
+        workers = static_cast<unsigned>(
+            std::clamp<std::size_t>(in_flight / want, 2, std::max(2u, p.workers)));
       }
       const std::size_t chunk =
           std::max(align, std::min(want, core_->ring.max_bytes()) / align * align);
