@@ -1,3 +1,9 @@
+// GCC 12 warns of uninitialized std::function members inside std::regex's compiler at -O1 and
+// up (GCC bug 105562): the standard library's code, reached through this file's std::regex.
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
 #include <lris/formats/detail/load_select.hpp>
 
 #include <openssl/evp.h>
@@ -169,3 +175,7 @@ void checksum_mismatch(const checkpoint& ck, const tensor_ref& t, std::uint64_t 
 }
 
 }  // namespace lris::safetensors::detail
+
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic pop
+#endif
