@@ -145,7 +145,8 @@ std::string sha256_hex(io::io_engine& io, const io::file& f) {
 
 std::size_t check_sha256(io::io_engine& io, const checkpoint& ck, const load_options& o) {
   std::size_t matched = 0;
-  for (const auto& [name, want] : o.expected_sha256) {
+  for (const auto& [file_name, want] : o.expected_sha256) {
+    const std::string& name = file_name;  // a structured binding cannot be captured (clang 15)
     const auto it = std::find_if(ck.shards().begin(), ck.shards().end(), [&](const shard& s) {
       return s.file.path().filename() == name;
     });
