@@ -178,6 +178,7 @@ int run_load(const load_cli& c, Pipeline& p, safetensors::load_target_memory whe
                        {"chunks", rep.chunks},
                        {"chunk_bytes", rep.chunk_bytes},
                        {"workers", rep.workers},
+                       {"staging_bytes", rep.staging_bytes},
                        {"converted", rep.converted},
                        {"cold", c.cold}};
     if (c.cold) out["cold_note"] = cold_note;
