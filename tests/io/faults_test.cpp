@@ -10,6 +10,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <memory>
+#include <mutex>
 #include <vector>
 
 #include <lris/error.hpp>
@@ -46,7 +47,10 @@ std::unique_ptr<io_queue> inner_queue(bool uring, unsigned depth) {
   return std::make_unique<detail::pread_queue>(depth);
 }
 
-// An engine whose one queue is a fault_queue; `last` sees it.
+// An engine whose queues are fault_queues; `last` sees the last one made. Queues of one read
+// split over several are made on several threads at once.
+std::mutex last_mutex;
+
 io_engine faulty_engine(const fault_plan& plan, bool uring, direct_mode mode, fault_queue*& last) {
   io_options o;
   o.direct = mode;
@@ -56,6 +60,7 @@ io_engine faulty_engine(const fault_plan& plan, bool uring, direct_mode mode, fa
   o.backoff_max = std::chrono::microseconds(50);
   o.make_queue = [plan, uring, &last](unsigned depth) {
     auto q = std::make_unique<fault_queue>(inner_queue(uring, depth), plan);
+    std::lock_guard lock(last_mutex);
     last = q.get();
     return q;
   };
