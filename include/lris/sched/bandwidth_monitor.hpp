@@ -1,0 +1,73 @@
+#pragma once
+/// @file
+/// @brief bandwidth_monitor: the bandwidth achieved on each resource, from the library's own
+/// completion counters, as an exponentially weighted moving average over fixed windows (10 ms
+/// by default), and its utilization against the resource's calibrated ceiling.
+///
+/// Transfers call record() as their chunks complete; readers (the throttle, `lris bench`)
+/// call reading(). The clock is injectable, so that tests run on a fake one.
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <mutex>
+#include <string>
+#include <vector>
+
+namespace lris::sched {
+
+struct monitor_options {
+  /// Length of one averaging window.
+  std::chrono::nanoseconds window = std::chrono::milliseconds(10);
+  /// Weight of the newest window in the average (0 < alpha <= 1).
+  double alpha = 0.25;
+  /// Time now; steady_clock when empty.
+  std::function<std::chrono::nanoseconds()> clock;
+};
+
+/// @brief One resource as the monitor sees it.
+struct resource_reading {
+  std::string name;
+  double gbps = 0;         ///< the moving average, GB/s
+  double ceiling_gbps = 0; ///< as registered (0: unknown)
+  double utilization = 0;  ///< gbps / ceiling_gbps (0 when the ceiling is unknown)
+  std::uint64_t bytes = 0; ///< recorded since the resource was added
+};
+
+class bandwidth_monitor {
+ public:
+  explicit bandwidth_monitor(monitor_options options = {});
+  bandwidth_monitor(const bandwidth_monitor&) = delete;
+  bandwidth_monitor& operator=(const bandwidth_monitor&) = delete;
+
+  /// @brief Adds a resource ("host", "cuda:0 h2d", "nvme0n1") with its ceiling in GB/s (0
+  /// when unknown); returns its index for record() and reading().
+  std::size_t add_resource(std::string name, double ceiling_gbps);
+  /// @brief `bytes` moved on resource `r` just now. Thread-safe.
+  void record(std::size_t r, std::uint64_t bytes);
+  /// @brief The resource now: windows that ended since the last look are folded in (empty
+  /// windows count as idle).
+  [[nodiscard]] resource_reading reading(std::size_t r);
+  [[nodiscard]] std::vector<resource_reading> readings();
+  [[nodiscard]] std::size_t size() const;
+
+ private:
+  struct resource {
+    std::string name;
+    double ceiling = 0;
+    double average = 0;           // bytes per second
+    std::int64_t window_start = 0;  // ns
+    std::uint64_t in_window = 0;  // bytes of the open window
+    std::uint64_t total = 0;
+  };
+  std::int64_t now() const;
+  void roll(resource& r, std::int64_t t);
+
+  monitor_options options_;
+  mutable std::mutex mutex_;
+  std::deque<resource> resources_;  // deque: indices stay valid as it grows
+};
+
+}  // namespace lris::sched

@@ -1,0 +1,43 @@
+#pragma once
+/// @file
+/// @brief PCIe throughput of NVIDIA GPUs as the driver measures it (NVML), for the bandwidth
+/// monitor. The NVML library is loaded at run time when the NVIDIA driver is installed; it is
+/// never required, and LRIS does not link it.
+
+#include <memory>
+#include <optional>
+#include <string>
+
+namespace lris::sched {
+
+/// @brief One PCIe reading of one GPU, in GB/s over the driver's sampling interval (about
+/// 20 ms).
+struct pcie_throughput {
+  double to_device_gbps = 0;    ///< received by the GPU (host -> device)
+  double from_device_gbps = 0;  ///< sent by the GPU (device -> host)
+};
+
+class nvml_pcie {
+ public:
+  /// @brief Loads NVML (libnvidia-ml.so.1) and initializes it; when it cannot, available() is
+  /// false and why() says what failed.
+  nvml_pcie();
+  ~nvml_pcie();
+  nvml_pcie(const nvml_pcie&) = delete;
+  nvml_pcie& operator=(const nvml_pcie&) = delete;
+
+  [[nodiscard]] bool available() const noexcept { return impl_ != nullptr; }
+  /// @brief Why NVML is not available ("libnvidia-ml.so.1: cannot open shared object file",
+  /// "nvmlInit_v2 returned 9"); empty when it is.
+  [[nodiscard]] const std::string& why() const noexcept { return why_; }
+  /// @brief The throughput of GPU `index` (NVML's numbering); std::nullopt when NVML is not
+  /// available or the query fails.
+  [[nodiscard]] std::optional<pcie_throughput> read(unsigned index) const;
+
+ private:
+  struct impl;
+  std::unique_ptr<impl> impl_;
+  std::string why_;
+};
+
+}  // namespace lris::sched

@@ -1,0 +1,71 @@
+#include <lris/sched/nvml_pcie.hpp>
+
+#include <dlfcn.h>
+
+#include <fmt/format.h>
+
+namespace lris::sched {
+
+// The few NVML entry points used, declared as the NVML C API defines them (nvml.h is not a
+// build dependency: the library is found at run time or not at all).
+namespace {
+using nvml_return = int;  // nvmlReturn_t; 0 is NVML_SUCCESS
+using nvml_device = void*;
+constexpr unsigned pcie_tx_bytes = 0;  // NVML_PCIE_UTIL_TX_BYTES: sent by the GPU
+constexpr unsigned pcie_rx_bytes = 1;  // NVML_PCIE_UTIL_RX_BYTES: received by the GPU
+}  // namespace
+
+struct nvml_pcie::impl {
+  void* library = nullptr;
+  nvml_return (*shutdown)() = nullptr;
+  nvml_return (*handle_by_index)(unsigned, nvml_device*) = nullptr;
+  nvml_return (*pcie_throughput)(nvml_device, unsigned, unsigned*) = nullptr;
+  ~impl() {
+    if (shutdown != nullptr) shutdown();
+    if (library != nullptr) dlclose(library);
+  }
+};
+
+nvml_pcie::nvml_pcie() {
+  auto p = std::make_unique<impl>();
+  p->library = dlopen("libnvidia-ml.so.1", RTLD_NOW | RTLD_LOCAL);
+  if (p->library == nullptr) {
+    const char* e = dlerror();
+    why_ = e != nullptr ? e : "libnvidia-ml.so.1 could not be loaded";
+    return;
+  }
+  auto init = reinterpret_cast<nvml_return (*)()>(dlsym(p->library, "nvmlInit_v2"));
+  auto shutdown = reinterpret_cast<nvml_return (*)()>(dlsym(p->library, "nvmlShutdown"));
+  p->handle_by_index = reinterpret_cast<nvml_return (*)(unsigned, nvml_device*)>(
+      dlsym(p->library, "nvmlDeviceGetHandleByIndex_v2"));
+  p->pcie_throughput = reinterpret_cast<nvml_return (*)(nvml_device, unsigned, unsigned*)>(
+      dlsym(p->library, "nvmlDeviceGetPcieThroughput"));
+  if (init == nullptr || shutdown == nullptr || p->handle_by_index == nullptr ||
+      p->pcie_throughput == nullptr) {
+    why_ = "libnvidia-ml.so.1 lacks nvmlInit_v2, nvmlDeviceGetHandleByIndex_v2 or "
+           "nvmlDeviceGetPcieThroughput";
+    return;
+  }
+  if (const nvml_return r = init(); r != 0) {
+    why_ = fmt::format("nvmlInit_v2 returned {}", r);
+    return;
+  }
+  p->shutdown = shutdown;
+  impl_ = std::move(p);
+}
+
+nvml_pcie::~nvml_pcie() = default;
+
+std::optional<pcie_throughput> nvml_pcie::read(unsigned index) const {
+  if (!impl_) return std::nullopt;
+  nvml_device dev = nullptr;
+  if (impl_->handle_by_index(index, &dev) != 0) return std::nullopt;
+  unsigned rx = 0, tx = 0;  // KB/s
+  if (impl_->pcie_throughput(dev, pcie_rx_bytes, &rx) != 0 ||
+      impl_->pcie_throughput(dev, pcie_tx_bytes, &tx) != 0) {
+    return std::nullopt;
+  }
+  return pcie_throughput{rx * 1e3 / 1e9, tx * 1e3 / 1e9};
+}
+
+}  // namespace lris::sched
