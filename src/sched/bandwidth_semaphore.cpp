@@ -81,10 +81,16 @@ std::shared_ptr<bandwidth_semaphore::waiter> bandwidth_semaphore::enqueue(std::u
 void bandwidth_semaphore::grant_locked(
     std::vector<std::pair<std::function<void(token_guard)>, token_guard>>& run) {
   for (;;) {
+    // The priority whose head would finish first in virtual time.
     std::size_t next = priority_count;
+    double next_finish = 0;
     for (std::size_t i = 0; i < priority_count; ++i) {
-      if (!queue_[i].empty() && (next == priority_count || virtual_time_[i] < virtual_time_[next])) {
+      if (queue_[i].empty()) continue;
+      const double f = virtual_time_[i] +
+                       static_cast<double>(queue_[i].front()->bytes) / options_.weight[i];
+      if (next == priority_count || f < next_finish) {
         next = i;
+        next_finish = f;
       }
     }
     if (next == priority_count) return;

@@ -127,7 +127,8 @@ class bandwidth_semaphore {
   mutable std::mutex mutex_;
   std::uint64_t in_flight_ = 0;
   // Weighted fair queueing: each priority's virtual time advances by bytes / weight with each
-  // grant; the waiting priority with the smallest virtual time goes next.
+  // grant; the priority whose head would finish first (virtual time + bytes / weight) goes
+  // next, so a critical request overtakes a background one that came first.
   double virtual_time_[priority_count] = {};
   std::deque<std::shared_ptr<waiter>> queue_[priority_count];
   semaphore_stats stats_;

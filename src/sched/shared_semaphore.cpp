@@ -1,0 +1,370 @@
+#include <lris/sched/shared_semaphore.hpp>
+
+#include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
+#include <linux/futex.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cctype>
+#include <cerrno>
+#include <climits>
+#include <iterator>
+#include <string>
+#include <ctime>
+#include <fstream>
+#include <sstream>
+#include <thread>
+
+#include <fmt/format.h>
+
+#include <lris/error.hpp>
+
+namespace lris::sched {
+
+namespace {
+
+constexpr std::uint32_t magic = 0x4c524953;  // "LRIS"
+constexpr int max_holders = 512;
+constexpr int max_waiters = 512;
+
+// A process, told apart from a later one with the same pid by its start time.
+struct process_id {
+  std::int32_t pid = 0;  // 0: the slot is free
+  std::uint64_t start = 0;
+};
+
+// Field 22 of /proc/<pid>/stat: the start time in clock ticks after boot; 0 when gone.
+std::uint64_t start_time(pid_t pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
+  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  const auto close = text.rfind(')');  // the command name may hold spaces and parentheses
+  if (close == std::string::npos) return 0;
+  std::istringstream rest(text.substr(close + 2));
+  std::string field;
+  for (int i = 3; i <= 22 && rest >> field; ++i) {
+    if (i == 22) return std::stoull(field);
+  }
+  return 0;
+}
+
+// This process; looked up again after a fork, since a child must not pass for its parent.
+process_id self() {
+  thread_local process_id me;
+  const auto pid = static_cast<std::int32_t>(::getpid());
+  if (me.pid != pid) me = {pid, start_time(pid)};
+  return me;
+}
+
+bool alive(const process_id& p) {
+  if (::kill(p.pid, 0) != 0 && errno == ESRCH) return false;
+  return start_time(p.pid) == p.start;
+}
+
+struct holder {
+  process_id owner;
+  std::uint64_t bytes = 0;
+};
+
+struct waiter {
+  process_id owner;
+  std::uint64_t bytes = 0;
+  std::uint64_t ticket = 0;
+  std::uint32_t prio = 0;
+};
+
+}  // namespace
+
+namespace {
+// Tells every waiter, in any process, to look again.
+template <class State>
+void wake_all(State& s) {
+  s.changed.fetch_add(1);
+  ::syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(&s.changed), FUTEX_WAKE, INT32_MAX,
+            nullptr, nullptr, 0);
+}
+}  // namespace
+
+struct shared_semaphore::state {
+  std::atomic<std::uint32_t> ready;
+  pthread_mutex_t mutex;
+  // Bumped and woken (a futex) whenever tokens come free. Not a process-shared condition
+  // variable: a waiter killed inside pthread_cond_wait can leave later signallers waiting for
+  // it forever; a futex waiter leaves nothing behind.
+  std::atomic<std::uint32_t> changed;
+  std::uint64_t capacity;
+  std::uint64_t in_flight;
+  unsigned weight[priority_count];
+  double virtual_time[priority_count];
+  std::uint64_t next_ticket;
+  holder holders[max_holders];
+  waiter waiters[max_waiters];
+};
+
+shared_token::shared_token(shared_token&& o) noexcept
+    : owner_(std::exchange(o.owner_, nullptr)), bytes_(std::exchange(o.bytes_, 0)),
+      slot_(std::exchange(o.slot_, -1)) {}
+
+shared_token& shared_token::operator=(shared_token&& o) noexcept {
+  if (this != &o) {
+    release();
+    owner_ = std::exchange(o.owner_, nullptr);
+    bytes_ = std::exchange(o.bytes_, 0);
+    slot_ = std::exchange(o.slot_, -1);
+  }
+  return *this;
+}
+
+void shared_token::release() noexcept {
+  if (owner_ != nullptr) owner_->release(slot_);
+  owner_ = nullptr;
+  bytes_ = 0;
+  slot_ = -1;
+}
+
+shared_semaphore::shared_semaphore(const std::string& name, std::uint64_t capacity,
+                                   shared_semaphore_options options)
+    : name_("/" + name), options_(options) {
+  LRIS_EXPECTS(!name.empty() && name.size() <= 200 &&
+                   std::all_of(name.begin(), name.end(),
+                               [](char c) {
+                                 return std::isalnum(static_cast<unsigned char>(c)) || c == '-' ||
+                                        c == '_' || c == '.';
+                               }) &&
+                   name != "." && name != "..",
+               "shared_semaphore: \"{}\" is not a name (letters, digits, '-', '_', '.')", name);
+  LRIS_EXPECTS(capacity > 0, "shared_semaphore {}: a capacity of 0 bytes", name);
+  for (unsigned w : options_.weight) {
+    LRIS_EXPECTS(w > 0, "shared_semaphore {}: a priority weight of 0 would starve it", name);
+  }
+  bool creator = true;
+  int fd = ::shm_open(name_.c_str(), O_RDWR | O_CREAT | O_EXCL, 0600);
+  if (fd < 0 && errno == EEXIST) {
+    creator = false;
+    fd = ::shm_open(name_.c_str(), O_RDWR, 0600);
+  }
+  if (fd < 0) throw io_error(errno, fmt::format("shared_semaphore: cannot open /dev/shm{}", name_));
+  if (creator && ::ftruncate(fd, sizeof(state)) != 0) {
+    const int e = errno;
+    ::close(fd);
+    ::shm_unlink(name_.c_str());
+    throw io_error(e, fmt::format("shared_semaphore: cannot size /dev/shm{}", name_));
+  }
+  // An opener may come before the creator has sized the segment: wait for it, briefly.
+  struct stat st {};
+  for (int i = 0; !creator && i < 1000 && (::fstat(fd, &st) != 0 || st.st_size < static_cast<off_t>(sizeof(state))); ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  void* p = ::mmap(nullptr, sizeof(state), PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  const int map_errno = errno;
+  ::close(fd);
+  if (p == MAP_FAILED) {
+    throw io_error(map_errno, fmt::format("shared_semaphore: cannot map /dev/shm{}", name_));
+  }
+  state_ = static_cast<state*>(p);
+  if (creator) {
+    pthread_mutexattr_t ma;
+    pthread_mutexattr_init(&ma);
+    pthread_mutexattr_setpshared(&ma, PTHREAD_PROCESS_SHARED);
+    pthread_mutexattr_setrobust(&ma, PTHREAD_MUTEX_ROBUST);
+    pthread_mutex_init(&state_->mutex, &ma);
+    pthread_mutexattr_destroy(&ma);
+    state_->changed.store(0);
+    state_->capacity = capacity;
+    state_->in_flight = 0;
+    std::copy(std::begin(options_.weight), std::end(options_.weight), state_->weight);
+    std::fill(std::begin(state_->virtual_time), std::end(state_->virtual_time), 0.0);
+    state_->next_ticket = 0;
+    state_->ready.store(magic, std::memory_order_release);
+  } else {
+    for (int i = 0; i < 1000 && state_->ready.load(std::memory_order_acquire) != magic; ++i) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+    if (state_->ready.load(std::memory_order_acquire) != magic) {
+      ::munmap(state_, sizeof(state));
+      throw io_error(EPROTO, fmt::format("shared_semaphore: /dev/shm{} is not initialized", name_));
+    }
+  }
+}
+
+shared_semaphore::~shared_semaphore() {
+  if (state_ != nullptr) ::munmap(state_, sizeof(state));
+}
+
+void shared_semaphore::remove(const std::string& name) noexcept {
+  ::shm_unlink(("/" + name).c_str());
+}
+
+std::uint64_t shared_semaphore::capacity() const noexcept { return state_->capacity; }
+
+void shared_semaphore::lock() {
+  const int r = pthread_mutex_lock(&state_->mutex);
+  if (r == EOWNERDEAD) {
+    pthread_mutex_consistent(&state_->mutex);  // its holder died inside; its slots are reclaimed
+  } else if (r != 0) {
+    throw io_error(r, fmt::format("shared_semaphore {}: cannot lock", name_));
+  }
+  reclaim_dead();
+}
+
+void shared_semaphore::reclaim_dead() {
+  bool freed = false;
+  for (auto& h : state_->holders) {
+    if (h.owner.pid != 0 && !alive(h.owner)) {
+      state_->in_flight -= std::min(h.bytes, state_->in_flight);
+      reclaimed_ += h.bytes;
+      h = holder{};
+      freed = true;
+    }
+  }
+  for (auto& w : state_->waiters) {
+    if (w.owner.pid != 0 && !alive(w.owner)) {
+      w = waiter{};
+      freed = true;
+    }
+  }
+  if (freed) wake_all(*state_);
+}
+
+std::uint64_t shared_semaphore::in_flight() {
+  lock();
+  const std::uint64_t n = state_->in_flight;
+  pthread_mutex_unlock(&state_->mutex);
+  return n;
+}
+
+void shared_semaphore::release(int slot) noexcept {
+  try {
+    lock();
+  } catch (...) {
+    return;  // cannot happen with a valid segment; the tokens are reclaimed when we exit
+  }
+  auto& h = state_->holders[slot];
+  state_->in_flight -= std::min(h.bytes, state_->in_flight);
+  h = holder{};
+  wake_all(*state_);
+  pthread_mutex_unlock(&state_->mutex);
+}
+
+shared_token shared_semaphore::acquire(std::uint64_t bytes, priority p) {
+  return try_acquire_for(bytes, p, std::chrono::nanoseconds::max());
+}
+
+shared_token shared_semaphore::try_acquire(std::uint64_t bytes, priority p) {
+  return try_acquire_for(bytes, p, std::chrono::nanoseconds::zero());
+}
+
+shared_token shared_semaphore::try_acquire_for(std::uint64_t bytes, priority p,
+                                               std::chrono::nanoseconds timeout) {
+  const auto pi = static_cast<std::size_t>(p);
+  const auto deadline = timeout == std::chrono::nanoseconds::max()
+                            ? std::chrono::steady_clock::time_point::max()
+                            : std::chrono::steady_clock::now() + timeout;
+  lock();
+  state& s = *state_;
+  bytes = std::min(bytes, s.capacity);
+  auto free_holder = [&] {
+    for (int i = 0; i < max_holders; ++i) {
+      if (s.holders[i].owner.pid == 0) return i;
+    }
+    return -1;
+  };
+  // The waiter to serve next: the oldest of each priority, then of those the earliest virtual
+  // finish time (its priority's virtual time plus its bytes over the weight).
+  auto head = [&] {
+    int oldest[priority_count] = {-1, -1, -1};
+    for (int i = 0; i < max_waiters; ++i) {
+      const waiter& w = s.waiters[i];
+      if (w.owner.pid == 0) continue;
+      int& o = oldest[w.prio];
+      if (o < 0 || w.ticket < s.waiters[o].ticket) o = i;
+    }
+    int best = -1;
+    double best_finish = 0;
+    for (int i : oldest) {
+      if (i < 0) continue;
+      const waiter& w = s.waiters[i];
+      const double f = s.virtual_time[w.prio] + static_cast<double>(w.bytes) / s.weight[w.prio];
+      if (best < 0 || f < best_finish) {
+        best = i;
+        best_finish = f;
+      }
+    }
+    return best;
+  };
+  auto grant = [&] {
+    const int slot = free_holder();
+    s.holders[slot] = {self(), bytes};
+    s.in_flight += bytes;
+    s.virtual_time[pi] += static_cast<double>(bytes) / s.weight[pi];
+    shared_token t;
+    t.owner_ = this;
+    t.bytes_ = bytes;
+    t.slot_ = slot;
+    return t;
+  };
+  if (head() < 0 && s.in_flight + bytes <= s.capacity && free_holder() >= 0) {
+    shared_token t = grant();
+    pthread_mutex_unlock(&s.mutex);
+    return t;
+  }
+  if (timeout == std::chrono::nanoseconds::zero()) {
+    pthread_mutex_unlock(&s.mutex);
+    return {};
+  }
+  int me = -1;
+  for (int i = 0; i < max_waiters && me < 0; ++i) {
+    if (s.waiters[i].owner.pid == 0) me = i;
+  }
+  if (me < 0) {
+    pthread_mutex_unlock(&s.mutex);
+    throw out_of_memory(fmt::format("shared_semaphore {}: {} waiters already", name_, max_waiters),
+                        sizeof(waiter));
+  }
+  // A priority that was idle starts from the waiting ones' virtual time: idleness earns nothing.
+  bool idle = true;
+  double now_vt = -1;
+  for (const waiter& w : s.waiters) {
+    if (w.owner.pid == 0) continue;
+    idle = idle && w.prio != pi;
+    now_vt = now_vt < 0 ? s.virtual_time[w.prio] : std::min(now_vt, s.virtual_time[w.prio]);
+  }
+  if (idle && now_vt >= 0) s.virtual_time[pi] = std::max(s.virtual_time[pi], now_vt);
+  s.waiters[me] = {self(), bytes, s.next_ticket++, static_cast<std::uint32_t>(pi)};
+  for (;;) {
+    if (head() == me && s.in_flight + bytes <= s.capacity && free_holder() >= 0) {
+      s.waiters[me] = waiter{};
+      shared_token t = grant();
+      wake_all(s);  // the next head may go too
+      pthread_mutex_unlock(&s.mutex);
+      return t;
+    }
+    const auto now = std::chrono::steady_clock::now();
+    if (now >= deadline) {
+      s.waiters[me] = waiter{};
+      wake_all(s);  // it may have blocked the line
+      pthread_mutex_unlock(&s.mutex);
+      return {};
+    }
+    // Wake at least every `poll` to look for holders that died without a word.
+    const auto wake = std::min<std::chrono::steady_clock::time_point>(deadline, now + options_.poll);
+    timespec ts{};
+    ::clock_gettime(CLOCK_MONOTONIC, &ts);
+    const auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(wake - now).count() +
+                    ts.tv_nsec;
+    ts.tv_sec += static_cast<time_t>(ns / 1'000'000'000);
+    ts.tv_nsec = static_cast<long>(ns % 1'000'000'000);
+    const std::uint32_t seen = s.changed.load();
+    pthread_mutex_unlock(&s.mutex);
+    ::syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(&s.changed), FUTEX_WAIT_BITSET, seen,
+              &ts, nullptr, FUTEX_BITSET_MATCH_ANY);
+    lock();
+  }
+}
+
+}  // namespace lris::sched
