@@ -290,6 +290,14 @@ TEST_CASE("load_into: the caller's memory, skipped tensors, a destination too sm
                        }, selecting({"a.weight"})),
                        lris::invalid_argument,
                        what_contains("tensor \"a.weight\" needs 24576 bytes; the destination has 10"));
+  // Device memory of another device than the pipeline's.
+  std::vector<std::byte> big(1 << 16);
+  CHECK_THROWS_MATCHES(st::load_into(p, ck, [&](const st::tensor_request&) {
+                         return lris::memory_span<lris::device_space<lris::host_backend>, std::byte>(
+                             big.data(), big.size(), 1);
+                       }, selecting({"a.weight"})),
+                       lris::invalid_argument,
+                       what_contains("the destination is on device 1 but the pipeline drives device 0"));
 }
 
 TEST_CASE("checkpoint: a sharded directory through its index", "[formats][load]") {

@@ -176,6 +176,11 @@ loaded_checkpoint load_into(Pipeline& p, const checkpoint& ck, DestFn&& dest,
                  "load {}: tensor \"{}\" needs {} bytes; the destination has {}",
                  ck.shards()[s.request.source->shard].file.path().string(), s.request.name,
                  s.request.bytes, span.size());
+    LRIS_EXPECTS(!on_device || span.device() == p.backend().device(),
+                 "load {}: tensor \"{}\": the destination is on device {} but the pipeline "
+                 "drives device {}",
+                 ck.shards()[s.request.source->shard].file.path().string(), s.request.name,
+                 span.device(), p.backend().device());
     detail::load_target tg;
     tg.shard = s.request.source->shard;
     tg.file_offset = s.file_offset;
