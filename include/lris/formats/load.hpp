@@ -138,23 +138,14 @@ template <class Fn>
 using destination_space =
     typename std::invoke_result_t<Fn&, const tensor_request&>::space_type;
 
-}  // namespace detail
-
-/// @brief Loads the tensors `o` selects from `ck` into memory the caller supplies: `dest` is
-/// called once per tensor, in checkpoint order, before anything is read, and returns a
-/// memory_span<Space, std::byte> of at least request.bytes (host, pinned or device memory of
-/// the pipeline's backend; the same Space for every tensor), or a null span to skip the
-/// tensor. Blocks until every byte has landed. The returned tensors have no lease: the memory
-/// stays the caller's.
-/// @throws lris::invalid_argument naming the tensor for a span too small; lris::cancelled when
-/// o.on_progress cancelled; lris::integrity_error for a checksum or SHA-256 mismatch;
-/// lris::io_error naming the file and offset for a failed read.
+// load_into() for tensors already selected (load() selects once, to size its block first).
 template <class Pipeline, class DestFn>
-loaded_checkpoint load_into(Pipeline& p, const checkpoint& ck, DestFn&& dest,
-                            const load_options& o = {}) {
+loaded_checkpoint load_selected(Pipeline& p, const checkpoint& ck,
+                                const std::vector<selected_tensor>& selected, DestFn&& dest,
+                                const load_options& o) {
   using Backend = typename Pipeline::backend_type;
   using Allocator = typename Pipeline::allocator_type;
-  using Space = detail::destination_space<DestFn>;
+  using Space = destination_space<DestFn>;
   constexpr bool on_device = Space::properties.device_accessible && !Space::properties.host_accessible;
   if constexpr (!std::is_same_v<Space, host_space>) {
     static_assert(std::is_same_v<typename Space::backend_type, Backend>,
@@ -167,9 +158,10 @@ loaded_checkpoint load_into(Pipeline& p, const checkpoint& ck, DestFn&& dest,
 
   loaded_checkpoint out;
   out.metadata = ck.metadata();
-  auto job = std::make_shared<detail::load_job<Backend, Allocator>>();
+  auto job = std::make_shared<load_job<Backend, Allocator>>();
+  std::vector<const selected_tensor*> verified;
   std::uint64_t file_bytes = 0;
-  for (auto& s : detail::select_tensors(ck, o)) {
+  for (const auto& s : selected) {
     const memory_span<Space, std::byte> span = dest(std::as_const(s.request));
     if (span.data() == nullptr && s.request.bytes > 0) continue;  // skipped by the caller
     LRIS_EXPECTS(span.size() >= s.request.bytes,
@@ -181,7 +173,7 @@ loaded_checkpoint load_into(Pipeline& p, const checkpoint& ck, DestFn&& dest,
                  "drives device {}",
                  ck.shards()[s.request.source->shard].file.path().string(), s.request.name,
                  span.device(), p.backend().device());
-    detail::load_target tg;
+    load_target tg;
     tg.shard = s.request.source->shard;
     tg.file_offset = s.file_offset;
     tg.rows = s.rows;
@@ -194,6 +186,7 @@ loaded_checkpoint load_into(Pipeline& p, const checkpoint& ck, DestFn&& dest,
     tg.verify = s.verify;
     job->targets.push_back(tg);
     job->hashes.emplace_back(s.verify ? std::max<std::size_t>(1, (tg.bytes() + default_checksum_block - 1) / default_checksum_block) : 0);
+    verified.push_back(s.verify ? &s : nullptr);
     file_bytes += tg.bytes();
     loaded_tensor t;
     t.name = std::string(s.request.name);
@@ -254,7 +247,7 @@ loaded_checkpoint load_into(Pipeline& p, const checkpoint& ck, DestFn&& dest,
   job->ck = &ck;
   job->io = o.transfer.io;
   job->io.direct = mode;
-  job->plan = detail::plan_chunks(job->targets, chunk, align, default_checksum_block);
+  job->plan = plan_chunks(job->targets, chunk, align, default_checksum_block);
   out.report.chunks = job->plan.size();
   out.report.chunk_bytes = chunk;
   if (!job->plan.empty()) {
@@ -271,27 +264,18 @@ loaded_checkpoint load_into(Pipeline& p, const checkpoint& ck, DestFn&& dest,
         std::min<std::size_t>({workers, job->chunks, job->slots.size()}));
     lris::detail::start_workers(job, out.report.workers);
     (void)transfer(job->state).wait();  // rethrows the first error; cancelled when cancelled
-    for (std::size_t i = 0; i < job->targets.size(); ++i) {
-      if (!job->targets[i].verify) continue;
-      const auto& h = job->hashes[i];
-      const std::uint64_t got = job->targets[i].bytes() == 0
-                                    ? block_hash(nullptr, 0)
-                                    : combine_block_hashes(h.data(), h.size());
-      const tensor_ref& ref = *ck.find(out.tensors[i].name);
-      const std::uint64_t want = o.expected_checksums.find(out.tensors[i].name)->second;
-      if (got != want) detail::checksum_mismatch(ck, ref, want, got);
-      ++out.report.verified;
-    }
-  } else {
-    for (std::size_t i = 0; i < job->targets.size(); ++i) {  // only empty tensors
-      if (!job->targets[i].verify) continue;
-      const std::uint64_t want = o.expected_checksums.find(out.tensors[i].name)->second;
-      const std::uint64_t got = block_hash(nullptr, 0);
-      if (got != want) detail::checksum_mismatch(ck, *ck.find(out.tensors[i].name), want, got);
-      ++out.report.verified;
-    }
   }
-  out.report.files_verified = detail::check_sha256(engine, ck, o);
+  // Each checked tensor's hash: its blocks' hashes combined (an empty one has no chunk).
+  for (std::size_t i = 0; i < job->targets.size(); ++i) {
+    if (verified[i] == nullptr) continue;
+    const auto& h = job->hashes[i];
+    const std::uint64_t got = job->targets[i].bytes() == 0 ? block_hash(nullptr, 0)
+                                                           : combine_block_hashes(h.data(), h.size());
+    const std::uint64_t want = verified[i]->expected_checksum;
+    if (got != want) checksum_mismatch(ck, *verified[i]->request.source, want, got);
+    ++out.report.verified;
+  }
+  out.report.files_verified = check_sha256(engine, ck, o);
   if (!mode_reason.empty()) job->io_total.mode_reason = mode_reason;
   out.report.io = job->io_total.mode.empty() ? std::string() : job->io_total.summary();
   out.report.io_direct_bytes = job->io_total.direct_bytes;
@@ -299,6 +283,23 @@ loaded_checkpoint load_into(Pipeline& p, const checkpoint& ck, DestFn&& dest,
   out.report.seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   return out;
+}
+
+}  // namespace detail
+
+/// @brief Loads the tensors `o` selects from `ck` into memory the caller supplies: `dest` is
+/// called once per tensor, in checkpoint order, before anything is read, and returns a
+/// memory_span<Space, std::byte> of at least request.bytes (host, pinned or device memory of
+/// the pipeline's backend; the same Space for every tensor), or a null span to skip the
+/// tensor. Blocks until every byte has landed. The returned tensors have no lease: the memory
+/// stays the caller's.
+/// @throws lris::invalid_argument naming the tensor for a span too small; lris::cancelled when
+/// o.on_progress cancelled; lris::integrity_error for a checksum or SHA-256 mismatch;
+/// lris::io_error naming the file and offset for a failed read.
+template <class Pipeline, class DestFn>
+loaded_checkpoint load_into(Pipeline& p, const checkpoint& ck, DestFn&& dest,
+                            const load_options& o = {}) {
+  return detail::load_selected(p, ck, detail::select_tensors(ck, o), std::forward<DestFn>(dest), o);
 }
 
 /// @brief Loads the tensors `o` selects from `ck` into memory LRIS allocates: one block of
@@ -339,11 +340,11 @@ loaded_checkpoint load(Pipeline& p, const checkpoint& ck, const load_options& o 
   };
   loaded_checkpoint out =
       where == load_target_memory::device
-          ? load_into(p, ck, [&](const tensor_request& r) {
+          ? detail::load_selected(p, ck, selected, [&](const tensor_request& r) {
               return memory_span<device_space<Backend>, std::byte>(place(r), r.bytes,
                                                                    p.backend().device());
             }, o)
-          : load_into(p, ck, [&](const tensor_request& r) {
+          : detail::load_selected(p, ck, selected, [&](const tensor_request& r) {
               return memory_span<host_space, std::byte>(place(r), r.bytes);
             }, o);
   for (auto& t : out.tensors) t.lease = block;
