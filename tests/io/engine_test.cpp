@@ -118,16 +118,12 @@ TEST_CASE("io_engine reads resident data buffered and cold data direct", "[io]")
 
 TEST_CASE("io_engine registers its files with io_uring where the kernel has sparse tables",
           "[io]") {
-  utsname u{};
-  REQUIRE(::uname(&u) == 0);
-  unsigned major = 0, minor = 0;
-  std::sscanf(u.release, "%u.%u", &major, &minor);
   io_engine engine;
   const lris::io::file f(stamped_file());
   std::vector<std::byte> buf(100000);
   const auto st = engine.read(f, 0, buf);
   CHECK(stamped_from(buf.data(), buf.size(), 0, seed));
-  if (engine.backend() == "io_uring" && (major > 5 || (major == 5 && minor >= 19))) {
+  if (engine.backend() == "io_uring" && lris::test::kernel_at_least(5, 19)) {
     CHECK(st.registered_files);
   }
   io_options pread_options;

@@ -75,15 +75,20 @@ inline std::filesystem::path stamped_file(const std::string& name, std::uint64_t
   return path;
 }
 
+/// Whether the kernel is Linux `major`.`minor` or later.
+inline bool kernel_at_least(unsigned major, unsigned minor) {
+  utsname u{};
+  unsigned a = 0, b = 0;
+  if (::uname(&u) != 0 || std::sscanf(u.release, "%u.%u", &a, &b) != 2) return false;
+  return a > major || (a == major && b >= minor);
+}
+
 /// Whether the engine can register `bytes` of memory here: io_uring with sparse buffer tables
 /// (Linux 5.19), and the pages within RLIMIT_MEMLOCK (which root is not held to).
 inline bool fixed_buffers_expected(const lris::io::io_engine& engine, std::size_t bytes) {
-  utsname u{};
-  unsigned major = 0, minor = 0;
-  if (::uname(&u) != 0 || std::sscanf(u.release, "%u.%u", &major, &minor) != 2) return false;
   rlimit lim{};
   ::getrlimit(RLIMIT_MEMLOCK, &lim);
-  return engine.backend() == "io_uring" && (major > 5 || (major == 5 && minor >= 19)) &&
+  return engine.backend() == "io_uring" && kernel_at_least(5, 19) &&
          (::geteuid() == 0 || lim.rlim_cur == RLIM_INFINITY || lim.rlim_cur >= 2 * bytes);
 }
 
