@@ -31,6 +31,12 @@
 #include <lris/io/fault_queue.hpp>
 #include <lris/io/file.hpp>
 
+#include <lris/sched/bandwidth_monitor.hpp>
+#include <lris/sched/bandwidth_semaphore.hpp>
+#include <lris/sched/nvml_pcie.hpp>
+#include <lris/sched/scheduler.hpp>
+#include <lris/sched/shared_semaphore.hpp>
+#include <lris/sched/throttle.hpp>
 #include <lris/transfer/auto_select.hpp>
 #include <lris/transfer/copy.hpp>
 #include <lris/transfer/direct.hpp>

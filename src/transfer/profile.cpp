@@ -38,6 +38,14 @@ void read_field(const json& entry, const char* key, T& out, const std::filesyste
                 std::string_view backend) {
   auto it = entry.find(key);
   if (it == entry.end()) return;
+  if constexpr (std::is_floating_point_v<T>) {
+    if (!it->is_number() || it->get<double>() < 0) {
+      throw format_error(fmt::format("profile {}: \"{}\".\"{}\" must be a non-negative number, "
+                                     "not {}", path.string(), backend, key, it->dump()));
+    }
+    out = it->get<T>();
+    return;
+  }
   if (!it->is_number_unsigned()) {
     throw format_error(fmt::format("profile {}: \"{}\".\"{}\" must be a non-negative integer, "
                                    "not {}", path.string(), backend, key, it->dump()));
@@ -79,6 +87,9 @@ transfer_profile load_profile(const std::filesystem::path& path, std::string_vie
   read_field(*it, "workers", p.workers, path, backend);
   read_field(*it, "streams", p.streams, path, backend);
   read_field(*it, "ring_depth", p.ring_depth, path, backend);
+  read_field(*it, "host_copy_gbps", p.host_copy_gbps, path, backend);
+  read_field(*it, "h2d_gbps", p.h2d_gbps, path, backend);
+  read_field(*it, "d2h_gbps", p.d2h_gbps, path, backend);
   if (p.chunk_bytes == 0) {
     throw format_error(fmt::format("profile {}: \"{}\".\"chunk_bytes\" must be positive",
                                    path.string(), backend));
@@ -108,7 +119,10 @@ void save_profile(const std::filesystem::path& path, std::string_view backend,
                                     {"chunk_bytes", p.chunk_bytes},
                                     {"workers", p.workers},
                                     {"streams", p.streams},
-                                    {"ring_depth", p.ring_depth}};
+                                    {"ring_depth", p.ring_depth},
+                                    {"host_copy_gbps", p.host_copy_gbps},
+                                    {"h2d_gbps", p.h2d_gbps},
+                                    {"d2h_gbps", p.d2h_gbps}};
   std::error_code ec;
   if (path.has_parent_path()) std::filesystem::create_directories(path.parent_path(), ec);
   if (ec) {

@@ -205,11 +205,36 @@ void tune_batches(const bench_context& c, Backend be, transfer_profile& prof) {
                     size_label(threshold)));
 }
 
+// The DMA ceilings of `be`'s link, pinned memory to and from device memory, with the backend's
+// own copies (no pipeline): what the schedulers budget each direction of the link with.
+template <class Backend>
+void measure_link(const bench_context& c, Backend be, transfer_profile& prof) {
+  const std::size_t n = std::min<std::size_t>(c.large, std::size_t{1} << 30);
+  buffer<device_allocator<Backend>> dev(n, device_allocator<Backend>(be));
+  buffer<pinned_allocator<Backend>> pin(n, pinned_allocator<Backend>(be));
+  std::memset(pin.data(), 0x5a, n);
+  auto stream = be.make_stream();
+  auto dma = [&](void* d, const void* s, copy_kind k) {
+    return measure_gbps(n, [&] {
+      be.copy_async(d, s, n, k, stream);
+      be.synchronize(stream);
+    });
+  };
+  prof.h2d_gbps = dma(dev.data(), pin.data(), copy_kind::host_to_device);
+  prof.d2h_gbps = dma(pin.data(), dev.data(), copy_kind::device_to_host);
+  c.log[fmt::format("{}:{}", Backend::name, be.device())]["link"] = {
+      {"h2d_gbps", prof.h2d_gbps}, {"d2h_gbps", prof.d2h_gbps}};
+  c.say(fmt::format("{}:{}: DMA {:.1f} GB/s to the device, {:.1f} GB/s from it", Backend::name,
+                    be.device(), prof.h2d_gbps, prof.d2h_gbps));
+}
+
 nlohmann::json to_json(const transfer_profile& p) {
   return {{"parallel_min_bytes", p.parallel_min_bytes}, {"staged_min_bytes", p.staged_min_bytes},
           {"batch_max_item_bytes", p.batch_max_item_bytes},
           {"chunk_bytes", p.chunk_bytes},               {"workers", p.workers},
-          {"streams", p.streams},                       {"ring_depth", p.ring_depth}};
+          {"streams", p.streams},                       {"ring_depth", p.ring_depth},
+          {"host_copy_gbps", p.host_copy_gbps},         {"h2d_gbps", p.h2d_gbps},
+          {"d2h_gbps", p.d2h_gbps}};
 }
 
 }  // namespace
@@ -242,6 +267,8 @@ command add_calibrate(CLI::App& app) {
 
     std::vector<std::pair<std::string, transfer_profile>> profiles;
     transfer_profile host;
+    host.host_copy_gbps = measure_host_copy_ceiling(dst.data(), src.data(), large, c.threads).gbps;
+    c.log["host_copy_gbps"] = host.host_copy_gbps;
     tune_host_copies(c, host);
     transfer_profile host_staging = host;
     tune_staging(c, host_backend{}, host_staging);
@@ -254,6 +281,8 @@ command add_calibrate(CLI::App& app) {
 #if LRIS_HAS_CUDA()
     for (int d = 0; d < cuda_backend::device_count(); ++d) {
       transfer_profile gpu = host;
+      gpu.host_copy_gbps = 0;
+      measure_link(c, cuda_backend(d), gpu);
       tune_staging(c, cuda_backend(d), gpu);
       tune_batches(c, cuda_backend(d), gpu);
       profiles.emplace_back(fmt::format("cuda:{}", d), gpu);
@@ -277,7 +306,10 @@ command add_calibrate(CLI::App& app) {
           {"chunk_bytes", size_label(prof.chunk_bytes)},
           {"workers", std::to_string(prof.workers)},
           {"streams", std::to_string(prof.streams)},
-          {"ring_depth", std::to_string(prof.ring_depth)}};
+          {"ring_depth", std::to_string(prof.ring_depth)},
+          {"host_copy_gbps", fmt::format("{:.1f}", prof.host_copy_gbps)},
+          {"h2d_gbps", fmt::format("{:.1f}", prof.h2d_gbps)},
+          {"d2h_gbps", fmt::format("{:.1f}", prof.d2h_gbps)}};
       for (const auto& [name, value] : rows) fmt::print("  {:<21}{}\n", name, value);
     }
     fmt::print("{}\n", o->dry_run ? "(dry run: not saved)" : fmt::format("Saved to {}", path.string()));

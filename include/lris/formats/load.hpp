@@ -62,15 +62,19 @@ struct load_job : lris::detail::ring_job<load_job<Backend, Allocator>, Backend, 
   std::vector<std::vector<std::uint64_t>> hashes;  // per verified target, per block
   std::mutex io_mutex;
   io::io_stats io_total;
+  std::vector<std::size_t> storage;  // per shard: its disk at the scheduler
 
   void process(std::size_t i, lris::detail::staging_slot<Backend>& slot) {
     const load_chunk& c = plan[i];
     const io::file& f = ck->shards()[c.shard].file;
     auto stop = [st = this->state.get()] { return st->should_stop(); };
     auto& engine = this->core->io();
+    auto& pace = this->pace;
+    const std::size_t disk = storage.empty() ? lris::detail::pacing::none : storage[c.shard];
     this->retire(slot);
     if (c.straight_to_host) {
       const load_move& m = c.moves.front();
+      auto tokens = pace.hold(disk, m.bytes);
       note(engine.read(f, c.reads.front().file_offset,
                        {targets[m.target].dst + m.target_offset, m.bytes}, stop, io));
       this->state->add_progress(m.bytes);
@@ -78,11 +82,20 @@ struct load_job : lris::detail::ring_job<load_job<Backend, Allocator>, Backend, 
     }
     this->core->register_for_io(slot);
     for (const load_read& r : c.reads) {
+      auto tokens = pace.hold(disk, r.bytes);
       note(engine.read(f, r.file_offset, {slot.data + r.slot_offset, r.bytes}, stop, io));
     }
     auto& be = this->core->backend;
     auto& s = this->stream_for(i);
     std::uint64_t host_bytes = 0, device_bytes = 0;
+    // The chunk's CPU work and its DMA, each under one set of tokens.
+    for (const load_move& m : c.moves) (targets[m.target].device ? device_bytes : host_bytes) += m.bytes;
+    auto cpu = pace.hold(pace.host, host_bytes);
+    sched::resource_tokens link;
+    if (device_bytes > 0 && pace.on(pace.link)) {
+      pace.admit(pace.link);
+      link = pace.take(pace.link, device_bytes);
+    }
     for (const load_move& m : c.moves) {
       const load_target& tg = targets[m.target];
       const std::byte* src = slot.data + m.slot_offset;
@@ -103,17 +116,15 @@ struct load_job : lris::detail::ring_job<load_job<Backend, Allocator>, Backend, 
         } else {
           std::memcpy(dst, src, static_cast<std::size_t>(m.bytes));
         }
-        host_bytes += m.bytes;
       } else if (!tg.converts()) {
         be.copy_async(dst, src, static_cast<std::size_t>(m.bytes), copy_kind::host_to_device, s);
-        device_bytes += m.bytes;
       } else {
         std::byte* scratch = device_scratch(slot) + m.slot_offset;
         be.copy_async(scratch, src, static_cast<std::size_t>(m.bytes), copy_kind::host_to_device, s);
         be.convert_async(dst, tg.to, scratch, tg.from, static_cast<std::size_t>(count), s);
-        device_bytes += m.bytes;
       }
     }
+    if (link.bytes() > 0) pace.release_after(pace.link, std::move(link), be, *this->core->events, s);
     if (host_bytes > 0) this->state->add_progress(host_bytes);
     if (device_bytes > 0) this->mark_pending(slot, s, static_cast<std::size_t>(device_bytes));
   }
@@ -255,6 +266,10 @@ loaded_checkpoint load_selected(Pipeline& p, const checkpoint& ck,
     job->chunks = job->plan.size();
     job->core = core;
     job->kind = copy_kind::host_to_device;
+    core->pace(job->pace, copy_kind::host_to_device, o.transfer);
+    if (core->scheduler) {
+      for (const auto& shard : ck.shards()) job->storage.push_back(core->storage_resource(shard.file.fd()));
+    }
     job->streams = std::max(1u, tp.streams);
     job->slots = core->ring.acquire(
         std::min<std::size_t>({std::max(1u, tp.ring_depth), std::size_t{2} * workers, job->chunks}),
@@ -263,7 +278,9 @@ loaded_checkpoint load_selected(Pipeline& p, const checkpoint& ck,
     out.report.workers = static_cast<unsigned>(
         std::min<std::size_t>({workers, job->chunks, job->slots.size()}));
     lris::detail::start_workers(job, out.report.workers);
-    (void)transfer(job->state).wait();  // rethrows the first error; cancelled when cancelled
+    const transfer_stats st = transfer(job->state).wait();  // rethrows the first error
+    out.report.token_waits = st.token_waits;
+    out.report.throttle = st.throttle;
   }
   // Each checked tensor's hash: its blocks' hashes combined (an empty one has no chunk).
   for (std::size_t i = 0; i < job->targets.size(); ++i) {

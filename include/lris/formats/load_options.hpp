@@ -15,6 +15,7 @@
 
 #include <lris/formats/checkpoint.hpp>
 #include <lris/formats/dtype.hpp>
+#include <lris/sched/throttle.hpp>
 #include <lris/transfer/plan.hpp>
 
 namespace lris::safetensors {
@@ -82,6 +83,9 @@ struct load_report {
   std::size_t converted = 0;  ///< tensors converted
   std::size_t verified = 0;   ///< tensors whose checksum matched
   std::size_t files_verified = 0;  ///< files whose SHA-256 matched
+  /// Pieces that waited for tokens at the pipeline's scheduler (transfer.priority applies).
+  std::uint64_t token_waits = 0;
+  sched::throttle_counts throttle;  ///< the throttle's decisions for the load's pieces
 
   [[nodiscard]] double gbps() const noexcept { return seconds > 0 ? file_bytes / seconds / 1e9 : 0; }
 };

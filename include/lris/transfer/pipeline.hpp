@@ -37,6 +37,12 @@ struct pipeline_config {
   std::size_t max_staging_bytes = std::size_t{256} << 20;
   /// How file transfers (read, write) do their io.
   io::io_options io = {};
+  /// Where its transfers take tokens for their chunks (see sched::scheduler). Null: the
+  /// process's (sched::scheduler::process_default()), so that every pipeline of a process
+  /// shares one budget per resource.
+  std::shared_ptr<sched::scheduler> scheduler = nullptr;
+  /// False: its transfers take no tokens and are not coordinated with any other.
+  bool coordinated = true;
 };
 
 /// @brief Moves bytes between typed spans. `Transfer` plans each transfer, `Backend` executes
@@ -63,14 +69,19 @@ class pipeline {
       : transfer_(std::move(transfer)),
         core_(std::make_shared<detail::pipeline_core<Backend, Allocator>>(
             std::move(backend), std::move(alloc), config.max_staging_bytes,
-            std::move(config.io))) {
-    core_->key = fmt::format("{}:{}", Backend::name, core_->backend.device());
-  }
+            std::move(config.io),
+            !config.coordinated ? nullptr
+            : config.scheduler  ? std::move(config.scheduler)
+                                : sched::scheduler::process_default())) {}
 
   [[nodiscard]] const Transfer& policy() const noexcept { return transfer_; }
   [[nodiscard]] const Backend& backend() const noexcept { return core_->backend; }
   /// @brief The io engine of this pipeline's file transfers, made on first use.
   [[nodiscard]] io::io_engine& io() { return core_->io(); }
+  /// @brief The scheduler its transfers take tokens from; null when they are not coordinated.
+  [[nodiscard]] const std::shared_ptr<sched::scheduler>& scheduler() const noexcept {
+    return core_->scheduler;
+  }
   /// @brief What the pipeline's transfers share (backend, streams, staging ring, io engine):
   /// for the jobs of other parts of the library, such as the format loaders.
   [[nodiscard]] const std::shared_ptr<detail::pipeline_core<Backend, Allocator>>& core() const noexcept {
@@ -127,16 +138,14 @@ class pipeline {
     if (bytes == 0) {
       state->finish();
     } else if (p.path == transfer_path::staged && traits::needs_staging) {
-      start_staged(state, traits::kind, d, s, bytes, p);
+      start_staged(state, traits::kind, d, s, bytes, p, opts);
     } else if (traits::kind == copy_kind::host_to_host && p.path != transfer_path::direct) {
-      start_parallel_host(state, d, s, bytes, p);
+      start_parallel_host(state, d, s, bytes, p, opts);
     } else if (traits::kind == copy_kind::host_to_host) {
       st.path = transfer_path::direct;
-      std::memcpy(d, s, bytes);
-      state->add_progress(bytes);
-      state->finish();
+      copy_here(*state, d, s, bytes, opts);
     } else {
-      start_direct(state, traits::kind, d, s, bytes, p);
+      start_direct(state, traits::kind, d, s, bytes, p, opts);
     }
     // Made only now: a start that throws has left nothing running, and a handle would wait.
     return transfer(std::move(state));
@@ -238,17 +247,17 @@ class pipeline {
     }
     if constexpr (traits::kind == copy_kind::host_to_host) {
       if (p.path == transfer_path::batched) {
-        start_host_batch(state, src.size(), item);
+        start_host_batch(state, src.size(), item, opts);
         return transfer(std::move(state));
       }
     } else if constexpr (batch_backend<Backend> && !traits::needs_staging) {
       if (p.path == transfer_path::batched) {
-        start_device_batch(state, p, src.size(), item);
+        start_device_batch(state, p, src.size(), item, opts);
         return transfer(std::move(state));
       }
     } else if constexpr (batch_backend<Backend>) {
       if (p.path == transfer_path::packed) {
-        start_packed(state, traits::kind, p, src.size(), item);
+        start_packed(state, traits::kind, p, src.size(), item, opts);
         return transfer(std::move(state));
       }
     }
@@ -259,7 +268,7 @@ class pipeline {
           const copy_item it = item(i);
           if (it.bytes) core_->backend.copy_async(it.dst, it.src, it.bytes, traits::kind, stream);
         }
-      });
+      }, nullptr, traits::kind, opts);
       return transfer(std::move(state));
     }
     return copy_pairs(std::move(state), dst, src, opts);
@@ -299,14 +308,18 @@ class pipeline {
 
   template <class ItemAt>
   void start_host_batch(const std::shared_ptr<detail::transfer_state>& state, std::size_t n,
-                        const ItemAt& item) {
+                        const ItemAt& item, const transfer_options& opts) {
     state->stats.path = transfer_path::batched;
     auto items = std::make_shared<std::vector<copy_item>>(n);
     for (std::size_t i = 0; i < n; ++i) (*items)[i] = item(i);
     auto& pool = detail::thread_pool::shared();
     state->stats.workers = pool.size();
-    pool.submit([state, items] {
+    auto pace = std::make_shared<detail::pacing>();
+    core_->pace(*pace, copy_kind::host_to_host, opts);
+    pool.submit([state, items, pace] {
       try {
+        auto cpu = pace->hold(pace->host, state->total);
+        pace->report(state->stats);
         auto& pool = detail::thread_pool::shared();
         detail::parallel_for(pool, items->size(), pool.size() + 1, [&](std::size_t i) {
           const copy_item& it = (*items)[i];
@@ -325,7 +338,8 @@ class pipeline {
 
   template <class ItemAt>
   void start_device_batch(const std::shared_ptr<detail::transfer_state>& state,
-                          const transfer_plan& p, std::size_t n, const ItemAt& item) {
+                          const transfer_plan& p, std::size_t n, const ItemAt& item,
+                          const transfer_options& opts) {
     state->stats.path = transfer_path::batched;
     std::vector<copy_item> pieces;
     pieces.reserve(n);
@@ -337,13 +351,15 @@ class pipeline {
     std::copy(pieces.begin(), pieces.end(), items->data());
     start_on_stream(state, p.streams, [&](typename Backend::stream& stream) {
       core_->backend.copy_batch_async(items->data(), items->size(), stream);
-    }, items);
+    }, items, state->stats.kind, opts);
   }
 
   template <class ItemAt>
   void start_packed(const std::shared_ptr<detail::transfer_state>& state, copy_kind kind,
-                    const transfer_plan& p, std::size_t n, const ItemAt& item) {
+                    const transfer_plan& p, std::size_t n, const ItemAt& item,
+                    const transfer_options& opts) {
     auto job = std::make_shared<detail::packed_job<Backend, Allocator>>();
+    core_->pace(job->pace, kind, opts);
     const std::size_t slot = slot_bytes(state->total, p);
     std::vector<copy_item> pieces;
     pieces.reserve(n);
@@ -395,14 +411,27 @@ class pipeline {
       st.path = transfer_path::direct;
       st.workers = 1;
       const io::file* file = &f;
+      auto pace = std::make_shared<detail::pacing>();
+      core_->pace(*pace, copy_kind::host_to_host, opts);
+      pace->storage = core_->storage_resource(f.fd());
+      // Pieces of a quarter of the disk's budget (at least 16 MiB), each holding its tokens.
+      const std::size_t piece =
+          pace->on(pace->storage)
+              ? static_cast<std::size_t>(std::max<std::uint64_t>(
+                    std::uint64_t{16} << 20, core_->scheduler->capacity(pace->storage) / 4))
+              : bytes;
       detail::thread_pool::shared().submit([state, core = core_, &io, file, mem, bytes, offset,
-                                            kind, call = opts.io] {
+                                            kind, call = opts.io, pace, piece] {
         auto stop = [&] { return state->should_stop(); };
         try {
-          const io::io_stats r =
-              kind == copy_kind::host_to_device
-                  ? io.read(*file, offset, {mem, bytes}, stop, call)
-                  : io.write(const_cast<io::file&>(*file), offset, {mem, bytes}, stop, call);
+          io::io_stats r;
+          pace->run(pace->storage, bytes, piece, [&](std::size_t off, std::size_t n) {
+            r.add_part(kind == copy_kind::host_to_device
+                           ? io.read(*file, offset + off, {mem + off, n}, stop, call)
+                           : io.write(const_cast<io::file&>(*file), offset + off, {mem + off, n},
+                                      stop, call));
+          });
+          pace->report(state->stats);
           state->stats.io = r.summary();
           state->stats.io_direct_bytes = r.direct_bytes;
           state->stats.io_buffered_bytes = r.buffered_bytes;
@@ -422,6 +451,8 @@ class pipeline {
                           .backend = core_->key}),
           opts);
       auto job = std::make_shared<detail::file_job<Backend, Allocator>>();
+      core_->pace(job->pace, kind, opts);
+      job->pace.storage = core_->storage_resource(f.fd());
       // Cold or resident, decided once: each chunk asking the page cache again would map and
       // unmap its range, which costs every thread of the process a TLB flush.
       io::direct_mode mode = opts.io.direct.value_or(io.options().direct);
@@ -530,7 +561,8 @@ class pipeline {
   }
 
   void start_parallel_host(const std::shared_ptr<detail::transfer_state>& state, std::byte* d,
-                           const std::byte* s, std::size_t bytes, const transfer_plan& p) {
+                           const std::byte* s, std::size_t bytes, const transfer_plan& p,
+                           const transfer_options& opts) {
     // One chunk per worker where the size allows, but no chunk under 1 MiB: below that a
     // hand-off to another thread costs more than the copy.
     const std::size_t per_worker = (bytes + p.workers - 1) / p.workers;
@@ -540,18 +572,19 @@ class pipeline {
     fill_job(*job, state, d, s, bytes, chunk);
     if (job->chunks == 1) {  // nothing to split: copy here, as the direct path does
       state->stats.path = transfer_path::direct;
-      std::memcpy(d, s, bytes);
-      state->add_progress(bytes);
-      state->finish();
+      copy_here(*state, d, s, bytes, opts);
       return;
     }
+    core_->pace(job->pace, copy_kind::host_to_host, opts);
     state->stats.workers = static_cast<unsigned>(std::min<std::size_t>(p.workers, job->chunks));
     detail::start_workers(job, p.workers);
   }
 
   void start_staged(const std::shared_ptr<detail::transfer_state>& state, copy_kind kind,
-                    std::byte* d, const std::byte* s, std::size_t bytes, const transfer_plan& p) {
+                    std::byte* d, const std::byte* s, std::size_t bytes, const transfer_plan& p,
+                    const transfer_options& opts) {
     auto job = std::make_shared<detail::staged_job<Backend, Allocator>>();
+    core_->pace(job->pace, kind, opts);
     const std::size_t chunk = std::min(slot_bytes(bytes, p), bytes);
     fill_job(*job, state, d, s, bytes, chunk);
     job->core = core_;
@@ -575,24 +608,71 @@ class pipeline {
                      core_->ring.max_bytes()});
   }
 
+  // Host memory to host memory on this thread, holding "host" tokens.
+  void copy_here(detail::transfer_state& state, std::byte* d, const std::byte* s,
+                 std::size_t bytes, const transfer_options& opts) {
+    detail::pacing pace;
+    core_->pace(pace, copy_kind::host_to_host, opts);
+    pace.run(pace.host, bytes, bytes, [&](std::size_t off, std::size_t n) {
+      std::memcpy(d + off, s + off, n);
+    });
+    pace.report(state.stats);
+    state.add_progress(bytes);
+    state.finish();
+  }
+
   void start_direct(const std::shared_ptr<detail::transfer_state>& state, copy_kind kind,
-                    std::byte* d, const std::byte* s, std::size_t bytes, const transfer_plan& p) {
+                    std::byte* d, const std::byte* s, std::size_t bytes, const transfer_plan& p,
+                    const transfer_options& opts) {
+    if (core_->scheduler && kind != copy_kind::device_to_device) {
+      // Coordinated: in pieces on a pool thread, each piece waiting for its link tokens.
+      auto job = std::make_shared<detail::paced_copy_job<Backend, Allocator>>();
+      core_->pace(job->pace, kind, opts);
+      job->state = state;
+      job->core = core_;
+      job->dst = d;
+      job->src = s;
+      job->bytes = bytes;
+      job->kind = kind;
+      job->streams = p.streams;
+      job->piece = detail::paced_piece_bytes(core_->scheduler->capacity(job->pace.link));
+      state->stats.streams = 1;
+      state->stats.chunk_bytes = job->piece;
+      state->stats.chunks = (bytes + job->piece - 1) / job->piece;
+      detail::thread_pool::shared().submit([job] { job->run(); });
+      return;
+    }
     start_on_stream(state, p.streams, [&](typename Backend::stream& stream) {
       core_->backend.copy_async(d, s, bytes, kind, stream);
     });
   }
 
   // Queues device work on one stream and makes the transfer complete with it. `keep` stays
-  // alive until the transfer is over (memory the device work reads).
+  // alive until the transfer is over (memory the device work reads). Work of `kind` over a
+  // link takes that link's tokens for all its bytes first (it cannot be split), which may
+  // wait here.
   template <class Enqueue, class Keep = std::nullptr_t>
   void start_on_stream(const std::shared_ptr<detail::transfer_state>& state, unsigned streams,
-                       const Enqueue& enqueue, Keep keep = nullptr) {
+                       const Enqueue& enqueue, Keep keep = nullptr,
+                       copy_kind kind = copy_kind::device_to_device,
+                       const transfer_options& opts = {}) {
     auto& stream = core_->next_stream(streams);
     state->stats.streams = 1;
+    detail::pacing pace;
+    core_->pace(pace, kind, opts);
+    sched::resource_tokens link;
+    if (pace.on(pace.link)) {
+      pace.admit(pace.link);
+      link = pace.take(pace.link, state->total);
+    }
+    pace.report(state->stats);
     // The event is shared by the two functions below; the core keeps the backend alive.
     auto done = core_->events->take();
     try {
       enqueue(stream);
+      if (pace.on(pace.link)) {
+        pace.release_after(pace.link, std::move(link), core_->backend, *core_->events, stream);
+      }
       core_->backend.record(*done, stream);
     } catch (...) {
       core_->backend.synchronize(stream);  // what was queued may be running: let it land first

@@ -9,6 +9,7 @@
 
 #include <lris/concepts/backend_policy.hpp>
 #include <lris/io/options.hpp>
+#include <lris/sched/bandwidth_semaphore.hpp>
 
 namespace lris {
 
@@ -70,6 +71,12 @@ struct transfer_options {
   /// File transfers (pipeline::read, ::write): io settings of this call in place of the
   /// pipeline's pipeline_config::io, e.g. `{.direct = io::direct_mode::never}`.
   io::io_overrides io = {};
+  /// The priority of this transfer's chunks at the pipeline's scheduler: critical work
+  /// overtakes normal work, which overtakes background work (weighted fair shares).
+  sched::priority priority = sched::priority::normal;
+  /// Bytes this transfer may keep in flight on each resource it uses (0: the resource's
+  /// capacity is the only limit).
+  std::uint64_t budget_bytes = 0;
 };
 
 }  // namespace lris

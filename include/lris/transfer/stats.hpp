@@ -8,6 +8,7 @@
 #include <string_view>
 
 #include <lris/concepts/backend_policy.hpp>
+#include <lris/sched/throttle.hpp>
 #include <lris/transfer/plan.hpp>
 
 namespace lris {
@@ -33,6 +34,12 @@ struct transfer_stats {
   std::uint64_t io_buffered_bytes = 0;  ///< file bytes moved through the page cache
   /// io operations into or out of the pinned staging slots as io_uring fixed buffers.
   std::uint64_t io_fixed_buffer_ops = 0;
+  /// The priority its chunks took tokens at (transfer_options::priority).
+  sched::priority priority = sched::priority::normal;
+  /// Pieces that waited for tokens of a resource (0 when the pipeline has no scheduler).
+  std::uint64_t token_waits = 0;
+  /// The throttle's decisions for its pieces.
+  sched::throttle_counts throttle;
 
   /// @brief Achieved rate in GB/s (10^9 bytes per second).
   [[nodiscard]] double gbps() const noexcept { return seconds > 0 ? bytes / seconds / 1e9 : 0.0; }

@@ -13,15 +13,20 @@
 #include <string>
 #include <vector>
 
+#include <fmt/format.h>
+
 #include <lris/concepts/allocator_policy.hpp>
 #include <lris/error.hpp>
 #include <lris/concepts/backend_policy.hpp>
+#include <lris/memory/buffer.hpp>
 #include <lris/memory/caching_pool.hpp>
 #include <lris/detail/spin_wait.hpp>
 #include <lris/detail/stream_copy.hpp>
 #include <lris/detail/thread_pool.hpp>
 #include <lris/io/engine.hpp>
 #include <lris/io/file.hpp>
+#include <lris/sched/scheduler.hpp>
+#include <lris/transfer/detail/pacing.hpp>
 #include <lris/transfer/detail/packing.hpp>
 #include <lris/transfer/detail/staging_ring.hpp>
 #include <lris/transfer/detail/transfer_state.hpp>
@@ -64,14 +69,37 @@ class event_pool : public std::enable_shared_from_this<event_pool<Backend>> {
 template <backend_policy Backend, allocator_policy Allocator>
 struct pipeline_core {
   pipeline_core(Backend b, Allocator a, std::size_t max_staging_bytes,
-                io::io_options io_options = {})
+                io::io_options io_options = {}, std::shared_ptr<sched::scheduler> sch = nullptr)
       : io_options_(std::move(io_options)),
         backend(std::move(b)),
         events(std::make_shared<event_pool<Backend>>(backend)),
         item_pool(a, caching_pool_options{.max_cached_bytes = std::size_t{64} << 20}),
-        ring(backend, std::move(a), max_staging_bytes) {
+        ring(backend, std::move(a), max_staging_bytes),
+        scheduler(std::move(sch)) {
     // The ring dies before the engine (declared earlier), so the engine outlives every slot.
     ring.on_unregister([this](std::uint64_t id) noexcept { io_->unregister_memory(id); });
+    key = fmt::format("{}:{}", Backend::name, backend.device());
+    if (scheduler) {
+      host_resource = scheduler->resource(sched::host_resource());
+      h2d_resource = scheduler->resource(sched::link_resource(key, true));
+      d2h_resource = scheduler->resource(sched::link_resource(key, false));
+    }
+  }
+
+  /// @brief Sets `p` up for a transfer of `kind` (memory to memory; file transfers add their
+  /// disk) with the call's priority and budget.
+  void pace(pacing& p, copy_kind kind, const transfer_options& o) {
+    if (!scheduler) return;
+    p.sched = scheduler;
+    p.prio = o.priority;
+    if (o.budget_bytes > 0) p.budget = std::make_shared<sched::bandwidth_semaphore>(o.budget_bytes);
+    p.host = host_resource;
+    if (kind == copy_kind::host_to_device) p.link = h2d_resource;
+    if (kind == copy_kind::device_to_host) p.link = d2h_resource;
+  }
+  /// @brief The disk of `fd`'s file, registered with the scheduler on first use.
+  std::size_t storage_resource(int fd) {
+    return scheduler ? scheduler->resource(sched::storage_resource(fd)) : pacing::none;
   }
 
   /// @brief Stream `i`, created on first use. Streams live as long as the pipeline.
@@ -109,6 +137,10 @@ struct pipeline_core {
   caching_pool<Allocator> item_pool;
   staging_ring<Backend, Allocator> ring;
   std::string key;  // "<backend>:<device>", the profile key
+  std::shared_ptr<sched::scheduler> scheduler;  // null: transfers are not coordinated
+  std::size_t host_resource = pacing::none;
+  std::size_t h2d_resource = pacing::none;
+  std::size_t d2h_resource = pacing::none;
 
  private:
   std::mutex streams_mutex_;
@@ -119,6 +151,7 @@ struct pipeline_core {
 /// @brief A job of `chunks` pieces of work and its progress through them.
 struct job_base {
   std::shared_ptr<transfer_state> state;
+  pacing pace;  // the transfer's tokens
   std::size_t chunks = 0;
   std::atomic<std::size_t> next{0};       // next chunk to claim
   std::atomic<std::size_t> processed{0};  // chunks done or skipped
@@ -162,11 +195,94 @@ struct host_copy_job : chunked_job {
     const std::size_t i = next.fetch_add(1, std::memory_order_relaxed);
     if (i >= chunks) return false;
     if (!state->should_stop()) {
-      std::memcpy(dst + offset(i), src + offset(i), length(i));
-      state->add_progress(length(i));
+      try {
+        pace.run(pace.host, length(i), length(i), [&](std::size_t off, std::size_t len) {
+          std::memcpy(dst + offset(i) + off, src + offset(i) + off, len);
+        });
+        state->add_progress(length(i));
+      } catch (...) {
+        state->fail(std::current_exception());
+      }
     }
-    if (processed.fetch_add(1, std::memory_order_acq_rel) + 1 == chunks) state->finish();
+    if (processed.fetch_add(1, std::memory_order_acq_rel) + 1 == chunks) {
+      pace.report(state->stats);
+      state->finish();
+    }
     return true;
+  }
+};
+
+/// @brief Pieces of a coordinated single copy: a quarter of the link's budget, so that a few
+/// are in flight at once, in whole MiB from 1 to 64.
+inline std::size_t paced_piece_bytes(std::uint64_t capacity) noexcept {
+  constexpr std::size_t mib = std::size_t{1} << 20;
+  return std::clamp<std::size_t>(static_cast<std::size_t>(capacity / 4) / mib * mib, mib, 64 * mib);
+}
+
+/// @brief Pinned (or device) memory <-> device as one coordinated transfer: its pieces go on
+/// one stream, each after its link tokens are granted, from a pool thread, which then waits
+/// for the last. Critical work on a link congested by lower-priority work takes the backend's
+/// batched copy (the GPU's cores read host memory over the link) instead of the DMA engines
+/// that the bulk work queues on, where the backend has one and the throttle allows it.
+template <backend_policy Backend, allocator_policy Allocator>
+struct paced_copy_job : job_base {
+  std::shared_ptr<pipeline_core<Backend, Allocator>> core;
+  std::byte* dst = nullptr;
+  const std::byte* src = nullptr;
+  std::size_t bytes = 0;
+  copy_kind kind = copy_kind::host_to_device;
+  unsigned streams = 1;
+  std::size_t piece = 0;
+
+  void run() noexcept {
+    auto& be = core->backend;
+    try {
+      auto& s = core->next_stream(streams);
+      bool batched = false;
+      if constexpr (batch_backend<Backend>) {
+        batched = pace.admit(pace.link, true) == sched::throttle_action::fallback_path;
+      }
+      if (batched) {
+        run_batched(s);
+      } else {
+        pace.run_async(pace.link, bytes, piece, be, *core->events, s,
+                       [&](std::size_t off, std::size_t n) {
+                         if (!state->should_stop()) be.copy_async(dst + off, src + off, n, kind, s);
+                       });
+      }
+      auto done = core->events->take();
+      be.record(*done, s);
+      be.synchronize(*done);
+      state->stats.path = batched ? transfer_path::batched : transfer_path::direct;
+      if (!state->should_stop()) state->add_progress(bytes);
+    } catch (...) {
+      state->fail(std::current_exception());
+    }
+    pace.report(state->stats);
+    state->finish();
+  }
+
+ private:
+  // The batched copy in groups of 1 MiB items, a piece's worth per group; the items live in
+  // the pipeline's pinned memory until the last group is done.
+  void run_batched(typename Backend::stream& s) {
+    if constexpr (batch_backend<Backend>) {
+      constexpr std::size_t item_bytes = std::size_t{1} << 20;
+      std::vector<copy_item> pieces;
+      append_pieces(pieces, copy_item{src, dst, bytes}, item_bytes);
+      buffer<caching_pool<Allocator>, copy_item> items(pieces.size(), core->item_pool);
+      std::copy(pieces.begin(), pieces.end(), items.data());
+      const std::size_t per_group = std::max<std::size_t>(1, piece / item_bytes);
+      for (std::size_t first = 0; first < pieces.size(); first += per_group) {
+        const std::size_t n = std::min(per_group, pieces.size() - first);
+        std::uint64_t group = 0;
+        for (std::size_t k = first; k < first + n; ++k) group += pieces[k].bytes;
+        auto t = pace.take(pace.link, group);
+        core->backend.copy_batch_async(items.data() + first, n, s);
+        pace.release_after(pace.link, std::move(t), core->backend, *core->events, s);
+      }
+      core->backend.synchronize(s);  // before the items go back to the pool
+    }
   }
 };
 
@@ -226,6 +342,21 @@ struct ring_job : Base {
     slot.pending = true;
     slot.pending_bytes = bytes;
   }
+  /// @brief Copies `len` bytes from `src` to `dst` with the CPU, holding "host" tokens.
+  template <class Copy>
+  void host_copy(std::byte* dst, const std::byte* src, std::size_t len, Copy&& copy) {
+    this->pace.run(this->pace.host, len, len, [&](std::size_t off, std::size_t n) {
+      copy(dst + off, src + off, n);
+    });
+  }
+  /// @brief Queues DMA of `len` bytes on `s` in pieces, each holding link tokens until done.
+  void dma_async(std::byte* dst, const std::byte* src, std::size_t len, copy_kind k,
+                 typename Backend::stream& s) {
+    this->pace.run_async(this->pace.link, len, len, core->backend, *core->events, s,
+                         [&](std::size_t off, std::size_t n) {
+                           core->backend.copy_async(dst + off, src + off, n, k, s);
+                         });
+  }
   /// @brief Queues the device work and waits for it.
   void run_now(staging_slot<Backend>& slot, typename Backend::stream& s) {
     core->backend.record(slot.event, s);
@@ -242,6 +373,7 @@ struct ring_job : Base {
       }
     }
     core->ring.release(slots);
+    this->pace.report(this->state->stats);
     static_cast<Derived*>(this)->on_finish();
     this->state->finish();
   }
@@ -256,16 +388,18 @@ struct staged_job : ring_job<staged_job<Backend, Allocator>, Backend, Allocator,
   void process(std::size_t i, staging_slot<Backend>& slot) {
     auto& s = this->stream_for(i);
     const std::size_t off = this->offset(i), len = this->length(i);
-    auto& be = this->core->backend;
     if (this->kind == copy_kind::host_to_device) {
       this->retire(slot);
-      stream_copy(slot.data, this->src + off, len);  // the DMA engine, not the CPU, reads it next
-      be.copy_async(this->dst + off, slot.data, len, this->kind, s);
+      // The DMA engine, not the CPU, reads it next: streaming stores.
+      this->host_copy(slot.data, this->src + off, len, stream_copy);
+      this->dma_async(this->dst + off, slot.data, len, this->kind, s);
       this->mark_pending(slot, s, len);
     } else {
-      be.copy_async(slot.data, this->src + off, len, this->kind, s);
+      this->dma_async(slot.data, this->src + off, len, this->kind, s);
       this->run_now(slot, s);
-      std::memcpy(this->dst + off, slot.data, len);  // the caller reads it next: keep it cached
+      // The caller reads it next: keep it cached.
+      this->host_copy(this->dst + off, slot.data, len,
+                      [](std::byte* d, const std::byte* from, std::size_t n) { std::memcpy(d, from, n); });
       this->state->add_progress(len);
     }
   }
@@ -289,13 +423,18 @@ struct packed_job : ring_job<packed_job<Backend, Allocator>, Backend, Allocator,
     std::size_t bytes = 0;
     for (std::size_t k = b; k < e; ++k) bytes += packing.pieces[k].bytes;
     const bool h2d = this->kind == copy_kind::host_to_device;
+    auto& pace = this->pace;
     if (h2d) {
       this->retire(slot);
+      auto cpu = pace.hold(pace.host, bytes);
       for (std::size_t k = b; k < e; ++k) {
         stream_copy(slot.data + packing.offset[k], packing.pieces[k].src, packing.pieces[k].bytes);
       }
     }
     auto& be = this->core->backend;
+    // The group moves as one: its link tokens are taken whole and given back when it is done.
+    if (pace.on(pace.link)) pace.admit(pace.link);
+    auto link = pace.on(pace.link) ? pace.take(pace.link, bytes) : sched::resource_tokens{};
     if (e - b == 1) {
       const copy_item& p = packing.pieces[b];
       if (h2d) {
@@ -319,11 +458,13 @@ struct packed_job : ring_job<packed_job<Backend, Allocator>, Backend, Allocator,
       be.copy_batch_async(items, e - b, s);
       if (!h2d && via_scratch) be.copy_async(slot.data, packed, span, this->kind, s);
     }
+    if (pace.on(pace.link)) pace.release_after(pace.link, std::move(link), be, *this->core->events, s);
     if (h2d) {
       this->mark_pending(slot, s, bytes);
       return;
     }
     this->run_now(slot, s);
+    auto cpu = pace.hold(pace.host, bytes);
     for (std::size_t k = b; k < e; ++k) {
       std::memcpy(packing.pieces[k].dst, slot.data + packing.offset[k], packing.pieces[k].bytes);
     }
@@ -371,19 +512,24 @@ struct file_job : ring_job<file_job<Backend, Allocator>, Backend, Allocator, job
     const auto len = static_cast<std::size_t>(to - from);
     std::byte* in_slot = slot.data + (from - (base + i * chunk));
     std::byte* on_device = device + (from - offset);
-    auto& be = this->core->backend;
     auto stop = [st = this->state.get()] { return st->should_stop(); };
     this->core->register_for_io(slot);
+    auto& pace = this->pace;
     if (this->kind == copy_kind::host_to_device) {
       this->retire(slot);
-      note(this->core->io().read(*file, from, {in_slot, len}, stop, io));
-      be.copy_async(on_device, in_slot, len, copy_kind::host_to_device, s);
+      pace.run(pace.storage, len, len, [&](std::size_t off, std::size_t n) {
+        note(this->core->io().read(*file, from + off, {in_slot + off, n}, stop, io));
+      });
+      this->dma_async(on_device, in_slot, len, copy_kind::host_to_device, s);
       this->mark_pending(slot, s, len);
     } else {
-      be.copy_async(in_slot, on_device, len, copy_kind::device_to_host, s);
+      this->dma_async(in_slot, on_device, len, copy_kind::device_to_host, s);
       this->run_now(slot, s);
       // const_cast: writing needs the descriptor only; io::file's const API is for readers.
-      note(this->core->io().write(const_cast<io::file&>(*file), from, {in_slot, len}, stop, io));
+      pace.run(pace.storage, len, len, [&](std::size_t off, std::size_t n) {
+        note(this->core->io().write(const_cast<io::file&>(*file), from + off, {in_slot + off, n},
+                                    stop, io));
+      });
       this->state->add_progress(len);
     }
   }

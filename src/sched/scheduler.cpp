@@ -1,0 +1,303 @@
+#include <lris/sched/scheduler.hpp>
+
+#include <sys/prctl.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
+
+#include <algorithm>
+#include <cerrno>
+
+#include <fmt/format.h>
+
+#include <lris/error.hpp>
+#include <lris/transfer/profile.hpp>
+
+namespace lris::sched {
+
+struct scheduler::entry {
+  std::string name;
+  double ceiling = 0;
+  std::uint64_t capacity = 0;
+  std::size_t monitor = 0;
+  std::unique_ptr<bandwidth_semaphore> local;
+  std::unique_ptr<shared_semaphore> shared;
+  std::mutex mutex;  // the throttle and the counters
+  throttle thr;
+  std::uint64_t granted_bytes[priority_count] = {};
+  std::uint64_t grants[priority_count] = {};
+  std::uint64_t waits[priority_count] = {};
+
+  explicit entry(const throttle_options& o) : thr(o) {}
+};
+
+namespace {
+
+// The ceiling the calibrated profile gives a resource ("cuda:0 h2d" -> profile "cuda:0"), or 0.
+double profile_ceiling(std::string_view name) {
+  try {
+    if (name == host_resource()) return cached_profile("host:0").host_copy_gbps;
+    const auto space = name.find(' ');
+    if (space == std::string_view::npos) return 0;
+    const transfer_profile& p = cached_profile(name.substr(0, space));
+    const auto dir = name.substr(space + 1);
+    return dir == "h2d" ? p.h2d_gbps : dir == "d2h" ? p.d2h_gbps : 0;
+  } catch (const error&) {
+    return 0;  // a malformed profile file: the loaders report it; here the ceiling is unknown
+  }
+}
+
+std::string segment_name(std::string_view prefix, std::string_view resource) {
+  std::string s = fmt::format("{}-{}", prefix, resource);
+  for (char& c : s) {
+    const bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                    c == '-' || c == '_' || c == '.';
+    if (!ok) c = '-';
+  }
+  return s;
+}
+
+}  // namespace
+
+std::string host_resource() { return "host"; }
+
+std::string link_resource(std::string_view backend_key, bool to_device) {
+  return fmt::format("{} {}", backend_key, to_device ? "h2d" : "d2h");
+}
+
+std::string storage_resource(int fd) {
+  struct stat st {};
+  if (::fstat(fd, &st) != 0) throw io_error(errno, fmt::format("fstat of descriptor {}", fd));
+  return fmt::format("disk {}:{}", major(st.st_dev), minor(st.st_dev));
+}
+
+scheduler::scheduler(scheduler_options options)
+    : options_(std::move(options)), monitor_(options_.monitor) {
+  LRIS_EXPECTS(options_.min_capacity > 0 && options_.unknown_capacity > 0,
+               "scheduler: capacities must be positive (min {}, unknown {})",
+               options_.min_capacity, options_.unknown_capacity);
+  throttle check(options_.throttle);  // validates the thresholds
+  bandwidth_semaphore weights(1, options_.semaphore);  // and the weights
+  reaper_ = std::thread([this] { reap(); });
+}
+
+scheduler::~scheduler() {
+  {
+    std::lock_guard lock(pending_mutex_);
+    stop_ = true;
+  }
+  pending_cv_.notify_all();
+  reaper_.join();
+}
+
+const std::shared_ptr<scheduler>& scheduler::process_default() {
+  // Never destroyed: transfers may still hold its tokens while static objects go away.
+  static const auto* s = new std::shared_ptr<scheduler>(std::make_shared<scheduler>());
+  return *s;
+}
+
+std::size_t scheduler::resource(std::string_view name, double ceiling_gbps) {
+  std::lock_guard lock(mutex_);
+  if (auto it = by_name_.find(name); it != by_name_.end()) return it->second;
+  LRIS_EXPECTS(!name.empty(), "scheduler: a resource needs a name");
+  auto e = std::make_unique<entry>(options_.throttle);
+  e->name = std::string(name);
+  if (auto c = options_.ceilings.find(name); c != options_.ceilings.end()) {
+    e->ceiling = c->second;
+  } else if (ceiling_gbps > 0) {
+    e->ceiling = ceiling_gbps;
+  } else {
+    e->ceiling = profile_ceiling(name);
+  }
+  const double in_flight_s = std::chrono::duration<double>(options_.in_flight).count();
+  e->capacity = e->ceiling > 0
+                    ? std::max<std::uint64_t>(options_.min_capacity,
+                                              static_cast<std::uint64_t>(e->ceiling * 1e9 * in_flight_s))
+                    : options_.unknown_capacity;
+  if (options_.shared_name.empty()) {
+    e->local = std::make_unique<bandwidth_semaphore>(e->capacity, options_.semaphore);
+  } else {
+    shared_semaphore_options so;
+    std::copy(std::begin(options_.semaphore.weight), std::end(options_.semaphore.weight),
+              std::begin(so.weight));
+    e->shared = std::make_unique<shared_semaphore>(segment_name(options_.shared_name, name),
+                                                   e->capacity, so);
+    e->capacity = e->shared->capacity();  // the creator's
+  }
+  e->monitor = monitor_.add_resource(e->name, e->ceiling);
+  entries_.push_back(std::move(e));
+  by_name_.emplace(std::string(name), entries_.size() - 1);
+  return entries_.size() - 1;
+}
+
+std::size_t scheduler::resource_count() const {
+  std::lock_guard lock(mutex_);
+  return entries_.size();
+}
+
+scheduler::entry& scheduler::at(std::size_t r) const {
+  std::lock_guard lock(mutex_);
+  LRIS_EXPECTS(r < entries_.size(), "scheduler: no resource {} (there are {})", r, entries_.size());
+  return *entries_[r];
+}
+
+std::uint64_t scheduler::capacity(std::size_t r) const { return at(r).capacity; }
+std::string scheduler::name(std::size_t r) const { return at(r).name; }
+
+std::chrono::nanoseconds scheduler::now() const {
+  if (options_.monitor.clock) return options_.monitor.clock();
+  return std::chrono::steady_clock::now().time_since_epoch();
+}
+
+resource_tokens scheduler::acquire(std::size_t r, std::uint64_t bytes, priority p,
+                                   const std::shared_ptr<bandwidth_semaphore>& budget,
+                                   bool* waited) {
+  entry& e = at(r);
+  const auto i = static_cast<std::size_t>(p);
+  {
+    std::lock_guard lock(e.mutex);
+    e.thr.note_active(p, now());
+  }
+  resource_tokens t;
+  t.bytes_ = bytes;
+  bool wait = false;
+  if (budget) {
+    t.budget_ = budget->try_acquire(bytes, p);
+    if (!t.budget_) {
+      wait = true;
+      t.budget_ = budget->acquire(bytes, p);
+    }
+    t.budget_owner_ = budget;
+  }
+  if (e.local) {
+    auto g = e.local->try_acquire(bytes, p);
+    if (!g) {
+      wait = true;
+      g = e.local->acquire(bytes, p);
+    }
+    t.held_ = std::move(g);
+  } else {
+    auto g = e.shared->try_acquire(bytes, p);
+    if (!g) {
+      wait = true;
+      g = e.shared->acquire(bytes, p);
+    }
+    t.held_ = std::move(g);
+  }
+  {
+    std::lock_guard lock(e.mutex);
+    e.granted_bytes[i] += bytes;
+    ++e.grants[i];
+    if (wait) ++e.waits[i];
+    // Waiting counts as activity too: the throttle must see critical work that has waited.
+    e.thr.note_active(p, now());
+  }
+  if (waited) *waited = wait;
+  return t;
+}
+
+throttle_action scheduler::admit(std::size_t r, priority p, bool fallback_possible) {
+  entry& e = at(r);
+  const auto start = std::chrono::steady_clock::now();
+  const auto decide = [&] {
+    const double u = monitor_.reading(e.monitor).utilization;
+    std::lock_guard lock(e.mutex);
+    const auto t = now();
+    e.thr.observe(u, t);
+    return e.thr.decide(p, t, fallback_possible);
+  };
+  throttle_action a = decide();
+  if (a != throttle_action::delay_background) return a;
+  // Waits while the decision stands (not counted again), then goes in smaller chunks.
+  const auto max_delay = options_.throttle.max_delay;
+  for (;;) {
+    std::this_thread::sleep_for(std::chrono::microseconds(200));
+    const double u = monitor_.reading(e.monitor).utilization;
+    std::lock_guard lock(e.mutex);
+    const auto t = now();
+    e.thr.observe(u, t);
+    if (!e.thr.congested()) return throttle_action::delay_background;
+    if (std::chrono::steady_clock::now() - start >= max_delay) {
+      return throttle_action::smaller_chunks;
+    }
+  }
+}
+
+void scheduler::release_when(std::function<bool()> ready, resource_tokens tokens, std::size_t r) {
+  {
+    std::lock_guard lock(pending_mutex_);
+    pending_.push_back({std::move(ready), std::move(tokens), r});
+  }
+  pending_cv_.notify_one();
+}
+
+void scheduler::record(std::size_t r, std::uint64_t bytes) { monitor_.record(at(r).monitor, bytes); }
+
+std::size_t scheduler::pending() const {
+  std::lock_guard lock(pending_mutex_);
+  return pending_.size() + reaping_;
+}
+
+void scheduler::reap() {
+  // Short sleeps between polls: the default timer slack (50 us) would add to every release.
+  ::prctl(PR_SET_TIMERSLACK, 1000UL, 0UL, 0UL, 0UL);
+  std::vector<pending_release> work;
+  std::unique_lock lock(pending_mutex_);
+  for (;;) {
+    pending_cv_.wait(lock, [&] { return stop_ || !pending_.empty() || !work.empty(); });
+    if (stop_ && pending_.empty() && work.empty()) return;
+    std::move(pending_.begin(), pending_.end(), std::back_inserter(work));
+    pending_.clear();
+    reaping_ = work.size();
+    lock.unlock();
+    std::size_t released = 0;
+    for (auto& w : work) {
+      bool done = true;
+      try {
+        done = w.ready();
+      } catch (...) {  // the transfer that owns the work reports the failure
+      }
+      if (!done) continue;
+      const std::uint64_t bytes = w.tokens.bytes();
+      w.tokens.release();
+      w.ready = nullptr;
+      ++released;
+      try {
+        record(w.r, bytes);
+      } catch (...) {
+      }
+    }
+    std::erase_if(work, [](const pending_release& w) { return !w.ready; });
+    if (released == 0) std::this_thread::sleep_for(std::chrono::microseconds(5));
+    lock.lock();
+    reaping_ = work.size();
+  }
+}
+
+resource_status scheduler::status(std::size_t r) {
+  entry& e = at(r);
+  const resource_reading rd = monitor_.reading(e.monitor);
+  resource_status s;
+  s.name = e.name;
+  s.gbps = rd.gbps;
+  s.ceiling_gbps = e.ceiling;
+  s.utilization = rd.utilization;
+  s.bytes = rd.bytes;
+  s.capacity = e.capacity;
+  s.shared = e.shared != nullptr;
+  s.in_flight = e.local ? e.local->stats().in_flight : e.shared->in_flight();
+  std::lock_guard lock(e.mutex);
+  s.congested = e.thr.congested();
+  s.throttle = e.thr.counts();
+  std::copy(std::begin(e.granted_bytes), std::end(e.granted_bytes), std::begin(s.granted_bytes));
+  std::copy(std::begin(e.grants), std::end(e.grants), std::begin(s.grants));
+  std::copy(std::begin(e.waits), std::end(e.waits), std::begin(s.waits));
+  return s;
+}
+
+std::vector<resource_status> scheduler::status() {
+  std::vector<resource_status> all;
+  for (std::size_t r = 0, n = resource_count(); r < n; ++r) all.push_back(status(r));
+  return all;
+}
+
+}  // namespace lris::sched
