@@ -195,7 +195,8 @@ resource_tokens scheduler::acquire(std::size_t r, std::uint64_t bytes, priority 
   return t;
 }
 
-throttle_action scheduler::admit(std::size_t r, priority p, bool fallback_possible) {
+throttle_action scheduler::admit(std::size_t r, priority p, bool fallback_possible,
+                                 bool* delayed) {
   entry& e = at(r);
   const auto start = std::chrono::steady_clock::now();
   const auto decide = [&] {
@@ -207,6 +208,7 @@ throttle_action scheduler::admit(std::size_t r, priority p, bool fallback_possib
   };
   throttle_action a = decide();
   if (a != throttle_action::delay_background) return a;
+  if (delayed) *delayed = true;
   // Waits while the decision stands (not counted again), then goes in smaller chunks.
   const auto max_delay = options_.throttle.max_delay;
   for (;;) {
@@ -215,7 +217,7 @@ throttle_action scheduler::admit(std::size_t r, priority p, bool fallback_possib
     std::lock_guard lock(e.mutex);
     const auto t = now();
     e.thr.observe(u, t);
-    if (!e.thr.congested()) return throttle_action::delay_background;
+    if (!e.thr.holds_back_background(t)) return throttle_action::delay_background;
     if (std::chrono::steady_clock::now() - start >= max_delay) {
       return throttle_action::smaller_chunks;
     }

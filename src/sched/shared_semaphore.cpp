@@ -13,6 +13,7 @@
 #include <atomic>
 #include <cctype>
 #include <cerrno>
+#include <vector>
 #include <climits>
 #include <iterator>
 #include <string>
@@ -209,13 +210,28 @@ void shared_semaphore::lock() {
   } else if (r != 0) {
     throw io_error(r, fmt::format("shared_semaphore {}: cannot lock", name_));
   }
-  reclaim_dead();
+  // Looking for dead processes reads /proc for each one: at most once per `poll` (a waiter
+  // wakes that often), at once when the lock's last owner died.
+  const auto now = std::chrono::steady_clock::now();
+  if (r == EOWNERDEAD || now - last_reclaim_ >= options_.poll) {
+    last_reclaim_ = now;
+    reclaim_dead();
+  }
 }
 
 void shared_semaphore::reclaim_dead() {
   bool freed = false;
+  // One look per process: holders of one process are many.
+  std::vector<std::pair<process_id, bool>> seen;
+  auto dead = [&](const process_id& p) {
+    for (const auto& [q, live] : seen) {
+      if (q.pid == p.pid && q.start == p.start) return !live;
+    }
+    seen.emplace_back(p, alive(p));
+    return !seen.back().second;
+  };
   for (auto& h : state_->holders) {
-    if (h.owner.pid != 0 && !alive(h.owner)) {
+    if (h.owner.pid != 0 && dead(h.owner)) {
       state_->in_flight -= std::min(h.bytes, state_->in_flight);
       reclaimed_ += h.bytes;
       h = holder{};
@@ -223,7 +239,7 @@ void shared_semaphore::reclaim_dead() {
     }
   }
   for (auto& w : state_->waiters) {
-    if (w.owner.pid != 0 && !alive(w.owner)) {
+    if (w.owner.pid != 0 && dead(w.owner)) {
       w = waiter{};
       freed = true;
     }

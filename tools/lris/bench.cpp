@@ -14,6 +14,7 @@
 #include <lris/lris.hpp>
 
 #include "bench_table.hpp"
+#include "contention_bench.hpp"
 #include "commands.hpp"
 #include "disk_bench.hpp"
 #include "measure.hpp"
@@ -32,6 +33,12 @@ struct bench_options {
   int disk_repeats = 3;
   bool disk_only = false;
   bool verbose = false;
+  bool contention = false;
+  unsigned contention_samples = 200;
+  // The second process of the two-process contention modes (internal).
+  std::string child_backend, child_shared;
+  double child_ceiling = 0, child_seconds = 0;
+  long long child_start = 0;
 };
 
 // Host buffers for every row, sized for the largest transfer, touched before timing.
@@ -148,6 +155,33 @@ nlohmann::json table_json(const bench_table& t) {
   return j;
 }
 
+// The contention modes as a table: latency of the critical transfer and aggregate throughput.
+void print_contention(const nlohmann::json& j) {
+  fmt::print("Contention on {}: a critical {} transfer (host -> device) every 1-3 ms while {} "
+             "background transfers of {} each saturate the link.\nCeiling: {:.1f} GB/s, {}.\n\n",
+             j["backend"].get<std::string>(), size_label(j["critical_bytes"].get<std::size_t>()),
+             j["background_transfers"].get<unsigned>(),
+             size_label(j["background_bytes_each"].get<std::size_t>()),
+             j["link_ceiling_gbps"].get<double>(), j["ceiling_note"].get<std::string>());
+  fmt::print("{:<30}{:>9}{:>9}{:>11}{:>16}{:>18}\n", "mode", "p50 ms", "p99 ms", "p99/alone",
+             "aggregate GB/s", "vs uncoordinated");
+  const double alone = j["alone_coordinated"]["p99_ms"].get<double>();
+  for (const char* mode : {"alone_uncoordinated", "alone_coordinated", "uncoordinated",
+                           "coordinated", "coordinated_no_throttle", "coordinated_fallback",
+                           "two_process_uncoordinated", "two_process_coordinated"}) {
+    if (!j.contains(mode)) continue;
+    const auto& m = j[mode];
+    std::string vs = "-";
+    if (j.contains("summary") && j["summary"].contains(mode)) {
+      vs = fmt::format("{:.2f}", j["summary"][mode]["aggregate_vs_uncoordinated"].get<double>());
+    }
+    fmt::print("{:<30}{:>9.2f}{:>9.2f}{:>11.2f}{:>16.1f}{:>18}\n", mode, m["p50_ms"].get<double>(),
+               m["p99_ms"].get<double>(), m["p99_ms"].get<double>() / alone,
+               m["aggregate_gbps"].get<double>(), vs);
+  }
+  fmt::print("\nThe throttle's decisions are in --json (\"throttle\", \"resources\").\n");
+}
+
 command add_bench(CLI::App& app) {
   auto o = std::make_shared<bench_options>();
   app.add_option("--sizes", o->sizes, "transfer sizes (e.g. 64K 1M 1G)")->delimiter(',');
@@ -163,7 +197,34 @@ command add_bench(CLI::App& app) {
   app.add_flag("--disk-only", o->disk_only, "only the disk tables");
   app.add_flag("--verbose", o->verbose, "progress and the io engine's choices on stderr, even "
                "when it is not a terminal");
-  return [o] {
+  app.add_flag("--contention", o->contention, "instead of the tables: a critical 64 MiB "
+               "host -> device transfer's latency while 4 background transfers saturate the "
+               "link, without and with the scheduler, in one process and in two");
+  app.add_option("--contention-samples", o->contention_samples, "critical transfers per mode")
+      ->check(CLI::PositiveNumber);
+  auto* child = app.add_option("--contention-child", o->child_backend)->group("");
+  app.add_option("--contention-shared", o->child_shared)->group("");
+  app.add_option("--contention-ceiling", o->child_ceiling)->group("");
+  app.add_option("--contention-start", o->child_start)->group("");
+  app.add_option("--contention-seconds", o->child_seconds)->group("");
+  return [o, child] {
+    if (child->count() > 0) {
+      return contention_child(o->child_backend, o->child_shared == "-" ? "" : o->child_shared,
+                              o->child_ceiling, 4, std::size_t{64} << 20, o->child_start,
+                              o->child_seconds);
+    }
+    if (o->contention) {
+      contention_options c;
+      c.samples = o->contention_samples;
+      c.tty = o->verbose || (!o->json && ::isatty(STDERR_FILENO) == 1);
+      const nlohmann::json j = contention_bench(c);
+      if (o->json) {
+        fmt::print("{}\n", nlohmann::json{{"contention", j}}.dump(2));
+      } else {
+        print_contention(j);
+      }
+      return 0;
+    }
     std::vector<std::size_t> sizes;
     for (const auto& s : o->sizes) sizes.push_back(parse_size(s));
     std::sort(sizes.begin(), sizes.end());

@@ -135,9 +135,10 @@ class scheduler {
                           const std::shared_ptr<bandwidth_semaphore>& budget = nullptr,
                           bool* waited = nullptr);
   /// @brief The throttle's decision for the next chunk of work at `p` on `r`. A background
-  /// chunk told to wait sleeps here, while the decision stands, for at most `max_delay` (then
-  /// goes in smaller chunks). Counted.
-  throttle_action admit(std::size_t r, priority p, bool fallback_possible = false);
+  /// chunk told to wait sleeps here, while the decision stands, for at most `max_delay`, then
+  /// goes in smaller chunks (`smaller_chunks` is returned and `*delayed` set). Counted.
+  throttle_action admit(std::size_t r, priority p, bool fallback_possible = false,
+                        bool* delayed = nullptr);
   /// @brief Gives `tokens` back once `ready()` is true (polled by the scheduler's thread; a
   /// `ready` that throws counts as done), and records their bytes as moved on `r`.
   void release_when(std::function<bool()> ready, resource_tokens tokens, std::size_t r);

@@ -84,6 +84,7 @@ class shared_semaphore {
   state* state_ = nullptr;
   shared_semaphore_options options_;
   std::uint64_t reclaimed_ = 0;
+  std::chrono::steady_clock::time_point last_reclaim_{};
 };
 
 }  // namespace lris::sched

@@ -32,18 +32,24 @@ inline constexpr std::size_t throttle_action_count = 4;
 [[nodiscard]] std::string_view to_string(throttle_action a) noexcept;
 
 struct throttle_options {
-  bool enabled = true;
+  /// Off by default: on an H200, 4 background streams and a critical one, the tokens' order
+  /// alone met the latency target, and delaying background launches cost a fifth of the
+  /// aggregate throughput (benchmarks/RESULTS.md). Decisions are counted either way.
+  bool enabled = false;
   double high = 0.90;  ///< utilization at which a resource becomes congested
   double low = 0.70;   ///< utilization under which it is congested no more (hysteresis)
-  /// Work of a priority seen this recently counts as active.
-  std::chrono::nanoseconds window = std::chrono::milliseconds(20);
+  /// Work of a priority seen this recently counts as active. Short: work that has stopped
+  /// must not hold others back.
+  std::chrono::nanoseconds window = std::chrono::milliseconds(1);
   bool smaller_chunks = true;
   bool delay_background = true;
-  bool fallback = true;
+  /// Off by default: on an H200, critical copies by the GPU's cores while the DMA engines
+  /// carry bulk work had a worse p99 than DMA pieces ordered by the tokens (benchmarks/RESULTS.md).
+  bool fallback = false;
   /// Smaller chunks are a quarter of the planned size, but not under this.
   std::size_t min_chunk_bytes = std::size_t{1} << 20;
-  /// A background launch waits at most this long for the congestion to pass.
-  std::chrono::nanoseconds max_delay = std::chrono::milliseconds(50);
+  /// A background launch waits at most this long for the higher-priority work to pass.
+  std::chrono::nanoseconds max_delay = std::chrono::milliseconds(1);
 };
 
 /// @brief Decisions taken, by action, and the congestion episodes.
@@ -78,6 +84,11 @@ class throttle {
   throttle_action decide(priority p, std::chrono::nanoseconds now, bool fallback_possible = false) noexcept;
 
   [[nodiscard]] bool congested() const noexcept { return congested_; }
+  /// @brief Whether background work should still wait at `now` (not counted).
+  [[nodiscard]] bool holds_back_background(std::chrono::nanoseconds now) const noexcept {
+    return options_.enabled && options_.delay_background && congested_ &&
+           (active(priority::critical, now) || active(priority::normal, now));
+  }
   [[nodiscard]] const throttle_counts& counts() const noexcept { return counts_; }
   [[nodiscard]] const throttle_options& options() const noexcept { return options_; }
   /// @brief The piece size for smaller chunks of `planned` bytes.

@@ -636,6 +636,9 @@ class pipeline {
       job->kind = kind;
       job->streams = p.streams;
       job->piece = detail::paced_piece_bytes(core_->scheduler->capacity(job->pace.link));
+      if (opts.budget_bytes > 0) {
+        job->piece = std::min<std::size_t>(job->piece, std::max<std::uint64_t>(1, opts.budget_bytes / 2));
+      }
       state->stats.streams = 1;
       state->stats.chunk_bytes = job->piece;
       state->stats.chunks = (bytes + job->piece - 1) / job->piece;

@@ -32,7 +32,11 @@ struct pacing {
 
   /// @brief The throttle's decision for the next piece on `r`; counted for the transfer.
   sched::throttle_action admit(std::size_t r, bool fallback_possible = false) {
-    const auto a = sched->admit(r, prio, fallback_possible);
+    bool delayed = false;
+    const auto a = sched->admit(r, prio, fallback_possible, &delayed);
+    if (delayed && a != sched::throttle_action::delay_background) {
+      decisions[static_cast<std::size_t>(sched::throttle_action::delay_background)].fetch_add(1, std::memory_order_relaxed);
+    }
     decisions[static_cast<std::size_t>(a)].fetch_add(1, std::memory_order_relaxed);
     return a;
   }
@@ -47,6 +51,8 @@ struct pacing {
   /// throttle's decision (a background piece may first wait here).
   std::size_t piece(std::size_t r, std::size_t planned, std::size_t left) {
     std::size_t n = planned;
+    // Half the transfer's own budget at most, so that two pieces of it can be in flight.
+    if (budget) n = std::min<std::size_t>(n, std::max<std::uint64_t>(1, budget->capacity() / 2));
     if (admit(r) == sched::throttle_action::smaller_chunks) {
       const std::size_t floor = sched->options().throttle.min_chunk_bytes;
       n = std::min(planned, std::max(planned / 4, floor));

@@ -1,0 +1,33 @@
+#pragma once
+// lris bench --contention: a critical 64 MiB host -> device transfer's latency while bulk
+// background transfers saturate the same link, with and without the scheduler's tokens, in one
+// process and across two.
+
+#include <cstddef>
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+namespace lris::tool {
+
+struct contention_options {
+  std::size_t critical_bytes = std::size_t{64} << 20;
+  std::size_t background_bytes = std::size_t{64} << 20;  // each background copy
+  unsigned background = 4;                               // background threads
+  unsigned samples = 200;                                // critical transfers per mode
+  bool two_process = true;
+  bool tty = false;
+};
+
+/// Runs every mode on CUDA device 0 when there is one, else on the host backend (whose
+/// "device" memory is host memory: the same code, a demonstration rather than a measurement
+/// of a link). Returns the results as JSON.
+nlohmann::json contention_bench(const contention_options& o);
+
+/// The second process of the two-process modes: `background` bulk transfers at background
+/// priority from `start_ns` (steady clock) for `seconds`; prints {"bytes": N} of the copies
+/// completed inside the window. `shared` is the scheduler's shared name, empty for none.
+int contention_child(const std::string& backend, const std::string& shared, double ceiling_gbps,
+                     unsigned background, std::size_t bytes, long long start_ns, double seconds);
+
+}  // namespace lris::tool
