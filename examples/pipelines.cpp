@@ -28,6 +28,22 @@ int main() {
               t.wait().ring_slots);
   // [pipeline]
 
+  {
+  // [priorities]
+  lris::pipeline<lris::direct, lris::host_backend> p;
+  lris::buffer<lris::pinned_allocator<lris::host_backend>> pinned(16 << 20), pinned2(64 << 20);
+  lris::buffer<lris::device_allocator<lris::host_backend>> d1(16 << 20), d2(64 << 20);
+  auto dev = d1.span();
+  auto dev2 = d2.span();
+  auto next = p.copy(dev, pinned.span(), {.priority = lris::sched::priority::critical});
+  auto bulk = p.copy(dev2, pinned2.span(), {.priority = lris::sched::priority::background,
+                                   .budget_bytes = 32 << 20});  // its own cap in flight
+  std::printf("critical: %llu pieces waited for tokens\n",
+              static_cast<unsigned long long>(next.wait().token_waits));
+  (void)bulk.wait();
+  // [priorities]
+  }
+
   // [cancel]
   lris::transfer_options stop_halfway;
   stop_halfway.on_progress = [](std::uint64_t done, std::uint64_t total) {
