@@ -89,6 +89,13 @@ scheduler::~scheduler() {
   reaper_.join();
 }
 
+void scheduler::remove_shared(std::string_view shared_name, std::string_view resource) noexcept {
+  try {
+    shared_semaphore::remove(segment_name(shared_name, resource));
+  } catch (...) {  // out of memory for the name: nothing to remove
+  }
+}
+
 const std::shared_ptr<scheduler>& scheduler::process_default() {
   // Never destroyed: transfers may still hold its tokens while static objects go away.
   static const auto* s = new std::shared_ptr<scheduler>(std::make_shared<scheduler>());
@@ -154,41 +161,35 @@ resource_tokens scheduler::acquire(std::size_t r, std::uint64_t bytes, priority 
   entry& e = at(r);
   const auto i = static_cast<std::size_t>(p);
   {
+    // Waiting counts as activity: the throttle must see critical work that waits.
     std::lock_guard lock(e.mutex);
     e.thr.note_active(p, now());
   }
   resource_tokens t;
   t.bytes_ = bytes;
   bool wait = false;
-  if (budget) {
-    t.budget_ = budget->try_acquire(bytes, p);
-    if (!t.budget_) {
+  auto get = [&](auto& semaphore) {
+    auto g = semaphore.try_acquire(bytes, p);
+    if (!g) {
       wait = true;
-      t.budget_ = budget->acquire(bytes, p);
+      g = semaphore.acquire(bytes, p);
     }
+    return g;
+  };
+  if (budget) {
+    t.budget_ = get(*budget);
     t.budget_owner_ = budget;
   }
   if (e.local) {
-    auto g = e.local->try_acquire(bytes, p);
-    if (!g) {
-      wait = true;
-      g = e.local->acquire(bytes, p);
-    }
-    t.held_ = std::move(g);
+    t.held_ = get(*e.local);
   } else {
-    auto g = e.shared->try_acquire(bytes, p);
-    if (!g) {
-      wait = true;
-      g = e.shared->acquire(bytes, p);
-    }
-    t.held_ = std::move(g);
+    t.held_ = get(*e.shared);
   }
   {
     std::lock_guard lock(e.mutex);
     e.granted_bytes[i] += bytes;
     ++e.grants[i];
     if (wait) ++e.waits[i];
-    // Waiting counts as activity too: the throttle must see critical work that has waited.
     e.thr.note_active(p, now());
   }
   if (waited) *waited = wait;
@@ -198,27 +199,27 @@ resource_tokens scheduler::acquire(std::size_t r, std::uint64_t bytes, priority 
 throttle_action scheduler::admit(std::size_t r, priority p, bool fallback_possible,
                                  bool* delayed) {
   entry& e = at(r);
-  const auto start = std::chrono::steady_clock::now();
-  const auto decide = [&] {
+  if (!options_.throttle.enabled) {  // nothing to observe: counted as what it is
+    std::lock_guard lock(e.mutex);
+    return e.thr.decide(p, now(), fallback_possible);
+  }
+  // The utilization now into the throttle, then `f(now)` under its lock.
+  const auto look = [&](auto&& f) {
     const double u = monitor_.reading(e.monitor).utilization;
     std::lock_guard lock(e.mutex);
     const auto t = now();
     e.thr.observe(u, t);
-    return e.thr.decide(p, t, fallback_possible);
+    return f(t);
   };
-  throttle_action a = decide();
+  const auto start = std::chrono::steady_clock::now();
+  const throttle_action a = look([&](auto t) { return e.thr.decide(p, t, fallback_possible); });
   if (a != throttle_action::delay_background) return a;
   if (delayed) *delayed = true;
   // Waits while the decision stands (not counted again), then goes in smaller chunks.
-  const auto max_delay = options_.throttle.max_delay;
   for (;;) {
     std::this_thread::sleep_for(std::chrono::microseconds(200));
-    const double u = monitor_.reading(e.monitor).utilization;
-    std::lock_guard lock(e.mutex);
-    const auto t = now();
-    e.thr.observe(u, t);
-    if (!e.thr.holds_back_background(t)) return throttle_action::delay_background;
-    if (std::chrono::steady_clock::now() - start >= max_delay) {
+    if (!look([&](auto t) { return e.thr.holds_back_background(t); })) return a;
+    if (std::chrono::steady_clock::now() - start >= options_.throttle.max_delay) {
       return throttle_action::smaller_chunks;
     }
   }

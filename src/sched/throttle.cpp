@@ -42,10 +42,6 @@ bool throttle::active(priority p, std::chrono::nanoseconds now) const noexcept {
   return seen_[i] && now - last_active_[i] <= options_.window;
 }
 
-std::size_t throttle::smaller(std::size_t planned) const noexcept {
-  return std::min(planned, std::max(planned / 4, options_.min_chunk_bytes));
-}
-
 throttle_action throttle::decide(priority p, std::chrono::nanoseconds now,
                                  bool fallback_possible) noexcept {
   throttle_action a = throttle_action::none;

@@ -147,7 +147,7 @@ TEST_CASE("scheduler: a waiting acquire is counted, and the destructor waits for
 TEST_CASE("scheduler: a shared name gives schedulers one budget") {
   scheduler_options o = with_ceiling(4.0);
   o.shared_name = "lris-test-sched-" + std::to_string(::getpid());
-  const std::string segment = o.shared_name + "-host-0-h2d";
+
   {
     scheduler a(o), b(o);
     const auto ra = a.resource(h2d), rb = b.resource(h2d);
@@ -156,7 +156,7 @@ TEST_CASE("scheduler: a shared name gives schedulers one budget") {
     CHECK(st.shared);
     CHECK(st.in_flight == 700'000);
   }
-  sched::shared_semaphore::remove(segment);
+  scheduler::remove_shared(o.shared_name, h2d);
 }
 
 TEST_CASE("pipelines: transfers never exceed the budget and land byte-exact") {

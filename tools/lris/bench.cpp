@@ -167,7 +167,7 @@ void print_contention(const nlohmann::json& j) {
              "aggregate GB/s", "vs uncoordinated");
   const double alone = j["alone_coordinated"]["p99_ms"].get<double>();
   for (const char* mode : {"alone_uncoordinated", "alone_coordinated", "uncoordinated",
-                           "coordinated", "coordinated_no_throttle", "coordinated_fallback",
+                           "coordinated", "coordinated_throttle", "coordinated_fallback",
                            "two_process_uncoordinated", "two_process_coordinated"}) {
     if (!j.contains(mode)) continue;
     const auto& m = j[mode];
@@ -209,8 +209,9 @@ command add_bench(CLI::App& app) {
   app.add_option("--contention-seconds", o->child_seconds)->group("");
   return [o, child] {
     if (child->count() > 0) {
+      const contention_options c;
       return contention_child(o->child_backend, o->child_shared == "-" ? "" : o->child_shared,
-                              o->child_ceiling, 4, std::size_t{64} << 20, o->child_start,
+                              o->child_ceiling, c.background, c.background_bytes, o->child_start,
                               o->child_seconds);
     }
     if (o->contention) {

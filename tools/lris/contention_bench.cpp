@@ -192,20 +192,22 @@ nlohmann::json status_json(sched::scheduler& s) {
 // Removes the shared segments of every resource a pipeline of `be` registers.
 template <class Backend>
 void remove_shared(const std::string& name, const Backend& be) {
-  const std::string key = fmt::format("{}-{}", Backend::name, be.device());
-  for (const char* r : {"host", "h2d", "d2h"}) {
-    sched::shared_semaphore::remove(std::string_view(r) == "host"
-                                        ? fmt::format("{}-host", name)
-                                        : fmt::format("{}-{}-{}", name, key, r));
+  const std::string key = fmt::format("{}:{}", Backend::name, be.device());
+  for (const auto& r : {sched::host_resource(), sched::link_resource(key, true),
+                        sched::link_resource(key, false)}) {
+    sched::scheduler::remove_shared(name, r);
   }
 }
 
+// A scheduler budgeting `be`'s link to the device with `ceiling` GB/s.
 template <class Backend>
 std::shared_ptr<sched::scheduler> make_scheduler(const Backend& be, double ceiling,
-                                                 const std::string& shared) {
+                                                 const std::string& shared = "",
+                                                 const sched::throttle_options& throttle = {}) {
   sched::scheduler_options so;
   so.ceilings[sched::link_resource(fmt::format("{}:{}", Backend::name, be.device()), true)] = ceiling;
   so.shared_name = shared;
+  so.throttle = throttle;
   return std::make_shared<sched::scheduler>(std::move(so));
 }
 
@@ -325,10 +327,7 @@ nlohmann::json run_all(Backend be, const contention_options& o) {
                    {"link_ceiling_gbps", ceiling},
                    {"ceiling_note", "one DMA of the critical buffer, pinned -> device, this run"}};
   auto coordinated = [&](const sched::throttle_options& t) {
-    sched::scheduler_options so;
-    so.ceilings[sched::link_resource(fmt::format("{}:{}", Backend::name, be.device()), true)] = ceiling;
-    so.throttle = t;
-    return std::make_shared<sched::scheduler>(std::move(so));
+    return make_scheduler(be, ceiling, "", t);
   };
   say("critical transfers alone");
   j["alone_uncoordinated"] = run_mode(be, nullptr, o, crit, false);
@@ -336,18 +335,19 @@ nlohmann::json run_all(Backend be, const contention_options& o) {
   j["alone_coordinated"] = run_mode(be, s_alone, o, crit, false);
   say("with background transfers, uncoordinated");
   j["uncoordinated"] = run_mode(be, nullptr, o, crit, true);
-  say("with background transfers, coordinated");
+  say("with background transfers, coordinated (default options: throttle off)");
   auto s = coordinated({});
   j["coordinated"] = run_mode(be, s, o, crit, true);
   j["coordinated"]["resources"] = status_json(*s);
-  say("with background transfers, coordinated, throttle off");
-  sched::throttle_options off;
-  off.enabled = false;
-  auto s_off = coordinated(off);
-  j["coordinated_no_throttle"] = run_mode(be, s_off, o, crit, true);
-  sched::throttle_options fallback;
+  say("with background transfers, coordinated, throttle on");
+  sched::throttle_options on;
+  on.enabled = true;
+  auto s_on = coordinated(on);
+  j["coordinated_throttle"] = run_mode(be, s_on, o, crit, true);
+  j["coordinated_throttle"]["resources"] = status_json(*s_on);
+  sched::throttle_options fallback = on;
   fallback.fallback = true;
-  say("with background transfers, coordinated, path fallback on");
+  say("with background transfers, coordinated, throttle and path fallback on");
   auto s_fb = coordinated(fallback);
   j["coordinated_fallback"] = run_mode(be, s_fb, o, crit, true);
   j["coordinated_fallback"]["resources"] = status_json(*s_fb);
@@ -371,7 +371,7 @@ nlohmann::json run_all(Backend be, const contention_options& o) {
   };
   ratios("uncoordinated", "uncoordinated");
   ratios("coordinated", "uncoordinated");
-  ratios("coordinated_no_throttle", "uncoordinated");
+  ratios("coordinated_throttle", "uncoordinated");
   ratios("coordinated_fallback", "uncoordinated");
   ratios("two_process_uncoordinated", "two_process_uncoordinated");
   ratios("two_process_coordinated", "two_process_uncoordinated");

@@ -91,11 +91,7 @@ struct load_job : lris::detail::ring_job<load_job<Backend, Allocator>, Backend, 
     // The chunk's CPU work and its DMA, each under one set of tokens.
     for (const load_move& m : c.moves) (targets[m.target].device ? device_bytes : host_bytes) += m.bytes;
     auto cpu = pace.hold(pace.host, host_bytes);
-    sched::resource_tokens link;
-    if (device_bytes > 0 && pace.on(pace.link)) {
-      pace.admit(pace.link);
-      link = pace.take(pace.link, device_bytes);
-    }
+    auto link = pace.reserve(pace.link, device_bytes);
     for (const load_move& m : c.moves) {
       const load_target& tg = targets[m.target];
       const std::byte* src = slot.data + m.slot_offset;
@@ -124,7 +120,7 @@ struct load_job : lris::detail::ring_job<load_job<Backend, Allocator>, Backend, 
         be.convert_async(dst, tg.to, scratch, tg.from, static_cast<std::size_t>(count), s);
       }
     }
-    if (link.bytes() > 0) pace.release_after(pace.link, std::move(link), be, *this->core->events, s);
+    pace.release_after(pace.link, std::move(link), be, *this->core->events, s);
     if (host_bytes > 0) this->state->add_progress(host_bytes);
     if (device_bytes > 0) this->mark_pending(slot, s, static_cast<std::size_t>(device_bytes));
   }

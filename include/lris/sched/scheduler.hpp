@@ -119,6 +119,10 @@ class scheduler {
   scheduler(const scheduler&) = delete;
   scheduler& operator=(const scheduler&) = delete;
 
+  /// @brief Removes the name of the segment that schedulers with `shared_name` keep
+  /// `resource`'s budget in (processes that have it open keep using it).
+  static void remove_shared(std::string_view shared_name, std::string_view resource) noexcept;
+
   /// @brief The scheduler of every pipeline that names none: one per process, never destroyed.
   [[nodiscard]] static const std::shared_ptr<scheduler>& process_default();
 

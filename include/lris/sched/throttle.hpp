@@ -67,6 +67,14 @@ struct throttle_counts {
   }
 };
 
+/// @brief The piece size for smaller chunks of `planned` bytes: a quarter, not under
+/// `min_chunk_bytes`, never more than planned.
+[[nodiscard]] constexpr std::size_t smaller_piece(std::size_t planned,
+                                                  std::size_t min_chunk_bytes) noexcept {
+  const std::size_t quarter = planned / 4 > min_chunk_bytes ? planned / 4 : min_chunk_bytes;
+  return quarter < planned ? quarter : planned;
+}
+
 /// @brief The throttle of one resource. Not thread-safe: its owner (the scheduler) locks.
 /// Times are on any monotonic clock, so that tests drive it with a fake one.
 class throttle {
@@ -92,7 +100,9 @@ class throttle {
   [[nodiscard]] const throttle_counts& counts() const noexcept { return counts_; }
   [[nodiscard]] const throttle_options& options() const noexcept { return options_; }
   /// @brief The piece size for smaller chunks of `planned` bytes.
-  [[nodiscard]] std::size_t smaller(std::size_t planned) const noexcept;
+  [[nodiscard]] std::size_t smaller(std::size_t planned) const noexcept {
+    return smaller_piece(planned, options_.min_chunk_bytes);
+  }
 
  private:
   [[nodiscard]] bool active(priority p, std::chrono::nanoseconds now) const noexcept;

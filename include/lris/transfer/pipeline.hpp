@@ -635,10 +635,8 @@ class pipeline {
       job->bytes = bytes;
       job->kind = kind;
       job->streams = p.streams;
-      job->piece = detail::paced_piece_bytes(core_->scheduler->capacity(job->pace.link));
-      if (opts.budget_bytes > 0) {
-        job->piece = std::min<std::size_t>(job->piece, std::max<std::uint64_t>(1, opts.budget_bytes / 2));
-      }
+      job->piece = job->pace.within_budget(
+          detail::paced_piece_bytes(core_->scheduler->capacity(job->pace.link)));
       state->stats.streams = 1;
       state->stats.chunk_bytes = job->piece;
       state->stats.chunks = (bytes + job->piece - 1) / job->piece;
@@ -663,19 +661,13 @@ class pipeline {
     state->stats.streams = 1;
     detail::pacing pace;
     core_->pace(pace, kind, opts);
-    sched::resource_tokens link;
-    if (pace.on(pace.link)) {
-      pace.admit(pace.link);
-      link = pace.take(pace.link, state->total);
-    }
+    auto link = pace.reserve(pace.link, state->total);
     pace.report(state->stats);
     // The event is shared by the two functions below; the core keeps the backend alive.
     auto done = core_->events->take();
     try {
       enqueue(stream);
-      if (pace.on(pace.link)) {
-        pace.release_after(pace.link, std::move(link), core_->backend, *core_->events, stream);
-      }
+      pace.release_after(pace.link, std::move(link), core_->backend, *core_->events, stream);
       core_->backend.record(*done, stream);
     } catch (...) {
       core_->backend.synchronize(stream);  // what was queued may be running: let it land first

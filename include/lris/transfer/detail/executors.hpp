@@ -433,8 +433,7 @@ struct packed_job : ring_job<packed_job<Backend, Allocator>, Backend, Allocator,
     }
     auto& be = this->core->backend;
     // The group moves as one: its link tokens are taken whole and given back when it is done.
-    if (pace.on(pace.link)) pace.admit(pace.link);
-    auto link = pace.on(pace.link) ? pace.take(pace.link, bytes) : sched::resource_tokens{};
+    auto link = pace.reserve(pace.link, bytes);
     if (e - b == 1) {
       const copy_item& p = packing.pieces[b];
       if (h2d) {
@@ -458,7 +457,7 @@ struct packed_job : ring_job<packed_job<Backend, Allocator>, Backend, Allocator,
       be.copy_batch_async(items, e - b, s);
       if (!h2d && via_scratch) be.copy_async(slot.data, packed, span, this->kind, s);
     }
-    if (pace.on(pace.link)) pace.release_after(pace.link, std::move(link), be, *this->core->events, s);
+    pace.release_after(pace.link, std::move(link), be, *this->core->events, s);
     if (h2d) {
       this->mark_pending(slot, s, bytes);
       return;

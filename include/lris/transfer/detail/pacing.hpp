@@ -50,14 +50,18 @@ struct pacing {
   /// @brief The size of the next piece of at most `left` bytes, planned as `planned`, after the
   /// throttle's decision (a background piece may first wait here).
   std::size_t piece(std::size_t r, std::size_t planned, std::size_t left) {
-    std::size_t n = planned;
-    // Half the transfer's own budget at most, so that two pieces of it can be in flight.
-    if (budget) n = std::min<std::size_t>(n, std::max<std::uint64_t>(1, budget->capacity() / 2));
+    std::size_t n = within_budget(planned);
     if (admit(r) == sched::throttle_action::smaller_chunks) {
-      const std::size_t floor = sched->options().throttle.min_chunk_bytes;
-      n = std::min(planned, std::max(planned / 4, floor));
+      n = sched::smaller_piece(n, sched->options().throttle.min_chunk_bytes);
     }
     return std::max<std::size_t>(1, std::min(n, left));
+  }
+
+  /// @brief `planned`, or half the transfer's own budget where that is less, so that two of its
+  /// pieces can be in flight.
+  [[nodiscard]] std::size_t within_budget(std::size_t planned) const noexcept {
+    if (!budget) return planned;
+    return std::min<std::size_t>(planned, std::max<std::uint64_t>(1, budget->capacity() / 2));
   }
 
   /// @brief Tokens of a section of indivisible work on this thread; their bytes count as
@@ -70,7 +74,7 @@ struct pacing {
         : p_(std::exchange(o.p_, nullptr)), r_(o.r_), t_(std::move(o.t_)) {}
     section& operator=(section&&) = delete;
     ~section() {
-      if (p_ == nullptr) return;
+      if (p_ == nullptr || t_.bytes() == 0) return;
       const std::uint64_t b = t_.bytes();
       t_.release();
       try {
@@ -86,10 +90,13 @@ struct pacing {
   };
   /// @brief Tokens for indivisible work of `bytes` on `r` (the throttle may delay it; a
   /// decision to split it is counted but cannot be followed).
-  section hold(std::size_t r, std::uint64_t bytes) {
+  section hold(std::size_t r, std::uint64_t bytes) { return {this, r, reserve(r, bytes)}; }
+  /// @brief Tokens for indivisible device work of `bytes` on `r`, after the throttle's say;
+  /// none when the transfer is not coordinated on `r`. Give them to release_after().
+  sched::resource_tokens reserve(std::size_t r, std::uint64_t bytes) {
     if (!on(r) || bytes == 0) return {};
     admit(r);
-    return {this, r, take(r, bytes)};
+    return take(r, bytes);
   }
 
   /// @brief Runs `work(offset, length)` over [0, bytes) on this thread, in pieces of
@@ -98,10 +105,8 @@ struct pacing {
   template <class Work>
   void run(std::size_t r, std::size_t bytes, std::size_t planned, Work&& work) {
     in_pieces(r, bytes, planned, [&](std::size_t off, std::size_t len, sched::resource_tokens t) {
+      const section held(this, r, std::move(t));
       work(off, len);
-      if (t.bytes() == 0) return;
-      t.release();
-      sched->record(r, len);
     });
   }
 
@@ -113,7 +118,7 @@ struct pacing {
                  Events& events, typename Backend::stream& stream, Enqueue&& enqueue) {
     in_pieces(r, bytes, planned, [&](std::size_t off, std::size_t len, sched::resource_tokens t) {
       enqueue(off, len);
-      if (t.bytes() > 0) release_after(r, std::move(t), backend, events, stream);
+      release_after(r, std::move(t), backend, events, stream);
     });
   }
 
@@ -132,10 +137,12 @@ struct pacing {
     }
   }
 
-  /// @brief Gives `t` back once the work queued on `stream` so far is done.
+  /// @brief Gives `t` back once the work queued on `stream` so far is done (nothing to do for
+  /// no tokens).
   template <class Backend, class Events>
   void release_after(std::size_t r, sched::resource_tokens t, Backend& backend, Events& events,
                      typename Backend::stream& stream) {
+    if (t.bytes() == 0) return;
     auto ev = events.take();
     backend.record(*ev, stream);
     // A copy of the backend, not the pipeline: the scheduler's thread must never hold the
