@@ -1,6 +1,8 @@
 #include <lris/sched/bandwidth_semaphore.hpp>
 
 #include <algorithm>
+#include <atomic>
+#include <thread>
 
 #include <lris/error.hpp>
 
@@ -18,7 +20,7 @@ std::string_view to_string(priority p) noexcept {
 struct bandwidth_semaphore::waiter {
   std::uint64_t bytes = 0;
   priority prio = priority::normal;
-  bool granted = false;
+  std::atomic<bool> granted{false};          // set under the mutex
   std::condition_variable cv;                 // blocking waiters
   std::function<void(token_guard)> on_grant;  // asynchronous ones
 };
@@ -107,7 +109,7 @@ void bandwidth_semaphore::grant_locked(
     if (w->on_grant) {
       run.emplace_back(std::move(w->on_grant), token_guard(this, w->bytes));
     } else {
-      w->granted = true;
+      w->granted.store(true, std::memory_order_release);
       w->cv.notify_one();
     }
   }
@@ -138,12 +140,14 @@ token_guard bandwidth_semaphore::try_acquire(std::uint64_t bytes, priority p) {
   return token_guard(this, bytes);
 }
 
-token_guard bandwidth_semaphore::acquire(std::uint64_t bytes, priority p) {
-  return try_acquire_for(bytes, p, std::chrono::nanoseconds::max());
+token_guard bandwidth_semaphore::acquire(std::uint64_t bytes, priority p,
+                                         std::chrono::nanoseconds spin) {
+  return try_acquire_for(bytes, p, std::chrono::nanoseconds::max(), spin);
 }
 
 token_guard bandwidth_semaphore::try_acquire_for(std::uint64_t bytes, priority p,
-                                                 std::chrono::nanoseconds timeout) {
+                                                 std::chrono::nanoseconds timeout,
+                                                 std::chrono::nanoseconds spin) {
   if (token_guard g = try_acquire(bytes, p)) return g;
   bytes = clamp(bytes);
   std::vector<std::pair<std::function<void(token_guard)>, token_guard>> run;
@@ -154,6 +158,16 @@ token_guard bandwidth_semaphore::try_acquire_for(std::uint64_t bytes, priority p
     const bool forever = timeout == std::chrono::nanoseconds::max();
     const auto deadline = forever ? std::chrono::steady_clock::time_point::max()
                                   : std::chrono::steady_clock::now() + timeout;
+    if (!w->granted && spin > std::chrono::nanoseconds::zero()) {
+      lock.unlock();
+      for (auto& [f, g] : run) f(std::move(g));
+      run.clear();
+      for (const auto until = std::chrono::steady_clock::now() + std::min(spin, timeout);
+           !w->granted.load(std::memory_order_acquire) && std::chrono::steady_clock::now() < until;) {
+        std::this_thread::yield();
+      }
+      lock.lock();
+    }
     while (!w->granted) {
       if (forever) {
         w->cv.wait(lock);

@@ -157,9 +157,8 @@ std::chrono::nanoseconds scheduler::now() const {
 
 resource_tokens scheduler::acquire(std::size_t r, std::uint64_t bytes, priority p,
                                    const std::shared_ptr<bandwidth_semaphore>& budget,
-                                   bool* waited) {
+                                   bool* waited, bool spin) {
   entry& e = at(r);
-  const auto i = static_cast<std::size_t>(p);
   {
     // Waiting counts as activity: the throttle must see critical work that waits.
     std::lock_guard lock(e.mutex);
@@ -168,32 +167,59 @@ resource_tokens scheduler::acquire(std::size_t r, std::uint64_t bytes, priority 
   resource_tokens t;
   t.bytes_ = bytes;
   bool wait = false;
-  auto get = [&](auto& semaphore) {
+  auto get = [&](auto& semaphore, std::chrono::nanoseconds spin_for) {
     auto g = semaphore.try_acquire(bytes, p);
     if (!g) {
       wait = true;
-      g = semaphore.acquire(bytes, p);
+      g = semaphore.acquire(bytes, p, spin_for);
     }
     return g;
   };
   if (budget) {
-    t.budget_ = get(*budget);
+    t.budget_ = get(*budget, std::chrono::nanoseconds::zero());
+    t.budget_owner_ = budget;
+  }
+  const std::chrono::nanoseconds spin_for = spin ? options_.spin : std::chrono::microseconds::zero();
+  if (e.local) {
+    t.held_ = get(*e.local, spin_for);
+  } else {
+    t.held_ = get(*e.shared, spin_for);
+  }
+  granted(e, p, bytes, wait);
+  if (waited) *waited = wait;
+  return t;
+}
+
+resource_tokens scheduler::try_acquire(std::size_t r, std::uint64_t bytes, priority p,
+                                       const std::shared_ptr<bandwidth_semaphore>& budget) {
+  entry& e = at(r);
+  resource_tokens t;
+  if (budget) {
+    t.budget_ = budget->try_acquire(bytes, p);
+    if (!t.budget_) return {};
     t.budget_owner_ = budget;
   }
   if (e.local) {
-    t.held_ = get(*e.local);
+    auto g = e.local->try_acquire(bytes, p);
+    if (!g) return {};
+    t.held_ = std::move(g);
   } else {
-    t.held_ = get(*e.shared);
+    auto g = e.shared->try_acquire(bytes, p);
+    if (!g) return {};
+    t.held_ = std::move(g);
   }
-  {
-    std::lock_guard lock(e.mutex);
-    e.granted_bytes[i] += bytes;
-    ++e.grants[i];
-    if (wait) ++e.waits[i];
-    e.thr.note_active(p, now());
-  }
-  if (waited) *waited = wait;
+  t.bytes_ = bytes;
+  granted(e, p, bytes, false);
   return t;
+}
+
+void scheduler::granted(entry& e, priority p, std::uint64_t bytes, bool waited) {
+  const auto i = static_cast<std::size_t>(p);
+  std::lock_guard lock(e.mutex);
+  e.granted_bytes[i] += bytes;
+  ++e.grants[i];
+  if (waited) ++e.waits[i];
+  e.thr.note_active(p, now());
 }
 
 throttle_action scheduler::admit(std::size_t r, priority p, bool fallback_possible,
@@ -225,10 +251,11 @@ throttle_action scheduler::admit(std::size_t r, priority p, bool fallback_possib
   }
 }
 
-void scheduler::release_when(std::function<bool()> ready, resource_tokens tokens, std::size_t r) {
+void scheduler::release_when(std::function<bool()> ready, resource_tokens tokens, std::size_t r,
+                             const void* order) {
   {
     std::lock_guard lock(pending_mutex_);
-    pending_.push_back({std::move(ready), std::move(tokens), r});
+    pending_.push_back({std::move(ready), std::move(tokens), r, order});
   }
   pending_cv_.notify_one();
 }
@@ -244,22 +271,30 @@ void scheduler::reap() {
   // Short sleeps between polls: the default timer slack (50 us) would add to every release.
   ::prctl(PR_SET_TIMERSLACK, 1000UL, 0UL, 0UL, 0UL);
   std::vector<pending_release> work;
+  std::vector<const void*> busy;  // orders whose oldest work is not done yet
+  auto progress = std::chrono::steady_clock::now();  // the last completion or new work
   std::unique_lock lock(pending_mutex_);
   for (;;) {
     pending_cv_.wait(lock, [&] { return stop_ || !pending_.empty() || !work.empty(); });
     if (stop_ && pending_.empty() && work.empty()) return;
+    if (!pending_.empty()) progress = std::chrono::steady_clock::now();
     std::move(pending_.begin(), pending_.end(), std::back_inserter(work));
     pending_.clear();
     reaping_ = work.size();
     lock.unlock();
     std::size_t released = 0;
+    busy.clear();
     for (auto& w : work) {
+      if (w.order != nullptr && std::find(busy.begin(), busy.end(), w.order) != busy.end()) continue;
       bool done = true;
       try {
         done = w.ready();
       } catch (...) {  // the transfer that owns the work reports the failure
       }
-      if (!done) continue;
+      if (!done) {
+        if (w.order != nullptr) busy.push_back(w.order);
+        continue;
+      }
       const std::uint64_t bytes = w.tokens.bytes();
       w.tokens.release();
       w.ready = nullptr;
@@ -270,7 +305,16 @@ void scheduler::reap() {
       }
     }
     std::erase_if(work, [](const pending_release& w) { return !w.ready; });
-    if (released == 0) std::this_thread::sleep_for(std::chrono::microseconds(5));
+    // Polls without pause while device work completes (a waiter may be spinning for the
+    // tokens); after `spin` without a completion, every 20 us.
+    const auto now = std::chrono::steady_clock::now();
+    if (released > 0) {
+      progress = now;
+    } else if (now - progress < options_.spin) {
+      std::this_thread::yield();
+    } else {
+      std::this_thread::sleep_for(std::chrono::microseconds(20));
+    }
     lock.lock();
     reaping_ = work.size();
   }

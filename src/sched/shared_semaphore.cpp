@@ -203,20 +203,23 @@ void shared_semaphore::remove(const std::string& name) noexcept {
 
 std::uint64_t shared_semaphore::capacity() const noexcept { return state_->capacity; }
 
-void shared_semaphore::lock() {
-  const int r = pthread_mutex_lock(&state_->mutex);
+void shared_semaphore::lock(std::chrono::steady_clock::time_point spin_until) {
+  // Spinning on trylock first: a contended robust mutex puts its waiters to sleep in the
+  // kernel, and a thread that spins for its tokens must not sleep there either.
+  int r = pthread_mutex_trylock(&state_->mutex);
+  while (r == EBUSY && std::chrono::steady_clock::now() < spin_until) {
+    std::this_thread::yield();
+    r = pthread_mutex_trylock(&state_->mutex);
+  }
+  if (r == EBUSY) r = pthread_mutex_lock(&state_->mutex);
   if (r == EOWNERDEAD) {
     pthread_mutex_consistent(&state_->mutex);  // its holder died inside; its slots are reclaimed
   } else if (r != 0) {
     throw io_error(r, fmt::format("shared_semaphore {}: cannot lock", name_));
   }
-  // Looking for dead processes reads /proc for each one: at most once per `poll` (a waiter
-  // wakes that often), at once when the lock's last owner died.
-  const auto now = std::chrono::steady_clock::now();
-  if (r == EOWNERDEAD || now - last_reclaim_ >= options_.poll) {
-    last_reclaim_ = now;
-    reclaim_dead();
-  }
+  // Looking for dead processes reads /proc for each one, under the lock: here only when the
+  // lock's last owner died; else by a waiter that has waited `poll` (see try_acquire_for).
+  if (r == EOWNERDEAD) reclaim_dead();
 }
 
 void shared_semaphore::reclaim_dead() {
@@ -267,8 +270,9 @@ void shared_semaphore::release(int slot) noexcept {
   pthread_mutex_unlock(&state_->mutex);
 }
 
-shared_token shared_semaphore::acquire(std::uint64_t bytes, priority p) {
-  return try_acquire_for(bytes, p, std::chrono::nanoseconds::max());
+shared_token shared_semaphore::acquire(std::uint64_t bytes, priority p,
+                                       std::chrono::nanoseconds spin) {
+  return try_acquire_for(bytes, p, std::chrono::nanoseconds::max(), spin);
 }
 
 shared_token shared_semaphore::try_acquire(std::uint64_t bytes, priority p) {
@@ -276,12 +280,15 @@ shared_token shared_semaphore::try_acquire(std::uint64_t bytes, priority p) {
 }
 
 shared_token shared_semaphore::try_acquire_for(std::uint64_t bytes, priority p,
-                                               std::chrono::nanoseconds timeout) {
+                                               std::chrono::nanoseconds timeout,
+                                               std::chrono::nanoseconds spin) {
   const auto pi = static_cast<std::size_t>(p);
+  const auto start = std::chrono::steady_clock::now();
   const auto deadline = timeout == std::chrono::nanoseconds::max()
                             ? std::chrono::steady_clock::time_point::max()
-                            : std::chrono::steady_clock::now() + timeout;
-  lock();
+                            : start + timeout;
+  const auto spin_until = start + std::min(spin, timeout);
+  lock(spin_until);
   state& s = *state_;
   bytes = std::min(bytes, s.capacity);
   auto free_holder = [&] {
@@ -352,7 +359,12 @@ shared_token shared_semaphore::try_acquire_for(std::uint64_t bytes, priority p,
   }
   if (idle && now_vt >= 0) s.virtual_time[pi] = std::max(s.virtual_time[pi], now_vt);
   s.waiters[me] = {self(), bytes, s.next_ticket++, static_cast<std::uint32_t>(pi)};
+  auto looked = start;  // for holders that died without a word
   for (;;) {
+    if (const auto t = std::chrono::steady_clock::now(); t - looked >= options_.poll) {
+      looked = t;
+      reclaim_dead();
+    }
     if (head() == me && s.in_flight + bytes <= s.capacity && free_holder() >= 0) {
       s.waiters[me] = waiter{};
       shared_token t = grant();
@@ -377,6 +389,14 @@ shared_token shared_semaphore::try_acquire_for(std::uint64_t bytes, priority p,
     ts.tv_nsec = static_cast<long>(ns % 1'000'000'000);
     const std::uint32_t seen = s.changed.load();
     pthread_mutex_unlock(&s.mutex);
+    // Spinning first: tokens released by a polling thread come back faster than a sleeper wakes.
+    while (s.changed.load() == seen && std::chrono::steady_clock::now() < spin_until) {
+      std::this_thread::yield();
+    }
+    if (s.changed.load() != seen) {
+      lock(spin_until);
+      continue;
+    }
     ::syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(&s.changed), FUTEX_WAIT_BITSET, seen,
               &ts, nullptr, FUTEX_BITSET_MATCH_ANY);
     lock();

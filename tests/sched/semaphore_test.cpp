@@ -81,6 +81,39 @@ TEST_CASE("semaphore: blocking, timed and asynchronous acquires", "[sched]") {
   CHECK(s.stats().in_flight == 50);
 }
 
+TEST_CASE("semaphore: spinning waiters get their tokens, sleep after the spin, and time out",
+          "[sched]") {
+  bandwidth_semaphore s(100);
+  token_guard held = s.acquire(80);
+  // Released while the waiter spins.
+  std::atomic<bool> got{false};
+  std::thread t([&] { got = s.acquire(50, priority::critical, 1s).bytes() == 50; });
+  std::this_thread::sleep_for(5ms);
+  CHECK_FALSE(got);
+  held.release();
+  t.join();
+  CHECK(got);
+  // Released long after a short spin: the waiter sleeps and is woken.
+  held = s.acquire(80);
+  got = false;
+  std::thread u([&] { got = s.acquire(50, priority::normal, 100us).bytes() == 50; });
+  std::this_thread::sleep_for(20ms);
+  CHECK_FALSE(got);
+  held.release();
+  u.join();
+  CHECK(got);
+  // A spin longer than the timeout ends with it, and leaves the queue clean.
+  held = s.acquire(80);
+  const auto start = std::chrono::steady_clock::now();
+  CHECK_FALSE(s.try_acquire_for(50, priority::normal, 10ms, 1s));
+  const auto took = std::chrono::steady_clock::now() - start;
+  CHECK(took >= 10ms);
+  CHECK(took < 500ms);
+  CHECK(s.stats().waiting == 0);
+  held.release();
+  CHECK(s.try_acquire(100));
+}
+
 TEST_CASE("semaphore: the head of a queue is not passed by smaller requests", "[sched]") {
   bandwidth_semaphore s(100);
   token_guard held = s.acquire(60);
@@ -193,9 +226,9 @@ TEST_CASE("semaphore: threads acquiring every way at once", "[sched]") {
         const auto p = static_cast<priority>(rng() % 3);
         token_guard g;
         switch (rng() % 4) {
-          case 0: g = s.acquire(bytes, p); break;
+          case 0: g = s.acquire(bytes, p, i % 2 == 0 ? 50us : 0us); break;
           case 1: g = s.try_acquire(bytes, p); break;
-          case 2: g = s.try_acquire_for(bytes, p, 100us); break;
+          case 2: g = s.try_acquire_for(bytes, p, 100us, i % 3 == 0 ? 200us : 0us); break;
           default:
             ++async_asked;
             s.acquire_async(bytes, p, [&](token_guard a) {

@@ -74,6 +74,27 @@ TEST_CASE("shared semaphore: one budget for every handle", "[sched]") {
   CHECK(std::chrono::steady_clock::now() - start >= 30ms);
   u = shared_token{};
   CHECK(a.in_flight() == 0);
+
+  // Spinning waiters: released during the spin, released after a short spin has ended, and a
+  // spin longer than the timeout.
+  t = a.acquire(900);
+  std::thread spinner([&] { u = b.acquire(500, priority::critical, 1s); });
+  std::this_thread::sleep_for(5ms);
+  CHECK(a.in_flight() == 900);
+  t.release();
+  spinner.join();
+  CHECK(u.bytes() == 500);
+  std::thread sleeper([&] { t = b.acquire(600, priority::normal, 100us); });
+  std::this_thread::sleep_for(20ms);
+  CHECK(a.in_flight() == 500);
+  u.release();
+  sleeper.join();
+  CHECK(t.bytes() == 600);
+  const auto from = std::chrono::steady_clock::now();
+  CHECK_FALSE(a.try_acquire_for(700, priority::normal, 10ms, 1s));
+  CHECK(std::chrono::steady_clock::now() - from < 500ms);
+  t.release();
+  CHECK(a.in_flight() == 0);
   shared_semaphore::remove(name);
 }
 

@@ -97,12 +97,16 @@ class bandwidth_semaphore {
   [[nodiscard]] std::uint64_t capacity() const noexcept { return capacity_; }
 
   /// @brief Blocks until `bytes` tokens are granted. A request larger than the capacity is
-  /// granted the whole capacity's worth once nothing else is in flight.
-  token_guard acquire(std::uint64_t bytes, priority p = priority::normal);
+  /// granted the whole capacity's worth once nothing else is in flight. A waiter spins (yielding
+  /// the CPU) for up to `spin` before it sleeps: tokens released by a polling thread come back
+  /// faster than a sleeping thread wakes.
+  token_guard acquire(std::uint64_t bytes, priority p = priority::normal,
+                      std::chrono::nanoseconds spin = {});
   /// @brief The tokens if they are free now and nobody waits ahead; else an empty guard.
   token_guard try_acquire(std::uint64_t bytes, priority p = priority::normal);
   /// @brief As acquire(), giving up (an empty guard) after `timeout`.
-  token_guard try_acquire_for(std::uint64_t bytes, priority p, std::chrono::nanoseconds timeout);
+  token_guard try_acquire_for(std::uint64_t bytes, priority p, std::chrono::nanoseconds timeout,
+                              std::chrono::nanoseconds spin = {});
   /// @brief Calls `granted` with the guard once the tokens are granted: at once, on this
   /// thread, when they are free; else on the thread whose release frees them. `granted` must
   /// not block.

@@ -86,6 +86,11 @@ struct scheduler_options {
   /// Non-empty: each resource's semaphore is the shared_semaphore "<shared_name>-<resource>"
   /// (characters other than letters and digits made '-'), shared with every process using it.
   std::string shared_name;
+  /// How long an acquire that asks to spin (a critical or normal transfer waiting for link
+  /// tokens) spins before it sleeps, and how long the scheduler's thread polls device work
+  /// without pause after the last completion: tokens of device work come back when that thread
+  /// sees it done, and a sleeping thread takes tens of microseconds, at times hundreds, to wake.
+  std::chrono::microseconds spin{1000};
   semaphore_options semaphore;
   throttle_options throttle;
   monitor_options monitor;
@@ -134,18 +139,26 @@ class scheduler {
   [[nodiscard]] std::string name(std::size_t r) const;
 
   /// @brief Blocks until `bytes` tokens of resource `r` are granted at priority `p` (first
-  /// those of `budget`, when given). `waited` (optional) is set when it had to wait.
+  /// those of `budget`, when given). `waited` (optional) is set when it had to wait. With
+  /// `spin`, a wait for `r` spins for up to options().spin before it sleeps.
   resource_tokens acquire(std::size_t r, std::uint64_t bytes, priority p,
                           const std::shared_ptr<bandwidth_semaphore>& budget = nullptr,
-                          bool* waited = nullptr);
+                          bool* waited = nullptr, bool spin = false);
+  /// @brief The tokens if they (and those of `budget`) are free now and nobody waits ahead;
+  /// else none (bytes() == 0).
+  resource_tokens try_acquire(std::size_t r, std::uint64_t bytes, priority p,
+                              const std::shared_ptr<bandwidth_semaphore>& budget = nullptr);
   /// @brief The throttle's decision for the next chunk of work at `p` on `r`. A background
   /// chunk told to wait sleeps here, while the decision stands, for at most `max_delay`, then
   /// goes in smaller chunks (`smaller_chunks` is returned and `*delayed` set). Counted.
   throttle_action admit(std::size_t r, priority p, bool fallback_possible = false,
                         bool* delayed = nullptr);
   /// @brief Gives `tokens` back once `ready()` is true (polled by the scheduler's thread; a
-  /// `ready` that throws counts as done), and records their bytes as moved on `r`.
-  void release_when(std::function<bool()> ready, resource_tokens tokens, std::size_t r);
+  /// `ready` that throws counts as done), and records their bytes as moved on `r`. Work with
+  /// the same non-null `order` (a stream) completes in the order it was given here: while one
+  /// is not ready, the later ones are not asked.
+  void release_when(std::function<bool()> ready, resource_tokens tokens, std::size_t r,
+                    const void* order = nullptr);
   /// @brief `bytes` moved on `r` just now (for the monitor).
   void record(std::size_t r, std::uint64_t bytes);
 
@@ -161,8 +174,10 @@ class scheduler {
     std::function<bool()> ready;
     resource_tokens tokens;
     std::size_t r;
+    const void* order;
   };
   entry& at(std::size_t r) const;
+  void granted(entry& e, priority p, std::uint64_t bytes, bool waited);
   std::chrono::nanoseconds now() const;
   void reap();
 

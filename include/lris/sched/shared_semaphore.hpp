@@ -22,7 +22,8 @@ namespace lris::sched {
 struct shared_semaphore_options {
   /// Relative shares of the priorities; used by the process that creates the segment.
   unsigned weight[priority_count] = {64, 8, 1};
-  /// How often a waiter looks for tokens of processes that died.
+  /// How long a waiter waits before it looks for tokens of processes that died, and how often
+  /// it looks again while it waits.
   std::chrono::milliseconds poll{20};
 };
 
@@ -69,22 +70,26 @@ class shared_semaphore {
   /// @brief Tokens of dead processes reclaimed by this process so far.
   [[nodiscard]] std::uint64_t reclaimed_bytes() const noexcept { return reclaimed_; }
 
-  shared_token acquire(std::uint64_t bytes, priority p = priority::normal);
+  /// @brief As bandwidth_semaphore's: a waiter spins (yielding) for up to `spin` before it
+  /// sleeps.
+  shared_token acquire(std::uint64_t bytes, priority p = priority::normal,
+                       std::chrono::nanoseconds spin = {});
   shared_token try_acquire(std::uint64_t bytes, priority p = priority::normal);
-  shared_token try_acquire_for(std::uint64_t bytes, priority p, std::chrono::nanoseconds timeout);
+  shared_token try_acquire_for(std::uint64_t bytes, priority p, std::chrono::nanoseconds timeout,
+                               std::chrono::nanoseconds spin = {});
 
  private:
   friend class shared_token;
   struct state;
   void release(int slot) noexcept;
-  void lock();
+  /// Locks the segment, spinning on it until `spin_until` before it sleeps.
+  void lock(std::chrono::steady_clock::time_point spin_until = {});
   void reclaim_dead();
 
   std::string name_;
   state* state_ = nullptr;
   shared_semaphore_options options_;
   std::uint64_t reclaimed_ = 0;
-  std::chrono::steady_clock::time_point last_reclaim_{};
 };
 
 }  // namespace lris::sched
