@@ -144,6 +144,48 @@ TEST_CASE("scheduler: a waiting acquire is counted, and the destructor waits for
   CHECK(polls.load() > 20);
 }
 
+TEST_CASE("scheduler: try_acquire takes only free tokens, the budget's too") {
+  scheduler s(with_ceiling(4.0));  // 1 MB
+  const auto r = s.resource(h2d);
+  auto t = s.try_acquire(r, 600'000, priority::normal);
+  CHECK(t.bytes() == 600'000);
+  CHECK(s.try_acquire(r, 600'000, priority::critical).bytes() == 0);  // 400 kB left
+  CHECK(s.status(r).in_flight == 600'000);
+  auto budget = std::make_shared<sched::bandwidth_semaphore>(100'000);
+  auto small = s.try_acquire(r, 50'000, priority::normal, budget);
+  CHECK(small.bytes() == 50'000);
+  CHECK(s.try_acquire(r, 60'000, priority::normal, budget).bytes() == 0);  // over the budget
+  CHECK(budget->stats().in_flight == 50'000);
+  CHECK(s.status(r).in_flight == 650'000);
+  t.release();
+  small.release();
+  CHECK(budget->stats().in_flight == 0);
+  const auto st = s.status(r);
+  CHECK(st.in_flight == 0);
+  CHECK(st.grants[1] == 2);
+  CHECK(st.waits[1] == 0);
+}
+
+TEST_CASE("scheduler: work of one order is asked after the work before it is done") {
+  scheduler s(with_ceiling(4.0));
+  const auto r = s.resource(h2d);
+  const int stream = 0, other = 0;  // addresses as orders
+  std::atomic<bool> first_done{false};
+  std::atomic<int> second_asked{0}, other_asked{0};
+  s.release_when([&] { return first_done.load(); }, s.acquire(r, 100, priority::normal), r, &stream);
+  s.release_when([&] { return ++second_asked > 0; }, s.acquire(r, 100, priority::normal), r, &stream);
+  s.release_when([&] { return ++other_asked > 0; }, s.acquire(r, 100, priority::normal), r, &other);
+  for (int i = 0; i < 1000 && other_asked == 0; ++i) std::this_thread::sleep_for(1ms);
+  std::this_thread::sleep_for(5ms);
+  CHECK(other_asked > 0);  // another order goes on
+  CHECK(second_asked == 0);  // not asked while the first of its order is not done
+  CHECK(s.status(r).in_flight == 200);
+  first_done = true;
+  for (int i = 0; i < 1000 && s.pending() > 0; ++i) std::this_thread::sleep_for(1ms);
+  CHECK(second_asked > 0);
+  CHECK(s.status(r).in_flight == 0);
+}
+
 TEST_CASE("scheduler: a shared name gives schedulers one budget") {
   scheduler_options o = with_ceiling(4.0);
   o.shared_name = "lris-test-sched-" + std::to_string(::getpid());
@@ -217,6 +259,50 @@ TEST_CASE("pipelines: transfers never exceed the budget and land byte-exact") {
     be.deallocate_device(dev[i], n);
     be.deallocate_pinned(pin[i], n);
   }
+}
+
+TEST_CASE("pipelines: a copy whose tokens are free starts at once; one that must wait goes on "
+          "when they come back") {
+  auto s = std::make_shared<scheduler>(with_ceiling(8.0));  // 2 MB in flight, 1 MiB pieces
+  auto p = make_pipe(s);
+  const auto link = s->resource(h2d);
+  buffer<pinned_allocator<host_backend>> src(4 * MiB);
+  buffer<device_allocator<host_backend>> dst(4 * MiB);
+  std::memset(src.data(), 0x3d, src.size());
+  const auto exact = [&](std::size_t n, std::byte b) {
+    return std::all_of(dst.data(), dst.data() + n, [b](std::byte x) { return x == b; });
+  };
+  // Fits the free tokens: every piece queued by copy() itself.
+  auto st = p.copy(dst.span().subspan(0, MiB), src.span().subspan(0, MiB),
+                   {.priority = priority::critical}).wait();
+  CHECK(st.path == transfer_path::direct);
+  CHECK(st.token_waits == 0);
+  CHECK(exact(MiB, std::byte(0x3d)));
+  // Every token held elsewhere: copy() queues nothing and returns; the rest waits for them.
+  std::memset(src.data(), 0x4e, src.size());
+  std::memset(dst.data(), 0, dst.size());
+  auto held = s->acquire(link, s->capacity(link), priority::background);
+  auto t = p.copy(dst.span(), src.span());
+  std::this_thread::sleep_for(20ms);
+  CHECK_FALSE(t.poll());
+  CHECK(exact(4 * MiB, std::byte(0)));  // nothing moved
+  held.release();
+  st = t.wait();  // goes on with the rest on this thread, unless a pool thread has begun it
+  CHECK(st.token_waits > 0);
+  CHECK(st.bytes == 4 * MiB);
+  CHECK(exact(4 * MiB, std::byte(0x4e)));
+  // Nobody waits: a pool thread goes on when the tokens come back.
+  std::memset(src.data(), 0x5f, src.size());
+  held = s->acquire(link, s->capacity(link), priority::background);
+  t = p.copy(dst.span(), src.span());
+  std::this_thread::sleep_for(5ms);
+  held.release();
+  for (int i = 0; i < 5000 && !t.poll(); ++i) std::this_thread::sleep_for(1ms);
+  CHECK(t.poll());
+  CHECK(t.wait().bytes == 4 * MiB);
+  CHECK(exact(4 * MiB, std::byte(0x5f)));
+  for (int i = 0; i < 1000 && s->pending() > 0; ++i) std::this_thread::sleep_for(1ms);
+  CHECK(s->status(link).in_flight == 0);
 }
 
 TEST_CASE("pipelines: a transfer's own budget caps its bytes in flight") {

@@ -625,7 +625,8 @@ class pipeline {
                     std::byte* d, const std::byte* s, std::size_t bytes, const transfer_plan& p,
                     const transfer_options& opts) {
     if (core_->scheduler && kind != copy_kind::device_to_device) {
-      // Coordinated: in pieces on a pool thread, each piece waiting for its link tokens.
+      // Coordinated: in pieces, each after its link tokens are granted; those whose tokens
+      // are free now from here, the rest from a pool thread.
       auto job = std::make_shared<detail::paced_copy_job<Backend, Allocator>>();
       core_->pace(job->pace, kind, opts);
       job->state = state;
@@ -640,6 +641,33 @@ class pipeline {
       state->stats.streams = 1;
       state->stats.chunk_bytes = job->piece;
       state->stats.chunks = (bytes + job->piece - 1) / job->piece;
+      bool all = false;
+      try {
+        all = job->lead();
+      } catch (...) {
+        state->fail(std::current_exception());
+      }
+      if (all) {
+        // Every piece is queued: the transfer completes with the last, as a single copy does.
+        try {
+          auto done = core_->events->take();
+          core_->backend.record(*done, job->stream());
+          std::function<void()> wait = [core = core_, done] { core->backend.synchronize(*done); };
+          std::function<bool()> ready = [core = core_, done] { return core->backend.query(*done); };
+          state->stats.path = job->path();
+          job->pace.report(state->stats);
+          state->device_wait = std::move(wait);
+          state->device_ready = std::move(ready);
+          return;
+        } catch (...) {
+          state->fail(std::current_exception());
+        }
+      }
+      // A pool thread goes on with the rest, unless a thread that waits for the transfer
+      // takes it first (the job does not keep the state's hold on it alive).
+      state->help = [weak = std::weak_ptr(job)] {
+        if (auto j = weak.lock()) j->run();
+      };
       detail::thread_pool::shared().submit([job] { job->run(); });
       return;
     }

@@ -40,12 +40,19 @@ struct pacing {
     decisions[static_cast<std::size_t>(a)].fetch_add(1, std::memory_order_relaxed);
     return a;
   }
-  /// @brief Tokens for `bytes` on `r` (blocking).
+  /// @brief Tokens for `bytes` on `r` (blocking). Critical and normal work waiting for link
+  /// tokens spins a while first: they come back as the scheduler's thread sees device work
+  /// done, sooner than a sleeping thread would wake.
   sched::resource_tokens take(std::size_t r, std::uint64_t bytes) {
     bool waited = false;
-    auto t = sched->acquire(r, bytes, prio, budget, &waited);
+    const bool spin = r == link && prio != sched::priority::background;
+    auto t = sched->acquire(r, bytes, prio, budget, &waited, spin);
     if (waited) waits.fetch_add(1, std::memory_order_relaxed);
     return t;
+  }
+  /// @brief Tokens for `bytes` on `r` if they are free now; else none (bytes() == 0).
+  sched::resource_tokens try_take(std::size_t r, std::uint64_t bytes) {
+    return sched->try_acquire(r, bytes, prio, budget);
   }
   /// @brief The size of the next piece of at most `left` bytes, planned as `planned`, after the
   /// throttle's decision (a background piece may first wait here).
@@ -147,7 +154,8 @@ struct pacing {
     backend.record(*ev, stream);
     // A copy of the backend, not the pipeline: the scheduler's thread must never hold the
     // last reference to a pipeline (whose scheduler it may be).
-    sched->release_when([be = backend, ev]() mutable { return be.query(*ev); }, std::move(t), r);
+    sched->release_when([be = backend, ev]() mutable { return be.query(*ev); }, std::move(t), r,
+                        &stream);
   }
 
   /// @brief The transfer's share of the counts, into its stats.

@@ -41,6 +41,10 @@ struct transfer_state {
   std::function<void()> device_wait;   // blocks until the device work is done; may throw
   std::function<bool()> device_ready;  // never blocks
   std::mutex completion_mutex;         // one thread completes; others then see `finished`
+  // Work that a waiter does itself before it waits, if no pool thread has begun it: the rest
+  // of a transfer, which then needs no thread to wake, neither to go on nor to say it is done.
+  // Set before the transfer is handed out.
+  std::function<void()> help;
 
   /// @brief For device transfers: completes the transfer if its event is done (or, with
   /// `block`, once it is). True when the transfer has finished.
@@ -88,6 +92,7 @@ struct transfer_state {
       complete_device(true);
       return;
     }
+    if (help) help();
     if (spin_until([&] { return finished_flag.load(std::memory_order_acquire); })) return;
     std::unique_lock lock(mutex);
     cv.wait(lock, [&] { return finished; });
