@@ -35,6 +35,7 @@ struct bench_options {
   bool verbose = false;
   bool contention = false;
   unsigned contention_samples = 200;
+  unsigned contention_in_flight_us = 0;
   // The second process of the two-process contention modes (internal).
   std::string child_backend, child_shared;
   double child_ceiling = 0, child_seconds = 0;
@@ -202,6 +203,10 @@ command add_bench(CLI::App& app) {
                "link, without and with the scheduler, in one process and in two");
   app.add_option("--contention-samples", o->contention_samples, "critical transfers per mode")
       ->check(CLI::PositiveNumber);
+  app.add_option("--contention-in-flight-us", o->contention_in_flight_us,
+                 "the scheduler's work in flight per resource, in microseconds (its budget is "
+                 "the link's ceiling times this; default 250)")
+      ->check(CLI::PositiveNumber);
   auto* child = app.add_option("--contention-child", o->child_backend)->group("");
   app.add_option("--contention-shared", o->child_shared)->group("");
   app.add_option("--contention-ceiling", o->child_ceiling)->group("");
@@ -217,6 +222,7 @@ command add_bench(CLI::App& app) {
     if (o->contention) {
       contention_options c;
       c.samples = o->contention_samples;
+      c.in_flight = std::chrono::microseconds(o->contention_in_flight_us);
       c.tty = o->verbose || (!o->json && ::isatty(STDERR_FILENO) == 1);
       const nlohmann::json j = contention_bench(c);
       if (o->json) {

@@ -203,8 +203,10 @@ void remove_shared(const std::string& name, const Backend& be) {
 template <class Backend>
 std::shared_ptr<sched::scheduler> make_scheduler(const Backend& be, double ceiling,
                                                  const std::string& shared = "",
-                                                 const sched::throttle_options& throttle = {}) {
+                                                 const sched::throttle_options& throttle = {},
+                                                 std::chrono::microseconds in_flight = {}) {
   sched::scheduler_options so;
+  if (in_flight.count() > 0) so.in_flight = in_flight;
   so.ceilings[sched::link_resource(fmt::format("{}:{}", Backend::name, be.device()), true)] = ceiling;
   so.shared_name = shared;
   so.throttle = throttle;
@@ -244,7 +246,7 @@ nlohmann::json run_two_process(Backend be, const std::string& shared, double cei
   std::shared_ptr<sched::scheduler> s;
   if (!shared.empty()) {
     remove_shared(shared, be);  // a segment left by an earlier run keeps its capacity
-    s = make_scheduler(be, ceiling, shared);
+    s = make_scheduler(be, ceiling, shared, {}, o.in_flight);  // the segment's creator
   }
   auto pipe = make_pipe(be, s);
   (void)pipe->copy(crit.dst.span(), crit.src.span()).wait();
@@ -325,9 +327,12 @@ nlohmann::json run_all(Backend be, const contention_options& o) {
                    {"background_bytes_each", o.background_bytes},
                    {"background_transfers", o.background},
                    {"link_ceiling_gbps", ceiling},
+                   {"in_flight_us", o.in_flight.count() > 0
+                                        ? o.in_flight.count()
+                                        : sched::scheduler_options{}.in_flight.count()},
                    {"ceiling_note", "one DMA of the critical buffer, pinned -> device, this run"}};
   auto coordinated = [&](const sched::throttle_options& t) {
-    return make_scheduler(be, ceiling, "", t);
+    return make_scheduler(be, ceiling, "", t, o.in_flight);
   };
   say("critical transfers alone");
   j["alone_uncoordinated"] = run_mode(be, nullptr, o, crit, false);

@@ -3,6 +3,7 @@
 // background transfers saturate the same link, with and without the scheduler's tokens, in one
 // process and across two.
 
+#include <chrono>
 #include <cstddef>
 #include <string>
 
@@ -15,6 +16,7 @@ struct contention_options {
   std::size_t background_bytes = std::size_t{64} << 20;  // each background copy
   unsigned background = 4;                               // background threads
   unsigned samples = 200;                                // critical transfers per mode
+  std::chrono::microseconds in_flight{0};  // the scheduler's in_flight; 0: its default
   bool two_process = true;
   bool tty = false;
 };
