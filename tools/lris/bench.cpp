@@ -258,6 +258,8 @@ command add_bench(CLI::App& app) {
     if (o->json) {
       nlohmann::json j{{"tables", nlohmann::json::array()}};
       for (const auto& t : tables) j["tables"].push_back(table_json(t));
+      // The process's scheduler, which coordinated every row: its tokens and decisions.
+      j["scheduler"] = status_json(*sched::scheduler::process_default());
       fmt::print("{}\n", j.dump(2));
     } else {
       for (const auto& t : tables) print_table(t);

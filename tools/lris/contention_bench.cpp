@@ -166,28 +166,6 @@ nlohmann::json latency_json(const latency_run& r) {
                         {"fallback_path", r.throttle[sched::throttle_action::fallback_path]}}}};
 }
 
-nlohmann::json status_json(sched::scheduler& s) {
-  nlohmann::json j = nlohmann::json::array();
-  for (const auto& r : s.status()) {
-    nlohmann::json e{{"name", r.name},
-                     {"capacity_bytes", r.capacity},
-                     {"ceiling_gbps", r.ceiling_gbps},
-                     {"bytes", r.bytes},
-                     {"shared", r.shared},
-                     {"congested_episodes", r.throttle.congested_episodes}};
-    for (std::size_t a = 0; a < sched::throttle_action_count; ++a) {
-      e["decisions"][std::string(to_string(static_cast<sched::throttle_action>(a)))] =
-          r.throttle.decisions[a];
-    }
-    for (std::size_t p = 0; p < sched::priority_count; ++p) {
-      const auto name = std::string(to_string(static_cast<sched::priority>(p)));
-      e["grants"][name] = r.grants[p];
-      e["waits"][name] = r.waits[p];
-    }
-    j.push_back(std::move(e));
-  }
-  return j;
-}
 
 // Removes the shared segments of every resource a pipeline of `be` registers.
 template <class Backend>
@@ -398,6 +376,29 @@ int child_run(Backend be, const std::string& shared, double ceiling, unsigned n,
 }
 
 }  // namespace
+
+nlohmann::json status_json(sched::scheduler& s) {
+  nlohmann::json j = nlohmann::json::array();
+  for (const auto& r : s.status()) {
+    nlohmann::json e{{"name", r.name},
+                     {"capacity_bytes", r.capacity},
+                     {"ceiling_gbps", r.ceiling_gbps},
+                     {"bytes", r.bytes},
+                     {"shared", r.shared},
+                     {"congested_episodes", r.throttle.congested_episodes}};
+    for (std::size_t a = 0; a < sched::throttle_action_count; ++a) {
+      e["decisions"][std::string(to_string(static_cast<sched::throttle_action>(a)))] =
+          r.throttle.decisions[a];
+    }
+    for (std::size_t p = 0; p < sched::priority_count; ++p) {
+      const auto name = std::string(to_string(static_cast<sched::priority>(p)));
+      e["grants"][name] = r.grants[p];
+      e["waits"][name] = r.waits[p];
+    }
+    j.push_back(std::move(e));
+  }
+  return j;
+}
 
 nlohmann::json contention_bench(const contention_options& o) {
 #if LRIS_HAS_CUDA()

@@ -9,6 +9,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include <lris/sched/scheduler.hpp>
+
 namespace lris::tool {
 
 struct contention_options {
@@ -20,6 +22,10 @@ struct contention_options {
   bool two_process = true;
   bool tty = false;
 };
+
+/// Each of a scheduler's resources: capacity, ceiling, bytes moved, grants and waits by
+/// priority, and the throttle's decisions.
+nlohmann::json status_json(sched::scheduler& s);
 
 /// Runs every mode on CUDA device 0 when there is one, else on the host backend (whose
 /// "device" memory is host memory: the same code, a demonstration rather than a measurement
