@@ -36,6 +36,7 @@ struct bench_options {
   bool contention = false;
   unsigned contention_samples = 200;
   unsigned contention_in_flight_us = 0;
+  std::string contention_direction = "h2d";
   // The second process of the two-process contention modes (internal).
   std::string child_backend, child_shared;
   double child_ceiling = 0, child_seconds = 0;
@@ -158,9 +159,10 @@ nlohmann::json table_json(const bench_table& t) {
 
 // The contention modes as a table: latency of the critical transfer and aggregate throughput.
 void print_contention(const nlohmann::json& j) {
-  fmt::print("Contention on {}: a critical {} transfer (host -> device) every 1-3 ms while {} "
+  fmt::print("Contention on {}: a critical {} transfer ({}) every 1-3 ms while {} "
              "background transfers of {} each saturate the link.\nCeiling: {:.1f} GB/s, {}.\n\n",
              j["backend"].get<std::string>(), size_label(j["critical_bytes"].get<std::size_t>()),
+             j["direction"].get<std::string>(),
              j["background_transfers"].get<unsigned>(),
              size_label(j["background_bytes_each"].get<std::size_t>()),
              j["link_ceiling_gbps"].get<double>(), j["ceiling_note"].get<std::string>());
@@ -199,14 +201,17 @@ command add_bench(CLI::App& app) {
   app.add_flag("--verbose", o->verbose, "progress and the io engine's choices on stderr, even "
                "when it is not a terminal");
   app.add_flag("--contention", o->contention, "instead of the tables: a critical 64 MiB "
-               "host -> device transfer's latency while 4 background transfers saturate the "
-               "link, without and with the scheduler, in one process and in two");
+               "transfer's latency while 4 background transfers saturate the same link "
+               "direction, without and with the scheduler, in one process and in two");
   app.add_option("--contention-samples", o->contention_samples, "critical transfers per mode")
       ->check(CLI::PositiveNumber);
   app.add_option("--contention-in-flight-us", o->contention_in_flight_us,
                  "the scheduler's work in flight per resource, in microseconds (its budget is "
                  "the link's ceiling times this; default 250)")
       ->check(CLI::PositiveNumber);
+  app.add_option("--contention-direction", o->contention_direction,
+                 "h2d (pinned -> device, the default) or d2h (device -> pinned)")
+      ->check(CLI::IsMember({"h2d", "d2h"}));
   auto* child = app.add_option("--contention-child", o->child_backend)->group("");
   app.add_option("--contention-shared", o->child_shared)->group("");
   app.add_option("--contention-ceiling", o->child_ceiling)->group("");
@@ -217,12 +222,13 @@ command add_bench(CLI::App& app) {
       const contention_options c;
       return contention_child(o->child_backend, o->child_shared == "-" ? "" : o->child_shared,
                               o->child_ceiling, c.background, c.background_bytes, o->child_start,
-                              o->child_seconds);
+                              o->child_seconds, o->contention_direction == "h2d");
     }
     if (o->contention) {
       contention_options c;
       c.samples = o->contention_samples;
       c.in_flight = std::chrono::microseconds(o->contention_in_flight_us);
+      c.to_device = o->contention_direction == "h2d";
       c.tty = o->verbose || (!o->json && ::isatty(STDERR_FILENO) == 1);
       const nlohmann::json j = contention_bench(c);
       if (o->json) {

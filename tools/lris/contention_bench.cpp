@@ -44,14 +44,21 @@ long long now_ns() {
       .count();
 }
 
+// Pinned and device memory of one size, copied in the benchmark's direction.
 template <class Backend>
 struct pair_buffers {
-  pair_buffers(Backend& be, std::size_t n)
-      : src(n, pinned_allocator<Backend>(be)), dst(n, device_allocator<Backend>(be)) {
-    std::memset(src.data(), 0x42, n);
+  pair_buffers(Backend& be, std::size_t n, bool to_device_)
+      : pinned(n, pinned_allocator<Backend>(be)), device(n, device_allocator<Backend>(be)),
+        to_device(to_device_) {
+    std::memset(pinned.data(), 0x42, n);
   }
-  buffer<pinned_allocator<Backend>> src;
-  buffer<device_allocator<Backend>> dst;
+  template <class Pipe>
+  auto copy(Pipe& p, const transfer_options& o = {}) {
+    return to_device ? p.copy(device.span(), pinned.span(), o) : p.copy(pinned.span(), device.span(), o);
+  }
+  buffer<pinned_allocator<Backend>> pinned;
+  buffer<device_allocator<Backend>> device;
+  bool to_device;
 };
 
 template <class Backend>
@@ -69,18 +76,17 @@ template <class Backend>
 class background_load {
  public:
   background_load(Backend be, const std::shared_ptr<sched::scheduler>& s, unsigned n,
-                  std::size_t bytes)
+                  std::size_t bytes, bool to_device)
       : from_(0), to_(0) {
     for (unsigned i = 0; i < n; ++i) {
-      bufs_.push_back(std::make_unique<pair_buffers<Backend>>(be, bytes));
+      bufs_.push_back(std::make_unique<pair_buffers<Backend>>(be, bytes, to_device));
       pipes_.push_back(make_pipe(be, s));
     }
     for (unsigned i = 0; i < n; ++i) {
       threads_.emplace_back([this, i, bytes] {
         auto& b = *bufs_[i];
         while (!stop_.load()) {
-          pipes_[i]->copy(b.dst.span(), b.src.span(),
-                          {.priority = sched::priority::background}).wait();
+          b.copy(*pipes_[i], {.priority = sched::priority::background}).wait();
           const long long t = now_ns();
           if (t >= from_.load() && t < to_.load()) {
             bytes_ += bytes;
@@ -143,7 +149,7 @@ latency_run time_critical(pipeline<direct, Backend>& p, pair_buffers<Backend>& b
     std::this_thread::sleep_for(std::chrono::microseconds(pause_us(rng)));
     const auto t0 = clock_type::now();
     const transfer_stats st =
-        p.copy(b.dst.span(), b.src.span(), {.priority = sched::priority::critical}).wait();
+        b.copy(p, {.priority = sched::priority::critical}).wait();
     r.ms.push_back(std::chrono::duration<double, std::milli>(clock_type::now() - t0).count());
     r.bytes += st.bytes;
     r.throttle += st.throttle;
@@ -180,12 +186,13 @@ void remove_shared(const std::string& name, const Backend& be) {
 // A scheduler budgeting `be`'s link to the device with `ceiling` GB/s.
 template <class Backend>
 std::shared_ptr<sched::scheduler> make_scheduler(const Backend& be, double ceiling,
-                                                 const std::string& shared = "",
+                                                 bool to_device, const std::string& shared = "",
                                                  const sched::throttle_options& throttle = {},
                                                  std::chrono::microseconds in_flight = {}) {
   sched::scheduler_options so;
   if (in_flight.count() > 0) so.in_flight = in_flight;
-  so.ceilings[sched::link_resource(fmt::format("{}:{}", Backend::name, be.device()), true)] = ceiling;
+  so.ceilings[sched::link_resource(fmt::format("{}:{}", Backend::name, be.device()), to_device)] =
+      ceiling;
   so.shared_name = shared;
   so.throttle = throttle;
   return std::make_shared<sched::scheduler>(std::move(so));
@@ -197,10 +204,11 @@ nlohmann::json run_mode(Backend be, const std::shared_ptr<sched::scheduler>& s,
                         const contention_options& o, pair_buffers<Backend>& crit, bool loaded,
                         latency_run* out = nullptr) {
   auto pipe = make_pipe(be, s);
-  (void)pipe->copy(crit.dst.span(), crit.src.span()).wait();  // streams and events made
+  (void)crit.copy(*pipe).wait();  // streams and events made
   std::unique_ptr<background_load<Backend>> bg;
   if (loaded) {
-    bg = std::make_unique<background_load<Backend>>(be, s, o.background, o.background_bytes);
+    bg = std::make_unique<background_load<Backend>>(be, s, o.background, o.background_bytes,
+                                                    o.to_device);
     std::this_thread::sleep_for(std::chrono::milliseconds(100));  // saturated before timing
   }
   const long long from = now_ns();
@@ -224,10 +232,10 @@ nlohmann::json run_two_process(Backend be, const std::string& shared, double cei
   std::shared_ptr<sched::scheduler> s;
   if (!shared.empty()) {
     remove_shared(shared, be);  // a segment left by an earlier run keeps its capacity
-    s = make_scheduler(be, ceiling, shared, {}, o.in_flight);  // the segment's creator
+    s = make_scheduler(be, ceiling, o.to_device, shared, {}, o.in_flight);  // the segment's creator
   }
   auto pipe = make_pipe(be, s);
-  (void)pipe->copy(crit.dst.span(), crit.src.span()).wait();
+  (void)crit.copy(*pipe).wait();
   // The child starts timing 1.5 s from now (its start-up: a GPU context) and runs long enough
   // to cover every sample.
   const long long start = now_ns() + 1'500'000'000LL;
@@ -237,7 +245,8 @@ nlohmann::json run_two_process(Backend be, const std::string& shared, double cei
                                 "--contention-shared", shared.empty() ? "-" : shared,
                                 "--contention-ceiling", fmt::format("{}", ceiling),
                                 "--contention-start", std::to_string(start),
-                                "--contention-seconds", fmt::format("{}", seconds)};
+                                "--contention-seconds", fmt::format("{}", seconds),
+                                "--contention-direction", o.to_device ? "h2d" : "d2h"};
   std::vector<char*> argv;
   for (auto& a : args) argv.push_back(a.data());
   argv.push_back(nullptr);
@@ -283,20 +292,25 @@ nlohmann::json run_two_process(Backend be, const std::string& shared, double cei
   return j;
 }
 
+// One DMA of the buffers, in their direction.
 template <class Backend>
-double raw_h2d_gbps(Backend& be, pair_buffers<Backend>& b) {
+double raw_gbps(Backend& be, pair_buffers<Backend>& b) {
   auto stream = be.make_stream();
-  const std::size_t n = b.src.size();
+  const std::size_t n = b.pinned.size();
   return measure_gbps(n, [&] {
-    be.copy_async(b.dst.data(), b.src.data(), n, copy_kind::host_to_device, stream);
+    if (b.to_device) {
+      be.copy_async(b.device.data(), b.pinned.data(), n, copy_kind::host_to_device, stream);
+    } else {
+      be.copy_async(b.pinned.data(), b.device.data(), n, copy_kind::device_to_host, stream);
+    }
     be.synchronize(stream);
   });
 }
 
 template <class Backend>
 nlohmann::json run_all(Backend be, const contention_options& o) {
-  pair_buffers<Backend> crit(be, o.critical_bytes);
-  const double ceiling = raw_h2d_gbps(be, crit);
+  pair_buffers<Backend> crit(be, o.critical_bytes, o.to_device);
+  const double ceiling = raw_gbps(be, crit);
   auto say = [&](const char* what) {
     if (o.tty) fmt::print(stderr, "lris bench --contention: {}...\n", what);
   };
@@ -308,9 +322,10 @@ nlohmann::json run_all(Backend be, const contention_options& o) {
                    {"in_flight_us", o.in_flight.count() > 0
                                         ? o.in_flight.count()
                                         : sched::scheduler_options{}.in_flight.count()},
-                   {"ceiling_note", "one DMA of the critical buffer, pinned -> device, this run"}};
+                   {"direction", o.to_device ? "pinned -> device" : "device -> pinned"},
+                   {"ceiling_note", "one DMA of the critical buffer, in the direction, this run"}};
   auto coordinated = [&](const sched::throttle_options& t) {
-    return make_scheduler(be, ceiling, "", t, o.in_flight);
+    return make_scheduler(be, ceiling, o.to_device, "", t, o.in_flight);
   };
   say("critical transfers alone");
   j["alone_uncoordinated"] = run_mode(be, nullptr, o, crit, false);
@@ -363,10 +378,10 @@ nlohmann::json run_all(Backend be, const contention_options& o) {
 
 template <class Backend>
 int child_run(Backend be, const std::string& shared, double ceiling, unsigned n,
-              std::size_t bytes, long long start, double seconds) {
+              std::size_t bytes, long long start, double seconds, bool to_device) {
   std::shared_ptr<sched::scheduler> s;
-  if (!shared.empty()) s = make_scheduler(be, ceiling, shared);
-  background_load<Backend> bg(be, s, n, bytes);
+  if (!shared.empty()) s = make_scheduler(be, ceiling, to_device, shared);
+  background_load<Backend> bg(be, s, n, bytes, to_device);
   const long long end = start + static_cast<long long>(seconds * 1e9);
   bg.window(start, end);
   while (now_ns() < end) std::this_thread::sleep_for(std::chrono::milliseconds(5));
@@ -408,14 +423,17 @@ nlohmann::json contention_bench(const contention_options& o) {
 }
 
 int contention_child(const std::string& backend, const std::string& shared, double ceiling,
-                     unsigned background, std::size_t bytes, long long start_ns, double seconds) {
+                     unsigned background, std::size_t bytes, long long start_ns, double seconds,
+                     bool to_device) {
 #if LRIS_HAS_CUDA()
   if (backend == cuda_backend::name) {
-    return child_run(cuda_backend(0), shared, ceiling, background, bytes, start_ns, seconds);
+    return child_run(cuda_backend(0), shared, ceiling, background, bytes, start_ns, seconds,
+                     to_device);
   }
 #endif
   LRIS_EXPECTS(backend == host_backend::name, "--contention-child: unknown backend {}", backend);
-  return child_run(host_backend{}, shared, ceiling, background, bytes, start_ns, seconds);
+  return child_run(host_backend{}, shared, ceiling, background, bytes, start_ns, seconds,
+                   to_device);
 }
 
 }  // namespace lris::tool

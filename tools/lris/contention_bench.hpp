@@ -1,7 +1,7 @@
 #pragma once
-// lris bench --contention: a critical 64 MiB host -> device transfer's latency while bulk
-// background transfers saturate the same link, with and without the scheduler's tokens, in one
-// process and across two.
+// lris bench --contention: a critical 64 MiB host -> device (or device -> host) transfer's
+// latency while bulk background transfers saturate the same link direction, with and without
+// the scheduler's tokens, in one process and across two.
 
 #include <chrono>
 #include <cstddef>
@@ -19,6 +19,7 @@ struct contention_options {
   unsigned background = 4;                               // background threads
   unsigned samples = 200;                                // critical transfers per mode
   std::chrono::microseconds in_flight{0};  // the scheduler's in_flight; 0: its default
+  bool to_device = true;                    // false: device -> pinned
   bool two_process = true;
   bool tty = false;
 };
@@ -36,6 +37,7 @@ nlohmann::json contention_bench(const contention_options& o);
 /// priority from `start_ns` (steady clock) for `seconds`; prints {"bytes": N} of the copies
 /// completed inside the window. `shared` is the scheduler's shared name, empty for none.
 int contention_child(const std::string& backend, const std::string& shared, double ceiling_gbps,
-                     unsigned background, std::size_t bytes, long long start_ns, double seconds);
+                     unsigned background, std::size_t bytes, long long start_ns, double seconds,
+                     bool to_device);
 
 }  // namespace lris::tool
