@@ -37,6 +37,7 @@ struct bench_options {
   unsigned contention_samples = 200;
   unsigned contention_in_flight_us = 0;
   std::string contention_direction = "h2d";
+  long long contention_spin_us = -1;
   // The second process of the two-process contention modes (internal).
   std::string child_backend, child_shared;
   double child_ceiling = 0, child_seconds = 0;
@@ -166,8 +167,8 @@ void print_contention(const nlohmann::json& j) {
              j["background_transfers"].get<unsigned>(),
              size_label(j["background_bytes_each"].get<std::size_t>()),
              j["link_ceiling_gbps"].get<double>(), j["ceiling_note"].get<std::string>());
-  fmt::print("{:<30}{:>9}{:>9}{:>11}{:>16}{:>18}\n", "mode", "p50 ms", "p99 ms", "p99/alone",
-             "aggregate GB/s", "vs uncoordinated");
+  fmt::print("{:<30}{:>9}{:>9}{:>11}{:>16}{:>18}{:>11}\n", "mode", "p50 ms", "p99 ms", "p99/alone",
+             "aggregate GB/s", "vs uncoordinated", "CPU cores");
   const double alone = j["alone_coordinated"]["p99_ms"].get<double>();
   for (const char* mode : {"alone_uncoordinated", "alone_coordinated", "uncoordinated",
                            "coordinated", "coordinated_throttle", "coordinated_fallback",
@@ -178,11 +179,14 @@ void print_contention(const nlohmann::json& j) {
     if (j.contains("summary") && j["summary"].contains(mode)) {
       vs = fmt::format("{:.2f}", j["summary"][mode]["aggregate_vs_uncoordinated"].get<double>());
     }
-    fmt::print("{:<30}{:>9.2f}{:>9.2f}{:>11.2f}{:>16.1f}{:>18}\n", mode, m["p50_ms"].get<double>(),
-               m["p99_ms"].get<double>(), m["p99_ms"].get<double>() / alone,
-               m["aggregate_gbps"].get<double>(), vs);
+    fmt::print("{:<30}{:>9.2f}{:>9.2f}{:>11.2f}{:>16.1f}{:>18}{:>11.2f}\n", mode,
+               m["p50_ms"].get<double>(), m["p99_ms"].get<double>(),
+               m["p99_ms"].get<double>() / alone, m["aggregate_gbps"].get<double>(), vs,
+               m["cpu_cores"].get<double>());
   }
-  fmt::print("\nThe throttle's decisions are in --json (\"throttle\", \"resources\").\n");
+  fmt::print("\nCPU cores: this process's CPU time over the timed window (in the two-process modes, "
+             "the critical copies' process only).\n"
+             "The throttle's decisions are in --json (\"throttle\", \"resources\").\n");
 }
 
 command add_bench(CLI::App& app) {
@@ -212,23 +216,25 @@ command add_bench(CLI::App& app) {
   app.add_option("--contention-direction", o->contention_direction,
                  "h2d (pinned -> device, the default) or d2h (device -> pinned)")
       ->check(CLI::IsMember({"h2d", "d2h"}));
+  app.add_option("--contention-spin-us", o->contention_spin_us,
+                 "the scheduler's spin, in microseconds: how long waits for link tokens spin "
+                 "before they sleep (default 1000; 0: never)");
   auto* child = app.add_option("--contention-child", o->child_backend)->group("");
   app.add_option("--contention-shared", o->child_shared)->group("");
   app.add_option("--contention-ceiling", o->child_ceiling)->group("");
   app.add_option("--contention-start", o->child_start)->group("");
   app.add_option("--contention-seconds", o->child_seconds)->group("");
   return [o, child] {
+    contention_options c;
+    c.samples = o->contention_samples;
+    c.in_flight = std::chrono::microseconds(o->contention_in_flight_us);
+    c.spin = std::chrono::microseconds(o->contention_spin_us);
+    c.to_device = o->contention_direction == "h2d";
     if (child->count() > 0) {
-      const contention_options c;
-      return contention_child(o->child_backend, o->child_shared == "-" ? "" : o->child_shared,
-                              o->child_ceiling, c.background, c.background_bytes, o->child_start,
-                              o->child_seconds, o->contention_direction == "h2d");
+      return contention_child(c, o->child_backend, o->child_shared == "-" ? "" : o->child_shared,
+                              o->child_ceiling, o->child_start, o->child_seconds);
     }
     if (o->contention) {
-      contention_options c;
-      c.samples = o->contention_samples;
-      c.in_flight = std::chrono::microseconds(o->contention_in_flight_us);
-      c.to_device = o->contention_direction == "h2d";
       c.tty = o->verbose || (!o->json && ::isatty(STDERR_FILENO) == 1);
       const nlohmann::json j = contention_bench(c);
       if (o->json) {

@@ -8,6 +8,7 @@
 #include "contention_bench.hpp"
 
 #include <spawn.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -38,6 +39,14 @@ namespace lris::tool {
 namespace {
 
 using clock_type = std::chrono::steady_clock;
+
+// CPU time of this process (every thread), in seconds.
+double cpu_seconds() {
+  rusage u{};
+  ::getrusage(RUSAGE_SELF, &u);
+  auto sec = [](const timeval& t) { return static_cast<double>(t.tv_sec) + t.tv_usec / 1e6; };
+  return sec(u.ru_utime) + sec(u.ru_stime);
+}
 
 long long now_ns() {
   return std::chrono::duration_cast<std::chrono::nanoseconds>(clock_type::now().time_since_epoch())
@@ -186,12 +195,13 @@ void remove_shared(const std::string& name, const Backend& be) {
 // A scheduler budgeting `be`'s link to the device with `ceiling` GB/s.
 template <class Backend>
 std::shared_ptr<sched::scheduler> make_scheduler(const Backend& be, double ceiling,
-                                                 bool to_device, const std::string& shared = "",
-                                                 const sched::throttle_options& throttle = {},
-                                                 std::chrono::microseconds in_flight = {}) {
+                                                 const contention_options& o,
+                                                 const std::string& shared = "",
+                                                 const sched::throttle_options& throttle = {}) {
   sched::scheduler_options so;
-  if (in_flight.count() > 0) so.in_flight = in_flight;
-  so.ceilings[sched::link_resource(fmt::format("{}:{}", Backend::name, be.device()), to_device)] =
+  if (o.in_flight.count() > 0) so.in_flight = o.in_flight;
+  if (o.spin.count() >= 0) so.spin = o.spin;
+  so.ceilings[sched::link_resource(fmt::format("{}:{}", Backend::name, be.device()), o.to_device)] =
       ceiling;
   so.shared_name = shared;
   so.throttle = throttle;
@@ -212,15 +222,18 @@ nlohmann::json run_mode(Backend be, const std::shared_ptr<sched::scheduler>& s,
     std::this_thread::sleep_for(std::chrono::milliseconds(100));  // saturated before timing
   }
   const long long from = now_ns();
+  const double cpu_from = cpu_seconds();
   if (bg) bg->window(from, std::numeric_limits<long long>::max());
   latency_run r = time_critical(*pipe, crit, o.samples);
   const long long to = now_ns();
+  const double cpu = cpu_seconds() - cpu_from;
   if (bg) bg->window(from, to);
   const std::uint64_t bg_bytes = bg ? bg->stop() : 0;
   const double secs = (to - from) / 1e9;
   nlohmann::json j = latency_json(r);
   j["background_bytes"] = bg_bytes;
   j["aggregate_gbps"] = (bg_bytes + r.bytes) / secs / 1e9;
+  j["cpu_cores"] = cpu / secs;  // CPU time of every thread over the window, in cores
   if (out) *out = std::move(r);
   return j;
 }
@@ -232,7 +245,7 @@ nlohmann::json run_two_process(Backend be, const std::string& shared, double cei
   std::shared_ptr<sched::scheduler> s;
   if (!shared.empty()) {
     remove_shared(shared, be);  // a segment left by an earlier run keeps its capacity
-    s = make_scheduler(be, ceiling, o.to_device, shared, {}, o.in_flight);  // the segment's creator
+    s = make_scheduler(be, ceiling, o, shared);  // the segment's creator: its capacity holds
   }
   auto pipe = make_pipe(be, s);
   (void)crit.copy(*pipe).wait();
@@ -247,6 +260,9 @@ nlohmann::json run_two_process(Backend be, const std::string& shared, double cei
                                 "--contention-start", std::to_string(start),
                                 "--contention-seconds", fmt::format("{}", seconds),
                                 "--contention-direction", o.to_device ? "h2d" : "d2h"};
+  if (o.spin.count() >= 0) {
+    args.insert(args.end(), {"--contention-spin-us", std::to_string(o.spin.count())});
+  }
   std::vector<char*> argv;
   for (auto& a : args) argv.push_back(a.data());
   argv.push_back(nullptr);
@@ -266,8 +282,10 @@ nlohmann::json run_two_process(Backend be, const std::string& shared, double cei
   }
   while (now_ns() < start + 100'000'000LL) std::this_thread::sleep_for(std::chrono::milliseconds(5));
   const long long from = now_ns();
+  const double cpu_from = cpu_seconds();
   latency_run r = time_critical(*pipe, crit, o.samples);
   const long long to = now_ns();
+  const double cpu = cpu_seconds() - cpu_from;
   std::string out;
   char buf[4096];
   for (ssize_t n; (n = ::read(fds[0], buf, sizeof buf)) > 0;) out.append(buf, static_cast<std::size_t>(n));
@@ -286,6 +304,7 @@ nlohmann::json run_two_process(Backend be, const std::string& shared, double cei
   const double child_gbps = child_bytes / secs / 1e9;
   nlohmann::json j = latency_json(r);
   j["background_gbps"] = child_gbps;
+  j["cpu_cores"] = cpu / secs;  // this process's: the critical copies only
   j["aggregate_gbps"] = child_gbps + r.bytes / secs / 1e9;
   j["child_covered_window"] = from >= start && to <= start + static_cast<long long>(seconds * 1e9);
   if (s) j["resources"] = status_json(*s);
@@ -322,10 +341,12 @@ nlohmann::json run_all(Backend be, const contention_options& o) {
                    {"in_flight_us", o.in_flight.count() > 0
                                         ? o.in_flight.count()
                                         : sched::scheduler_options{}.in_flight.count()},
+                   {"spin_us", o.spin.count() >= 0 ? o.spin.count()
+                                                   : sched::scheduler_options{}.spin.count()},
                    {"direction", o.to_device ? "pinned -> device" : "device -> pinned"},
                    {"ceiling_note", "one DMA of the critical buffer, in the direction, this run"}};
   auto coordinated = [&](const sched::throttle_options& t) {
-    return make_scheduler(be, ceiling, o.to_device, "", t, o.in_flight);
+    return make_scheduler(be, ceiling, o, "", t);
   };
   say("critical transfers alone");
   j["alone_uncoordinated"] = run_mode(be, nullptr, o, crit, false);
@@ -377,11 +398,12 @@ nlohmann::json run_all(Backend be, const contention_options& o) {
 }
 
 template <class Backend>
-int child_run(Backend be, const std::string& shared, double ceiling, unsigned n,
-              std::size_t bytes, long long start, double seconds, bool to_device) {
+int child_run(Backend be, const contention_options& o, const std::string& shared, double ceiling,
+              long long start, double seconds) {
   std::shared_ptr<sched::scheduler> s;
-  if (!shared.empty()) s = make_scheduler(be, ceiling, to_device, shared);
-  background_load<Backend> bg(be, s, n, bytes, to_device);
+  if (!shared.empty()) s = make_scheduler(be, ceiling, o, shared);
+  const std::size_t bytes = o.background_bytes;
+  background_load<Backend> bg(be, s, o.background, bytes, o.to_device);
   const long long end = start + static_cast<long long>(seconds * 1e9);
   bg.window(start, end);
   while (now_ns() < end) std::this_thread::sleep_for(std::chrono::milliseconds(5));
@@ -422,18 +444,16 @@ nlohmann::json contention_bench(const contention_options& o) {
   return run_all(host_backend{}, o);
 }
 
-int contention_child(const std::string& backend, const std::string& shared, double ceiling,
-                     unsigned background, std::size_t bytes, long long start_ns, double seconds,
-                     bool to_device) {
+int contention_child(const contention_options& o, const std::string& backend,
+                     const std::string& shared, double ceiling, long long start_ns,
+                     double seconds) {
 #if LRIS_HAS_CUDA()
   if (backend == cuda_backend::name) {
-    return child_run(cuda_backend(0), shared, ceiling, background, bytes, start_ns, seconds,
-                     to_device);
+    return child_run(cuda_backend(0), o, shared, ceiling, start_ns, seconds);
   }
 #endif
   LRIS_EXPECTS(backend == host_backend::name, "--contention-child: unknown backend {}", backend);
-  return child_run(host_backend{}, shared, ceiling, background, bytes, start_ns, seconds,
-                   to_device);
+  return child_run(host_backend{}, o, shared, ceiling, start_ns, seconds);
 }
 
 }  // namespace lris::tool

@@ -19,6 +19,7 @@ struct contention_options {
   unsigned background = 4;                               // background threads
   unsigned samples = 200;                                // critical transfers per mode
   std::chrono::microseconds in_flight{0};  // the scheduler's in_flight; 0: its default
+  std::chrono::microseconds spin{-1};      // the scheduler's spin; negative: its default
   bool to_device = true;                    // false: device -> pinned
   bool two_process = true;
   bool tty = false;
@@ -33,11 +34,11 @@ nlohmann::json status_json(sched::scheduler& s);
 /// of a link). Returns the results as JSON.
 nlohmann::json contention_bench(const contention_options& o);
 
-/// The second process of the two-process modes: `background` bulk transfers at background
-/// priority from `start_ns` (steady clock) for `seconds`; prints {"bytes": N} of the copies
-/// completed inside the window. `shared` is the scheduler's shared name, empty for none.
-int contention_child(const std::string& backend, const std::string& shared, double ceiling_gbps,
-                     unsigned background, std::size_t bytes, long long start_ns, double seconds,
-                     bool to_device);
+/// The second process of the two-process modes: `o.background` bulk transfers at background
+/// priority from `start_ns` (steady clock) for `seconds`; prints the completion times of the
+/// copies inside the window. `shared` is the scheduler's shared name, empty for none.
+int contention_child(const contention_options& o, const std::string& backend,
+                     const std::string& shared, double ceiling_gbps, long long start_ns,
+                     double seconds);
 
 }  // namespace lris::tool
