@@ -6,6 +6,7 @@
 #include <lris/error.hpp>
 
 #include <lris/gpu/gpu_backend.hpp>
+#include <lris/system/pci_link.hpp>
 
 #include "gpu/runtime.hpp"
 
@@ -247,6 +248,13 @@ void gpu_backend<R>::synchronize(stream& s) {
 template <class R>
 void gpu_backend<R>::synchronize(event& e) {
   LRIS_GPU_TRY(LRIS_GPU(EventSynchronize)(gpu_rt::native(e)));
+}
+
+template <class R>
+std::string gpu_backend<R>::pci_bus_id() const {
+  char id[64] = {};
+  LRIS_GPU_TRY(LRIS_GPU(DeviceGetPCIBusId)(id, sizeof id, device_));
+  return normalize_pci_bus_id(id);
 }
 
 template <class R>

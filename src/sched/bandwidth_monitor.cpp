@@ -1,5 +1,6 @@
 #include <lris/sched/bandwidth_monitor.hpp>
 
+#include <algorithm>
 #include <cmath>
 
 #include <lris/error.hpp>
@@ -13,6 +14,15 @@ bandwidth_monitor::bandwidth_monitor(monitor_options options) : options_(std::mo
                "bandwidth_monitor: alpha {} is not in (0, 1]", options_.alpha);
 }
 
+bandwidth_monitor::~bandwidth_monitor() {
+  {
+    std::lock_guard lock(mutex_);
+    stop_ = true;
+  }
+  sampler_cv_.notify_all();
+  if (sampler_.joinable()) sampler_.join();
+}
+
 std::int64_t bandwidth_monitor::now() const {
   if (options_.clock) return options_.clock().count();
   return std::chrono::duration_cast<std::chrono::nanoseconds>(
@@ -20,13 +30,38 @@ std::int64_t bandwidth_monitor::now() const {
       .count();
 }
 
-std::size_t bandwidth_monitor::add_resource(std::string name, double ceiling_gbps) {
+std::size_t bandwidth_monitor::add_resource(std::string name, double ceiling_gbps,
+                                            external_source external) {
   LRIS_EXPECTS(ceiling_gbps >= 0, "bandwidth_monitor: resource {}: a ceiling of {} GB/s", name,
                ceiling_gbps);
   const std::int64_t t = now();
   std::lock_guard lock(mutex_);
-  resources_.push_back({std::move(name), ceiling_gbps, 0, t, 0, 0});
+  resources_.push_back({std::move(name), ceiling_gbps, 0, t, 0, 0, std::move(external), {}});
   return resources_.size() - 1;
+}
+
+void bandwidth_monitor::sample() {
+  std::unique_lock lock(mutex_);
+  while (!stop_) {
+    // The sources are called unlocked: a sample may take tens of milliseconds.
+    std::vector<std::pair<std::size_t, external_source>> sources;
+    for (std::size_t i = 0; i < resources_.size(); ++i) {
+      if (resources_[i].external) sources.emplace_back(i, resources_[i].external);
+    }
+    lock.unlock();
+    std::vector<std::pair<std::size_t, std::optional<double>>> got;
+    for (auto& [i, f] : sources) {
+      std::optional<double> v;
+      try {
+        v = f();
+      } catch (...) {  // a source that fails has no sample
+      }
+      got.emplace_back(i, v);
+    }
+    lock.lock();
+    for (auto& [i, v] : got) resources_[i].external_gbps = v;
+    sampler_cv_.wait_for(lock, options_.external_period, [&] { return stop_; });
+  }
 }
 
 std::size_t bandwidth_monitor::size() const {
@@ -64,8 +99,16 @@ resource_reading bandwidth_monitor::reading(std::size_t r) {
   LRIS_EXPECTS(r < resources_.size(), "bandwidth_monitor::reading: no resource {}", r);
   auto& res = resources_[r];
   roll(res, t);
+  if (res.external && !sampler_.joinable() && !stop_) sampler_ = std::thread([this] { sample(); });
   const double gbps = res.average / 1e9;
-  return {res.name, gbps, res.ceiling, res.ceiling > 0 ? gbps / res.ceiling : 0, res.total};
+  const double busiest = std::max(gbps, res.external_gbps.value_or(0));
+  return {res.name,
+          gbps,
+          res.ceiling,
+          res.ceiling > 0 ? busiest / res.ceiling : 0,
+          res.total,
+          res.external_gbps.has_value(),
+          res.external_gbps.value_or(0)};
 }
 
 std::vector<resource_reading> bandwidth_monitor::readings() {

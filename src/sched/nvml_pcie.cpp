@@ -19,6 +19,7 @@ struct nvml_pcie::impl {
   void* library = nullptr;
   nvml_return (*shutdown)() = nullptr;
   nvml_return (*handle_by_index)(unsigned, nvml_device*) = nullptr;
+  nvml_return (*handle_by_bus_id)(const char*, nvml_device*) = nullptr;  // may be missing
   nvml_return (*pcie_throughput)(nvml_device, unsigned, unsigned*) = nullptr;
   ~impl() {
     if (shutdown != nullptr) shutdown();
@@ -40,6 +41,8 @@ nvml_pcie::nvml_pcie() {
       dlsym(p->library, "nvmlDeviceGetHandleByIndex_v2"));
   p->pcie_throughput = reinterpret_cast<nvml_return (*)(nvml_device, unsigned, unsigned*)>(
       dlsym(p->library, "nvmlDeviceGetPcieThroughput"));
+  p->handle_by_bus_id = reinterpret_cast<nvml_return (*)(const char*, nvml_device*)>(
+      dlsym(p->library, "nvmlDeviceGetHandleByPciBusId_v2"));
   if (init == nullptr || shutdown == nullptr || p->handle_by_index == nullptr ||
       p->pcie_throughput == nullptr) {
     why_ = "libnvidia-ml.so.1 lacks nvmlInit_v2, nvmlDeviceGetHandleByIndex_v2 or "
@@ -66,6 +69,22 @@ std::optional<pcie_throughput> nvml_pcie::read(unsigned index) const {
     return std::nullopt;
   }
   return pcie_throughput{rx * 1e3 / 1e9, tx * 1e3 / 1e9};
+}
+
+std::optional<double> nvml_pcie::read_gbps(const std::string& pci_bus_id, bool to_device) const {
+  if (!impl_ || impl_->handle_by_bus_id == nullptr) return std::nullopt;
+  nvml_device dev = nullptr;
+  if (impl_->handle_by_bus_id(pci_bus_id.c_str(), &dev) != 0) return std::nullopt;
+  unsigned kbps = 0;
+  if (impl_->pcie_throughput(dev, to_device ? pcie_rx_bytes : pcie_tx_bytes, &kbps) != 0) {
+    return std::nullopt;
+  }
+  return kbps * 1e3 / 1e9;
+}
+
+const nvml_pcie& nvml_pcie::shared() {
+  static const nvml_pcie instance;
+  return instance;
 }
 
 }  // namespace lris::sched

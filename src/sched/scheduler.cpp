@@ -102,7 +102,8 @@ const std::shared_ptr<scheduler>& scheduler::process_default() {
   return *s;
 }
 
-std::size_t scheduler::resource(std::string_view name, double ceiling_gbps) {
+std::size_t scheduler::resource(std::string_view name, double ceiling_gbps,
+                               bandwidth_monitor::external_source external) {
   std::lock_guard lock(mutex_);
   if (auto it = by_name_.find(name); it != by_name_.end()) return it->second;
   LRIS_EXPECTS(!name.empty(), "scheduler: a resource needs a name");
@@ -130,7 +131,7 @@ std::size_t scheduler::resource(std::string_view name, double ceiling_gbps) {
                                                    e->capacity, so);
     e->capacity = e->shared->capacity();  // the creator's
   }
-  e->monitor = monitor_.add_resource(e->name, e->ceiling);
+  e->monitor = monitor_.add_resource(e->name, e->ceiling, std::move(external));
   entries_.push_back(std::move(e));
   by_name_.emplace(std::string(name), entries_.size() - 1);
   return entries_.size() - 1;
@@ -328,6 +329,8 @@ resource_status scheduler::status(std::size_t r) {
   s.gbps = rd.gbps;
   s.ceiling_gbps = e.ceiling;
   s.utilization = rd.utilization;
+  s.external = rd.external;
+  s.external_gbps = rd.external_gbps;
   s.bytes = rd.bytes;
   s.capacity = e.capacity;
   s.shared = e.shared != nullptr;

@@ -6,7 +6,10 @@
 #include <algorithm>
 #include <array>
 #include <cstring>
+#include <memory>
 #include <filesystem>
+#include <string>
+#include <string_view>
 #include <vector>
 
 #include <lris/formats/checksum.hpp>
@@ -68,6 +71,38 @@ TEST_CASE("gpu_backend: errors name what is wrong", "[gpu][errors]") {
   REQUIRE_THROWS_MATCHES(be.register_host(plain.data(), plain.size()), lris::invalid_argument,
                          what_contains("already registered"));
   be.unregister_host(plain.data());
+}
+
+TEST_CASE("gpu_backend: the scheduler's monitor reads the link as the driver measures it",
+          "[gpu][sched]") {
+  backend be;
+  const std::string bus = be.pci_bus_id();
+  CHECK(bus.size() == 12);  // "0000:1b:00.0"
+  auto s = std::make_shared<lris::sched::scheduler>();
+  lris::pipeline_config c;
+  c.scheduler = s;
+  lris::pipeline<lris::direct, backend> p({}, be, lris::pinned_allocator<backend>(be), std::move(c));
+  const auto link = s->resource(
+      lris::sched::link_resource(std::string(backend::name) + ":" + std::to_string(be.device()), true));
+  constexpr std::size_t n = std::size_t{256} << 20;
+  pinned_buffer host(n);
+  device_buffer dev(n);
+  std::memset(host.data(), 1, n);
+  auto st = s->status(link);  // starts the monitor's sampler
+  for (int i = 0; i < 100 && !(st.external && st.external_gbps > 1.0); ++i) {
+    for (int k = 0; k < 4; ++k) p.copy(dev.span(), host.span()).wait();
+    st = s->status(link);
+  }
+  const bool driver = backend::name == std::string_view("cuda") &&
+                      lris::sched::nvml_pcie::shared().available();
+  if (!driver) {
+    WARN("no NVML: " << lris::sched::nvml_pcie::shared().why());
+    CHECK_FALSE(st.external);
+    return;
+  }
+  CHECK(st.external);
+  CHECK(st.external_gbps > 1.0);  // the copies, as the driver saw them
+  CHECK(st.gbps > 1.0);           // and as the library counted them
 }
 
 TEST_CASE("gpu_backend: every host <-> device path moves every byte", "[gpu][paths]") {

@@ -1,11 +1,14 @@
 // bandwidth_monitor on a fake clock: a steady rate, a step, idle decay, utilization against
-// the ceiling, concurrent records, and bad input.
+// the ceiling, external sources, concurrent records, and bad input; NVML where it is.
 #include <catch2/catch.hpp>
 
 #include "support/what_contains.hpp"
 
+#include <atomic>
 #include <chrono>
 #include <cmath>
+#include <optional>
+#include <stdexcept>
 #include <thread>
 #include <vector>
 
@@ -94,11 +97,58 @@ TEST_CASE("monitor: bad input is refused, naming it", "[sched][errors]") {
   CHECK_THROWS_MATCHES((void)m.reading(0), lris::invalid_argument, what_contains("no resource 0"));
 }
 
+TEST_CASE("monitor: an external source is sampled by its own thread and counts in utilization",
+          "[sched]") {
+  fake_clock clock;
+  auto o = clock.options();
+  o.external_period = 1ms;
+  std::atomic<int> samples{0};
+  std::atomic<bool> fail{false};
+  {
+    bandwidth_monitor m(o);
+    const auto own = m.add_resource("host", 10.0);
+    const auto link = m.add_resource("cuda:0 h2d", 50.0, [&]() -> std::optional<double> {
+      ++samples;
+      if (fail) throw std::runtime_error("driver gone");
+      return 30.0;
+    });
+    const auto none = m.add_resource("cuda:0 d2h", 50.0, [] { return std::optional<double>{}; });
+    CHECK(samples == 0);  // not sampled before anyone reads
+    auto r = m.reading(link);  // starts the sampler
+    for (int i = 0; i < 2000 && !r.external; ++i) {
+      std::this_thread::sleep_for(1ms);
+      r = m.reading(link);
+    }
+    REQUIRE(r.external);
+    CHECK(r.external_gbps == Approx(30.0));
+    CHECK(r.gbps == 0);
+    CHECK(r.utilization == Approx(0.6));  // the busier of the two over the ceiling
+    CHECK_FALSE(m.reading(own).external);
+    CHECK_FALSE(m.reading(none).external);  // no sample to be had
+    // More own traffic than the external measure: the larger counts.
+    for (int i = 0; i < 3000; ++i) {  // 300 ms: the average settles
+      clock.t += 100us;
+      m.record(link, 4'500'000);  // 45 GB/s
+    }
+    r = m.reading(link);
+    CHECK(r.utilization == Approx(r.gbps / 50.0));
+    CHECK(r.gbps > 40);
+    // A source that throws has no sample, and the sampler goes on.
+    fail = true;
+    for (int i = 0; i < 2000 && m.reading(link).external; ++i) std::this_thread::sleep_for(1ms);
+    CHECK_FALSE(m.reading(link).external);
+  }  // the destructor stops the sampler
+  const int after = samples;
+  std::this_thread::sleep_for(5ms);
+  CHECK(samples == after);
+}
+
 TEST_CASE("nvml: loaded when the driver is there, else says why", "[sched]") {
   const lris::sched::nvml_pcie nvml;
   if (!nvml.available()) {
     CHECK_FALSE(nvml.why().empty());
     CHECK_FALSE(nvml.read(0).has_value());
+    CHECK_FALSE(nvml.read_gbps("0000:01:00.0", true).has_value());
     return;
   }
   CHECK(nvml.why().empty());
@@ -107,4 +157,5 @@ TEST_CASE("nvml: loaded when the driver is there, else says why", "[sched]") {
   CHECK(r->to_device_gbps >= 0);
   CHECK(r->from_device_gbps >= 0);
   CHECK_FALSE(nvml.read(1000).has_value());
+  CHECK_FALSE(nvml.read_gbps("ffff:ff:1f.7", true).has_value());  // no such GPU
 }

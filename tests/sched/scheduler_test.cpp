@@ -14,6 +14,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <optional>
 #include <thread>
 #include <vector>
 
@@ -142,6 +143,24 @@ TEST_CASE("scheduler: a waiting acquire is counted, and the destructor waits for
   s->release_when([&] { return ++polls > 20; }, s->acquire(r, 10, priority::normal), r);
   s.reset();  // returns only after the work is done
   CHECK(polls.load() > 20);
+}
+
+TEST_CASE("scheduler: a resource's external measure shows in its status and utilization") {
+  scheduler_options o = with_ceiling(40.0);
+  o.monitor.external_period = 1ms;
+  scheduler s(o);
+  const auto r = s.resource(h2d, 0, [] { return std::optional<double>(10.0); });
+  const auto again = s.resource(h2d, 0, [] { return std::optional<double>(99.0); });  // no change
+  CHECK(again == r);
+  auto st = s.status(r);
+  for (int i = 0; i < 2000 && !st.external; ++i) {
+    std::this_thread::sleep_for(1ms);
+    st = s.status(r);
+  }
+  REQUIRE(st.external);
+  CHECK(st.external_gbps == Approx(10.0));
+  CHECK(st.utilization == Approx(0.25));
+  CHECK_FALSE(s.status(s.resource(sched::host_resource())).external);
 }
 
 TEST_CASE("scheduler: try_acquire takes only free tokens, the budget's too") {

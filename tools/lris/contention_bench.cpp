@@ -421,8 +421,11 @@ nlohmann::json status_json(sched::scheduler& s) {
                      {"capacity_bytes", r.capacity},
                      {"ceiling_gbps", r.ceiling_gbps},
                      {"bytes", r.bytes},
+                     {"gbps", r.gbps},
+                     {"utilization", r.utilization},
                      {"shared", r.shared},
                      {"congested_episodes", r.throttle.congested_episodes}};
+    if (r.external) e["driver_gbps"] = r.external_gbps;  // NVML's PCIe counters
     for (std::size_t a = 0; a < sched::throttle_action_count; ++a) {
       e["decisions"][std::string(to_string(static_cast<sched::throttle_action>(a)))] =
           r.throttle.decisions[a];

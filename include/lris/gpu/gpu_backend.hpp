@@ -5,6 +5,7 @@
 /// defines it for its runtime. This header includes no runtime header.
 
 #include <cstddef>
+#include <string>
 #include <string_view>
 #include <utility>
 
@@ -82,6 +83,8 @@ class gpu_backend {
   /// @brief Devices visible to this process; 0 without a driver or device.
   [[nodiscard]] static int device_count() noexcept;
   [[nodiscard]] int device() const noexcept { return device_; }
+  /// @brief The device's PCI address, "0000:1b:00.0" (lower-case hex).
+  [[nodiscard]] std::string pci_bus_id() const;
   friend bool operator==(const gpu_backend&, const gpu_backend&) = default;
 
   // ---- memory -------------------------------------------------------------------------------

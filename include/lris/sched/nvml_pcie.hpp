@@ -33,6 +33,14 @@ class nvml_pcie {
   /// @brief The throughput of GPU `index` (NVML's numbering); std::nullopt when NVML is not
   /// available or the query fails.
   [[nodiscard]] std::optional<pcie_throughput> read(unsigned index) const;
+  /// @brief One direction of the GPU at PCI address `pci_bus_id` ("0000:1b:00.0", as the
+  /// runtime names it: no numbering to map), in GB/s: received by the GPU (`to_device`) or
+  /// sent. std::nullopt when NVML is not available, knows no such GPU, or the query fails.
+  /// Takes about 20 ms: the driver counts bytes over that interval.
+  [[nodiscard]] std::optional<double> read_gbps(const std::string& pci_bus_id, bool to_device) const;
+
+  /// @brief The process's instance, made on first use.
+  [[nodiscard]] static const nvml_pcie& shared();
 
  private:
   struct impl;

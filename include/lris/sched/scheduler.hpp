@@ -101,7 +101,9 @@ struct resource_status {
   std::string name;
   double gbps = 0;          ///< achieved, moving average
   double ceiling_gbps = 0;  ///< 0: unknown
-  double utilization = 0;
+  double utilization = 0;   ///< of the busier of gbps and external_gbps
+  bool external = false;     ///< external_gbps is known
+  double external_gbps = 0;  ///< measured outside the library (the driver's PCIe counters)
   std::uint64_t bytes = 0;  ///< moved since registered
   std::uint64_t capacity = 0;
   std::uint64_t in_flight = 0;  ///< bytes held now (every process, for shared semaphores)
@@ -132,8 +134,10 @@ class scheduler {
   [[nodiscard]] static const std::shared_ptr<scheduler>& process_default();
 
   /// @brief The resource called `name`, registered on first use with the ceiling from the
-  /// options, else `ceiling_gbps` (0: unknown). Returns its index.
-  std::size_t resource(std::string_view name, double ceiling_gbps = 0);
+  /// options, else `ceiling_gbps` (0: unknown), and with `external` (see bandwidth_monitor:
+  /// the driver's measure of the link) for the monitor. Returns its index.
+  std::size_t resource(std::string_view name, double ceiling_gbps = 0,
+                       bandwidth_monitor::external_source external = {});
   [[nodiscard]] std::size_t resource_count() const;
   [[nodiscard]] std::uint64_t capacity(std::size_t r) const;
   [[nodiscard]] std::string name(std::size_t r) const;

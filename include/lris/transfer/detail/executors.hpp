@@ -3,14 +3,17 @@
 /// @brief The code that moves bytes for each transfer path. Pipelines choose; these execute.
 
 #include <algorithm>
+#include <concepts>
 #include <atomic>
 #include <cstddef>
 #include <cstring>
 #include <deque>
+#include <exception>
 #include <memory>
 #include <mutex>
 #include <span>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include <fmt/format.h>
@@ -25,6 +28,7 @@
 #include <lris/detail/thread_pool.hpp>
 #include <lris/io/engine.hpp>
 #include <lris/io/file.hpp>
+#include <lris/sched/nvml_pcie.hpp>
 #include <lris/sched/scheduler.hpp>
 #include <lris/transfer/detail/pacing.hpp>
 #include <lris/transfer/detail/packing.hpp>
@@ -81,9 +85,25 @@ struct pipeline_core {
     key = fmt::format("{}:{}", Backend::name, backend.device());
     if (scheduler) {
       host_resource = scheduler->resource(sched::host_resource());
-      h2d_resource = scheduler->resource(sched::link_resource(key, true));
-      d2h_resource = scheduler->resource(sched::link_resource(key, false));
+      h2d_resource = scheduler->resource(sched::link_resource(key, true), 0, driver_measure(true));
+      d2h_resource = scheduler->resource(sched::link_resource(key, false), 0, driver_measure(false));
     }
+  }
+
+  /// @brief The driver's measure of the link one way (NVML, by the GPU's PCI address), for
+  /// the scheduler's monitor: NVIDIA GPUs only; none elsewhere.
+  sched::bandwidth_monitor::external_source driver_measure(bool to_device) const {
+    if constexpr (requires(const Backend& b) { { b.pci_bus_id() } -> std::convertible_to<std::string>; }) {
+      if (Backend::name != std::string_view("cuda")) return {};
+      try {
+        return [bus = backend.pci_bus_id(), to_device] {
+          return sched::nvml_pcie::shared().read_gbps(bus, to_device);
+        };
+      } catch (const std::exception&) {  // no address: no measure (the monitor still counts)
+        return {};
+      }
+    }
+    return {};
   }
 
   /// @brief Sets `p` up for a transfer of `kind` (memory to memory; file transfers add their
