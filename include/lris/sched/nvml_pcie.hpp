@@ -39,7 +39,7 @@ class nvml_pcie {
   /// Takes about 20 ms: the driver counts bytes over that interval.
   [[nodiscard]] std::optional<double> read_gbps(const std::string& pci_bus_id, bool to_device) const;
 
-  /// @brief The process's instance, made on first use.
+  /// @brief The process's instance, made on first use and never destroyed.
   [[nodiscard]] static const nvml_pcie& shared();
 
  private:
