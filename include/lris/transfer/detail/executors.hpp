@@ -317,6 +317,7 @@ struct paced_copy_job : job_base {
       state->fail(std::current_exception());
     }
     pace.report(state->stats);
+    core.reset();  // as ring_job's finalize: the pipeline let go before the waiter wakes
     state->finish();
   }
 
@@ -438,6 +439,9 @@ struct ring_job : Base {
     core->ring.release(slots);
     this->pace.report(this->state->stats);
     static_cast<Derived*>(this)->on_finish();
+    // The pipeline let go before the waiter wakes: a pipeline destroyed after wait() returns
+    // frees its pinned memory on that thread, not later on this one.
+    core.reset();
     this->state->finish();
   }
 };
