@@ -345,31 +345,29 @@ nlohmann::json run_all(Backend be, const contention_options& o) {
                                                    : sched::scheduler_options{}.spin.count()},
                    {"direction", o.to_device ? "pinned -> device" : "device -> pinned"},
                    {"ceiling_note", "one DMA of the critical buffer, in the direction, this run"}};
-  auto coordinated = [&](const sched::throttle_options& t) {
-    return make_scheduler(be, ceiling, o, "", t);
+  // One mode with its own scheduler, destroyed at the end of the mode: nothing of it (its
+  // thread, its monitor's sampling of the driver) runs on into the next mode.
+  auto coordinated = [&](const sched::throttle_options& t, bool loaded) {
+    auto sch = make_scheduler(be, ceiling, o, "", t);
+    nlohmann::json m = run_mode(be, sch, o, crit, loaded);
+    if (loaded) m["resources"] = status_json(*sch);
+    return m;
   };
   say("critical transfers alone");
   j["alone_uncoordinated"] = run_mode(be, nullptr, o, crit, false);
-  auto s_alone = coordinated({});
-  j["alone_coordinated"] = run_mode(be, s_alone, o, crit, false);
+  j["alone_coordinated"] = coordinated({}, false);
   say("with background transfers, uncoordinated");
   j["uncoordinated"] = run_mode(be, nullptr, o, crit, true);
   say("with background transfers, coordinated (default options: throttle off)");
-  auto s = coordinated({});
-  j["coordinated"] = run_mode(be, s, o, crit, true);
-  j["coordinated"]["resources"] = status_json(*s);
+  j["coordinated"] = coordinated({}, true);
   say("with background transfers, coordinated, throttle on");
   sched::throttle_options on;
   on.enabled = true;
-  auto s_on = coordinated(on);
-  j["coordinated_throttle"] = run_mode(be, s_on, o, crit, true);
-  j["coordinated_throttle"]["resources"] = status_json(*s_on);
+  j["coordinated_throttle"] = coordinated(on, true);
   sched::throttle_options fallback = on;
   fallback.fallback = true;
   say("with background transfers, coordinated, throttle and path fallback on");
-  auto s_fb = coordinated(fallback);
-  j["coordinated_fallback"] = run_mode(be, s_fb, o, crit, true);
-  j["coordinated_fallback"]["resources"] = status_json(*s_fb);
+  j["coordinated_fallback"] = coordinated(fallback, true);
   if (o.two_process) {
     say("two processes, uncoordinated");
     j["two_process_uncoordinated"] = run_two_process(be, "", ceiling, o, crit);
