@@ -43,23 +43,22 @@ std::size_t bandwidth_monitor::add_resource(std::string name, double ceiling_gbp
 void bandwidth_monitor::sample() {
   std::unique_lock lock(mutex_);
   while (!stop_) {
-    // The sources are called unlocked: a sample may take tens of milliseconds.
-    std::vector<std::pair<std::size_t, external_source>> sources;
-    for (std::size_t i = 0; i < resources_.size(); ++i) {
-      if (resources_[i].external) sources.emplace_back(i, resources_[i].external);
+    // The sources are called unlocked (a sample may take tens of milliseconds), through
+    // pointers taken under the lock: a resource's source never changes once added, and the
+    // deque keeps it in place as resources are added.
+    std::vector<std::pair<resource*, std::optional<double>>> got;
+    for (auto& r : resources_) {
+      if (r.external) got.emplace_back(&r, std::nullopt);
     }
     lock.unlock();
-    std::vector<std::pair<std::size_t, std::optional<double>>> got;
-    for (auto& [i, f] : sources) {
-      std::optional<double> v;
+    for (auto& [r, v] : got) {
       try {
-        v = f();
+        v = r->external();
       } catch (...) {  // a source that fails has no sample
       }
-      got.emplace_back(i, v);
     }
     lock.lock();
-    for (auto& [i, v] : got) resources_[i].external_gbps = v;
+    for (auto& [r, v] : got) r->external_gbps = v;
     sampler_cv_.wait_for(lock, options_.external_period, [&] { return stop_; });
   }
 }

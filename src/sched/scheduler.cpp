@@ -200,15 +200,13 @@ resource_tokens scheduler::try_acquire(std::size_t r, std::uint64_t bytes, prior
     if (!t.budget_) return {};
     t.budget_owner_ = budget;
   }
-  if (e.local) {
-    auto g = e.local->try_acquire(bytes, p);
-    if (!g) return {};
-    t.held_ = std::move(g);
-  } else {
-    auto g = e.shared->try_acquire(bytes, p);
-    if (!g) return {};
-    t.held_ = std::move(g);
-  }
+  auto take = [&](auto& semaphore) {
+    auto g = semaphore.try_acquire(bytes, p);
+    const bool got = static_cast<bool>(g);
+    if (got) t.held_ = std::move(g);
+    return got;
+  };
+  if (!(e.local ? take(*e.local) : take(*e.shared))) return {};
   t.bytes_ = bytes;
   granted(e, p, bytes, false);
   return t;

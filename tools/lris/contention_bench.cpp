@@ -193,14 +193,20 @@ void remove_shared(const std::string& name, const Backend& be) {
 }
 
 // A scheduler budgeting `be`'s link to the device with `ceiling` GB/s.
+// The scheduler's options that the benchmark's options override.
+sched::scheduler_options base_options(const contention_options& o) {
+  sched::scheduler_options so;
+  if (o.in_flight.count() > 0) so.in_flight = o.in_flight;
+  if (o.spin.count() >= 0) so.spin = o.spin;
+  return so;
+}
+
 template <class Backend>
 std::shared_ptr<sched::scheduler> make_scheduler(const Backend& be, double ceiling,
                                                  const contention_options& o,
                                                  const std::string& shared = "",
                                                  const sched::throttle_options& throttle = {}) {
-  sched::scheduler_options so;
-  if (o.in_flight.count() > 0) so.in_flight = o.in_flight;
-  if (o.spin.count() >= 0) so.spin = o.spin;
+  sched::scheduler_options so = base_options(o);
   so.ceilings[sched::link_resource(fmt::format("{}:{}", Backend::name, be.device()), o.to_device)] =
       ceiling;
   so.shared_name = shared;
@@ -338,11 +344,8 @@ nlohmann::json run_all(Backend be, const contention_options& o) {
                    {"background_bytes_each", o.background_bytes},
                    {"background_transfers", o.background},
                    {"link_ceiling_gbps", ceiling},
-                   {"in_flight_us", o.in_flight.count() > 0
-                                        ? o.in_flight.count()
-                                        : sched::scheduler_options{}.in_flight.count()},
-                   {"spin_us", o.spin.count() >= 0 ? o.spin.count()
-                                                   : sched::scheduler_options{}.spin.count()},
+                   {"in_flight_us", base_options(o).in_flight.count()},
+                   {"spin_us", base_options(o).spin.count()},
                    {"direction", o.to_device ? "pinned -> device" : "device -> pinned"},
                    {"ceiling_note", "one DMA of the critical buffer, in the direction, this run"}};
   // One mode with its own scheduler, destroyed at the end of the mode: nothing of it (its

@@ -13,11 +13,11 @@
 /// `external_period`; utilization is then the larger of the two over the ceiling.
 
 #include <chrono>
+#include <condition_variable>
 #include <cstddef>
 #include <cstdint>
 #include <deque>
 #include <functional>
-#include <condition_variable>
 #include <mutex>
 #include <optional>
 #include <string>

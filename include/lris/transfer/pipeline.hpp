@@ -652,12 +652,9 @@ class pipeline {
         try {
           auto done = core_->events->take();
           core_->backend.record(*done, job->stream());
-          std::function<void()> wait = [core = core_, done] { core->backend.synchronize(*done); };
-          std::function<bool()> ready = [core = core_, done] { return core->backend.query(*done); };
           state->stats.path = job->path();
           job->pace.report(state->stats);
-          state->device_wait = std::move(wait);
-          state->device_ready = std::move(ready);
+          complete_with(*state, std::move(done));
           return;
         } catch (...) {
           state->fail(std::current_exception());
@@ -701,8 +698,19 @@ class pipeline {
       core_->backend.synchronize(stream);  // what was queued may be running: let it land first
       throw;
     }
-    state->device_wait = [core = core_, done, keep] { core->backend.synchronize(*done); };
-    state->device_ready = [core = core_, done, keep] { return core->backend.query(*done); };
+    complete_with(*state, std::move(done), std::move(keep));
+  }
+
+  // Makes the transfer complete with `done`, an event recorded after its device work; `keep`
+  // stays alive until then. Either both functions are set or (it throws) neither.
+  template <class Event, class Keep = std::nullptr_t>
+  void complete_with(detail::transfer_state& state, Event done, Keep keep = nullptr) {
+    std::function<void()> wait = [core = core_, done, keep] { core->backend.synchronize(*done); };
+    std::function<bool()> ready = [core = core_, done = std::move(done), keep = std::move(keep)] {
+      return core->backend.query(*done);
+    };
+    state.device_wait = std::move(wait);
+    state.device_ready = std::move(ready);
   }
 
   static void fill_job(detail::chunked_job& job, const std::shared_ptr<detail::transfer_state>& st,

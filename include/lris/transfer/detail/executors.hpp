@@ -3,12 +3,11 @@
 /// @brief The code that moves bytes for each transfer path. Pipelines choose; these execute.
 
 #include <algorithm>
-#include <concepts>
 #include <atomic>
+#include <concepts>
 #include <cstddef>
 #include <cstring>
 #include <deque>
-#include <exception>
 #include <memory>
 #include <mutex>
 #include <span>
@@ -91,16 +90,14 @@ struct pipeline_core {
   }
 
   /// @brief The driver's measure of the link one way (NVML, by the GPU's PCI address), for
-  /// the scheduler's monitor: NVIDIA GPUs only; none elsewhere.
+  /// the scheduler's monitor: NVIDIA GPUs only; none elsewhere. Called by the monitor's
+  /// sampler only (a source that throws has no sample).
   sched::bandwidth_monitor::external_source driver_measure(bool to_device) const {
     if constexpr (requires(const Backend& b) { { b.pci_bus_id() } -> std::convertible_to<std::string>; }) {
-      if (Backend::name != std::string_view("cuda")) return {};
-      try {
-        return [bus = backend.pci_bus_id(), to_device] {
-          return sched::nvml_pcie::shared().read_gbps(bus, to_device);
+      if (Backend::name == std::string_view("cuda")) {
+        return [be = backend, to_device] {
+          return sched::nvml_pcie::shared().read_gbps(be.pci_bus_id(), to_device);
         };
-      } catch (const std::exception&) {  // no address: no measure (the monitor still counts)
-        return {};
       }
     }
     return {};
