@@ -4,8 +4,7 @@
 
 #include <lris/concepts/allocator_policy.hpp>
 #include <lris/concepts/backend_policy.hpp>
-#include <lris/concepts/transfer_policy.hpp>
-#include <lris/memory/spaces.hpp>
+#include <lris/concepts/memory_space.hpp>
 
 namespace lris {
 template <memory_space Space, class T>
@@ -17,6 +16,4 @@ class auto_select;
 struct transfer_stats;
 struct transfer_profile;
 class transfer;
-template <transfer_policy Transfer, backend_policy Backend, allocator_policy Allocator>
-class pipeline;
 }  // namespace lris

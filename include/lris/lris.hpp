@@ -8,8 +8,16 @@
 
 #include <lris/concepts/allocator_policy.hpp>
 #include <lris/concepts/backend_policy.hpp>
+#include <lris/concepts/batch_backend.hpp>
+#include <lris/concepts/convert_backend.hpp>
+#include <lris/concepts/copy_item.hpp>
 #include <lris/concepts/memory_properties.hpp>
-#include <lris/concepts/transfer_policy.hpp>
+#include <lris/concepts/pci_backend.hpp>
+#include <lris/concepts/peer_backend.hpp>
+
+#include <lris/element/checksum.hpp>
+#include <lris/element/convert.hpp>
+#include <lris/element/dtype.hpp>
 
 #include <lris/memory/allocator_ref.hpp>
 #include <lris/memory/buffer.hpp>
@@ -23,7 +31,7 @@
 #include <lris/memory/pageable_allocator.hpp>
 #include <lris/memory/pinned_allocator.hpp>
 #include <lris/memory/registered_allocator.hpp>
-#include <lris/memory/spaces.hpp>
+#include <lris/concepts/memory_space.hpp>
 
 #include <lris/backends/host_backend.hpp>
 
@@ -46,16 +54,14 @@
 #include <lris/transfer/staged.hpp>
 #include <lris/transfer/stats.hpp>
 #include <lris/transfer/traits.hpp>
+#include <lris/transfer/transfer_policy.hpp>
 #include <lris/transfer/transfer.hpp>
 
 #include <lris/system/format_bytes.hpp>
 #include <lris/system/host_info.hpp>
 
 #include <lris/formats/checkpoint.hpp>
-#include <lris/formats/checksum.hpp>
-#include <lris/formats/convert.hpp>
 #include <lris/formats/dlpack.hpp>
-#include <lris/formats/dtype.hpp>
 #include <lris/formats/load.hpp>
 #include <lris/formats/safetensors.hpp>
 #include <lris/formats/safetensors_writer.hpp>

@@ -14,7 +14,7 @@
 #include <algorithm>
 #include <cstdint>
 
-#include <lris/formats/checksum.hpp>
+#include <lris/element/checksum.hpp>
 
 namespace lris::LRIS_GPU_NS {
 

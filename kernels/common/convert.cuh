@@ -1,5 +1,5 @@
 // Element type conversion fused with a copy. The conversion itself is the host reference in
-// lris/formats/dtype_convert.hpp compiled for the device, so GPU and CPU agree bit for bit; this
+// lris/element/dtype_convert.hpp compiled for the device, so GPU and CPU agree bit for bit; this
 // file only moves the bytes. The work is memory-bound: each thread converts groups of elements
 // that fill whole 16-byte loads and stores, which needs both buffers 16-byte aligned after the
 // same number of head elements; other alignments take a per-element path.
@@ -11,8 +11,8 @@
 #include <cstring>
 #include <limits>
 #include <lris/error.hpp>
-#include <lris/formats/convert.hpp>
-#include <lris/formats/dtype_convert.hpp>
+#include <lris/element/convert.hpp>
+#include <lris/element/dtype_convert.hpp>
 
 namespace lris::LRIS_GPU_NS {
 

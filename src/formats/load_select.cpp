@@ -17,7 +17,7 @@
 #include <fmt/format.h>
 
 #include <lris/error.hpp>
-#include <lris/formats/convert.hpp>
+#include <lris/element/convert.hpp>
 #include <lris/memory/buffer.hpp>
 #include <lris/memory/page_aligned_allocator.hpp>
 

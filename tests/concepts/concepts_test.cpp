@@ -9,6 +9,21 @@ namespace {
 struct no_query_backend : lris::host_backend {
   bool query(event&) = delete;
 };
+// A backend whose batch entry point takes the wrong argument: still a backend, not a
+// batch_backend.
+struct unbatched_backend : lris::host_backend {
+  void copy_batch_async(int, std::size_t, stream&) = delete;
+};
+// A backend that converts nothing.
+struct unconverting_backend : lris::host_backend {
+  void convert_async(void*, lris::dtype, const void*, lris::dtype, std::size_t, stream&) = delete;
+};
+// A backend that knows its PCI address and copies between devices.
+struct pci_peer_backend : lris::host_backend {
+  std::string pci_bus_id() const { return "0000:00:00.0"; }
+  void copy_peer_async(void*, int, const void*, int, std::size_t, stream&) {}
+  bool enable_peer_access(int) { return false; }
+};
 // A policy whose plan returns the wrong type.
 struct bad_policy {
   static constexpr std::string_view name = "bad";
@@ -27,11 +42,21 @@ static_assert(lris::transfer_policy<lris::direct>);
 static_assert(lris::transfer_policy<lris::staged>);
 static_assert(lris::transfer_policy<lris::auto_select>);
 static_assert(lris::memory_space<lris::host_space>);
+static_assert(lris::batch_backend<lris::host_backend>);
+static_assert(lris::convert_backend<lris::host_backend>);
+static_assert(lris::pci_backend<pci_peer_backend>);
+static_assert(lris::peer_backend<pci_peer_backend>);
 static_assert(lris::memory_space<lris::device_space<lris::host_backend>>);
 
 // Rejections.
 static_assert(!lris::backend_policy<int>);
 static_assert(!lris::backend_policy<no_query_backend>);
+// Refinements are separate: the host backend has no PCI address and no peers.
+static_assert(lris::backend_policy<unbatched_backend> && !lris::batch_backend<unbatched_backend>);
+static_assert(lris::backend_policy<unconverting_backend> &&
+              !lris::convert_backend<unconverting_backend>);
+static_assert(!lris::pci_backend<lris::host_backend>);
+static_assert(!lris::peer_backend<lris::host_backend>);
 static_assert(!lris::transfer_policy<bad_policy>);
 static_assert(!lris::transfer_policy<nameless_policy>);
 static_assert(!lris::memory_space<int>);

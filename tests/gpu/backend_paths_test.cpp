@@ -12,8 +12,8 @@
 #include <string_view>
 #include <vector>
 
-#include <lris/formats/checksum.hpp>
-#include <lris/formats/dtype_convert.hpp>
+#include <lris/element/checksum.hpp>
+#include <lris/element/dtype_convert.hpp>
 #include <lris/lris.hpp>
 #if defined(LRIS_TEST_HIP)
 #include <lris/hip.hpp>

@@ -24,7 +24,7 @@
 #include <lris/cuda/checksum.hpp>
 #include <lris/detail/thread_pool.hpp>
 #include <lris/error.hpp>
-#include <lris/formats/checksum.hpp>
+#include <lris/element/checksum.hpp>
 
 using lris::cuda_backend;
 using device_bytes = lris::buffer<lris::device_allocator<cuda_backend>>;

@@ -17,8 +17,8 @@
 #include <lris/cuda/convert.hpp>
 #include <lris/cuda/cuda_backend.hpp>
 #include <lris/error.hpp>
-#include <lris/formats/dtype.hpp>
-#include <lris/formats/dtype_convert.hpp>
+#include <lris/element/dtype.hpp>
+#include <lris/element/dtype_convert.hpp>
 #include <random>
 #include <string>
 #include <tuple>

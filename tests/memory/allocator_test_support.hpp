@@ -15,7 +15,7 @@
 #include <lris/concepts/allocator_policy.hpp>
 #include <lris/error.hpp>
 #include <lris/memory/detail/allocation.hpp>
-#include <lris/memory/spaces.hpp>
+#include <lris/concepts/memory_space.hpp>
 
 namespace lris_test {
 

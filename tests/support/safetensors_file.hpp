@@ -13,7 +13,7 @@
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 
-#include <lris/formats/dtype.hpp>
+#include <lris/element/dtype.hpp>
 
 namespace lris::test {
 

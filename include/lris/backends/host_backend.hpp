@@ -19,11 +19,13 @@
 #include <thread>
 
 #include <lris/concepts/backend_policy.hpp>
+#include <lris/concepts/batch_backend.hpp>
+#include <lris/concepts/convert_backend.hpp>
 #include <lris/backends/detail/serial_queue.hpp>
 #include <lris/detail/spin_wait.hpp>
 #include <lris/detail/thread_pool.hpp>
 #include <lris/error.hpp>
-#include <lris/formats/convert.hpp>
+#include <lris/element/convert.hpp>
 
 namespace lris {
 
@@ -238,5 +240,6 @@ class host_backend {
 
 static_assert(backend_policy<host_backend>);
 static_assert(batch_backend<host_backend>);
+static_assert(convert_backend<host_backend>);
 
 }  // namespace lris

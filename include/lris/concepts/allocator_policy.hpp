@@ -6,7 +6,7 @@
 #include <cstddef>
 
 #include <lris/concepts/memory_properties.hpp>
-#include <lris/memory/spaces.hpp>
+#include <lris/concepts/memory_space.hpp>
 
 namespace lris {
 

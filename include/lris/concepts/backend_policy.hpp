@@ -6,7 +6,6 @@
 #include <cstddef>
 #include <string_view>
 
-#include <lris/transfer/copy_item.hpp>
 
 namespace lris {
 
@@ -35,9 +34,10 @@ using host_callback_fn = void (*)(void* user) noexcept;
 /// - device and pinned memory: `allocate_device/deallocate_device`,
 ///   `allocate_pinned/deallocate_pinned`, `register_host/unregister_host`;
 /// - `make_stream()`, `make_event()`, `copy_async(dst, src, bytes, kind, stream)`,
-///   `record(event, stream)`, `wait(stream, event)`, `synchronize(stream)`,
-///   `synchronize(event)`, `query(event) -> bool`,
-///   `host_callback(stream, fn, user)` (kernel launchers and completion notices use it).
+///   `record(event, stream)`, `wait(stream, event)` (a stream waits for another's event with no
+///   host synchronization), `synchronize(stream)`, `synchronize(event)`, `query(event) -> bool`.
+/// What only some backends can do is a refinement of its own: batch_backend,
+/// convert_backend, peer_backend, pci_backend.
 template <class B>
 concept backend_policy =
     std::copyable<B> && std::equality_comparable<B> &&
@@ -48,7 +48,7 @@ concept backend_policy =
       { B::device_count() } -> std::same_as<int>;
     } && std::movable<typename B::stream> && std::movable<typename B::event> &&
     requires(B& b, const B& cb, typename B::stream& s, typename B::event& e, void* p,
-             const void* cp, std::size_t n, copy_kind k, host_callback_fn fn) {
+             const void* cp, std::size_t n, copy_kind k) {
       { cb.device() } -> std::same_as<int>;
       { b.allocate_device(n) } -> std::same_as<void*>;
       { b.deallocate_device(p, n) } noexcept;
@@ -64,15 +64,6 @@ concept backend_policy =
       b.synchronize(s);
       b.synchronize(e);
       { b.query(e) } -> std::same_as<bool>;
-      b.host_callback(s, fn, p);
     };
-
-/// @brief A backend that performs a whole batch of copies as one operation on a stream
-/// (`copy_batch_async(items, count, stream)`; `items` stays valid until the stream passes it).
-/// Pipelines use it for many small buffers; backends without it get one copy per item.
-template <class B>
-concept batch_backend =
-    backend_policy<B> && requires(B& b, const copy_item* items, std::size_t n,
-                                  typename B::stream& s) { b.copy_batch_async(items, n, s); };
 
 }  // namespace lris

@@ -5,7 +5,7 @@
 /// lris/gpu/detail/batched_copy.inc, shared with the other runtime. Includes no CUDA header.
 
 #include <cstddef>
-#include <lris/transfer/copy_item.hpp>
+#include <lris/concepts/copy_item.hpp>
 
 namespace lris::cuda {
 #include <lris/gpu/detail/batched_copy.inc>

@@ -6,7 +6,7 @@
 
 #include <cstddef>
 #include <cstdint>
-#include <lris/formats/checksum.hpp>
+#include <lris/element/checksum.hpp>
 
 namespace lris::cuda {
 #include <lris/gpu/detail/checksum.inc>

@@ -5,7 +5,7 @@
 /// lris/gpu/detail/convert.inc, shared with the other runtime. Includes no CUDA header.
 
 #include <cstddef>
-#include <lris/formats/dtype.hpp>
+#include <lris/element/dtype.hpp>
 
 namespace lris::cuda {
 #include <lris/gpu/detail/convert.inc>

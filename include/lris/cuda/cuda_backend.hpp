@@ -12,5 +12,8 @@ extern template class gpu_backend<cuda_runtime>;
 
 static_assert(backend_policy<cuda_backend>);
 static_assert(batch_backend<cuda_backend>);
+static_assert(convert_backend<cuda_backend>);
+static_assert(peer_backend<cuda_backend>);
+static_assert(pci_backend<cuda_backend>);
 
 }  // namespace lris

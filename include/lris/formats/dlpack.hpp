@@ -11,7 +11,7 @@
 
 #include <dlpack/dlpack.h>
 
-#include <lris/formats/dtype.hpp>
+#include <lris/element/dtype.hpp>
 #include <lris/formats/loaded_tensor.hpp>
 
 namespace lris::safetensors {

@@ -29,20 +29,29 @@
 
 #include <fmt/format.h>
 
+#include <lris/concepts/convert_backend.hpp>
 #include <lris/error.hpp>
 #include <lris/formats/checkpoint.hpp>
-#include <lris/formats/checksum.hpp>
-#include <lris/formats/convert.hpp>
+#include <lris/element/checksum.hpp>
+#include <lris/element/convert.hpp>
 #include <lris/formats/detail/load_plan.hpp>
 #include <lris/formats/detail/load_select.hpp>
 #include <lris/formats/load_options.hpp>
 #include <lris/formats/loaded_tensor.hpp>
 #include <lris/memory/device_allocator.hpp>
 #include <lris/memory/huge_page_allocator.hpp>
-#include <lris/memory/spaces.hpp>
+#include <lris/concepts/memory_space.hpp>
 #include <lris/transfer/pipeline.hpp>
 
 namespace lris::safetensors {
+
+/// @brief What the loaders run on: a pipeline (lris::pipeline) of some backend and staging
+/// allocator.
+template <class P>
+concept loading_pipeline = requires {
+  typename P::backend_type;
+  typename P::allocator_type;
+} && backend_policy<typename P::backend_type> && allocator_policy<typename P::allocator_type>;
 
 /// @brief Where load() puts the tensors.
 enum class load_target_memory {
@@ -117,7 +126,9 @@ struct load_job : lris::detail::ring_job<load_job<Backend, Allocator>, Backend, 
       } else {
         std::byte* scratch = device_scratch(slot) + m.slot_offset;
         be.copy_async(scratch, src, static_cast<std::size_t>(m.bytes), copy_kind::host_to_device, s);
-        be.convert_async(dst, tg.to, scratch, tg.from, static_cast<std::size_t>(count), s);
+        if constexpr (convert_backend<Backend>) {
+          be.convert_async(dst, tg.to, scratch, tg.from, static_cast<std::size_t>(count), s);
+        }
       }
     }
     pace.release_after(pace.link, std::move(link), be, *this->core->events, s);
@@ -180,6 +191,14 @@ loaded_checkpoint load_selected(Pipeline& p, const checkpoint& ck,
                  "drives device {}",
                  ck.shards()[s.request.source->shard].file.path().string(), s.request.name,
                  span.device(), p.backend().device());
+    if constexpr (on_device && !convert_backend<Backend>) {
+      if (s.request.type != s.request.source->info->type) {
+        throw unsupported(fmt::format(
+            "load {}: tensor \"{}\": {} cannot convert element types on the device",
+            ck.shards()[s.request.source->shard].file.path().string(), s.request.name,
+            Backend::name));
+      }
+    }
     load_target tg;
     tg.shard = s.request.source->shard;
     tg.file_offset = s.file_offset;
@@ -309,7 +328,7 @@ loaded_checkpoint load_selected(Pipeline& p, const checkpoint& ck,
 /// @throws lris::invalid_argument naming the tensor for a span too small; lris::cancelled when
 /// o.on_progress cancelled; lris::integrity_error for a checksum or SHA-256 mismatch;
 /// lris::io_error naming the file and offset for a failed read.
-template <class Pipeline, class DestFn>
+template <loading_pipeline Pipeline, class DestFn>
 loaded_checkpoint load_into(Pipeline& p, const checkpoint& ck, DestFn&& dest,
                             const load_options& o = {}) {
   return detail::load_selected(p, ck, detail::select_tensors(ck, o), std::forward<DestFn>(dest), o);
@@ -320,7 +339,7 @@ loaded_checkpoint load_into(Pipeline& p, const checkpoint& ck, DestFn&& dest,
 /// the machine has them), every tensor 256-byte
 /// aligned in it. Each tensor leases the block (loaded_tensor::lease); it is freed when the
 /// last of them is gone.
-template <class Pipeline>
+template <loading_pipeline Pipeline>
 loaded_checkpoint load(Pipeline& p, const checkpoint& ck, const load_options& o = {},
                        load_target_memory where = load_target_memory::device) {
   using Backend = typename Pipeline::backend_type;

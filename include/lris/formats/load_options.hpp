@@ -14,7 +14,7 @@
 #include <vector>
 
 #include <lris/formats/checkpoint.hpp>
-#include <lris/formats/dtype.hpp>
+#include <lris/element/dtype.hpp>
 #include <lris/sched/throttle.hpp>
 #include <lris/transfer/plan.hpp>
 
@@ -51,7 +51,7 @@ struct load_options {
   /// the device (or by the CPU for host memory) as they load; the others load as they are.
   std::optional<dtype> convert_to;
   /// Checks each listed tensor's file bytes against its LRIS block checksum (XXH64 for tensors
-  /// up to 1 MiB; lris/formats/checksum.hpp) as it loads; a mismatch is an error naming the
+  /// up to 1 MiB; lris/element/checksum.hpp) as it loads; a mismatch is an error naming the
   /// tensor, the file and both values. Whole tensors only.
   std::map<std::string, std::uint64_t, std::less<>> expected_checksums;
   /// Checks whole files against their SHA-256 (64 hex digits), keyed by file name (the

@@ -10,7 +10,7 @@
 #include <string_view>
 #include <vector>
 
-#include <lris/formats/dtype.hpp>
+#include <lris/element/dtype.hpp>
 #include <lris/formats/load_options.hpp>
 
 namespace lris::safetensors {

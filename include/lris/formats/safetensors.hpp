@@ -17,7 +17,7 @@
 #include <vector>
 
 #include <lris/error.hpp>
-#include <lris/formats/dtype.hpp>
+#include <lris/element/dtype.hpp>
 #include <lris/io/file.hpp>
 
 namespace lris::safetensors {

@@ -27,7 +27,7 @@
 #include <string>
 #include <vector>
 
-#include <lris/formats/dtype.hpp>
+#include <lris/element/dtype.hpp>
 #include <lris/formats/safetensors.hpp>
 #include <lris/io/stats.hpp>
 

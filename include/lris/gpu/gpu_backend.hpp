@@ -10,7 +10,12 @@
 #include <utility>
 
 #include <lris/concepts/backend_policy.hpp>
-#include <lris/formats/dtype.hpp>
+#include <lris/concepts/batch_backend.hpp>
+#include <lris/concepts/convert_backend.hpp>
+#include <lris/concepts/copy_item.hpp>
+#include <lris/concepts/pci_backend.hpp>
+#include <lris/concepts/peer_backend.hpp>
+#include <lris/element/dtype.hpp>
 
 namespace lris {
 

@@ -4,7 +4,7 @@
 /// lris/gpu/detail/batched_copy.inc, shared with the other runtime. Includes no HIP header.
 
 #include <cstddef>
-#include <lris/transfer/copy_item.hpp>
+#include <lris/concepts/copy_item.hpp>
 
 namespace lris::hip {
 #include <lris/gpu/detail/batched_copy.inc>

@@ -12,5 +12,8 @@ extern template class gpu_backend<hip_runtime>;
 
 static_assert(backend_policy<hip_backend>);
 static_assert(batch_backend<hip_backend>);
+static_assert(convert_backend<hip_backend>);
+static_assert(peer_backend<hip_backend>);
+static_assert(pci_backend<hip_backend>);
 
 }  // namespace lris

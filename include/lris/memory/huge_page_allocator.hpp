@@ -17,7 +17,7 @@
 
 #include <lris/concepts/allocator_policy.hpp>
 #include <lris/concepts/memory_properties.hpp>
-#include <lris/memory/spaces.hpp>
+#include <lris/concepts/memory_space.hpp>
 
 namespace lris {
 

@@ -6,7 +6,7 @@
 #include <span>
 #include <type_traits>
 
-#include <lris/memory/spaces.hpp>
+#include <lris/concepts/memory_space.hpp>
 
 namespace lris {
 

@@ -17,7 +17,7 @@
 #include <lris/concepts/backend_policy.hpp>
 #include <lris/concepts/memory_properties.hpp>
 #include <lris/memory/detail/backend_memory.hpp>
-#include <lris/memory/spaces.hpp>
+#include <lris/concepts/memory_space.hpp>
 
 namespace lris {
 

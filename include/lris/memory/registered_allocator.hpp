@@ -19,7 +19,7 @@
 #include <lris/memory/detail/allocation.hpp>
 #include <lris/memory/page_aligned_allocator.hpp>
 #include <lris/memory/pageable_allocator.hpp>
-#include <lris/memory/spaces.hpp>
+#include <lris/concepts/memory_space.hpp>
 
 namespace lris {
 

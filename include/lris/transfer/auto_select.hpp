@@ -6,7 +6,7 @@
 #include <optional>
 #include <string_view>
 
-#include <lris/concepts/transfer_policy.hpp>
+#include <lris/transfer/transfer_policy.hpp>
 #include <lris/transfer/profile.hpp>
 
 namespace lris {

@@ -4,7 +4,7 @@
 
 #include <string_view>
 
-#include <lris/concepts/transfer_policy.hpp>
+#include <lris/transfer/transfer_policy.hpp>
 
 namespace lris {
 

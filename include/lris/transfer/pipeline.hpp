@@ -17,7 +17,7 @@
 #include <lris/backends/host_backend.hpp>
 #include <lris/concepts/allocator_policy.hpp>
 #include <lris/concepts/backend_policy.hpp>
-#include <lris/concepts/transfer_policy.hpp>
+#include <lris/transfer/transfer_policy.hpp>
 #include <lris/error.hpp>
 #include <lris/io/file.hpp>
 #include <lris/io/options.hpp>

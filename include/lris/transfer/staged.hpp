@@ -5,7 +5,7 @@
 #include <cstddef>
 #include <string_view>
 
-#include <lris/concepts/transfer_policy.hpp>
+#include <lris/transfer/transfer_policy.hpp>
 
 namespace lris {
 

@@ -9,7 +9,7 @@
 
 #include <lris/backends/host_backend.hpp>
 #include <lris/concepts/backend_policy.hpp>
-#include <lris/memory/spaces.hpp>
+#include <lris/concepts/memory_space.hpp>
 
 namespace lris {
 

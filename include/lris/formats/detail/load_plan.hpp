@@ -9,7 +9,7 @@
 #include <span>
 #include <vector>
 
-#include <lris/formats/dtype.hpp>
+#include <lris/element/dtype.hpp>
 
 namespace lris::safetensors::detail {
 

@@ -20,6 +20,8 @@
 #include <lris/concepts/allocator_policy.hpp>
 #include <lris/error.hpp>
 #include <lris/concepts/backend_policy.hpp>
+#include <lris/concepts/batch_backend.hpp>
+#include <lris/concepts/pci_backend.hpp>
 #include <lris/memory/buffer.hpp>
 #include <lris/memory/caching_pool.hpp>
 #include <lris/detail/spin_wait.hpp>
@@ -93,12 +95,11 @@ struct pipeline_core {
   /// the scheduler's monitor: NVIDIA GPUs only; none elsewhere. Called by the monitor's
   /// sampler only (a source that throws has no sample).
   sched::bandwidth_monitor::external_source driver_measure(bool to_device) const {
-    if constexpr (requires(const Backend& b) { { b.pci_bus_id() } -> std::convertible_to<std::string>; }) {
-      if (Backend::name == std::string_view("cuda")) {
-        return [be = backend, to_device] {
-          return sched::nvml_pcie::shared().read_gbps(be.pci_bus_id(), to_device);
-        };
-      }
+    if constexpr (pci_backend<Backend>) {
+      // NVML knows NVIDIA GPUs only: another vendor's address reads as no sample.
+      return [be = backend, to_device] {
+        return sched::nvml_pcie::shared().read_gbps(be.pci_bus_id(), to_device);
+      };
     }
     return {};
   }

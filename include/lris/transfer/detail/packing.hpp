@@ -6,7 +6,7 @@
 #include <vector>
 
 #include <lris/error.hpp>
-#include <lris/transfer/copy_item.hpp>
+#include <lris/concepts/copy_item.hpp>
 
 namespace lris::detail {
 

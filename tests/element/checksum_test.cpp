@@ -14,7 +14,7 @@
 #include <xxhash.h>
 
 #include <lris/error.hpp>
-#include <lris/formats/checksum.hpp>
+#include <lris/element/checksum.hpp>
 
 namespace {
 

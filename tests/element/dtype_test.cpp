@@ -6,8 +6,8 @@
 #include <cmath>
 #include <cstdint>
 #include <limits>
-#include <lris/formats/dtype.hpp>
-#include <lris/formats/dtype_convert.hpp>
+#include <lris/element/dtype.hpp>
+#include <lris/element/dtype_convert.hpp>
 #include <random>
 #include <string>
 #include <string_view>

@@ -1,4 +1,4 @@
-#include <lris/formats/checksum.hpp>
+#include <lris/element/checksum.hpp>
 
 #include <algorithm>
 #include <bit>

@@ -5,7 +5,7 @@
 
 #include <cstddef>
 
-#include <lris/formats/dtype.hpp>
+#include <lris/element/dtype.hpp>
 
 namespace lris {
 

@@ -1,4 +1,4 @@
-#include <lris/formats/convert.hpp>
+#include <lris/element/convert.hpp>
 
 #include <cstdint>
 #include <cstring>
@@ -8,7 +8,7 @@
 
 #include <lris/detail/thread_pool.hpp>
 #include <lris/error.hpp>
-#include <lris/formats/dtype_convert.hpp>
+#include <lris/element/dtype_convert.hpp>
 
 namespace lris {
 
