@@ -14,6 +14,10 @@
 #define LRIS_WITH_HIP 0
 #endif
 
+/// Symbols that must stay one per process even when LRIS is linked statically into several
+/// shared objects built with hidden visibility (the process's default context).
+#define LRIS_EXPORT __attribute__((visibility("default")))
+
 /// True in translation units that link `lris::cuda`.
 #define LRIS_HAS_CUDA() (LRIS_WITH_CUDA)
 /// True in translation units that link `lris::hip`.

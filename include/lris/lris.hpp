@@ -50,7 +50,9 @@
 #include <lris/transfer/direct.hpp>
 #include <lris/transfer/pipeline.hpp>
 #include <lris/transfer/plan.hpp>
-#include <lris/transfer/profile.hpp>
+#include <lris/exec/context.hpp>
+#include <lris/exec/cpu_budget.hpp>
+#include <lris/exec/profile.hpp>
 #include <lris/transfer/staged.hpp>
 #include <lris/transfer/stats.hpp>
 #include <lris/transfer/traits.hpp>

@@ -15,8 +15,10 @@ namespace {
 thread_local const thread_pool* current_pool = nullptr;
 }
 
-thread_pool::thread_pool(unsigned threads) {
+thread_pool::thread_pool(unsigned threads, unsigned background_threads) {
   threads = std::max(1u, threads);
+  background_max_ = background_threads > 0 ? std::min(background_threads, threads)
+                                           : std::max(1u, threads / 2);
   workers_.reserve(threads);
   for (unsigned i = 0; i < threads; ++i) workers_.emplace_back([this] { run(); });
 }
@@ -25,44 +27,87 @@ thread_pool::~thread_pool() {
   {
     std::lock_guard lock(mutex_);
     stopping_ = true;
+    stopping_flag_ = true;
   }
   cv_.notify_all();
+  if (!fork_.same_process()) {
+    // A child of fork(): the threads are the parent's and do not exist here. What they ran is
+    // not ours to finish or free.
+    for (auto& t : workers_) t.detach();
+    return;
+  }
   for (auto& t : workers_) t.join();
 }
 
-void thread_pool::submit(std::function<void()> task) {
+void thread_pool::submit(std::function<void()> task, priority p) {
+  fork_.check("lris: a thread pool");
+  bool wake = false;
   {
     std::lock_guard lock(mutex_);
-    tasks_.push_back(std::move(task));
-    queued_.store(tasks_.size(), std::memory_order_release);
+    lanes_[static_cast<std::size_t>(p)].push_back(std::move(task));
+    wake = p != priority::background || background_running_ < background_max_;
+    if (wake) queued_.fetch_add(1, std::memory_order_release);
   }
-  cv_.notify_one();
+  if (wake) cv_.notify_one();
 }
 
 bool thread_pool::on_worker_thread() const noexcept { return current_pool == this; }
 
+bool thread_pool::drained() const noexcept {
+  return lanes_[0].empty() && lanes_[1].empty() && lanes_[2].empty();
+}
+
+bool thread_pool::runnable() const noexcept {
+  return !lanes_[0].empty() || !lanes_[1].empty() ||
+         (!lanes_[2].empty() && background_running_ < background_max_);
+}
+
 void thread_pool::run() {
   current_pool = this;
+  constexpr auto background = static_cast<std::size_t>(priority::background);
   for (;;) {
     std::function<void()> task;
+    bool is_background = false;
     (void)spin_until([this] {
-      return queued_.load(std::memory_order_acquire) > 0 || stopping_.load();
+      return queued_.load(std::memory_order_acquire) > 0 ||
+             stopping_flag_.load(std::memory_order_relaxed);
     });
     {
       std::unique_lock lock(mutex_);
-      cv_.wait(lock, [this] { return stopping_ || !tasks_.empty(); });
-      if (tasks_.empty()) return;  // stopping and drained
-      task = std::move(tasks_.front());
-      tasks_.pop_front();
-      queued_.store(tasks_.size(), std::memory_order_release);
+      // Stopping finishes what was submitted: background tasks held back by the cap wait for
+      // a running one to end, as before.
+      cv_.wait(lock, [this] { return runnable() || (stopping_ && drained()); });
+      if (!runnable()) return;  // stopping, and nothing is left
+      for (std::size_t lane = 0; lane < priority_count; ++lane) {
+        if (lanes_[lane].empty()) continue;
+        if (lane == background && background_running_ >= background_max_) continue;
+        task = std::move(lanes_[lane].front());
+        lanes_[lane].pop_front();
+        is_background = lane == background;
+        break;
+      }
+      if (is_background) ++background_running_;
+      queued_.store(lanes_[0].size() + lanes_[1].size() +
+                        (background_running_ < background_max_ ? lanes_[background].size() : 0),
+                    std::memory_order_release);
     }
     task();
+    if (is_background) {
+      bool all = false;
+      {
+        std::lock_guard lock(mutex_);
+        --background_running_;
+        if (!lanes_[background].empty()) queued_.fetch_add(1, std::memory_order_release);
+        all = stopping_;
+      }
+      // A held-back background task may run now; when stopping, the pool may be drained.
+      if (all) {
+        cv_.notify_all();
+      } else {
+        cv_.notify_one();
+      }
+    }
   }
-}
-
-thread_pool& thread_pool::shared() {
-  static thread_pool pool(std::max(1u, std::thread::hardware_concurrency()));
-  return pool;
 }
 
 namespace {
@@ -104,7 +149,7 @@ struct loop_state {
 }  // namespace
 
 void parallel_for(thread_pool& pool, std::size_t count, unsigned max_threads,
-                  const std::function<void(std::size_t)>& fn) {
+                  const std::function<void(std::size_t)>& fn, priority p) {
   if (count == 0) return;
   if (count == 1 || max_threads <= 1) {
     for (std::size_t i = 0; i < count; ++i) fn(i);
@@ -112,7 +157,7 @@ void parallel_for(thread_pool& pool, std::size_t count, unsigned max_threads,
   }
   auto state = std::make_shared<loop_state>(count, fn);
   const std::size_t helpers = std::min<std::size_t>({count - 1, pool.size(), max_threads - 1});
-  for (std::size_t h = 0; h < helpers; ++h) pool.submit([state] { state->work(); });
+  for (std::size_t h = 0; h < helpers; ++h) pool.submit([state] { state->work(); }, p);
   state->work();
   (void)spin_until([&] { return state->finished_flag.load(std::memory_order_acquire); });
   std::unique_lock lock(state->mutex);
@@ -123,7 +168,7 @@ void parallel_for(thread_pool& pool, std::size_t count, unsigned max_threads,
 }
 
 void parallel_memcpy(thread_pool& pool, void* dst, const void* src, std::size_t bytes,
-                     unsigned max_threads, std::size_t min_piece) {
+                     unsigned max_threads, std::size_t min_piece, priority p) {
   const std::size_t threads = std::max<std::size_t>(
       1, std::min<std::size_t>(max_threads, bytes / std::max<std::size_t>(min_piece, 1)));
   if (threads <= 1) {
@@ -137,7 +182,7 @@ void parallel_memcpy(thread_pool& pool, void* dst, const void* src, std::size_t 
     const std::size_t off = i * piece;
     std::memcpy(static_cast<std::byte*>(dst) + off, static_cast<const std::byte*>(src) + off,
                 std::min(piece, bytes - off));
-  });
+  }, p);
 }
 
 }  // namespace lris::detail

@@ -54,7 +54,8 @@ std::uint64_t block_checksum(const void* data, std::size_t n, std::uint64_t seed
 
   const std::size_t per_piece = std::max<std::size_t>(1, min_piece_bytes / block);
   const std::size_t pieces = (blocks - 1) / per_piece + 1;
-  auto& pool = detail::thread_pool::shared();
+  const auto pool_owner = detail::default_thread_pool();
+  auto& pool = *pool_owner;
   if (pieces == 1 || pool.size() <= 1) {
     hash_blocks(0, blocks);
   } else {

@@ -30,7 +30,8 @@ void each(const void* src, void* dst, std::size_t count, F f) {
   };
   constexpr std::size_t per_task = std::size_t{1} << 20;
   if (count <= per_task) return run(0, count);
-  auto& pool = detail::thread_pool::shared();
+  const auto pool_owner = detail::default_thread_pool();
+  auto& pool = *pool_owner;
   const std::size_t tasks = (count + per_task - 1) / per_task;
   detail::parallel_for(pool, tasks, pool.size() + 1, [&](std::size_t t) {
     run(t * per_task, std::min(count, (t + 1) * per_task));
@@ -68,7 +69,8 @@ void convert(const void* src, dtype from, void* dst, dtype to, std::size_t count
     LRIS_EXPECTS(count * bits_of(from) % 8 == 0,
                  "convert: {} elements of {} ({} bits each) are not a whole number of bytes",
                  count, to_string(from), bits_of(from));
-    auto& pool = detail::thread_pool::shared();
+    const auto pool_owner = detail::default_thread_pool();
+    auto& pool = *pool_owner;
     return detail::parallel_memcpy(pool, dst, src, src_bytes, pool.size(), std::size_t{4} << 20);
   }
   switch (from) {

@@ -102,7 +102,9 @@ std::vector<std::vector<detail::io_segment>> slice(const std::vector<detail::io_
 
 }  // namespace
 
-io_engine::io_engine(io_options options) : options_(std::move(options)) {
+io_engine::io_engine(io_options options, std::shared_ptr<lris::detail::thread_pool> threads)
+    : options_(std::move(options)),
+      threads_(threads ? std::move(threads) : lris::detail::default_io_thread_pool()) {
   options_.queue_depth = std::max(1u, options_.queue_depth);
   options_.queues = std::max(1u, options_.queues);
   options_.resident_queues = std::max(1u, options_.resident_queues);
@@ -344,10 +346,9 @@ io_stats io_engine::run(const file& f, std::uint64_t offset, std::byte* buf, std
     std::free(staging);
     if (q.queue) return_queue(std::move(q));
   };
-  std::vector<std::thread> helpers;
-  for (std::size_t i = 1; i < work.size(); ++i) helpers.emplace_back(run_slice, i);
-  if (!work.empty()) run_slice(0);
-  for (auto& t : helpers) t.join();
+  // On the io threads, the caller taking part: no thread is made per call, and a call made
+  // from an io thread cannot wait for threads that are all busy.
+  lris::detail::parallel_for(*threads_, work.size(), static_cast<unsigned>(work.size()), run_slice);
   for (auto& e : errors) {
     if (e) std::rethrow_exception(e);
   }

@@ -8,15 +8,6 @@
 
 namespace lris::sched {
 
-std::string_view to_string(priority p) noexcept {
-  switch (p) {
-    case priority::critical: return "critical";
-    case priority::normal: return "normal";
-    case priority::background: return "background";
-  }
-  return "?";
-}
-
 struct bandwidth_semaphore::waiter {
   std::uint64_t bytes = 0;
   priority prio = priority::normal;

@@ -82,11 +82,4 @@ std::optional<double> nvml_pcie::read_gbps(const std::string& pci_bus_id, bool t
   return kbps * 1e3 / 1e9;
 }
 
-const nvml_pcie& nvml_pcie::shared() {
-  // Never destroyed: the monitor of the process's default scheduler (itself never destroyed)
-  // may be sampling it on its own thread while static objects go away at exit.
-  static const auto* instance = new nvml_pcie;
-  return *instance;
-}
-
 }  // namespace lris::sched

@@ -10,7 +10,6 @@
 #include <fmt/format.h>
 
 #include <lris/error.hpp>
-#include <lris/transfer/profile.hpp>
 
 namespace lris::sched {
 
@@ -31,20 +30,6 @@ struct scheduler::entry {
 };
 
 namespace {
-
-// The ceiling the calibrated profile gives a resource ("cuda:0 h2d" -> profile "cuda:0"), or 0.
-double profile_ceiling(std::string_view name) {
-  try {
-    if (name == host_resource()) return cached_profile("host:0").host_copy_gbps;
-    const auto space = name.find(' ');
-    if (space == std::string_view::npos) return 0;
-    const transfer_profile& p = cached_profile(name.substr(0, space));
-    const auto dir = name.substr(space + 1);
-    return dir == "h2d" ? p.h2d_gbps : dir == "d2h" ? p.d2h_gbps : 0;
-  } catch (const error&) {
-    return 0;  // a malformed profile file: the loaders report it; here the ceiling is unknown
-  }
-}
 
 std::string segment_name(std::string_view prefix, std::string_view resource) {
   std::string s = fmt::format("{}-{}", prefix, resource);
@@ -96,12 +81,6 @@ void scheduler::remove_shared(std::string_view shared_name, std::string_view res
   }
 }
 
-const std::shared_ptr<scheduler>& scheduler::process_default() {
-  // Never destroyed: transfers may still hold its tokens while static objects go away.
-  static const auto* s = new std::shared_ptr<scheduler>(std::make_shared<scheduler>());
-  return *s;
-}
-
 std::size_t scheduler::resource(std::string_view name, double ceiling_gbps,
                                bandwidth_monitor::external_source external) {
   std::lock_guard lock(mutex_);
@@ -114,7 +93,11 @@ std::size_t scheduler::resource(std::string_view name, double ceiling_gbps,
   } else if (ceiling_gbps > 0) {
     e->ceiling = ceiling_gbps;
   } else {
-    e->ceiling = profile_ceiling(name);
+    try {
+      e->ceiling = options_.ceiling_of ? options_.ceiling_of(name) : 0;
+    } catch (const std::exception&) {
+      e->ceiling = 0;  // a malformed profile: the loaders report it; here the ceiling is unknown
+    }
   }
   const double in_flight_s = std::chrono::duration<double>(options_.in_flight).count();
   e->capacity = e->ceiling > 0

@@ -117,7 +117,8 @@ TEST_CASE("host_backend errors name what is at fault", "[backend][errors]") {
 }
 
 TEST_CASE("parallel_for runs every index once, from inside the pool too", "[detail]") {
-  auto& pool = lris::detail::thread_pool::shared();
+  const auto pool_owner = lris::detail::default_thread_pool();
+  auto& pool = *pool_owner;
   std::vector<std::atomic<int>> hits(1000);
   lris::detail::parallel_for(pool, hits.size(), 8, [&](std::size_t i) { ++hits[i]; });
   for (auto& h : hits) CHECK(h == 1);

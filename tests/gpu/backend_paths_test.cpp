@@ -94,9 +94,9 @@ TEST_CASE("gpu_backend: the scheduler's monitor reads the link as the driver mea
     st = s->status(link);
   }
   const bool driver = backend::name == std::string_view("cuda") &&
-                      lris::sched::nvml_pcie::shared().available();
+                      lris::default_context()->nvml()->get().available();
   if (!driver) {
-    WARN("no NVML: " << lris::sched::nvml_pcie::shared().why());
+    WARN("no NVML: " << lris::default_context()->nvml()->get().why());
     CHECK_FALSE(st.external);
     return;
   }

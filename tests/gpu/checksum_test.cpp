@@ -308,7 +308,8 @@ TEST_CASE("device block checksum: 4 GiB against the read bandwidth", "[cuda][che
   // Random bytes (splitmix64 of the word index, filled on all cores), 16 more for offset 1.
   const std::size_t words = (n + 16) / 8;
   std::unique_ptr<std::uint64_t[]> host(new std::uint64_t[words]);
-  auto& pool = lris::detail::thread_pool::shared();
+  const auto pool_owner = lris::detail::default_thread_pool();
+  auto& pool = *pool_owner;
   const std::size_t piece = std::size_t{1} << 22;
   lris::detail::parallel_for(pool, (words + piece - 1) / piece, pool.size(), [&](std::size_t p) {
     for (std::size_t i = p * piece; i < std::min(words, (p + 1) * piece); ++i) {

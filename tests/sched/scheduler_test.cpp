@@ -387,12 +387,25 @@ TEST_CASE("pipelines: on a congested link, lower priorities give way and it is c
   CHECK(nm.throttle[throttle_action::smaller_chunks] > 0);
   stop = true;
   critical.join();
-  // Critical work while background work moves takes the batched path, byte-exact.
+  // Critical work while background work moves takes the batched path, byte-exact. It starts
+  // once the broker has granted background tokens on the congested link (not after a fixed
+  // sleep: on a loaded machine the background thread may not have run yet).
+  const std::size_t link = s->resource(h2d);
+  const std::uint64_t background_grants =
+      s->status(link).grants[static_cast<std::size_t>(priority::background)];
   stop = false;
   std::thread background([&] {
     while (!stop) (void)p.copy(dst2.span(), src2.span(), {.priority = priority::background}).wait();
   });
-  std::this_thread::sleep_for(5ms);
+  for (const auto give_up = std::chrono::steady_clock::now() + 5s;
+       std::chrono::steady_clock::now() < give_up;) {
+    const auto now = s->status(link);
+    if (now.congested &&
+        now.grants[static_cast<std::size_t>(priority::background)] > background_grants) {
+      break;
+    }
+    std::this_thread::sleep_for(1ms);
+  }
   std::memset(dst.data(), 0, n);
   const auto cr = p.copy(dst.span(), src.span(), {.priority = priority::critical}).wait();
   stop = true;
@@ -421,7 +434,7 @@ TEST_CASE("pipelines: without coordination no tokens are taken") {
   CHECK(st.throttle[throttle_action::none] == 0);
   // The default pipeline shares the process's scheduler.
   pipe_t q;
-  CHECK(q.scheduler() == scheduler::process_default());
+  CHECK(q.scheduler() == lris::default_context()->broker());
 }
 
 TEST_CASE("pipelines: file reads take tokens of the file's disk") {

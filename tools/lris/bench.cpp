@@ -271,7 +271,7 @@ command add_bench(CLI::App& app) {
       nlohmann::json j{{"tables", nlohmann::json::array()}};
       for (const auto& t : tables) j["tables"].push_back(table_json(t));
       // The process's scheduler, which coordinated every row: its tokens and decisions.
-      j["scheduler"] = status_json(*sched::scheduler::process_default());
+      j["scheduler"] = status_json(*default_context()->broker());
       fmt::print("{}\n", j.dump(2));
     } else {
       for (const auto& t : tables) print_table(t);

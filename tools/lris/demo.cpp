@@ -40,7 +40,8 @@ double seconds_of(const std::function<void()>& f) {
 
 // Fills with pseudo-random words in parallel: a checksum over zeros would prove little.
 void fill_random(std::byte* p, std::size_t n) {
-  auto& pool = detail::thread_pool::shared();
+  const auto pool_owner = detail::default_thread_pool();
+  auto& pool = *pool_owner;
   const std::size_t piece = std::size_t{16} << 20;
   detail::parallel_for(pool, (n + piece - 1) / piece, pool.size() + 1, [&](std::size_t i) {
     std::mt19937_64 rng(0x1f2e3d4c + i);

@@ -157,7 +157,8 @@ class host_backend {
                  "host_backend::copy_async: null pointer (dst {}, src {}, {} bytes)", dst, src,
                  bytes);
     queue(s).submit([dst, src, bytes] {
-      auto& pool = detail::thread_pool::shared();
+      const auto pool_owner = detail::default_thread_pool();
+      auto& pool = *pool_owner;
       detail::parallel_memcpy(pool, dst, src, bytes, pool.size(), std::size_t{4} << 20);
     });
   }
@@ -165,7 +166,8 @@ class host_backend {
   void copy_batch_async(const copy_item* items, std::size_t count, stream& s) {
     LRIS_EXPECTS(count == 0 || items != nullptr, "host_backend::copy_batch_async: null items");
     queue(s).submit([items, count] {
-      auto& pool = detail::thread_pool::shared();
+      const auto pool_owner = detail::default_thread_pool();
+      auto& pool = *pool_owner;
       detail::parallel_for(pool, count, pool.size() + 1, [items](std::size_t i) {
         std::memcpy(items[i].dst, items[i].src, items[i].bytes);
       });

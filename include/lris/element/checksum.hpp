@@ -38,7 +38,7 @@ inline constexpr std::size_t min_checksum_block = 4096;
 
 /// @brief The LRIS block checksum (see the file comment for the definition) of `n` bytes at
 /// `data` with `seed`, computed with libxxhash. Inputs of several blocks are hashed on the
-/// threads of lris::detail::thread_pool::shared().
+/// threads of the default context's compute lanes (lris::detail::default_thread_pool()).
 /// @throws lris::invalid_argument when `block` is not a power of two of at least 4096 bytes,
 /// or when `data` is null and `n > 0`.
 [[nodiscard]] std::uint64_t block_checksum(const void* data, std::size_t n,

@@ -22,7 +22,7 @@ namespace lris {
 
 /// @brief Converts `count` elements of `from` at `src` into `to` at `dst` (any alignment; the
 /// buffers must not overlap). Large counts are spread over the threads of
-/// lris::detail::thread_pool::shared().
+/// the default context's compute lanes (lris::detail::default_thread_pool()).
 /// @throws lris::unsupported naming both dtypes when can_convert(from, to) is false;
 /// lris::invalid_argument for null or overlapping buffers.
 void convert(const void* src, dtype from, void* dst, dtype to, std::size_t count);

@@ -292,7 +292,8 @@ loaded_checkpoint load_selected(Pipeline& p, const checkpoint& ck,
     out.report.staging_bytes = job->slots.size() * (chunk + align);
     out.report.workers = static_cast<unsigned>(
         std::min<std::size_t>({workers, job->chunks, job->slots.size()}));
-    lris::detail::start_workers(job, out.report.workers);
+    lris::detail::start_workers(job, out.report.workers, core->ctx, o.transfer.priority,
+                                /*blocking_io=*/true);
     const transfer_stats st = transfer(job->state).wait();  // rethrows the first error
     out.report.token_waits = st.token_waits;
     out.report.throttle = st.throttle;

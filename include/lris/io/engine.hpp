@@ -14,6 +14,7 @@
 #include <string>
 #include <vector>
 
+#include <lris/detail/thread_pool.hpp>
 #include <lris/io/file.hpp>
 #include <lris/io/options.hpp>
 #include <lris/io/stats.hpp>
@@ -25,7 +26,9 @@ class io_engine {
   /// @brief Chooses the queue now: with io_backend::automatic, io_uring where the kernel
   /// allows it, else the pread pool (fallback_reason() says why). With io_backend::io_uring,
   /// a refused io_uring is lris::io_error naming the errno and the likely cause.
-  explicit io_engine(io_options options = {});
+  /// A read or write spread over several queues runs them on `threads` (the caller takes one);
+  /// null: the io threads of the default context (lris::detail::default_io_thread_pool()).
+  explicit io_engine(io_options options = {}, std::shared_ptr<lris::detail::thread_pool> threads = nullptr);
   ~io_engine();
   io_engine(const io_engine&) = delete;
   io_engine& operator=(const io_engine&) = delete;
@@ -83,6 +86,7 @@ class io_engine {
                const std::function<bool()>& should_stop, const io_overrides& call);
 
   io_options options_;
+  std::shared_ptr<lris::detail::thread_pool> threads_;
   std::string backend_;
   std::string fallback_reason_;
   std::mutex mutex_;

@@ -22,18 +22,12 @@
 #include <utility>
 #include <vector>
 
+#include <lris/priority.hpp>
+
 namespace lris::sched {
 
-enum class priority : std::uint8_t {
-  critical,    ///< latency first: the next layer's weights
-  normal,      ///< ordinary transfers
-  background,  ///< prefetch and bulk copies
-};
-
-inline constexpr std::size_t priority_count = 3;
-
-/// @brief "critical", "normal" or "background".
-[[nodiscard]] std::string_view to_string(priority p) noexcept;
+using lris::priority;
+using lris::priority_count;
 
 struct semaphore_options {
   /// Relative shares of the priorities while all of them wait; each at least 1.

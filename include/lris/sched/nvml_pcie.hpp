@@ -5,6 +5,7 @@
 /// never required, and LRIS does not link it.
 
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
 
@@ -39,13 +40,24 @@ class nvml_pcie {
   /// Takes about 20 ms: the driver counts bytes over that interval.
   [[nodiscard]] std::optional<double> read_gbps(const std::string& pci_bus_id, bool to_device) const;
 
-  /// @brief The process's instance, made on first use and never destroyed.
-  [[nodiscard]] static const nvml_pcie& shared();
-
  private:
   struct impl;
   std::unique_ptr<impl> impl_;
   std::string why_;
+};
+
+/// @brief NVML loaded on first use, so that a process that never samples a GPU's link never
+/// loads it (lris::context holds one; the monitor's samplers share it).
+class lazy_nvml_pcie {
+ public:
+  [[nodiscard]] const nvml_pcie& get() {
+    std::call_once(once_, [this] { nvml_ = std::make_unique<nvml_pcie>(); });
+    return *nvml_;
+  }
+
+ private:
+  std::once_flag once_;
+  std::unique_ptr<nvml_pcie> nvml_;
 };
 
 }  // namespace lris::sched

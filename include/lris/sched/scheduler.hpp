@@ -11,7 +11,8 @@
 /// monitor. A resource's capacity (bytes in flight) is its ceiling times `in_flight`: enough to
 /// keep it busy, little enough that critical work never waits long behind bulk work.
 ///
-/// Every pipeline uses scheduler::process_default() unless its config names another (or none).
+/// Every pipeline uses its context's (lris::context::broker()) unless its config names another
+/// (or none).
 /// With `shared_name` set, the semaphores live in shared memory, one budget for every process
 /// that uses the same name.
 
@@ -80,9 +81,12 @@ struct scheduler_options {
   /// The capacity of a resource whose ceiling is not known: large, so that it orders waiters
   /// without slowing anyone.
   std::uint64_t unknown_capacity = std::uint64_t{1} << 30;
-  /// Ceilings in GB/s by resource name ("host", "cuda:0 h2d"), over those of the calibrated
-  /// profile (`lris calibrate`).
+  /// Ceilings in GB/s by resource name ("host", "cuda:0 h2d"), over those of `ceiling_of`.
   std::map<std::string, double, std::less<>> ceilings;
+  /// The ceiling in GB/s of a resource `ceilings` does not name, or 0 (unknown); lris::context
+  /// reads it from the calibrated profile. Called when the resource is registered; a call that
+  /// throws counts as unknown.
+  std::function<double(std::string_view resource)> ceiling_of;
   /// Non-empty: each resource's semaphore is the shared_semaphore "<shared_name>-<resource>"
   /// (characters other than letters and digits made '-'), shared with every process using it.
   std::string shared_name;
@@ -129,9 +133,6 @@ class scheduler {
   /// @brief Removes the name of the segment that schedulers with `shared_name` keep
   /// `resource`'s budget in (processes that have it open keep using it).
   static void remove_shared(std::string_view shared_name, std::string_view resource) noexcept;
-
-  /// @brief The scheduler of every pipeline that names none: one per process, never destroyed.
-  [[nodiscard]] static const std::shared_ptr<scheduler>& process_default();
 
   /// @brief The resource called `name`, registered on first use with the ceiling from the
   /// options, else `ceiling_gbps` (0: unknown), and with `external` (see bandwidth_monitor:

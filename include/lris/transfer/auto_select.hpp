@@ -7,7 +7,7 @@
 #include <string_view>
 
 #include <lris/transfer/transfer_policy.hpp>
-#include <lris/transfer/profile.hpp>
+#include <lris/exec/profile.hpp>
 
 namespace lris {
 
@@ -16,18 +16,20 @@ namespace lris {
 /// device are packed into the ring; batches of DMA-able buffers are one kernel while their
 /// mean size is under the profile's batch_max_item_bytes, and one DMA per pair above it; host
 /// batches are one parallel loop. Thresholds and chunk parameters come
-/// from the profile written by `lris calibrate` (cached_profile(request.backend)) unless one is
-/// given explicitly.
+/// from the profile written by `lris calibrate` (the pipeline's context reads it:
+/// transfer_request::profile) unless one is given explicitly.
 class auto_select {
  public:
   static constexpr std::string_view name = "auto";
+  static constexpr bool uses_profile = true;
 
   auto_select() = default;
   /// @brief Uses `profile` instead of the calibrated one.
   explicit auto_select(transfer_profile profile) : profile_(std::move(profile)) {}
 
   [[nodiscard]] transfer_plan plan(const transfer_request& r) const {
-    const transfer_profile& p = profile_ ? *profile_ : cached_profile(r.backend);
+    static const transfer_profile defaults;
+    const transfer_profile& p = profile_ ? *profile_ : r.profile ? *r.profile : defaults;
     transfer_plan plan{.chunk_bytes = p.chunk_bytes, .workers = p.workers,
                        .streams = p.streams, .ring_depth = p.ring_depth};
     if (r.items > 1) {

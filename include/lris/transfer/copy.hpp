@@ -3,10 +3,9 @@
 /// @brief lris::copy(dst, src, options): move bytes between any two typed spans.
 
 #include <memory>
-#include <mutex>
 #include <ranges>
-#include <vector>
 
+#include <lris/exec/context.hpp>
 #include <lris/memory/memory_span.hpp>
 #include <lris/memory/pinned_allocator.hpp>
 #include <lris/transfer/auto_select.hpp>
@@ -15,24 +14,21 @@
 
 namespace lris {
 
-/// @brief The process-wide pipeline copy() uses for `Backend`'s device `device`:
-/// auto_select over a pinned ring of at most 256 MiB.
+/// @brief The pipeline copy() uses for `Backend`'s device `device`: auto_select over a pinned
+/// ring of at most 256 MiB, one per device in the default context (lris::default_context()),
+/// made on first use and kept as long as that context.
 template <backend_policy Backend>
 [[nodiscard]] pipeline<auto_select, Backend>& default_pipeline(int device = 0) {
-  // One per device, made on first use and never destroyed: no stream or device call may run
-  // during static destruction, after a device runtime may have shut down.
-  static std::mutex mutex;
-  static auto& pipelines = *new std::vector<std::unique_ptr<pipeline<auto_select, Backend>>>();
-  std::lock_guard lock(mutex);
   LRIS_EXPECTS(device >= 0 && device < Backend::device_count(),
                "lris::copy: device {} does not exist ({} has {} devices)", device, Backend::name,
                Backend::device_count());
-  if (pipelines.empty()) pipelines.resize(static_cast<std::size_t>(Backend::device_count()));
-  auto& p = pipelines[static_cast<std::size_t>(device)];
-  if (!p) {
-    p = std::make_unique<pipeline<auto_select, Backend>>(auto_select{}, Backend(device));
-  }
-  return *p;
+  const auto ctx = default_context();
+  return ctx->cached<pipeline<auto_select, Backend>>(device, [&] {
+    // The context owns the pipeline: it refers back to it without keeping it alive.
+    return std::make_unique<pipeline<auto_select, Backend>>(
+        auto_select{}, Backend(device), pinned_allocator<Backend>{},
+        pipeline_config{.context = ctx->unowned()});
+  });
 }
 
 /// @brief Starts copying `src` into `dst` (same size in bytes) along the path auto_select

@@ -37,9 +37,11 @@ struct pipeline_config {
   std::size_t max_staging_bytes = std::size_t{256} << 20;
   /// How file transfers (read, write) do their io.
   io::io_options io = {};
+  /// The context whose threads run its transfers and whose broker and profiles they use. Null:
+  /// the process's default (lris::default_context()).
+  context_ptr context = nullptr;
   /// Where its transfers take tokens for their chunks (see sched::scheduler). Null: the
-  /// process's (sched::scheduler::process_default()), so that every pipeline of a process
-  /// shares one budget per resource.
+  /// context's broker, so that every pipeline of a context shares one budget per resource.
   std::shared_ptr<sched::scheduler> scheduler = nullptr;
   /// False: its transfers take no tokens and are not coordinated with any other.
   bool coordinated = true;
@@ -66,13 +68,16 @@ class pipeline {
 
   explicit pipeline(Transfer transfer = {}, Backend backend = {}, Allocator alloc = {},
                     pipeline_config config = {})
-      : transfer_(std::move(transfer)),
-        core_(std::make_shared<detail::pipeline_core<Backend, Allocator>>(
-            std::move(backend), std::move(alloc), config.max_staging_bytes,
-            std::move(config.io),
-            !config.coordinated ? nullptr
-            : config.scheduler  ? std::move(config.scheduler)
-                                : sched::scheduler::process_default())) {}
+      : transfer_(std::move(transfer)) {
+    auto ctx = config.context ? std::move(config.context) : default_context();
+    ctx->check_process();
+    auto broker = !config.coordinated ? nullptr
+                  : config.scheduler  ? std::move(config.scheduler)
+                                      : ctx->broker();
+    core_ = std::make_shared<detail::pipeline_core<Backend, Allocator>>(
+        std::move(backend), std::move(alloc), config.max_staging_bytes, std::move(config.io),
+        std::move(ctx), std::move(broker));
+  }
 
   [[nodiscard]] const Transfer& policy() const noexcept { return transfer_; }
   [[nodiscard]] const Backend& backend() const noexcept { return core_->backend; }
@@ -81,6 +86,10 @@ class pipeline {
   /// @brief The scheduler its transfers take tokens from; null when they are not coordinated.
   [[nodiscard]] const std::shared_ptr<sched::scheduler>& scheduler() const noexcept {
     return core_->scheduler;
+  }
+  /// @brief The context whose threads run its transfers.
+  [[nodiscard]] const context_ptr& context() const noexcept {
+    return core_->ctx;
   }
   /// @brief What the pipeline's transfers share (backend, streams, staging ring, io engine):
   /// for the jobs of other parts of the library, such as the format loaders.
@@ -104,7 +113,7 @@ class pipeline {
     using traits = transfer_traits<Dst, Src>;
     transfer_plan p = transfer_.plan({.kind = traits::kind, .bytes = bytes,
                                       .needs_staging = traits::needs_staging,
-                                      .backend = core_->key});
+                                      .backend = core_->key, .profile = profile()});
     return complete(p, opts);
   }
 
@@ -230,7 +239,8 @@ class pipeline {
     if (src.size() == 1) return copy(dst[0], src[0], opts);
     const transfer_plan p = complete(
         transfer_.plan({.kind = traits::kind, .bytes = total, .items = src.size(),
-                        .needs_staging = traits::needs_staging, .backend = core_->key}),
+                        .needs_staging = traits::needs_staging, .backend = core_->key,
+                        .profile = profile()}),
         opts);
     auto state = std::make_shared<detail::transfer_state>(total, opts.on_progress);
     auto& st = state->stats;
@@ -312,25 +322,26 @@ class pipeline {
     state->stats.path = transfer_path::batched;
     auto items = std::make_shared<std::vector<copy_item>>(n);
     for (std::size_t i = 0; i < n; ++i) (*items)[i] = item(i);
-    auto& pool = detail::thread_pool::shared();
+    auto& pool = core_->ctx->compute();
     state->stats.workers = pool.size();
     auto pace = std::make_shared<detail::pacing>();
     core_->pace(*pace, copy_kind::host_to_host, opts);
-    pool.submit([state, items, pace] {
+    const priority lane = opts.priority;
+    pool.submit([state, items, pace, ctx = core_->ctx, lane] {
       try {
         auto cpu = pace->hold(pace->host, state->total);
         pace->report(state->stats);
-        auto& pool = detail::thread_pool::shared();
+        auto& pool = ctx->compute();
         detail::parallel_for(pool, items->size(), pool.size() + 1, [&](std::size_t i) {
           const copy_item& it = (*items)[i];
           std::memcpy(it.dst, it.src, it.bytes);
-        });
+        }, lane);
         state->add_progress(state->total);
       } catch (...) {
         state->fail(std::current_exception());
       }
       state->finish();
-    });
+    }, lane);
   }
 
   // Pieces of at most this size keep a batch with a few large buffers spread over the GPU.
@@ -381,7 +392,7 @@ class pipeline {
         std::min<std::size_t>({p.workers, job->chunks, job->slots.size()}));
     st.streams = p.streams;
     st.ring_slots = static_cast<unsigned>(job->slots.size());
-    detail::start_workers(job, st.workers);
+    detail::start_workers(job, st.workers, core_->ctx, opts.priority);
   }
 
   // File <-> memory. `kind` is host_to_device for reads (file to memory) and device_to_host
@@ -420,8 +431,9 @@ class pipeline {
               ? static_cast<std::size_t>(std::max<std::uint64_t>(
                     std::uint64_t{16} << 20, core_->scheduler->capacity(pace->storage) / 4))
               : bytes;
-      detail::thread_pool::shared().submit([state, core = core_, &io, file, mem, bytes, offset,
-                                            kind, call = opts.io, pace, piece] {
+      // Blocking io: on the context's io threads, in the lane of its priority.
+      core_->ctx->io().submit([state, core = core_, &io, file, mem, bytes, offset,
+                               kind, call = opts.io, pace, piece] {
         auto stop = [&] { return state->should_stop(); };
         try {
           io::io_stats r;
@@ -443,12 +455,12 @@ class pipeline {
           state->fail(std::current_exception());
         }
         state->finish();
-      });
+      }, opts.priority);
       return transfer(std::move(state));
     } else {
       const transfer_plan p = complete(
           transfer_.plan({.kind = kind, .bytes = bytes, .needs_staging = true,
-                          .backend = core_->key}),
+                          .backend = core_->key, .profile = profile()}),
           opts);
       auto job = std::make_shared<detail::file_job<Backend, Allocator>>();
       core_->pace(job->pace, kind, opts);
@@ -508,9 +520,17 @@ class pipeline {
           std::min<std::size_t>({workers, job->chunks, job->slots.size()}));
       st.streams = p.streams;
       st.ring_slots = static_cast<unsigned>(job->slots.size());
-      detail::start_workers(job, st.workers);
+      detail::start_workers(job, st.workers, core_->ctx, opts.priority, /*blocking_io=*/true);
       return transfer(std::move(state));
     }
+  }
+
+  // The context's calibrated profile for policies that plan by one (transfer_policy_uses_profile).
+  const transfer_profile* profile() const {
+    if constexpr (requires { Transfer::uses_profile; }) {
+      if constexpr (Transfer::uses_profile) return &core_->profile();
+    }
+    return nullptr;
   }
 
   // Zero fields of a plan take the options, then the defaults.
@@ -577,7 +597,7 @@ class pipeline {
     }
     core_->pace(job->pace, copy_kind::host_to_host, opts);
     state->stats.workers = static_cast<unsigned>(std::min<std::size_t>(p.workers, job->chunks));
-    detail::start_workers(job, p.workers);
+    detail::start_workers(job, p.workers, core_->ctx, opts.priority);
   }
 
   void start_staged(const std::shared_ptr<detail::transfer_state>& state, copy_kind kind,
@@ -597,7 +617,7 @@ class pipeline {
     st.workers = workers;
     st.streams = p.streams;
     st.ring_slots = static_cast<unsigned>(job->slots.size());
-    detail::start_workers(job, workers);
+    detail::start_workers(job, workers, core_->ctx, opts.priority);
   }
 
   // Staging slots for `bytes`: two chunks per worker where the size allows, so that copies
@@ -665,7 +685,9 @@ class pipeline {
       state->help = [weak = std::weak_ptr(job)] {
         if (auto j = weak.lock()) j->run();
       };
-      detail::thread_pool::shared().submit([job] { job->run(); });
+      // It waits for the device: a blocking task, on the io threads.
+      job->ctx = core_->ctx;
+      job->ctx->io().submit([job] { job->run(); }, opts.priority);
       return;
     }
     start_on_stream(state, p.streams, [&](typename Backend::stream& stream) {

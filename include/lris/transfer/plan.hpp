@@ -8,6 +8,7 @@
 #include <string_view>
 
 #include <lris/concepts/backend_policy.hpp>
+#include <lris/exec/profile.hpp>
 #include <lris/io/options.hpp>
 #include <lris/sched/bandwidth_semaphore.hpp>
 
@@ -46,6 +47,9 @@ struct transfer_request {
   bool needs_staging = false;
   /// The executing backend and device, e.g. "host:0" or "cuda:1" (profiles are kept per key).
   std::string_view backend = "host:0";
+  /// The calibrated profile of that backend and device, from the pipeline's context: given to
+  /// policies that declare `static constexpr bool uses_profile = true`; null for others.
+  const transfer_profile* profile = nullptr;
 };
 
 /// @brief A policy's decision. Zero fields are filled from defaults by the pipeline.

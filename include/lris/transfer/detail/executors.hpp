@@ -27,6 +27,7 @@
 #include <lris/detail/spin_wait.hpp>
 #include <lris/detail/stream_copy.hpp>
 #include <lris/detail/thread_pool.hpp>
+#include <lris/exec/context.hpp>
 #include <lris/io/engine.hpp>
 #include <lris/io/file.hpp>
 #include <lris/sched/nvml_pcie.hpp>
@@ -70,12 +71,15 @@ class event_pool : public std::enable_shared_from_this<event_pool<Backend>> {
   std::vector<std::unique_ptr<event>> free_;
 };
 
-/// @brief What a pipeline owns and its transfers share: the backend, its streams, the ring.
+/// @brief What a pipeline owns and its transfers share: the backend, its streams, the ring;
+/// and the context whose threads, broker and profiles they use.
 template <backend_policy Backend, allocator_policy Allocator>
 struct pipeline_core {
   pipeline_core(Backend b, Allocator a, std::size_t max_staging_bytes,
-                io::io_options io_options = {}, std::shared_ptr<sched::scheduler> sch = nullptr)
+                io::io_options io_options, std::shared_ptr<context> context,
+                std::shared_ptr<sched::scheduler> sch)
       : io_options_(std::move(io_options)),
+        ctx(std::move(context)),
         backend(std::move(b)),
         events(std::make_shared<event_pool<Backend>>(backend)),
         item_pool(a, caching_pool_options{.max_cached_bytes = std::size_t{64} << 20}),
@@ -97,8 +101,8 @@ struct pipeline_core {
   sched::bandwidth_monitor::external_source driver_measure(bool to_device) const {
     if constexpr (pci_backend<Backend>) {
       // NVML knows NVIDIA GPUs only: another vendor's address reads as no sample.
-      return [be = backend, to_device] {
-        return sched::nvml_pcie::shared().read_gbps(be.pci_bus_id(), to_device);
+      return [be = backend, nvml = ctx->nvml(), to_device] {
+        return nvml->get().read_gbps(be.pci_bus_id(), to_device);
       };
     }
     return {};
@@ -128,7 +132,10 @@ struct pipeline_core {
   }
   /// @brief The io engine for file transfers, made on first use.
   io::io_engine& io() {
-    std::call_once(io_once_, [this] { io_ = std::make_unique<io::io_engine>(io_options_); });
+    std::call_once(io_once_, [this] {
+      io_ = std::make_unique<io::io_engine>(io_options_,
+                                            std::shared_ptr<thread_pool>(ctx, &ctx->io()));
+    });
     return *io_;
   }
   /// @brief Registers a staging slot with the io engine once, so that file io into and out of
@@ -137,6 +144,8 @@ struct pipeline_core {
   void register_for_io(staging_slot<Backend>& slot) {
     if (slot.io_registration == 0) slot.io_registration = io().register_memory({slot.data, slot.bytes});
   }
+  /// @brief The profile of this pipeline's backend and device, from its context.
+  [[nodiscard]] const transfer_profile& profile() const { return ctx->profile(key); }
   /// @brief A stream for a single-operation transfer, round robin over `count`.
   typename Backend::stream& next_stream(unsigned count) {
     return stream(next_.fetch_add(1, std::memory_order_relaxed) % std::max(1u, count));
@@ -144,6 +153,11 @@ struct pipeline_core {
 
  private:
   io::io_options io_options_;
+
+ public:
+  std::shared_ptr<context> ctx;  // before the io engine, which runs on its threads
+
+ private:
   std::once_flag io_once_;
   std::unique_ptr<io::io_engine> io_;
 
@@ -166,8 +180,12 @@ struct pipeline_core {
   std::atomic<unsigned> next_{0};
 };
 
-/// @brief A job of `chunks` pieces of work and its progress through them.
+/// @brief A job of `chunks` pieces of work and its progress through them, and the lane of the
+/// context's threads its tasks run in.
 struct job_base {
+  std::shared_ptr<context> ctx;  // kept until the last task is gone: its threads run them
+  thread_pool* pool = nullptr;   // one of ctx's
+  priority lane = priority::normal;
   std::shared_ptr<transfer_state> state;
   pacing pace;  // the transfer's tokens
   std::size_t chunks = 0;
@@ -196,15 +214,20 @@ template <class Job>
 struct chunk_task {
   std::shared_ptr<Job> job;
   void operator()() const {
-    if (job->run_one()) thread_pool::shared().submit(*this);
+    if (job->run_one()) job->pool->submit(*this, job->lane);
   }
 };
 
-/// @brief Starts `workers` chunk tasks of `job` (at most one per chunk).
+/// @brief Starts `workers` chunk tasks of `job` (at most one per chunk) in the lane of
+/// `lane` of `ctx`'s threads: the io threads when its chunks block on io.
 template <class Job>
-void start_workers(const std::shared_ptr<Job>& job, unsigned workers) {
+void start_workers(const std::shared_ptr<Job>& job, unsigned workers,
+                   const std::shared_ptr<context>& ctx, priority lane, bool blocking_io = false) {
+  job->ctx = ctx;
+  job->pool = blocking_io ? &ctx->io() : &ctx->compute();
+  job->lane = lane;
   const auto n = static_cast<unsigned>(std::min<std::size_t>(workers, job->chunks));
-  for (unsigned w = 0; w < n; ++w) thread_pool::shared().submit(chunk_task<Job>{job});
+  for (unsigned w = 0; w < n; ++w) job->pool->submit(chunk_task<Job>{job}, lane);
 }
 
 /// @brief Host <-> host: each chunk is one memcpy on a pool thread.

@@ -1,4 +1,4 @@
-#include <lris/transfer/profile.hpp>
+#include <lris/exec/profile.hpp>
 
 #include <cerrno>
 #include <cstdlib>
@@ -96,17 +96,6 @@ transfer_profile load_profile(const std::filesystem::path& path, std::string_vie
   }
   p.source = path.string();
   return p;
-}
-
-const transfer_profile& cached_profile(std::string_view backend) {
-  static std::mutex mutex;
-  static std::map<std::string, transfer_profile, std::less<>> cache;
-  std::lock_guard lock(mutex);
-  auto it = cache.find(backend);
-  if (it == cache.end()) {
-    it = cache.emplace(std::string(backend), load_profile(default_profile_path(), backend)).first;
-  }
-  return it->second;
 }
 
 void save_profile(const std::filesystem::path& path, std::string_view backend,

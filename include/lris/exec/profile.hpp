@@ -44,9 +44,6 @@ struct transfer_profile {
 [[nodiscard]] transfer_profile load_profile(const std::filesystem::path& path,
                                             std::string_view backend);
 
-/// @brief load_profile(default_profile_path(), backend), read once per backend per process.
-[[nodiscard]] const transfer_profile& cached_profile(std::string_view backend);
-
 /// @brief Writes `profile` as the entry for `backend` into the file at `path`, keeping the
 /// other backends' entries; creates directories as needed. Throws lris::io_error on failure.
 void save_profile(const std::filesystem::path& path, std::string_view backend,

@@ -7,7 +7,7 @@
 #include <fstream>
 
 #include <lris/error.hpp>
-#include <lris/transfer/profile.hpp>
+#include <lris/exec/profile.hpp>
 
 namespace fs = std::filesystem;
 

@@ -1,0 +1,109 @@
+#include <lris/exec/context.hpp>
+
+#include <algorithm>
+#include <thread>
+
+#include <lris/error.hpp>
+#include <lris/exec/cpu_budget.hpp>
+
+namespace lris {
+
+std::shared_ptr<context> context::make(context_options options) {
+  auto* c = new context(std::move(options));
+  return std::shared_ptr<context>(c, [](context* p) {
+    // Its pools cannot join the thread they run on: a last reference dropped by a task of this
+    // context is let go of on a thread of its own.
+    if (p->compute_->on_worker_thread() || p->io_->on_worker_thread()) {
+      std::thread([p] { delete p; }).detach();
+    } else {
+      delete p;
+    }
+  });
+}
+
+context::context(context_options options)
+    : options_(std::move(options)), nvml_(std::make_shared<sched::lazy_nvml_pcie>()) {
+  const unsigned threads = options_.threads > 0 ? options_.threads : usable_cpus();
+  options_.threads = threads;
+  options_.io_threads = options_.io_threads > 0 ? options_.io_threads : std::max(8u, 2 * threads);
+  if (!options_.broker.ceiling_of) {
+    options_.broker.ceiling_of = [this](std::string_view r) { return ceiling(r); };
+  }
+  broker_ = std::make_shared<sched::scheduler>(options_.broker);
+  io_ = std::make_unique<detail::thread_pool>(options_.io_threads, options_.io_threads / 2);
+  compute_ = std::make_unique<detail::thread_pool>(threads, options_.background_threads);
+  options_.background_threads = compute_->background_threads();
+}
+
+context::~context() {
+  // The registry's objects (default pipelines) first: their transfers' last tasks may still be
+  // queued; the pools then finish them before they join, and the broker returns the tokens of
+  // device work until it stops.
+  {
+    std::lock_guard lock(registry_mutex_);
+    registry_.clear();
+  }
+  compute_.reset();
+  io_.reset();
+  broker_.reset();
+}
+
+const transfer_profile& context::profile(std::string_view backend) {
+  check_process();
+  std::lock_guard lock(profiles_mutex_);
+  auto it = profiles_.find(backend);
+  if (it == profiles_.end()) {
+    const auto path =
+        options_.profile_path.empty() ? default_profile_path() : options_.profile_path;
+    it = profiles_.emplace(std::string(backend), load_profile(path, backend)).first;
+  }
+  return it->second;
+}
+
+// The ceiling the calibrated profile gives a resource ("cuda:0 h2d" -> profile "cuda:0"), or 0.
+double context::ceiling(std::string_view name) {
+  if (name == sched::host_resource()) return profile("host:0").host_copy_gbps;
+  const auto space = name.find(' ');
+  if (space == std::string_view::npos) return 0;
+  const transfer_profile& p = profile(name.substr(0, space));
+  const auto dir = name.substr(space + 1);
+  return dir == "h2d" ? p.h2d_gbps : dir == "d2h" ? p.d2h_gbps : 0;
+}
+
+std::shared_ptr<context> default_context() {
+  auto& slot = detail::default_slot();
+  std::lock_guard lock(slot.mutex);
+  if (slot.current && slot.generation != detail::fork_generation()) {
+    // The child of a fork(): the parent's default has no threads here. Leaked on purpose: its
+    // locks and state are the parent's, and nothing of it may run here.
+    new std::shared_ptr<context>(std::move(slot.current));
+  }
+  if (!slot.current) {
+    slot.current = context::make();
+    slot.generation = detail::fork_generation();
+  }
+  return slot.current;
+}
+
+std::shared_ptr<context> set_default_context(std::shared_ptr<context> c) {
+  auto& slot = detail::default_slot();
+  std::lock_guard lock(slot.mutex);
+  slot.generation = detail::fork_generation();
+  return std::exchange(slot.current, std::move(c));
+}
+
+namespace detail {
+
+std::shared_ptr<thread_pool> default_thread_pool() {
+  auto c = default_context();
+  return {c, &c->compute()};
+}
+
+std::shared_ptr<thread_pool> default_io_thread_pool() {
+  auto c = default_context();
+  return {c, &c->io()};
+}
+
+}  // namespace detail
+
+}  // namespace lris

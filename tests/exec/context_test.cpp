@@ -1,0 +1,134 @@
+// lris::context: who owns threads, the default, fork(), CPUs the process may use.
+#include <catch2/catch.hpp>
+
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cstring>
+#include <vector>
+
+#include <lris/lris.hpp>
+
+#include "support/what_contains.hpp"
+
+TEST_CASE("cgroup quotas are read as whole CPUs, rounded up", "[exec][cpus]") {
+  using lris::detail::cpus_from_cfs;
+  using lris::detail::cpus_from_cpu_max;
+  CHECK(cpus_from_cpu_max("max 100000") == std::nullopt);
+  CHECK(cpus_from_cpu_max("200000 100000") == 2u);
+  CHECK(cpus_from_cpu_max("150000 100000\n") == 2u);
+  CHECK(cpus_from_cpu_max("50000 100000") == 1u);
+  CHECK(cpus_from_cpu_max("") == std::nullopt);
+  CHECK(cpus_from_cpu_max("garbage") == std::nullopt);
+  CHECK(cpus_from_cpu_max("12x 100000") == std::nullopt);
+  CHECK(cpus_from_cfs("-1", "100000") == std::nullopt);
+  CHECK(cpus_from_cfs("400000", "100000") == 4u);
+  CHECK(cpus_from_cfs("", "") == std::nullopt);
+}
+
+TEST_CASE("pools follow the CPUs the process may use, not the machine's", "[exec][cpus]") {
+  const unsigned cpus = lris::usable_cpus();
+  CHECK(cpus >= 1);
+  CHECK(cpus <= std::max(1u, std::thread::hardware_concurrency()));
+  auto ctx = lris::context::make();
+  CHECK(ctx->compute().size() == cpus);
+  CHECK(ctx->options().threads == cpus);
+  CHECK(ctx->io().size() >= 8);
+  // Asked for explicitly.
+  auto small = lris::context::make({.threads = 2, .background_threads = 1, .io_threads = 3});
+  CHECK(small->compute().size() == 2);
+  CHECK(small->compute().background_threads() == 1);
+  CHECK(small->io().size() == 3);
+}
+
+TEST_CASE("pipelines run on their context's threads and broker", "[exec][context]") {
+  auto ctx = lris::context::make({.threads = 3});
+  lris::pipeline<lris::staged, lris::host_backend> p(
+      lris::staged{.chunk_bytes = 1 << 20, .workers = 3}, lris::host_backend{0},
+      lris::pinned_allocator<lris::host_backend>{}, lris::pipeline_config{.context = ctx});
+  CHECK(p.context() == ctx);
+  CHECK(p.scheduler() == ctx->broker());
+  std::vector<std::byte> src(8 << 20, std::byte{7}), dst(src.size());
+  lris::buffer<lris::device_allocator<lris::host_backend>, std::byte> dev(src.size());
+  const auto st = p.copy(dev.span(), lris::as_host(src)).wait();
+  CHECK(st.workers <= 3);
+  p.copy(lris::as_host(dst), dev.span()).wait();
+  CHECK(std::memcmp(dst.data(), src.data(), src.size()) == 0);
+  // The default pipelines live in the default context.
+  CHECK(lris::default_pipeline<lris::host_backend>().context().get() ==
+        lris::default_context().get());
+}
+
+TEST_CASE("a context dropped with transfers in flight lets them finish", "[exec][context]") {
+  std::vector<std::byte> src(32 << 20, std::byte{3}), dst(src.size());
+  lris::transfer t;
+  {
+    auto ctx = lris::context::make({.threads = 2});
+    lris::pipeline<lris::auto_select, lris::host_backend> p(
+        {}, lris::host_backend{0}, {}, lris::pipeline_config{.context = ctx});
+    t = p.copy(lris::as_host(dst), lris::as_host(src));
+  }  // the pipeline and the last outside reference to the context are gone
+  t.wait();
+  CHECK(std::memcmp(dst.data(), src.data(), src.size()) == 0);
+}
+
+TEST_CASE("the default context can be replaced, and the old one handed back", "[exec][context]") {
+  auto first = lris::default_context();
+  CHECK(first == lris::default_context());
+  auto mine = lris::context::make({.threads = 2});
+  auto previous = lris::set_default_context(mine);
+  CHECK(previous == first);
+  CHECK(lris::default_context() == mine);
+  CHECK(lris::detail::default_thread_pool().get() == &mine->compute());
+  lris::set_default_context(previous);
+  CHECK(lris::default_context() == first);
+}
+
+TEST_CASE("the child of a fork gets a clear error from a context made before it",
+          "[exec][fork]") {
+  auto ctx = lris::context::make({.threads = 2});
+  auto before = lris::default_context();
+  const pid_t child = ::fork();
+  REQUIRE(child >= 0);
+  if (child == 0) {
+    // Exit codes tell the parent what happened; Catch2 is not used in the child.
+    int code = 0;
+    try {
+      ctx->compute().submit([] {});
+      code = 1;  // no error: the task would never run
+    } catch (const lris::error& e) {
+      if (std::strstr(e.what(), "child forked") == nullptr) code = 2;
+    }
+    try {
+      lris::pipeline<lris::auto_select, lris::host_backend> p(
+          {}, lris::host_backend{0}, {}, lris::pipeline_config{.context = ctx});
+      code = code ? code : 3;
+    } catch (const lris::error&) {
+    }
+    // The default is made anew in the child, and works.
+    auto fresh = lris::default_context();
+    if (fresh == before) code = code ? code : 4;
+    std::vector<std::byte> a(4 << 20, std::byte{1}), b(a.size());
+    try {
+      lris::copy(lris::as_host(b), lris::as_host(a)).wait();
+      if (std::memcmp(a.data(), b.data(), a.size()) != 0) code = code ? code : 5;
+    } catch (...) {
+      code = code ? code : 6;
+    }
+    std::_Exit(code);
+  }
+  int status = 0;
+  REQUIRE(::waitpid(child, &status, 0) == child);
+  REQUIRE(WIFEXITED(status));
+  CHECK(WEXITSTATUS(status) == 0);
+  // The parent's contexts are untouched.
+  std::atomic<bool> ran{false};
+  ctx->compute().submit([&] { ran = true; });
+  while (!ran) std::this_thread::yield();
+}
+
+TEST_CASE("the default context's profile comes from the profile file", "[exec][context]") {
+  auto ctx = lris::context::make({.threads = 1, .profile_path = "/nonexistent/profile.json"});
+  CHECK(ctx->profile("host:0").source == "defaults");
+}
