@@ -42,7 +42,7 @@
 #include <lris/sched/bandwidth_monitor.hpp>
 #include <lris/sched/bandwidth_semaphore.hpp>
 #include <lris/sched/nvml_pcie.hpp>
-#include <lris/sched/scheduler.hpp>
+#include <lris/sched/bandwidth_broker.hpp>
 #include <lris/sched/shared_semaphore.hpp>
 #include <lris/sched/throttle.hpp>
 #include <lris/transfer/auto_select.hpp>

@@ -29,7 +29,7 @@ context::context(context_options options)
   if (!options_.broker.ceiling_of) {
     options_.broker.ceiling_of = [this](std::string_view r) { return ceiling(r); };
   }
-  broker_ = std::make_shared<sched::scheduler>(options_.broker);
+  broker_ = std::make_shared<sched::bandwidth_broker>(options_.broker);
   io_ = std::make_unique<detail::thread_pool>(options_.io_threads, options_.io_threads / 2);
   compute_ = std::make_unique<detail::thread_pool>(threads, options_.background_threads);
   options_.background_threads = compute_->background_threads();

@@ -48,7 +48,7 @@ TEST_CASE("pipelines run on their context's threads and broker", "[exec][context
       lris::staged{.chunk_bytes = 1 << 20, .workers = 3}, lris::host_backend{0},
       lris::pinned_allocator<lris::host_backend>{}, lris::pipeline_config{.context = ctx});
   CHECK(p.context() == ctx);
-  CHECK(p.scheduler() == ctx->broker());
+  CHECK(p.broker() == ctx->broker());
   std::vector<std::byte> src(8 << 20, std::byte{7}), dst(src.size());
   lris::buffer<lris::device_allocator<lris::host_backend>, std::byte> dev(src.size());
   const auto st = p.copy(dev.span(), lris::as_host(src)).wait();

@@ -73,14 +73,14 @@ TEST_CASE("gpu_backend: errors name what is wrong", "[gpu][errors]") {
   be.unregister_host(plain.data());
 }
 
-TEST_CASE("gpu_backend: the scheduler's monitor reads the link as the driver measures it",
+TEST_CASE("gpu_backend: the broker's monitor reads the link as the driver measures it",
           "[gpu][sched]") {
   backend be;
   const std::string bus = be.pci_bus_id();
   CHECK(bus.size() == 12);  // "0000:1b:00.0"
-  auto s = std::make_shared<lris::sched::scheduler>();
+  auto s = std::make_shared<lris::sched::bandwidth_broker>();
   lris::pipeline_config c;
-  c.scheduler = s;
+  c.broker = s;
   lris::pipeline<lris::direct, backend> p({}, be, lris::pinned_allocator<backend>(be), std::move(c));
   const auto link = s->resource(
       lris::sched::link_resource(std::string(backend::name) + ":" + std::to_string(be.device()), true));

@@ -206,18 +206,18 @@ command add_bench(CLI::App& app) {
                "when it is not a terminal");
   app.add_flag("--contention", o->contention, "instead of the tables: a critical 64 MiB "
                "transfer's latency while 4 background transfers saturate the same link "
-               "direction, without and with the scheduler, in one process and in two");
+               "direction, without and with the broker, in one process and in two");
   app.add_option("--contention-samples", o->contention_samples, "critical transfers per mode")
       ->check(CLI::PositiveNumber);
   app.add_option("--contention-in-flight-us", o->contention_in_flight_us,
-                 "the scheduler's work in flight per resource, in microseconds (its budget is "
+                 "the broker's work in flight per resource, in microseconds (its budget is "
                  "the link's ceiling times this; default 250)")
       ->check(CLI::PositiveNumber);
   app.add_option("--contention-direction", o->contention_direction,
                  "h2d (pinned -> device, the default) or d2h (device -> pinned)")
       ->check(CLI::IsMember({"h2d", "d2h"}));
   app.add_option("--contention-spin-us", o->contention_spin_us,
-                 "the scheduler's spin, in microseconds: how long waits for link tokens spin "
+                 "the broker's spin, in microseconds: how long waits for link tokens spin "
                  "before they sleep (default 1000; 0: never)");
   auto* child = app.add_option("--contention-child", o->child_backend)->group("");
   app.add_option("--contention-shared", o->child_shared)->group("");
@@ -270,8 +270,8 @@ command add_bench(CLI::App& app) {
     if (o->json) {
       nlohmann::json j{{"tables", nlohmann::json::array()}};
       for (const auto& t : tables) j["tables"].push_back(table_json(t));
-      // The process's scheduler, which coordinated every row: its tokens and decisions.
-      j["scheduler"] = status_json(*default_context()->broker());
+      // The process's broker, which coordinated every row: its tokens and decisions.
+      j["broker"] = status_json(*default_context()->broker());
       fmt::print("{}\n", j.dump(2));
     } else {
       for (const auto& t : tables) print_table(t);

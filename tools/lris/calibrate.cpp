@@ -206,7 +206,7 @@ void tune_batches(const bench_context& c, Backend be, transfer_profile& prof) {
 }
 
 // The DMA ceilings of `be`'s link, pinned memory to and from device memory, with the backend's
-// own copies (no pipeline): what the schedulers budget each direction of the link with.
+// own copies (no pipeline): what the brokers budget each direction of the link with.
 template <class Backend>
 void measure_link(const bench_context& c, Backend be, transfer_profile& prof) {
   const std::size_t n = std::min<std::size_t>(c.large, std::size_t{1} << 30);

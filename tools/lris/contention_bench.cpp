@@ -1,7 +1,7 @@
 // lris bench --contention. Each mode runs `background` threads, each with its own pipeline (so
 // its own streams), copying pinned host memory to device memory in a loop, while one more
 // pipeline times a critical transfer every few milliseconds. Uncoordinated: pipelines without a
-// scheduler, every copy one DMA. Coordinated: pipelines sharing a scheduler budgeted from the
+// broker, every copy one DMA. Coordinated: pipelines sharing a broker budgeted from the
 // link's ceiling measured in this run; background work at background priority, the critical
 // transfer at critical priority. Aggregate throughput counts the bytes of copies completed
 // inside the timed window.
@@ -72,10 +72,10 @@ struct pair_buffers {
 
 template <class Backend>
 std::shared_ptr<pipeline<direct, Backend>> make_pipe(Backend be,
-                                                     const std::shared_ptr<sched::scheduler>& s) {
+                                                     const std::shared_ptr<sched::bandwidth_broker>& s) {
   pipeline_config c;
   c.coordinated = s != nullptr;
-  c.scheduler = s;
+  c.broker = s;
   return std::make_shared<pipeline<direct, Backend>>(direct{}, be, pinned_allocator<Backend>(be),
                                                      std::move(c));
 }
@@ -84,7 +84,7 @@ std::shared_ptr<pipeline<direct, Backend>> make_pipe(Backend be,
 template <class Backend>
 class background_load {
  public:
-  background_load(Backend be, const std::shared_ptr<sched::scheduler>& s, unsigned n,
+  background_load(Backend be, const std::shared_ptr<sched::bandwidth_broker>& s, unsigned n,
                   std::size_t bytes, bool to_device)
       : from_(0), to_(0) {
     for (unsigned i = 0; i < n; ++i) {
@@ -188,35 +188,35 @@ void remove_shared(const std::string& name, const Backend& be) {
   const std::string key = fmt::format("{}:{}", Backend::name, be.device());
   for (const auto& r : {sched::host_resource(), sched::link_resource(key, true),
                         sched::link_resource(key, false)}) {
-    sched::scheduler::remove_shared(name, r);
+    sched::bandwidth_broker::remove_shared(name, r);
   }
 }
 
-// A scheduler budgeting `be`'s link to the device with `ceiling` GB/s.
-// The scheduler's options that the benchmark's options override.
-sched::scheduler_options base_options(const contention_options& o) {
-  sched::scheduler_options so;
+// A broker budgeting `be`'s link to the device with `ceiling` GB/s.
+// The broker's options that the benchmark's options override.
+sched::broker_options base_options(const contention_options& o) {
+  sched::broker_options so;
   if (o.in_flight.count() > 0) so.in_flight = o.in_flight;
   if (o.spin.count() >= 0) so.spin = o.spin;
   return so;
 }
 
 template <class Backend>
-std::shared_ptr<sched::scheduler> make_scheduler(const Backend& be, double ceiling,
+std::shared_ptr<sched::bandwidth_broker> make_broker(const Backend& be, double ceiling,
                                                  const contention_options& o,
                                                  const std::string& shared = "",
                                                  const sched::throttle_options& throttle = {}) {
-  sched::scheduler_options so = base_options(o);
+  sched::broker_options so = base_options(o);
   so.ceilings[sched::link_resource(fmt::format("{}:{}", Backend::name, be.device()), o.to_device)] =
       ceiling;
   so.shared_name = shared;
   so.throttle = throttle;
-  return std::make_shared<sched::scheduler>(std::move(so));
+  return std::make_shared<sched::bandwidth_broker>(std::move(so));
 }
 
 // One mode in this process: background load (if any) and the critical transfers.
 template <class Backend>
-nlohmann::json run_mode(Backend be, const std::shared_ptr<sched::scheduler>& s,
+nlohmann::json run_mode(Backend be, const std::shared_ptr<sched::bandwidth_broker>& s,
                         const contention_options& o, pair_buffers<Backend>& crit, bool loaded,
                         latency_run* out = nullptr) {
   auto pipe = make_pipe(be, s);
@@ -248,10 +248,10 @@ nlohmann::json run_mode(Backend be, const std::shared_ptr<sched::scheduler>& s,
 template <class Backend>
 nlohmann::json run_two_process(Backend be, const std::string& shared, double ceiling,
                                const contention_options& o, pair_buffers<Backend>& crit) {
-  std::shared_ptr<sched::scheduler> s;
+  std::shared_ptr<sched::bandwidth_broker> s;
   if (!shared.empty()) {
     remove_shared(shared, be);  // a segment left by an earlier run keeps its capacity
-    s = make_scheduler(be, ceiling, o, shared);  // the segment's creator: its capacity holds
+    s = make_broker(be, ceiling, o, shared);  // the segment's creator: its capacity holds
   }
   auto pipe = make_pipe(be, s);
   (void)crit.copy(*pipe).wait();
@@ -348,10 +348,10 @@ nlohmann::json run_all(Backend be, const contention_options& o) {
                    {"spin_us", base_options(o).spin.count()},
                    {"direction", o.to_device ? "pinned -> device" : "device -> pinned"},
                    {"ceiling_note", "one DMA of the critical buffer, in the direction, this run"}};
-  // One mode with its own scheduler, destroyed at the end of the mode: nothing of it (its
+  // One mode with its own broker, destroyed at the end of the mode: nothing of it (its
   // thread, its monitor's sampling of the driver) runs on into the next mode.
   auto coordinated = [&](const sched::throttle_options& t, bool loaded) {
-    auto sch = make_scheduler(be, ceiling, o, "", t);
+    auto sch = make_broker(be, ceiling, o, "", t);
     nlohmann::json m = run_mode(be, sch, o, crit, loaded);
     if (loaded) m["resources"] = status_json(*sch);
     return m;
@@ -401,8 +401,8 @@ nlohmann::json run_all(Backend be, const contention_options& o) {
 template <class Backend>
 int child_run(Backend be, const contention_options& o, const std::string& shared, double ceiling,
               long long start, double seconds) {
-  std::shared_ptr<sched::scheduler> s;
-  if (!shared.empty()) s = make_scheduler(be, ceiling, o, shared);
+  std::shared_ptr<sched::bandwidth_broker> s;
+  if (!shared.empty()) s = make_broker(be, ceiling, o, shared);
   const std::size_t bytes = o.background_bytes;
   background_load<Backend> bg(be, s, o.background, bytes, o.to_device);
   const long long end = start + static_cast<long long>(seconds * 1e9);
@@ -415,7 +415,7 @@ int child_run(Backend be, const contention_options& o, const std::string& shared
 
 }  // namespace
 
-nlohmann::json status_json(sched::scheduler& s) {
+nlohmann::json status_json(sched::bandwidth_broker& s) {
   nlohmann::json j = nlohmann::json::array();
   for (const auto& r : s.status()) {
     nlohmann::json e{{"name", r.name},

@@ -31,7 +31,7 @@
 #include <lris/detail/thread_pool.hpp>
 #include <lris/exec/profile.hpp>
 #include <lris/sched/nvml_pcie.hpp>
-#include <lris/sched/scheduler.hpp>
+#include <lris/sched/bandwidth_broker.hpp>
 
 namespace lris {
 
@@ -46,7 +46,7 @@ struct context_options {
   unsigned io_threads = 0;
   /// The bandwidth broker's settings. Ceilings it is not given come from the calibrated
   /// profile of each resource's backend.
-  sched::scheduler_options broker = {};
+  sched::broker_options broker = {};
   /// The calibrated profiles' file; empty: default_profile_path().
   std::filesystem::path profile_path = {};
 };
@@ -71,7 +71,7 @@ class context {
   /// @brief Threads for work that blocks on io.
   [[nodiscard]] detail::thread_pool& io() { return *io_; }
   /// @brief The bandwidth broker of this context's pipelines.
-  [[nodiscard]] const std::shared_ptr<sched::scheduler>& broker() const noexcept { return broker_; }
+  [[nodiscard]] const std::shared_ptr<sched::bandwidth_broker>& broker() const noexcept { return broker_; }
   /// @brief The driver's PCIe counters (NVML), loaded on first get().
   [[nodiscard]] const std::shared_ptr<sched::lazy_nvml_pcie>& nvml() const noexcept { return nvml_; }
   /// @brief The calibrated profile of `backend` ("host:0", "cuda:1"), read once.
@@ -111,7 +111,7 @@ class context {
   std::mutex profiles_mutex_;
   std::map<std::string, transfer_profile, std::less<>> profiles_;
   std::shared_ptr<sched::lazy_nvml_pcie> nvml_;
-  std::shared_ptr<sched::scheduler> broker_;
+  std::shared_ptr<sched::bandwidth_broker> broker_;
   std::unique_ptr<detail::thread_pool> io_;
   std::unique_ptr<detail::thread_pool> compute_;
   std::mutex registry_mutex_;

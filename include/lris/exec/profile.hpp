@@ -23,7 +23,7 @@ struct transfer_profile {
   unsigned workers = 0;     ///< 0: min(hardware threads, 16)
   unsigned streams = 2;
   unsigned ring_depth = 0;  ///< 0: twice the workers
-  /// Measured ceilings in GB/s (0: not measured), the bandwidth schedulers budget with: a
+  /// Measured ceilings in GB/s (0: not measured), the bandwidth brokers budget with: a
   /// multithreaded memcpy (host entry); DMA from and to pinned memory (device entries).
   double host_copy_gbps = 0;
   double h2d_gbps = 0;

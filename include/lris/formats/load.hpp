@@ -71,7 +71,7 @@ struct load_job : lris::detail::ring_job<load_job<Backend, Allocator>, Backend, 
   std::vector<std::vector<std::uint64_t>> hashes;  // per verified target, per block
   std::mutex io_mutex;
   io::io_stats io_total;
-  std::vector<std::size_t> storage;  // per shard: its disk at the scheduler
+  std::vector<std::size_t> storage;  // per shard: its disk at the broker
 
   void process(std::size_t i, lris::detail::staging_slot<Backend>& slot) {
     const load_chunk& c = plan[i];
@@ -282,7 +282,7 @@ loaded_checkpoint load_selected(Pipeline& p, const checkpoint& ck,
     job->core = core;
     job->kind = copy_kind::host_to_device;
     core->pace(job->pace, copy_kind::host_to_device, o.transfer);
-    if (core->scheduler) {
+    if (core->broker) {
       for (const auto& shard : ck.shards()) job->storage.push_back(core->storage_resource(shard.file.fd()));
     }
     job->streams = std::max(1u, tp.streams);

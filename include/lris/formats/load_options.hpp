@@ -83,7 +83,7 @@ struct load_report {
   std::size_t converted = 0;  ///< tensors converted
   std::size_t verified = 0;   ///< tensors whose checksum matched
   std::size_t files_verified = 0;  ///< files whose SHA-256 matched
-  /// Pieces that waited for tokens at the pipeline's scheduler (transfer.priority applies).
+  /// Pieces that waited for tokens at the pipeline's broker (transfer.priority applies).
   std::uint64_t token_waits = 0;
   sched::throttle_counts throttle;  ///< the throttle's decisions for the load's pieces
 

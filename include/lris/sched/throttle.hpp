@@ -75,7 +75,7 @@ struct throttle_counts {
   return quarter < planned ? quarter : planned;
 }
 
-/// @brief The throttle of one resource. Not thread-safe: its owner (the scheduler) locks.
+/// @brief The throttle of one resource. Not thread-safe: its owner (the broker) locks.
 /// Times are on any monotonic clock, so that tests drive it with a fake one.
 class throttle {
  public:

@@ -40,9 +40,9 @@ struct pipeline_config {
   /// The context whose threads run its transfers and whose broker and profiles they use. Null:
   /// the process's default (lris::default_context()).
   context_ptr context = nullptr;
-  /// Where its transfers take tokens for their chunks (see sched::scheduler). Null: the
+  /// Where its transfers take tokens for their chunks (see sched::bandwidth_broker). Null: the
   /// context's broker, so that every pipeline of a context shares one budget per resource.
-  std::shared_ptr<sched::scheduler> scheduler = nullptr;
+  std::shared_ptr<sched::bandwidth_broker> broker = nullptr;
   /// False: its transfers take no tokens and are not coordinated with any other.
   bool coordinated = true;
 };
@@ -71,21 +71,21 @@ class pipeline {
       : transfer_(std::move(transfer)) {
     auto ctx = config.context ? std::move(config.context) : default_context();
     ctx->check_process();
-    auto broker = !config.coordinated ? nullptr
-                  : config.scheduler  ? std::move(config.scheduler)
+    auto tokens = !config.coordinated ? nullptr
+                  : config.broker  ? std::move(config.broker)
                                       : ctx->broker();
     core_ = std::make_shared<detail::pipeline_core<Backend, Allocator>>(
         std::move(backend), std::move(alloc), config.max_staging_bytes, std::move(config.io),
-        std::move(ctx), std::move(broker));
+        std::move(ctx), std::move(tokens));
   }
 
   [[nodiscard]] const Transfer& policy() const noexcept { return transfer_; }
   [[nodiscard]] const Backend& backend() const noexcept { return core_->backend; }
   /// @brief The io engine of this pipeline's file transfers, made on first use.
   [[nodiscard]] io::io_engine& io() { return core_->io(); }
-  /// @brief The scheduler its transfers take tokens from; null when they are not coordinated.
-  [[nodiscard]] const std::shared_ptr<sched::scheduler>& scheduler() const noexcept {
-    return core_->scheduler;
+  /// @brief The broker its transfers take tokens from; null when they are not coordinated.
+  [[nodiscard]] const std::shared_ptr<sched::bandwidth_broker>& broker() const noexcept {
+    return core_->broker;
   }
   /// @brief The context whose threads run its transfers.
   [[nodiscard]] const context_ptr& context() const noexcept {
@@ -429,7 +429,7 @@ class pipeline {
       const std::size_t piece =
           pace->on(pace->storage)
               ? static_cast<std::size_t>(std::max<std::uint64_t>(
-                    std::uint64_t{16} << 20, core_->scheduler->capacity(pace->storage) / 4))
+                    std::uint64_t{16} << 20, core_->broker->capacity(pace->storage) / 4))
               : bytes;
       // Blocking io: on the context's io threads, in the lane of its priority.
       core_->ctx->io().submit([state, core = core_, &io, file, mem, bytes, offset,
@@ -644,7 +644,7 @@ class pipeline {
   void start_direct(const std::shared_ptr<detail::transfer_state>& state, copy_kind kind,
                     std::byte* d, const std::byte* s, std::size_t bytes, const transfer_plan& p,
                     const transfer_options& opts) {
-    if (core_->scheduler && kind != copy_kind::device_to_device) {
+    if (core_->broker && kind != copy_kind::device_to_device) {
       // Coordinated: in pieces, each after its link tokens are granted; those whose tokens
       // are free now from here, the rest from a pool thread.
       auto job = std::make_shared<detail::paced_copy_job<Backend, Allocator>>();
@@ -657,7 +657,7 @@ class pipeline {
       job->kind = kind;
       job->streams = p.streams;
       job->piece = job->pace.within_budget(
-          detail::paced_piece_bytes(core_->scheduler->capacity(job->pace.link)));
+          detail::paced_piece_bytes(core_->broker->capacity(job->pace.link)));
       state->stats.streams = 1;
       state->stats.chunk_bytes = job->piece;
       state->stats.chunks = (bytes + job->piece - 1) / job->piece;

@@ -75,7 +75,7 @@ struct transfer_options {
   /// File transfers (pipeline::read, ::write): io settings of this call in place of the
   /// pipeline's pipeline_config::io, e.g. `{.direct = io::direct_mode::never}`.
   io::io_overrides io = {};
-  /// The priority of this transfer's chunks at the pipeline's scheduler: critical work
+  /// The priority of this transfer's chunks at the pipeline's broker: critical work
   /// overtakes normal work, which overtakes background work (weighted fair shares).
   sched::priority priority = sched::priority::normal;
   /// Bytes this transfer may keep in flight on each resource it uses (0: the resource's

@@ -36,7 +36,7 @@ struct transfer_stats {
   std::uint64_t io_fixed_buffer_ops = 0;
   /// The priority its chunks took tokens at (transfer_options::priority).
   sched::priority priority = sched::priority::normal;
-  /// Pieces that waited for tokens of a resource (0 when the pipeline has no scheduler).
+  /// Pieces that waited for tokens of a resource (0 when the pipeline has no broker).
   std::uint64_t token_waits = 0;
   /// The throttle's decisions for its pieces.
   sched::throttle_counts throttle;

@@ -31,7 +31,7 @@
 #include <lris/io/engine.hpp>
 #include <lris/io/file.hpp>
 #include <lris/sched/nvml_pcie.hpp>
-#include <lris/sched/scheduler.hpp>
+#include <lris/sched/bandwidth_broker.hpp>
 #include <lris/transfer/detail/pacing.hpp>
 #include <lris/transfer/detail/packing.hpp>
 #include <lris/transfer/detail/staging_ring.hpp>
@@ -77,26 +77,26 @@ template <backend_policy Backend, allocator_policy Allocator>
 struct pipeline_core {
   pipeline_core(Backend b, Allocator a, std::size_t max_staging_bytes,
                 io::io_options io_options, std::shared_ptr<context> context,
-                std::shared_ptr<sched::scheduler> sch)
+                std::shared_ptr<sched::bandwidth_broker> sch)
       : io_options_(std::move(io_options)),
         ctx(std::move(context)),
         backend(std::move(b)),
         events(std::make_shared<event_pool<Backend>>(backend)),
         item_pool(a, caching_pool_options{.max_cached_bytes = std::size_t{64} << 20}),
         ring(backend, std::move(a), max_staging_bytes),
-        scheduler(std::move(sch)) {
+        broker(std::move(sch)) {
     // The ring dies before the engine (declared earlier), so the engine outlives every slot.
     ring.on_unregister([this](std::uint64_t id) noexcept { io_->unregister_memory(id); });
     key = fmt::format("{}:{}", Backend::name, backend.device());
-    if (scheduler) {
-      host_resource = scheduler->resource(sched::host_resource());
-      h2d_resource = scheduler->resource(sched::link_resource(key, true), 0, driver_measure(true));
-      d2h_resource = scheduler->resource(sched::link_resource(key, false), 0, driver_measure(false));
+    if (broker) {
+      host_resource = broker->resource(sched::host_resource());
+      h2d_resource = broker->resource(sched::link_resource(key, true), 0, driver_measure(true));
+      d2h_resource = broker->resource(sched::link_resource(key, false), 0, driver_measure(false));
     }
   }
 
   /// @brief The driver's measure of the link one way (NVML, by the GPU's PCI address), for
-  /// the scheduler's monitor: NVIDIA GPUs only; none elsewhere. Called by the monitor's
+  /// the broker's monitor: NVIDIA GPUs only; none elsewhere. Called by the monitor's
   /// sampler only (a source that throws has no sample).
   sched::bandwidth_monitor::external_source driver_measure(bool to_device) const {
     if constexpr (pci_backend<Backend>) {
@@ -111,17 +111,17 @@ struct pipeline_core {
   /// @brief Sets `p` up for a transfer of `kind` (memory to memory; file transfers add their
   /// disk) with the call's priority and budget.
   void pace(pacing& p, copy_kind kind, const transfer_options& o) {
-    if (!scheduler) return;
-    p.sched = scheduler;
+    if (!broker) return;
+    p.sched = broker;
     p.prio = o.priority;
     if (o.budget_bytes > 0) p.budget = std::make_shared<sched::bandwidth_semaphore>(o.budget_bytes);
     p.host = host_resource;
     if (kind == copy_kind::host_to_device) p.link = h2d_resource;
     if (kind == copy_kind::device_to_host) p.link = d2h_resource;
   }
-  /// @brief The disk of `fd`'s file, registered with the scheduler on first use.
+  /// @brief The disk of `fd`'s file, registered with the broker on first use.
   std::size_t storage_resource(int fd) {
-    return scheduler ? scheduler->resource(sched::storage_resource(fd)) : pacing::none;
+    return broker ? broker->resource(sched::storage_resource(fd)) : pacing::none;
   }
 
   /// @brief Stream `i`, created on first use. Streams live as long as the pipeline.
@@ -169,7 +169,7 @@ struct pipeline_core {
   caching_pool<Allocator> item_pool;
   staging_ring<Backend, Allocator> ring;
   std::string key;  // "<backend>:<device>", the profile key
-  std::shared_ptr<sched::scheduler> scheduler;  // null: transfers are not coordinated
+  std::shared_ptr<sched::bandwidth_broker> broker;  // null: transfers are not coordinated
   std::size_t host_resource = pacing::none;
   std::size_t h2d_resource = pacing::none;
   std::size_t d2h_resource = pacing::none;

@@ -1,6 +1,6 @@
 #pragma once
 /// @file
-/// @brief pacing: one transfer's use of its pipeline's scheduler. Every chunk of work takes
+/// @brief pacing: one transfer's use of its pipeline's broker. Every chunk of work takes
 /// tokens of the resource it loads (host DRAM for CPU copies, a link direction for DMA, a disk
 /// for file io) after the throttle has had its say, in pieces the throttle may make smaller.
 
@@ -11,15 +11,15 @@
 #include <cstdint>
 #include <memory>
 
-#include <lris/sched/scheduler.hpp>
+#include <lris/sched/bandwidth_broker.hpp>
 #include <lris/transfer/stats.hpp>
 
 namespace lris::detail {
 
 struct pacing {
-  static constexpr std::size_t none = sched::scheduler::npos;
+  static constexpr std::size_t none = sched::bandwidth_broker::npos;
 
-  std::shared_ptr<sched::scheduler> sched;  ///< null: the transfer is not coordinated
+  std::shared_ptr<sched::bandwidth_broker> sched;  ///< null: the transfer is not coordinated
   sched::priority prio = sched::priority::normal;
   std::shared_ptr<sched::bandwidth_semaphore> budget;  ///< the transfer's own cap, or null
   std::size_t host = none;     ///< "host"
@@ -41,7 +41,7 @@ struct pacing {
     return a;
   }
   /// @brief Tokens for `bytes` on `r` (blocking). Critical and normal work waiting for link
-  /// tokens spins a while first: they come back as the scheduler's thread sees device work
+  /// tokens spins a while first: they come back as the broker's thread sees device work
   /// done, sooner than a sleeping thread would wake.
   sched::resource_tokens take(std::size_t r, std::uint64_t bytes) {
     bool waited = false;
@@ -108,7 +108,7 @@ struct pacing {
 
   /// @brief Runs `work(offset, length)` over [0, bytes) on this thread, in pieces of
   /// `planned` (or smaller), each holding its tokens of `r` while it runs. Without a
-  /// scheduler (or resource): one call for everything.
+  /// broker (or resource): one call for everything.
   template <class Work>
   void run(std::size_t r, std::size_t bytes, std::size_t planned, Work&& work) {
     in_pieces(r, bytes, planned, [&](std::size_t off, std::size_t len, sched::resource_tokens t) {
@@ -119,7 +119,7 @@ struct pacing {
 
   /// @brief Queues `enqueue(offset, length)` over [0, bytes) on `stream` in pieces, each
   /// holding its tokens of `r` until the device has done it (an event per piece, polled by
-  /// the scheduler's thread).
+  /// the broker's thread).
   template <class Backend, class Events, class Enqueue>
   void run_async(std::size_t r, std::size_t bytes, std::size_t planned, Backend& backend,
                  Events& events, typename Backend::stream& stream, Enqueue&& enqueue) {
@@ -152,8 +152,8 @@ struct pacing {
     if (t.bytes() == 0) return;
     auto ev = events.take();
     backend.record(*ev, stream);
-    // A copy of the backend, not the pipeline: the scheduler's thread must never hold the
-    // last reference to a pipeline (whose scheduler it may be).
+    // A copy of the backend, not the pipeline: the broker's thread must never hold the
+    // last reference to a pipeline (whose broker it may be).
     sched->release_when([be = backend, ev]() mutable { return be.query(*ev); }, std::move(t), r,
                         &stream);
   }

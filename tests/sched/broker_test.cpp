@@ -1,4 +1,4 @@
-// scheduler: the registry and capacities, tokens given back only when device work is done,
+// broker: the registry and capacities, tokens given back only when device work is done,
 // shared budgets, and pipelines taking tokens around their chunks (host backend): the budget
 // is never exceeded, a transfer's own budget holds, critical work overtakes background work,
 // the throttle's decisions are taken and counted, and results stay byte-exact.
@@ -23,8 +23,8 @@
 using namespace lris;
 using namespace std::chrono_literals;
 using sched::priority;
-using sched::scheduler;
-using sched::scheduler_options;
+using sched::bandwidth_broker;
+using sched::broker_options;
 using sched::throttle_action;
 using lris::test::what_contains;
 
@@ -33,8 +33,8 @@ namespace {
 constexpr std::size_t MiB = std::size_t{1} << 20;
 const std::string h2d = sched::link_resource("host:0", true);
 
-scheduler_options with_ceiling(double gbps, std::chrono::microseconds in_flight = 250us) {
-  scheduler_options o;
+broker_options with_ceiling(double gbps, std::chrono::microseconds in_flight = 250us) {
+  broker_options o;
   o.ceilings[h2d] = gbps;
   o.in_flight = in_flight;
   o.min_capacity = MiB;
@@ -45,15 +45,15 @@ using pipe_t = pipeline<direct, host_backend>;
 using staged_t = pipeline<staged, host_backend>;
 
 template <class P = pipe_t>
-P make_pipe(std::shared_ptr<scheduler> s) {
+P make_pipe(std::shared_ptr<bandwidth_broker> s) {
   pipeline_config c;
-  c.scheduler = std::move(s);
+  c.broker = std::move(s);
   return P({}, {}, {}, std::move(c));
 }
 
 // Samples a resource's tokens in flight until stopped; keeps the largest.
 struct in_flight_probe {
-  in_flight_probe(scheduler& s, std::size_t r) : thread([&s, r, this] {
+  in_flight_probe(bandwidth_broker& s, std::size_t r) : thread([&s, r, this] {
     while (!stop) {
       peak = std::max<std::uint64_t>(peak, s.status(r).in_flight);
       std::this_thread::yield();
@@ -72,10 +72,10 @@ struct in_flight_probe {
 
 }  // namespace
 
-TEST_CASE("scheduler: resources are registered once, with capacities from their ceilings") {
+TEST_CASE("broker: resources are registered once, with capacities from their ceilings") {
   auto o = with_ceiling(40.0);  // 40 GB/s x 250 us = 10 MB in flight
   o.unknown_capacity = 3 * MiB;
-  scheduler s(o);
+  bandwidth_broker s(o);
   const auto r = s.resource(h2d);
   CHECK(s.resource(h2d) == r);
   CHECK(s.name(r) == h2d);
@@ -89,20 +89,20 @@ TEST_CASE("scheduler: resources are registered once, with capacities from their 
   REQUIRE_THROWS_AS(s.resource(""), invalid_argument);
 }
 
-TEST_CASE("scheduler: bad options are refused") {
-  scheduler_options o;
+TEST_CASE("broker: bad options are refused") {
+  broker_options o;
   o.min_capacity = 0;
-  REQUIRE_THROWS_AS(scheduler(o), invalid_argument);
-  scheduler_options t;
+  REQUIRE_THROWS_AS(bandwidth_broker(o), invalid_argument);
+  broker_options t;
   t.throttle.low = 0.99;
-  REQUIRE_THROWS_AS(scheduler(t), invalid_argument);
-  scheduler_options w;
+  REQUIRE_THROWS_AS(bandwidth_broker(t), invalid_argument);
+  broker_options w;
   w.semaphore.weight[1] = 0;
-  REQUIRE_THROWS_AS(scheduler(w), invalid_argument);
+  REQUIRE_THROWS_AS(bandwidth_broker(w), invalid_argument);
 }
 
-TEST_CASE("scheduler: tokens of device work come back when the work is done, and count as moved") {
-  scheduler s(with_ceiling(4.0));  // 1 MB
+TEST_CASE("broker: tokens of device work come back when the work is done, and count as moved") {
+  bandwidth_broker s(with_ceiling(4.0));  // 1 MB
   const auto r = s.resource(h2d);
   std::atomic<bool> done{false};
   s.release_when([&] { return done.load(); }, s.acquire(r, 600'000, priority::normal), r);
@@ -125,8 +125,8 @@ TEST_CASE("scheduler: tokens of device work come back when the work is done, and
   CHECK(s.status(r).in_flight == 0);
 }
 
-TEST_CASE("scheduler: a waiting acquire is counted, and the destructor waits for pending work") {
-  auto s = std::make_unique<scheduler>(with_ceiling(4.0));
+TEST_CASE("broker: a waiting acquire is counted, and the destructor waits for pending work") {
+  auto s = std::make_unique<bandwidth_broker>(with_ceiling(4.0));
   const auto r = s->resource(h2d);
   auto held = s->acquire(r, s->capacity(r), priority::background);
   std::atomic<bool> got{false};
@@ -145,10 +145,10 @@ TEST_CASE("scheduler: a waiting acquire is counted, and the destructor waits for
   CHECK(polls.load() > 20);
 }
 
-TEST_CASE("scheduler: a resource's external measure shows in its status and utilization") {
-  scheduler_options o = with_ceiling(40.0);
+TEST_CASE("broker: a resource's external measure shows in its status and utilization") {
+  broker_options o = with_ceiling(40.0);
   o.monitor.external_period = 1ms;
-  scheduler s(o);
+  bandwidth_broker s(o);
   const auto r = s.resource(h2d, 0, [] { return std::optional<double>(10.0); });
   const auto again = s.resource(h2d, 0, [] { return std::optional<double>(99.0); });  // no change
   CHECK(again == r);
@@ -163,8 +163,8 @@ TEST_CASE("scheduler: a resource's external measure shows in its status and util
   CHECK_FALSE(s.status(s.resource(sched::host_resource())).external);
 }
 
-TEST_CASE("scheduler: try_acquire takes only free tokens, the budget's too") {
-  scheduler s(with_ceiling(4.0));  // 1 MB
+TEST_CASE("broker: try_acquire takes only free tokens, the budget's too") {
+  bandwidth_broker s(with_ceiling(4.0));  // 1 MB
   const auto r = s.resource(h2d);
   auto t = s.try_acquire(r, 600'000, priority::normal);
   CHECK(t.bytes() == 600'000);
@@ -185,8 +185,8 @@ TEST_CASE("scheduler: try_acquire takes only free tokens, the budget's too") {
   CHECK(st.waits[1] == 0);
 }
 
-TEST_CASE("scheduler: work of one order is asked after the work before it is done") {
-  scheduler s(with_ceiling(4.0));
+TEST_CASE("broker: work of one order is asked after the work before it is done") {
+  bandwidth_broker s(with_ceiling(4.0));
   const auto r = s.resource(h2d);
   const int stream = 0, other = 0;  // addresses as orders
   std::atomic<bool> first_done{false};
@@ -205,26 +205,26 @@ TEST_CASE("scheduler: work of one order is asked after the work before it is don
   CHECK(s.status(r).in_flight == 0);
 }
 
-TEST_CASE("scheduler: a shared name gives schedulers one budget") {
-  scheduler_options o = with_ceiling(4.0);
+TEST_CASE("broker: a shared name gives brokers one budget") {
+  broker_options o = with_ceiling(4.0);
   o.shared_name = "lris-test-sched-" + std::to_string(::getpid());
 
   {
-    scheduler a(o), b(o);
+    bandwidth_broker a(o), b(o);
     const auto ra = a.resource(h2d), rb = b.resource(h2d);
     auto t = a.acquire(ra, 700'000, priority::normal);
     const auto st = b.status(rb);
     CHECK(st.shared);
     CHECK(st.in_flight == 700'000);
   }
-  scheduler::remove_shared(o.shared_name, h2d);
+  bandwidth_broker::remove_shared(o.shared_name, h2d);
 }
 
 TEST_CASE("pipelines: transfers never exceed the budget and land byte-exact") {
-  auto s = std::make_shared<scheduler>(with_ceiling(8.0));  // 2 MB in flight
+  auto s = std::make_shared<bandwidth_broker>(with_ceiling(8.0));  // 2 MB in flight
   auto direct_pipe = make_pipe(s);
   auto staged_pipe = make_pipe<staged_t>(s);
-  REQUIRE(direct_pipe.scheduler() == s);
+  REQUIRE(direct_pipe.broker() == s);
   const auto link = s->resource(h2d);
   const auto cap = s->capacity(link);
   REQUIRE(cap == 2'000'000);
@@ -282,7 +282,7 @@ TEST_CASE("pipelines: transfers never exceed the budget and land byte-exact") {
 
 TEST_CASE("pipelines: a copy whose tokens are free starts at once; one that must wait goes on "
           "when they come back") {
-  auto s = std::make_shared<scheduler>(with_ceiling(8.0));  // 2 MB in flight, 1 MiB pieces
+  auto s = std::make_shared<bandwidth_broker>(with_ceiling(8.0));  // 2 MB in flight, 1 MiB pieces
   auto p = make_pipe(s);
   const auto link = s->resource(h2d);
   buffer<pinned_allocator<host_backend>> src(4 * MiB);
@@ -325,7 +325,7 @@ TEST_CASE("pipelines: a copy whose tokens are free starts at once; one that must
 }
 
 TEST_CASE("pipelines: a transfer's own budget caps its bytes in flight") {
-  auto s = std::make_shared<scheduler>(scheduler_options{});  // unknown ceilings: 1 GiB
+  auto s = std::make_shared<bandwidth_broker>(broker_options{});  // unknown ceilings: 1 GiB
   auto p = make_pipe(s);
   const auto link = s->resource(h2d);
   constexpr std::size_t n = 64 * MiB;
@@ -342,7 +342,7 @@ TEST_CASE("pipelines: a transfer's own budget caps its bytes in flight") {
 }
 
 TEST_CASE("pipelines: critical work overtakes background work queued before it") {
-  auto s = std::make_shared<scheduler>(with_ceiling(8.0));
+  auto s = std::make_shared<bandwidth_broker>(with_ceiling(8.0));
   auto p = make_pipe(s);
   const auto link = s->resource(h2d);
   constexpr std::size_t n = 32 * MiB;
@@ -367,7 +367,7 @@ TEST_CASE("pipelines: on a congested link, lower priorities give way and it is c
   o.throttle.enabled = true;
   o.throttle.window = 20ms;
   o.throttle.fallback = true;
-  auto s = std::make_shared<scheduler>(o);
+  auto s = std::make_shared<bandwidth_broker>(o);
   auto p = make_pipe(s);
   constexpr std::size_t n = 4 * MiB;
   buffer<pinned_allocator<host_backend>> src(n), src2(n), src3(n);
@@ -425,20 +425,20 @@ TEST_CASE("pipelines: without coordination no tokens are taken") {
   pipeline_config c;
   c.coordinated = false;
   pipe_t p({}, {}, {}, std::move(c));
-  CHECK(p.scheduler() == nullptr);
+  CHECK(p.broker() == nullptr);
   constexpr std::size_t n = 4 * MiB;
   buffer<pinned_allocator<host_backend>> src(n);
   buffer<device_allocator<host_backend>> dst(n);
   const auto st = p.copy(dst.span(), src.span(), {.priority = priority::critical}).wait();
   CHECK(st.token_waits == 0);
   CHECK(st.throttle[throttle_action::none] == 0);
-  // The default pipeline shares the process's scheduler.
+  // The default pipeline shares the process's broker.
   pipe_t q;
-  CHECK(q.scheduler() == lris::default_context()->broker());
+  CHECK(q.broker() == lris::default_context()->broker());
 }
 
 TEST_CASE("pipelines: file reads take tokens of the file's disk") {
-  auto s = std::make_shared<scheduler>(scheduler_options{});
+  auto s = std::make_shared<bandwidth_broker>(broker_options{});
   auto p = make_pipe<staged_t>(s);
   const auto path = std::filesystem::temp_directory_path() /
                     ("lris-sched-file-" + std::to_string(::getpid()));

@@ -1,13 +1,13 @@
 #pragma once
 /// @file
-/// @brief scheduler: the registry of resources that transfers share (host DRAM, each direction
+/// @brief bandwidth_broker: the registry of resources that transfers share (host DRAM, each direction
 /// of each GPU's link, each storage device), each with a bandwidth-token semaphore, a monitor
 /// of the bandwidth achieved on it and a throttle.
 ///
-/// Pipelines acquire tokens from their scheduler around every chunk: for the CPU copies of a
+/// Pipelines acquire tokens from their broker around every chunk: for the CPU copies of a
 /// chunk on "host", for its DMA on "<backend>:<device> h2d" or "... d2h", for its file io on
 /// "disk <major>:<minor>". Tokens of device work are given back when the work has completed,
-/// by the scheduler's own thread, which polls the work's events; completed bytes feed the
+/// by the broker's own thread, which polls the work's events; completed bytes feed the
 /// monitor. A resource's capacity (bytes in flight) is its ceiling times `in_flight`: enough to
 /// keep it busy, little enough that critical work never waits long behind bulk work.
 ///
@@ -66,14 +66,14 @@ class resource_tokens {
   }
 
  private:
-  friend class scheduler;
+  friend class bandwidth_broker;
   std::variant<std::monostate, token_guard, shared_token> held_;
   token_guard budget_;
   std::shared_ptr<bandwidth_semaphore> budget_owner_;  // outlives budget_'s release
   std::uint64_t bytes_ = 0;
 };
 
-struct scheduler_options {
+struct broker_options {
   /// Work each resource keeps in flight: capacity = ceiling x this, where the ceiling is known.
   std::chrono::microseconds in_flight{250};
   /// No capacity below this (a few chunks must fit).
@@ -91,7 +91,7 @@ struct scheduler_options {
   /// (characters other than letters and digits made '-'), shared with every process using it.
   std::string shared_name;
   /// How long an acquire that asks to spin (a critical or normal transfer waiting for link
-  /// tokens) spins before it sleeps, and how long the scheduler's thread polls device work
+  /// tokens) spins before it sleeps, and how long the broker's thread polls device work
   /// without pause after the last completion: tokens of device work come back when that thread
   /// sees it done, and a sleeping thread takes tens of microseconds, at times hundreds, to wake.
   std::chrono::microseconds spin{1000};
@@ -119,18 +119,18 @@ struct resource_status {
   throttle_counts throttle;
 };
 
-class scheduler {
+class bandwidth_broker {
  public:
   static constexpr std::size_t npos = static_cast<std::size_t>(-1);
 
   /// @throws lris::invalid_argument for bad options (a capacity of 0, bad thresholds).
-  explicit scheduler(scheduler_options options = {});
+  explicit bandwidth_broker(broker_options options = {});
   /// @brief Waits for the device work whose tokens are still held, then stops its thread.
-  ~scheduler();
-  scheduler(const scheduler&) = delete;
-  scheduler& operator=(const scheduler&) = delete;
+  ~bandwidth_broker();
+  bandwidth_broker(const bandwidth_broker&) = delete;
+  bandwidth_broker& operator=(const bandwidth_broker&) = delete;
 
-  /// @brief Removes the name of the segment that schedulers with `shared_name` keep
+  /// @brief Removes the name of the segment that brokers with `shared_name` keep
   /// `resource`'s budget in (processes that have it open keep using it).
   static void remove_shared(std::string_view shared_name, std::string_view resource) noexcept;
 
@@ -158,7 +158,7 @@ class scheduler {
   /// goes in smaller chunks (`smaller_chunks` is returned and `*delayed` set). Counted.
   throttle_action admit(std::size_t r, priority p, bool fallback_possible = false,
                         bool* delayed = nullptr);
-  /// @brief Gives `tokens` back once `ready()` is true (polled by the scheduler's thread; a
+  /// @brief Gives `tokens` back once `ready()` is true (polled by the broker's thread; a
   /// `ready` that throws counts as done), and records their bytes as moved on `r`. Work with
   /// the same non-null `order` (a stream) completes in the order it was given here: while one
   /// is not ready, the later ones are not asked.
@@ -169,7 +169,7 @@ class scheduler {
 
   [[nodiscard]] resource_status status(std::size_t r);
   [[nodiscard]] std::vector<resource_status> status();
-  [[nodiscard]] const scheduler_options& options() const noexcept { return options_; }
+  [[nodiscard]] const broker_options& options() const noexcept { return options_; }
   /// @brief Device work whose tokens are still held.
   [[nodiscard]] std::size_t pending() const;
 
@@ -186,7 +186,7 @@ class scheduler {
   std::chrono::nanoseconds now() const;
   void reap();
 
-  scheduler_options options_;
+  broker_options options_;
   bandwidth_monitor monitor_;
   mutable std::mutex mutex_;  // the registry
   std::deque<std::unique_ptr<entry>> entries_;

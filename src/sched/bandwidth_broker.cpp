@@ -1,4 +1,4 @@
-#include <lris/sched/scheduler.hpp>
+#include <lris/sched/bandwidth_broker.hpp>
 
 #include <sys/prctl.h>
 #include <sys/stat.h>
@@ -13,7 +13,7 @@
 
 namespace lris::sched {
 
-struct scheduler::entry {
+struct bandwidth_broker::entry {
   std::string name;
   double ceiling = 0;
   std::uint64_t capacity = 0;
@@ -55,17 +55,17 @@ std::string storage_resource(int fd) {
   return fmt::format("disk {}:{}", major(st.st_dev), minor(st.st_dev));
 }
 
-scheduler::scheduler(scheduler_options options)
+bandwidth_broker::bandwidth_broker(broker_options options)
     : options_(std::move(options)), monitor_(options_.monitor) {
   LRIS_EXPECTS(options_.min_capacity > 0 && options_.unknown_capacity > 0,
-               "scheduler: capacities must be positive (min {}, unknown {})",
+               "broker: capacities must be positive (min {}, unknown {})",
                options_.min_capacity, options_.unknown_capacity);
   throttle check(options_.throttle);  // validates the thresholds
   bandwidth_semaphore weights(1, options_.semaphore);  // and the weights
   reaper_ = std::thread([this] { reap(); });
 }
 
-scheduler::~scheduler() {
+bandwidth_broker::~bandwidth_broker() {
   {
     std::lock_guard lock(pending_mutex_);
     stop_ = true;
@@ -74,18 +74,18 @@ scheduler::~scheduler() {
   reaper_.join();
 }
 
-void scheduler::remove_shared(std::string_view shared_name, std::string_view resource) noexcept {
+void bandwidth_broker::remove_shared(std::string_view shared_name, std::string_view resource) noexcept {
   try {
     shared_semaphore::remove(segment_name(shared_name, resource));
   } catch (...) {  // out of memory for the name: nothing to remove
   }
 }
 
-std::size_t scheduler::resource(std::string_view name, double ceiling_gbps,
+std::size_t bandwidth_broker::resource(std::string_view name, double ceiling_gbps,
                                bandwidth_monitor::external_source external) {
   std::lock_guard lock(mutex_);
   if (auto it = by_name_.find(name); it != by_name_.end()) return it->second;
-  LRIS_EXPECTS(!name.empty(), "scheduler: a resource needs a name");
+  LRIS_EXPECTS(!name.empty(), "broker: a resource needs a name");
   auto e = std::make_unique<entry>(options_.throttle);
   e->name = std::string(name);
   if (auto c = options_.ceilings.find(name); c != options_.ceilings.end()) {
@@ -120,26 +120,26 @@ std::size_t scheduler::resource(std::string_view name, double ceiling_gbps,
   return entries_.size() - 1;
 }
 
-std::size_t scheduler::resource_count() const {
+std::size_t bandwidth_broker::resource_count() const {
   std::lock_guard lock(mutex_);
   return entries_.size();
 }
 
-scheduler::entry& scheduler::at(std::size_t r) const {
+bandwidth_broker::entry& bandwidth_broker::at(std::size_t r) const {
   std::lock_guard lock(mutex_);
-  LRIS_EXPECTS(r < entries_.size(), "scheduler: no resource {} (there are {})", r, entries_.size());
+  LRIS_EXPECTS(r < entries_.size(), "broker: no resource {} (there are {})", r, entries_.size());
   return *entries_[r];
 }
 
-std::uint64_t scheduler::capacity(std::size_t r) const { return at(r).capacity; }
-std::string scheduler::name(std::size_t r) const { return at(r).name; }
+std::uint64_t bandwidth_broker::capacity(std::size_t r) const { return at(r).capacity; }
+std::string bandwidth_broker::name(std::size_t r) const { return at(r).name; }
 
-std::chrono::nanoseconds scheduler::now() const {
+std::chrono::nanoseconds bandwidth_broker::now() const {
   if (options_.monitor.clock) return options_.monitor.clock();
   return std::chrono::steady_clock::now().time_since_epoch();
 }
 
-resource_tokens scheduler::acquire(std::size_t r, std::uint64_t bytes, priority p,
+resource_tokens bandwidth_broker::acquire(std::size_t r, std::uint64_t bytes, priority p,
                                    const std::shared_ptr<bandwidth_semaphore>& budget,
                                    bool* waited, bool spin) {
   entry& e = at(r);
@@ -174,7 +174,7 @@ resource_tokens scheduler::acquire(std::size_t r, std::uint64_t bytes, priority 
   return t;
 }
 
-resource_tokens scheduler::try_acquire(std::size_t r, std::uint64_t bytes, priority p,
+resource_tokens bandwidth_broker::try_acquire(std::size_t r, std::uint64_t bytes, priority p,
                                        const std::shared_ptr<bandwidth_semaphore>& budget) {
   entry& e = at(r);
   resource_tokens t;
@@ -195,7 +195,7 @@ resource_tokens scheduler::try_acquire(std::size_t r, std::uint64_t bytes, prior
   return t;
 }
 
-void scheduler::granted(entry& e, priority p, std::uint64_t bytes, bool waited) {
+void bandwidth_broker::granted(entry& e, priority p, std::uint64_t bytes, bool waited) {
   const auto i = static_cast<std::size_t>(p);
   std::lock_guard lock(e.mutex);
   e.granted_bytes[i] += bytes;
@@ -204,7 +204,7 @@ void scheduler::granted(entry& e, priority p, std::uint64_t bytes, bool waited) 
   e.thr.note_active(p, now());
 }
 
-throttle_action scheduler::admit(std::size_t r, priority p, bool fallback_possible,
+throttle_action bandwidth_broker::admit(std::size_t r, priority p, bool fallback_possible,
                                  bool* delayed) {
   entry& e = at(r);
   if (!options_.throttle.enabled) {  // nothing to observe: counted as what it is
@@ -233,7 +233,7 @@ throttle_action scheduler::admit(std::size_t r, priority p, bool fallback_possib
   }
 }
 
-void scheduler::release_when(std::function<bool()> ready, resource_tokens tokens, std::size_t r,
+void bandwidth_broker::release_when(std::function<bool()> ready, resource_tokens tokens, std::size_t r,
                              const void* order) {
   {
     std::lock_guard lock(pending_mutex_);
@@ -242,14 +242,14 @@ void scheduler::release_when(std::function<bool()> ready, resource_tokens tokens
   pending_cv_.notify_one();
 }
 
-void scheduler::record(std::size_t r, std::uint64_t bytes) { monitor_.record(at(r).monitor, bytes); }
+void bandwidth_broker::record(std::size_t r, std::uint64_t bytes) { monitor_.record(at(r).monitor, bytes); }
 
-std::size_t scheduler::pending() const {
+std::size_t bandwidth_broker::pending() const {
   std::lock_guard lock(pending_mutex_);
   return pending_.size() + reaping_;
 }
 
-void scheduler::reap() {
+void bandwidth_broker::reap() {
   // Short sleeps between polls: the default timer slack (50 us) would add to every release.
   ::prctl(PR_SET_TIMERSLACK, 1000UL, 0UL, 0UL, 0UL);
   std::vector<pending_release> work;
@@ -302,7 +302,7 @@ void scheduler::reap() {
   }
 }
 
-resource_status scheduler::status(std::size_t r) {
+resource_status bandwidth_broker::status(std::size_t r) {
   entry& e = at(r);
   const resource_reading rd = monitor_.reading(e.monitor);
   resource_status s;
@@ -325,7 +325,7 @@ resource_status scheduler::status(std::size_t r) {
   return s;
 }
 
-std::vector<resource_status> scheduler::status() {
+std::vector<resource_status> bandwidth_broker::status() {
   std::vector<resource_status> all;
   for (std::size_t r = 0, n = resource_count(); r < n; ++r) all.push_back(status(r));
   return all;
