@@ -199,6 +199,12 @@ void io_engine::unregister_memory(std::uint64_t id) noexcept {
   }
 }
 
+io_engine::residency_choice io_engine::choose_by_residency(double resident, std::string_view what) {
+  const bool cold = resident < 0.5;
+  return {cold, fmt::format("{}: {:.0f}% of {} in the page cache", cold ? "cold" : "resident",
+                            100 * std::max(0.0, resident), what)};
+}
+
 double io_engine::resident_fraction(const file& f, std::uint64_t offset, std::uint64_t bytes) {
   if (bytes == 0) return 1.0;
   // Up to 64 windows of 4 MiB spread over the range: enough to tell cold from warm.
@@ -276,10 +282,9 @@ io_stats io_engine::run(const file& f, std::uint64_t offset, std::byte* buf, std
     st.mode_reason = write ? "writes bypass the page cache" : "direct_mode::always";
   } else {
     st.resident_fraction = resident_fraction(f, offset, len);
-    direct = st.resident_fraction < 0.5;
-    st.mode_reason = fmt::format("{}: {:.0f}% of the range in the page cache",
-                                 direct ? "cold" : "resident",
-                                 100 * std::max(0.0, st.resident_fraction));
+    auto choice = choose_by_residency(st.resident_fraction, "the range");
+    direct = choice.cold;
+    st.mode_reason = std::move(choice.reason);
     if (!direct) queues = call.queues > 0 ? call.queues : options_.resident_queues;
   }
   const bool bounce = direct && !memory_fits;

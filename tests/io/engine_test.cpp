@@ -294,3 +294,13 @@ TEST_CASE("io_engine: bad input names the file, offset and size", "[io][errors]"
   REQUIRE_THROWS_MATCHES(lris::io::file("/nonexistent/lris/file.bin"), lris::io_error,
                          what_contains("cannot open /nonexistent/lris/file.bin"));
 }
+
+TEST_CASE("one rule decides cold or resident, and says why", "[io]") {
+  const auto cold = lris::io::io_engine::choose_by_residency(0.2, "the range");
+  CHECK(cold.cold);
+  CHECK(cold.reason == "cold: 20% of the range in the page cache");
+  const auto warm = lris::io::io_engine::choose_by_residency(0.5, "the files");
+  CHECK_FALSE(warm.cold);
+  CHECK(warm.reason == "resident: 50% of the files in the page cache");
+  CHECK(lris::io::io_engine::choose_by_residency(-1, "the range").cold);  // unknown: read cold
+}

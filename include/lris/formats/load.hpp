@@ -31,6 +31,7 @@
 
 #include <lris/concepts/convert_backend.hpp>
 #include <lris/error.hpp>
+#include <lris/exec/sizing.hpp>
 #include <lris/formats/checkpoint.hpp>
 #include <lris/element/checksum.hpp>
 #include <lris/element/convert.hpp>
@@ -124,10 +125,16 @@ struct load_job : lris::detail::ring_job<load_job<Backend, Allocator>, Backend, 
       } else if (!tg.converts()) {
         be.copy_async(dst, src, static_cast<std::size_t>(m.bytes), copy_kind::host_to_device, s);
       } else {
-        std::byte* scratch = device_scratch(slot) + m.slot_offset;
-        be.copy_async(scratch, src, static_cast<std::size_t>(m.bytes), copy_kind::host_to_device, s);
+        // The raw bytes to device scratch by DMA, converted there; without room for scratch,
+        // the kernel reads the pinned slot over the link.
+        const std::byte* from = src;
+        if (std::byte* scratch = this->device_scratch(slot)) {
+          from = scratch + m.slot_offset;
+          be.copy_async(scratch + m.slot_offset, src, static_cast<std::size_t>(m.bytes),
+                        copy_kind::host_to_device, s);
+        }
         if constexpr (convert_backend<Backend>) {
-          be.convert_async(dst, tg.to, scratch, tg.from, static_cast<std::size_t>(count), s);
+          be.convert_async(dst, tg.to, from, tg.from, static_cast<std::size_t>(count), s);
         }
       }
     }
@@ -142,12 +149,6 @@ struct load_job : lris::detail::ring_job<load_job<Backend, Allocator>, Backend, 
   void note(const io::io_stats& st) {
     std::lock_guard lock(io_mutex);
     io_total.add_part(st);
-  }
-  std::byte* device_scratch(lris::detail::staging_slot<Backend>& slot) {
-    if (slot.device_scratch == nullptr) {
-      slot.device_scratch = this->core->backend.allocate_device(slot.bytes);
-    }
-    return static_cast<std::byte*>(slot.device_scratch);
   }
 };
 
@@ -242,10 +243,10 @@ loaded_checkpoint load_selected(Pipeline& p, const checkpoint& ck,
       resident += std::max(0.0, io::io_engine::resident_fraction(sh.file, sh.header.data_offset, n)) * n;
       weight += n;
     }
-    const bool cold = weight > 0 && resident / weight < 0.5;
-    mode = cold ? io::direct_mode::always : io::direct_mode::never;
-    mode_reason = fmt::format("{}: {:.0f}% of the files in the page cache", cold ? "cold" : "resident",
-                              weight > 0 ? 100 * resident / weight : 100.0);
+    auto choice = io::io_engine::choose_by_residency(weight > 0 ? resident / weight : 1.0,
+                                                     "the files");
+    mode = choice.cold ? io::direct_mode::always : io::direct_mode::never;
+    mode_reason = std::move(choice.reason);
   }
   const transfer_plan tp = p.template plan_for<device_space<Backend>, host_space>(
       static_cast<std::size_t>(std::max<std::uint64_t>(file_bytes, 1)), o.transfer);
@@ -254,21 +255,18 @@ loaded_checkpoint load_selected(Pipeline& p, const checkpoint& ck,
   std::size_t chunk = o.transfer.chunk_bytes > 0 ? o.transfer.chunk_bytes : tp.chunk_bytes;
   unsigned workers = tp.workers;
   if (mode != io::direct_mode::never && o.transfer.chunk_bytes == 0 && o.transfer.workers == 0) {
-    // Direct io is paced by the disk: a few workers with large chunks keep its queue full.
-    // Twice the queue depth's worth of chunks: a worker between two reads (waiting for its
-    // last operations, or copying into host memory) leaves the others enough in flight.
-    chunk = std::size_t{16} << 20;
     const unsigned depth = o.transfer.io.queue_depth > 0
                                ? std::min(o.transfer.io.queue_depth, engine.options().queue_depth)
                                : engine.options().queue_depth;
-    workers = static_cast<unsigned>(std::clamp<std::size_t>(
-        2 * std::size_t{depth} * engine.options().block_bytes / chunk, 2, std::max(2u, tp.workers)));
+    const auto d = exec::direct_io_chunks(depth, engine.options().block_bytes, tp.workers);
+    chunk = d.chunk_bytes;
+    workers = d.workers;
   }
   // Whole hash blocks and O_DIRECT blocks; no larger than the data (small checkpoints get
   // small slots) or the staging ring.
   const std::size_t unit = std::lcm(align, default_checksum_block);
   chunk = std::min<std::uint64_t>(chunk, (file_bytes + unit - 1) / unit * unit);
-  chunk = std::max(unit, std::min(chunk, core->ring.max_bytes() - align) / unit * unit);
+  chunk = exec::whole_units(chunk, unit, core->ring.max_bytes() - align);
 
   job->ck = &ck;
   job->io = o.transfer.io;

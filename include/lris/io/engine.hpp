@@ -68,6 +68,14 @@ class io_engine {
   [[nodiscard]] const std::string& fallback_reason() const noexcept { return fallback_reason_; }
   [[nodiscard]] const io_options& options() const noexcept { return options_; }
 
+  /// @brief The one rule for data not told otherwise: a range less than half in the page cache
+  /// (`resident`, 0..1; negative: unknown) is cold and read O_DIRECT; else it is read buffered.
+  /// `reason` says which and why, naming `what` ("the range", "the files").
+  struct residency_choice {
+    bool cold = false;
+    std::string reason;
+  };
+  [[nodiscard]] static residency_choice choose_by_residency(double resident, std::string_view what);
   /// @brief Fraction (0..1) of [offset, offset + bytes) of `f` in the page cache, by mincore;
   /// large ranges are sampled.
   [[nodiscard]] static double resident_fraction(const file& f, std::uint64_t offset,

@@ -19,6 +19,7 @@
 #include <lris/concepts/backend_policy.hpp>
 #include <lris/transfer/transfer_policy.hpp>
 #include <lris/error.hpp>
+#include <lris/exec/sizing.hpp>
 #include <lris/io/file.hpp>
 #include <lris/io/options.hpp>
 #include <lris/memory/buffer.hpp>
@@ -425,11 +426,9 @@ class pipeline {
       auto pace = std::make_shared<detail::pacing>();
       core_->pace(*pace, copy_kind::host_to_host, opts);
       pace->storage = core_->storage_resource(f.fd());
-      // Pieces of a quarter of the disk's budget (at least 16 MiB), each holding its tokens.
       const std::size_t piece =
           pace->on(pace->storage)
-              ? static_cast<std::size_t>(std::max<std::uint64_t>(
-                    std::uint64_t{16} << 20, core_->broker->capacity(pace->storage) / 4))
+              ? exec::file_piece_bytes(core_->broker->capacity(pace->storage))
               : bytes;
       // Blocking io: on the context's io threads, in the lane of its priority.
       core_->ctx->io().submit([state, core = core_, &io, file, mem, bytes, offset,
@@ -470,33 +469,24 @@ class pipeline {
       io::direct_mode mode = opts.io.direct.value_or(io.options().direct);
       std::string mode_reason;
       if (mode == io::direct_mode::automatic && kind == copy_kind::host_to_device) {
-        const double resident = io::io_engine::resident_fraction(f, offset, bytes);
-        const bool cold = resident < 0.5;
-        mode = cold ? io::direct_mode::always : io::direct_mode::never;
-        mode_reason = fmt::format("{}: {:.0f}% of the range in the page cache",
-                                  cold ? "cold" : "resident", 100 * std::max(0.0, resident));
+        auto choice = io::io_engine::choose_by_residency(
+            io::io_engine::resident_fraction(f, offset, bytes), "the range");
+        mode = choice.cold ? io::direct_mode::always : io::direct_mode::never;
+        mode_reason = std::move(choice.reason);
       }
-      // Direct io is paced by the disk: a few workers with large chunks keep the queue depth
-      // the disk wants (queue_depth operations of block_bytes in flight) in few, nearly
-      // sequential streams. Buffered io is a copy by the kernel: many workers, usual chunks.
-      // Chunks are whole O_DIRECT blocks, so that each chunk's middle can go direct.
+      // Buffered io is a copy by the kernel: many workers, usual chunks; direct io is paced by
+      // the disk (exec::direct_io_chunks). Chunks are whole O_DIRECT blocks, so that each
+      // chunk's middle can go direct.
       const bool direct_io = mode != io::direct_mode::never && f.direct();
       const std::size_t align = std::max<std::size_t>(4096, f.direct_alignment());
       std::size_t want = slot_bytes(bytes, p);
       unsigned workers = p.workers;
       if (direct_io && opts.chunk_bytes == 0 && opts.workers == 0) {
-        want = std::size_t{16} << 20;
-        const unsigned depth = opts.io.queue_depth > 0
-                                   ? std::min(opts.io.queue_depth, io.options().queue_depth)
-                                   : io.options().queue_depth;
-        // Twice the queue depth's worth of chunks: a worker between two reads (waiting for
-        // its last operations) leaves the others enough in flight.
-        const std::size_t in_flight = 2 * std::size_t{depth} * io.options().block_bytes;
-        workers = static_cast<unsigned>(
-            std::clamp<std::size_t>(in_flight / want, 2, std::max(2u, p.workers)));
+        const auto d = exec::direct_io_chunks(queue_depth(opts), io.options().block_bytes, p.workers);
+        want = d.chunk_bytes;
+        workers = d.workers;
       }
-      const std::size_t chunk =
-          std::max(align, std::min(want, core_->ring.max_bytes()) / align * align);
+      const std::size_t chunk = exec::whole_units(want, align, core_->ring.max_bytes());
       job->state = state;
       job->file = &f;
       job->device = mem;
@@ -533,15 +523,20 @@ class pipeline {
     return nullptr;
   }
 
+  // The queue depth of a file transfer: the call's, bounded by the engine's.
+  unsigned queue_depth(const transfer_options& o) {
+    const unsigned engine = core_->io().options().queue_depth;
+    return o.io.queue_depth > 0 ? std::min(o.io.queue_depth, engine) : engine;
+  }
+
   // Zero fields of a plan take the options, then the defaults.
-  static transfer_plan complete(transfer_plan p, const transfer_options& o) {
-    const unsigned hw = std::max(1u, std::thread::hardware_concurrency());
+  transfer_plan complete(transfer_plan p, const transfer_options& o) const {
     if (o.chunk_bytes) p.chunk_bytes = o.chunk_bytes;
     if (o.workers) p.workers = o.workers;
     if (o.streams) p.streams = o.streams;
     if (o.ring_depth) p.ring_depth = o.ring_depth;
     if (!p.chunk_bytes) p.chunk_bytes = std::size_t{4} << 20;
-    if (!p.workers) p.workers = std::min(hw, 16u);
+    if (!p.workers) p.workers = exec::default_workers(core_->ctx->compute().size());
     if (!p.streams) p.streams = 2;
     if (!p.ring_depth) p.ring_depth = 2 * p.workers;
     return p;
@@ -583,11 +578,7 @@ class pipeline {
   void start_parallel_host(const std::shared_ptr<detail::transfer_state>& state, std::byte* d,
                            const std::byte* s, std::size_t bytes, const transfer_plan& p,
                            const transfer_options& opts) {
-    // One chunk per worker where the size allows, but no chunk under 1 MiB: below that a
-    // hand-off to another thread costs more than the copy.
-    const std::size_t per_worker = (bytes + p.workers - 1) / p.workers;
-    const std::size_t chunk =
-        std::min(p.chunk_bytes, std::max<std::size_t>(per_worker, std::size_t{1} << 20));
+    const std::size_t chunk = exec::host_split_chunk(bytes, p.workers, p.chunk_bytes);
     auto job = std::make_shared<detail::host_copy_job>();
     fill_job(*job, state, d, s, bytes, chunk);
     if (job->chunks == 1) {  // nothing to split: copy here, as the direct path does
@@ -620,12 +611,8 @@ class pipeline {
     detail::start_workers(job, workers, core_->ctx, opts.priority);
   }
 
-  // Staging slots for `bytes`: two chunks per worker where the size allows, so that copies
-  // and DMA overlap from the start; but not under 512 KiB, where per-chunk costs dominate.
   std::size_t slot_bytes(std::size_t bytes, const transfer_plan& p) const {
-    const std::size_t per_chunk = (bytes + 2 * p.workers - 1) / (2 * p.workers);
-    return std::min({p.chunk_bytes, std::max<std::size_t>(per_chunk, std::size_t{512} << 10),
-                     core_->ring.max_bytes()});
+    return exec::staging_chunk(bytes, p.workers, p.chunk_bytes, core_->ring.max_bytes());
   }
 
   // Host memory to host memory on this thread, holding "host" tokens.
@@ -657,7 +644,7 @@ class pipeline {
       job->kind = kind;
       job->streams = p.streams;
       job->piece = job->pace.within_budget(
-          detail::paced_piece_bytes(core_->broker->capacity(job->pace.link)));
+          exec::paced_piece_bytes(core_->broker->capacity(job->pace.link)));
       state->stats.streams = 1;
       state->stats.chunk_bytes = job->piece;
       state->stats.chunks = (bytes + job->piece - 1) / job->piece;

@@ -253,16 +253,6 @@ struct host_copy_job : chunked_job {
   }
 };
 
-/// @brief Pieces of a coordinated single copy: half the link's budget, in whole MiB from 1 to
-/// 64. Two in flight keep the link busy, since the tokens of one come back (and the next is
-/// queued) within microseconds of its end; larger pieces cost less each. (On an H200, 64 MiB
-/// in 3 MiB pieces took 4.7% longer than one copy, in 6 MiB pieces 1.9%; under contention,
-/// halves of the budget gave the critical copy a lower p99 than thirds at the same throughput.)
-inline std::size_t paced_piece_bytes(std::uint64_t capacity) noexcept {
-  constexpr std::size_t mib = std::size_t{1} << 20;
-  return std::clamp<std::size_t>(static_cast<std::size_t>(capacity / 2) / mib * mib, mib, 64 * mib);
-}
-
 /// @brief Pinned (or device) memory <-> device as one coordinated transfer: its pieces go on
 /// one stream, each after its link tokens are granted. lead() queues the pieces whose tokens
 /// are free at once on the caller's thread, so that the link starts without waiting for a
@@ -442,6 +432,19 @@ struct ring_job : Base {
                            core->backend.copy_async(dst + off, src + off, n, k, s);
                          });
   }
+  /// @brief The slot's device scratch, made on first use and kept with the slot; null when the
+  /// device has no room for it (callers then work from the pinned slot itself, which the
+  /// device reads over the link, slower but correct).
+  std::byte* device_scratch(staging_slot<Backend>& slot) {
+    if (slot.device_scratch == nullptr) {
+      try {
+        slot.device_scratch = core->backend.allocate_device(slot.bytes);
+      } catch (const out_of_memory&) {
+        return nullptr;
+      }
+    }
+    return static_cast<std::byte*>(slot.device_scratch);
+  }
   /// @brief Queues the device work and waits for it.
   void run_now(staging_slot<Backend>& slot, typename Backend::stream& s) {
     core->backend.record(slot.event, s);
@@ -532,7 +535,7 @@ struct packed_job : ring_job<packed_job<Backend, Allocator>, Backend, Allocator,
     } else {
       // Packed bytes [0, span) move as one; the items say where each piece goes from there.
       const std::size_t span = packing.offset[e - 1] + packing.pieces[e - 1].bytes;
-      std::byte* packed = scratch(slot);
+      std::byte* packed = this->device_scratch(slot);
       const bool via_scratch = packed != nullptr;
       if (!via_scratch) packed = slot.data;
       auto* items = reinterpret_cast<copy_item*>(slot.data + packing.items_offset[g]);
@@ -558,18 +561,6 @@ struct packed_job : ring_job<packed_job<Backend, Allocator>, Backend, Allocator,
     this->state->add_progress(bytes);
   }
 
- private:
-  // The slot's device scratch, made on first use; null when the device has no room for it.
-  std::byte* scratch(staging_slot<Backend>& slot) {
-    if (slot.device_scratch == nullptr) {
-      try {
-        slot.device_scratch = this->core->backend.allocate_device(slot.bytes);
-      } catch (const out_of_memory&) {
-        return nullptr;
-      }
-    }
-    return static_cast<std::byte*>(slot.device_scratch);
-  }
 };
 
 /// @brief A file <-> device transfer through pinned slots. Chunk i covers the file bytes
