@@ -342,7 +342,9 @@ io_stats io_engine::run(const file& f, std::uint64_t offset, std::byte* buf, std
       errors[i] = std::current_exception();
     }
     std::free(staging);
-    if (q.queue) return_queue(std::move(q));
+    // A queue that failed was quiesced by the driver (nothing of it runs any more) and is
+    // broken for good: it goes, and a later call makes a fresh one.
+    if (q.queue && !q.queue->broken()) return_queue(std::move(q));
   };
   std::vector<std::thread> helpers;
   for (std::size_t i = 1; i < work.size(); ++i) helpers.emplace_back(run_slice, i);
