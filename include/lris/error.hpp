@@ -89,6 +89,22 @@ class hip_error : public device_error {
   using device_error::device_error;
 };
 
+/// @brief A device is lost to a sticky runtime error (an illegal address, a kernel fault, an
+/// uncorrectable ECC error): its context cannot recover, and every later call on the device
+/// in this process throws device_lost again. The message names the first failure (call,
+/// error, device, file:line); code() is the runtime's code of that failure. A new process is
+/// needed to use the device again.
+class device_lost : public device_error {
+ public:
+  device_lost(const std::string& what, int code, int device)
+      : device_error(what, code), device_(device) {}
+  /// @brief The device that was lost; -1 when the runtime could not say which.
+  [[nodiscard]] int device() const noexcept { return device_; }
+
+ private:
+  int device_;
+};
+
 /// @brief An operating-system call on a file or device failed; code() holds the errno.
 class io_error : public std::system_error {
  public:

@@ -5,6 +5,7 @@
 
 #include <lris/error.hpp>
 
+#include <lris/gpu/device_health.hpp>
 #include <lris/gpu/gpu_backend.hpp>
 #include <lris/system/pci_link.hpp>
 
@@ -17,11 +18,27 @@ namespace gpu_rt {
 using runtime = LRIS_GPU_RUNTIME;
 using backend = gpu_backend<runtime>;
 
+// Every function of the backend that uses its device starts here. A device lost to a sticky
+// error (device_health.hpp) throws device_lost naming the first failure, though the runtime
+// would answer some calls (cudaDeviceGetPCIBusId does): the loss is what the caller must learn,
+// every time. While no device of the process was lost this is one atomic load.
+inline void check(int device, const char* operation) {
+  if (const auto* loss = lris::detail::find_device_loss(LRIS_GPU_NAME, device)) {
+    lris::detail::throw_device_lost(*loss, fmt::format("{}_backend::{}", runtime::name, operation));
+  }
+}
+
 // Makes the backend's device current for this thread; cheap when it already is.
 inline void use_device(int device) {
   int current = -1;
-  LRIS_GPU_TRY(LRIS_GPU(GetDevice)(&current));
-  if (current != device) LRIS_GPU_TRY(LRIS_GPU(SetDevice)(device));
+  LRIS_GPU_TRY_ON(device, LRIS_GPU(GetDevice)(&current));
+  if (current != device) LRIS_GPU_TRY_ON(device, LRIS_GPU(SetDevice)(device));
+}
+
+// check(), then use_device().
+inline void enter(int device, const char* operation) {
+  check(device, operation);
+  use_device(device);
 }
 
 inline LRIS_GPU(Stream_t) native(backend::stream& s) {
@@ -80,7 +97,7 @@ gpu_backend<R>::gpu_backend(int device) : device_(device) {
 
 template <class R>
 void* gpu_backend<R>::allocate_device(std::size_t bytes) {
-  gpu_rt::use_device(device_);
+  gpu_rt::enter(device_, "allocate_device");
   void* p = nullptr;
   const auto e = LRIS_GPU(Malloc)(&p, bytes == 0 ? 1 : bytes);
   if (e == LRIS_GPU(ErrorMemoryAllocation)) {
@@ -91,7 +108,7 @@ void* gpu_backend<R>::allocate_device(std::size_t bytes) {
                                     "{} bytes free)", name, bytes, device_, free_bytes, total),
                         bytes);
   }
-  LRIS_GPU_TRY(e);
+  LRIS_GPU_TRY_ON(device_, e);
   return p;
 }
 
@@ -106,7 +123,7 @@ void gpu_backend<R>::deallocate_device(void* p, std::size_t) noexcept {
 
 template <class R>
 void* gpu_backend<R>::allocate_pinned(std::size_t bytes) {
-  gpu_rt::use_device(device_);
+  gpu_rt::enter(device_, "allocate_pinned");
   void* p = nullptr;
   const auto e = gpu_rt::host_alloc_portable(&p, bytes == 0 ? 1 : bytes);
   if (e == LRIS_GPU(ErrorMemoryAllocation)) {
@@ -114,7 +131,7 @@ void* gpu_backend<R>::allocate_pinned(std::size_t bytes) {
     throw out_of_memory(fmt::format("{}_backend: cannot allocate {} bytes of pinned host memory",
                                     name, bytes), bytes);
   }
-  LRIS_GPU_TRY(e);
+  LRIS_GPU_TRY_ON(device_, e);
   return p;
 }
 
@@ -127,26 +144,26 @@ template <class R>
 void gpu_backend<R>::register_host(void* p, std::size_t bytes) {
   LRIS_EXPECTS(p != nullptr, "{}_backend::register_host: null pointer ({} bytes)", name, bytes);
   LRIS_EXPECTS(bytes > 0, "{}_backend::register_host: empty range at {}", name, p);
-  gpu_rt::use_device(device_);
+  gpu_rt::enter(device_, "register_host");
   const auto e = gpu_rt::host_register_portable(p, bytes);
   if (e == LRIS_GPU(ErrorHostMemoryAlreadyRegistered)) {
     (void)LRIS_GPU(GetLastError)();
     throw invalid_argument(fmt::format("{}_backend::register_host: [{}, +{}) overlaps a range "
                                        "already registered", name, p, bytes));
   }
-  LRIS_GPU_TRY(e);
+  LRIS_GPU_TRY_ON(device_, e);
 }
 
 template <class R>
 void gpu_backend<R>::unregister_host(void* p) {
-  gpu_rt::use_device(device_);
+  gpu_rt::enter(device_, "unregister_host");
   const auto e = LRIS_GPU(HostUnregister)(p);
   if (e == LRIS_GPU(ErrorHostMemoryNotRegistered) || e == LRIS_GPU(ErrorInvalidValue)) {
     (void)LRIS_GPU(GetLastError)();
     throw invalid_argument(fmt::format(
         "{}_backend::unregister_host: {} is not the start of a registered range", name, p));
   }
-  LRIS_GPU_TRY(e);
+  LRIS_GPU_TRY_ON(device_, e);
 }
 
 template <class R>
@@ -156,17 +173,17 @@ bool gpu_backend<R>::is_pinned(const void* p) noexcept {
 
 template <class R>
 typename gpu_backend<R>::stream gpu_backend<R>::make_stream() {
-  gpu_rt::use_device(device_);
+  gpu_rt::enter(device_, "make_stream");
   LRIS_GPU(Stream_t) s = nullptr;
-  LRIS_GPU_TRY(LRIS_GPU(StreamCreateWithFlags)(&s, LRIS_GPU(StreamNonBlocking)));
+  LRIS_GPU_TRY_ON(device_, LRIS_GPU(StreamCreateWithFlags)(&s, LRIS_GPU(StreamNonBlocking)));
   return stream(s);
 }
 
 template <class R>
 typename gpu_backend<R>::event gpu_backend<R>::make_event() {
-  gpu_rt::use_device(device_);
+  gpu_rt::enter(device_, "make_event");
   LRIS_GPU(Event_t) e = nullptr;
-  LRIS_GPU_TRY(LRIS_GPU(EventCreateWithFlags)(&e, LRIS_GPU(EventDisableTiming)));
+  LRIS_GPU_TRY_ON(device_, LRIS_GPU(EventCreateWithFlags)(&e, LRIS_GPU(EventDisableTiming)));
   return event(e);
 }
 
@@ -176,9 +193,9 @@ void gpu_backend<R>::copy_async(void* dst, const void* src, std::size_t bytes, c
   LRIS_EXPECTS(bytes == 0 || (dst != nullptr && src != nullptr),
                "{}_backend::copy_async: null pointer (dst {}, src {}, {} bytes)", name, dst, src,
                bytes);
-  gpu_rt::use_device(device_);
-  LRIS_GPU_TRY(LRIS_GPU(MemcpyAsync)(dst, src, bytes, gpu_rt::to_memcpy_kind(kind),
-                                     gpu_rt::native(s)));
+  gpu_rt::enter(device_, "copy_async");
+  LRIS_GPU_TRY_ON(device_, LRIS_GPU(MemcpyAsync)(dst, src, bytes, gpu_rt::to_memcpy_kind(kind),
+                                                 gpu_rt::native(s)));
 }
 
 template <class R>
@@ -191,9 +208,12 @@ void gpu_backend<R>::copy_peer_async(void* dst, int dst_device, const void* src,
   LRIS_EXPECTS(bytes == 0 || (dst != nullptr && src != nullptr),
                "{}_backend::copy_peer_async: null pointer (dst {}, src {}, {} bytes)", name, dst,
                src, bytes);
-  gpu_rt::use_device(device_);
-  LRIS_GPU_TRY(LRIS_GPU(MemcpyPeerAsync)(dst, dst_device, src, src_device, bytes,
-                                         gpu_rt::native(s)));
+  // Either device lost spoils the copy.
+  gpu_rt::check(src_device, "copy_peer_async");
+  gpu_rt::check(dst_device, "copy_peer_async");
+  gpu_rt::enter(device_, "copy_peer_async");
+  LRIS_GPU_TRY_ON(device_, LRIS_GPU(MemcpyPeerAsync)(dst, dst_device, src, src_device, bytes,
+                                                     gpu_rt::native(s)));
 }
 
 template <class R>
@@ -201,9 +221,11 @@ bool gpu_backend<R>::enable_peer_access(int peer) {
   const int n = device_count();
   LRIS_EXPECTS(peer >= 0 && peer < n, "{}_backend::enable_peer_access: device {} does not "
                "exist ({} devices)", name, peer, n);
+  gpu_rt::check(device_, "enable_peer_access");
   if (peer == device_) return true;
+  gpu_rt::check(peer, "enable_peer_access");
   int can = 0;
-  LRIS_GPU_TRY(LRIS_GPU(DeviceCanAccessPeer)(&can, device_, peer));
+  LRIS_GPU_TRY_ON(device_, LRIS_GPU(DeviceCanAccessPeer)(&can, device_, peer));
   if (!can) return false;
   gpu_rt::use_device(device_);
   const auto e = LRIS_GPU(DeviceEnablePeerAccess)(peer, 0);
@@ -211,67 +233,71 @@ bool gpu_backend<R>::enable_peer_access(int peer) {
     (void)LRIS_GPU(GetLastError)();
     return true;
   }
-  LRIS_GPU_TRY(e);
+  LRIS_GPU_TRY_ON(device_, e);
   return true;
 }
 
 template <class R>
 void gpu_backend<R>::copy_batch_async(const copy_item* items, std::size_t count, stream& s) {
-  gpu_rt::use_device(device_);
+  gpu_rt::enter(device_, "copy_batch_async");
   LRIS_GPU_NS::launch_batched_copy(items, count, gpu_rt::native(s));
 }
 
 template <class R>
 void gpu_backend<R>::convert_async(void* dst, dtype to, const void* src, dtype from,
                                    std::size_t count, stream& s) {
-  gpu_rt::use_device(device_);
+  gpu_rt::enter(device_, "convert_async");
   LRIS_GPU_NS::launch_convert(src, from, dst, to, count, gpu_rt::native(s));
 }
 
 template <class R>
 void gpu_backend<R>::record(event& e, stream& s) {
-  gpu_rt::use_device(device_);
-  LRIS_GPU_TRY(LRIS_GPU(EventRecord)(gpu_rt::native(e), gpu_rt::native(s)));
+  gpu_rt::enter(device_, "record");
+  LRIS_GPU_TRY_ON(device_, LRIS_GPU(EventRecord)(gpu_rt::native(e), gpu_rt::native(s)));
 }
 
 template <class R>
 void gpu_backend<R>::wait(stream& s, event& e) {
-  gpu_rt::use_device(device_);
-  LRIS_GPU_TRY(LRIS_GPU(StreamWaitEvent)(gpu_rt::native(s), gpu_rt::native(e), 0));
+  gpu_rt::enter(device_, "wait");
+  LRIS_GPU_TRY_ON(device_, LRIS_GPU(StreamWaitEvent)(gpu_rt::native(s), gpu_rt::native(e), 0));
 }
 
 template <class R>
 void gpu_backend<R>::synchronize(stream& s) {
-  LRIS_GPU_TRY(LRIS_GPU(StreamSynchronize)(gpu_rt::native(s)));
+  gpu_rt::check(device_, "synchronize");
+  LRIS_GPU_TRY_ON(device_, LRIS_GPU(StreamSynchronize)(gpu_rt::native(s)));
 }
 
 template <class R>
 void gpu_backend<R>::synchronize(event& e) {
-  LRIS_GPU_TRY(LRIS_GPU(EventSynchronize)(gpu_rt::native(e)));
+  gpu_rt::check(device_, "synchronize");
+  LRIS_GPU_TRY_ON(device_, LRIS_GPU(EventSynchronize)(gpu_rt::native(e)));
 }
 
 template <class R>
 std::string gpu_backend<R>::pci_bus_id() const {
+  gpu_rt::check(device_, "pci_bus_id");
   char id[64] = {};
-  LRIS_GPU_TRY(LRIS_GPU(DeviceGetPCIBusId)(id, sizeof id, device_));
+  LRIS_GPU_TRY_ON(device_, LRIS_GPU(DeviceGetPCIBusId)(id, sizeof id, device_));
   return normalize_pci_bus_id(id);
 }
 
 template <class R>
 bool gpu_backend<R>::query(event& e) {
+  gpu_rt::check(device_, "query");
   const auto r = LRIS_GPU(EventQuery)(gpu_rt::native(e));
   if (r == LRIS_GPU(ErrorNotReady)) {
     (void)LRIS_GPU(GetLastError)();
     return false;
   }
-  LRIS_GPU_TRY(r);
+  LRIS_GPU_TRY_ON(device_, r);
   return true;
 }
 
 template <class R>
 void gpu_backend<R>::host_callback(stream& s, host_callback_fn fn, void* user) {
-  gpu_rt::use_device(device_);
-  LRIS_GPU_TRY(gpu_rt::launch_host_func(gpu_rt::native(s), fn, user));
+  gpu_rt::enter(device_, "host_callback");
+  LRIS_GPU_TRY_ON(device_, gpu_rt::launch_host_func(gpu_rt::native(s), fn, user));
 }
 
 template class gpu_backend<gpu_rt::runtime>;

@@ -25,6 +25,7 @@
 
 #define LRIS_GPU(name) cuda##name
 #define LRIS_GPU_TRY(call) LRIS_CUDA_TRY(call)
+#define LRIS_GPU_TRY_ON(device, call) LRIS_CUDA_TRY_ON(device, call)
 #define LRIS_GPU_NS cuda
 #define LRIS_GPU_RUNTIME cuda_runtime  // lris::cuda_runtime (C++20 code only)
 #define LRIS_GPU_NAME "CUDA"
@@ -95,6 +96,7 @@ inline cudaMemoryType memory_type(const void* p) {
 
 #define LRIS_GPU(name) hip##name
 #define LRIS_GPU_TRY(call) LRIS_HIP_TRY(call)
+#define LRIS_GPU_TRY_ON(device, call) LRIS_HIP_TRY_ON(device, call)
 #define LRIS_GPU_NS hip
 #define LRIS_GPU_RUNTIME hip_runtime  // lris::hip_runtime (C++20 code only)
 #define LRIS_GPU_NAME "HIP"

@@ -349,7 +349,9 @@ io_stats io_engine::run(const file& f, std::uint64_t offset, std::byte* buf, std
       errors[i] = std::current_exception();
     }
     std::free(staging);
-    if (q.queue) return_queue(std::move(q));
+    // A queue that failed was quiesced by the driver (nothing of it runs any more) and is
+    // broken for good: it goes, and a later call makes a fresh one.
+    if (q.queue && !q.queue->broken()) return_queue(std::move(q));
   };
   // On the io threads, the caller taking part: no thread is made per call, and a call made
   // from an io thread cannot wait for threads that are all busy.

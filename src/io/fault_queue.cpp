@@ -18,6 +18,10 @@ fault_queue::fault_queue(std::unique_ptr<io_queue> inner, fault_plan plan)
       rng_(plan.seed) {}
 
 void fault_queue::submit(std::span<const io_op> ops) {
+  if (broken_) {
+    throw io_error(EIO, fmt::format("{}: broken (given up after a failure); it takes no more "
+                                    "operations", name_));
+  }
   std::vector<io_op> pass;
   pass.reserve(ops.size());
   for (io_op op : ops) {
@@ -64,6 +68,16 @@ void fault_queue::complete(std::vector<io_completion>& into, const io_completion
 
 std::size_t fault_queue::wait(std::span<io_completion> out, std::size_t min,
                               std::chrono::microseconds timeout) {
+  if (broken_) {
+    throw io_error(EIO, fmt::format("{}: broken (given up after a failure); it has nothing to "
+                                    "wait for", name_));
+  }
+  ++waits_;
+  if (plan_.break_at_wait > 0 && waits_ >= plan_.break_at_wait) {
+    ++counts_.failed_waits;
+    throw io_error(EBADF, fmt::format("{}: injected failure of wait {} with {} operations "
+                                      "outstanding", name_, waits_, outstanding_.size()));
+  }
   // Held completions come due one wait at a time.
   std::vector<io_completion> due = std::move(ready_);
   ready_.clear();
@@ -102,6 +116,19 @@ std::size_t fault_queue::wait(std::span<io_completion> out, std::size_t min,
   }
   std::copy(given.begin(), given.end(), out.begin());
   return given.size();
+}
+
+std::size_t fault_queue::quiesce() noexcept {
+  // The operations still running are the inner queue's; those held back here (delayed or
+  // injected completions) ended already.
+  inner_->quiesce();
+  const std::size_t n = outstanding_.size();
+  abandoned_ += n;
+  outstanding_.clear();
+  ready_.clear();
+  held_.clear();
+  broken_ = true;
+  return n;
 }
 
 }  // namespace lris::io

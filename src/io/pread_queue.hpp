@@ -26,10 +26,16 @@ class pread_queue final : public io_queue {
   void submit(std::span<const io_op> ops) override;
   std::size_t wait(std::span<io_completion> out, std::size_t min,
                    std::chrono::microseconds timeout) override;
+  std::size_t quiesce() noexcept override;
+  [[nodiscard]] bool broken() const noexcept override { return broken_; }
 
  private:
   void work();
+  void stop_threads() noexcept;
   unsigned depth_;
+  // The owner's alone (submit, wait and quiesce run on its thread), no lock needed.
+  std::size_t in_flight_ = 0;  // submitted, completions not yet returned by wait()
+  bool broken_ = false;
   std::mutex mutex_;
   std::condition_variable work_cv_, done_cv_;
   std::deque<io_op> todo_;

@@ -1,13 +1,13 @@
 #include "request_driver.hpp"
 
 #include <algorithm>
-#include <cstdio>
-#include <string>
 #include <cerrno>
 #include <chrono>
 #include <deque>
 #include <exception>
 #include <optional>
+#include <string>
+#include <system_error>
 #include <thread>
 #include <vector>
 
@@ -32,6 +32,33 @@ struct request {
 };
 
 constexpr std::size_t direct_unit = 4096;
+
+// The queue itself failed (its submit or its wait threw), with `in_flight` operations out.
+// The kernel or a pread thread may still be writing into their buffers, and returning now
+// would let the caller free that memory under them. quiesce() returns once none of them can
+// touch its memory (io_uring: every completion reaped from the ring; pread: the threads
+// joined; see each queue) and leaves the queue broken, so that the engine drops it. Only then
+// does the error go up: an io_error naming the queue, the file, what was in flight and why.
+io_error queue_failure(io_queue& queue, const std::string& step, unsigned in_flight,
+                       const std::filesystem::path& file, std::exception_ptr cause) {
+  int code = EIO;
+  std::string why = "an exception that is not a std::exception";
+  try {
+    std::rethrow_exception(cause);
+  } catch (const std::system_error& e) {
+    code = e.code().value();
+    why = e.what();
+  } catch (const std::exception& e) {
+    why = e.what();
+  } catch (...) {
+  }
+  queue.quiesce();
+  return io_error(code, fmt::format("io queue {} failed in {} on {} with {} operation{} in "
+                                    "flight ({}); every one of them ended before this error, "
+                                    "and the queue is not used again",
+                                    queue.name(), step, file.string(), in_flight,
+                                    in_flight == 1 ? "" : "s", why));
+}
 
 }  // namespace
 
@@ -90,13 +117,10 @@ void run_segments(io_queue& queue, std::span<const io_segment> segments, const i
     try {
       queue.submit(batch);
     } catch (...) {
-      // The queue took none of them (or we cannot know which): nothing of this batch runs.
-      for (const io_op& op : batch) {
-        in_flight[op.tag].reset();
-        free_tags.push_back(op.tag);
-        --running;
-      }
-      fail(std::current_exception());
+      // Whether the queue took some of the batch or none, quiesce() ends what it took.
+      const auto n = static_cast<unsigned>(batch.size());
+      throw queue_failure(queue, fmt::format("submit of {} operation{}", n, n == 1 ? "" : "s"),
+                          running - n, file, std::current_exception());
     }
     stats.operations += batch.size();
   };
@@ -134,12 +158,8 @@ void run_segments(io_queue& queue, std::span<const io_segment> segments, const i
     std::size_t n = 0;
     try {
       n = queue.wait(done, 1, timeout);
-    } catch (const std::exception& e) {
-      // The queue is broken while the kernel may still write into the buffers in flight:
-      // returning would let the caller free them under it. Stop here, loudly.
-      std::fprintf(stderr, "lris: io queue %s failed with %u operations in flight on %s: %s\n",
-                   std::string(queue.name()).c_str(), running, file.c_str(), e.what());
-      std::abort();
+    } catch (...) {
+      throw queue_failure(queue, "wait", running, file, std::current_exception());
     }
     for (std::size_t i = 0; i < n; ++i) {
       const io_completion c = done[i];

@@ -5,6 +5,8 @@
 // an unexpected end of file (reported naming the file and offset). On an error or a stop it
 // submits nothing more and waits for every operation in flight before it returns: every
 // operation completes exactly once, and no buffer is released while the kernel may use it.
+// When the queue itself fails (submit or wait throws), it quiesces the queue, which ends every
+// operation in flight and leaves the queue broken, then throws lris::io_error.
 
 #include <cstddef>
 #include <cstdint>
@@ -33,7 +35,8 @@ struct io_segment {
 /// Runs `segments`, at most o.queue_depth operations in flight; adds to `stats` (bytes,
 /// operations, retries). `should_stop` is polled
 /// between completions; when it returns true the run drains and throws lris::cancelled.
-/// Throws lris::io_error naming `file` and the offset for a failed operation.
+/// Throws lris::io_error naming `file` and the offset for a failed operation, and naming the
+/// queue, `file` and the operations in flight when the queue fails (see io_queue::quiesce).
 void run_segments(io_queue& queue, std::span<const io_segment> segments, const io_options& o,
                   const std::filesystem::path& file, io_stats& stats,
                   const std::function<bool()>& should_stop = {});

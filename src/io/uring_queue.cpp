@@ -2,8 +2,10 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <chrono>
 #include <cstring>
 #include <iterator>
+#include <thread>
 #include <unordered_set>
 
 #include <sys/uio.h>
@@ -25,7 +27,7 @@ uring_queue::uring_queue(unsigned depth) : depth_(depth) {
 }
 
 std::size_t uring_queue::sync_buffers(std::span<const fixed_buffer> buffers) {
-  if (!sparse_buffers_) return 0;
+  if (!sparse_buffers_ || !ring_open_) return 0;
   std::unordered_set<std::uint64_t> wanted, held;
   for (const fixed_buffer& b : buffers) wanted.insert(b.id);
   auto set_slot = [&](unsigned slot, const fixed_buffer& b) {
@@ -78,7 +80,7 @@ int uring_queue::buffer_slot(const void* buf, std::size_t len) const noexcept {
 
 bool uring_queue::use_files(std::span<const int> fds) {
   release_files();
-  if (!sparse_files_ || fds.size() > file_slots) return false;
+  if (!sparse_files_ || !ring_open_ || fds.size() > file_slots) return false;
   for (int fd : fds) {
     if (fd < 0 || std::find(slot_fd_, slot_fd_ + slots_used_, fd) != slot_fd_ + slots_used_) {
       continue;
@@ -93,7 +95,7 @@ bool uring_queue::use_files(std::span<const int> fds) {
 }
 
 void uring_queue::release_files() noexcept {
-  for (unsigned i = 0; i < slots_used_; ++i) {
+  for (unsigned i = 0; i < slots_used_ && ring_open_; ++i) {
     int none = -1;
     (void)io_uring_register_files_update(&ring_, i, &none, 1);
     slot_fd_[i] = -1;
@@ -101,9 +103,21 @@ void uring_queue::release_files() noexcept {
   slots_used_ = 0;
 }
 
-uring_queue::~uring_queue() { io_uring_queue_exit(&ring_); }
+uring_queue::~uring_queue() {
+  if (ring_open_) io_uring_queue_exit(&ring_);
+}
+
+namespace {
+
+[[noreturn]] void throw_broken() {
+  throw io_error(EIO, "io_uring queue: broken (given up after a failure); it takes no more "
+                      "operations");
+}
+
+}  // namespace
 
 void uring_queue::submit(std::span<const io_op> ops) {
+  if (broken_) throw_broken();
   for (const io_op& op : ops) {
     io_uring_sqe* sqe = io_uring_get_sqe(&ring_);
     if (sqe == nullptr) {  // the submission queue is full: hand it to the kernel first
@@ -131,6 +145,7 @@ void uring_queue::submit(std::span<const io_op> ops) {
     }
     if (fixed) sqe->flags |= IOSQE_FIXED_FILE;
     io_uring_sqe_set_data64(sqe, op.tag);
+    ++in_flight_;
   }
   for (;;) {
     const int r = io_uring_submit(&ring_);
@@ -141,6 +156,7 @@ void uring_queue::submit(std::span<const io_op> ops) {
 
 std::size_t uring_queue::wait(std::span<io_completion> out, std::size_t min,
                               std::chrono::microseconds timeout) {
+  if (broken_) throw_broken();
   if (min > 0) {
     io_uring_cqe* cqe = nullptr;
     __kernel_timespec ts{};
@@ -158,11 +174,59 @@ std::size_t uring_queue::wait(std::span<io_completion> out, std::size_t min,
     const unsigned n = io_uring_peek_batch_cqe(&ring_, cqes, want);
     if (n == 0) break;
     for (unsigned i = 0; i < n; ++i) {
+      // Kernels before 5.11 get the wait's timeout as an entry of liburing's own.
+      if (io_uring_cqe_get_data64(cqes[i]) == LIBURING_UDATA_TIMEOUT) continue;
       out[got++] = {io_uring_cqe_get_data64(cqes[i]), static_cast<long>(cqes[i]->res)};
+      --in_flight_;
     }
     io_uring_cq_advance(&ring_, n);
   }
   return got;
+}
+
+// Tearing the ring down is not enough to make the operations safe: io_uring_queue_exit(3)
+// unmaps the rings and closes the descriptor, and the kernel's release of the ring
+// (io_uring_release -> io_ring_ctx_wait_and_kill in io_uring/io_uring.c) only queues a work
+// item (io_ring_exit_work) that cancels and reaps the requests later: close() returns while a
+// read may still be landing in its buffer, by DMA or by an io-wq worker's copy. The one sign
+// that an operation is done with its memory is its completion, which the kernel posts exactly
+// once for every entry it consumed, after the transfer. So completions are reaped first, from
+// the mapped completion ring, which takes no system call on the ring: that works even when
+// io_uring_enter is what fails (say its descriptor was closed under us; the mappings keep the
+// ring alive, since each holds a reference to its file). The kernel posts completions without
+// us entering it: this ring is set up without IORING_SETUP_DEFER_TASKRUN (under which they
+// would be posted only inside io_uring_enter), and the task work that posts some of them runs
+// when this thread returns from its sleeps. Entries the kernel never consumed (a submit that
+// failed) stay in the submission ring, which nothing submits any more: they never run. Only
+// then is the ring torn down. The wait is as long as the kernel takes to finish what it holds
+// (bounded by the block layer's own timeouts for a disk), not bounded by us: giving up earlier
+// would hand back memory still being written.
+std::size_t uring_queue::quiesce() noexcept {
+  const std::size_t abandoned = in_flight_;
+  if (ring_open_) {
+    const std::size_t unsubmitted = std::min<std::size_t>(in_flight_, io_uring_sq_ready(&ring_));
+    std::size_t in_kernel = in_flight_ - unsubmitted;
+    auto pause = std::chrono::microseconds(20);
+    for (;;) {
+      unsigned head = 0, seen = 0;
+      io_uring_cqe* cqe = nullptr;
+      io_uring_for_each_cqe(&ring_, head, cqe) {
+        ++seen;
+        if (io_uring_cqe_get_data64(cqe) != LIBURING_UDATA_TIMEOUT && in_kernel > 0) --in_kernel;
+      }
+      io_uring_cq_advance(&ring_, seen);
+      if (in_kernel == 0) break;
+      std::this_thread::sleep_for(pause);
+      pause = std::min(pause * 2, std::chrono::microseconds(10000));
+    }
+    io_uring_queue_exit(&ring_);
+    ring_open_ = false;
+  }
+  in_flight_ = 0;
+  slots_used_ = 0;
+  by_address_.clear();
+  broken_ = true;
+  return abandoned;
 }
 
 }  // namespace lris::io::detail

@@ -29,11 +29,16 @@ class uring_queue final : public io_queue {
   void release_files() noexcept override;
   std::size_t sync_buffers(std::span<const fixed_buffer> buffers) override;
   [[nodiscard]] std::uint64_t fixed_buffer_ops() const noexcept override { return fixed_ops_; }
+  std::size_t quiesce() noexcept override;
+  [[nodiscard]] bool broken() const noexcept override { return broken_; }
 
  private:
   static constexpr unsigned file_slots = 8;
   io_uring ring_{};
   unsigned depth_;
+  bool ring_open_ = true;      // false once quiesce() tore the ring down
+  bool broken_ = false;        // quiesce() ran
+  std::size_t in_flight_ = 0;  // entries prepared, their completions not yet returned by wait()
   bool sparse_files_ = false;             // a sparse table of file_slots was registered
   int slot_fd_[file_slots] = {-1, -1, -1, -1, -1, -1, -1, -1};  // the fd in each slot
   unsigned slots_used_ = 0;

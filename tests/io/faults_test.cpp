@@ -1,16 +1,23 @@
 // The io engine under injected faults: short transfers, EAGAIN, EINTR, EIO, delays and
-// reordering from a seeded fault_queue over io_uring and over the pread pool. Every byte is
-// compared with the offset-stamped file; the faults injected and survived are printed.
+// reordering from a seeded fault_queue over io_uring and over the pread pool, and queues that
+// break with operations in flight. Every byte is compared with the offset-stamped file; the
+// faults injected and survived are printed.
 #include <catch2/catch.hpp>
 
 #include "support/what_contains.hpp"
 
+#include <fcntl.h>
+#include <unistd.h>
+
 #include <atomic>
+#include <cerrno>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <filesystem>
 #include <memory>
 #include <mutex>
+#include <set>
 #include <vector>
 
 #include <lris/error.hpp>
@@ -209,4 +216,165 @@ TEST_CASE("an unexpected end of file names the file and offset", "[io][errors]")
                          lris::io_error,
                          what_contains(fmt::format("unexpected end of file {} at offset {}",
                                                    f.path().string(), file_bytes)));
+}
+
+TEST_CASE("a queue that breaks with reads in flight: an io_error once every read has ended",
+          "[io][faults][errors]") {
+  const file f(stamped_file());
+  io_options o;
+  o.block_bytes = 64 << 10;
+  o.queue_depth = 16;
+  for (const bool uring : {true, false}) {
+    CAPTURE(uring);
+    // Waits 1 and 2 work, then the queue breaks with reads still running underneath.
+    fault_queue q(inner_queue(uring, o.queue_depth),
+                  fault_plan{.seed = 7, .delay = 0.3, .break_at_wait = 3});
+    // Plain heap memory, freed as soon as the error is out: a read still running would write
+    // into freed memory, which ASan and TSan report (pread's interceptor checks its buffer).
+    auto buf = std::make_unique<std::byte[]>(file_bytes);
+    const detail::io_segment all{f.fd(), f.fd(), 0, buf.get(), file_bytes};
+    io_stats st;
+    std::string what;
+    try {
+      detail::run_segments(q, {&all, 1}, o, f.path(), st);
+      FAIL("the broken queue went unnoticed");
+    } catch (const lris::io_error& e) {
+      what = e.what();
+      CHECK(e.code().value() == EBADF);
+    }
+    buf.reset();
+    CAPTURE(what);
+    CHECK(q.broken());
+    CHECK(q.injected().failed_waits == 1);
+    CHECK(q.outstanding() == 0);
+    // The reads in flight when it broke, each ended (quiesce) before the error was thrown.
+    REQUIRE(q.abandoned() > 1);
+    CHECK_THAT(what, Catch::StartsWith(fmt::format("io queue {} failed in wait on {} with {} "
+                                                   "operations in flight (",
+                                                   q.name(), f.path().string(), q.abandoned())));
+    CHECK_THAT(what, Catch::Contains("injected failure of wait 3"));
+    // Broken for good: the queue takes nothing more, and the driver says so.
+    std::vector<std::byte> small(4096);
+    const io_op op{f.fd(), 0, small.data(), small.size(), false, 0};
+    CHECK_THROWS_AS(q.submit({&op, 1}), lris::io_error);
+    std::vector<io_completion> done(4);
+    CHECK_THROWS_AS(q.wait(done, 1, std::chrono::microseconds(1000)), lris::io_error);
+    const detail::io_segment again{f.fd(), f.fd(), 0, small.data(), small.size()};
+    REQUIRE_THROWS_MATCHES(detail::run_segments(q, {&again, 1}, o, f.path(), st), lris::io_error,
+                           what_contains(fmt::format("failed in submit of 1 operation on {} "
+                                                     "with 0 operations in flight",
+                                                     f.path().string())));
+  }
+}
+
+TEST_CASE("the engine drops a queue that broke and reads on with a fresh one",
+          "[io][faults][errors]") {
+  const file f(stamped_file());
+  std::atomic<int> made{0};
+  io_options o;
+  o.direct = direct_mode::always;
+  o.block_bytes = 64 << 10;
+  o.queue_depth = 16;
+  o.make_queue = [&made](unsigned depth) {
+    // The first queue (made by the constructor, taken by the first read) breaks at its second
+    // wait; the ones after it do not.
+    const unsigned break_at = made++ == 0 ? 2 : 0;
+    return std::make_unique<fault_queue>(inner_queue(true, depth),
+                                         fault_plan{.seed = 11, .break_at_wait = break_at});
+  };
+  io_engine engine(o);
+  lris::test::aligned_buffer buf(file_bytes);
+  REQUIRE_THROWS_MATCHES(engine.read(f, 0, {buf.p, file_bytes}), lris::io_error,
+                         what_contains(fmt::format("failed in wait on {}", f.path().string())));
+  CHECK(made == 1);
+  std::memset(buf.p, 0, file_bytes);
+  const io_stats st = engine.read(f, 0, {buf.p, file_bytes});
+  CHECK(made == 2);
+  CHECK(st.bytes == file_bytes);
+  CHECK(stamped_from(buf.p, file_bytes, 0, seed));
+}
+
+namespace {
+
+// The descriptors of this process that are io_uring instances.
+std::set<int> io_uring_fds() {
+  std::set<int> fds;
+  for (const auto& entry : std::filesystem::directory_iterator("/proc/self/fd")) {
+    std::error_code ec;
+    const auto target = std::filesystem::read_symlink(entry.path(), ec);
+    if (!ec && target.string() == "anon_inode:[io_uring]") {
+      fds.insert(std::stoi(entry.path().filename().string()));
+    }
+  }
+  return fds;
+}
+
+}  // namespace
+
+TEST_CASE("io_uring whose descriptor is closed under its reads: quiesce reaps every one",
+          "[io][faults][errors]") {
+  const std::set<int> before = io_uring_fds();
+  std::unique_ptr<detail::uring_queue> q;
+  try {
+    q = std::make_unique<detail::uring_queue>(16);
+  } catch (const lris::io_error& e) {
+    WARN("io_uring refused here, nothing to test: " << e.what());
+    return;
+  }
+  std::vector<int> fresh;
+  for (int fd : io_uring_fds()) {
+    if (before.count(fd) == 0) fresh.push_back(fd);
+  }
+  REQUIRE(fresh.size() == 1);
+  const int ring_fd = fresh.front();
+
+  const file f(stamped_file());
+  constexpr std::size_t block = 64 << 10, reads = 16;
+  lris::test::aligned_buffer buf(block * reads);
+  std::memset(buf.p, 0xEE, block * reads);
+  std::vector<io_op> ops;
+  for (std::size_t i = 0; i < reads; ++i) {
+    ops.push_back({f.direct() ? f.direct_fd() : f.fd(), i * block, buf.p + i * block, block,
+                   false, i});
+  }
+  q->submit(ops);
+  // /dev/null takes the ring's descriptor: io_uring_enter fails from now on (EOPNOTSUPP),
+  // while the ring's mappings keep it alive and the reads go on.
+  const int null = ::open("/dev/null", O_RDONLY);
+  REQUIRE(null >= 0);
+  REQUIRE(::dup2(null, ring_fd) == ring_fd);
+  ::close(null);
+  // More completions than there are reads: the wait must enter the kernel, and fails.
+  std::vector<io_completion> done(reads + 1);
+  CHECK_THROWS_AS(q->wait(done, reads + 1, std::chrono::microseconds(1000)), lris::io_error);
+  CHECK(q->quiesce() == reads);
+  // Every read completed before quiesce returned: all the data is there.
+  CHECK(stamped_from(buf.p, block * reads, 0, seed));
+  CHECK(q->broken());
+  CHECK_THROWS_AS(q->submit(ops), lris::io_error);
+  CHECK_THROWS_AS(q->wait(done, 1, std::chrono::microseconds(1000)), lris::io_error);
+  CHECK_FALSE(q->use_files(std::vector<int>{f.fd()}));
+  CHECK(q->sync_buffers({}) == 0);
+  q.reset();
+  // quiesce() tore the ring down, closing the descriptor it knew (now /dev/null's copy).
+  CHECK(::fcntl(ring_fd, F_GETFD) == -1);
+}
+
+TEST_CASE("a pread queue quiesced with reads in flight joins its threads first",
+          "[io][faults][errors]") {
+  const file f(stamped_file());
+  constexpr std::size_t block = 64 << 10, reads = 32;
+  detail::pread_queue q(8);
+  auto buf = std::make_unique<std::byte[]>(block * reads);
+  std::vector<io_op> ops;
+  for (std::size_t i = 0; i < reads; ++i) {
+    ops.push_back({f.fd(), i * block, buf.get() + i * block, block, false, i});
+  }
+  q.submit(ops);
+  CHECK(q.quiesce() == reads);
+  buf.reset();  // a pread still running would write into freed memory (ASan, TSan)
+  CHECK(q.broken());
+  CHECK_THROWS_AS(q.submit(ops), lris::io_error);
+  std::vector<io_completion> done(4);
+  CHECK_THROWS_AS(q.wait(done, 1, std::chrono::microseconds(1000)), lris::io_error);
 }

@@ -69,6 +69,9 @@ class gpu_handle {
 
 /// @brief One GPU. Cheap to copy (it is a device ordinal); every call makes its device current
 /// for the calling thread first, so threads need no cudaSetDevice/hipSetDevice of their own.
+/// Once the device is lost to a sticky error (an illegal address, a kernel fault), every
+/// function that uses it throws lris::device_lost naming the first failure, for the rest of
+/// the process; the noexcept ones (deallocation) still return quietly.
 template <class Runtime>
 class gpu_backend {
  public:

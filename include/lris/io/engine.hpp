@@ -38,7 +38,10 @@ class io_engine {
   /// threads at once. `should_stop`, when given, is polled; true cancels (lris::cancelled),
   /// after every operation in flight has completed.
   /// @throws lris::invalid_argument when the range passes the end of the file;
-  /// lris::io_error naming the file and offset for a failed read or an unexpected end.
+  /// lris::io_error naming the file and offset for a failed read or an unexpected end, and
+  /// naming the queue and the file when the queue itself fails (e.g. io_uring_enter errors):
+  /// then every operation in flight has ended before the error (io_queue::quiesce), the broken
+  /// queue is dropped, and later calls run on a fresh one.
   io_stats read(const file& f, std::uint64_t offset, std::span<std::byte> dst,
                 const std::function<bool()>& should_stop = {});
   /// @brief As read(), with settings of this call in place of options(): e.g. a caller that

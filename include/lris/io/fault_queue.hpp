@@ -1,9 +1,10 @@
 #pragma once
 /// @file
 /// @brief fault_queue: an io_queue that wraps another and injects, from a seed, the faults a
-/// real disk and kernel produce: short transfers, EAGAIN, EINTR, EIO, delayed completions and
-/// completions out of order. It also checks that every operation completes exactly once. The
-/// io engine's tests run on it; so can a user's, through io_options::make_queue.
+/// real disk and kernel produce: short transfers, EAGAIN, EINTR, EIO, delayed completions,
+/// completions out of order, and a queue that breaks (its wait fails) with operations in
+/// flight. It also checks that every operation completes exactly once. The io engine's tests
+/// run on it; so can a user's, through io_options::make_queue.
 
 #include <cstdint>
 #include <memory>
@@ -26,6 +27,10 @@ struct fault_plan {
   double delay = 0;           ///< completion held back for 1..max_delay_waits waits
   double reorder = 0;         ///< a wait returns its completions shuffled
   unsigned max_delay_waits = 3;
+  /// The queue breaks at this wait (1: the first) and stays broken: that wait and every later
+  /// one throws lris::io_error (EBADF, as io_uring_enter on a ring whose descriptor was
+  /// closed) while the operations submitted go on in the queue underneath. 0: never.
+  unsigned break_at_wait = 0;
 };
 
 /// @brief Faults injected so far, per class.
@@ -37,6 +42,7 @@ struct fault_counts {
   std::uint64_t eio = 0;
   std::uint64_t delayed = 0;
   std::uint64_t reordered = 0;
+  std::uint64_t failed_waits = 0;  ///< waits that threw (break_at_wait)
 };
 
 class fault_queue final : public io_queue {
@@ -57,12 +63,19 @@ class fault_queue final : public io_queue {
   [[nodiscard]] std::uint64_t fixed_buffer_ops() const noexcept override {
     return inner_->fixed_buffer_ops();
   }
+  /// @brief Quiesces the queue underneath (which makes the operations it holds safe), then
+  /// drops what this one held back.
+  std::size_t quiesce() noexcept override;
+  [[nodiscard]] bool broken() const noexcept override { return broken_; }
 
   [[nodiscard]] const fault_counts& injected() const noexcept { return counts_; }
   /// @brief Operations submitted and not completed yet.
   [[nodiscard]] std::size_t outstanding() const noexcept { return outstanding_.size(); }
   /// @brief The most operations that were in flight at once.
   [[nodiscard]] std::size_t max_outstanding() const noexcept { return max_outstanding_; }
+  /// @brief Operations that were in flight when the queue was quiesced: they ended without
+  /// their completion being returned.
+  [[nodiscard]] std::size_t abandoned() const noexcept { return abandoned_; }
 
  private:
   bool roll(double p) { return p > 0 && std::uniform_real_distribution<double>(0, 1)(rng_) < p; }
@@ -77,6 +90,9 @@ class fault_queue final : public io_queue {
   std::vector<std::pair<io_completion, unsigned>> held_;   // delayed: waits left
   std::unordered_set<std::uint64_t> outstanding_;
   std::size_t max_outstanding_ = 0;
+  unsigned waits_ = 0;
+  std::size_t abandoned_ = 0;
+  bool broken_ = false;
 };
 
 }  // namespace lris::io

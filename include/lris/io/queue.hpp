@@ -73,6 +73,18 @@ class io_queue {
   }
   /// @brief Operations so far that went through registered memory.
   [[nodiscard]] virtual std::uint64_t fixed_buffer_ops() const noexcept { return 0; }
+
+  /// @brief Gives the queue up after submit() or wait() failed: returns only once no operation
+  /// submitted to it can still read or write its memory, drops their completions, and leaves
+  /// the queue broken (submit() and wait() throw lris::io_error from then on). The request
+  /// driver calls it before it reports the failure, so that the caller never gets back memory
+  /// the kernel or a thread may still write into. It waits as long as the operations take
+  /// (as a blocking read of the same range would), never less. Returns how many operations
+  /// were in flight: submitted, their completions not yet returned by wait().
+  virtual std::size_t quiesce() noexcept = 0;
+  /// @brief True once quiesce() ran: the queue takes no more operations, and its owner drops
+  /// it (the io engine makes a fresh one).
+  [[nodiscard]] virtual bool broken() const noexcept = 0;
 };
 
 }  // namespace lris::io

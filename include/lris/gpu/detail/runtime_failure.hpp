@@ -1,15 +1,17 @@
 #pragma once
 /// @file
-/// @brief What LRIS_CUDA_TRY and LRIS_HIP_TRY do with a failed call: one message, then abort
-/// (sticky errors: the context cannot recover) or throw.
+/// @brief What LRIS_CUDA_TRY and LRIS_HIP_TRY do with a failed call: throw, naming the call,
+/// the error and the device. A sticky error (the context cannot recover) also marks the
+/// device lost for the rest of the process (lris/gpu/device_health.hpp) and throws
+/// lris::device_lost; the library never ends the process, which may be an interpreter that
+/// has more to do than use this device.
 
-#include <cstdio>
-#include <cstdlib>
 #include <string>
 
 #include <fmt/format.h>
 
 #include <lris/error.hpp>
+#include <lris/gpu/device_health.hpp>
 
 namespace lris::detail {
 
@@ -19,7 +21,7 @@ struct runtime_failure {
   int code;                  ///< the runtime's error code
   const char* error_name;    ///< e.g. "cudaErrorInvalidValue"
   const char* error_string;  ///< the runtime's description
-  int device;                ///< the current device, -1 when unknown
+  int device;                ///< the device of the call, -1 when unknown
   bool sticky;               ///< the context is lost: every later call would fail
   bool out_of_memory;
   const char* call;
@@ -27,16 +29,21 @@ struct runtime_failure {
   int line;
 };
 
-/// @brief Aborts for sticky errors; throws lris::out_of_memory, else `Error` (cuda_error,
-/// hip_error), naming the call, the error and the device.
+/// @brief Throws lris::device_lost for a sticky error (recording it as the device's loss when
+/// it is the first) and for any error on a device already lost, naming the first failure;
+/// else lris::out_of_memory, else `Error` (cuda_error, hip_error), naming the call, the error
+/// and the device.
 template <class Error>
 [[noreturn]] void fail_runtime_call(const runtime_failure& f) {
   const std::string what = fmt::format("{} failed on device {}: {} ({}) at {}:{}", f.call,
                                        f.device, f.error_name, f.error_string, f.file, f.line);
   if (f.sticky) {
-    std::fprintf(stderr, "lris: fatal %s error, the context cannot recover: %s\n", f.runtime,
-                 what.c_str());
-    std::abort();
+    const device_loss& first = record_device_loss(f.runtime, f.device, f.code, what);
+    throw_device_lost(first, what);
+  }
+  // After a loss, other errors of the device are its consequences: the loss is the news.
+  if (const device_loss* lost = find_device_loss(f.runtime, f.device)) {
+    throw_device_lost(*lost, what);
   }
   if (f.out_of_memory) throw lris::out_of_memory(what, 0);
   throw Error(what, f.code);
