@@ -14,6 +14,8 @@
 #include <lris/concepts/memory_properties.hpp>
 #include <lris/concepts/pci_backend.hpp>
 #include <lris/concepts/peer_backend.hpp>
+#include <lris/concepts/stream_ordered_allocator.hpp>
+#include <lris/concepts/stream_ordered_backend.hpp>
 
 #include <lris/element/checksum.hpp>
 #include <lris/element/convert.hpp>

@@ -122,6 +122,33 @@ void gpu_backend<R>::deallocate_device(void* p, std::size_t) noexcept {
 }
 
 template <class R>
+void* gpu_backend<R>::allocate_device_async(std::size_t bytes, stream& s) {
+  gpu_rt::enter(device_, "allocate_device_async");
+  void* p = nullptr;
+  const auto e = LRIS_GPU(MallocAsync)(&p, bytes == 0 ? 1 : bytes, gpu_rt::native(s));
+  if (e == LRIS_GPU(ErrorMemoryAllocation)) {
+    (void)LRIS_GPU(GetLastError)();
+    std::size_t free_bytes = 0, total = 0;
+    gpu_rt::quiet(LRIS_GPU(MemGetInfo)(&free_bytes, &total));
+    throw out_of_memory(fmt::format("{}_backend: cannot allocate {} bytes on device {} in stream "
+                                    "order ({} of {} bytes free)",
+                                    name, bytes, device_, free_bytes, total),
+                        bytes);
+  }
+  LRIS_GPU_TRY_ON(device_, e);
+  return p;
+}
+
+template <class R>
+void gpu_backend<R>::deallocate_device_async(void* p, std::size_t, stream& s) noexcept {
+  if (p == nullptr) return;
+  int current = -1;
+  gpu_rt::quiet(LRIS_GPU(GetDevice)(&current));
+  if (current != device_) gpu_rt::quiet(LRIS_GPU(SetDevice)(device_));
+  gpu_rt::quiet(LRIS_GPU(FreeAsync)(p, gpu_rt::native(s)));
+}
+
+template <class R>
 void* gpu_backend<R>::allocate_pinned(std::size_t bytes) {
   gpu_rt::enter(device_, "allocate_pinned");
   void* p = nullptr;

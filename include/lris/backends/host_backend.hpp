@@ -21,6 +21,7 @@
 #include <lris/concepts/backend_policy.hpp>
 #include <lris/concepts/batch_backend.hpp>
 #include <lris/concepts/convert_backend.hpp>
+#include <lris/concepts/stream_ordered_backend.hpp>
 #include <lris/backends/detail/serial_queue.hpp>
 #include <lris/detail/spin_wait.hpp>
 #include <lris/detail/thread_pool.hpp>
@@ -106,6 +107,25 @@ class host_backend {
   /// @brief "Device" memory: 256-byte aligned host memory.
   [[nodiscard]] void* allocate_device(std::size_t bytes) { return aligned(bytes, 256, "device"); }
   void deallocate_device(void* p, std::size_t) noexcept { std::free(p); }
+  /// @brief "Device" memory for work on `s`: host memory, so it is usable at once.
+  [[nodiscard]] void* allocate_device_async(std::size_t bytes, stream& s) {
+    (void)queue(s);  // a moved-from stream is an error here too
+    return allocate_device(bytes);
+  }
+  /// @brief Frees `p` once the work queued on `s` before the call has run.
+  void deallocate_device_async(void* p, std::size_t, stream& s) noexcept {
+    if (p == nullptr) return;
+    if (s.queue_ == nullptr) {  // a moved-from stream has no work in flight
+      std::free(p);
+      return;
+    }
+    try {
+      queue(s).submit([p] { std::free(p); });
+    } catch (...) {  // no memory to queue the free: wait for the stream instead
+      s.queue_->drain();
+      std::free(p);
+    }
+  }
   /// @brief "Pinned" memory: page-aligned host memory (nothing needs locking without a DMA
   /// engine).
   [[nodiscard]] void* allocate_pinned(std::size_t bytes) { return aligned(bytes, 4096, "pinned"); }
@@ -243,5 +263,6 @@ class host_backend {
 static_assert(backend_policy<host_backend>);
 static_assert(batch_backend<host_backend>);
 static_assert(convert_backend<host_backend>);
+static_assert(stream_ordered_backend<host_backend>);
 
 }  // namespace lris

@@ -15,5 +15,6 @@ static_assert(batch_backend<cuda_backend>);
 static_assert(convert_backend<cuda_backend>);
 static_assert(peer_backend<cuda_backend>);
 static_assert(pci_backend<cuda_backend>);
+static_assert(stream_ordered_backend<cuda_backend>);
 
 }  // namespace lris

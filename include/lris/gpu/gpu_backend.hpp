@@ -15,6 +15,7 @@
 #include <lris/concepts/copy_item.hpp>
 #include <lris/concepts/pci_backend.hpp>
 #include <lris/concepts/peer_backend.hpp>
+#include <lris/concepts/stream_ordered_backend.hpp>
 #include <lris/element/dtype.hpp>
 
 namespace lris {
@@ -99,6 +100,13 @@ class gpu_backend {
   /// @brief Device memory; lris::out_of_memory naming the size and free memory on failure.
   [[nodiscard]] void* allocate_device(std::size_t bytes);
   void deallocate_device(void* p, std::size_t bytes) noexcept;
+  /// @brief Device memory for work queued on `s` after the call, from the device's memory pool
+  /// (cudaMallocAsync / hipMallocAsync): no device synchronization.
+  /// @throws lris::out_of_memory naming the size and free memory.
+  [[nodiscard]] void* allocate_device_async(std::size_t bytes, stream& s);
+  /// @brief Frees `p` (from allocate_device_async) once the work queued on `s` before the call
+  /// has run, without waiting for it (cudaFreeAsync / hipFreeAsync).
+  void deallocate_device_async(void* p, std::size_t bytes, stream& s) noexcept;
   /// @brief Pinned host memory, portable (pinned for every device) and mapped: a kernel may
   /// read and write it over the link (zero copy) through the same pointer.
   [[nodiscard]] void* allocate_pinned(std::size_t bytes);

@@ -18,6 +18,8 @@
 #include <lris/concepts/memory_properties.hpp>
 #include <lris/memory/detail/backend_memory.hpp>
 #include <lris/concepts/memory_space.hpp>
+#include <lris/concepts/stream_ordered_allocator.hpp>
+#include <lris/concepts/stream_ordered_backend.hpp>
 
 namespace lris {
 
@@ -58,6 +60,28 @@ class device_allocator {
         [this](void* q, std::size_t n) noexcept { backend_.deallocate_device(q, n); });
   }
 
+  /// @brief `bytes` bytes of device memory aligned to `alignment`, for work queued on `s` after
+  /// the call (stream-ordered backends: cudaMallocAsync pools).
+  [[nodiscard]] void* allocate_async(std::size_t bytes, std::size_t alignment,
+                                     typename Backend::stream& s)
+    requires stream_ordered_backend<Backend>
+  {
+    return detail::backend_allocate(
+        label(), bytes, alignment, natural, detail::over_aligned_table_for<device_allocator>(),
+        [&](std::size_t n) { return backend_.allocate_device_async(n, s); },
+        [&](void* p, std::size_t n) noexcept { backend_.deallocate_device_async(p, n, s); });
+  }
+  /// @brief Frees what allocate_async(bytes, alignment, ...) returned once the work queued on
+  /// `s` before the call has run, without waiting for the device.
+  void deallocate_async(void* p, std::size_t bytes, std::size_t alignment,
+                        typename Backend::stream& s) noexcept
+    requires stream_ordered_backend<Backend>
+  {
+    detail::backend_deallocate(
+        p, bytes, alignment, natural, detail::over_aligned_table_for<device_allocator>(),
+        [&](void* q, std::size_t n) noexcept { backend_.deallocate_device_async(q, n, s); });
+  }
+
   /// @brief The backend (and so the device) memory comes from.
   [[nodiscard]] const Backend& backend() const noexcept { return backend_; }
 
@@ -76,6 +100,7 @@ class device_allocator {
   Backend backend_{};
 };
 
+static_assert(stream_ordered_allocator<device_allocator<host_backend>, host_backend::stream>);
 static_assert(allocator_policy<device_allocator<host_backend>>);
 static_assert(!host_allocator<device_allocator<host_backend>>,
               "device memory must never be offered to the CPU");
