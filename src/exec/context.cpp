@@ -1,6 +1,7 @@
 #include <lris/exec/context.hpp>
 
 #include <algorithm>
+#include <chrono>
 #include <thread>
 
 #include <lris/error.hpp>
@@ -13,7 +14,8 @@ std::shared_ptr<context> context::make(context_options options) {
   return std::shared_ptr<context>(c, [](context* p) {
     // Its pools cannot join the thread they run on: a last reference dropped by a task of this
     // context is let go of on a thread of its own.
-    if (p->compute_->on_worker_thread() || p->io_->on_worker_thread()) {
+    if (p->compute_->on_worker_thread() || p->io_->on_worker_thread() ||
+        p->on_poller_thread()) {
       std::thread([p] { delete p; }).detach();
     } else {
       delete p;
@@ -35,7 +37,63 @@ context::context(context_options options)
   options_.background_threads = compute_->background_threads();
 }
 
+void context::when_ready(std::function<bool()> ready, std::function<void()> then) {
+  check_process();
+  {
+    std::lock_guard lock(watch_mutex_);
+    watched_.emplace_back(std::move(ready), std::move(then));
+    if (!poller_.joinable()) poller_ = std::thread([this] { poll(); });
+  }
+  watch_cv_.notify_one();
+}
+
+void context::poll() {
+  using clock = std::chrono::steady_clock;
+  auto last_ready = clock::now();
+  std::unique_lock lock(watch_mutex_);
+  for (;;) {
+    watch_cv_.wait(lock, [this] { return watch_stop_ || !watched_.empty(); });
+    if (watch_stop_) return;
+    auto mine = std::move(watched_);
+    watched_.clear();
+    lock.unlock();
+    bool any = false;
+    for (auto& w : mine) {
+      bool ready = true;
+      try {
+        ready = w.first();
+      } catch (...) {  // a check that throws: let `then` find the error
+      }
+      if (!ready) continue;
+      any = true;
+      try {
+        compute_->submit(std::move(w.second));
+      } catch (...) {
+        w.second();  // no room to queue it: run it here
+      }
+      w.first = nullptr;
+    }
+    std::erase_if(mine, [](auto& w) { return !w.first; });
+    // Spin (yielding) for 200 us after something was ready, then sleep 50 us between looks.
+    if (any) last_ready = clock::now();
+    if (clock::now() - last_ready < std::chrono::microseconds(200)) {
+      std::this_thread::yield();
+    } else {
+      std::this_thread::sleep_for(std::chrono::microseconds(50));
+    }
+    lock.lock();
+    for (auto& w : mine) watched_.push_back(std::move(w));
+  }
+}
+
 context::~context() {
+  {
+    std::lock_guard lock(watch_mutex_);
+    watch_stop_ = true;
+  }
+  watch_cv_.notify_all();
+  if (poller_.joinable()) poller_.join();
+  for (auto& w : watched_) w.second();  // still pending: complete them here
   // The registry's objects (default pipelines) first: their transfers' last tasks may still be
   // queued; the pools then finish them before they join, and the broker returns the tokens of
   // device work until it stops.

@@ -15,7 +15,10 @@
 /// they stop. In the child of a fork() a context made before the fork throws lris::error on
 /// use, naming both processes; default_context() there makes a new one.
 
+#include <condition_variable>
 #include <cstddef>
+#include <thread>
+#include <vector>
 #include <filesystem>
 #include <functional>
 #include <map>
@@ -99,6 +102,13 @@ class context {
     return std::shared_ptr<context>(std::shared_ptr<void>(), this);
   }
 
+  /// @brief Runs `then` on a compute thread once `ready()` is true: a poller thread of the
+  /// context (started on first use) asks every pending `ready` in turn, spinning briefly, then
+  /// sleeping for tens of microseconds while nothing is ready. For work that ends on a device
+  /// and has callbacks to run (transfer::on_complete). A context destroyed with work pending
+  /// runs each `then` on the destroying thread.
+  void when_ready(std::function<bool()> ready, std::function<void()> then);
+
   /// @brief Throws lris::error in the child of a fork() made after this context.
   void check_process() const { fork_.check("this lris::context"); }
 
@@ -114,6 +124,16 @@ class context {
   std::shared_ptr<sched::bandwidth_broker> broker_;
   std::unique_ptr<detail::thread_pool> io_;
   std::unique_ptr<detail::thread_pool> compute_;
+  void poll();
+  [[nodiscard]] bool on_poller_thread() {
+    std::lock_guard lock(watch_mutex_);
+    return poller_.joinable() && poller_.get_id() == std::this_thread::get_id();
+  }
+  std::mutex watch_mutex_;
+  std::condition_variable watch_cv_;
+  std::vector<std::pair<std::function<bool()>, std::function<void()>>> watched_;
+  bool watch_stop_ = false;
+  std::thread poller_;
   std::mutex registry_mutex_;
   std::map<std::pair<std::type_index, int>, std::shared_ptr<void>> registry_;
 };

@@ -720,6 +720,9 @@ class pipeline {
     };
     state.device_wait = std::move(wait);
     state.device_ready = std::move(ready);
+    state.watch = [ctx = core_->ctx](std::function<bool()> done, std::function<void()> then) {
+      ctx->when_ready(std::move(done), std::move(then));
+    };
   }
 
   static void fill_job(detail::chunked_job& job, const std::shared_ptr<detail::transfer_state>& st,

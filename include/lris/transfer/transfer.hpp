@@ -2,7 +2,10 @@
 /// @file
 /// @brief transfer: the handle copy() returns — wait, poll, cancel, progress, stats.
 
+#include <exception>
+#include <functional>
 #include <memory>
+#include <vector>
 
 #include <fmt/format.h>
 
@@ -62,19 +65,74 @@ class [[nodiscard]] transfer {
     const auto& s = checked();
     return s.total == 0 ? (poll() ? 1.0 : 0.0) : static_cast<double>(s.done.load()) / s.total;
   }
+  /// @brief Calls `fn(error)` once the transfer has finished: `error` is null on success, the
+  /// transfer's error, or lris::cancelled. At once, on this thread, when it already has;
+  /// else on the thread that finishes it (a thread of the pipeline's context; for a transfer
+  /// that ends with device work, a compute thread once its poller sees the work done). `fn`
+  /// should be short and must not wait for this transfer. Callbacks run in the order added.
+  void on_complete(std::function<void(std::exception_ptr error)> fn) {
+    checked().add_callback(std::move(fn), state_);
+  }
   /// @brief True when this handle refers to a transfer.
   [[nodiscard]] bool valid() const noexcept { return state_ != nullptr; }
 
  private:
+  friend transfer when_all(std::vector<transfer> transfers);
   detail::transfer_state& checked() const {
     LRIS_EXPECTS(state_ != nullptr, "transfer: use of an empty or moved-from transfer handle");
     return *state_;
   }
   void finish_quietly() noexcept {
-    if (state_) state_->wait_finished();
+    // A finished transfer needs nothing: a handle dropped inside one of its own callbacks
+    // (when_all's parts) must not wait on its completion again.
+    if (state_ && !state_->finished_flag.load(std::memory_order_acquire)) state_->wait_finished();
   }
 
   std::shared_ptr<detail::transfer_state> state_;
 };
+
+/// @brief One transfer that finishes when every one of `transfers` has: its wait() returns
+/// once all are done and throws the first error (lris::cancelled when one was cancelled);
+/// bytes are summed, the other statistics are the largest part's. Takes the handles over; an
+/// empty list is a transfer already done. Composes with on_complete, poll and when_all itself.
+[[nodiscard]] inline transfer when_all(std::vector<transfer> transfers) {
+  std::uint64_t total = 0;
+  for (const auto& t : transfers) total += t.bytes_total();
+  auto all = std::make_shared<detail::transfer_state>(total, progress_fn{});
+  if (transfers.empty()) {
+    all->finish();
+    return transfer(std::move(all));
+  }
+  struct join {
+    std::mutex mutex;
+    std::size_t left;
+    std::uint64_t largest = 0;
+    std::vector<transfer> parts;  // kept until the last is done
+  };
+  auto j = std::make_shared<join>();
+  j->left = transfers.size();
+  j->parts = std::move(transfers);
+  for (auto& part : j->parts) {
+    auto* s = part.state_.get();
+    part.on_complete([all, j, s](std::exception_ptr e) {
+      if (e) all->fail(e);
+      bool last = false;
+      {
+        std::lock_guard lock(j->mutex);
+        if (s->total >= j->largest) {
+          j->largest = s->total;
+          std::lock_guard stats_lock(all->mutex);
+          all->stats = s->stats;
+        }
+        last = --j->left == 0;
+      }
+      all->done.fetch_add(s->done.load(), std::memory_order_relaxed);
+      // The parts are released by whoever drops the last reference to the join, never here
+      // inside one of their own callbacks.
+      if (last) all->finish();
+    });
+  }
+  return transfer(std::move(all));
+}
 
 }  // namespace lris

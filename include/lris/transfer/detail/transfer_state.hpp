@@ -8,7 +8,13 @@
 #include <cstdint>
 #include <exception>
 #include <functional>
+#include <memory>
 #include <mutex>
+#include <vector>
+
+#include <fmt/format.h>
+
+#include <lris/error.hpp>
 
 #include <lris/detail/spin_wait.hpp>
 #include <lris/transfer/plan.hpp>
@@ -45,6 +51,46 @@ struct transfer_state {
   // of a transfer, which then needs no thread to wake, neither to go on nor to say it is done.
   // Set before the transfer is handed out.
   std::function<void()> help;
+  // Transfers that complete by a device event: asks someone (the context's poller) to call
+  // `then` once `ready` is true, so that on_complete callbacks run without a waiter. Set with
+  // device_wait, before the transfer is handed out.
+  std::function<void(std::function<bool()> ready, std::function<void()> then)> watch;
+
+  // Called once each, after finish(), with the error (lris::cancelled for a cancelled
+  // transfer; null on success). Guarded by `mutex`.
+  std::vector<std::function<void(std::exception_ptr)>> callbacks;
+  bool watched = false;  // guarded by `mutex`
+
+  /// @brief The outcome as on_complete callbacks see it: null, the error, or lris::cancelled.
+  /// After finish().
+  [[nodiscard]] std::exception_ptr outcome() const {
+    if (error) return error;
+    if (stats.cancelled) {
+      return std::make_exception_ptr(cancelled(fmt::format(
+          "transfer cancelled after {} of {} bytes", stats.bytes, total)));
+    }
+    return nullptr;
+  }
+
+  /// @brief Calls `fn(outcome)` once the transfer has finished: now, on this thread, when it
+  /// already has; else on the thread that finishes it.
+  void add_callback(std::function<void(std::exception_ptr)> fn, std::shared_ptr<transfer_state> self) {
+    std::unique_lock lock(mutex);
+    if (finished) {
+      const std::exception_ptr e = outcome();
+      lock.unlock();
+      fn(e);
+      return;
+    }
+    callbacks.push_back(std::move(fn));
+    if (device_ready && watch && !watched) {
+      watched = true;
+      lock.unlock();
+      watch([self] { return self->finished_flag.load(std::memory_order_acquire) ||
+                            self->device_ready(); },
+            [self] { self->complete_device(true); });
+    }
+  }
 
   /// @brief For device transfers: completes the transfer if its event is done (or, with
   /// `block`, once it is). True when the transfer has finished.
@@ -103,7 +149,11 @@ struct transfer_state {
   }
 
   /// @brief Marks the transfer finished; called exactly once, after the last byte has landed.
+  /// Then runs the on_complete callbacks (an exception one throws is dropped: there is no one
+  /// to give it to).
   void finish() noexcept {
+    std::vector<std::function<void(std::exception_ptr)>> run;
+    std::exception_ptr e;
     {
       std::lock_guard lock(mutex);
       stats.bytes = done.load();
@@ -111,8 +161,22 @@ struct transfer_state {
       stats.cancelled = !error && stats.bytes < total;
       finished = true;
       finished_flag.store(true, std::memory_order_release);
+      run.swap(callbacks);
+      if (!run.empty()) {
+        try {
+          e = outcome();
+        } catch (...) {
+          e = std::current_exception();  // out of memory for the message
+        }
+      }
     }
     cv.notify_all();
+    for (auto& fn : run) {
+      try {
+        fn(e);
+      } catch (...) {
+      }
+    }
   }
 };
 

@@ -1,0 +1,120 @@
+// Completion that composes: on_complete callbacks (without a waiter, also for transfers that
+// end with device work) and when_all.
+#include <catch2/catch.hpp>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstring>
+#include <thread>
+#include <vector>
+
+#include <lris/lris.hpp>
+
+using namespace std::chrono_literals;
+using lris::host_backend;
+
+namespace {
+template <class Pred>
+bool eventually(Pred&& p) {
+  for (auto end = std::chrono::steady_clock::now() + 10s; std::chrono::steady_clock::now() < end;) {
+    if (p()) return true;
+    std::this_thread::sleep_for(100us);
+  }
+  return p();
+}
+using device_buffer = lris::buffer<lris::device_allocator<host_backend>, std::byte>;
+using pinned_buffer = lris::buffer<lris::pinned_allocator<host_backend>, std::byte>;
+}  // namespace
+
+TEST_CASE("on_complete runs once, without a waiter, for chunked transfers", "[transfer][completion]") {
+  lris::pipeline<lris::staged, host_backend> p(lris::staged{.chunk_bytes = 1 << 20, .workers = 4});
+  std::vector<std::byte> src(16 << 20, std::byte{1});
+  device_buffer d(src.size());
+  std::atomic<int> calls{0};
+  std::atomic<bool> ok{false};
+  auto t = p.copy(d.span(), lris::as_host(src));
+  t.on_complete([&](std::exception_ptr e) {
+    ok = e == nullptr;
+    ++calls;
+  });
+  CHECK(eventually([&] { return calls.load() == 1; }));
+  CHECK(ok);
+  // Added after the end: runs at once, on this thread.
+  const auto self = std::this_thread::get_id();
+  std::thread::id ran_on;
+  t.on_complete([&](std::exception_ptr) { ran_on = std::this_thread::get_id(); });
+  CHECK(ran_on == self);
+  CHECK(calls == 1);
+}
+
+TEST_CASE("on_complete runs for transfers that end with device work, with no one waiting",
+          "[transfer][completion]") {
+  lris::pipeline<lris::direct, host_backend> p;  // one operation on a stream, done by an event
+  pinned_buffer src(8 << 20);
+  std::memset(src.data(), 0x5a, src.size());
+  device_buffer d(src.size());
+  std::atomic<bool> called{false};
+  auto t = p.copy(d.span(), src.span());
+  t.on_complete([&](std::exception_ptr e) { called = e == nullptr; });
+  CHECK(eventually([&] { return called.load(); }));
+  CHECK(t.poll());
+  CHECK(t.wait().bytes == src.size());
+  CHECK(std::all_of(d.data(), d.data() + d.size(), [](std::byte b) { return b == std::byte{0x5a}; }));
+}
+
+TEST_CASE("a cancelled transfer's callback gets lris::cancelled", "[transfer][completion]") {
+  lris::pipeline<lris::staged, host_backend> p(lris::staged{.chunk_bytes = 1 << 20, .workers = 1});
+  std::vector<std::byte> src(16 << 20), dst(src.size());
+  lris::transfer_options o;
+  o.on_progress = [](std::uint64_t done, std::uint64_t total) { return done * 4 < total; };
+  std::atomic<bool> got_cancelled{false};
+  auto t = p.copy(lris::as_host(dst), lris::as_host(src), o);
+  t.on_complete([&](std::exception_ptr e) {
+    try {
+      if (e) std::rethrow_exception(e);
+    } catch (const lris::cancelled&) {
+      got_cancelled = true;
+    } catch (...) {
+    }
+  });
+  CHECK_THROWS_AS(t.wait(), lris::cancelled);
+  CHECK(eventually([&] { return got_cancelled.load(); }));
+}
+
+TEST_CASE("when_all finishes when every part has, and sums the bytes", "[transfer][completion]") {
+  lris::pipeline<lris::auto_select, host_backend> p;
+  std::vector<std::vector<std::byte>> src, dst;
+  std::vector<lris::transfer> parts;
+  std::uint64_t total = 0;
+  for (std::size_t i = 0; i < 5; ++i) {
+    src.emplace_back((i + 1) << 20, static_cast<std::byte>(i + 1));
+    dst.emplace_back(src.back().size());
+    total += src.back().size();
+  }
+  for (std::size_t i = 0; i < 5; ++i) parts.push_back(p.copy(lris::as_host(dst[i]), lris::as_host(src[i])));
+  auto all = lris::when_all(std::move(parts));
+  CHECK(all.bytes_total() == total);
+  std::atomic<bool> called{false};
+  all.on_complete([&](std::exception_ptr e) { called = e == nullptr; });
+  const auto st = all.wait();
+  CHECK(st.bytes == total);
+  CHECK(eventually([&] { return called.load(); }));
+  for (std::size_t i = 0; i < 5; ++i) CHECK(dst[i] == src[i]);
+  // Nothing to wait for.
+  auto none = lris::when_all({});
+  CHECK(none.poll());
+  CHECK(none.wait().bytes == 0);
+}
+
+TEST_CASE("when_all reports the first failure of a part", "[transfer][completion]") {
+  lris::pipeline<lris::staged, host_backend> p(lris::staged{.chunk_bytes = 1 << 20, .workers = 1});
+  std::vector<std::byte> a(8 << 20), b(a.size()), c(a.size()), d(a.size());
+  lris::transfer_options stop;
+  stop.on_progress = [](std::uint64_t done, std::uint64_t total) { return done * 2 < total; };
+  std::vector<lris::transfer> parts;
+  parts.push_back(p.copy(lris::as_host(b), lris::as_host(a)));
+  parts.push_back(p.copy(lris::as_host(d), lris::as_host(c), stop));
+  auto all = lris::when_all(std::move(parts));
+  CHECK_THROWS_AS(all.wait(), lris::cancelled);
+}
