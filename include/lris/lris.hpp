@@ -12,6 +12,7 @@
 #include <lris/concepts/convert_backend.hpp>
 #include <lris/concepts/copy_item.hpp>
 #include <lris/concepts/memory_properties.hpp>
+#include <lris/concepts/memory_property.hpp>
 #include <lris/concepts/pci_backend.hpp>
 #include <lris/concepts/peer_backend.hpp>
 #include <lris/concepts/stream_ordered_allocator.hpp>

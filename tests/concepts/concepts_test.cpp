@@ -94,3 +94,29 @@ TEST_CASE("memory spans are typed views", "[concepts]") {
   STATIC_REQUIRE(std::is_same_v<decltype(b), lris::host_span<const std::byte>>);
   CHECK(b.size() == 16);
 }
+
+// Open properties: the built-in four as tags, a tag a type claims for itself, a value property.
+namespace {
+struct shareable {};  // a property LRIS's core does not know
+struct shared_memory_allocator : lris::page_aligned_allocator {
+  using property_tags = std::tuple<shareable>;
+};
+}  // namespace
+static_assert(lris::has_property<lris::host_space, lris::property::host_accessible>);
+static_assert(!lris::has_property<lris::host_space, lris::property::pinned>);
+static_assert(lris::has_property<lris::pinned_space<lris::host_backend>, lris::property::pinned>);
+static_assert(lris::has_property<lris::device_space<lris::host_backend>,
+                                 lris::property::device_accessible>);
+static_assert(lris::has_property<shared_memory_allocator, shareable>);
+static_assert(lris::has_property<shared_memory_allocator, lris::property::page_aligned>);
+static_assert(!lris::has_property<lris::page_aligned_allocator, shareable>);
+static_assert(lris::has_property<lris::numa_allocator, lris::property::numa_node>);
+static_assert(!lris::has_property<lris::page_aligned_allocator, lris::property::numa_node>);
+static_assert(lris::has_property<lris::caching_pool<lris::numa_allocator>, lris::property::numa_node>);
+
+TEST_CASE("value properties are read through get_property", "[concepts]") {
+  lris::numa_allocator numa;
+  CHECK(lris::get_property(numa, lris::property::numa_node{}) == numa.node());
+  lris::caching_pool pool{numa};
+  CHECK(lris::get_property(pool, lris::property::numa_node{}) == numa.node());
+}

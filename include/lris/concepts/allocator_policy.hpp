@@ -5,6 +5,7 @@
 #include <concepts>
 #include <cstddef>
 
+#include <lris/concepts/memory_property.hpp>
 #include <lris/concepts/memory_properties.hpp>
 #include <lris/concepts/memory_space.hpp>
 
@@ -32,10 +33,10 @@ concept allocator_policy =
 
 /// @brief An allocator whose memory the CPU can touch.
 template <class A>
-concept host_allocator = allocator_policy<A> && A::properties.host_accessible;
+concept host_allocator = allocator_policy<A> && has_property<A, property::host_accessible>;
 
 /// @brief An allocator whose memory is pinned (DMA-able at full speed) for some backend.
 template <class A>
-concept pinned_allocator_policy = allocator_policy<A> && A::properties.pinned;
+concept pinned_allocator_policy = allocator_policy<A> && has_property<A, property::pinned>;
 
 }  // namespace lris

@@ -29,6 +29,7 @@
 
 #include <fmt/format.h>
 
+#include <lris/concepts/memory_property.hpp>
 #include <lris/concepts/convert_backend.hpp>
 #include <lris/error.hpp>
 #include <lris/exec/sizing.hpp>
@@ -165,7 +166,7 @@ loaded_checkpoint load_selected(Pipeline& p, const checkpoint& ck,
   using Backend = typename Pipeline::backend_type;
   using Allocator = typename Pipeline::allocator_type;
   using Space = destination_space<DestFn>;
-  constexpr bool on_device = Space::properties.device_accessible && !Space::properties.host_accessible;
+  constexpr bool on_device = has_property<Space, property::device_accessible> && !has_property<Space, property::host_accessible>;
   if constexpr (!std::is_same_v<Space, host_space>) {
     static_assert(std::is_same_v<typename Space::backend_type, Backend>,
                   "safetensors::load_into: the destination memory is of another backend than "

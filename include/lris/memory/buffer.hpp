@@ -12,6 +12,7 @@
 
 #include <fmt/format.h>
 
+#include <lris/concepts/memory_property.hpp>
 #include <lris/concepts/allocator_policy.hpp>
 #include <lris/error.hpp>
 #include <lris/memory/detail/allocation.hpp>
@@ -107,12 +108,12 @@ class buffer {
 
   /// @brief Element `i`, only where the CPU may read the memory.
   [[nodiscard]] T& operator[](std::size_t i) noexcept
-    requires(Allocator::properties.host_accessible)
+    requires(has_property<Allocator, property::host_accessible>)
   {
     return data_[i];
   }
   [[nodiscard]] const T& operator[](std::size_t i) const noexcept
-    requires(Allocator::properties.host_accessible)
+    requires(has_property<Allocator, property::host_accessible>)
   {
     return data_[i];
   }

@@ -102,6 +102,12 @@ class caching_pool {
  public:
   using space = typename Upstream::space;
   static constexpr memory_properties properties = Upstream::properties;
+  /// The upstream's open properties too: the pool hands out the upstream's memory.
+  template <class Tag>
+    requires requires(const Upstream& u) { u.get_property(Tag{}); }
+  [[nodiscard]] decltype(auto) get_property(Tag tag) const {
+    return state_->upstream.get_property(tag);
+  }
   /// @brief The allocator's name in messages.
   static constexpr std::string_view name = "caching_pool";
 

@@ -6,6 +6,7 @@
 #include <span>
 #include <type_traits>
 
+#include <lris/concepts/memory_property.hpp>
 #include <lris/concepts/memory_space.hpp>
 
 namespace lris {
@@ -43,7 +44,7 @@ class memory_span {
 
   /// @brief The same bytes as a std::span, for host-accessible memory only.
   [[nodiscard]] constexpr std::span<T> host() const noexcept
-    requires(Space::properties.host_accessible)
+    requires(has_property<Space, property::host_accessible>)
   {
     return {data_, count_};
   }

@@ -10,6 +10,7 @@
 #include <string_view>
 #include <vector>
 
+#include <lris/concepts/memory_property.hpp>
 #include <lris/concepts/allocator_policy.hpp>
 #include <lris/concepts/memory_properties.hpp>
 #include <lris/concepts/memory_space.hpp>
@@ -50,6 +51,8 @@ class numa_allocator {
 
   /// @brief The node memory is bound to.
   [[nodiscard]] int node() const noexcept { return node_; }
+  /// @brief property::numa_node: node().
+  [[nodiscard]] int get_property(property::numa_node) const noexcept { return node_; }
   /// @brief True when allocations are really bound to node(); false on the page-aligned
   /// fallback used where libnuma is unusable.
   [[nodiscard]] bool bound() const noexcept { return bound_; }

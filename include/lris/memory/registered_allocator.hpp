@@ -12,6 +12,7 @@
 
 #include <fmt/format.h>
 
+#include <lris/concepts/memory_property.hpp>
 #include <lris/backends/host_backend.hpp>
 #include <lris/concepts/allocator_policy.hpp>
 #include <lris/concepts/backend_policy.hpp>
@@ -33,9 +34,9 @@ namespace lris {
 /// runtimes refuse to register twice.
 template <allocator_policy Upstream, backend_policy Backend>
 class registered_allocator {
-  static_assert(Upstream::properties.host_accessible,
+  static_assert(has_property<Upstream, property::host_accessible>,
                 "registered_allocator: only host-accessible memory can be registered");
-  static_assert(!Upstream::properties.pinned,
+  static_assert(!has_property<Upstream, property::pinned>,
                 "registered_allocator: the upstream memory is already pinned; registering it "
                 "again is an error in CUDA and HIP");
 

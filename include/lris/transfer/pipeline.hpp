@@ -14,6 +14,7 @@
 
 #include <fmt/format.h>
 
+#include <lris/concepts/memory_property.hpp>
 #include <lris/backends/host_backend.hpp>
 #include <lris/concepts/allocator_policy.hpp>
 #include <lris/concepts/backend_policy.hpp>
@@ -58,7 +59,7 @@ struct pipeline_config {
 template <transfer_policy Transfer, backend_policy Backend,
           allocator_policy Allocator = pinned_allocator<Backend>>
 class pipeline {
-  static_assert(Allocator::properties.pinned && Allocator::properties.host_accessible,
+  static_assert(has_property<Allocator, property::pinned> && has_property<Allocator, property::host_accessible>,
                 "lris::pipeline: the staging allocator must give pinned host memory "
                 "(pinned_allocator<Backend> or registered_allocator<..., Backend>)");
 
@@ -402,7 +403,7 @@ class pipeline {
   transfer start_file(copy_kind kind, std::byte* mem, std::size_t bytes, const io::file& f,
                       std::uint64_t offset, int device, const transfer_options& opts) {
     constexpr bool on_device =
-        Space::properties.device_accessible && !Space::properties.host_accessible;
+        has_property<Space, property::device_accessible> && !has_property<Space, property::host_accessible>;
     if constexpr (on_device) {
       LRIS_EXPECTS(device == core_->backend.device(),
                    "lris::{}: the memory is on device {} but the pipeline drives device {}",
@@ -551,10 +552,10 @@ class pipeline {
     LRIS_EXPECTS(sbytes == 0 || (d != nullptr && s != nullptr),
                  "lris::copy: null pointer (destination {}, source {}) for {} bytes", d, s,
                  sbytes);
-    constexpr bool dst_dev = DstSpace::properties.device_accessible &&
-                             !DstSpace::properties.host_accessible;
-    constexpr bool src_dev = SrcSpace::properties.device_accessible &&
-                             !SrcSpace::properties.host_accessible;
+    constexpr bool dst_dev = has_property<DstSpace, property::device_accessible> &&
+                             !has_property<DstSpace, property::host_accessible>;
+    constexpr bool src_dev = has_property<SrcSpace, property::device_accessible> &&
+                             !has_property<SrcSpace, property::host_accessible>;
     if constexpr (dst_dev) {
       LRIS_EXPECTS(ddev == core_->backend.device(),
                    "lris::copy: the destination is on device {} but the pipeline drives device {}",
