@@ -35,8 +35,8 @@ int main() {
   lris::buffer<lris::device_allocator<lris::host_backend>> d1(16 << 20), d2(64 << 20);
   auto dev = d1.span();
   auto dev2 = d2.span();
-  auto next = p.copy(dev, pinned.span(), {.priority = lris::sched::priority::critical});
-  auto bulk = p.copy(dev2, pinned2.span(), {.priority = lris::sched::priority::background,
+  auto next = p.copy(dev, pinned.span(), {.priority = lris::priority::critical});
+  auto bulk = p.copy(dev2, pinned2.span(), {.priority = lris::priority::background,
                                    .budget_bytes = 32 << 20});  // its own cap in flight
   std::printf("critical: %llu pieces waited for tokens\n",
               static_cast<unsigned long long>(next.wait().token_waits));
