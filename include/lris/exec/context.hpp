@@ -149,7 +149,9 @@ using context_ptr = std::shared_ptr<context>;
 [[nodiscard]] LRIS_EXPORT std::shared_ptr<context> default_context();
 
 /// @brief Makes `c` the default for pipelines made from now on, and returns the previous one
-/// (pipelines made earlier keep theirs). Null restores a fresh default on next use.
+/// (pipelines made earlier keep theirs). Null restores a fresh default on next use. Keep the
+/// previous one while transfers started through its default pipelines (lris::copy) may still
+/// run or call back.
 LRIS_EXPORT std::shared_ptr<context> set_default_context(std::shared_ptr<context> c);
 
 namespace detail {

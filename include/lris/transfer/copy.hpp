@@ -14,21 +14,27 @@
 
 namespace lris {
 
-/// @brief The pipeline copy() uses for `Backend`'s device `device`: auto_select over a pinned
-/// ring of at most 256 MiB, one per device in the default context (lris::default_context()),
-/// made on first use and kept as long as that context.
+/// @brief The pipeline copy() uses for `Backend`'s device `device` in `ctx`: auto_select over a
+/// pinned ring of at most 256 MiB, one per device, made on first use and kept as long as the
+/// context.
 template <backend_policy Backend>
-[[nodiscard]] pipeline<auto_select, Backend>& default_pipeline(int device = 0) {
+[[nodiscard]] pipeline<auto_select, Backend>& default_pipeline(context& ctx, int device = 0) {
   LRIS_EXPECTS(device >= 0 && device < Backend::device_count(),
                "lris::copy: device {} does not exist ({} has {} devices)", device, Backend::name,
                Backend::device_count());
-  const auto ctx = default_context();
-  return ctx->cached<pipeline<auto_select, Backend>>(device, [&] {
+  return ctx.cached<pipeline<auto_select, Backend>>(device, [&] {
     // The context owns the pipeline: it refers back to it without keeping it alive.
     return std::make_unique<pipeline<auto_select, Backend>>(
         auto_select{}, Backend(device), pinned_allocator<Backend>{},
-        pipeline_config{.context = ctx->unowned()});
+        pipeline_config{.context = ctx.unowned()});
   });
+}
+
+/// @brief default_pipeline(ctx, device) of the default context. The reference stays valid as
+/// long as that context: the first default lives until the process ends.
+template <backend_policy Backend>
+[[nodiscard]] pipeline<auto_select, Backend>& default_pipeline(int device = 0) {
+  return default_pipeline<Backend>(*default_context(), device);
 }
 
 /// @brief Starts copying `src` into `dst` (same size in bytes) along the path auto_select
@@ -43,7 +49,8 @@ transfer copy(memory_span<DstSpace, T> dst, memory_span<SrcSpace, U> src,
                 "copy through host memory");
   using backend = typename traits::backend;
   const int device = traits::kind == copy_kind::device_to_host ? src.device() : dst.device();
-  return default_pipeline<backend>(device).copy(dst, src, options);
+  const auto ctx = default_context();  // held while the transfer starts
+  return default_pipeline<backend>(*ctx, device).copy(dst, src, options);
 }
 
 /// @brief Copies `src[i]` into `dst[i]` for every i as one transfer (see pipeline::copy_batch):
@@ -65,7 +72,8 @@ transfer copy_batch(const DstRange& dst, const SrcRange& src,
   const int device = traits::kind == copy_kind::device_to_host
                          ? std::ranges::begin(src)->device()
                          : std::ranges::begin(dst)->device();
-  return default_pipeline<backend>(device).copy_batch(dst, src, options);
+  const auto ctx = default_context();
+  return default_pipeline<backend>(*ctx, device).copy_batch(dst, src, options);
 }
 
 /// @brief Starts reading dst.size_bytes() bytes of `f` from `offset` into `dst` (host or device
@@ -74,7 +82,8 @@ template <memory_space DstSpace, class T>
 transfer read_file(memory_span<DstSpace, T> dst, const io::file& f, std::uint64_t offset = 0,
                    const transfer_options& options = {}) {
   using backend = typename transfer_traits<DstSpace, host_space>::backend;
-  return default_pipeline<backend>(dst.device()).read(dst, f, offset, options);
+  const auto ctx = default_context();
+  return default_pipeline<backend>(*ctx, dst.device()).read(dst, f, offset, options);
 }
 
 /// @brief Starts writing `src` (host or device memory) into `f` at `offset` on the default
@@ -83,7 +92,8 @@ template <memory_space SrcSpace, class U>
 transfer write_file(io::file& f, std::uint64_t offset, memory_span<SrcSpace, U> src,
                     const transfer_options& options = {}) {
   using backend = typename transfer_traits<host_space, SrcSpace>::backend;
-  return default_pipeline<backend>(src.device()).write(f, offset, src, options);
+  const auto ctx = default_context();
+  return default_pipeline<backend>(*ctx, src.device()).write(f, offset, src, options);
 }
 
 }  // namespace lris
