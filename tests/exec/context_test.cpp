@@ -5,6 +5,9 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <chrono>
+#include <csignal>
+#include <thread>
 #include <cstring>
 #include <vector>
 
@@ -131,4 +134,36 @@ TEST_CASE("the child of a fork gets a clear error from a context made before it"
 TEST_CASE("the default context's profile comes from the profile file", "[exec][context]") {
   auto ctx = lris::context::make({.threads = 1, .profile_path = "/nonexistent/profile.json"});
   CHECK(ctx->profile("host:0").source == "defaults");
+}
+
+TEST_CASE("process exit with transfers in flight, in any order of static destruction",
+          "[exec][context]") {
+  for (int order = 0; order < 2; ++order) {
+    const pid_t child = ::fork();
+    REQUIRE(child >= 0);
+    if (child == 0) {
+      static std::vector<std::byte> src(64 << 20, std::byte{1}), dst(src.size());
+      static std::vector<lris::transfer> handles_first;  // destroyed after the context
+      static auto ctx = lris::context::make({.threads = 2});
+      static std::vector<lris::transfer> handles_last;    // destroyed before it
+      static lris::pipeline<lris::staged, lris::host_backend> p(
+          lris::staged{.chunk_bytes = 1 << 20, .workers = 2}, lris::host_backend{0}, {},
+          lris::pipeline_config{.context = ctx});
+      auto& handles = order == 0 ? handles_first : handles_last;
+      handles.push_back(p.copy(lris::as_host(dst), lris::as_host(src)));
+      handles.push_back(lris::copy(lris::as_host(src), lris::as_host(dst)));  // the default's
+      std::exit(0);  // static destructors run, the transfers still going
+    }
+    int status = 0;
+    pid_t got = 0;
+    for (int i = 0; i < 3000 && got == 0; ++i) {  // 30 s: a hang fails instead of blocking
+      got = ::waitpid(child, &status, WNOHANG);
+      if (got == 0) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    if (got == 0) ::kill(child, SIGKILL);
+    INFO("order " << order);
+    REQUIRE(got == child);
+    REQUIRE(WIFEXITED(status));
+    CHECK(WEXITSTATUS(status) == 0);
+  }
 }
