@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <chrono>
 #include <thread>
+#include <vector>
 
 #include <lris/error.hpp>
 #include <lris/exec/cpu_budget.hpp>
@@ -132,9 +133,10 @@ std::shared_ptr<context> default_context() {
   auto& slot = detail::default_slot();
   std::lock_guard lock(slot.mutex);
   if (slot.current && slot.generation != detail::fork_generation()) {
-    // The child of a fork(): the parent's default has no threads here. Leaked on purpose: its
-    // locks and state are the parent's, and nothing of it may run here.
-    new std::shared_ptr<context>(std::move(slot.current));
+    // The child of a fork(): the parent's default has no threads here. Kept, never destroyed:
+    // its locks and state are the parent's, and nothing of it may run here.
+    static auto* orphans = new std::vector<std::shared_ptr<context>>();
+    orphans->push_back(std::move(slot.current));
   }
   if (!slot.current) {
     slot.current = context::make();
