@@ -87,7 +87,27 @@ void context::poll() {
   }
 }
 
+namespace {
+// What the child of a fork() inherited and must never destroy: its threads are the parent's, so
+// joining them would wait forever. Kept reachable for the rest of the process.
+void keep_forever(std::shared_ptr<void> p) {
+  static auto* kept = new std::vector<std::shared_ptr<void>>();
+  static std::mutex mutex;
+  std::lock_guard lock(mutex);
+  kept->push_back(std::move(p));
+}
+}  // namespace
+
 context::~context() {
+  if (!fork_.same_process()) {
+    if (poller_.joinable()) poller_.detach();
+    std::lock_guard lock(registry_mutex_);
+    for (auto& [key, object] : registry_) keep_forever(std::move(object));
+    keep_forever(std::shared_ptr<detail::thread_pool>(compute_.release(), [](auto*) {}));
+    keep_forever(std::shared_ptr<detail::thread_pool>(io_.release(), [](auto*) {}));
+    keep_forever(std::move(broker_));
+    return;
+  }
   {
     std::lock_guard lock(watch_mutex_);
     watch_stop_ = true;
@@ -135,8 +155,7 @@ std::shared_ptr<context> default_context() {
   if (slot.current && slot.generation != detail::fork_generation()) {
     // The child of a fork(): the parent's default has no threads here. Kept, never destroyed:
     // its locks and state are the parent's, and nothing of it may run here.
-    static auto* orphans = new std::vector<std::shared_ptr<context>>();
-    orphans->push_back(std::move(slot.current));
+    keep_forever(std::move(slot.current));
   }
   if (!slot.current) {
     slot.current = context::make();
