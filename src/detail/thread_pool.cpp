@@ -169,6 +169,7 @@ void parallel_for(thread_pool& pool, std::size_t count, unsigned max_threads,
 
 void parallel_memcpy(thread_pool& pool, void* dst, const void* src, std::size_t bytes,
                      unsigned max_threads, std::size_t min_piece, priority p) {
+  if (bytes == 0) return;  // null pointers are allowed then; memcpy does not allow them
   const std::size_t threads = std::max<std::size_t>(
       1, std::min<std::size_t>(max_threads, bytes / std::max<std::size_t>(min_piece, 1)));
   if (threads <= 1) {
