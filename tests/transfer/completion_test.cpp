@@ -118,3 +118,32 @@ TEST_CASE("when_all reports the first failure of a part", "[transfer][completion
   auto all = lris::when_all(std::move(parts));
   CHECK_THROWS_AS(all.wait(), lris::cancelled);
 }
+
+TEST_CASE("then_on makes a stream wait for a transfer", "[transfer][completion]") {
+  host_backend be{0};
+  auto s = be.make_stream();
+  const std::size_t n = std::size_t{8} << 20;
+  pinned_buffer src(n), back(n);
+  std::memset(src.data(), 0x3c, n);
+  std::memset(back.data(), 0, n);
+  device_buffer d(n);
+  SECTION("one operation on the device: the stream waits for its event") {
+    lris::pipeline<lris::direct, host_backend> p;
+    auto t = p.copy(d.span(), src.span());
+    t.then_on(be, s);
+    be.copy_async(back.data(), d.data(), n, lris::copy_kind::device_to_host, s);
+    be.synchronize(s);
+    CHECK(std::all_of(back.data(), back.data() + n, [](std::byte b) { return b == std::byte{0x3c}; }));
+    CHECK(t.wait().bytes == n);
+  }
+  SECTION("a chunked transfer: waited for on the host first") {
+    lris::pipeline<lris::staged, host_backend> p(lris::staged{.chunk_bytes = 1 << 20, .workers = 2});
+    std::vector<std::byte> pageable(n, std::byte{0x4d});
+    auto t = p.copy(d.span(), lris::as_host(pageable));
+    t.then_on(be, s);
+    CHECK(t.poll());
+    be.copy_async(back.data(), d.data(), n, lris::copy_kind::device_to_host, s);
+    be.synchronize(s);
+    CHECK(std::all_of(back.data(), back.data() + n, [](std::byte b) { return b == std::byte{0x4d}; }));
+  }
+}

@@ -716,6 +716,7 @@ class pipeline {
   template <class Event, class Keep = std::nullptr_t>
   void complete_with(detail::transfer_state& state, Event done, Keep keep = nullptr) {
     std::function<void()> wait = [core = core_, done, keep] { core->backend.synchronize(*done); };
+    auto state_event = done;
     std::function<bool()> ready = [core = core_, done = std::move(done), keep = std::move(keep)] {
       return core->backend.query(*done);
     };
@@ -723,6 +724,12 @@ class pipeline {
     state.device_ready = std::move(ready);
     state.watch = [ctx = core_->ctx](std::function<bool()> done, std::function<void()> then) {
       ctx->when_ready(std::move(done), std::move(then));
+    };
+    state.stream_wait = [core = core_, ev = state_event](const std::type_info& type, int device,
+                                                         void* stream) {
+      if (type != typeid(Backend) || device != core->backend.device()) return false;
+      core->backend.wait(*static_cast<typename Backend::stream*>(stream), *ev);
+      return true;
     };
   }
 

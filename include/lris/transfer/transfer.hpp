@@ -5,6 +5,7 @@
 #include <exception>
 #include <functional>
 #include <memory>
+#include <typeinfo>
 #include <vector>
 
 #include <fmt/format.h>
@@ -72,6 +73,20 @@ class [[nodiscard]] transfer {
   /// should be short and must not wait for this transfer. Callbacks run in the order added.
   void on_complete(std::function<void(std::exception_ptr error)> fn) {
     checked().add_callback(std::move(fn), state_);
+  }
+  /// @brief Makes work queued on `s` (a stream of `backend`) from now on wait for this
+  /// transfer. A transfer that ends with one operation on the pipeline's device (a direct or
+  /// batched copy) is waited for by the device, with no host wait: `s` may be queued on at once.
+  /// Any other transfer (chunked, or of another backend or device) is waited for here first.
+  /// Throws what wait() throws, in both cases when the transfer is already known to have failed.
+  template <class Backend>
+  void then_on(Backend& backend, typename Backend::stream& s) {
+    auto& st = checked();
+    if (st.stream_wait && !st.finished_flag.load(std::memory_order_acquire) &&
+        st.stream_wait(typeid(Backend), backend.device(), &s)) {
+      return;
+    }
+    (void)wait();
   }
   /// @brief True when this handle refers to a transfer.
   [[nodiscard]] bool valid() const noexcept { return state_ != nullptr; }

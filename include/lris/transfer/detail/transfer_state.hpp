@@ -9,6 +9,7 @@
 #include <exception>
 #include <functional>
 #include <memory>
+#include <typeinfo>
 #include <mutex>
 #include <vector>
 
@@ -55,6 +56,10 @@ struct transfer_state {
   // `then` once `ready` is true, so that on_complete callbacks run without a waiter. Set with
   // device_wait, before the transfer is handed out.
   std::function<void(std::function<bool()> ready, std::function<void()> then)> watch;
+  // Transfers that complete by a device event: makes `stream` (a Backend::stream of the
+  // backend whose typeid and device are given) wait for that event, with no host wait; false
+  // when the backend or device is another. Set with device_wait.
+  std::function<bool(const std::type_info& backend, int device, void* stream)> stream_wait;
 
   // Called once each, after finish(), with the error (lris::cancelled for a cancelled
   // transfer; null on success). Guarded by `mutex`.
