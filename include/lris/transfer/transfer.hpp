@@ -8,8 +8,6 @@
 #include <typeinfo>
 #include <vector>
 
-#include <fmt/format.h>
-
 #include <lris/error.hpp>
 #include <lris/transfer/detail/transfer_state.hpp>
 #include <lris/transfer/stats.hpp>
@@ -39,11 +37,7 @@ class [[nodiscard]] transfer {
     auto& s = checked();
     s.wait_finished();
     std::lock_guard lock(s.mutex);
-    if (s.error) std::rethrow_exception(s.error);
-    if (s.stats.cancelled) {
-      throw cancelled(fmt::format("transfer cancelled after {} of {} bytes", s.stats.bytes,
-                                  s.total));
-    }
+    if (const auto e = s.outcome()) std::rethrow_exception(e);
     return s.stats;
   }
   /// @brief True once the transfer has finished (successfully or not); never blocks.
@@ -131,6 +125,9 @@ class [[nodiscard]] transfer {
     auto* s = part.state_.get();
     part.on_complete([all, j, s](std::exception_ptr e) {
       if (e) all->fail(e);
+      // Its bytes count before the count of parts left goes down: the last part's finish()
+      // reads them all.
+      all->done.fetch_add(s->done.load(), std::memory_order_relaxed);
       bool last = false;
       {
         std::lock_guard lock(j->mutex);
@@ -141,7 +138,6 @@ class [[nodiscard]] transfer {
         }
         last = --j->left == 0;
       }
-      all->done.fetch_add(s->done.load(), std::memory_order_relaxed);
       // The parts are released by whoever drops the last reference to the join, never here
       // inside one of their own callbacks.
       if (last) all->finish();
