@@ -266,7 +266,7 @@ io_stats io_engine::run(const file& f, std::uint64_t offset, std::byte* buf, std
   // path through aligned bounce buffers (reads; a write from such memory goes buffered).
   const direct_mode mode = call.direct.value_or(options_.direct);
   io_options o = options_;  // what the request driver sees: the depth of this call
-  if (call.queue_depth > 0) o.queue_depth = std::min(call.queue_depth, options_.queue_depth);
+  o.queue_depth = queue_depth(call);
   bool direct = false;
   unsigned queues = call.queues > 0 ? call.queues : options_.queues;
   const std::uint64_t a = f.direct_alignment();

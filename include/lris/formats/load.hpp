@@ -166,7 +166,8 @@ loaded_checkpoint load_selected(Pipeline& p, const checkpoint& ck,
   using Backend = typename Pipeline::backend_type;
   using Allocator = typename Pipeline::allocator_type;
   using Space = destination_space<DestFn>;
-  constexpr bool on_device = has_property<Space, property::device_accessible> && !has_property<Space, property::host_accessible>;
+  constexpr bool on_device = has_property<Space, property::device_accessible> &&
+                             !has_property<Space, property::host_accessible>;
   if constexpr (!std::is_same_v<Space, host_space>) {
     static_assert(std::is_same_v<typename Space::backend_type, Backend>,
                   "safetensors::load_into: the destination memory is of another backend than "
@@ -256,10 +257,8 @@ loaded_checkpoint load_selected(Pipeline& p, const checkpoint& ck,
   std::size_t chunk = o.transfer.chunk_bytes > 0 ? o.transfer.chunk_bytes : tp.chunk_bytes;
   unsigned workers = tp.workers;
   if (mode != io::direct_mode::never && o.transfer.chunk_bytes == 0 && o.transfer.workers == 0) {
-    const unsigned depth = o.transfer.io.queue_depth > 0
-                               ? std::min(o.transfer.io.queue_depth, engine.options().queue_depth)
-                               : engine.options().queue_depth;
-    const auto d = exec::direct_io_chunks(depth, engine.options().block_bytes, tp.workers);
+    const auto d = exec::direct_io_chunks(engine.queue_depth(o.transfer.io),
+                                          engine.options().block_bytes, tp.workers);
     chunk = d.chunk_bytes;
     workers = d.workers;
   }

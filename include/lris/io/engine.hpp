@@ -5,6 +5,7 @@
 /// for cold data, with the unaligned head and tail of a range read buffered; data already in
 /// the page cache is read buffered on several queues. Every choice shows in the io_stats.
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <functional>
@@ -28,7 +29,8 @@ class io_engine {
   /// a refused io_uring is lris::io_error naming the errno and the likely cause.
   /// A read or write spread over several queues runs them on `threads` (the caller takes one);
   /// null: the io threads of the default context (lris::detail::default_io_thread_pool()).
-  explicit io_engine(io_options options = {}, std::shared_ptr<lris::detail::thread_pool> threads = nullptr);
+  explicit io_engine(io_options options = {},
+                     std::shared_ptr<lris::detail::thread_pool> threads = nullptr);
   ~io_engine();
   io_engine(const io_engine&) = delete;
   io_engine& operator=(const io_engine&) = delete;
@@ -70,6 +72,12 @@ class io_engine {
   /// @brief Why automatic selection fell back to pread; empty otherwise.
   [[nodiscard]] const std::string& fallback_reason() const noexcept { return fallback_reason_; }
   [[nodiscard]] const io_options& options() const noexcept { return options_; }
+  /// @brief The queue depth of a call with `call`'s settings: the call's, bounded by the
+  /// engine's.
+  [[nodiscard]] unsigned queue_depth(const io_overrides& call) const noexcept {
+    return call.queue_depth > 0 ? std::min(call.queue_depth, options_.queue_depth)
+                                : options_.queue_depth;
+  }
 
   /// @brief The one rule for data not told otherwise: a range less than half in the page cache
   /// (`resident`, 0..1; negative: unknown) is cold and read O_DIRECT; else it is read buffered.

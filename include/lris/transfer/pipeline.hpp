@@ -59,7 +59,8 @@ struct pipeline_config {
 template <transfer_policy Transfer, backend_policy Backend,
           allocator_policy Allocator = pinned_allocator<Backend>>
 class pipeline {
-  static_assert(has_property<Allocator, property::pinned> && has_property<Allocator, property::host_accessible>,
+  static_assert(has_property<Allocator, property::pinned> &&
+                    has_property<Allocator, property::host_accessible>,
                 "lris::pipeline: the staging allocator must give pinned host memory "
                 "(pinned_allocator<Backend> or registered_allocator<..., Backend>)");
 
@@ -403,7 +404,8 @@ class pipeline {
   transfer start_file(copy_kind kind, std::byte* mem, std::size_t bytes, const io::file& f,
                       std::uint64_t offset, int device, const transfer_options& opts) {
     constexpr bool on_device =
-        has_property<Space, property::device_accessible> && !has_property<Space, property::host_accessible>;
+        has_property<Space, property::device_accessible> &&
+        !has_property<Space, property::host_accessible>;
     if constexpr (on_device) {
       LRIS_EXPECTS(device == core_->backend.device(),
                    "lris::{}: the memory is on device {} but the pipeline drives device {}",
@@ -483,7 +485,8 @@ class pipeline {
       std::size_t want = slot_bytes(bytes, p);
       unsigned workers = p.workers;
       if (direct_io && opts.chunk_bytes == 0 && opts.workers == 0) {
-        const auto d = exec::direct_io_chunks(queue_depth(opts), io.options().block_bytes, p.workers);
+        const auto d =
+            exec::direct_io_chunks(io.queue_depth(opts.io), io.options().block_bytes, p.workers);
         want = d.chunk_bytes;
         workers = d.workers;
       }
@@ -522,12 +525,6 @@ class pipeline {
       if constexpr (Transfer::uses_profile) return &core_->profile();
     }
     return nullptr;
-  }
-
-  // The queue depth of a file transfer: the call's, bounded by the engine's.
-  unsigned queue_depth(const transfer_options& o) {
-    const unsigned engine = core_->io().options().queue_depth;
-    return o.io.queue_depth > 0 ? std::min(o.io.queue_depth, engine) : engine;
   }
 
   // Zero fields of a plan take the options, then the defaults.
