@@ -29,10 +29,11 @@ context::context(context_options options)
   const unsigned threads = options_.threads > 0 ? options_.threads : usable_cpus();
   options_.threads = threads;
   options_.io_threads = options_.io_threads > 0 ? options_.io_threads : std::max(8u, 2 * threads);
-  if (!options_.broker.ceiling_of) {
-    options_.broker.ceiling_of = [this](std::string_view r) { return ceiling(r); };
-  }
-  broker_ = std::make_shared<sched::bandwidth_broker>(options_.broker);
+  // The profile's ceilings go to this broker only: options() stays free of a pointer to this
+  // context, so that it can be copied to make another.
+  sched::broker_options broker = options_.broker;
+  if (!broker.ceiling_of) broker.ceiling_of = [this](std::string_view r) { return ceiling(r); };
+  broker_ = std::make_shared<sched::bandwidth_broker>(std::move(broker));
   io_ = std::make_unique<detail::thread_pool>(options_.io_threads, options_.io_threads / 2);
   compute_ = std::make_unique<detail::thread_pool>(threads, options_.background_threads);
   options_.background_threads = compute_->background_threads();

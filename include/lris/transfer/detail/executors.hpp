@@ -144,8 +144,16 @@ struct pipeline_core {
   void register_for_io(staging_slot<Backend>& slot) {
     if (slot.io_registration == 0) slot.io_registration = io().register_memory({slot.data, slot.bytes});
   }
-  /// @brief The profile of this pipeline's backend and device, from its context.
-  [[nodiscard]] const transfer_profile& profile() const { return ctx->profile(key); }
+  /// @brief The profile of this pipeline's backend and device, from its context: asked once
+  /// (the context keeps it), then read here without a lock on every plan.
+  [[nodiscard]] const transfer_profile& profile() const {
+    const transfer_profile* p = profile_.load(std::memory_order_acquire);
+    if (p == nullptr) {
+      p = &ctx->profile(key);
+      profile_.store(p, std::memory_order_release);
+    }
+    return *p;
+  }
   /// @brief A stream for a single-operation transfer, round robin over `count`.
   typename Backend::stream& next_stream(unsigned count) {
     return stream(next_.fetch_add(1, std::memory_order_relaxed) % std::max(1u, count));
@@ -178,6 +186,7 @@ struct pipeline_core {
   std::mutex streams_mutex_;
   std::deque<typename Backend::stream> streams_;  // deque: references stay valid as it grows
   std::atomic<unsigned> next_{0};
+  mutable std::atomic<const transfer_profile*> profile_{nullptr};
 };
 
 /// @brief A job of `chunks` pieces of work and its progress through them, and the lane of the
