@@ -27,7 +27,6 @@ thread_pool::~thread_pool() {
   {
     std::lock_guard lock(mutex_);
     stopping_ = true;
-    stopping_flag_ = true;
   }
   cv_.notify_all();
   if (!fork_.same_process()) {
@@ -70,7 +69,7 @@ void thread_pool::run() {
     bool is_background = false;
     (void)spin_until([this] {
       return queued_.load(std::memory_order_acquire) > 0 ||
-             stopping_flag_.load(std::memory_order_relaxed);
+             stopping_.load(std::memory_order_relaxed);
     });
     {
       std::unique_lock lock(mutex_);

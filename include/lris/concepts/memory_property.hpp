@@ -40,10 +40,11 @@ consteval bool claims_property() {
   }
   if constexpr (requires(const T& t) { t.get_property(Tag{}); }) return true;
   if constexpr (has_memory_properties<T>) {
-    if constexpr (std::is_same_v<Tag, property::host_accessible>) return T::properties.host_accessible;
-    if constexpr (std::is_same_v<Tag, property::device_accessible>) return T::properties.device_accessible;
-    if constexpr (std::is_same_v<Tag, property::pinned>) return T::properties.pinned;
-    if constexpr (std::is_same_v<Tag, property::page_aligned>) return T::properties.page_aligned;
+    constexpr memory_properties p = T::properties;
+    if constexpr (std::is_same_v<Tag, property::host_accessible>) return p.host_accessible;
+    if constexpr (std::is_same_v<Tag, property::device_accessible>) return p.device_accessible;
+    if constexpr (std::is_same_v<Tag, property::pinned>) return p.pinned;
+    if constexpr (std::is_same_v<Tag, property::page_aligned>) return p.page_aligned;
   }
   return false;
 }

@@ -9,8 +9,8 @@
 #include <deque>
 #include <functional>
 #include <mutex>
-#include <thread>
 #include <memory>
+#include <thread>
 #include <vector>
 
 #include <lris/detail/fork_guard.hpp>
@@ -58,8 +58,7 @@ class thread_pool {
   std::atomic<std::size_t> queued_{0};  // runnable tasks, readable without the lock
   unsigned background_max_ = 1;
   unsigned background_running_ = 0;
-  bool stopping_ = false;
-  std::atomic<bool> stopping_flag_{false};
+  std::atomic<bool> stopping_{false};  // set under mutex_, read without it while spinning
   fork_guard fork_;
   std::vector<std::thread> workers_;
 };
@@ -75,8 +74,9 @@ class thread_pool {
 
 /// @brief Calls `fn(i)` for every i in [0, count) on up to `max_threads` threads of `pool`
 /// plus the calling thread, and returns when all calls have returned. The caller takes part,
-/// so this never deadlocks, even from inside the pool; helpers go in the lane of `p`. The first exception is rethrown after
-/// every started call has finished; calls not yet started are skipped.
+/// so this never deadlocks, even from inside the pool; helpers go in the lane of `p`. The first
+/// exception is rethrown after every started call has finished; calls not yet started are
+/// skipped.
 void parallel_for(thread_pool& pool, std::size_t count, unsigned max_threads,
                   const std::function<void(std::size_t)>& fn, priority p = priority::normal);
 

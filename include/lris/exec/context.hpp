@@ -74,9 +74,13 @@ class context {
   /// @brief Threads for work that blocks on io.
   [[nodiscard]] detail::thread_pool& io() { return *io_; }
   /// @brief The bandwidth broker of this context's pipelines.
-  [[nodiscard]] const std::shared_ptr<sched::bandwidth_broker>& broker() const noexcept { return broker_; }
+  [[nodiscard]] const std::shared_ptr<sched::bandwidth_broker>& broker() const noexcept {
+    return broker_;
+  }
   /// @brief The driver's PCIe counters (NVML), loaded on first get().
-  [[nodiscard]] const std::shared_ptr<sched::lazy_nvml_pcie>& nvml() const noexcept { return nvml_; }
+  [[nodiscard]] const std::shared_ptr<sched::lazy_nvml_pcie>& nvml() const noexcept {
+    return nvml_;
+  }
   /// @brief The calibrated profile of `backend` ("host:0", "cuda:1"), read once.
   /// @throws lris::format_error naming the file and key for a malformed profile file.
   [[nodiscard]] const transfer_profile& profile(std::string_view backend);

@@ -17,7 +17,8 @@ namespace detail {
 /// 2, rounded up). std::nullopt for no limit or a line it cannot read.
 [[nodiscard]] std::optional<unsigned> cpus_from_cpu_max(std::string_view line);
 /// @brief The same from cgroup v1's cpu.cfs_quota_us and cpu.cfs_period_us (-1: no limit).
-[[nodiscard]] std::optional<unsigned> cpus_from_cfs(std::string_view quota, std::string_view period);
+[[nodiscard]] std::optional<unsigned> cpus_from_cfs(std::string_view quota,
+                                                    std::string_view period);
 }  // namespace detail
 
 }  // namespace lris

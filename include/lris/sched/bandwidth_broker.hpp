@@ -1,8 +1,8 @@
 #pragma once
 /// @file
-/// @brief bandwidth_broker: the registry of resources that transfers share (host DRAM, each direction
-/// of each GPU's link, each storage device), each with a bandwidth-token semaphore, a monitor
-/// of the bandwidth achieved on it and a throttle.
+/// @brief bandwidth_broker: the registry of resources that transfers share (host DRAM, each
+/// direction of each GPU's link, each storage device), each with a bandwidth-token semaphore, a
+/// monitor of the bandwidth achieved on it and a throttle.
 ///
 /// Pipelines acquire tokens from their broker around every chunk: for the CPU copies of a
 /// chunk on "host", for its DMA on "<backend>:<device> h2d" or "... d2h", for its file io on
