@@ -48,16 +48,23 @@
 #include <lris/sched/bandwidth_broker.hpp>
 #include <lris/sched/shared_semaphore.hpp>
 #include <lris/sched/throttle.hpp>
+
+#include <lris/exec/context.hpp>
+#include <lris/exec/cpu_budget.hpp>
+#include <lris/exec/executor.hpp>
+#include <lris/exec/file_io.hpp>
+#include <lris/exec/plan.hpp>
+#include <lris/exec/profile.hpp>
+#include <lris/exec/sizing.hpp>
+#include <lris/exec/stats.hpp>
+
 #include <lris/transfer/auto_select.hpp>
 #include <lris/transfer/copy.hpp>
 #include <lris/transfer/direct.hpp>
 #include <lris/transfer/pipeline.hpp>
 #include <lris/transfer/plan.hpp>
-#include <lris/exec/context.hpp>
-#include <lris/exec/cpu_budget.hpp>
-#include <lris/exec/profile.hpp>
+#include <lris/transfer/plans.hpp>
 #include <lris/transfer/staged.hpp>
-#include <lris/transfer/stats.hpp>
 #include <lris/transfer/traits.hpp>
 #include <lris/transfer/transfer_policy.hpp>
 #include <lris/transfer/transfer.hpp>

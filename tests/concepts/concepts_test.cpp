@@ -31,7 +31,7 @@ struct bad_policy {
 };
 // A policy without a name.
 struct nameless_policy {
-  lris::transfer_plan plan(const lris::transfer_request&) const { return {}; }
+  lris::exec::plan plan(const lris::transfer_request&) const { return {}; }
 };
 
 }  // namespace

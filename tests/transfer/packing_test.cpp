@@ -6,7 +6,7 @@
 #include <random>
 #include <vector>
 
-#include <lris/transfer/detail/packing.hpp>
+#include <lris/exec/detail/packing.hpp>
 
 using lris::copy_item;
 using lris::detail::pack_alignment;

@@ -11,7 +11,7 @@
 #include <nlohmann/json.hpp>
 
 #include <lris/config.hpp>
-#include <lris/transfer/stats.hpp>
+#include <lris/exec/stats.hpp>
 
 namespace lris::tool {
 

@@ -33,6 +33,8 @@
 #include <lris/concepts/convert_backend.hpp>
 #include <lris/error.hpp>
 #include <lris/exec/sizing.hpp>
+#include <lris/exec/file_io.hpp>
+#include <lris/exec/plan.hpp>
 #include <lris/formats/checkpoint.hpp>
 #include <lris/element/checksum.hpp>
 #include <lris/element/convert.hpp>
@@ -63,95 +65,41 @@ enum class load_target_memory {
 
 namespace detail {
 
-template <backend_policy Backend, allocator_policy Allocator>
-struct load_job : lris::detail::ring_job<load_job<Backend, Allocator>, Backend, Allocator,
-                                         lris::detail::job_base> {
-  const checkpoint* ck = nullptr;
-  std::vector<load_target> targets;
-  std::vector<load_chunk> plan;
-  io::io_overrides io;
-  std::vector<std::vector<std::uint64_t>> hashes;  // per verified target, per block
-  std::mutex io_mutex;
-  io::io_stats io_total;
-  std::vector<std::size_t> storage;  // per shard: its disk at the broker
-
-  void process(std::size_t i, lris::detail::staging_slot<Backend>& slot) {
-    const load_chunk& c = plan[i];
-    const io::file& f = ck->shards()[c.shard].file;
-    auto stop = [st = this->state.get()] { return st->should_stop(); };
-    auto& engine = this->core->io();
-    auto& pace = this->pace;
-    const std::size_t disk = storage.empty() ? lris::detail::pacing::none : storage[c.shard];
-    this->retire(slot);
-    if (c.straight_to_host) {
-      const load_move& m = c.moves.front();
-      auto tokens = pace.hold(disk, m.bytes);
-      note(engine.read(f, c.reads.front().file_offset,
-                       {targets[m.target].dst + m.target_offset, m.bytes}, stop, io));
-      this->state->add_progress(m.bytes);
-      return;
-    }
-    this->core->register_for_io(slot);
-    for (const load_read& r : c.reads) {
-      auto tokens = pace.hold(disk, r.bytes);
-      note(engine.read(f, r.file_offset, {slot.data + r.slot_offset, r.bytes}, stop, io));
-    }
-    auto& be = this->core->backend;
-    auto& s = this->stream_for(i);
-    std::uint64_t host_bytes = 0, device_bytes = 0;
-    // The chunk's CPU work and its DMA, each under one set of tokens.
-    for (const load_move& m : c.moves) (targets[m.target].device ? device_bytes : host_bytes) += m.bytes;
-    auto cpu = pace.hold(pace.host, host_bytes);
-    auto link = pace.reserve(pace.link, device_bytes);
-    for (const load_move& m : c.moves) {
-      const load_target& tg = targets[m.target];
-      const std::byte* src = slot.data + m.slot_offset;
-      if (tg.verify) {
-        auto& h = hashes[m.target];
-        for (std::uint64_t off = 0; off < m.bytes; off += default_checksum_block) {
-          const auto n = static_cast<std::size_t>(std::min<std::uint64_t>(default_checksum_block, m.bytes - off));
-          h[(m.target_offset + off) / default_checksum_block] = block_hash(src + off, n);
-        }
-      }
-      // Elements from the first of the move; chunks of converted tensors hold whole elements.
-      const std::uint64_t count = m.bytes * 8 / bits_of(tg.from);
-      const std::uint64_t first = m.target_offset * 8 / bits_of(tg.from);
-      std::byte* dst = tg.dst + (tg.converts() ? first * bits_of(tg.to) / 8 : m.target_offset);
-      if (!tg.device) {
-        if (tg.converts()) {
-          convert(src, tg.from, dst, tg.to, static_cast<std::size_t>(count));
-        } else {
-          std::memcpy(dst, src, static_cast<std::size_t>(m.bytes));
-        }
-      } else if (!tg.converts()) {
-        be.copy_async(dst, src, static_cast<std::size_t>(m.bytes), copy_kind::host_to_device, s);
-      } else {
-        // The raw bytes to device scratch by DMA, converted there; without room for scratch,
-        // the kernel reads the pinned slot over the link.
-        const std::byte* from = src;
-        if (std::byte* scratch = this->device_scratch(slot)) {
-          from = scratch + m.slot_offset;
-          be.copy_async(scratch + m.slot_offset, src, static_cast<std::size_t>(m.bytes),
-                        copy_kind::host_to_device, s);
-        }
-        if constexpr (convert_backend<Backend>) {
-          be.convert_async(dst, tg.to, from, tg.from, static_cast<std::size_t>(count), s);
-        }
-      }
-    }
-    pace.release_after(pace.link, std::move(link), be, *this->core->events, s);
-    if (host_bytes > 0) this->state->add_progress(host_bytes);
-    if (device_bytes > 0) this->mark_pending(slot, s, static_cast<std::size_t>(device_bytes));
+// A chunk of the load as steps of a plan: the file's bytes into the slot (or straight into
+// host memory), then each tensor's part of them to its memory, converted and hashed as asked.
+inline void add_chunk(exec::plan& plan, const load_chunk& c, const std::vector<load_target>& targets,
+                      std::vector<std::vector<std::uint64_t>>& hashes) {
+  const auto file = static_cast<std::uint32_t>(c.shard);
+  if (c.straight_to_host) {
+    const load_move& m = c.moves.front();
+    plan.add({exec::place::in_file(file, c.reads.front().file_offset),
+              exec::place::host(targets[m.target].dst + m.target_offset),
+              static_cast<std::size_t>(m.bytes)});
+    plan.cut();
+    return;
   }
-
- private:
-  friend struct lris::detail::ring_job<load_job, Backend, Allocator, lris::detail::job_base>;
-  void on_finish() noexcept {}
-  void note(const io::io_stats& st) {
-    std::lock_guard lock(io_mutex);
-    io_total.add_part(st);
+  for (const load_read& r : c.reads) {
+    plan.add({exec::place::in_file(file, r.file_offset), exec::place::in_slot(r.slot_offset),
+              static_cast<std::size_t>(r.bytes)});
   }
-};
+  for (const load_move& m : c.moves) {
+    const load_target& tg = targets[m.target];
+    // Elements from the first of the move; chunks of converted tensors hold whole elements.
+    const std::uint64_t first = m.target_offset * 8 / bits_of(tg.from);
+    std::byte* dst = tg.dst + (tg.converts() ? first * bits_of(tg.to) / 8 : m.target_offset);
+    exec::step s{exec::place::in_slot(m.slot_offset),
+                 tg.device ? exec::place::on_device(dst, tg.device_index) : exec::place::host(dst),
+                 static_cast<std::size_t>(m.bytes)};
+    if (tg.converts()) {
+      s.convert = true;
+      s.from_type = tg.from;
+      s.to_type = tg.to;
+    }
+    if (tg.verify) s.check = hashes[m.target].data() + m.target_offset / default_checksum_block;
+    plan.add(s);
+  }
+  plan.cut();
+}
 
 // The memory space a destination callback returns.
 template <class Fn>
@@ -164,7 +112,6 @@ loaded_checkpoint load_selected(Pipeline& p, const checkpoint& ck,
                                 const std::vector<selected_tensor>& selected, DestFn&& dest,
                                 const load_options& o) {
   using Backend = typename Pipeline::backend_type;
-  using Allocator = typename Pipeline::allocator_type;
   using Space = destination_space<DestFn>;
   constexpr bool on_device = has_property<Space, property::device_accessible> &&
                              !has_property<Space, property::host_accessible>;
@@ -174,12 +121,12 @@ loaded_checkpoint load_selected(Pipeline& p, const checkpoint& ck,
                   "the pipeline's");
   }
   const auto start = std::chrono::steady_clock::now();
-  const auto& core = p.core();
-  auto& engine = core->io();
+  auto& engine = p.io();
 
   loaded_checkpoint out;
   out.metadata = ck.metadata();
-  auto job = std::make_shared<load_job<Backend, Allocator>>();
+  std::vector<load_target> targets;
+  std::vector<std::vector<std::uint64_t>> hashes;  // per verified target, per block
   std::vector<const selected_tensor*> verified;
   std::uint64_t file_bytes = 0;
   for (const auto& s : selected) {
@@ -212,9 +159,10 @@ loaded_checkpoint load_selected(Pipeline& p, const checkpoint& ck,
     tg.to = s.request.type;
     tg.dst = span.data();
     tg.device = on_device;
+    tg.device_index = on_device ? span.device() : 0;
     tg.verify = s.verify;
-    job->targets.push_back(tg);
-    job->hashes.emplace_back(s.verify ? std::max<std::size_t>(1, (tg.bytes() + default_checksum_block - 1) / default_checksum_block) : 0);
+    targets.push_back(tg);
+    hashes.emplace_back(s.verify ? std::max<std::size_t>(1, (tg.bytes() + default_checksum_block - 1) / default_checksum_block) : 0);
     verified.push_back(s.verify ? &s : nullptr);
     file_bytes += tg.bytes();
     loaded_tensor t;
@@ -234,83 +182,63 @@ loaded_checkpoint load_selected(Pipeline& p, const checkpoint& ck,
   out.report.path = on_device ? "file -> pinned slots -> device (DMA)"
                               : "file -> host memory (through pinned slots where converted)";
 
-  // Direct or buffered, decided once for the whole checkpoint, as pipeline::read does.
-  io::direct_mode mode = o.transfer.io.direct.value_or(engine.options().direct);
-  std::string mode_reason;
-  if (mode == io::direct_mode::automatic) {
-    double resident = 0, weight = 0;
-    for (const auto& sh : ck.shards()) {
-      const std::uint64_t n = sh.header.file_bytes - sh.header.data_offset;
-      if (n == 0) continue;
-      resident += std::max(0.0, io::io_engine::resident_fraction(sh.file, sh.header.data_offset, n)) * n;
-      weight += n;
-    }
-    auto choice = io::io_engine::choose_by_residency(weight > 0 ? resident / weight : 1.0,
-                                                     "the files");
-    mode = choice.cold ? io::direct_mode::always : io::direct_mode::never;
-    mode_reason = std::move(choice.reason);
-  }
-  const transfer_plan tp = p.template plan_for<device_space<Backend>, host_space>(
-      static_cast<std::size_t>(std::max<std::uint64_t>(file_bytes, 1)), o.transfer);
+  // Direct or buffered, decided once for the whole checkpoint, as pipeline::read decides it.
+  const transfer_sizes tp = p.sizes(o.transfer);
+  std::vector<exec::file_range> ranges;
   std::size_t align = 4096;
-  for (const auto& sh : ck.shards()) align = std::max(align, sh.file.direct_alignment());
-  std::size_t chunk = o.transfer.chunk_bytes > 0 ? o.transfer.chunk_bytes : tp.chunk_bytes;
-  unsigned workers = tp.workers;
-  if (mode != io::direct_mode::never && o.transfer.chunk_bytes == 0 && o.transfer.workers == 0) {
-    const auto d = exec::direct_io_chunks(engine.queue_depth(o.transfer.io),
-                                          engine.options().block_bytes, tp.workers);
-    chunk = d.chunk_bytes;
-    workers = d.workers;
+  for (const auto& sh : ck.shards()) {
+    ranges.push_back({&sh.file, sh.header.data_offset, sh.header.file_bytes - sh.header.data_offset});
+    align = std::max(align, sh.file.direct_alignment());
   }
+  const auto io = exec::file_io_for(engine, ranges, o.transfer.io, true, "the files",
+                                    tp.chunk_bytes, tp.workers,
+                                    o.transfer.chunk_bytes != 0 || o.transfer.workers != 0);
   // Whole hash blocks and O_DIRECT blocks; no larger than the data (small checkpoints get
-  // small slots) or the staging ring.
+  // small slots) or a staging slot.
   const std::size_t unit = std::lcm(align, default_checksum_block);
-  chunk = std::min<std::uint64_t>(chunk, (file_bytes + unit - 1) / unit * unit);
-  chunk = exec::whole_units(chunk, unit, core->ring.max_bytes() - align);
+  std::size_t chunk = std::min<std::uint64_t>(io.chunk_bytes, (file_bytes + unit - 1) / unit * unit);
+  chunk = exec::whole_units(chunk, unit, p.max_slot_bytes() - align);
 
-  job->ck = &ck;
-  job->io = o.transfer.io;
-  job->io.direct = mode;
-  job->plan = plan_chunks(job->targets, chunk, align, default_checksum_block);
-  out.report.chunks = job->plan.size();
+  exec::plan plan;
+  plan.shape = transfer_path::staged;
+  for (const auto& sh : ck.shards()) plan.files.push_back(&sh.file);
+  plan.io = o.transfer.io;
+  plan.io.direct = io.mode;
+  plan.io_reason = io.reason;
+  plan.slot_bytes = chunk + align;
+  plan.streams = std::max(1u, tp.streams);
+  plan.prio = o.transfer.priority;
+  plan.budget_bytes = o.transfer.budget_bytes;
+  plan.on_progress = o.on_progress;
+  for (const load_chunk& c : plan_chunks(targets, chunk, align, default_checksum_block)) {
+    add_chunk(plan, c, targets, hashes);
+  }
+  plan.workers = std::max(1u, io.workers);
+  plan.ring_depth = static_cast<unsigned>(std::min<std::size_t>(
+      {std::max(1u, tp.ring_depth), std::size_t{2} * plan.workers, plan.chunks()}));
+  out.report.chunks = plan.chunks();
   out.report.chunk_bytes = chunk;
-  if (!job->plan.empty()) {
-    job->state = std::make_shared<lris::detail::transfer_state>(file_bytes, o.on_progress);
-    job->chunks = job->plan.size();
-    job->core = core;
-    job->kind = copy_kind::host_to_device;
-    core->pace(job->pace, copy_kind::host_to_device, o.transfer);
-    if (core->broker) {
-      for (const auto& shard : ck.shards()) job->storage.push_back(core->storage_resource(shard.file.fd()));
-    }
-    job->streams = std::max(1u, tp.streams);
-    job->slots = core->ring.acquire(
-        std::min<std::size_t>({std::max(1u, tp.ring_depth), std::size_t{2} * workers, job->chunks}),
-        chunk + align);
-    out.report.staging_bytes = job->slots.size() * (chunk + align);
-    out.report.workers = static_cast<unsigned>(
-        std::min<std::size_t>({workers, job->chunks, job->slots.size()}));
-    lris::detail::start_workers(job, out.report.workers, core->ctx, o.transfer.priority,
-                                /*blocking_io=*/true);
-    const transfer_stats st = transfer(job->state).wait();  // rethrows the first error
+  if (plan.chunks() > 0) {
+    const transfer_stats st = p.run(std::move(plan)).wait();  // rethrows the first error
+    out.report.staging_bytes = st.ring_slots * (chunk + align);
+    out.report.workers = st.workers;
     out.report.token_waits = st.token_waits;
     out.report.throttle = st.throttle;
+    out.report.io = st.io;
+    out.report.io_direct_bytes = st.io_direct_bytes;
+    out.report.io_buffered_bytes = st.io_buffered_bytes;
   }
   // Each checked tensor's hash: its blocks' hashes combined (an empty one has no chunk).
-  for (std::size_t i = 0; i < job->targets.size(); ++i) {
+  for (std::size_t i = 0; i < targets.size(); ++i) {
     if (verified[i] == nullptr) continue;
-    const auto& h = job->hashes[i];
-    const std::uint64_t got = job->targets[i].bytes() == 0 ? block_hash(nullptr, 0)
+    const auto& h = hashes[i];
+    const std::uint64_t got = targets[i].bytes() == 0 ? block_hash(nullptr, 0)
                                                            : combine_block_hashes(h.data(), h.size());
     const std::uint64_t want = verified[i]->expected_checksum;
     if (got != want) checksum_mismatch(ck, *verified[i]->request.source, want, got);
     ++out.report.verified;
   }
   out.report.files_verified = check_sha256(engine, ck, o);
-  if (!mode_reason.empty()) job->io_total.mode_reason = mode_reason;
-  out.report.io = job->io_total.mode.empty() ? std::string() : job->io_total.summary();
-  out.report.io_direct_bytes = job->io_total.direct_bytes;
-  out.report.io_buffered_bytes = job->io_total.buffered_bytes;
   out.report.seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   return out;

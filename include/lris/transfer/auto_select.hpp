@@ -6,6 +6,7 @@
 #include <optional>
 #include <string_view>
 
+#include <lris/transfer/plans.hpp>
 #include <lris/transfer/transfer_policy.hpp>
 #include <lris/exec/profile.hpp>
 
@@ -27,27 +28,23 @@ class auto_select {
   /// @brief Uses `profile` instead of the calibrated one.
   explicit auto_select(transfer_profile profile) : profile_(std::move(profile)) {}
 
-  [[nodiscard]] transfer_plan plan(const transfer_request& r) const {
+  [[nodiscard]] exec::plan plan(const transfer_request& r) const {
     static const transfer_profile defaults;
     const transfer_profile& p = profile_ ? *profile_ : r.profile ? *r.profile : defaults;
-    transfer_plan plan{.chunk_bytes = p.chunk_bytes, .workers = p.workers,
-                       .streams = p.streams, .ring_depth = p.ring_depth};
+    const transfer_sizes sizes{.chunk_bytes = p.chunk_bytes, .workers = p.workers,
+                               .streams = p.streams, .ring_depth = p.ring_depth};
     if (r.items > 1) {
-      if (r.needs_staging) {
-        plan.path = transfer_path::packed;
-      } else if (r.kind == copy_kind::host_to_host || r.bytes / r.items < p.batch_max_item_bytes) {
-        plan.path = transfer_path::batched;
-      } else {
-        plan.path = transfer_path::direct;
+      if (r.needs_staging) return plans::packed(r, sizes);
+      if (r.kind == copy_kind::host_to_host || r.bytes / r.items < p.batch_max_item_bytes) {
+        return plans::batched(r, sizes);
       }
-    } else if (r.needs_staging && r.bytes >= p.staged_min_bytes) {
-      plan.path = transfer_path::staged;
-    } else if (r.kind == copy_kind::host_to_host && r.bytes >= p.parallel_min_bytes) {
-      plan.path = transfer_path::parallel;
-    } else {
-      plan.path = transfer_path::direct;
+      return plans::direct(r, sizes);
     }
-    return plan;
+    if (r.needs_staging && r.bytes >= p.staged_min_bytes) return plans::staged(r, sizes);
+    if (r.kind == copy_kind::host_to_host && r.bytes >= p.parallel_min_bytes) {
+      return plans::split(r, sizes);
+    }
+    return plans::direct(r, sizes);
   }
 
  private:

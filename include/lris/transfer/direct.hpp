@@ -4,6 +4,7 @@
 
 #include <string_view>
 
+#include <lris/transfer/plans.hpp>
 #include <lris/transfer/transfer_policy.hpp>
 
 namespace lris {
@@ -14,9 +15,9 @@ namespace lris {
 /// batch with pageable buffers is one asynchronous copy per pair.
 struct direct {
   static constexpr std::string_view name = "direct";
-  [[nodiscard]] transfer_plan plan(const transfer_request& r) const noexcept {
+  [[nodiscard]] exec::plan plan(const transfer_request& r) const {
     const bool one_operation = r.items > 1 && !r.needs_staging;
-    return {.path = one_operation ? transfer_path::batched : transfer_path::direct};
+    return one_operation ? plans::batched(r) : plans::direct(r);
   }
 };
 static_assert(transfer_policy<direct>);

@@ -1,46 +1,39 @@
 #pragma once
 /// @file
-/// @brief What a transfer policy decides: the path a transfer takes and its parameters.
+/// @brief What a transfer policy is asked (transfer_request) and what a call may say about
+/// it (transfer_options). A policy answers with an exec::plan, made with lris::plans.
 
 #include <cstddef>
 #include <cstdint>
-#include <functional>
+
+#include <span>
 #include <string_view>
 
 #include <lris/concepts/backend_policy.hpp>
+#include <lris/concepts/copy_item.hpp>
+#include <lris/exec/plan.hpp>
 #include <lris/exec/profile.hpp>
+#include <lris/exec/sizing.hpp>
+#include <lris/exec/stats.hpp>
 #include <lris/io/options.hpp>
 #include <lris/sched/bandwidth_semaphore.hpp>
 
 namespace lris {
 
-/// @brief How bytes move.
-enum class transfer_path {
-  direct,    ///< one operation: one memcpy (host) or one asynchronous copy on one stream
-  parallel,  ///< chunks over several host threads (host<->host) or several streams (DMA-able)
-  staged,    ///< pageable host memory <-> device through a pinned ring: copy workers + DMA
-  batched,   ///< many buffers as one operation: one kernel (GPU) or one parallel loop (host)
-  packed,    ///< many pageable buffers <-> device: packed into pinned slots, one batch per slot
+/// @brief Sizes of a transfer's plan; zero means "the next one's choice" (see complete()).
+struct transfer_sizes {
+  std::size_t chunk_bytes = 0;  ///< bytes per chunk (host split, staging slots)
+  unsigned workers = 0;         ///< threads working on chunks at once
+  unsigned streams = 0;         ///< device streams that chunks go on
+  unsigned ring_depth = 0;      ///< pinned staging slots a transfer may hold
 };
 
-/// @brief "direct", "parallel", "staged", "batched" or "packed".
-[[nodiscard]] constexpr std::string_view to_string(transfer_path p) noexcept {
-  switch (p) {
-    case transfer_path::direct: return "direct";
-    case transfer_path::parallel: return "parallel";
-    case transfer_path::staged: return "staged";
-    case transfer_path::batched: return "batched";
-    case transfer_path::packed: return "packed";
-  }
-  return "?";
-}
-
-/// @brief What a policy is asked to plan: derived from the span types and size.
+/// @brief What a policy is asked to plan: what moves where, derived from the spans, and what
+/// the pipeline knows.
 struct transfer_request {
   copy_kind kind = copy_kind::host_to_host;
   std::size_t bytes = 0;  ///< all bytes, over every buffer of a batch
-  /// Buffers: 1 for copy(), the number of pairs for copy_batch(). A policy plans a batch
-  /// either as one operation (`batched`, `packed`) or, with any other path, pair by pair.
+  /// Buffers: 1 for copy(), the number of pairs for copy_batch().
   std::size_t items = 1;
   /// The host side is pageable while the other side is a device: only staging through pinned
   /// memory reaches full link speed.
@@ -50,20 +43,35 @@ struct transfer_request {
   /// The calibrated profile of that backend and device, from the pipeline's context: given to
   /// policies that declare `static constexpr bool uses_profile = true`; null for others.
   const transfer_profile* profile = nullptr;
+  /// copy(): where the bytes are and go. copy_batch(): the kinds and devices of every pair's
+  /// ends, whose addresses are in `pairs`.
+  exec::place dst = {};
+  exec::place src = {};
+  std::span<const copy_item> pairs = {};
+  /// Sizes the call asked for (transfer_options); they override the policy's.
+  transfer_sizes given = {};
+  /// What the pipeline can do: the largest staging slot, the context's compute threads, and
+  /// whether the backend runs a batch of copies as one operation (batch_backend).
+  std::size_t max_slot_bytes = std::size_t{256} << 20;
+  unsigned threads = 1;
+  bool one_operation_batches = false;
 };
 
-/// @brief A policy's decision. Zero fields are filled from defaults by the pipeline.
-struct transfer_plan {
-  transfer_path path = transfer_path::direct;
-  std::size_t chunk_bytes = 0;  ///< bytes per chunk (parallel, staged)
-  unsigned workers = 0;         ///< host threads copying (parallel h2h, staged)
-  unsigned streams = 0;         ///< device streams (parallel DMA, staged)
-  unsigned ring_depth = 0;      ///< pinned staging slots of chunk_bytes each (staged)
-};
-
-/// @brief Called after each chunk with (bytes done, bytes total); returning false cancels.
-/// Calls are serialized, never concurrent.
-using progress_fn = std::function<bool(std::uint64_t done, std::uint64_t total)>;
+/// @brief `policy` with the request's given sizes over it, and defaults for what is left:
+/// 4 MiB chunks, exec::default_workers(threads) workers, 2 streams, 2 slots per worker.
+[[nodiscard]] constexpr transfer_sizes complete(const transfer_request& r,
+                                                transfer_sizes policy) noexcept {
+  transfer_sizes s = policy;
+  if (r.given.chunk_bytes) s.chunk_bytes = r.given.chunk_bytes;
+  if (r.given.workers) s.workers = r.given.workers;
+  if (r.given.streams) s.streams = r.given.streams;
+  if (r.given.ring_depth) s.ring_depth = r.given.ring_depth;
+  if (!s.chunk_bytes) s.chunk_bytes = std::size_t{4} << 20;
+  if (!s.workers) s.workers = exec::default_workers(r.threads);
+  if (!s.streams) s.streams = 2;
+  if (!s.ring_depth) s.ring_depth = 2 * s.workers;
+  return s;
+}
 
 /// @brief Per-transfer options; zero means "the policy's choice".
 struct transfer_options {

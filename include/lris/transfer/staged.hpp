@@ -5,6 +5,7 @@
 #include <cstddef>
 #include <string_view>
 
+#include <lris/transfer/plans.hpp>
 #include <lris/transfer/transfer_policy.hpp>
 
 namespace lris {
@@ -20,19 +21,11 @@ struct staged {
   unsigned streams = 0;
   unsigned ring_depth = 0;
 
-  [[nodiscard]] transfer_plan plan(const transfer_request& r) const noexcept {
-    transfer_plan p{.chunk_bytes = chunk_bytes, .workers = workers, .streams = streams,
-                    .ring_depth = ring_depth};
-    if (r.items > 1) {
-      p.path = r.needs_staging ? transfer_path::packed : transfer_path::batched;
-    } else if (r.needs_staging) {
-      p.path = transfer_path::staged;
-    } else if (r.kind == copy_kind::host_to_host) {
-      p.path = transfer_path::parallel;
-    } else {
-      p.path = transfer_path::direct;
-    }
-    return p;
+  [[nodiscard]] exec::plan plan(const transfer_request& r) const {
+    const transfer_sizes sizes{.chunk_bytes = chunk_bytes, .workers = workers,
+                               .streams = streams, .ring_depth = ring_depth};
+    if (r.items > 1) return r.needs_staging ? plans::packed(r, sizes) : plans::batched(r, sizes);
+    return r.needs_staging ? plans::staged(r, sizes) : plans::split(r, sizes);
   }
 };
 static_assert(transfer_policy<staged>);

@@ -9,8 +9,8 @@
 #include <vector>
 
 #include <lris/error.hpp>
-#include <lris/transfer/detail/transfer_state.hpp>
-#include <lris/transfer/stats.hpp>
+#include <lris/exec/detail/transfer_state.hpp>
+#include <lris/exec/stats.hpp>
 
 namespace lris {
 

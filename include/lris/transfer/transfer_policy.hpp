@@ -9,13 +9,14 @@
 
 namespace lris {
 
-/// @brief A copyable value type that plans transfers: `t.plan(request) -> transfer_plan`.
-/// Policies decide; the pipeline executes. A policy never touches memory itself, so a new one
-/// (a different heuristic, a calibrated table) is a few lines of pure code.
+/// @brief A copyable value type that plans transfers: `t.plan(request) -> exec::plan`, made
+/// with the makers of lris::plans (or by hand). Policies decide; the executor runs what they
+/// decide. A policy never touches memory itself, so a new one (a different heuristic, a
+/// calibrated table) is a few lines of pure code.
 template <class T>
 concept transfer_policy = std::copyable<T> && requires(const T& t, const transfer_request& r) {
   { T::name } -> std::convertible_to<std::string_view>;
-  { t.plan(r) } -> std::same_as<transfer_plan>;
+  { t.plan(r) } -> std::same_as<exec::plan>;
 };
 
 }  // namespace lris

@@ -26,6 +26,7 @@ struct load_target {
   dtype to = dtype::U8;
   std::byte* dst = nullptr;
   bool device = false;  ///< dst is device memory (else host memory the CPU writes)
+  int device_index = 0;  ///< which device, when it is
   bool verify = false;  ///< hash the bytes (whole tensors only), in blocks of checksum_block
 
   [[nodiscard]] std::uint64_t bytes() const noexcept { return rows * row_bytes; }

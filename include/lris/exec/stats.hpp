@@ -6,12 +6,38 @@
 #include <cstdint>
 #include <string>
 #include <string_view>
+#include <functional>
 
 #include <lris/concepts/backend_policy.hpp>
 #include <lris/sched/throttle.hpp>
-#include <lris/transfer/plan.hpp>
 
 namespace lris {
+
+/// @brief How bytes moved: the shape of a transfer's plan, as its stats report it.
+enum class transfer_path {
+  direct,    ///< one operation: one memcpy (host) or one asynchronous copy on one stream
+  parallel,  ///< chunks over several host threads (host<->host) or several streams (DMA-able)
+  staged,    ///< pageable host memory <-> device through a pinned ring: copy workers + DMA
+  batched,   ///< many buffers as one operation: one kernel (GPU) or one parallel loop (host)
+  packed,    ///< many pageable buffers <-> device: packed into pinned slots, one batch per slot
+};
+
+/// @brief "direct", "parallel", "staged", "batched" or "packed".
+[[nodiscard]] constexpr std::string_view to_string(transfer_path p) noexcept {
+  switch (p) {
+    case transfer_path::direct: return "direct";
+    case transfer_path::parallel: return "parallel";
+    case transfer_path::staged: return "staged";
+    case transfer_path::batched: return "batched";
+    case transfer_path::packed: return "packed";
+  }
+  return "?";
+}
+
+/// @brief Called after each chunk with (bytes done, bytes total); returning false cancels.
+/// Calls are serialized, never concurrent.
+using progress_fn = std::function<bool(std::uint64_t done, std::uint64_t total)>;
+
 
 /// @brief Per-transfer statistics, complete once the transfer has finished.
 struct transfer_stats {

@@ -18,8 +18,7 @@
 #include <lris/error.hpp>
 
 #include <lris/detail/spin_wait.hpp>
-#include <lris/transfer/plan.hpp>
-#include <lris/transfer/stats.hpp>
+#include <lris/exec/stats.hpp>
 
 namespace lris::detail {
 

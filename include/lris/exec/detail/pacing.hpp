@@ -12,7 +12,7 @@
 #include <memory>
 
 #include <lris/sched/bandwidth_broker.hpp>
-#include <lris/transfer/stats.hpp>
+#include <lris/exec/stats.hpp>
 
 namespace lris::detail {
 

@@ -1,0 +1,345 @@
+#pragma once
+/// @file
+/// @brief Runs a plan's chunks on the context's threads: with staging slots (chunks take
+/// turns on the ring's slots) or without (CPU copies and file io only).
+///
+/// Chunk c uses slot c % k; a worker waits until the slot's previous chunk (c - k) is done
+/// with it, so chunks overlap across slots while each slot is used strictly in order. Within a
+/// chunk the steps run in order, grouped by the resource they load: file io step by step
+/// (disk tokens), a run of CPU copies under one hold of host tokens, a run of DMA under one
+/// reservation of link tokens. DMA into a device is not waited for: the slot's event is
+/// recorded and its next user (or the end) waits. DMA out of a device into the slot is waited
+/// for before the CPU reads the slot.
+
+#include <algorithm>
+#include <atomic>
+#include <cstddef>
+#include <cstring>
+#include <memory>
+#include <mutex>
+#include <span>
+#include <string>
+#include <vector>
+
+#include <lris/concepts/batch_backend.hpp>
+#include <lris/concepts/convert_backend.hpp>
+#include <lris/concepts/copy_item.hpp>
+#include <lris/detail/spin_wait.hpp>
+#include <lris/detail/stream_copy.hpp>
+#include <lris/element/checksum.hpp>
+#include <lris/element/convert.hpp>
+#include <lris/error.hpp>
+#include <lris/exec/detail/device_run.hpp>
+#include <lris/exec/detail/job.hpp>
+#include <lris/exec/detail/packing.hpp>
+#include <lris/exec/detail/staging_ring.hpp>
+#include <lris/exec/plan.hpp>
+#include <lris/io/stats.hpp>
+
+namespace lris::exec::detail {
+
+template <class Exec>
+struct plan_job : lris::detail::job_base {
+  using Backend = typename Exec::backend_type;
+  using slot_type = lris::detail::staging_slot<Backend>;
+
+  std::shared_ptr<Exec> ex;
+  plan p;
+  std::vector<slot_type*> slots;       // none: a plan without slots
+  std::vector<std::size_t> storage;    // per file of the plan: its disk at the broker
+  std::mutex io_mutex;
+  io::io_stats io_total;
+  bool did_io = false;
+
+  /// @brief Claims and runs the next chunk; false when none was left. A chunk waits only for
+  /// the chunk k before it, which was claimed earlier by a task that is running or done.
+  bool run_one() noexcept {
+    const std::size_t i = next.fetch_add(1, std::memory_order_relaxed);
+    if (i >= chunks) return false;
+    slot_type* slot = slots.empty() ? nullptr : slots[i % slots.size()];
+    if (slot != nullptr && !lris::detail::spin_until([&] { return slot->ready_for.load() == i; })) {
+      for (std::size_t v = slot->ready_for.load(); v != i; v = slot->ready_for.load()) {
+        slot->ready_for.wait(v);
+      }
+    }
+    if (!state->should_stop()) {
+      try {
+        process(i, slot);
+      } catch (const cancelled&) {
+        // The io stopped because the transfer is being cancelled: counted by its bytes.
+      } catch (...) {
+        state->fail(std::current_exception());
+      }
+    }
+    if (slot != nullptr) {
+      slot->ready_for.store(i + slots.size());
+      slot->ready_for.notify_all();
+    }
+    if (processed.fetch_add(1, std::memory_order_acq_rel) + 1 == chunks) finalize();
+    return true;
+  }
+
+ private:
+  std::byte* at(const place& where, slot_type* slot) const noexcept {
+    return where.kind == place_kind::slot ? slot->data + where.offset : where.ptr;
+  }
+  typename Backend::stream& stream_for(std::size_t i) {
+    return ex->stream(static_cast<unsigned>(i % std::max(1u, p.streams)));
+  }
+
+  static void hash(const step& s, const std::byte* bytes) {
+    for (std::size_t off = 0, b = 0; off < s.bytes; off += default_checksum_block, ++b) {
+      s.check[b] = block_hash(bytes + off, std::min(default_checksum_block, s.bytes - off));
+    }
+  }
+
+  void process(std::size_t i, slot_type* slot) {
+    const std::span<const step> steps = p.chunk(i);
+    if (slot != nullptr) retire(*slot);
+    typename Backend::stream* stream = nullptr;
+    std::uint64_t delivered = 0, on_device = 0;
+    bool slot_filling = false;  // DMA into the slot queued and not yet waited for
+    for (std::size_t b = 0; b < steps.size();) {
+      std::size_t e = b + 1;
+      if (steps[b].dma()) {
+        while (e < steps.size() && steps[e].dma()) ++e;
+        if (stream == nullptr) stream = &stream_for(i);
+        const auto group = steps.subspan(b, e - b);
+        dma(group, slot, *stream);
+        for (const step& s : group) {
+          if (s.to.kind == place_kind::slot) slot_filling = true;
+          if (s.delivers()) on_device += s.bytes;
+        }
+        b = e;
+        continue;
+      }
+      if (slot_filling) {
+        ex->backend.record(slot->event, *stream);
+        ex->backend.synchronize(slot->event);
+        slot_filling = false;
+      }
+      if (steps[b].io()) {
+        file_io(steps[b], slot);
+      } else {
+        std::uint64_t bytes = steps[b].bytes;
+        while (e < steps.size() && !steps[e].dma() && !steps[e].io()) bytes += steps[e++].bytes;
+        const auto held = pace.hold(pace.host, bytes);
+        for (const step& s : steps.subspan(b, e - b)) cpu_copy(s, slot);
+      }
+      for (const step& s : steps.subspan(b, e - b)) delivered += s.delivers() ? s.bytes : 0;
+      b = e;
+    }
+    if (on_device > 0 || slot_filling) {
+      if (slot != nullptr) {
+        // Counted once the slot's next user (or the end) has waited for its event.
+        ex->backend.record(slot->event, *stream);
+        slot->pending = true;
+        slot->pending_bytes = on_device;
+      } else {
+        ex->backend.synchronize(*stream);
+        delivered += on_device;
+      }
+    }
+    if (delivered > 0) state->add_progress(delivered);
+  }
+
+  // Waits for the slot's device work still in flight and counts its bytes as done.
+  void retire(slot_type& slot) {
+    if (!slot.pending) return;
+    slot.pending = false;
+    ex->backend.synchronize(slot.event);
+    if (slot.pending_bytes > 0) state->add_progress(slot.pending_bytes);
+  }
+
+  void cpu_copy(const step& s, slot_type* slot) {
+    const std::byte* src = at(s.from, slot);
+    std::byte* dst = at(s.to, slot);
+    if (s.check != nullptr) hash(s, src);
+    if (s.convert) {
+      convert(src, s.from_type, dst, s.to_type, s.bytes * 8 / bits_of(s.from_type));
+    } else if (s.to.kind == place_kind::slot) {
+      lris::detail::stream_copy(dst, src, s.bytes);  // the DMA engine reads it next
+    } else {
+      std::memcpy(dst, src, s.bytes);  // the caller reads it next: keep it cached
+    }
+  }
+
+  void file_io(const step& s, slot_type* slot) {
+    const bool reading = s.from.kind == place_kind::file;
+    const place& file_end = reading ? s.from : s.to;
+    const io::file& f = *p.files[file_end.file];
+    std::byte* mem = at(reading ? s.to : s.from, slot);
+    if (slot != nullptr && (s.from.kind == place_kind::slot || s.to.kind == place_kind::slot)) {
+      ex->register_for_io(*slot);
+    }
+    auto stop = [st = state.get()] { return st->should_stop(); };
+    auto& engine = ex->io();
+    const std::size_t disk = storage.empty() ? pace.none : storage[file_end.file];
+    pace.run(disk, s.bytes, s.bytes, [&](std::size_t off, std::size_t n) {
+      // const_cast: writing needs the descriptor only; io::file's const API is for readers.
+      note(reading ? engine.read(f, file_end.offset + off, {mem + off, n}, stop, p.io)
+                   : engine.write(const_cast<io::file&>(f), file_end.offset + off,
+                                  {mem + off, n}, stop, p.io));
+    });
+    if (reading && s.check != nullptr) hash(s, mem);
+  }
+
+  // A run of DMA steps: one step in pieces, each holding its link tokens until done; several
+  // under one reservation, fused where the plan asks (and the backend batches).
+  void dma(std::span<const step> group, slot_type* slot, typename Backend::stream& stream) {
+    auto& be = ex->backend;
+    for (const step& s : group) {
+      if (s.check != nullptr) hash(s, at(s.from, slot));
+    }
+    if (group.size() == 1 && !group.front().convert) {
+      const step& s = group.front();
+      std::byte* d = at(s.to, slot);
+      const std::byte* from = at(s.from, slot);
+      pace.run_async(pace.link, s.bytes, s.bytes, be, *ex->events, stream,
+                     [&](std::size_t off, std::size_t n) {
+                       be.copy_async(d + off, from + off, n, s.kind(), stream);
+                     });
+      return;
+    }
+    std::uint64_t bytes = 0;
+    for (const step& s : group) bytes += s.bytes;
+    auto link = pace.reserve(pace.link, bytes);
+    if (!(p.fuse && slot != nullptr && fused(group, *slot, stream))) {
+      for (const step& s : group) one_dma(s, slot, stream);
+    }
+    pace.release_after(pace.link, std::move(link), be, *ex->events, stream);
+  }
+
+  // One DMA step; a conversion goes through the slot's device scratch (DMA, then a kernel
+  // there), or reads the pinned slot over the link when the device has no room for scratch.
+  void one_dma(const step& s, slot_type* slot, typename Backend::stream& stream) {
+    if (!s.convert || s.from.kind != place_kind::slot) {
+      step direct = s;
+      direct.from.ptr = at(s.from, slot);
+      direct.from.kind = s.from.kind == place_kind::slot ? place_kind::pinned : s.from.kind;
+      direct.to.ptr = at(s.to, slot);
+      direct.to.kind = s.to.kind == place_kind::slot ? place_kind::pinned : s.to.kind;
+      enqueue_step(*ex, direct, stream);
+      return;
+    }
+    step from_scratch = s;
+    from_scratch.from = place::pinned(at(s.from, slot));
+    if (std::byte* scratch = ex->device_scratch(*slot)) {
+      ex->backend.copy_async(scratch + s.from.offset, slot->data + s.from.offset, s.bytes,
+                             copy_kind::host_to_device, stream);
+      from_scratch.from = place::on_device(scratch + s.from.offset, s.to.device);
+    }
+    enqueue_step(*ex, from_scratch, stream);
+  }
+
+  // Slot <-> device steps of one direction as one DMA of the packed bytes between the slot and
+  // its device scratch, and one batched operation that spreads (or gathers) them on the
+  // device: DMA runs the link faster than a kernel reading host memory, and device-to-device
+  // copies cost next to nothing. The item array goes into the slot behind the packed bytes.
+  // False (nothing queued) where that cannot be done.
+  bool fused(std::span<const step> group, slot_type& slot, typename Backend::stream& stream) {
+    if constexpr (batch_backend<Backend>) {
+      const bool in = group.front().to.kind == place_kind::device;
+      std::size_t span = 0;
+      for (const step& s : group) {
+        const place& packed = in ? s.from : s.to;
+        if (s.convert || packed.kind != place_kind::slot ||
+            (in ? s.to : s.from).kind != place_kind::device) {
+          return false;
+        }
+        span = std::max<std::size_t>(span, packed.offset + s.bytes);
+      }
+      const std::size_t items_at = lris::detail::align_up(span, lris::detail::pack_alignment);
+      if (items_at + group.size() * sizeof(copy_item) > slot.bytes) return false;
+      std::byte* packed = ex->device_scratch(slot);
+      const bool via_scratch = packed != nullptr;
+      if (!via_scratch) packed = slot.data;
+      auto* items = reinterpret_cast<copy_item*>(slot.data + items_at);
+      for (std::size_t k = 0; k < group.size(); ++k) {
+        const step& s = group[k];
+        items[k] = in ? copy_item{packed + s.from.offset, s.to.ptr, s.bytes}
+                      : copy_item{s.from.ptr, packed + s.to.offset, s.bytes};
+      }
+      auto& be = ex->backend;
+      if (in && via_scratch) be.copy_async(packed, slot.data, span, copy_kind::host_to_device, stream);
+      be.copy_batch_async(items, group.size(), stream);
+      if (!in && via_scratch) be.copy_async(slot.data, packed, span, copy_kind::device_to_host, stream);
+      return true;
+    } else {
+      return false;
+    }
+  }
+
+  void note(const io::io_stats& st) {
+    std::lock_guard lock(io_mutex);
+    io_total.add_part(st);
+    did_io = true;
+  }
+
+  void finalize() noexcept {
+    for (auto* s : slots) {
+      try {
+        retire(*s);
+      } catch (...) {
+        state->fail(std::current_exception());
+      }
+    }
+    if (!slots.empty()) ex->ring.release(slots);
+    pace.report(state->stats);
+    if (did_io) {
+      auto& st = state->stats;
+      if (!p.io_reason.empty()) io_total.mode_reason = p.io_reason;
+      st.io_direct_bytes = io_total.direct_bytes;
+      st.io_buffered_bytes = io_total.buffered_bytes;
+      st.io_fixed_buffer_ops = io_total.fixed_buffer_ops;
+      try {
+        st.io = io_total.summary();
+      } catch (...) {  // out of memory for a description: leave it empty
+      }
+    }
+    // The executor let go before the waiter wakes: a pipeline destroyed after wait() returns
+    // frees its pinned memory on that thread, not later on this one.
+    ex.reset();
+    state->finish();
+  }
+};
+
+/// @brief Starts a plan with slots, or one without a device: slots from the ring (at most
+/// ring_depth, one per chunk), at most one worker per chunk and per slot, on the io threads
+/// when it does file io; or every chunk here, before returning, when the plan says so.
+template <class Exec>
+void start_plan_job(const std::shared_ptr<Exec>& ex, const std::shared_ptr<transfer_state>& state,
+                    plan p) {
+  auto job = std::make_shared<plan_job<Exec>>();
+  job->state = state;
+  job->ex = ex;
+  job->chunks = p.chunks();
+  ex->pace(job->pace, p.direction(), p.prio, p.budget_bytes);
+  if (ex->broker) {
+    for (const io::file* f : p.files) job->storage.push_back(ex->storage_resource(f->fd()));
+  }
+  auto& st = state->stats;
+  std::size_t workers = std::max(1u, p.workers);
+  if (p.slot_bytes > 0) {
+    job->slots = ex->ring.acquire(
+        std::min<std::size_t>(std::max(1u, p.ring_depth), job->chunks), p.slot_bytes);
+    workers = std::min(workers, job->slots.size());
+    st.ring_slots = static_cast<unsigned>(job->slots.size());
+    st.streams = p.streams;
+  }
+  st.workers = static_cast<unsigned>(std::min(workers, job->chunks));
+  st.chunk_bytes = p.slot_bytes > 0 ? p.slot_bytes : p.chunk(0).front().bytes;
+  const bool blocking_io = !p.files.empty();
+  const priority lane = p.prio;
+  const bool here = p.here;
+  job->p = std::move(p);
+  if (here) {
+    st.workers = 1;
+    while (job->run_one()) {
+    }
+    return;
+  }
+  lris::detail::start_workers(job, static_cast<unsigned>(workers), ex->ctx, lane, blocking_io);
+}
+
+}  // namespace lris::exec::detail

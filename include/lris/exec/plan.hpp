@@ -1,0 +1,187 @@
+#pragma once
+/// @file
+/// @brief exec::plan: what a transfer will do, as data that can be built and inspected without
+/// running it. A copy, a batch, a file read or write and a checkpoint load are each a plan;
+/// one executor (exec/executor.hpp) runs every plan.
+///
+/// A plan is a list of chunks; a chunk is a list of steps run in order; a step moves `bytes`
+/// from one place to another, optionally converting element types and hashing what it reads.
+/// Where a plan has staging slots (slot_bytes > 0), each chunk has one pinned slot of the ring
+/// to itself while it runs: typically a source -> the slot, then the slot -> one or more sinks
+/// (several devices for a fan-out). Which resources a step takes tokens from follows from its
+/// places: file io takes the file's disk, CPU copies take host memory, DMA takes the link.
+
+#include <cstddef>
+#include <cstdint>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <lris/concepts/backend_policy.hpp>
+#include <lris/element/dtype.hpp>
+#include <lris/exec/stats.hpp>
+#include <lris/io/file.hpp>
+#include <lris/io/options.hpp>
+#include <lris/priority.hpp>
+
+namespace lris::exec {
+
+/// @brief Where bytes are or go.
+enum class place_kind : std::uint8_t {
+  host,    ///< host memory the CPU reads and writes (pageable)
+  pinned,  ///< host memory that a device can reach by DMA (pinned or registered)
+  device,  ///< memory of one device of the executor's backend
+  file,    ///< a byte range of one of the plan's files
+  slot,    ///< the chunk's pinned staging slot
+};
+
+/// @brief "host", "pinned", "device", "file" or "slot".
+[[nodiscard]] constexpr std::string_view to_string(place_kind k) noexcept {
+  switch (k) {
+    case place_kind::host: return "host";
+    case place_kind::pinned: return "pinned";
+    case place_kind::device: return "device";
+    case place_kind::file: return "file";
+    case place_kind::slot: return "slot";
+  }
+  return "?";
+}
+
+/// @brief One end of a step.
+struct place {
+  place_kind kind = place_kind::host;
+  std::byte* ptr = nullptr;   ///< host, pinned, device: the address
+  std::uint64_t offset = 0;   ///< file: the offset in the file; slot: the offset in the slot
+  std::uint32_t file = 0;     ///< file: which of plan::files
+  int device = 0;             ///< device: which device of the backend
+
+  [[nodiscard]] static place host(const void* p) noexcept {
+    return {place_kind::host, static_cast<std::byte*>(const_cast<void*>(p))};
+  }
+  [[nodiscard]] static place pinned(const void* p) noexcept {
+    return {place_kind::pinned, static_cast<std::byte*>(const_cast<void*>(p))};
+  }
+  [[nodiscard]] static place on_device(const void* p, int device) noexcept {
+    return {place_kind::device, static_cast<std::byte*>(const_cast<void*>(p)), 0, 0, device};
+  }
+  [[nodiscard]] static place in_file(std::uint32_t file, std::uint64_t offset) noexcept {
+    return {place_kind::file, nullptr, offset, file};
+  }
+  [[nodiscard]] static place in_slot(std::size_t offset) noexcept {
+    return {place_kind::slot, nullptr, offset};
+  }
+  /// @brief The CPU can read or write it (host memory or the slot).
+  [[nodiscard]] bool cpu() const noexcept {
+    return kind == place_kind::host || kind == place_kind::pinned || kind == place_kind::slot;
+  }
+};
+
+/// @brief Moves `bytes` from `from` to `to`. With `convert`, `bytes` counts source elements of
+/// `from_type`, written as `to_type` (to.ptr is where the first converted element goes). With
+/// `check`, each default_checksum_block of the bytes read is hashed (block_hash) into
+/// check[0], check[1], ... before they move; the array is the plan maker's and must outlive
+/// the run.
+struct step {
+  place from;
+  place to;
+  std::size_t bytes = 0;
+  bool convert = false;
+  dtype from_type = dtype::U8;
+  dtype to_type = dtype::U8;
+  std::uint64_t* check = nullptr;
+
+  /// @brief The kind of copy it is, by its places: DMA to or from a device, or a CPU copy.
+  [[nodiscard]] copy_kind kind() const noexcept {
+    const bool src_dev = from.kind == place_kind::device, dst_dev = to.kind == place_kind::device;
+    if (src_dev && dst_dev) return copy_kind::device_to_device;
+    if (dst_dev) return copy_kind::host_to_device;
+    if (src_dev) return copy_kind::device_to_host;
+    return copy_kind::host_to_host;
+  }
+  /// @brief It is DMA between host memory (or the slot) and a device, or between devices.
+  [[nodiscard]] bool dma() const noexcept {
+    return from.kind == place_kind::device || to.kind == place_kind::device;
+  }
+  /// @brief It is file io.
+  [[nodiscard]] bool io() const noexcept {
+    return from.kind == place_kind::file || to.kind == place_kind::file;
+  }
+  /// @brief It ends the bytes' way (its destination is not the slot): its bytes count as done.
+  [[nodiscard]] bool delivers() const noexcept { return to.kind != place_kind::slot; }
+};
+
+/// @brief A transfer as data. Build it with add(), cut() and the fields; run it with an
+/// executor (or a pipeline's run()).
+struct plan {
+  /// How the transfer is reported (transfer_stats::path).
+  transfer_path shape = transfer_path::direct;
+  std::vector<step> steps;
+  /// Chunk c is steps [ends[c - 1], ends[c]) (from 0 for the first).
+  std::vector<std::size_t> ends;
+  /// Bytes of the whole transfer, as progress counts them (the steps that deliver).
+  std::uint64_t bytes = 0;
+
+  /// Pinned staging slot of each chunk; 0: the plan uses no slot.
+  std::size_t slot_bytes = 0;
+  /// Threads that run chunks at once (at most one per chunk and per slot).
+  unsigned workers = 1;
+  /// Device streams that chunks go on, round robin.
+  unsigned streams = 1;
+  /// Slots the ring lends the plan (chunk c uses slot c mod ring_depth).
+  unsigned ring_depth = 0;
+  /// Run every chunk on the calling thread (a host copy too small to hand to another).
+  bool here = false;
+  /// With no slot: the device steps are one batched operation on the device (a kernel that
+  /// reads and writes pinned and device memory), each step at most a MiB or so.
+  bool one_operation = false;
+  /// The slot <-> device steps of a chunk with several move as one DMA between the slot and
+  /// device scratch plus one batched operation on the device (small pieces packed in a slot).
+  bool fuse = false;
+
+  /// The files that places of kind `file` name, open until the run is over.
+  std::vector<const io::file*> files;
+  /// io settings for the plan's file steps; `direct` decided by the plan maker.
+  io::io_overrides io;
+  /// Why `io.direct` was chosen, for the stats (empty when it was not chosen here).
+  std::string io_reason;
+
+  /// Priority of its chunks at the broker, and the bytes it may keep in flight on each
+  /// resource (0: no cap of its own).
+  priority prio = priority::normal;
+  std::uint64_t budget_bytes = 0;
+  progress_fn on_progress;
+
+  /// @brief Adds a step to the current (last) chunk; its bytes count when it delivers.
+  void add(const step& s) {
+    steps.push_back(s);
+    if (s.delivers()) bytes += s.bytes;
+  }
+  /// @brief Ends the current chunk (steps added later form the next one). A chunk with no
+  /// step is not made.
+  void cut() {
+    if (steps.size() > (ends.empty() ? 0 : ends.back())) ends.push_back(steps.size());
+  }
+  [[nodiscard]] std::size_t chunks() const noexcept { return ends.size(); }
+  [[nodiscard]] std::span<const step> chunk(std::size_t c) const noexcept {
+    const std::size_t b = c == 0 ? 0 : ends[c - 1];
+    return {steps.data() + b, ends[c] - b};
+  }
+  /// @brief Some step moves bytes to or from a device.
+  [[nodiscard]] bool uses_device() const noexcept;
+  /// @brief The direction of its DMA: host_to_device when any step writes a device, else
+  /// device_to_host when any reads one, else host_to_host.
+  [[nodiscard]] copy_kind direction() const noexcept;
+};
+
+/// @brief Checks that `p` can run: every chunk cut, slots used only with slot_bytes and within
+/// them, files named exist, conversions only between a CPU-readable source or the slot and
+/// a device or host sink, hashes only of CPU-readable bytes, no step of zero bytes.
+/// @throws lris::invalid_argument naming the chunk, the step and what is wrong.
+void validate(const plan& p);
+
+/// @brief One line per chunk and step, e.g. "chunk 0: file 0 [4096, +1048576) -> slot
+/// [0, +1048576); slot [0, +1048576) -> device 0", for tests and logs.
+[[nodiscard]] std::string describe(const plan& p);
+
+}  // namespace lris::exec

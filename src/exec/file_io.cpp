@@ -1,0 +1,38 @@
+#include <lris/exec/file_io.hpp>
+
+#include <algorithm>
+
+#include <lris/exec/sizing.hpp>
+
+namespace lris::exec {
+
+file_io_choice file_io_for(const io::io_engine& engine, std::span<const file_range> ranges,
+                           const io::io_overrides& call, bool reading, std::string_view what,
+                           std::size_t chunk_bytes, unsigned workers, bool sized) {
+  file_io_choice c{.mode = call.direct.value_or(engine.options().direct),
+                   .chunk_bytes = chunk_bytes, .workers = workers};
+  if (c.mode == io::direct_mode::automatic && reading) {
+    double resident = 0, weight = 0;
+    for (const file_range& r : ranges) {
+      if (r.bytes == 0) continue;
+      resident += std::max(0.0, io::io_engine::resident_fraction(*r.file, r.offset, r.bytes)) *
+                  static_cast<double>(r.bytes);
+      weight += static_cast<double>(r.bytes);
+    }
+    auto choice = io::io_engine::choose_by_residency(weight > 0 ? resident / weight : 1.0, what);
+    c.mode = choice.cold ? io::direct_mode::always : io::direct_mode::never;
+    c.reason = std::move(choice.reason);
+  }
+  c.direct = c.mode != io::direct_mode::never &&
+             std::all_of(ranges.begin(), ranges.end(),
+                         [](const file_range& r) { return r.file->direct(); });
+  if (c.direct && !sized) {
+    const auto d =
+        direct_io_chunks(engine.queue_depth(call), engine.options().block_bytes, workers);
+    c.chunk_bytes = d.chunk_bytes;
+    c.workers = d.workers;
+  }
+  return c;
+}
+
+}  // namespace lris::exec
