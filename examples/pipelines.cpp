@@ -44,6 +44,28 @@ int main() {
   // [priorities]
   }
 
+  {
+  // [plan]
+  // Plans are data: chunks of steps between places. This one gathers the first and the last
+  // MiB of `src` into one pinned slot, then moves both to the device in one DMA, hashing each
+  // MiB on its way (a policy answers with plans like it, made by lris::plans).
+  using lris::exec::place;
+  lris::exec::plan plan;
+  plan.slot_bytes = 2 << 20;
+  std::uint64_t hashes[2];
+  plan.add({place::host(src.data()), place::in_slot(0), 1 << 20});
+  plan.add({place::host(src.data() + src.size() - (1 << 20)), place::in_slot(1 << 20), 1 << 20});
+  lris::exec::step up{place::in_slot(0), place::on_device(dev.data(), 0), 2 << 20};
+  up.check = hashes;  // block_hash of each MiB
+  plan.add(up);
+  plan.cut();
+  std::printf("%s", lris::exec::describe(plan).c_str());
+  const lris::transfer_stats done = pipe.run(std::move(plan)).wait();
+  // [plan]
+  std::printf("%llu bytes, hashes %016llx %016llx\n", static_cast<unsigned long long>(done.bytes),
+              static_cast<unsigned long long>(hashes[0]), static_cast<unsigned long long>(hashes[1]));
+  }
+
   // [cancel]
   lris::transfer_options stop_halfway;
   stop_halfway.on_progress = [](std::uint64_t done, std::uint64_t total) {

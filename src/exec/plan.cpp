@@ -38,7 +38,7 @@ std::string where(const place& p, std::size_t bytes) {
 
 }  // namespace
 
-void validate(const plan& p) {
+void validate(const plan& p, int device) {
   LRIS_EXPECTS(p.ends.empty() ? p.steps.empty() : p.ends.back() == p.steps.size(),
                "exec::plan: steps {} onwards belong to no chunk (call cut())",
                p.ends.empty() ? 0 : p.ends.back());
@@ -63,6 +63,11 @@ void validate(const plan& p) {
           }
         } else if (at->ptr == nullptr) {
           fail("null address");
+        } else if (at->kind == place_kind::device && device >= 0 && at->device != device) {
+          throw unsupported(fmt::format(
+              "exec::plan: chunk {}, step {} goes to or from device {}, but it runs on device {} "
+              "(a plan for several devices needs an executor per device)",
+              c, i, at->device, device));
         }
       }
       if (s.from.kind == place_kind::file && s.to.kind == place_kind::file) {

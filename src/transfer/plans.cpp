@@ -25,8 +25,13 @@ exec::place with_ptr(exec::place like, const void* ptr) {
   return like;
 }
 
-exec::plan shaped(transfer_path shape, const transfer_sizes& s) {
+exec::plan shaped(transfer_path shape, const transfer_sizes& s,
+                  std::vector<exec::step>* spare = nullptr) {
   exec::plan p;
+  if (spare != nullptr) {  // its capacity, so that a large batch's steps touch no new pages
+    p.steps = std::move(*spare);
+    p.steps.clear();
+  }
   p.shape = shape;
   p.workers = std::max(1u, s.workers);
   p.streams = std::max(1u, s.streams);
@@ -34,11 +39,12 @@ exec::plan shaped(transfer_path shape, const transfer_sizes& s) {
   return p;
 }
 
-// The request's pairs: those of a batch, or the one of a copy.
-std::vector<copy_item> pairs_of(const transfer_request& r) {
-  if (!r.pairs.empty()) return {r.pairs.begin(), r.pairs.end()};
+// The request's pairs: those of a batch, or the one of a copy (kept in `one`).
+std::span<const copy_item> pairs_of(const transfer_request& r, copy_item& one) {
+  if (!r.pairs.empty()) return r.pairs;
   if (r.bytes == 0) return {};
-  return {copy_item{r.src.ptr, r.dst.ptr, r.bytes}};
+  one = {r.src.ptr, r.dst.ptr, r.bytes};
+  return {&one, 1};
 }
 
 bool host_only(const transfer_request& r) {
@@ -48,8 +54,9 @@ bool host_only(const transfer_request& r) {
 }  // namespace
 
 exec::plan direct(const transfer_request& r, transfer_sizes sizes) {
-  exec::plan p = shaped(transfer_path::direct, complete(r, sizes));
-  for (const copy_item& it : pairs_of(r)) {
+  copy_item one;
+  exec::plan p = shaped(transfer_path::direct, complete(r, sizes), r.spare_steps);
+  for (const copy_item& it : pairs_of(r, one)) {
     if (it.bytes > 0) p.add({with_ptr(r.src, it.src), with_ptr(r.dst, it.dst), it.bytes});
   }
   p.cut();
@@ -58,12 +65,13 @@ exec::plan direct(const transfer_request& r, transfer_sizes sizes) {
 }
 
 exec::plan split(const transfer_request& r, transfer_sizes sizes) {
+  copy_item one;
   const transfer_sizes s = complete(r, sizes);
   if (!host_only(r)) return direct(r, s);
   const std::size_t chunk = exec::host_split_chunk(r.bytes, s.workers, s.chunk_bytes);
   if (r.bytes <= chunk) return direct(r, s);  // nothing to split
-  exec::plan p = shaped(transfer_path::parallel, s);
-  for (const copy_item& it : pairs_of(r)) {
+  exec::plan p = shaped(transfer_path::parallel, s, r.spare_steps);
+  for (const copy_item& it : pairs_of(r, one)) {
     for (std::size_t off = 0; off < it.bytes; off += chunk) {
       p.add({with_ptr(r.src, static_cast<const std::byte*>(it.src) + off),
              with_ptr(r.dst, static_cast<std::byte*>(it.dst) + off),
@@ -75,14 +83,15 @@ exec::plan split(const transfer_request& r, transfer_sizes sizes) {
 }
 
 exec::plan staged(const transfer_request& r, transfer_sizes sizes) {
+  copy_item one;
   const transfer_sizes s = complete(r, sizes);
   if (!r.needs_staging) return split(r, s);
-  exec::plan p = shaped(transfer_path::staged, s);
+  exec::plan p = shaped(transfer_path::staged, s, r.spare_steps);
   if (r.bytes == 0) return p;
   const std::size_t chunk = std::min(
       exec::staging_chunk(r.bytes, s.workers, s.chunk_bytes, r.max_slot_bytes), r.bytes);
   p.slot_bytes = chunk;
-  for (const copy_item& it : pairs_of(r)) {
+  for (const copy_item& it : pairs_of(r, one)) {
     for (std::size_t off = 0; off < it.bytes; off += chunk) {
       const std::size_t n = std::min(chunk, it.bytes - off);
       p.add({with_ptr(r.src, static_cast<const std::byte*>(it.src) + off), exec::place::in_slot(0), n});
@@ -94,12 +103,13 @@ exec::plan staged(const transfer_request& r, transfer_sizes sizes) {
 }
 
 exec::plan batched(const transfer_request& r, transfer_sizes sizes) {
+  copy_item one;
   const transfer_sizes s = complete(r, sizes);
   if (r.needs_staging) return packed(r, s);
-  const auto items = pairs_of(r);
+  const auto items = pairs_of(r, one);
   if (host_only(r)) {
     // A parallel loop: consecutive pairs in chunks of about a quarter of a worker's share.
-    exec::plan p = shaped(transfer_path::batched, s);
+    exec::plan p = shaped(transfer_path::batched, s, r.spare_steps);
     p.workers = std::max(1u, r.threads);
     const std::uint64_t group = std::max<std::uint64_t>(r.bytes / (4 * std::uint64_t{p.workers}), 1);
     p.steps.reserve(items.size());
@@ -118,27 +128,31 @@ exec::plan batched(const transfer_request& r, transfer_sizes sizes) {
   }
   if (!r.one_operation_batches) return direct(r, s);
   constexpr std::size_t piece = std::size_t{1} << 20;
-  exec::plan p = shaped(transfer_path::batched, s);
+  exec::plan p = shaped(transfer_path::batched, s, r.spare_steps);
   p.one_operation = true;
-  std::vector<copy_item> pieces;
-  pieces.reserve(items.size());
-  for (const copy_item& it : items) lris::detail::append_pieces(pieces, it, piece);
-  p.steps.reserve(pieces.size());
-  for (const copy_item& it : pieces) p.add({with_ptr(r.src, it.src), with_ptr(r.dst, it.dst), it.bytes});
+  p.steps.reserve(items.size() + r.bytes / piece);
+  for (const copy_item& it : items) {
+    const auto* from = static_cast<const std::byte*>(it.src);
+    auto* to = static_cast<std::byte*>(it.dst);
+    for (std::size_t off = 0; off < it.bytes; off += piece) {
+      p.add({with_ptr(r.src, from + off), with_ptr(r.dst, to + off), std::min(piece, it.bytes - off)});
+    }
+  }
   p.cut();
   return p;
 }
 
 exec::plan packed(const transfer_request& r, transfer_sizes sizes) {
+  copy_item one;
   const transfer_sizes s = complete(r, sizes);
   if (!r.needs_staging) return batched(r, s);
   if (!r.one_operation_batches) return staged(r, s);
-  exec::plan p = shaped(transfer_path::packed, s);
+  exec::plan p = shaped(transfer_path::packed, s, r.spare_steps);
   if (r.bytes == 0) return p;
   const std::size_t slot = exec::staging_chunk(r.bytes, s.workers, s.chunk_bytes, r.max_slot_bytes);
   std::vector<copy_item> pieces;
   pieces.reserve(std::max<std::size_t>(1, r.pairs.size()));
-  for (const copy_item& it : pairs_of(r)) {
+  for (const copy_item& it : pairs_of(r, one)) {
     lris::detail::append_pieces(pieces, it, lris::detail::slot_packing::max_piece(slot));
   }
   const auto packing = lris::detail::pack_into_slots(std::move(pieces), slot);

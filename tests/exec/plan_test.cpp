@@ -252,5 +252,5 @@ TEST_CASE("fan-out is a plan with several sinks; one executor drives one device"
   CHECK(p.bytes == 2 * src.size());
   lris::pipeline<lris::auto_select, host_backend> pipe;
   REQUIRE_THROWS_MATCHES(pipe.run(std::move(p)), lris::unsupported,
-                         what_contains("device 1, but this executor drives host:0"));
+                         what_contains("goes to or from device 1, but it runs on device 0"));
 }

@@ -114,6 +114,29 @@ class executor : public std::enable_shared_from_this<executor<Backend, Allocator
   /// waits on; a run that throws has started nothing.
   std::shared_ptr<transfer_state> run(plan p, transfer_stats stats);
 
+  /// @brief Storage for a plan's steps kept from an earlier plan (empty, with capacity), or a
+  /// new vector; give it to a plan maker (transfer_request::spare_steps).
+  std::vector<step> spare_steps() {
+    std::lock_guard lock(spare_mutex_);
+    if (spare_.empty()) return {};
+    std::vector<step> v = std::move(spare_.back());
+    spare_.pop_back();
+    return v;
+  }
+  /// @brief Keeps the storage of a plan that has run (a few, of bounded size) for later plans.
+  void recycle(std::vector<step>&& steps) noexcept {
+    constexpr std::size_t kept = 4, max_bytes = std::size_t{64} << 20;
+    if (steps.capacity() * sizeof(step) < (std::size_t{64} << 10) ||
+        steps.capacity() * sizeof(step) > max_bytes) {
+      return;  // small ones cost nothing to make; huge ones are not kept
+    }
+    try {
+      std::lock_guard lock(spare_mutex_);
+      if (spare_.size() < kept) spare_.push_back(std::move(steps));
+    } catch (...) {  // out of memory for the list: the storage is freed instead
+    }
+  }
+
   /// @brief The io engine for file transfers, made on first use.
   io::io_engine& io() {
     std::call_once(io_once_, [this] {
@@ -202,6 +225,8 @@ class executor : public std::enable_shared_from_this<executor<Backend, Allocator
   std::size_t d2h_resource = pacing::none;
 
  private:
+  std::mutex spare_mutex_;
+  std::vector<std::vector<step>> spare_;
   std::mutex streams_mutex_;
   std::deque<typename Backend::stream> streams_;  // deque: references stay valid as it grows
   std::atomic<unsigned> next_{0};
@@ -217,17 +242,7 @@ namespace lris::exec {
 
 template <backend_policy Backend, allocator_policy Allocator>
 std::shared_ptr<transfer_state> executor<Backend, Allocator>::run(plan p, transfer_stats stats) {
-  validate(p);
-  for (const step& s : p.steps) {
-    for (const place* at : {&s.from, &s.to}) {
-      if (at->kind == place_kind::device && at->device != backend.device()) {
-        throw unsupported(fmt::format(
-            "exec::executor: a step goes to or from device {}, but this executor drives {}:{} "
-            "(a plan for several devices needs an executor per device)",
-            at->device, Backend::name, backend.device()));
-      }
-    }
-  }
+  validate(p, backend.device());
   auto state = std::make_shared<transfer_state>(p.bytes, std::move(p.on_progress));
   state->stats = std::move(stats);
   auto& st = state->stats;

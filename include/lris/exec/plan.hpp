@@ -48,34 +48,59 @@ enum class place_kind : std::uint8_t {
   return "?";
 }
 
-/// @brief One end of a step.
+/// @brief One end of a step: 16 bytes, since a batch of many buffers has two per buffer.
 struct place {
+  union {
+    std::byte* ptr = nullptr;  ///< host, pinned, device: the address
+    std::uint64_t offset;      ///< file: the offset in the file; slot: the offset in the slot
+  };
+  union {
+    std::int32_t device = 0;   ///< device: which device of the backend
+    std::uint32_t file;        ///< file: which of plan::files
+  };
   place_kind kind = place_kind::host;
-  std::byte* ptr = nullptr;   ///< host, pinned, device: the address
-  std::uint64_t offset = 0;   ///< file: the offset in the file; slot: the offset in the slot
-  std::uint32_t file = 0;     ///< file: which of plan::files
-  int device = 0;             ///< device: which device of the backend
 
   [[nodiscard]] static place host(const void* p) noexcept {
-    return {place_kind::host, static_cast<std::byte*>(const_cast<void*>(p))};
+    return memory(place_kind::host, p, 0);
   }
   [[nodiscard]] static place pinned(const void* p) noexcept {
-    return {place_kind::pinned, static_cast<std::byte*>(const_cast<void*>(p))};
+    return memory(place_kind::pinned, p, 0);
   }
   [[nodiscard]] static place on_device(const void* p, int device) noexcept {
-    return {place_kind::device, static_cast<std::byte*>(const_cast<void*>(p)), 0, 0, device};
+    return memory(place_kind::device, p, device);
   }
   [[nodiscard]] static place in_file(std::uint32_t file, std::uint64_t offset) noexcept {
-    return {place_kind::file, nullptr, offset, file};
+    place at;
+    at.offset = offset;
+    at.file = file;
+    at.kind = place_kind::file;
+    return at;
   }
   [[nodiscard]] static place in_slot(std::size_t offset) noexcept {
-    return {place_kind::slot, nullptr, offset};
+    place at;
+    at.offset = offset;
+    at.kind = place_kind::slot;
+    return at;
+  }
+  /// @brief It is memory at an address (host, pinned or device), not a file or the slot.
+  [[nodiscard]] bool memory() const noexcept {
+    return kind == place_kind::host || kind == place_kind::pinned || kind == place_kind::device;
   }
   /// @brief The CPU can read or write it (host memory or the slot).
   [[nodiscard]] bool cpu() const noexcept {
     return kind == place_kind::host || kind == place_kind::pinned || kind == place_kind::slot;
   }
+
+ private:
+  static place memory(place_kind k, const void* p, int device) noexcept {
+    place at;
+    at.ptr = static_cast<std::byte*>(const_cast<void*>(p));
+    at.device = device;
+    at.kind = k;
+    return at;
+  }
 };
+static_assert(sizeof(place) == 16);
 
 /// @brief Moves `bytes` from `from` to `to`. With `convert`, `bytes` counts source elements of
 /// `from_type`, written as `to_type` (to.ptr is where the first converted element goes). With
@@ -176,9 +201,11 @@ struct plan {
 
 /// @brief Checks that `p` can run: every chunk cut, slots used only with slot_bytes and within
 /// them, files named exist, conversions only between a CPU-readable source or the slot and
-/// a device or host sink, hashes only of CPU-readable bytes, no step of zero bytes.
-/// @throws lris::invalid_argument naming the chunk, the step and what is wrong.
-void validate(const plan& p);
+/// a device or host sink, hashes only of CPU-readable bytes, no step of zero bytes; and, with
+/// `device` >= 0, device memory only on that device (what one executor drives).
+/// @throws lris::invalid_argument naming the chunk, the step and what is wrong;
+/// lris::unsupported for a step on another device than `device`.
+void validate(const plan& p, int device = -1);
 
 /// @brief One line per chunk and step, e.g. "chunk 0: file 0 [4096, +1048576) -> slot
 /// [0, +1048576); slot [0, +1048576) -> device 0", for tests and logs.

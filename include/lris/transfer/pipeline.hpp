@@ -255,6 +255,8 @@ class pipeline {
     }
     transfer_request r = request<DstSpace, SrcSpace>(total, src.size(), opts);
     r.pairs = items;
+    std::vector<exec::step> spare = exec_->spare_steps();
+    r.spare_steps = &spare;
     exec::plan pl = transfer_.plan(r);
     // A batch of one operation, or of one per pair, reports its pairs as its chunks.
     const bool by_pair = pl.shape == transfer_path::batched || pl.shape == transfer_path::direct;

@@ -7,6 +7,7 @@
 #include <cstdint>
 
 #include <span>
+#include <vector>
 #include <string_view>
 
 #include <lris/concepts/backend_policy.hpp>
@@ -55,6 +56,10 @@ struct transfer_request {
   std::size_t max_slot_bytes = std::size_t{256} << 20;
   unsigned threads = 1;
   bool one_operation_batches = false;
+  /// Storage a plan maker may take for the plan's steps (its capacity; the contents are
+  /// dropped): the executor's, kept from earlier plans, so that a batch of many buffers
+  /// touches no fresh pages. Null: none.
+  std::vector<exec::step>* spare_steps = nullptr;
 };
 
 /// @brief `policy` with the request's given sizes over it, and defaults for what is left:

@@ -235,19 +235,18 @@ void start_device(const std::shared_ptr<Exec>& ex, const std::shared_ptr<transfe
   using Backend = typename Exec::backend_type;
   using Allocator = typename Exec::allocator_type;
   if constexpr (batch_backend<Backend>) {
-    bool plain = true;
-    for (const step& s : p.steps) plain = plain && !s.convert;
-    if (p.one_operation && plain) {
+    const auto converts = [](const step& s) { return s.convert; };
+    if (p.one_operation && std::none_of(p.steps.begin(), p.steps.end(), converts)) {
       // The item array is read by whoever executes the batch (a GPU reads it over the link),
       // so it lives in the executor's pinned memory until the transfer is over.
       auto items = std::make_shared<buffer<caching_pool<Allocator>, copy_item>>(p.steps.size(),
                                                                                 ex->item_pool);
-      for (std::size_t i = 0; i < p.steps.size(); ++i) {
-        items->data()[i] = {p.steps[i].from.ptr, p.steps[i].to.ptr, p.steps[i].bytes};
-      }
+      copy_item* item = items->data();
+      for (const step& s : p.steps) *item++ = {s.from.ptr, s.to.ptr, s.bytes};
       run_on_stream(*ex, *state, p, [&](typename Backend::stream& stream) {
         ex->backend.copy_batch_async(items->data(), items->size(), stream);
       }, items);
+      ex->recycle(std::move(p.steps));
       return;
     }
   }
@@ -258,6 +257,7 @@ void start_device(const std::shared_ptr<Exec>& ex, const std::shared_ptr<transfe
   run_on_stream(*ex, *state, p, [&](typename Backend::stream& stream) {
     for (const step& s : p.steps) enqueue_step(*ex, s, stream);
   });
+  ex->recycle(std::move(p.steps));  // queued: the steps are not needed any more
 }
 
 }  // namespace lris::exec::detail
