@@ -47,6 +47,20 @@ std::span<const copy_item> pairs_of(const transfer_request& r, copy_item& one) {
   return {&one, 1};
 }
 
+// Calls each(source, destination, bytes) for the request's pairs cut into pieces of at most
+// `piece` bytes, in order.
+template <class Each>
+void for_each_piece(const transfer_request& r, std::size_t piece, Each&& each) {
+  copy_item one;
+  for (const copy_item& it : pairs_of(r, one)) {
+    const auto* from = static_cast<const std::byte*>(it.src);
+    auto* to = static_cast<std::byte*>(it.dst);
+    for (std::size_t off = 0; off < it.bytes; off += piece) {
+      each(with_ptr(r.src, from + off), with_ptr(r.dst, to + off), std::min(piece, it.bytes - off));
+    }
+  }
+}
+
 bool host_only(const transfer_request& r) {
   return r.src.kind != exec::place_kind::device && r.dst.kind != exec::place_kind::device;
 }
@@ -65,25 +79,19 @@ exec::plan direct(const transfer_request& r, transfer_sizes sizes) {
 }
 
 exec::plan split(const transfer_request& r, transfer_sizes sizes) {
-  copy_item one;
   const transfer_sizes s = complete(r, sizes);
   if (!host_only(r)) return direct(r, s);
   const std::size_t chunk = exec::host_split_chunk(r.bytes, s.workers, s.chunk_bytes);
   if (r.bytes <= chunk) return direct(r, s);  // nothing to split
   exec::plan p = shaped(transfer_path::parallel, s, r.spare_steps);
-  for (const copy_item& it : pairs_of(r, one)) {
-    for (std::size_t off = 0; off < it.bytes; off += chunk) {
-      p.add({with_ptr(r.src, static_cast<const std::byte*>(it.src) + off),
-             with_ptr(r.dst, static_cast<std::byte*>(it.dst) + off),
-             std::min(chunk, it.bytes - off)});
-      p.cut();
-    }
-  }
+  for_each_piece(r, chunk, [&](exec::place from, exec::place to, std::size_t n) {
+    p.add({from, to, n});
+    p.cut();
+  });
   return p;
 }
 
 exec::plan staged(const transfer_request& r, transfer_sizes sizes) {
-  copy_item one;
   const transfer_sizes s = complete(r, sizes);
   if (!r.needs_staging) return split(r, s);
   exec::plan p = shaped(transfer_path::staged, s, r.spare_steps);
@@ -91,14 +99,11 @@ exec::plan staged(const transfer_request& r, transfer_sizes sizes) {
   const std::size_t chunk = std::min(
       exec::staging_chunk(r.bytes, s.workers, s.chunk_bytes, r.max_slot_bytes), r.bytes);
   p.slot_bytes = chunk;
-  for (const copy_item& it : pairs_of(r, one)) {
-    for (std::size_t off = 0; off < it.bytes; off += chunk) {
-      const std::size_t n = std::min(chunk, it.bytes - off);
-      p.add({with_ptr(r.src, static_cast<const std::byte*>(it.src) + off), exec::place::in_slot(0), n});
-      p.add({exec::place::in_slot(0), with_ptr(r.dst, static_cast<std::byte*>(it.dst) + off), n});
-      p.cut();
-    }
-  }
+  for_each_piece(r, chunk, [&](exec::place from, exec::place to, std::size_t n) {
+    p.add({from, exec::place::in_slot(0), n});
+    p.add({exec::place::in_slot(0), to, n});
+    p.cut();
+  });
   return p;
 }
 
@@ -131,13 +136,9 @@ exec::plan batched(const transfer_request& r, transfer_sizes sizes) {
   exec::plan p = shaped(transfer_path::batched, s, r.spare_steps);
   p.one_operation = true;
   p.steps.reserve(items.size() + r.bytes / piece);
-  for (const copy_item& it : items) {
-    const auto* from = static_cast<const std::byte*>(it.src);
-    auto* to = static_cast<std::byte*>(it.dst);
-    for (std::size_t off = 0; off < it.bytes; off += piece) {
-      p.add({with_ptr(r.src, from + off), with_ptr(r.dst, to + off), std::min(piece, it.bytes - off)});
-    }
-  }
+  for_each_piece(r, piece, [&](exec::place from, exec::place to, std::size_t n) {
+    p.add({from, to, n});
+  });
   p.cut();
   return p;
 }
