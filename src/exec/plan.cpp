@@ -7,6 +7,9 @@
 namespace lris::exec {
 
 bool plan::uses_device() const noexcept {
+  if (!one_operation.empty()) {
+    return one_operation.from.kind == place_kind::device || one_operation.to.kind == place_kind::device;
+  }
   for (const step& s : steps) {
     if (s.dma()) return true;
   }
@@ -14,6 +17,11 @@ bool plan::uses_device() const noexcept {
 }
 
 copy_kind plan::direction() const noexcept {
+  if (!one_operation.empty()) {
+    return step{one_operation.from, one_operation.to}.kind() == copy_kind::device_to_host
+               ? copy_kind::device_to_host
+               : copy_kind::host_to_device;
+  }
   bool reads = false;
   for (const step& s : steps) {
     if (s.to.kind == place_kind::device && s.from.kind != place_kind::device) {
@@ -36,9 +44,56 @@ std::string where(const place& p, std::size_t bytes) {
   }
 }
 
+// `like` at address `p`.
+place with_ptr(place like, const void* p) {
+  like.ptr = static_cast<std::byte*>(const_cast<void*>(p));
+  return like;
+}
+
+bool on_other_device(const place& at, int device) {
+  return at.kind == place_kind::device && device >= 0 && at.device != device;
+}
+
+[[noreturn]] void other_device(std::string_view what, const place& at, int device) {
+  throw unsupported(fmt::format(
+      "exec::plan: {} goes to or from device {}, but it runs on device {} (a plan for several "
+      "devices needs an executor per device)",
+      what, at.device, device));
+}
+
+void validate_batch(const plan& p, int device) {
+  const batch& b = p.one_operation;
+  auto fail = [&](std::string_view what) {
+    throw invalid_argument(fmt::format("exec::plan: the batched operation ({} -> {}, {} copies): {}",
+                                       to_string(b.from.kind), to_string(b.to.kind),
+                                       b.items.size(), what));
+  };
+  if (!p.steps.empty()) fail(fmt::format("the plan also has {} steps: it is one or the other", p.steps.size()));
+  if (p.slot_bytes > 0) fail("it uses no slot, but the plan has slots");
+  const auto reachable = [](place_kind k) { return k == place_kind::pinned || k == place_kind::device; };
+  if (!reachable(b.from.kind) || !reachable(b.to.kind) ||
+      (b.from.kind != place_kind::device && b.to.kind != place_kind::device)) {
+    fail("it copies between pinned and device memory only, with a device at one end at least");
+  }
+  for (const place* at : {&b.from, &b.to}) {
+    if (on_other_device(*at, device)) other_device("the batched operation", *at, device);
+  }
+  for (std::size_t i = 0; i < b.items.size(); ++i) {
+    const copy_item& c = b.items[i];
+    if (c.bytes == 0 || c.src == nullptr || c.dst == nullptr) {
+      fail(fmt::format("copy {} ({} -> {}, {} bytes): {}", i, c.src, static_cast<const void*>(c.dst),
+                       c.bytes, c.bytes == 0 ? "moves no bytes" : "null address"));
+    }
+  }
+}
+
 }  // namespace
 
 void validate(const plan& p, int device) {
+  if (!p.one_operation.empty()) {
+    validate_batch(p, device);
+    return;
+  }
   LRIS_EXPECTS(p.ends.empty() ? p.steps.empty() : p.ends.back() == p.steps.size(),
                "exec::plan: steps {} onwards belong to no chunk (call cut())",
                p.ends.empty() ? 0 : p.ends.back());
@@ -63,11 +118,8 @@ void validate(const plan& p, int device) {
           }
         } else if (at->ptr == nullptr) {
           fail("null address");
-        } else if (at->kind == place_kind::device && device >= 0 && at->device != device) {
-          throw unsupported(fmt::format(
-              "exec::plan: chunk {}, step {} goes to or from device {}, but it runs on device {} "
-              "(a plan for several devices needs an executor per device)",
-              c, i, at->device, device));
+        } else if (on_other_device(*at, device)) {
+          other_device(fmt::format("chunk {}, step {}", c, i), *at, device);
         }
       }
       if (s.from.kind == place_kind::file && s.to.kind == place_kind::file) {
@@ -92,6 +144,17 @@ void validate(const plan& p, int device) {
 std::string describe(const plan& p) {
   std::string out = fmt::format("{} plan: {} chunk(s), {} bytes, slots of {} bytes\n",
                                 to_string(p.shape), p.chunks(), p.bytes, p.slot_bytes);
+  if (!p.one_operation.empty()) {
+    const batch& b = p.one_operation;
+    out += fmt::format("chunk 0 (one operation, {} copies):", b.items.size());
+    const char* sep = " ";
+    for (const copy_item& c : b.items) {
+      out += fmt::format("{}{} -> {}, {} bytes", sep, where(with_ptr(b.from, c.src), c.bytes),
+                         where(with_ptr(b.to, c.dst), c.bytes), c.bytes);
+      sep = "; ";
+    }
+    return out + '\n';
+  }
   for (std::size_t c = 0; c < p.chunks(); ++c) {
     out += fmt::format("chunk {}:", c);
     const char* sep = " ";

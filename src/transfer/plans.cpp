@@ -26,11 +26,13 @@ exec::place with_ptr(exec::place like, const void* ptr) {
 }
 
 exec::plan shaped(transfer_path shape, const transfer_sizes& s,
-                  std::vector<exec::step>* spare = nullptr) {
+                  exec::plan_storage* spare = nullptr) {
   exec::plan p;
-  if (spare != nullptr) {  // its capacity, so that a large batch's steps touch no new pages
-    p.steps = std::move(*spare);
+  if (spare != nullptr) {  // its capacity, so that a large batch touches no new pages
+    p.steps = std::move(spare->steps);
     p.steps.clear();
+    p.one_operation.items = std::move(spare->items);
+    p.one_operation.items.clear();
   }
   p.shape = shape;
   p.workers = std::max(1u, s.workers);
@@ -69,7 +71,7 @@ bool host_only(const transfer_request& r) {
 
 exec::plan direct(const transfer_request& r, transfer_sizes sizes) {
   copy_item one;
-  exec::plan p = shaped(transfer_path::direct, complete(r, sizes), r.spare_steps);
+  exec::plan p = shaped(transfer_path::direct, complete(r, sizes), r.spare);
   for (const copy_item& it : pairs_of(r, one)) {
     if (it.bytes > 0) p.add({with_ptr(r.src, it.src), with_ptr(r.dst, it.dst), it.bytes});
   }
@@ -83,7 +85,7 @@ exec::plan split(const transfer_request& r, transfer_sizes sizes) {
   if (!host_only(r)) return direct(r, s);
   const std::size_t chunk = exec::host_split_chunk(r.bytes, s.workers, s.chunk_bytes);
   if (r.bytes <= chunk) return direct(r, s);  // nothing to split
-  exec::plan p = shaped(transfer_path::parallel, s, r.spare_steps);
+  exec::plan p = shaped(transfer_path::parallel, s, r.spare);
   for_each_piece(r, chunk, [&](exec::place from, exec::place to, std::size_t n) {
     p.add({from, to, n});
     p.cut();
@@ -94,7 +96,7 @@ exec::plan split(const transfer_request& r, transfer_sizes sizes) {
 exec::plan staged(const transfer_request& r, transfer_sizes sizes) {
   const transfer_sizes s = complete(r, sizes);
   if (!r.needs_staging) return split(r, s);
-  exec::plan p = shaped(transfer_path::staged, s, r.spare_steps);
+  exec::plan p = shaped(transfer_path::staged, s, r.spare);
   if (r.bytes == 0) return p;
   const std::size_t chunk = std::min(
       exec::staging_chunk(r.bytes, s.workers, s.chunk_bytes, r.max_slot_bytes), r.bytes);
@@ -114,7 +116,7 @@ exec::plan batched(const transfer_request& r, transfer_sizes sizes) {
   const auto items = pairs_of(r, one);
   if (host_only(r)) {
     // A parallel loop: consecutive pairs in chunks of about a quarter of a worker's share.
-    exec::plan p = shaped(transfer_path::batched, s, r.spare_steps);
+    exec::plan p = shaped(transfer_path::batched, s, r.spare);
     p.workers = std::max(1u, r.threads);
     const std::uint64_t group = std::max<std::uint64_t>(r.bytes / (4 * std::uint64_t{p.workers}), 1);
     p.steps.reserve(items.size());
@@ -133,13 +135,14 @@ exec::plan batched(const transfer_request& r, transfer_sizes sizes) {
   }
   if (!r.one_operation_batches) return direct(r, s);
   constexpr std::size_t piece = std::size_t{1} << 20;
-  exec::plan p = shaped(transfer_path::batched, s, r.spare_steps);
-  p.one_operation = true;
-  p.steps.reserve(items.size() + r.bytes / piece);
-  for_each_piece(r, piece, [&](exec::place from, exec::place to, std::size_t n) {
-    p.add({from, to, n});
-  });
-  p.cut();
+  exec::plan p = shaped(transfer_path::batched, s, r.spare);
+  p.one_operation.from = with_ptr(r.src, nullptr);
+  p.one_operation.to = with_ptr(r.dst, nullptr);
+  p.one_operation.items.reserve(items.size() + r.bytes / piece);
+  for (const copy_item& it : items) {
+    lris::detail::append_pieces(p.one_operation.items, it, piece);
+    p.bytes += it.bytes;
+  }
   return p;
 }
 
@@ -148,7 +151,7 @@ exec::plan packed(const transfer_request& r, transfer_sizes sizes) {
   const transfer_sizes s = complete(r, sizes);
   if (!r.needs_staging) return batched(r, s);
   if (!r.one_operation_batches) return staged(r, s);
-  exec::plan p = shaped(transfer_path::packed, s, r.spare_steps);
+  exec::plan p = shaped(transfer_path::packed, s, r.spare);
   if (r.bytes == 0) return p;
   const std::size_t slot = exec::staging_chunk(r.bytes, s.workers, s.chunk_bytes, r.max_slot_bytes);
   std::vector<copy_item> pieces;

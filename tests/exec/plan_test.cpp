@@ -84,6 +84,33 @@ TEST_CASE("plan makers: each shape as chunks and steps, inspected without runnin
     CHECK(p.chunk(0).size() == 200);
     CHECK(p.bytes == 400000);
   }
+  SECTION("batched: pinned buffers to a device as one operation, 24 bytes a copy") {
+    std::vector<lris::copy_item> items{{a.data(), b.data(), 1000},
+                                       {a.data() + 4096, b.data() + 4096, 0},
+                                       {a.data() + 8192, b.data() + 8192, (2 << 20) + 5}};
+    auto r = ask(place::on_device(nullptr, 0), place::pinned(nullptr), 1000 + (2 << 20) + 5);
+    r.needs_staging = false;
+    r.items = items.size();
+    r.pairs = items;
+    const auto p = lris::plans::batched(r, d);
+    lris::exec::validate(p, 0);
+    CHECK(p.shape == lris::transfer_path::batched);
+    CHECK(p.steps.empty());
+    CHECK(p.chunks() == 1);
+    CHECK(p.uses_device());
+    CHECK(p.direction() == lris::copy_kind::host_to_device);
+    CHECK(p.bytes == r.bytes);
+    CHECK(p.one_operation.from.kind == place_kind::pinned);
+    CHECK(p.one_operation.to.kind == place_kind::device);
+    // The empty pair is dropped; the large one is cut into pieces of a MiB.
+    REQUIRE(p.one_operation.items.size() == 4);
+    CHECK(p.one_operation.items[1].src == a.data() + 8192);
+    CHECK(p.one_operation.items[2].bytes == (1 << 20));
+    CHECK(p.one_operation.items[3].bytes == 5);
+    CHECK(p.one_operation.items[3].dst == b.data() + 8192 + (2 << 20));
+    CHECK(lris::exec::describe(p).find("chunk 0 (one operation, 4 copies): pinned") !=
+          std::string::npos);
+  }
   SECTION("a batch without a batching backend is staged pair by pair") {
     std::vector<lris::copy_item> items{{a.data(), b.data(), 3 << 20}, {a.data() + (5 << 20), b.data() + (4 << 20), 100}};
     auto r = ask(place::on_device(nullptr, 0), place::host(nullptr), (3 << 20) + 100);
@@ -183,6 +210,34 @@ TEST_CASE("exec::validate names the chunk, the step and the fault", "[exec]") {
     REQUIRE_THROWS_MATCHES(lris::exec::validate(z), lris::invalid_argument,
                            what_contains("moves no bytes"));
   }
+  SECTION("a batched operation: pageable memory, a copy of nothing, steps beside it, another device") {
+    p.one_operation.from = place::host(nullptr);
+    p.one_operation.to = place::on_device(nullptr, 0);
+    p.add_copy({a.data(), b.data(), 16});
+    REQUIRE_THROWS_MATCHES(lris::exec::validate(p), lris::invalid_argument,
+                           what_contains("between pinned and device memory only"));
+    p.one_operation.from = place::pinned(nullptr);
+    lris::exec::validate(p, 0);
+    p.add_copy({a.data() + 16, b.data() + 16, 0});
+    REQUIRE_THROWS_MATCHES(lris::exec::validate(p), lris::invalid_argument,
+                           what_contains("copy 1 ("));
+    REQUIRE_THROWS_MATCHES(lris::exec::validate(p), lris::invalid_argument,
+                           what_contains("moves no bytes"));
+    p.one_operation.items.pop_back();
+    p.add_copy({nullptr, b.data() + 16, 8});
+    REQUIRE_THROWS_MATCHES(lris::exec::validate(p), lris::invalid_argument,
+                           what_contains("null address"));
+    p.one_operation.items.pop_back();
+    p.add({place::host(a.data()), place::host(b.data()), 10});
+    p.cut();
+    REQUIRE_THROWS_MATCHES(lris::exec::validate(p), lris::invalid_argument,
+                           what_contains("also has 1 steps"));
+    p.steps.clear();
+    p.ends.clear();
+    p.one_operation.to = place::on_device(nullptr, 2);
+    REQUIRE_THROWS_MATCHES(lris::exec::validate(p, 0), lris::unsupported,
+                           what_contains("goes to or from device 2, but it runs on device 0"));
+  }
   SECTION("the pipeline refuses a bad plan before anything runs") {
     p.add({place::host(a.data()), place::in_slot(0), 10});
     p.cut();
@@ -253,4 +308,28 @@ TEST_CASE("fan-out is a plan with several sinks; one executor drives one device"
   lris::pipeline<lris::auto_select, host_backend> pipe;
   REQUIRE_THROWS_MATCHES(pipe.run(std::move(p)), lris::unsupported,
                          what_contains("goes to or from device 1, but it runs on device 0"));
+}
+
+TEST_CASE("the executor runs a hand-made batched operation", "[exec]") {
+  // 300 copies of 1000 bytes, pinned -> "device" (the host backend's device memory is host
+  // memory, its batched copy a loop), as one operation.
+  constexpr std::size_t n = 300, each = 1000;
+  lris::buffer<lris::pinned_allocator<host_backend>> src(n * each);
+  const auto data = pattern(n * each, 11);
+  std::memcpy(src.data(), data.data(), data.size());
+  host_backend be;
+  auto* dev = static_cast<std::byte*>(be.allocate_device(n * 2 * each));
+  lris::exec::plan p;
+  p.shape = lris::transfer_path::batched;
+  p.one_operation.from = place::pinned(nullptr);
+  p.one_operation.to = place::on_device(nullptr, 0);
+  for (std::size_t i = 0; i < n; ++i) p.add_copy({src.data() + i * each, dev + 2 * i * each, each});
+  lris::pipeline<lris::auto_select, host_backend> pipe;
+  const auto st = pipe.run(std::move(p)).wait();
+  CHECK(st.bytes == n * each);
+  CHECK(st.path == lris::transfer_path::batched);
+  for (std::size_t i = 0; i < n; ++i) {
+    CHECK(std::memcmp(dev + 2 * i * each, data.data() + i * each, each) == 0);
+  }
+  be.deallocate_device(dev, n * 2 * each);
 }

@@ -23,6 +23,7 @@
 #include <lris/exec/detail/pacing.hpp>
 #include <lris/exec/detail/staging_ring.hpp>
 #include <lris/exec/detail/transfer_state.hpp>
+#include <lris/exec/detail/vector_cache.hpp>
 #include <lris/exec/plan.hpp>
 #include <lris/io/engine.hpp>
 #include <lris/memory/caching_pool.hpp>
@@ -114,27 +115,20 @@ class executor : public std::enable_shared_from_this<executor<Backend, Allocator
   /// waits on; a run that throws has started nothing.
   std::shared_ptr<transfer_state> run(plan p, transfer_stats stats);
 
-  /// @brief Storage for a plan's steps kept from an earlier plan (empty, with capacity), or a
-  /// new vector; give it to a plan maker (transfer_request::spare_steps).
-  std::vector<step> spare_steps() {
-    std::lock_guard lock(spare_mutex_);
-    if (spare_.empty()) return {};
-    std::vector<step> v = std::move(spare_.back());
-    spare_.pop_back();
-    return v;
+  /// @brief Storage kept from plans that have run (empty vectors with capacity), or new
+  /// vectors; give it to a plan maker (transfer_request::spare).
+  plan_storage spare() { return {spare_steps_.take(), spare_items_.take()}; }
+  /// @brief A kept vector of copy items (a batch's pairs, before its plan is made).
+  std::vector<copy_item> spare_items() { return spare_items_.take(); }
+  /// @brief Keeps the storage of a plan that has run (a few vectors of bounded size) for later
+  /// plans.
+  void recycle(plan_storage&& s) noexcept {
+    spare_steps_.keep(std::move(s.steps));
+    spare_items_.keep(std::move(s.items));
   }
-  /// @brief Keeps the storage of a plan that has run (a few, of bounded size) for later plans.
-  void recycle(std::vector<step>&& steps) noexcept {
-    constexpr std::size_t kept = 4, max_bytes = std::size_t{64} << 20;
-    if (steps.capacity() * sizeof(step) < (std::size_t{64} << 10) ||
-        steps.capacity() * sizeof(step) > max_bytes) {
-      return;  // small ones cost nothing to make; huge ones are not kept
-    }
-    try {
-      std::lock_guard lock(spare_mutex_);
-      if (spare_.size() < kept) spare_.push_back(std::move(steps));
-    } catch (...) {  // out of memory for the list: the storage is freed instead
-    }
+  void recycle(plan& p) noexcept {
+    spare_steps_.keep(std::move(p.steps));
+    spare_items_.keep(std::move(p.one_operation.items));
   }
 
   /// @brief The io engine for file transfers, made on first use.
@@ -225,8 +219,8 @@ class executor : public std::enable_shared_from_this<executor<Backend, Allocator
   std::size_t d2h_resource = pacing::none;
 
  private:
-  std::mutex spare_mutex_;
-  std::vector<std::vector<step>> spare_;
+  detail::vector_cache<step> spare_steps_;
+  detail::vector_cache<copy_item> spare_items_;
   std::mutex streams_mutex_;
   std::deque<typename Backend::stream> streams_;  // deque: references stay valid as it grows
   std::atomic<unsigned> next_{0};
@@ -249,7 +243,7 @@ std::shared_ptr<transfer_state> executor<Backend, Allocator>::run(plan p, transf
   st.path = p.shape;
   if (st.chunks == 0) st.chunks = std::max<std::size_t>(1, p.chunks());
   st.priority = p.prio;
-  if (p.steps.empty()) {
+  if (p.steps.empty() && p.one_operation.empty()) {
     state->finish();
     return state;
   }

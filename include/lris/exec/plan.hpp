@@ -19,6 +19,7 @@
 #include <vector>
 
 #include <lris/concepts/backend_policy.hpp>
+#include <lris/concepts/copy_item.hpp>
 #include <lris/element/dtype.hpp>
 #include <lris/exec/stats.hpp>
 #include <lris/io/file.hpp>
@@ -136,6 +137,18 @@ struct step {
   [[nodiscard]] bool delivers() const noexcept { return to.kind != place_kind::slot; }
 };
 
+/// @brief Many copies between pinned and device memory run as one operation on the device (a
+/// kernel that reads and writes both): a batch of many buffers, kept as 24 bytes a copy
+/// rather than a step of 56. `from` and `to` give the kind and device of every copy's ends
+/// (their addresses are unused); each copy is at most a MiB or so.
+struct batch {
+  place from;
+  place to;
+  std::vector<copy_item> items;
+
+  [[nodiscard]] bool empty() const noexcept { return items.empty(); }
+};
+
 /// @brief A transfer as data. Build it with add(), cut() and the fields; run it with an
 /// executor (or a pipeline's run()).
 struct plan {
@@ -157,9 +170,9 @@ struct plan {
   unsigned ring_depth = 0;
   /// Run every chunk on the calling thread (a host copy too small to hand to another).
   bool here = false;
-  /// With no slot: the device steps are one batched operation on the device (a kernel that
-  /// reads and writes pinned and device memory), each step at most a MiB or so.
-  bool one_operation = false;
+  /// A plan of one batched operation has no steps: its copies are here (add_copy()), and it
+  /// counts as one chunk.
+  batch one_operation;
   /// The slot <-> device steps of a chunk with several move as one DMA between the slot and
   /// device scratch plus one batched operation on the device (small pieces packed in a slot).
   bool fuse = false;
@@ -187,7 +200,14 @@ struct plan {
   void cut() {
     if (steps.size() > (ends.empty() ? 0 : ends.back())) ends.push_back(steps.size());
   }
-  [[nodiscard]] std::size_t chunks() const noexcept { return ends.size(); }
+  /// @brief Adds a copy to the plan's batched operation (one_operation).
+  void add_copy(const copy_item& c) {
+    one_operation.items.push_back(c);
+    bytes += c.bytes;
+  }
+  [[nodiscard]] std::size_t chunks() const noexcept {
+    return one_operation.empty() ? ends.size() : 1;
+  }
   [[nodiscard]] std::span<const step> chunk(std::size_t c) const noexcept {
     const std::size_t b = c == 0 ? 0 : ends[c - 1];
     return {steps.data() + b, ends[c] - b};
@@ -199,8 +219,17 @@ struct plan {
   [[nodiscard]] copy_kind direction() const noexcept;
 };
 
+/// @brief The vectors of plans that have run, kept for the next (their capacity; contents are
+/// dropped), so that a batch of many buffers writes no fresh pages: see
+/// transfer_request::spare and executor::recycle.
+struct plan_storage {
+  std::vector<step> steps;
+  std::vector<copy_item> items;
+};
+
 /// @brief Checks that `p` can run: every chunk cut, slots used only with slot_bytes and within
-/// them, files named exist, conversions only between a CPU-readable source or the slot and
+/// them, files named exist, a batched operation between pinned and device memory only and not
+/// beside steps, conversions only between a CPU-readable source or the slot and
 /// a device or host sink, hashes only of CPU-readable bytes, no step of zero bytes; and, with
 /// `device` >= 0, device memory only on that device (what one executor drives).
 /// @throws lris::invalid_argument naming the chunk, the step and what is wrong;

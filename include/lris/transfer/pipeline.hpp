@@ -236,6 +236,9 @@ class pipeline {
                   "backends; copy through host memory");
     LRIS_EXPECTS(dst.size() == src.size(),
                  "lris::copy_batch: {} destinations but {} sources", dst.size(), src.size());
+    // The pairs, checked as they are written, into storage that earlier batches wrote.
+    std::vector<copy_item> pairs = exec_->spare_items();
+    pairs.reserve(src.size());
     std::uint64_t total = 0;
     for (std::size_t i = 0; i < src.size(); ++i) {
       LRIS_EXPECTS(dst[i].size_bytes() == src[i].size_bytes(),
@@ -246,18 +249,20 @@ class pipeline {
                    static_cast<const void*>(dst[i].data()), static_cast<const void*>(src[i].data()));
       check_device<DstSpace>(dst[i].device(), "copy_batch", "destination");
       check_device<SrcSpace>(src[i].device(), "copy_batch", "source");
+      pairs.push_back({src[i].data(), dst[i].data(), src[i].size_bytes()});
       total += src[i].size_bytes();
     }
-    if (src.size() == 1) return copy(dst[0], src[0], opts);
-    std::vector<copy_item> items(src.size());
-    for (std::size_t i = 0; i < src.size(); ++i) {
-      items[i] = {src[i].data(), dst[i].data(), src[i].size_bytes()};
+    if (src.size() == 1) {
+      exec_->recycle(exec::plan_storage{{}, std::move(pairs)});
+      return copy(dst[0], src[0], opts);
     }
     transfer_request r = request<DstSpace, SrcSpace>(total, src.size(), opts);
-    r.pairs = items;
-    std::vector<exec::step> spare = exec_->spare_steps();
-    r.spare_steps = &spare;
+    r.pairs = pairs;
+    exec::plan_storage spare = exec_->spare();
+    r.spare = &spare;
     exec::plan pl = transfer_.plan(r);
+    exec_->recycle(std::move(spare));  // what the maker did not take
+    exec_->recycle(exec::plan_storage{{}, std::move(pairs)});
     // A batch of one operation, or of one per pair, reports its pairs as its chunks.
     const bool by_pair = pl.shape == transfer_path::batched || pl.shape == transfer_path::direct;
     return start<DstSpace, SrcSpace>(std::move(pl), opts, by_pair ? src.size() : 0);

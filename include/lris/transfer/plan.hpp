@@ -56,10 +56,10 @@ struct transfer_request {
   std::size_t max_slot_bytes = std::size_t{256} << 20;
   unsigned threads = 1;
   bool one_operation_batches = false;
-  /// Storage a plan maker may take for the plan's steps (its capacity; the contents are
+  /// Storage a plan maker may take for the plan's vectors (their capacity; the contents are
   /// dropped): the executor's, kept from earlier plans, so that a batch of many buffers
   /// touches no fresh pages. Null: none.
-  std::vector<exec::step>* spare_steps = nullptr;
+  exec::plan_storage* spare = nullptr;
 };
 
 /// @brief `policy` with the request's given sizes over it, and defaults for what is left:

@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cstddef>
+#include <cstring>
 #include <memory>
 #include <vector>
 
@@ -234,21 +235,27 @@ void start_device(const std::shared_ptr<Exec>& ex, const std::shared_ptr<transfe
                   plan p) {
   using Backend = typename Exec::backend_type;
   using Allocator = typename Exec::allocator_type;
-  if constexpr (batch_backend<Backend>) {
-    const auto converts = [](const step& s) { return s.convert; };
-    if (p.one_operation && std::none_of(p.steps.begin(), p.steps.end(), converts)) {
+  if (!p.one_operation.empty()) {
+    const batch& b = p.one_operation;
+    if constexpr (batch_backend<Backend>) {
       // The item array is read by whoever executes the batch (a GPU reads it over the link),
       // so it lives in the executor's pinned memory until the transfer is over.
-      auto items = std::make_shared<buffer<caching_pool<Allocator>, copy_item>>(p.steps.size(),
+      auto items = std::make_shared<buffer<caching_pool<Allocator>, copy_item>>(b.items.size(),
                                                                                 ex->item_pool);
-      copy_item* item = items->data();
-      for (const step& s : p.steps) *item++ = {s.from.ptr, s.to.ptr, s.bytes};
+      std::memcpy(items->data(), b.items.data(), b.items.size() * sizeof(copy_item));
       run_on_stream(*ex, *state, p, [&](typename Backend::stream& stream) {
         ex->backend.copy_batch_async(items->data(), items->size(), stream);
       }, items);
-      ex->recycle(std::move(p.steps));
-      return;
+    } else {  // a backend without batches: one copy each, on one stream
+      const copy_kind kind = step{b.from, b.to}.kind();
+      run_on_stream(*ex, *state, p, [&](typename Backend::stream& stream) {
+        for (const copy_item& c : b.items) {
+          ex->backend.copy_async(c.dst, c.src, c.bytes, kind, stream);
+        }
+      });
     }
+    ex->recycle(p);
+    return;
   }
   if (p.steps.size() == 1 && ex->broker && p.steps[0].kind() != copy_kind::device_to_device) {
     start_paced(ex, state, p);
@@ -257,7 +264,7 @@ void start_device(const std::shared_ptr<Exec>& ex, const std::shared_ptr<transfe
   run_on_stream(*ex, *state, p, [&](typename Backend::stream& stream) {
     for (const step& s : p.steps) enqueue_step(*ex, s, stream);
   });
-  ex->recycle(std::move(p.steps));  // queued: the steps are not needed any more
+  ex->recycle(p);  // queued: the steps are not needed any more
 }
 
 }  // namespace lris::exec::detail

@@ -297,7 +297,7 @@ struct plan_job : lris::detail::job_base {
       } catch (...) {  // out of memory for a description: leave it empty
       }
     }
-    ex->recycle(std::move(p.steps));
+    ex->recycle(p);
     // The executor let go before the waiter wakes: a pipeline destroyed after wait() returns
     // frees its pinned memory on that thread, not later on this one.
     ex.reset();
