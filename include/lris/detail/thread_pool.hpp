@@ -44,6 +44,11 @@ class thread_pool {
   [[nodiscard]] unsigned size() const noexcept { return static_cast<unsigned>(workers_.size()); }
   /// @brief At most this many threads run background tasks at once.
   [[nodiscard]] unsigned background_threads() const noexcept { return background_max_; }
+  /// @brief True when a task that could run now waits for a thread (a hint: it may change at
+  /// once).
+  [[nodiscard]] bool waiting() const noexcept {
+    return queued_.load(std::memory_order_relaxed) > 0;
+  }
   /// @brief True on one of this pool's threads.
   [[nodiscard]] bool on_worker_thread() const noexcept;
 

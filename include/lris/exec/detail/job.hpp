@@ -27,15 +27,23 @@ struct job_base {
   std::atomic<std::size_t> processed{0};  // chunks done or skipped
 };
 
-/// @brief One pool task per chunk: a task runs one chunk of its job, then queues itself again
-/// while chunks remain. Concurrent transfers thus take turns on the shared pool instead of the
-/// first one holding every thread until it is done. `Job::run_one()` claims and runs the next
-/// chunk and returns false when none was left.
+/// @brief A pool task that runs chunks of its job while chunks remain; after each it queues
+/// itself again where another task waits for a thread, so that concurrent transfers (and more
+/// urgent lanes) take turns on the shared pool instead of the first one holding every thread
+/// until it is done. Where nothing waits it goes on with the next chunk: queueing would wake a
+/// sleeping thread of the pool for nothing, and that thread's search for work takes a core
+/// from the copies. `Job::run_one()` claims and runs the next chunk and returns false when
+/// none was left.
 template <class Job>
 struct chunk_task {
   std::shared_ptr<Job> job;
   void operator()() const {
-    if (job->run_one()) job->pool->submit(*this, job->lane);
+    while (job->run_one()) {
+      if (job->pool->waiting()) {
+        job->pool->submit(*this, job->lane);
+        return;
+      }
+    }
   }
 };
 
