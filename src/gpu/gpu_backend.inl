@@ -290,6 +290,19 @@ void gpu_backend<R>::wait(stream& s, event& e) {
 }
 
 template <class R>
+void gpu_backend<R>::wait_flag(stream& s, const std::uint32_t* flag) {
+  LRIS_EXPECTS(flag != nullptr, "{}_backend::wait_flag: null flag", name);
+  gpu_rt::enter(device_, "wait_flag");
+  const auto e = gpu_rt::stream_wait_flag(gpu_rt::native(s), flag);
+  if (e == LRIS_GPU(ErrorNotSupported)) {
+    (void)LRIS_GPU(GetLastError)();
+    throw unsupported(fmt::format("{}_backend::wait_flag: device {} or its driver cannot make a "
+                                  "stream wait on memory", name, device_));
+  }
+  LRIS_GPU_TRY_ON(device_, e);
+}
+
+template <class R>
 void gpu_backend<R>::synchronize(stream& s) {
   gpu_rt::check(device_, "synchronize");
   LRIS_GPU_TRY_ON(device_, LRIS_GPU(StreamSynchronize)(gpu_rt::native(s)));

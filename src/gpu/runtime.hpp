@@ -7,6 +7,7 @@
 // hipName); the few that differ are named in lris::gpu_rt.
 
 #include <cstddef>
+#include <cstdint>
 #include <string>
 
 #if defined(LRIS_GPU_CUDA) == defined(LRIS_GPU_HIP)
@@ -19,6 +20,7 @@
 #define LRIS_GPU_STR__(x) #x
 
 #if defined(LRIS_GPU_CUDA)
+#include <cuda.h>
 #include <cuda_runtime.h>
 
 #include <lris/cuda/cuda_try.hpp>
@@ -83,6 +85,32 @@ inline cudaMemoryType memory_type(const void* p) {
     return cudaMemoryTypeUnregistered;
   }
   return a.type;
+}
+/// Work queued on `s` afterwards waits until the word at `flag` (pinned host memory) is
+/// nonzero. The runtime has no call for it: the driver's cuStreamWaitValue32, looked up
+/// through the runtime (so nothing links libcuda). cudaErrorNotSupported where the driver
+/// lacks it.
+inline cudaError_t stream_wait_flag(cudaStream_t s, const std::uint32_t* flag) {
+  using wait_value_fn = CUresult (*)(CUstream, CUdeviceptr, cuuint32_t, unsigned int);
+  void* fn = nullptr;
+  cudaDriverEntryPointQueryResult found = cudaDriverEntryPointSuccess;
+#if CUDART_VERSION >= 12050
+  cudaError_t e = cudaGetDriverEntryPointByVersion("cuStreamWaitValue32", &fn, 12000,
+                                                   cudaEnableDefault, &found);
+#elif CUDART_VERSION >= 12000
+  cudaError_t e = cudaGetDriverEntryPoint("cuStreamWaitValue32", &fn, cudaEnableDefault, &found);
+#else
+  cudaError_t e = cudaGetDriverEntryPoint("cuStreamWaitValue32", &fn, cudaEnableDefault);
+#endif
+  if (e != cudaSuccess) return e;
+  if (found != cudaDriverEntryPointSuccess || fn == nullptr) return cudaErrorNotSupported;
+  void* device_flag = nullptr;
+  e = cudaHostGetDevicePointer(&device_flag, const_cast<std::uint32_t*>(flag), 0);
+  if (e != cudaSuccess) return e;
+  const CUresult r = reinterpret_cast<wait_value_fn>(fn)(
+      s, reinterpret_cast<CUdeviceptr>(device_flag), 1, CU_STREAM_WAIT_VALUE_GEQ);
+  if (r == CUDA_SUCCESS) return cudaSuccess;
+  return r == CUDA_ERROR_NOT_SUPPORTED ? cudaErrorNotSupported : cudaErrorUnknown;
 }
 }  // namespace lris::gpu_rt
 
@@ -172,6 +200,14 @@ inline int memory_type(const void* p) {
     return -1;
   }
   return a.memoryType;
+}
+/// Work queued on `s` afterwards waits until the word at `flag` (pinned host memory) is
+/// nonzero.
+inline hipError_t stream_wait_flag(hipStream_t s, const std::uint32_t* flag) {
+  void* device_flag = nullptr;
+  hipError_t e = hipHostGetDevicePointer(&device_flag, const_cast<std::uint32_t*>(flag), 0);
+  if (e != hipSuccess) return e;
+  return hipStreamWaitValue32(s, device_flag, 1, hipStreamWaitValueGte, 0xffffffffu);
 }
 }  // namespace lris::gpu_rt
 #endif

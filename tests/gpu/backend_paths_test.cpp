@@ -5,11 +5,13 @@
 
 #include <algorithm>
 #include <array>
+#include <chrono>
 #include <cstring>
 #include <memory>
 #include <filesystem>
 #include <string>
 #include <string_view>
+#include <thread>
 #include <vector>
 
 #include <lris/element/checksum.hpp>
@@ -29,6 +31,7 @@ namespace rt = lris::cuda;
 using backend = lris::cuda_backend;
 #endif
 
+#include "support/held_progress.hpp"
 #include "support/random_bytes.hpp"
 #include "support/what_contains.hpp"
 
@@ -228,4 +231,37 @@ TEST_CASE("gpu_backend: file -> device and device -> file through the pinned rin
   CHECK(std::equal(back.begin(), back.end(), data.begin() + 777));
   std::filesystem::remove(path);
   std::filesystem::remove(copy_path);
+}
+
+TEST_CASE("gpu_backend: then_on makes a stream wait for a chunked copy on the device",
+          "[gpu][completion]") {
+  // A staged copy held at its first chunk until released: then_on must return before the
+  // copy finishes (the stream waits on a flag in pinned memory, not the host), and a copy
+  // queued on the stream after it must still see every byte.
+  using namespace std::chrono_literals;
+  lris::pipeline<lris::staged, backend> p(lris::staged{.chunk_bytes = 1 << 20, .workers = 2},
+                                          backend(0));
+  const std::size_t n = std::size_t{8} << 20;
+  const auto src = random_bytes(n, 17);
+  device_buffer d(n);
+  pinned_buffer back(n);
+  std::memset(back.data(), 0, n);
+  backend be(0);
+  auto s = be.make_stream();
+  lris::test::held_progress hold;
+  lris::transfer_options o;
+  o.on_progress = hold.callback();
+  auto t = p.copy(d.span(), lris::as_host(src), o);
+  t.then_on(be, s);
+  CHECK(hold.held());  // then_on returned while the copy was held
+  CHECK_FALSE(t.poll());
+  be.copy_async(back.data(), d.data(), n, lris::copy_kind::device_to_host, s);
+  auto after = be.make_event();
+  be.record(after, s);
+  std::this_thread::sleep_for(20ms);
+  CHECK_FALSE(be.query(after));  // the stream waits while the copy is held
+  hold.release();
+  be.synchronize(s);
+  CHECK(std::memcmp(back.data(), src.data(), n) == 0);
+  CHECK(t.wait().bytes == n);
 }

@@ -6,14 +6,19 @@
 
 #include <catch2/catch.hpp>
 
+#include <atomic>
+#include <chrono>
 #include <cstddef>
+#include <cstdint>
 #include <cstring>
 #include <memory>
+#include <thread>
 #include <vector>
 
 #include <lris/concepts/backend_policy.hpp>
 #include <lris/concepts/batch_backend.hpp>
 #include <lris/concepts/convert_backend.hpp>
+#include <lris/concepts/flag_wait_backend.hpp>
 #include <lris/concepts/stream_ordered_backend.hpp>
 #include <lris/element/dtype_convert.hpp>
 #include <lris/error.hpp>
@@ -156,6 +161,29 @@ TEMPLATE_TEST_CASE("backend conformance: refinements do what they claim",
     std::size_t wrong = 0;
     for (std::size_t i = 0; i < count; ++i) wrong += h[i] != lris::float_to_bf16(f[i]);
     CHECK(wrong == 0);
+  }
+  if constexpr (lris::flag_wait_backend<TestType>) {
+    // The stream's copies wait for a flag the host raises later, after writing the source.
+    const std::size_t n = std::size_t{1} << 20;
+    pinned<TestType> in(be, n), out(be, n), flag(be, sizeof(std::uint32_t));
+    device<TestType> d(be, n);
+    std::memset(in.p, 0, n);
+    std::memset(out.p, 0, n);
+    auto* word = reinterpret_cast<std::uint32_t*>(flag.p);
+    std::atomic_ref<std::uint32_t>(*word).store(0);
+    auto passed = be.make_event();
+    be.wait_flag(s, word);
+    be.record(passed, s);
+    be.copy_async(d.p, in.p, n, lris::copy_kind::host_to_device, s);
+    be.copy_async(out.p, d.p, n, lris::copy_kind::device_to_host, s);
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    CHECK_FALSE(be.query(passed));  // still waiting
+    stamp(in.p, n, 13);
+    std::atomic_ref<std::uint32_t>(*word).store(1, std::memory_order_release);
+    std::atomic_ref<std::uint32_t>(*word).notify_all();
+    be.synchronize(s);
+    CHECK(stamped(out.p, n, 13));
+    CHECK(be.query(passed));
   }
   if constexpr (lris::stream_ordered_backend<TestType>) {
     // Allocated, used and freed in stream order; freeing queues behind the copies.

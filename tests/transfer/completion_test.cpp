@@ -6,10 +6,13 @@
 #include <atomic>
 #include <chrono>
 #include <cstring>
+#include <stdexcept>
 #include <thread>
 #include <vector>
 
 #include <lris/lris.hpp>
+
+#include "support/held_progress.hpp"
 
 using namespace std::chrono_literals;
 using lris::host_backend;
@@ -136,14 +139,35 @@ TEST_CASE("then_on makes a stream wait for a transfer", "[transfer][completion]"
     CHECK(std::all_of(back.data(), back.data() + n, [](std::byte b) { return b == std::byte{0x3c}; }));
     CHECK(t.wait().bytes == n);
   }
-  SECTION("a chunked transfer: waited for on the host first") {
+  SECTION("a chunked transfer: the stream waits on a flag; then_on does not wait") {
+    // The transfer is held at its first chunk until released: then_on must return before it
+    // finishes, and the stream's copy must still see every byte.
     lris::pipeline<lris::staged, host_backend> p(lris::staged{.chunk_bytes = 1 << 20, .workers = 2});
     std::vector<std::byte> pageable(n, std::byte{0x4d});
-    auto t = p.copy(d.span(), lris::as_host(pageable));
+    lris::test::held_progress hold;
+    lris::transfer_options o;
+    o.on_progress = hold.callback();
+    auto t = p.copy(d.span(), lris::as_host(pageable), o);
     t.then_on(be, s);
-    CHECK(t.poll());
+    CHECK(hold.held());  // then_on returned while the transfer was held
+    CHECK_FALSE(t.poll());
     be.copy_async(back.data(), d.data(), n, lris::copy_kind::device_to_host, s);
+    hold.release();
     be.synchronize(s);
     CHECK(std::all_of(back.data(), back.data() + n, [](std::byte b) { return b == std::byte{0x4d}; }));
+    CHECK(t.wait().bytes == n);
+  }
+  SECTION("a transfer that fails: the stream goes on; the handle says why") {
+    lris::pipeline<lris::staged, host_backend> p(lris::staged{.chunk_bytes = 1 << 20, .workers = 2});
+    std::vector<std::byte> pageable(n, std::byte{0x5e});
+    lris::transfer_options o;
+    o.on_progress = [](std::uint64_t done, std::uint64_t) -> bool {
+      if (done > 0) throw std::runtime_error("progress callback failed");
+      return true;
+    };
+    auto t = p.copy(d.span(), lris::as_host(pageable), o);
+    t.then_on(be, s);
+    be.synchronize(s);  // returns: the flag rose as the transfer ended
+    CHECK_THROWS_WITH(t.wait(), "progress callback failed");
   }
 }

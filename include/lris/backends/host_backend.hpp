@@ -21,6 +21,7 @@
 #include <lris/concepts/backend_policy.hpp>
 #include <lris/concepts/batch_backend.hpp>
 #include <lris/concepts/convert_backend.hpp>
+#include <lris/concepts/flag_wait_backend.hpp>
 #include <lris/concepts/stream_ordered_backend.hpp>
 #include <lris/backends/detail/serial_queue.hpp>
 #include <lris/detail/spin_wait.hpp>
@@ -221,6 +222,15 @@ class host_backend {
     }
     queue(s).submit([st = e.state_, target] { st->wait_for(target); });
   }
+  /// @brief Work queued on `s` after this call waits until the word at `flag` is nonzero
+  /// (set with an atomic store; a notify wakes the stream at once, else it polls).
+  void wait_flag(stream& s, const std::uint32_t* flag) {
+    LRIS_EXPECTS(flag != nullptr, "host_backend::wait_flag: null flag");
+    queue(s).submit([flag] {
+      std::atomic_ref<std::uint32_t> word(*const_cast<std::uint32_t*>(flag));
+      while (word.load(std::memory_order_acquire) == 0) word.wait(0, std::memory_order_acquire);
+    });
+  }
   void synchronize(stream& s) { queue(s).drain(); }
   void synchronize(event& e) {
     std::uint64_t target;
@@ -264,5 +274,6 @@ static_assert(backend_policy<host_backend>);
 static_assert(batch_backend<host_backend>);
 static_assert(convert_backend<host_backend>);
 static_assert(stream_ordered_backend<host_backend>);
+static_assert(flag_wait_backend<host_backend>);
 
 }  // namespace lris

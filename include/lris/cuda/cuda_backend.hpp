@@ -16,5 +16,6 @@ static_assert(convert_backend<cuda_backend>);
 static_assert(peer_backend<cuda_backend>);
 static_assert(pci_backend<cuda_backend>);
 static_assert(stream_ordered_backend<cuda_backend>);
+static_assert(flag_wait_backend<cuda_backend>);
 
 }  // namespace lris

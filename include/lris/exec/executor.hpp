@@ -5,6 +5,8 @@
 #include <algorithm>
 #include <atomic>
 #include <cstddef>
+#include <cstdint>
+#include <exception>
 #include <deque>
 #include <functional>
 #include <memory>
@@ -16,6 +18,7 @@
 
 #include <lris/concepts/allocator_policy.hpp>
 #include <lris/concepts/backend_policy.hpp>
+#include <lris/concepts/flag_wait_backend.hpp>
 #include <lris/concepts/pci_backend.hpp>
 #include <lris/error.hpp>
 #include <lris/exec/context.hpp>
@@ -26,6 +29,7 @@
 #include <lris/exec/detail/vector_cache.hpp>
 #include <lris/exec/plan.hpp>
 #include <lris/io/engine.hpp>
+#include <lris/memory/buffer.hpp>
 #include <lris/memory/caching_pool.hpp>
 #include <lris/sched/bandwidth_broker.hpp>
 
@@ -190,6 +194,55 @@ class executor : public std::enable_shared_from_this<executor<Backend, Allocator
       return true;
     };
   }
+  /// @brief For a transfer that does not end with one device event (one in chunks, still being
+  /// queued): makes a caller's stream wait for it with no host wait, on a flag in pinned
+  /// memory that the transfer raises when it finishes, however it ends (then_on's contract:
+  /// the stream goes on either way; the handle tells how it ended). False where the backend or
+  /// device is another, or the device cannot wait on memory: then_on then waits on the host.
+  std::function<bool(const std::type_info&, int, void*)> flag_gate(
+      const std::shared_ptr<transfer_state>& state) {
+    return [weak_ex = this->weak_from_this(), weak = std::weak_ptr(state)](
+               const std::type_info& type, int device, void* stream) {
+      if constexpr (flag_wait_backend<Backend>) {
+        auto self = weak_ex.lock();
+        auto st = weak.lock();
+        if (!self || !st || type != typeid(Backend) || device != self->backend.device()) {
+          return false;
+        }
+        auto& s = *static_cast<typename Backend::stream*>(stream);
+        auto flag = std::make_shared<buffer<caching_pool<Allocator>, std::uint32_t>>(1, self->item_pool);
+        std::atomic_ref<std::uint32_t>(*flag->data()).store(0, std::memory_order_release);
+        // Raised when the transfer finishes (now, if it has), before the stream can wait on it.
+        st->add_callback([flag](std::exception_ptr) {
+          std::atomic_ref<std::uint32_t> word(*flag->data());
+          word.store(1, std::memory_order_release);
+          word.notify_all();
+        }, st);
+        try {
+          self->backend.wait_flag(s, flag->data());
+        } catch (const unsupported&) {
+          return false;
+        }
+        try {
+          // The flag stays until the stream has passed the wait.
+          auto passed = self->events->take();
+          self->backend.record(*passed, s);
+          self->ctx->when_ready([be = self->backend, passed]() mutable { return be.query(*passed); },
+                                [flag, passed] {});
+        } catch (...) {
+          try {
+            self->backend.synchronize(s);  // past the wait (the flag rises as the transfer ends)
+          } catch (...) {
+          }
+          throw;
+        }
+        return true;
+      } else {
+        (void)type, (void)device, (void)stream;
+        return false;
+      }
+    };
+  }
   /// @brief A stream for a single-operation transfer, round robin over `count`.
   typename Backend::stream& next_stream(unsigned count) {
     return stream(next_.fetch_add(1, std::memory_order_relaxed) % std::max(1u, count));
@@ -252,6 +305,10 @@ std::shared_ptr<transfer_state> executor<Backend, Allocator>::run(plan p, transf
     detail::start_device(self, state, std::move(p));
   } else {
     detail::start_plan_job(self, state, std::move(p));
+  }
+  // Not ended by one device event, nor done already: a caller's stream waits on a flag.
+  if (!state->stream_wait && !state->finished_flag.load(std::memory_order_acquire)) {
+    state->stream_wait = flag_gate(state);
   }
   return state;
 }

@@ -5,6 +5,7 @@
 /// defines it for its runtime. This header includes no runtime header.
 
 #include <cstddef>
+#include <cstdint>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -13,6 +14,7 @@
 #include <lris/concepts/batch_backend.hpp>
 #include <lris/concepts/convert_backend.hpp>
 #include <lris/concepts/copy_item.hpp>
+#include <lris/concepts/flag_wait_backend.hpp>
 #include <lris/concepts/pci_backend.hpp>
 #include <lris/concepts/peer_backend.hpp>
 #include <lris/concepts/stream_ordered_backend.hpp>
@@ -140,6 +142,11 @@ class gpu_backend {
                      stream& s);
   void record(event& e, stream& s);
   void wait(stream& s, event& e);
+  /// @brief Work queued on `s` after this call waits until the word at `flag` (pinned memory of
+  /// this backend) is nonzero: a wait on memory by the device (cuStreamWaitValue32,
+  /// hipStreamWaitValue32), no host thread involved.
+  /// @throws lris::unsupported where the driver cannot.
+  void wait_flag(stream& s, const std::uint32_t* flag);
   void synchronize(stream& s);
   void synchronize(event& e);
   [[nodiscard]] bool query(event& e);

@@ -16,5 +16,6 @@ static_assert(convert_backend<hip_backend>);
 static_assert(peer_backend<hip_backend>);
 static_assert(pci_backend<hip_backend>);
 static_assert(stream_ordered_backend<hip_backend>);
+static_assert(flag_wait_backend<hip_backend>);
 
 }  // namespace lris

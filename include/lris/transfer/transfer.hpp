@@ -69,10 +69,14 @@ class [[nodiscard]] transfer {
     checked().add_callback(std::move(fn), state_);
   }
   /// @brief Makes work queued on `s` (a stream of `backend`) from now on wait for this
-  /// transfer. A transfer that ends with one operation on the pipeline's device (a direct or
-  /// batched copy) is waited for by the device, with no host wait: `s` may be queued on at once.
-  /// Any other transfer (chunked, or of another backend or device) is waited for here first.
-  /// Throws what wait() throws, in both cases when the transfer is already known to have failed.
+  /// transfer, with no host wait where the device can: a transfer that ends with one operation
+  /// on the pipeline's device (a direct or batched copy) by its event; one in chunks, whose
+  /// device work is still being queued, by a flag in pinned memory that the stream waits on
+  /// and the transfer raises when it finishes (flag_wait_backend: cuStreamWaitValue32 on
+  /// CUDA). `s` may then be queued on at once, and it goes on however the transfer ends: ask
+  /// wait() or on_complete() how it did. A transfer of another backend or device (or of a
+  /// when_all, or on a device that cannot wait on memory) is waited for here first, and then
+  /// this throws what wait() throws.
   template <class Backend>
   void then_on(Backend& backend, typename Backend::stream& s) {
     auto& st = checked();
