@@ -82,6 +82,54 @@ TEST_CASE("pipelines run on their context's threads and broker", "[exec][context
         lris::default_context().get());
 }
 
+TEST_CASE("the context keeps the staging its pipelines share: one ring per setting",
+          "[exec][context]") {
+  using pipe = lris::pipeline<lris::auto_select, lris::host_backend>;
+  using staging = lris::exec::staging<lris::host_backend, lris::pinned_allocator<lris::host_backend>>;
+  auto ctx = lris::context::make({.threads = 2});
+  lris::pipeline_config config{.context = ctx};
+  std::weak_ptr<staging> kept;
+  {
+    pipe a({}, lris::host_backend{0}, {}, config), b({}, lris::host_backend{0}, {}, config);
+    // One ring and one io engine; streams of their own, so that neither queues behind the other.
+    CHECK(a.executor()->staged == b.executor()->staged);
+    CHECK(&a.io() == &b.io());
+    CHECK(a.executor() != b.executor());
+    CHECK(a.reserve_staging(1 << 20, 2) == 2);
+    kept = a.executor()->staged;
+    auto other = config;
+    other.max_staging_bytes = 64 << 20;
+    pipe c({}, lris::host_backend{0}, {}, other);
+    CHECK(c.executor()->staged != a.executor()->staged);
+    CHECK(c.max_slot_bytes() == (64 << 20));
+    pipe d({}, lris::host_backend{0}, {},
+           lris::pipeline_config{.context = lris::context::make({.threads = 1})});
+    CHECK(d.executor()->staged != a.executor()->staged);
+    // An io make_queue hook (fault injection) is never shared.
+    auto hooked = config;
+    hooked.io.make_queue = [](unsigned) { return std::unique_ptr<lris::io::io_queue>(); };
+    pipe e({}, lris::host_backend{0}, {}, hooked), f({}, lris::host_backend{0}, {}, hooked);
+    CHECK(e.executor()->staged != f.executor()->staged);
+  }
+  // Every pipeline is gone; the context keeps the staging, and a new pipeline gets it with its
+  // slots pinned already.
+  REQUIRE_FALSE(kept.expired());
+  pipe again({}, lris::host_backend{0}, {}, config);
+  CHECK(again.executor()->staged == kept.lock());
+  std::vector<std::byte> src(4 << 20, std::byte{9}), dst(src.size());
+  lris::buffer<lris::device_allocator<lris::host_backend>, std::byte> dev(src.size());
+  again.copy(dev.span(), lris::as_host(src)).wait();
+  again.copy(lris::as_host(dst), dev.span()).wait();
+  CHECK(std::memcmp(dst.data(), src.data(), src.size()) == 0);
+  // The context lets go of it when it is destroyed.
+  ctx.reset();
+  config.context.reset();
+  {
+    pipe last = std::move(again);
+  }
+  CHECK(kept.expired());
+}
+
 TEST_CASE("a context dropped with transfers in flight lets them finish", "[exec][context]") {
   std::vector<std::byte> src(32 << 20, std::byte{3}), dst(src.size());
   lris::transfer t;

@@ -4,8 +4,9 @@
 ///
 /// A context owns the threads that move bytes (compute lanes by priority, blocking io apart),
 /// the bandwidth broker whose tokens every chunk takes, the calibrated profiles, the driver's
-/// link counters (NVML, loaded on first use) and a registry of objects made once per context
-/// (the default pipelines of lris::copy). Pipelines hang off a context; nothing else in LRIS is
+/// link counters (NVML, loaded on first use) and a registry of objects made once per context:
+/// the pinned staging rings and io engines that its pipelines share (exec::staging_of) and the
+/// default pipelines of lris::copy. Pipelines hang off a context; nothing else in LRIS is
 /// process-wide, apart from facts that are process-wide by nature (which host memory is
 /// registered, a GPU context lost to a sticky error).
 ///
@@ -88,7 +89,8 @@ class context {
 
   /// @brief The object of type T this context keeps under `key`, made by `make()` (returning a
   /// std::unique_ptr<T>) on first use. It lives until the context is destroyed. An object
-  /// that must refer back to the context gets a non-owning pointer to it (this()).
+  /// that must refer back to the context gets a non-owning pointer to it (unowned()). `make`
+  /// may itself ask for other objects of the registry.
   template <class T, class Make>
   [[nodiscard]] T& cached(int key, Make&& make) {
     check_process();
@@ -138,7 +140,9 @@ class context {
   std::vector<std::pair<std::function<bool()>, std::function<void()>>> watched_;
   bool watch_stop_ = false;
   std::thread poller_;
-  std::mutex registry_mutex_;
+  // Recursive: an object made for the registry may ask for others (a default pipeline for its
+  // staging).
+  std::recursive_mutex registry_mutex_;
   std::map<std::pair<std::type_index, int>, std::shared_ptr<void>> registry_;
 };
 

@@ -28,6 +28,7 @@
 #include <lris/exec/detail/transfer_state.hpp>
 #include <lris/exec/detail/vector_cache.hpp>
 #include <lris/exec/plan.hpp>
+#include <lris/exec/staging.hpp>
 #include <lris/io/engine.hpp>
 #include <lris/memory/buffer.hpp>
 #include <lris/memory/caching_pool.hpp>
@@ -42,8 +43,9 @@ using lris::detail::staging_slot;
 using lris::detail::transfer_state;
 
 /// @brief Runs plans (exec/plan.hpp) on one device of a backend. It owns what its transfers
-/// share: the backend, its streams and events, the pinned staging ring, the io engine; and
-/// uses the context's threads, broker and profiles. Every transfer of a pipeline and every
+/// share: the backend, its streams and events; it stages through a pinned ring and io engine
+/// that its context keeps (exec/staging.hpp); and uses the context's threads, broker and
+/// profiles. Every transfer of a pipeline and every
 /// checkpoint load runs here; transfers in flight keep it alive.
 ///
 /// Three ways to run a plan, chosen by its data, not by a name:
@@ -59,18 +61,17 @@ class executor : public std::enable_shared_from_this<executor<Backend, Allocator
   using backend_type = Backend;
   using allocator_type = Allocator;
 
-  executor(Backend b, Allocator a, std::size_t max_staging_bytes,
-                io::io_options io_options, std::shared_ptr<context> context,
-                std::shared_ptr<sched::bandwidth_broker> sch)
-      : io_options_(std::move(io_options)),
-        ctx(std::move(context)),
+  /// @brief An executor on `context`'s threads, staging through `shared` (which other
+  /// executors may share: staging_of), taking tokens at `sch` (null: none).
+  executor(Backend b, Allocator a, std::shared_ptr<staging<Backend, Allocator>> shared,
+           std::shared_ptr<context> context, std::shared_ptr<sched::bandwidth_broker> sch)
+      : ctx(std::move(context)),
         backend(std::move(b)),
         events(std::make_shared<event_pool<Backend>>(backend)),
-        item_pool(a, caching_pool_options{.max_cached_bytes = std::size_t{64} << 20}),
-        ring(backend, std::move(a), max_staging_bytes),
+        item_pool(std::move(a), caching_pool_options{.max_cached_bytes = std::size_t{64} << 20}),
+        staged(std::move(shared)),
+        ring(staged->ring),
         broker(std::move(sch)) {
-    // The ring dies before the engine (declared earlier), so the engine outlives every slot.
-    ring.on_unregister([this](std::uint64_t id) noexcept { io_->unregister_memory(id); });
     key = fmt::format("{}:{}", Backend::name, backend.device());
     if (broker) {
       host_resource = broker->resource(sched::host_resource());
@@ -135,20 +136,10 @@ class executor : public std::enable_shared_from_this<executor<Backend, Allocator
     spare_items_.keep(std::move(p.one_operation.items));
   }
 
-  /// @brief The io engine for file transfers, made on first use.
-  io::io_engine& io() {
-    std::call_once(io_once_, [this] {
-      io_ = std::make_unique<io::io_engine>(io_options_,
-                                            std::shared_ptr<lris::detail::thread_pool>(ctx, &ctx->io()));
-    });
-    return *io_;
-  }
-  /// @brief Registers a staging slot with the io engine once, so that file io into and out of
-  /// it goes as io_uring fixed buffers. The slot's owner calls it; the ring unregisters the
-  /// slot before freeing it.
-  void register_for_io(staging_slot<Backend>& slot) {
-    if (slot.io_registration == 0) slot.io_registration = io().register_memory({slot.data, slot.bytes});
-  }
+  /// @brief The io engine for file transfers (the staging's), made on first use.
+  io::io_engine& io() { return staged->io(); }
+  /// @brief Registers a staging slot with the io engine once (staging::register_for_io).
+  void register_for_io(staging_slot<Backend>& slot) { staged->register_for_io(slot); }
   /// @brief The profile of this pipeline's backend and device, from its context: asked once
   /// (the context keeps it), then read here without a lock on every plan.
   [[nodiscard]] const transfer_profile& profile() const {
@@ -248,23 +239,16 @@ class executor : public std::enable_shared_from_this<executor<Backend, Allocator
     return stream(next_.fetch_add(1, std::memory_order_relaxed) % std::max(1u, count));
   }
 
- private:
-  io::io_options io_options_;
-
- public:
-  std::shared_ptr<context> ctx;  // before the io engine, which runs on its threads
-
- private:
-  std::once_flag io_once_;
-  std::unique_ptr<io::io_engine> io_;
-
- public:
+  std::shared_ptr<context> ctx;
   Backend backend;
   std::shared_ptr<event_pool<Backend>> events;
   // Item arrays of batched transfers: pinned, since a device may read them; pooled, since a
   // pinned allocation costs far more than the copies of a small batch.
   caching_pool<Allocator> item_pool;
-  staging_ring<Backend, Allocator> ring;
+  // The pinned staging ring and the io engine, which the context may share with other
+  // pipelines' executors.
+  std::shared_ptr<staging<Backend, Allocator>> staged;
+  staging_ring<Backend, Allocator>& ring;
   std::string key;  // "<backend>:<device>", the profile key
   std::shared_ptr<sched::bandwidth_broker> broker;  // null: transfers are not coordinated
   std::size_t host_resource = pacing::none;

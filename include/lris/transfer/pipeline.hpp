@@ -38,7 +38,11 @@ namespace lris {
 
 /// @brief Settings of a pipeline that outlive single transfers.
 struct pipeline_config {
-  /// Upper bound of pinned staging memory, shared by concurrent transfers.
+  /// Upper bound of pinned staging memory, shared by concurrent transfers. The context keeps
+  /// the staging ring (and the io engine of file transfers through it), and every pipeline of
+  /// the context with the same backend, device, staging allocator, bound and io settings
+  /// shares them (exec::staging_of): the bound is theirs together, and a pipeline made later
+  /// finds the ring's memory pinned already.
   std::size_t max_staging_bytes = std::size_t{256} << 20;
   /// How file transfers (read, write) do their io.
   io::io_options io = {};
@@ -80,14 +84,16 @@ class pipeline {
     auto tokens = !config.coordinated ? nullptr
                   : config.broker  ? std::move(config.broker)
                                       : ctx->broker();
+    auto staged = exec::staging_of(ctx, backend, alloc,
+                                   {config.max_staging_bytes, std::move(config.io)});
     exec_ = std::make_shared<exec::executor<Backend, Allocator>>(
-        std::move(backend), std::move(alloc), config.max_staging_bytes, std::move(config.io),
-        std::move(ctx), std::move(tokens));
+        std::move(backend), std::move(alloc), std::move(staged), std::move(ctx),
+        std::move(tokens));
   }
 
   [[nodiscard]] const Transfer& policy() const noexcept { return transfer_; }
   [[nodiscard]] const Backend& backend() const noexcept { return exec_->backend; }
-  /// @brief The io engine of this pipeline's file transfers, made on first use.
+  /// @brief The io engine of this pipeline's file transfers (its staging's), made on first use.
   [[nodiscard]] io::io_engine& io() { return exec_->io(); }
   /// @brief The broker its transfers take tokens from; null when they are not coordinated.
   [[nodiscard]] const std::shared_ptr<sched::bandwidth_broker>& broker() const noexcept {
@@ -97,8 +103,8 @@ class pipeline {
   [[nodiscard]] const context_ptr& context() const noexcept {
     return exec_->ctx;
   }
-  /// @brief The executor that runs its plans: it owns the backend, streams, staging ring and
-  /// io engine that the pipeline's transfers share.
+  /// @brief The executor that runs its plans: it owns the backend, streams and events that
+  /// the pipeline's transfers share, and stages through the context's ring (executor::staged).
   [[nodiscard]] const std::shared_ptr<exec::executor<Backend, Allocator>>& executor() const noexcept {
     return exec_;
   }
