@@ -93,7 +93,9 @@ inline cudaMemoryType memory_type(const void* p) {
 inline cudaError_t stream_wait_flag(cudaStream_t s, const std::uint32_t* flag) {
   using wait_value_fn = CUresult (*)(CUstream, CUdeviceptr, cuuint32_t, unsigned int);
   void* fn = nullptr;
+#if CUDART_VERSION >= 12000
   cudaDriverEntryPointQueryResult found = cudaDriverEntryPointSuccess;
+#endif
 #if CUDART_VERSION >= 12050
   cudaError_t e = cudaGetDriverEntryPointByVersion("cuStreamWaitValue32", &fn, 12000,
                                                    cudaEnableDefault, &found);
@@ -103,7 +105,10 @@ inline cudaError_t stream_wait_flag(cudaStream_t s, const std::uint32_t* flag) {
   cudaError_t e = cudaGetDriverEntryPoint("cuStreamWaitValue32", &fn, cudaEnableDefault);
 #endif
   if (e != cudaSuccess) return e;
-  if (found != cudaDriverEntryPointSuccess || fn == nullptr) return cudaErrorNotSupported;
+#if CUDART_VERSION >= 12000
+  if (found != cudaDriverEntryPointSuccess) return cudaErrorNotSupported;
+#endif
+  if (fn == nullptr) return cudaErrorNotSupported;
   void* device_flag = nullptr;
   e = cudaHostGetDevicePointer(&device_flag, const_cast<std::uint32_t*>(flag), 0);
   if (e != cudaSuccess) return e;
