@@ -8,7 +8,8 @@ namespace lris::exec {
 
 bool plan::uses_device() const noexcept {
   if (!one_operation.empty()) {
-    return one_operation.from.kind == place_kind::device || one_operation.to.kind == place_kind::device;
+    return one_operation.from.kind == place_kind::device ||
+           one_operation.to.kind == place_kind::device;
   }
   for (const step& s : steps) {
     if (s.dma()) return true;
@@ -18,9 +19,8 @@ bool plan::uses_device() const noexcept {
 
 copy_kind plan::direction() const noexcept {
   if (!one_operation.empty()) {
-    return step{one_operation.from, one_operation.to}.kind() == copy_kind::device_to_host
-               ? copy_kind::device_to_host
-               : copy_kind::host_to_device;
+    const copy_kind k = step{one_operation.from, one_operation.to}.kind();
+    return k == copy_kind::device_to_device ? copy_kind::host_to_host : k;  // as for steps
   }
   bool reads = false;
   for (const step& s : steps) {
@@ -44,12 +44,6 @@ std::string where(const place& p, std::size_t bytes) {
   }
 }
 
-// `like` at address `p`.
-place with_ptr(place like, const void* p) {
-  like.ptr = static_cast<std::byte*>(const_cast<void*>(p));
-  return like;
-}
-
 bool on_other_device(const place& at, int device) {
   return at.kind == place_kind::device && device >= 0 && at.device != device;
 }
@@ -64,13 +58,17 @@ bool on_other_device(const place& at, int device) {
 void validate_batch(const plan& p, int device) {
   const batch& b = p.one_operation;
   auto fail = [&](std::string_view what) {
-    throw invalid_argument(fmt::format("exec::plan: the batched operation ({} -> {}, {} copies): {}",
-                                       to_string(b.from.kind), to_string(b.to.kind),
+    throw invalid_argument(fmt::format("exec::plan: the batched operation ({} -> {}, {} copies): "
+                                       "{}", to_string(b.from.kind), to_string(b.to.kind),
                                        b.items.size(), what));
   };
-  if (!p.steps.empty()) fail(fmt::format("the plan also has {} steps: it is one or the other", p.steps.size()));
+  if (!p.steps.empty()) {
+    fail(fmt::format("the plan also has {} steps: it is one or the other", p.steps.size()));
+  }
   if (p.slot_bytes > 0) fail("it uses no slot, but the plan has slots");
-  const auto reachable = [](place_kind k) { return k == place_kind::pinned || k == place_kind::device; };
+  const auto reachable = [](place_kind k) {
+    return k == place_kind::pinned || k == place_kind::device;
+  };
   if (!reachable(b.from.kind) || !reachable(b.to.kind) ||
       (b.from.kind != place_kind::device && b.to.kind != place_kind::device)) {
     fail("it copies between pinned and device memory only, with a device at one end at least");
@@ -81,8 +79,9 @@ void validate_batch(const plan& p, int device) {
   for (std::size_t i = 0; i < b.items.size(); ++i) {
     const copy_item& c = b.items[i];
     if (c.bytes == 0 || c.src == nullptr || c.dst == nullptr) {
-      fail(fmt::format("copy {} ({} -> {}, {} bytes): {}", i, c.src, static_cast<const void*>(c.dst),
-                       c.bytes, c.bytes == 0 ? "moves no bytes" : "null address"));
+      fail(fmt::format("copy {} ({} -> {}, {} bytes): {}", i, c.src,
+                       static_cast<const void*>(c.dst), c.bytes,
+                       c.bytes == 0 ? "moves no bytes" : "null address"));
     }
   }
 }
@@ -149,8 +148,8 @@ std::string describe(const plan& p) {
     out += fmt::format("chunk 0 (one operation, {} copies):", b.items.size());
     const char* sep = " ";
     for (const copy_item& c : b.items) {
-      out += fmt::format("{}{} -> {}, {} bytes", sep, where(with_ptr(b.from, c.src), c.bytes),
-                         where(with_ptr(b.to, c.dst), c.bytes), c.bytes);
+      out += fmt::format("{}{} -> {}, {} bytes", sep, where(b.from.at_address(c.src), c.bytes),
+                         where(b.to.at_address(c.dst), c.bytes), c.bytes);
       sep = "; ";
     }
     return out + '\n';

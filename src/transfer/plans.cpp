@@ -20,11 +20,6 @@ exec::place at(exec::place p, std::uint64_t off) {
   return p;
 }
 
-exec::place with_ptr(exec::place like, const void* ptr) {
-  like.ptr = static_cast<std::byte*>(const_cast<void*>(ptr));
-  return like;
-}
-
 exec::plan shaped(transfer_path shape, const transfer_sizes& s,
                   exec::plan_storage* spare = nullptr) {
   exec::plan p;
@@ -58,7 +53,8 @@ void for_each_piece(const transfer_request& r, std::size_t piece, Each&& each) {
     const auto* from = static_cast<const std::byte*>(it.src);
     auto* to = static_cast<std::byte*>(it.dst);
     for (std::size_t off = 0; off < it.bytes; off += piece) {
-      each(with_ptr(r.src, from + off), with_ptr(r.dst, to + off), std::min(piece, it.bytes - off));
+      each(r.src.at_address(from + off), r.dst.at_address(to + off),
+           std::min(piece, it.bytes - off));
     }
   }
 }
@@ -73,7 +69,7 @@ exec::plan direct(const transfer_request& r, transfer_sizes sizes) {
   copy_item one;
   exec::plan p = shaped(transfer_path::direct, complete(r, sizes), r.spare);
   for (const copy_item& it : pairs_of(r, one)) {
-    if (it.bytes > 0) p.add({with_ptr(r.src, it.src), with_ptr(r.dst, it.dst), it.bytes});
+    if (it.bytes > 0) p.add({r.src.at_address(it.src), r.dst.at_address(it.dst), it.bytes});
   }
   p.cut();
   p.here = host_only(r);
@@ -123,7 +119,7 @@ exec::plan batched(const transfer_request& r, transfer_sizes sizes) {
     std::uint64_t in_chunk = 0;
     for (const copy_item& it : items) {
       if (it.bytes == 0) continue;
-      p.add({with_ptr(r.src, it.src), with_ptr(r.dst, it.dst), it.bytes});
+      p.add({r.src.at_address(it.src), r.dst.at_address(it.dst), it.bytes});
       in_chunk += it.bytes;
       if (in_chunk >= group) {
         p.cut();
@@ -136,8 +132,8 @@ exec::plan batched(const transfer_request& r, transfer_sizes sizes) {
   if (!r.one_operation_batches) return direct(r, s);
   constexpr std::size_t piece = std::size_t{1} << 20;
   exec::plan p = shaped(transfer_path::batched, s, r.spare);
-  p.one_operation.from = with_ptr(r.src, nullptr);
-  p.one_operation.to = with_ptr(r.dst, nullptr);
+  p.one_operation.from = r.src.at_address(nullptr);
+  p.one_operation.to = r.dst.at_address(nullptr);
   p.one_operation.items.reserve(items.size() + r.bytes / piece);
   for (const copy_item& it : items) {
     lris::detail::append_pieces(p.one_operation.items, it, piece);
@@ -170,9 +166,9 @@ exec::plan packed(const transfer_request& r, transfer_sizes sizes) {
         const copy_item& it = packing.pieces[k];
         const auto in_slot = exec::place::in_slot(packing.offset[k]);
         if (half == 0) {
-          p.add({with_ptr(r.src, it.src), in_slot, it.bytes});
+          p.add({r.src.at_address(it.src), in_slot, it.bytes});
         } else {
-          p.add({in_slot, with_ptr(r.dst, it.dst), it.bytes});
+          p.add({in_slot, r.dst.at_address(it.dst), it.bytes});
         }
       }
     }

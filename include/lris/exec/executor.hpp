@@ -70,7 +70,6 @@ class executor : public std::enable_shared_from_this<executor<Backend, Allocator
         events(std::make_shared<event_pool<Backend>>(backend)),
         item_pool(std::move(a), caching_pool_options{.max_cached_bytes = std::size_t{64} << 20}),
         staged(std::move(shared)),
-        ring(staged->ring),
         broker(std::move(sch)) {
     key = fmt::format("{}:{}", Backend::name, backend.device());
     if (broker) {
@@ -201,7 +200,8 @@ class executor : public std::enable_shared_from_this<executor<Backend, Allocator
           return false;
         }
         auto& s = *static_cast<typename Backend::stream*>(stream);
-        auto flag = std::make_shared<buffer<caching_pool<Allocator>, std::uint32_t>>(1, self->item_pool);
+        auto flag =
+            std::make_shared<buffer<caching_pool<Allocator>, std::uint32_t>>(1, self->item_pool);
         std::atomic_ref<std::uint32_t>(*flag->data()).store(0, std::memory_order_release);
         // Raised when the transfer finishes (now, if it has), before the stream can wait on it.
         st->add_callback([flag](std::exception_ptr) {
@@ -218,8 +218,9 @@ class executor : public std::enable_shared_from_this<executor<Backend, Allocator
           // The flag stays until the stream has passed the wait.
           auto passed = self->events->take();
           self->backend.record(*passed, s);
-          self->ctx->when_ready([be = self->backend, passed]() mutable { return be.query(*passed); },
-                                [flag, passed] {});
+          self->ctx->when_ready(
+              [be = self->backend, passed]() mutable { return be.query(*passed); },
+              [flag, passed] {});
         } catch (...) {
           try {
             self->backend.synchronize(s);  // past the wait (the flag rises as the transfer ends)
@@ -248,7 +249,6 @@ class executor : public std::enable_shared_from_this<executor<Backend, Allocator
   // The pinned staging ring and the io engine, which the context may share with other
   // pipelines' executors.
   std::shared_ptr<staging<Backend, Allocator>> staged;
-  staging_ring<Backend, Allocator>& ring;
   std::string key;  // "<backend>:<device>", the profile key
   std::shared_ptr<sched::bandwidth_broker> broker;  // null: transfers are not coordinated
   std::size_t host_resource = pacing::none;

@@ -83,6 +83,12 @@ struct place {
     at.kind = place_kind::slot;
     return at;
   }
+  /// @brief This place (its kind and device) at address `p`.
+  [[nodiscard]] place at_address(const void* p) const noexcept {
+    place at = *this;
+    at.ptr = static_cast<std::byte*>(const_cast<void*>(p));
+    return at;
+  }
   /// @brief It is memory at an address (host, pinned or device), not a file or the slot.
   [[nodiscard]] bool memory() const noexcept {
     return kind == place_kind::host || kind == place_kind::pinned || kind == place_kind::device;

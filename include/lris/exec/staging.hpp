@@ -30,12 +30,7 @@ struct staging_settings {
   /// @brief The same settings. An io make_queue hook (fault injection) is the same as
   /// nothing, not even itself: such staging is never shared.
   [[nodiscard]] bool same_as(const staging_settings& o) const noexcept {
-    const io::io_options &a = io, &b = o.io;
-    return max_bytes == o.max_bytes && !a.make_queue && !b.make_queue && a.backend == b.backend &&
-           a.direct == b.direct && a.queue_depth == b.queue_depth && a.queues == b.queues &&
-           a.resident_queues == b.resident_queues && a.block_bytes == b.block_bytes &&
-           a.max_retries == b.max_retries && a.backoff_initial == b.backoff_initial &&
-           a.backoff_max == b.backoff_max;
+    return max_bytes == o.max_bytes && io.same_as(o.io);
   }
 };
 

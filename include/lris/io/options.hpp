@@ -46,6 +46,15 @@ struct io_options {
   /// For tests and fault injection: makes the queue instead of the engine (io_uring or pread
   /// per `backend` when empty). Called with the queue depth.
   std::function<std::unique_ptr<io_queue>(unsigned depth)> make_queue;
+
+  /// @brief The same settings. A make_queue hook is the same as nothing, not even itself.
+  [[nodiscard]] bool same_as(const io_options& o) const noexcept {
+    return !make_queue && !o.make_queue && backend == o.backend && direct == o.direct &&
+           queue_depth == o.queue_depth && queues == o.queues &&
+           resident_queues == o.resident_queues && block_bytes == o.block_bytes &&
+           max_retries == o.max_retries && backoff_initial == o.backoff_initial &&
+           backoff_max == o.backoff_max;
+  }
 };
 
 /// @brief Settings of one read or write that differ from the engine's io_options; what is

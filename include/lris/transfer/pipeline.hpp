@@ -109,7 +109,7 @@ class pipeline {
     return exec_;
   }
   /// @brief The most bytes one staging slot may hold (pipeline_config::max_staging_bytes).
-  [[nodiscard]] std::size_t max_slot_bytes() const noexcept { return exec_->ring.max_bytes(); }
+  [[nodiscard]] std::size_t max_slot_bytes() const noexcept { return exec_->staged->ring.max_bytes(); }
 
   /// @brief Starts running `p`, a plan made by the caller (e.g. a checkpoint loader).
   /// @throws lris::invalid_argument when the plan cannot run (exec::validate says why).
@@ -123,9 +123,9 @@ class pipeline {
   /// with that chunk size does not pay for page-locking (which can cost more than the copy).
   /// Returns how many slots the ring holds for that size (fewer when its bound is reached).
   std::size_t reserve_staging(std::size_t chunk_bytes, unsigned slots) {
-    auto got = exec_->ring.acquire(std::max(1u, slots), chunk_bytes);
+    auto got = exec_->staged->ring.acquire(std::max(1u, slots), chunk_bytes);
     const std::size_t n = got.size();
-    exec_->ring.release(got);
+    exec_->staged->ring.release(got);
     return n;
   }
 
@@ -141,7 +141,7 @@ class pipeline {
             .src = plans::place_of<Src>(nullptr, exec_->backend.device()),
             .pairs = {},
             .given = {opts.chunk_bytes, opts.workers, opts.streams, opts.ring_depth},
-            .max_slot_bytes = exec_->ring.max_bytes(),
+            .max_slot_bytes = exec_->staged->ring.max_bytes(),
             .threads = static_cast<unsigned>(exec_->ctx->compute().size()),
             .one_operation_batches = batch_backend<Backend>};
   }
@@ -328,10 +328,10 @@ class pipeline {
         const exec::file_range range{&f, offset, bytes};
         const auto choice = exec::file_io_for(
             io, {&range, 1}, opts.io, reading, "the range",
-            exec::staging_chunk(bytes, p.workers, p.chunk_bytes, exec_->ring.max_bytes()),
+            exec::staging_chunk(bytes, p.workers, p.chunk_bytes, exec_->staged->ring.max_bytes()),
             p.workers, opts.chunk_bytes != 0 || opts.workers != 0);
         pl = plans::file_device(p, f, offset, at, bytes, reading, choice, opts.io,
-                                exec_->ring.max_bytes());
+                                exec_->staged->ring.max_bytes());
       }
     }
     return launch(std::move(pl), &opts, on_device ? kind : copy_kind::host_to_host, on_device);

@@ -284,7 +284,7 @@ struct plan_job : lris::detail::job_base {
         state->fail(std::current_exception());
       }
     }
-    if (!slots.empty()) ex->ring.release(slots);
+    if (!slots.empty()) ex->staged->ring.release(slots);
     pace.report(state->stats);
     if (did_io) {
       auto& st = state->stats;
@@ -322,7 +322,7 @@ void start_plan_job(const std::shared_ptr<Exec>& ex, const std::shared_ptr<trans
   auto& st = state->stats;
   std::size_t workers = std::max(1u, p.workers);
   if (p.slot_bytes > 0) {
-    job->slots = ex->ring.acquire(
+    job->slots = ex->staged->ring.acquire(
         std::min<std::size_t>(std::max(1u, p.ring_depth), job->chunks), p.slot_bytes);
     workers = std::min(workers, job->slots.size());
     st.ring_slots = static_cast<unsigned>(job->slots.size());
