@@ -3,13 +3,14 @@
 #include <fmt/format.h>
 
 #include <lris/error.hpp>
+#include <lris/exec/detail/packing.hpp>
 
 namespace lris::exec {
 
 bool plan::uses_device() const noexcept {
-  if (!one_operation.empty()) {
-    return one_operation.from.kind == place_kind::device ||
-           one_operation.to.kind == place_kind::device;
+  if (!copies.empty()) {
+    return copies.from.kind == place_kind::device ||
+           copies.to.kind == place_kind::device;
   }
   for (const step& s : steps) {
     if (s.dma()) return true;
@@ -18,8 +19,8 @@ bool plan::uses_device() const noexcept {
 }
 
 copy_kind plan::direction() const noexcept {
-  if (!one_operation.empty()) {
-    const copy_kind k = step{one_operation.from, one_operation.to}.kind();
+  if (!copies.empty()) {
+    const copy_kind k = step{copies.from, copies.to}.kind();
     return k == copy_kind::device_to_device ? copy_kind::host_to_host : k;  // as for steps
   }
   bool reads = false;
@@ -56,40 +57,70 @@ bool on_other_device(const place& at, int device) {
 }
 
 void validate_batch(const plan& p, int device) {
-  const batch& b = p.one_operation;
+  const batch& b = p.copies;
   auto fail = [&](std::string_view what) {
-    throw invalid_argument(fmt::format("exec::plan: the batched operation ({} -> {}, {} copies): "
-                                       "{}", to_string(b.from.kind), to_string(b.to.kind),
-                                       b.items.size(), what));
+    throw invalid_argument(fmt::format("exec::plan: the batch ({} -> {}, {} copies{}): {}",
+                                       to_string(b.from.kind), to_string(b.to.kind),
+                                       b.items.size(), b.packed() ? ", packed" : "", what));
   };
   if (!p.steps.empty()) {
     fail(fmt::format("the plan also has {} steps: it is one or the other", p.steps.size()));
   }
-  if (p.slot_bytes > 0) fail("it uses no slot, but the plan has slots");
+  const auto host = [](place_kind k) { return k == place_kind::host || k == place_kind::pinned; };
   const auto reachable = [](place_kind k) {
     return k == place_kind::pinned || k == place_kind::device;
   };
-  if (!reachable(b.from.kind) || !reachable(b.to.kind) ||
-      (b.from.kind != place_kind::device && b.to.kind != place_kind::device)) {
-    fail("it copies between pinned and device memory only, with a device at one end at least");
+  if (b.packed()) {
+    if (p.slot_bytes == 0) fail("it is packed into slots, but the plan has none (slot_bytes is 0)");
+    if (!(host(b.from.kind) && b.to.kind == place_kind::device) &&
+        !(b.from.kind == place_kind::device && host(b.to.kind))) {
+      fail("packed, it copies between host memory and a device only");
+    }
+    for (std::size_t c = 0; c < b.ends.size(); ++c) {
+      if (b.ends[c] <= (c == 0 ? 0 : b.ends[c - 1])) fail(fmt::format("chunk {} is empty", c));
+    }
+    if (b.ends.back() != b.items.size()) {
+      fail(fmt::format("copies {} onwards belong to no chunk", b.ends.back()));
+    }
+  } else {
+    if (p.slot_bytes > 0) fail("as one operation it uses no slot, but the plan has slots");
+    if (!reachable(b.from.kind) || !reachable(b.to.kind) ||
+        (b.from.kind != place_kind::device && b.to.kind != place_kind::device)) {
+      fail("as one operation it copies between pinned and device memory only, with a device at "
+           "one end at least");
+    }
   }
   for (const place* at : {&b.from, &b.to}) {
-    if (on_other_device(*at, device)) other_device("the batched operation", *at, device);
+    if (on_other_device(*at, device)) other_device("the batch", *at, device);
   }
+  std::size_t c = 0, first = 0;  // the chunk copy i is in, and its first copy
+  lris::detail::slot_layout slot;
   for (std::size_t i = 0; i < b.items.size(); ++i) {
-    const copy_item& c = b.items[i];
-    if (c.bytes == 0 || c.src == nullptr || c.dst == nullptr) {
-      fail(fmt::format("copy {} ({} -> {}, {} bytes): {}", i, c.src,
-                       static_cast<const void*>(c.dst), c.bytes,
-                       c.bytes == 0 ? "moves no bytes" : "null address"));
+    const copy_item& it = b.items[i];
+    if (it.bytes == 0 || it.src == nullptr || it.dst == nullptr) {
+      fail(fmt::format("copy {} ({} -> {}, {} bytes): {}", i, it.src,
+                       static_cast<const void*>(it.dst), it.bytes,
+                       it.bytes == 0 ? "moves no bytes" : "null address"));
     }
+    if (!b.packed()) continue;
+    if (i == b.ends[c]) {
+      first = i;
+      slot = {};
+      ++c;
+    }
+    if (!slot.fits(it.bytes, p.slot_bytes)) {
+      fail(fmt::format("chunk {} (copies {} to {}) does not fit a slot of {} bytes with its item "
+                       "array, at copy {} ({} bytes)", c, first, b.ends[c] - 1, p.slot_bytes, i,
+                       it.bytes));
+    }
+    slot.place(it.bytes);
   }
 }
 
 }  // namespace
 
 void validate(const plan& p, int device) {
-  if (!p.one_operation.empty()) {
+  if (!p.copies.empty()) {
     validate_batch(p, device);
     return;
   }
@@ -143,16 +174,26 @@ void validate(const plan& p, int device) {
 std::string describe(const plan& p) {
   std::string out = fmt::format("{} plan: {} chunk(s), {} bytes, slots of {} bytes\n",
                                 to_string(p.shape), p.chunks(), p.bytes, p.slot_bytes);
-  if (!p.one_operation.empty()) {
-    const batch& b = p.one_operation;
-    out += fmt::format("chunk 0 (one operation, {} copies):", b.items.size());
-    const char* sep = " ";
-    for (const copy_item& c : b.items) {
-      out += fmt::format("{}{} -> {}, {} bytes", sep, where(b.from.at_address(c.src), c.bytes),
-                         where(b.to.at_address(c.dst), c.bytes), c.bytes);
-      sep = "; ";
+  if (!p.copies.empty()) {
+    const batch& b = p.copies;
+    auto copies = [&](std::span<const copy_item> items) {
+      const char* sep = " ";
+      for (const copy_item& c : items) {
+        out += fmt::format("{}{} -> {}, {} bytes", sep, where(b.from.at_address(c.src), c.bytes),
+                           where(b.to.at_address(c.dst), c.bytes), c.bytes);
+        sep = "; ";
+      }
+      out += '\n';
+    };
+    if (!b.packed()) {
+      out += fmt::format("chunk 0 (one operation, {} copies):", b.items.size());
+      copies(b.items);
     }
-    return out + '\n';
+    for (std::size_t c = 0; c < b.ends.size(); ++c) {
+      out += fmt::format("chunk {} (packed in the slot, {} copies):", c, b.chunk(c).size());
+      copies(b.chunk(c));
+    }
+    return out;
   }
   for (std::size_t c = 0; c < p.chunks(); ++c) {
     out += fmt::format("chunk {}:", c);

@@ -26,8 +26,8 @@ exec::plan shaped(transfer_path shape, const transfer_sizes& s,
   if (spare != nullptr) {  // its capacity, so that a large batch touches no new pages
     p.steps = std::move(spare->steps);
     p.steps.clear();
-    p.one_operation.items = std::move(spare->items);
-    p.one_operation.items.clear();
+    p.copies.items = std::move(spare->items);
+    p.copies.items.clear();
   }
   p.shape = shape;
   p.workers = std::max(1u, s.workers);
@@ -132,11 +132,11 @@ exec::plan batched(const transfer_request& r, transfer_sizes sizes) {
   if (!r.one_operation_batches) return direct(r, s);
   constexpr std::size_t piece = std::size_t{1} << 20;
   exec::plan p = shaped(transfer_path::batched, s, r.spare);
-  p.one_operation.from = r.src.at_address(nullptr);
-  p.one_operation.to = r.dst.at_address(nullptr);
-  p.one_operation.items.reserve(items.size() + r.bytes / piece);
+  p.copies.from = r.src.at_address(nullptr);
+  p.copies.to = r.dst.at_address(nullptr);
+  p.copies.items.reserve(items.size() + r.bytes / piece);
   for (const copy_item& it : items) {
-    lris::detail::append_pieces(p.one_operation.items, it, piece);
+    lris::detail::append_pieces(p.copies.items, it, piece);
     p.bytes += it.bytes;
   }
   return p;
@@ -150,30 +150,17 @@ exec::plan packed(const transfer_request& r, transfer_sizes sizes) {
   exec::plan p = shaped(transfer_path::packed, s, r.spare);
   if (r.bytes == 0) return p;
   const std::size_t slot = exec::staging_chunk(r.bytes, s.workers, s.chunk_bytes, r.max_slot_bytes);
-  std::vector<copy_item> pieces;
-  pieces.reserve(std::max<std::size_t>(1, r.pairs.size()));
-  for (const copy_item& it : pairs_of(r, one)) {
-    lris::detail::append_pieces(pieces, it, lris::detail::slot_packing::max_piece(slot));
+  exec::batch& b = p.copies;
+  b.from = r.src.at_address(nullptr);
+  b.to = r.dst.at_address(nullptr);
+  const auto pairs = pairs_of(r, one);
+  b.items.reserve(pairs.size() + r.bytes / slot);
+  for (const copy_item& it : pairs) {
+    lris::detail::append_pieces(b.items, it, lris::detail::slot_layout::max_piece(slot));
+    p.bytes += it.bytes;
   }
-  const auto packing = lris::detail::pack_into_slots(std::move(pieces), slot);
+  lris::detail::group_into_slots(b.items, slot, b.ends);
   p.slot_bytes = slot;
-  p.fuse = true;
-  p.steps.reserve(2 * packing.pieces.size());
-  for (std::size_t g = 0; g < packing.groups(); ++g) {
-    // The group's pieces into the slot, then out of it to their destinations.
-    for (int half = 0; half < 2; ++half) {
-      for (std::size_t k = packing.begin[g]; k < packing.begin[g + 1]; ++k) {
-        const copy_item& it = packing.pieces[k];
-        const auto in_slot = exec::place::in_slot(packing.offset[k]);
-        if (half == 0) {
-          p.add({r.src.at_address(it.src), in_slot, it.bytes});
-        } else {
-          p.add({in_slot, r.dst.at_address(it.dst), it.bytes});
-        }
-      }
-    }
-    p.cut();
-  }
   return p;
 }
 

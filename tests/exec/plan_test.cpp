@@ -11,6 +11,7 @@
 #include <numeric>
 #include <vector>
 
+#include <lris/exec/detail/packing.hpp>
 #include <lris/lris.hpp>
 
 using lris::host_backend;
@@ -71,18 +72,32 @@ TEST_CASE("plan makers: each shape as chunks and steps, inspected without runnin
     CHECK(small.here);
     CHECK(small.chunks() == 1);
   }
-  SECTION("packed: many buffers share a slot; the slot's steps fuse") {
+  SECTION("packed: many buffers share a slot, 24 bytes a piece") {
     std::vector<lris::copy_item> items;
     for (std::size_t i = 0; i < 100; ++i) items.push_back({a.data() + i * 5000, b.data() + i * 6000, 4000});
-    auto r = ask(place::on_device(nullptr, 0), place::host(nullptr), 400000);
+    items.push_back({a.data(), b.data() + (3 << 20), (1 << 20) + 4096});  // cut into two pieces
+    auto r = ask(place::on_device(nullptr, 0), place::host(nullptr), 400000 + (1 << 20) + 4096);
     r.items = items.size();
     r.pairs = items;
     const auto p = lris::plans::packed(r, d);
     lris::exec::validate(p);
-    CHECK(p.fuse);
-    CHECK(p.chunks() == 1);  // 400 kB fit one slot
-    CHECK(p.chunk(0).size() == 200);
-    CHECK(p.bytes == 400000);
+    CHECK(p.shape == lris::transfer_path::packed);
+    CHECK(p.steps.empty());
+    CHECK(p.copies.packed());
+    CHECK(p.slot_bytes == (512 << 10));  // two per worker, no smaller than 512 KiB
+    CHECK(p.copies.from.kind == place_kind::host);
+    CHECK(p.copies.to.kind == place_kind::device);
+    // The 100 buffers, then the large one in pieces of a slot's worth: two, and the rest.
+    const std::size_t piece = lris::detail::slot_layout::max_piece(512 << 10);
+    REQUIRE(p.chunks() == 4);
+    CHECK(p.copies.chunk(0).size() == 100);
+    CHECK(p.copies.chunk(3).size() == 1);
+    CHECK(p.copies.chunk(3)[0].dst == b.data() + (3 << 20) + 2 * piece);
+    CHECK(p.copies.chunk(3)[0].bytes == (1 << 20) + 4096 - 2 * piece);
+    CHECK(p.bytes == r.bytes);
+    CHECK(p.direction() == lris::copy_kind::host_to_device);
+    CHECK(lris::exec::describe(p).find("chunk 3 (packed in the slot, 1 copies): host") !=
+          std::string::npos);
   }
   SECTION("batched: pinned buffers to a device as one operation, 24 bytes a copy") {
     std::vector<lris::copy_item> items{{a.data(), b.data(), 1000},
@@ -100,14 +115,14 @@ TEST_CASE("plan makers: each shape as chunks and steps, inspected without runnin
     CHECK(p.uses_device());
     CHECK(p.direction() == lris::copy_kind::host_to_device);
     CHECK(p.bytes == r.bytes);
-    CHECK(p.one_operation.from.kind == place_kind::pinned);
-    CHECK(p.one_operation.to.kind == place_kind::device);
+    CHECK(p.copies.from.kind == place_kind::pinned);
+    CHECK(p.copies.to.kind == place_kind::device);
     // The empty pair is dropped; the large one is cut into pieces of a MiB.
-    REQUIRE(p.one_operation.items.size() == 4);
-    CHECK(p.one_operation.items[1].src == a.data() + 8192);
-    CHECK(p.one_operation.items[2].bytes == (1 << 20));
-    CHECK(p.one_operation.items[3].bytes == 5);
-    CHECK(p.one_operation.items[3].dst == b.data() + 8192 + (2 << 20));
+    REQUIRE(p.copies.items.size() == 4);
+    CHECK(p.copies.items[1].src == a.data() + 8192);
+    CHECK(p.copies.items[2].bytes == (1 << 20));
+    CHECK(p.copies.items[3].bytes == 5);
+    CHECK(p.copies.items[3].dst == b.data() + 8192 + (2 << 20));
     CHECK(lris::exec::describe(p).find("chunk 0 (one operation, 4 copies): pinned") !=
           std::string::npos);
   }
@@ -210,33 +225,67 @@ TEST_CASE("exec::validate names the chunk, the step and the fault", "[exec]") {
     REQUIRE_THROWS_MATCHES(lris::exec::validate(z), lris::invalid_argument,
                            what_contains("moves no bytes"));
   }
-  SECTION("a batched operation: pageable memory, a copy of nothing, steps beside it, another device") {
-    p.one_operation.from = place::host(nullptr);
-    p.one_operation.to = place::on_device(nullptr, 0);
+  SECTION("a batch as one operation: pageable memory, a copy of nothing, steps beside it, another device") {
+    p.copies.from = place::host(nullptr);
+    p.copies.to = place::on_device(nullptr, 0);
     p.add_copy({a.data(), b.data(), 16});
     REQUIRE_THROWS_MATCHES(lris::exec::validate(p), lris::invalid_argument,
                            what_contains("between pinned and device memory only"));
-    p.one_operation.from = place::pinned(nullptr);
+    p.copies.from = place::pinned(nullptr);
     lris::exec::validate(p, 0);
     p.add_copy({a.data() + 16, b.data() + 16, 0});
     REQUIRE_THROWS_MATCHES(lris::exec::validate(p), lris::invalid_argument,
                            what_contains("copy 1 ("));
     REQUIRE_THROWS_MATCHES(lris::exec::validate(p), lris::invalid_argument,
                            what_contains("moves no bytes"));
-    p.one_operation.items.pop_back();
+    p.copies.items.pop_back();
     p.add_copy({nullptr, b.data() + 16, 8});
     REQUIRE_THROWS_MATCHES(lris::exec::validate(p), lris::invalid_argument,
                            what_contains("null address"));
-    p.one_operation.items.pop_back();
+    p.copies.items.pop_back();
     p.add({place::host(a.data()), place::host(b.data()), 10});
     p.cut();
     REQUIRE_THROWS_MATCHES(lris::exec::validate(p), lris::invalid_argument,
                            what_contains("also has 1 steps"));
     p.steps.clear();
     p.ends.clear();
-    p.one_operation.to = place::on_device(nullptr, 2);
+    p.copies.to = place::on_device(nullptr, 2);
     REQUIRE_THROWS_MATCHES(lris::exec::validate(p, 0), lris::unsupported,
                            what_contains("goes to or from device 2, but it runs on device 0"));
+    p.copies.to = place::on_device(nullptr, 0);
+    p.slot_bytes = 4096;
+    REQUIRE_THROWS_MATCHES(lris::exec::validate(p), lris::invalid_argument,
+                           what_contains("as one operation it uses no slot"));
+  }
+  SECTION("a packed batch: chunks that overflow the slot, are empty or miss copies; wrong ends") {
+    p.copies.from = place::host(nullptr);
+    p.copies.to = place::on_device(nullptr, 0);
+    p.slot_bytes = 1024;
+    for (int i = 0; i < 4; ++i) p.add_copy({a.data() + 300 * i, b.data() + 300 * i, 300});
+    p.copies.ends = {2, 4};
+    lris::exec::validate(p, 0);
+    p.copies.ends = {3, 4};  // 3 pieces at 16-byte boundaries (908 bytes), 3 items of 24 fit
+    lris::exec::validate(p, 0);
+    p.copies.ends = {4};  // 4 do not
+    REQUIRE_THROWS_MATCHES(lris::exec::validate(p), lris::invalid_argument,
+                           what_contains("chunk 0 (copies 0 to 3) does not fit a slot of 1024 "
+                                         "bytes with its item array, at copy 3 (300 bytes)"));
+    REQUIRE_THROWS_MATCHES(lris::exec::validate(p), lris::invalid_argument,
+                           what_contains("(host -> device, 4 copies, packed)"));
+    p.copies.ends = {2, 2, 4};
+    REQUIRE_THROWS_MATCHES(lris::exec::validate(p), lris::invalid_argument,
+                           what_contains("chunk 1 is empty"));
+    p.copies.ends = {2, 3};
+    REQUIRE_THROWS_MATCHES(lris::exec::validate(p), lris::invalid_argument,
+                           what_contains("copies 3 onwards belong to no chunk"));
+    p.copies.ends = {2, 4};
+    p.slot_bytes = 0;
+    REQUIRE_THROWS_MATCHES(lris::exec::validate(p), lris::invalid_argument,
+                           what_contains("the plan has none"));
+    p.slot_bytes = 1024;
+    p.copies.to = place::pinned(nullptr);
+    REQUIRE_THROWS_MATCHES(lris::exec::validate(p), lris::invalid_argument,
+                           what_contains("between host memory and a device only"));
   }
   SECTION("the pipeline refuses a bad plan before anything runs") {
     p.add({place::host(a.data()), place::in_slot(0), 10});
@@ -310,6 +359,51 @@ TEST_CASE("fan-out is a plan with several sinks; one executor drives one device"
                          what_contains("goes to or from device 1, but it runs on device 0"));
 }
 
+TEST_CASE("the executor runs a hand-made packed batch, both ways", "[exec]") {
+  // 500 pageable buffers of 1-3000 bytes to "device" memory through slots of 16 KiB, and
+  // back into other pageable buffers; the host backend batches (a loop) and has device scratch.
+  constexpr std::size_t n = 500, stride = 4096;
+  const auto data = pattern(n * stride, 5);
+  std::vector<std::byte> back(n * stride);
+  host_backend be;
+  auto* dev = static_cast<std::byte*>(be.allocate_device(n * stride));
+  lris::exec::plan in, out;
+  for (auto* p : {&in, &out}) {
+    p->shape = lris::transfer_path::packed;
+    p->slot_bytes = 16 << 10;
+    p->workers = 3;
+    p->ring_depth = 3;
+    p->streams = 2;
+  }
+  in.copies.from = place::host(nullptr);
+  in.copies.to = place::on_device(nullptr, 0);
+  out.copies.from = place::on_device(nullptr, 0);
+  out.copies.to = place::host(nullptr);
+  std::size_t total = 0;
+  for (std::size_t i = 0; i < n; ++i) {
+    const std::size_t bytes = 1 + (i * 7919) % 3000;
+    in.add_copy({data.data() + i * stride, dev + i * stride, bytes});
+    out.add_copy({dev + i * stride, back.data() + i * stride, bytes});
+    total += bytes;
+  }
+  lris::detail::group_into_slots(in.copies.items, in.slot_bytes, in.copies.ends);
+  out.copies.ends = in.copies.ends;
+  REQUIRE(in.chunks() >= 40);
+  lris::pipeline<lris::auto_select, host_backend> pipe;
+  const auto st = pipe.run(std::move(in)).wait();
+  CHECK(st.bytes == total);
+  CHECK(st.path == lris::transfer_path::packed);
+  CHECK(st.ring_slots == 3);
+  const auto st2 = pipe.run(std::move(out)).wait();
+  CHECK(st2.bytes == total);
+  for (std::size_t i = 0; i < n; ++i) {
+    const std::size_t bytes = 1 + (i * 7919) % 3000;
+    CHECK(std::memcmp(dev + i * stride, data.data() + i * stride, bytes) == 0);
+    CHECK(std::memcmp(back.data() + i * stride, data.data() + i * stride, bytes) == 0);
+  }
+  be.deallocate_device(dev, n * stride);
+}
+
 TEST_CASE("the executor runs a hand-made batched operation", "[exec]") {
   // 300 copies of 1000 bytes, pinned -> "device" (the host backend's device memory is host
   // memory, its batched copy a loop), as one operation.
@@ -321,8 +415,8 @@ TEST_CASE("the executor runs a hand-made batched operation", "[exec]") {
   auto* dev = static_cast<std::byte*>(be.allocate_device(n * 2 * each));
   lris::exec::plan p;
   p.shape = lris::transfer_path::batched;
-  p.one_operation.from = place::pinned(nullptr);
-  p.one_operation.to = place::on_device(nullptr, 0);
+  p.copies.from = place::pinned(nullptr);
+  p.copies.to = place::on_device(nullptr, 0);
   for (std::size_t i = 0; i < n; ++i) p.add_copy({src.data() + i * each, dev + 2 * i * each, each});
   lris::pipeline<lris::auto_select, host_backend> pipe;
   const auto st = pipe.run(std::move(p)).wait();

@@ -1,4 +1,4 @@
-// pack_into_slots: the layout of a batch in staging slots, checked for every random batch.
+// group_into_slots and slot_layout: the layout of a batch in staging slots, checked for every random batch.
 #include <catch2/catch.hpp>
 
 #include "support/what_contains.hpp"
@@ -10,7 +10,7 @@
 
 using lris::copy_item;
 using lris::detail::pack_alignment;
-using lris::detail::slot_packing;
+using lris::detail::slot_layout;
 
 namespace {
 // Fake addresses: only the layout is checked, nothing is copied.
@@ -31,7 +31,7 @@ TEST_CASE("append_pieces cuts an item in order and covers it exactly", "[transfe
   CHECK(out.size() == 3);
 }
 
-TEST_CASE("pack_into_slots: pieces and item arrays fit their slot, in order, apart",
+TEST_CASE("group_into_slots: pieces and item arrays fit their slot, in order, apart",
           "[transfer][packing]") {
   std::mt19937_64 rng(11);
   for (int round = 0; round < 200; ++round) {
@@ -39,39 +39,46 @@ TEST_CASE("pack_into_slots: pieces and item arrays fit their slot, in order, apa
     std::vector<copy_item> pieces;
     const std::size_t n = 1 + rng() % 300;
     for (std::size_t i = 0; i < n; ++i) {
-      const std::size_t bytes = 1 + rng() % slot_packing::max_piece(slot);
+      const std::size_t bytes = 1 + rng() % slot_layout::max_piece(slot);
       pieces.push_back(item(i * slot, i * slot, rng() % 4 == 0 ? bytes : bytes % 300 + 1));
     }
-    const slot_packing p = lris::detail::pack_into_slots(pieces, slot);
-    REQUIRE(p.pieces.size() == n);
-    REQUIRE(p.begin.front() == 0);
-    REQUIRE(p.begin.back() == n);
-    REQUIRE(p.items_offset.size() == p.groups());
-    for (std::size_t g = 0; g < p.groups(); ++g) {
-      REQUIRE(p.begin[g] < p.begin[g + 1]);  // no empty group
+    std::vector<std::size_t> ends;
+    lris::detail::group_into_slots(pieces, slot, ends);
+    REQUIRE(!ends.empty());
+    REQUIRE(ends.back() == n);
+    for (std::size_t g = 0, begin = 0; g < ends.size(); begin = ends[g++]) {
+      REQUIRE(begin < ends[g]);  // no empty group
+      // Where slot_layout puts each piece: 16-byte aligned, after the one before.
+      slot_layout layout;
       std::size_t end = 0;
-      for (std::size_t k = p.begin[g]; k < p.begin[g + 1]; ++k) {
-        CHECK(p.offset[k] % pack_alignment == 0);
-        CHECK(p.offset[k] >= end);  // after the previous piece
-        end = p.offset[k] + p.pieces[k].bytes;
+      for (std::size_t k = begin; k < ends[g]; ++k) {
+        const std::size_t at = layout.place(pieces[k].bytes);
+        CHECK(at % pack_alignment == 0);
+        CHECK(at >= end);
+        CHECK(at < end + pack_alignment);
+        end = at + pieces[k].bytes;
       }
-      CHECK(p.items_offset[g] % pack_alignment == 0);
-      CHECK(p.items_offset[g] >= end);
-      CHECK(p.items_offset[g] + (p.begin[g + 1] - p.begin[g]) * sizeof(copy_item) <= slot);
+      CHECK(layout.items_at() % pack_alignment == 0);
+      CHECK(layout.items_at() >= end);
+      CHECK(layout.items_at() + (ends[g] - begin) * sizeof(copy_item) <= slot);
       // A group closes only when the next piece would not have fitted.
-      if (g + 1 < p.groups()) {
-        const std::size_t next = p.pieces[p.begin[g + 1]].bytes;
-        const std::size_t items = lris::detail::align_up(
-            lris::detail::align_up(end, pack_alignment) + next, pack_alignment);
-        CHECK(items + (p.begin[g + 1] - p.begin[g] + 1) * sizeof(copy_item) > slot);
+      if (g + 1 < ends.size()) {
+        const std::size_t next = pieces[ends[g]].bytes;
+        const std::size_t items = lris::detail::align_up(layout.items_at() + next, pack_alignment);
+        CHECK(items + (ends[g] - begin + 1) * sizeof(copy_item) > slot);
+        CHECK_FALSE(layout.fits(next, slot));
       }
     }
   }
 }
 
-TEST_CASE("pack_into_slots: a piece larger than a slot is an error", "[transfer][packing][errors]") {
+TEST_CASE("group_into_slots: a piece larger than a slot is an error", "[transfer][packing][errors]") {
   std::vector<copy_item> pieces{item(0, 0, 4096)};
-  REQUIRE_THROWS_MATCHES(lris::detail::pack_into_slots(pieces, 4096), lris::invalid_argument,
+  std::vector<std::size_t> ends;
+  REQUIRE_THROWS_MATCHES(lris::detail::group_into_slots(pieces, 4096, ends), lris::invalid_argument,
                          lris::test::what_contains("a piece of 4096 bytes does not fit a slot"));
-  CHECK(lris::detail::pack_into_slots({}, 4096).groups() == 0);
+  lris::detail::group_into_slots({}, 4096, ends);
+  CHECK(ends.empty());
+  CHECK(slot_layout{}.fits(slot_layout::max_piece(4096), 4096));
+  CHECK_FALSE(slot_layout{}.fits(4096 - 16, 4096));  // no room for its item
 }

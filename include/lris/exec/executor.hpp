@@ -50,7 +50,8 @@ using lris::detail::transfer_state;
 ///
 /// Three ways to run a plan, chosen by its data, not by a name:
 ///  - with slots (slot_bytes > 0): chunks take turns on the ring's slots; within a chunk, file
-///    io, CPU copies and DMA follow the steps in order (plan_job);
+///    io, CPU copies and DMA follow the steps in order, or a packed batch's pieces go through
+///    the slot (plan_job);
 ///  - without slots or devices: chunks of CPU copies and file io on the context's threads, or
 ///    on the calling thread (plan_job);
 ///  - without slots, with a device: every step on one stream, or one batched device operation,
@@ -132,7 +133,7 @@ class executor : public std::enable_shared_from_this<executor<Backend, Allocator
   }
   void recycle(plan& p) noexcept {
     spare_steps_.keep(std::move(p.steps));
-    spare_items_.keep(std::move(p.one_operation.items));
+    spare_items_.keep(std::move(p.copies.items));
   }
 
   /// @brief The io engine for file transfers (the staging's), made on first use.
@@ -280,7 +281,7 @@ std::shared_ptr<transfer_state> executor<Backend, Allocator>::run(plan p, transf
   st.path = p.shape;
   if (st.chunks == 0) st.chunks = std::max<std::size_t>(1, p.chunks());
   st.priority = p.prio;
-  if (p.steps.empty() && p.one_operation.empty()) {
+  if (p.steps.empty() && p.copies.empty()) {
     state->finish();
     return state;
   }

@@ -143,16 +143,31 @@ struct step {
   [[nodiscard]] bool delivers() const noexcept { return to.kind != place_kind::slot; }
 };
 
-/// @brief Many copies between pinned and device memory run as one operation on the device (a
-/// kernel that reads and writes both): a batch of many buffers, kept as 24 bytes a copy
-/// rather than a step of 56. `from` and `to` give the kind and device of every copy's ends
-/// (their addresses are unused); each copy is at most a MiB or so.
+/// @brief Many copies between host and device memory kept as 24 bytes a copy rather than a
+/// step of 56: a batch of many buffers. `from` and `to` give the kind and device of every
+/// copy's ends (their addresses are unused); each copy is at most a MiB or so.
+///
+/// Without `ends`, it is one operation on the device (a kernel that reads and writes both
+/// ends), between pinned and device memory. With `ends`, it goes through the plan's staging
+/// slots, between host memory (pageable or pinned) and a device: chunk c is copies
+/// [ends[c - 1], ends[c]) (from 0 for the first), laid out in its slot one after another
+/// (exec/detail/packing.hpp, slot_layout) with their item array behind them; the host copies
+/// them into the slot (or out of it), and one DMA between the slot and device scratch plus one
+/// batched operation on the device moves them all.
 struct batch {
   place from;
   place to;
   std::vector<copy_item> items;
+  std::vector<std::size_t> ends;
 
   [[nodiscard]] bool empty() const noexcept { return items.empty(); }
+  /// @brief It goes through staging slots, in chunks (ends is not empty).
+  [[nodiscard]] bool packed() const noexcept { return !ends.empty(); }
+  /// @brief The copies of chunk `c` of a packed batch.
+  [[nodiscard]] std::span<const copy_item> chunk(std::size_t c) const noexcept {
+    const std::size_t b = c == 0 ? 0 : ends[c - 1];
+    return {items.data() + b, ends[c] - b};
+  }
 };
 
 /// @brief A transfer as data. Build it with add(), cut() and the fields; run it with an
@@ -176,12 +191,9 @@ struct plan {
   unsigned ring_depth = 0;
   /// Run every chunk on the calling thread (a host copy too small to hand to another).
   bool here = false;
-  /// A plan of one batched operation has no steps: its copies are here (add_copy()), and it
-  /// counts as one chunk.
-  batch one_operation;
-  /// The slot <-> device steps of a chunk with several move as one DMA between the slot and
-  /// device scratch plus one batched operation on the device (small pieces packed in a slot).
-  bool fuse = false;
+  /// A plan of a batch has no steps: its copies are here (add_copy()). It is one chunk, or
+  /// (packed) one per slot it fills.
+  batch copies;
 
   /// The files that places of kind `file` name, open until the run is over.
   std::vector<const io::file*> files;
@@ -206,13 +218,14 @@ struct plan {
   void cut() {
     if (steps.size() > (ends.empty() ? 0 : ends.back())) ends.push_back(steps.size());
   }
-  /// @brief Adds a copy to the plan's batched operation (one_operation).
+  /// @brief Adds a copy to the plan's batch (copies).
   void add_copy(const copy_item& c) {
-    one_operation.items.push_back(c);
+    copies.items.push_back(c);
     bytes += c.bytes;
   }
   [[nodiscard]] std::size_t chunks() const noexcept {
-    return one_operation.empty() ? ends.size() : 1;
+    if (copies.empty()) return ends.size();
+    return copies.packed() ? copies.ends.size() : 1;
   }
   [[nodiscard]] std::span<const step> chunk(std::size_t c) const noexcept {
     const std::size_t b = c == 0 ? 0 : ends[c - 1];
@@ -234,8 +247,9 @@ struct plan_storage {
 };
 
 /// @brief Checks that `p` can run: every chunk cut, slots used only with slot_bytes and within
-/// them, files named exist, a batched operation between pinned and device memory only and not
-/// beside steps, conversions only between a CPU-readable source or the slot and
+/// them, files named exist, a batch not beside steps, as one operation between pinned and
+/// device memory, packed between host memory and a device in groups that fit the slot,
+/// conversions only between a CPU-readable source or the slot and
 /// a device or host sink, hashes only of CPU-readable bytes, no step of zero bytes; and, with
 /// `device` >= 0, device memory only on that device (what one executor drives).
 /// @throws lris::invalid_argument naming the chunk, the step and what is wrong;

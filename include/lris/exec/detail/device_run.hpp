@@ -235,8 +235,8 @@ void start_device(const std::shared_ptr<Exec>& ex, const std::shared_ptr<transfe
                   plan p) {
   using Backend = typename Exec::backend_type;
   using Allocator = typename Exec::allocator_type;
-  if (!p.one_operation.empty()) {
-    const batch& b = p.one_operation;
+  if (!p.copies.empty()) {
+    const batch& b = p.copies;
     if constexpr (batch_backend<Backend>) {
       // The item array is read by whoever executes the batch (a GPU reads it over the link),
       // so it lives in the executor's pinned memory until the transfer is over.

@@ -1,12 +1,15 @@
 #pragma once
 /// @file
-/// @brief How a batch of buffers is cut into pieces and packed into staging slots.
+/// @brief How a batch of buffers is cut into pieces and laid out in staging slots: the one
+/// place that says where a packed piece goes, for the plan maker (which groups pieces into
+/// slots), validation (which checks a plan's groups fit) and the executor (which copies them).
 
 #include <cstddef>
+#include <span>
 #include <vector>
 
-#include <lris/error.hpp>
 #include <lris/concepts/copy_item.hpp>
+#include <lris/error.hpp>
 
 namespace lris::detail {
 
@@ -26,52 +29,51 @@ inline void append_pieces(std::vector<copy_item>& out, const copy_item& item,
   }
 }
 
-/// @brief A batch laid out in staging slots of `slot_bytes`. Group g holds pieces
-/// [begin[g], begin[g + 1]); in its slot, piece k's bytes start at offset[k] (16-byte aligned)
-/// and the group's copy_item array follows its last piece at items_offset[g].
-struct slot_packing {
-  std::vector<copy_item> pieces;
-  std::vector<std::size_t> offset;
-  std::vector<std::size_t> begin;
-  std::vector<std::size_t> items_offset;
+/// @brief One slot filled in order: each piece at the next multiple of pack_alignment after
+/// the one before, and the slot's copy_item array (one per piece) at the next after the last.
+struct slot_layout {
+  std::size_t end = 0;    ///< where the last piece placed ends
+  std::size_t count = 0;  ///< pieces placed
 
-  [[nodiscard]] std::size_t groups() const noexcept { return begin.empty() ? 0 : begin.size() - 1; }
-  /// @brief The largest piece one slot holds together with its one-entry item array.
+  /// @brief Where the item array goes.
+  [[nodiscard]] std::size_t items_at() const noexcept { return align_up(end, pack_alignment); }
+  /// @brief A piece of `bytes` still fits, with the item array grown by one.
+  [[nodiscard]] bool fits(std::size_t bytes, std::size_t slot_bytes) const noexcept {
+    const std::size_t items = align_up(items_at() + bytes, pack_alignment);
+    return items <= slot_bytes && (count + 1) * sizeof(copy_item) <= slot_bytes - items;
+  }
+  /// @brief Places a piece of `bytes`; returns its offset in the slot.
+  std::size_t place(std::size_t bytes) noexcept {
+    const std::size_t at = items_at();
+    end = at + bytes;
+    ++count;
+    return at;
+  }
+  /// @brief The piece size that batches are cut to: an empty slot holds one with its item.
   [[nodiscard]] static constexpr std::size_t max_piece(std::size_t slot_bytes) noexcept {
     return slot_bytes - align_up(sizeof(copy_item), pack_alignment) - pack_alignment;
   }
 };
 
-/// @brief Packs `pieces` (none larger than slot_packing::max_piece(slot_bytes)) in order into
-/// as few slots as the order allows.
-inline slot_packing pack_into_slots(std::vector<copy_item> pieces, std::size_t slot_bytes) {
-  slot_packing p;
-  p.pieces = std::move(pieces);
-  p.offset.resize(p.pieces.size());
-  std::size_t end = 0, n = 0;
-  auto close_group = [&] {
-    p.items_offset.push_back(align_up(end, pack_alignment));
-    end = 0;
-    n = 0;
-  };
-  for (std::size_t k = 0; k < p.pieces.size(); ++k) {
-    const std::size_t bytes = p.pieces[k].bytes;
-    LRIS_EXPECTS(bytes <= slot_packing::max_piece(slot_bytes),
-                 "pack_into_slots: a piece of {} bytes does not fit a slot of {} bytes", bytes,
+/// @brief Groups `pieces` (none larger than slot_layout::max_piece(slot_bytes)) in order into
+/// as few slots as the order allows: appends to `ends` the end of each group (group g is
+/// pieces [ends[g - 1], ends[g]), from 0 for the first).
+/// @throws lris::invalid_argument for a piece that no slot holds.
+inline void group_into_slots(std::span<const copy_item> pieces, std::size_t slot_bytes,
+                             std::vector<std::size_t>& ends) {
+  slot_layout slot;
+  for (std::size_t k = 0; k < pieces.size(); ++k) {
+    const std::size_t bytes = pieces[k].bytes;
+    LRIS_EXPECTS(bytes <= slot_layout::max_piece(slot_bytes),
+                 "group_into_slots: a piece of {} bytes does not fit a slot of {} bytes", bytes,
                  slot_bytes);
-    auto fits = [&] {
-      const std::size_t items = align_up(align_up(end, pack_alignment) + bytes, pack_alignment);
-      return items + (n + 1) * sizeof(copy_item) <= slot_bytes;
-    };
-    if (n > 0 && !fits()) close_group();
-    if (n == 0) p.begin.push_back(k);
-    p.offset[k] = align_up(end, pack_alignment);
-    end = p.offset[k] + bytes;
-    ++n;
+    if (slot.count > 0 && !slot.fits(bytes, slot_bytes)) {
+      ends.push_back(k);
+      slot = {};
+    }
+    slot.place(bytes);
   }
-  if (n > 0) close_group();
-  p.begin.push_back(p.pieces.size());
-  return p;
+  if (slot.count > 0) ends.push_back(pieces.size());
 }
 
 }  // namespace lris::detail

@@ -9,7 +9,8 @@
 /// (disk tokens), a run of CPU copies under one hold of host tokens, a run of DMA under one
 /// reservation of link tokens. DMA into a device is not waited for: the slot's event is
 /// recorded and its next user (or the end) waits. DMA out of a device into the slot is waited
-/// for before the CPU reads the slot.
+/// for before the CPU reads the slot. A packed batch's chunk is its pieces copied into the slot
+/// and moved by one DMA and one batched operation (or gathered that way and copied out).
 
 #include <algorithm>
 #include <atomic>
@@ -94,8 +95,12 @@ struct plan_job : lris::detail::job_base {
   }
 
   void process(std::size_t i, slot_type* slot) {
-    const std::span<const step> steps = p.chunk(i);
     if (slot != nullptr) retire(*slot);
+    if (p.copies.packed()) {
+      packed_chunk(p.copies.chunk(i), *slot, stream_for(i));
+      return;
+    }
+    const std::span<const step> steps = p.chunk(i);
     typename Backend::stream* stream = nullptr;
     std::uint64_t delivered = 0, on_device = 0;
     bool slot_filling = false;  // DMA into the slot queued and not yet waited for
@@ -185,7 +190,7 @@ struct plan_job : lris::detail::job_base {
   }
 
   // A run of DMA steps: one step in pieces, each holding its link tokens until done; several
-  // under one reservation, fused where the plan asks (and the backend batches).
+  // under one reservation.
   void dma(std::span<const step> group, slot_type* slot, typename Backend::stream& stream) {
     auto& be = ex->backend;
     for (const step& s : group) {
@@ -204,9 +209,7 @@ struct plan_job : lris::detail::job_base {
     std::uint64_t bytes = 0;
     for (const step& s : group) bytes += s.bytes;
     auto link = pace.reserve(pace.link, bytes);
-    if (!(p.fuse && slot != nullptr && fused(group, *slot, stream))) {
-      for (const step& s : group) one_dma(s, slot, stream);
-    }
+    for (const step& s : group) one_dma(s, slot, stream);
     pace.release_after(pace.link, std::move(link), be, *ex->events, stream);
   }
 
@@ -232,42 +235,64 @@ struct plan_job : lris::detail::job_base {
     enqueue_step(*ex, from_scratch, stream);
   }
 
-  // Slot <-> device steps of one direction as one DMA of the packed bytes between the slot and
-  // its device scratch, and one batched operation that spreads (or gathers) them on the
-  // device: DMA runs the link faster than a kernel reading host memory, and device-to-device
-  // copies cost next to nothing. The item array goes into the slot behind the packed bytes.
-  // False (nothing queued) where that cannot be done.
-  bool fused(std::span<const step> group, slot_type& slot, typename Backend::stream& stream) {
-    if constexpr (batch_backend<Backend>) {
-      const bool in = group.front().to.kind == place_kind::device;
-      std::size_t span = 0;
-      for (const step& s : group) {
-        const place& packed = in ? s.from : s.to;
-        if (s.convert || packed.kind != place_kind::slot ||
-            (in ? s.to : s.from).kind != place_kind::device) {
-          return false;
-        }
-        span = std::max<std::size_t>(span, packed.offset + s.bytes);
-      }
-      const std::size_t items_at = lris::detail::align_up(span, lris::detail::pack_alignment);
-      if (items_at + group.size() * sizeof(copy_item) > slot.bytes) return false;
-      std::byte* packed = ex->device_scratch(slot);
-      const bool via_scratch = packed != nullptr;
-      if (!via_scratch) packed = slot.data;
-      auto* items = reinterpret_cast<copy_item*>(slot.data + items_at);
-      for (std::size_t k = 0; k < group.size(); ++k) {
-        const step& s = group[k];
-        items[k] = in ? copy_item{packed + s.from.offset, s.to.ptr, s.bytes}
-                      : copy_item{s.from.ptr, packed + s.to.offset, s.bytes};
-      }
-      auto& be = ex->backend;
-      if (in && via_scratch) be.copy_async(packed, slot.data, span, copy_kind::host_to_device, stream);
-      be.copy_batch_async(items, group.size(), stream);
-      if (!in && via_scratch) be.copy_async(slot.data, packed, span, copy_kind::device_to_host, stream);
-      return true;
-    } else {
-      return false;
+  // A packed batch's chunk: host -> the slot (the pieces one after another, slot_layout),
+  // then one DMA of the packed bytes into the slot's device scratch and one batched operation
+  // that spreads them on the device; or the reverse, gathered on the device, then copied out
+  // of the slot. DMA runs the link faster than a kernel reading host memory, and
+  // device-to-device copies cost next to nothing. The item array goes into the slot behind
+  // the packed bytes. Without device scratch the kernel reads (or writes) the slot over the
+  // link; without batches, one DMA per piece.
+  void packed_chunk(std::span<const copy_item> pieces, slot_type& slot,
+                    typename Backend::stream& stream) {
+    const bool in = p.copies.to.kind == place_kind::device;
+    lris::detail::slot_layout layout;
+    std::uint64_t bytes = 0;
+    for (const copy_item& c : pieces) bytes += c.bytes, layout.place(c.bytes);
+    const std::size_t items_at = layout.items_at();
+    auto each = [&](auto&& f) {  // f(piece, where its bytes are in the slot)
+      lris::detail::slot_layout at;
+      for (const copy_item& c : pieces) f(c, slot.data + at.place(c.bytes));
+    };
+    if (in) {
+      const auto held = pace.hold(pace.host, bytes);
+      each([](const copy_item& c, std::byte* at) { lris::detail::stream_copy(at, c.src, c.bytes); });
     }
+    auto& be = ex->backend;
+    auto link = pace.reserve(pace.link, bytes);
+    if constexpr (batch_backend<Backend>) {
+      std::byte* scratch = ex->device_scratch(slot);
+      std::byte* packed = scratch != nullptr ? scratch : slot.data;
+      auto* items = reinterpret_cast<copy_item*>(slot.data + items_at);
+      std::size_t k = 0;
+      each([&](const copy_item& c, std::byte* at) {
+        std::byte* on_device = packed + (at - slot.data);
+        items[k++] = in ? copy_item{on_device, c.dst, c.bytes} : copy_item{c.src, on_device, c.bytes};
+      });
+      if (in && scratch != nullptr) be.copy_async(scratch, slot.data, items_at, copy_kind::host_to_device, stream);
+      be.copy_batch_async(items, pieces.size(), stream);
+      if (!in && scratch != nullptr) be.copy_async(slot.data, scratch, items_at, copy_kind::device_to_host, stream);
+    } else {
+      each([&](const copy_item& c, std::byte* at) {
+        if (in) {
+          be.copy_async(c.dst, at, c.bytes, copy_kind::host_to_device, stream);
+        } else {
+          be.copy_async(at, c.src, c.bytes, copy_kind::device_to_host, stream);
+        }
+      });
+    }
+    pace.release_after(pace.link, std::move(link), be, *ex->events, stream);
+    be.record(slot.event, stream);
+    if (in) {  // counted once the slot's next user (or the end) has waited for its event
+      slot.pending = true;
+      slot.pending_bytes = bytes;
+      return;
+    }
+    be.synchronize(slot.event);
+    {
+      const auto held = pace.hold(pace.host, bytes);
+      each([](const copy_item& c, std::byte* at) { std::memcpy(c.dst, at, c.bytes); });
+    }
+    state->add_progress(bytes);
   }
 
   void note(const io::io_stats& st) {
