@@ -83,6 +83,8 @@ struct paced_copy_job : lris::detail::job_base {
     auto& be = core->backend;
     try {
       if (stream_ == nullptr) {  // lead() failed before it had a stream (reported): nothing queued
+        core.reset();
+        ctx.reset();
         state->finish();
         return;
       }
@@ -106,7 +108,8 @@ struct paced_copy_job : lris::detail::job_base {
       state->fail(std::current_exception());
     }
     pace.report(state->stats);
-    core.reset();  // as plan_job's finalize: the executor let go before the waiter wakes
+    core.reset();  // as plan_job's finalize: the executor and context let go before the
+    ctx.reset();   // waiter wakes
     state->finish();
   }
 
@@ -220,13 +223,15 @@ void start_paced(const std::shared_ptr<Exec>& ex, const std::shared_ptr<transfer
       state->fail(std::current_exception());
     }
   }
+  // It waits for the device: a blocking task, on the io threads (the context's, kept until
+  // the job lets go: set before a waiter can run it).
+  job->ctx = ex->ctx;
+  auto& io = job->ctx->io();
   // The job does not keep the state's hold on it alive.
   state->help = [weak = std::weak_ptr(job)] {
     if (auto j = weak.lock()) j->run();
   };
-  // It waits for the device: a blocking task, on the io threads.
-  job->ctx = ex->ctx;
-  job->ctx->io().submit([job] { job->run(); }, p.prio);
+  io.submit([job] { job->run(); }, p.prio);
 }
 
 /// @brief Starts a plan with a device and no slot.

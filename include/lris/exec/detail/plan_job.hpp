@@ -323,9 +323,11 @@ struct plan_job : lris::detail::job_base {
       }
     }
     ex->recycle(p);
-    // The executor let go before the waiter wakes: a pipeline destroyed after wait() returns
-    // frees its pinned memory on that thread, not later on this one.
+    // The executor and the context let go before the waiter wakes: a pipeline or context
+    // destroyed after wait() returns frees its pinned memory on that thread, not later on
+    // this one. (The pool this task runs on outlives it: its destructor joins this thread.)
     ex.reset();
+    ctx.reset();
     state->finish();
   }
 };
