@@ -166,7 +166,9 @@ void validate(const plan& p, int device) {
           fail("converts only from host memory or the slot into host or device memory");
         }
       }
-      if (s.check != nullptr && !s.from.cpu()) fail("hashes only bytes the CPU can read");
+      // A read from a file is hashed where it lands.
+      const place& hashed = s.from.kind == place_kind::file ? s.to : s.from;
+      if (s.check != nullptr && !hashed.cpu()) fail("hashes only bytes the CPU can read");
     }
   }
 }

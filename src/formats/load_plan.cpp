@@ -18,8 +18,29 @@ struct run {
   bool own = false;  // a converted or verified tensor: chunks cut from its first byte
 };
 
+// The chunk's moves are host memory laid out as the file is (each where the one before ends,
+// together the whole read), unconverted, and aligned for O_DIRECT where the read's first
+// aligned offset lands: straight into the destination, no slot involved. Elsewhere O_DIRECT
+// would need bounce buffers, and the slot is the better one.
+bool straight(const load_chunk& c, std::span<const load_target> targets, std::uint64_t bytes,
+              std::size_t align, std::size_t memory_align) {
+  const std::byte* next = nullptr;
+  std::uint64_t covered = 0;
+  for (const load_move& m : c.moves) {
+    const load_target& tg = targets[m.target];
+    const std::byte* at = tg.dst + m.target_offset;
+    if (tg.device || tg.converts() || (next != nullptr && at != next)) return false;
+    next = at + m.bytes;
+    covered += m.bytes;
+  }
+  const std::uint64_t from = c.reads.front().file_offset;
+  const auto first = reinterpret_cast<std::uintptr_t>(targets[c.moves.front().target].dst +
+                                                      c.moves.front().target_offset);
+  return covered == bytes && (first + (align - from % align) % align) % memory_align == 0;
+}
+
 void chunk_run(const run& r, std::span<const load_target> targets, std::size_t chunk,
-               std::size_t align, std::vector<load_chunk>& out) {
+               std::size_t align, std::size_t memory_align, std::vector<load_chunk>& out) {
   // Chunk boundaries: multiples of `chunk` from the first byte (own runs) or from the run's
   // start rounded down to `align` (shared runs: every chunk but the first starts aligned).
   const std::uint64_t base = r.own ? r.begin : r.begin / align * align;
@@ -43,13 +64,7 @@ void chunk_run(const run& r, std::span<const load_target> targets, std::size_t c
       if (te > to) break;  // continues in the next chunk
       ++t;
     }
-    const auto& first = targets[c.moves.front().target];
-    // Straight into host memory only where it is aligned like the file: elsewhere O_DIRECT
-    // would need bounce buffers, and the slot is the better one.
-    const auto dst = reinterpret_cast<std::uintptr_t>(first.dst) + c.moves.front().target_offset;
-    c.straight_to_host = c.moves.size() == 1 && !first.device && !first.converts() &&
-                         !first.verify && c.moves.front().bytes == to - from &&
-                         dst % align == from % align;
+    c.straight_to_host = straight(c, targets, to - from, align, memory_align);
     out.push_back(std::move(c));
   }
 }
@@ -76,7 +91,8 @@ void chunk_rows(std::size_t index, const load_target& tg, std::size_t chunk,
 }  // namespace
 
 std::vector<load_chunk> plan_chunks(std::span<const load_target> targets, std::size_t chunk_bytes,
-                                    std::size_t align, std::size_t block) {
+                                    std::size_t align, std::size_t block,
+                                    std::size_t memory_align) {
   LRIS_EXPECTS(align > 0 && chunk_bytes >= align && chunk_bytes % align == 0 &&
                    chunk_bytes % block == 0 && chunk_bytes % 8 == 0,
                "load: chunks of {} bytes are not a multiple of the alignment ({}) and the hash "
@@ -108,7 +124,43 @@ std::vector<load_chunk> plan_chunks(std::span<const load_target> targets, std::s
       runs.push_back({tg.shard, tg.file_offset, end, {i}, own});
     }
   }
-  for (const auto& r : runs) chunk_run(r, targets, chunk_bytes, align, out);
+  for (const auto& r : runs) chunk_run(r, targets, chunk_bytes, align, memory_align, out);
+  return out;
+}
+
+block_layout host_layout(std::span<const layout_item> items, std::size_t modulus,
+                         std::size_t alignment) {
+  LRIS_EXPECTS(modulus > 0 && alignment > 0 && modulus % alignment == 0,
+               "load: a block aligned to {} bytes cannot hold tensors aligned to {}", modulus,
+               alignment);
+  std::vector<std::size_t> order(items.size());
+  std::iota(order.begin(), order.end(), 0);
+  std::sort(order.begin(), order.end(), [&](std::size_t a, std::size_t b) {
+    const auto& x = items[a];
+    const auto& y = items[b];
+    return x.shard != y.shard ? x.shard < y.shard : x.file_offset < y.file_offset;
+  });
+  block_layout out;
+  out.offsets.resize(items.size());
+  std::uint64_t at = 0;
+  const layout_item* prev = nullptr;  // the tensor placed last, when it mirrors
+  for (std::size_t i : order) {
+    const layout_item& it = items[i];
+    const bool continues = it.mirrors && prev != nullptr && prev->shard == it.shard &&
+                           prev->file_offset + prev->bytes == it.file_offset;
+    if (!continues) {
+      if (it.mirrors) {
+        // The next offset at or after `at` that agrees with the file modulo `modulus`.
+        at += (it.file_offset % modulus + modulus - at % modulus) % modulus;
+      } else {
+        at = (at + alignment - 1) / alignment * alignment;
+      }
+    }
+    out.offsets[i] = at;
+    at += it.bytes;
+    prev = it.mirrors ? &it : nullptr;
+  }
+  out.bytes = at;
   return out;
 }
 

@@ -270,13 +270,16 @@ io_stats io_engine::run(const file& f, std::uint64_t offset, std::byte* buf, std
   bool direct = false;
   unsigned queues = call.queues > 0 ? call.queues : options_.queues;
   const std::uint64_t a = f.direct_alignment();
-  const bool memory_fits = (reinterpret_cast<std::uintptr_t>(buf) + (a - offset % a)) % a == 0;
+  // The memory where the first aligned file offset lands, aligned as the device needs memory.
+  const bool memory_fits = (reinterpret_cast<std::uintptr_t>(buf) + (a - offset % a) % a) %
+                               f.direct_memory_alignment() == 0;
   if (mode == direct_mode::never) {
     st.mode_reason = "direct_mode::never";
   } else if (!f.direct()) {
     st.mode_reason = f.direct_refusal();
   } else if (write && !memory_fits) {
-    st.mode_reason = fmt::format("source not aligned for O_DIRECT ({} bytes)", a);
+    st.mode_reason = fmt::format("source not aligned for O_DIRECT ({} bytes)",
+                                 f.direct_memory_alignment());
   } else if (mode == direct_mode::always || write) {
     direct = true;
     st.mode_reason = write ? "writes bypass the page cache" : "direct_mode::always";
@@ -291,7 +294,8 @@ io_stats io_engine::run(const file& f, std::uint64_t offset, std::byte* buf, std
   plan p = make_plan(f, offset, buf, len, write, direct);
   st.mode = p.mode;
   if (bounce) st.mode_reason += fmt::format("; through aligned bounce buffers (the memory is not "
-                                            "aligned like the file for O_DIRECT, {} bytes)", a);
+                                            "aligned for O_DIRECT: {} bytes at the first "
+                                            "{}-byte file offset)", f.direct_memory_alignment(), a);
 
   // Work per queue: segments straight into memory, and bounced ones (into a bounce buffer,
   // then copied). Several queues only where each gets a good share.

@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <system_error>
+#include <tuple>
 #include <utility>
 
 #include <fmt/format.h>
@@ -27,18 +28,20 @@ int flags_of(open_mode m) {
   return O_RDONLY;
 }
 
-// The direct-IO alignment statx reports (Linux 6.1+ with STATX_DIOALIGN), else the usual 4096.
-std::size_t direct_alignment_of(int fd) {
+// The direct-IO alignments statx reports (Linux 6.1+ with STATX_DIOALIGN) of offsets and of
+// memory, else the usual 4096 for both.
+std::pair<std::size_t, std::size_t> direct_alignments_of(int fd) {
 #ifdef STATX_DIOALIGN
   struct statx sx {};
   if (statx(fd, "", AT_EMPTY_PATH, STATX_DIOALIGN, &sx) == 0 && (sx.stx_mask & STATX_DIOALIGN) &&
       sx.stx_dio_offset_align > 0) {
-    return std::max<std::size_t>({std::size_t{sx.stx_dio_offset_align},
-                                  std::size_t{sx.stx_dio_mem_align}, std::size_t{512}});
+    const std::size_t offsets = std::max<std::size_t>(sx.stx_dio_offset_align, 512);
+    const std::size_t memory = sx.stx_dio_mem_align > 0 ? sx.stx_dio_mem_align : offsets;
+    return {offsets, memory};
   }
 #endif
   (void)fd;
-  return 4096;
+  return {4096, 4096};
 }
 
 }  // namespace
@@ -57,7 +60,7 @@ file::file(const std::filesystem::path& path, open_mode mode) : path_(path) {
                           ? std::string("O_DIRECT refused by the file system (EINVAL)")
                           : fmt::format("O_DIRECT open failed: {}", std::system_category().message(e));
   } else {
-    alignment_ = direct_alignment_of(direct_fd_);
+    std::tie(alignment_, memory_alignment_) = direct_alignments_of(direct_fd_);
   }
 }
 
@@ -66,6 +69,7 @@ file::file(file&& o) noexcept
       fd_(std::exchange(o.fd_, -1)),
       direct_fd_(std::exchange(o.direct_fd_, -1)),
       alignment_(o.alignment_),
+      memory_alignment_(o.memory_alignment_),
       direct_refusal_(std::move(o.direct_refusal_)) {}
 
 file& file::operator=(file&& o) noexcept {
@@ -75,6 +79,7 @@ file& file::operator=(file&& o) noexcept {
     fd_ = std::exchange(o.fd_, -1);
     direct_fd_ = std::exchange(o.direct_fd_, -1);
     alignment_ = o.alignment_;
+    memory_alignment_ = o.memory_alignment_;
     direct_refusal_ = std::move(o.direct_refusal_);
   }
   return *this;

@@ -78,7 +78,18 @@ TEST_CASE("load: every tensor byte-identical, into device and host memory", "[fo
         CHECK(l->type == t.type);
         CHECK(l->shape == t.shape);
         CHECK(bytes_of(*l) == t.data);
-        CHECK(reinterpret_cast<std::uintptr_t>(l->data) % 256 == 0);
+        const auto address = reinterpret_cast<std::uintptr_t>(l->data);
+        if (where == st::load_target_memory::device) {
+          CHECK(address % 256 == 0);
+        } else {
+          // Laid out as in the file, so that reads go straight in, where the file has the
+          // tensor at a multiple of its element size; this file has two that it has not.
+          const std::size_t element = std::max<std::size_t>(1, lris::bits_of(t.type) / 8);
+          const std::uint64_t in_file = ck.file_offset(*ck.find(t.name));
+          CHECK(address % element == 0);
+          CHECK(address % (in_file % element == 0 ? 4096 : 256) ==
+                (in_file % element == 0 ? in_file % 4096 : 0));
+        }
         CHECK(l->owns_memory());
         CHECK(l->location.device == (where == st::load_target_memory::device));
       }
@@ -215,13 +226,16 @@ TEST_CASE("load: checksums per tensor and SHA-256 per file", "[formats][load][er
   st::load_options o;
   o.transfer.chunk_bytes = 1 << 20;
   for (const auto& t : tensors) o.expected_checksums[t.name] = lris::block_checksum(t.data.data(), t.data.size());
-  auto loaded = st::load(p, ck, o);
-  CHECK(loaded.report.verified == tensors.size());
-  for (const auto& t : tensors) CHECK(bytes_of(*loaded.find(t.name)) == t.data);
-
-  o.expected_checksums["e.big"] ^= 1;
-  CHECK_THROWS_MATCHES(st::load(p, ck, o), lris::integrity_error,
-                       what_contains("tensor \"e.big\""));
+  for (const auto where : {st::load_target_memory::device, st::load_target_memory::host}) {
+    CAPTURE(static_cast<int>(where));
+    auto loaded = st::load(p, ck, o, where);
+    CHECK(loaded.report.verified == tensors.size());
+    for (const auto& t : tensors) CHECK(bytes_of(*loaded.find(t.name)) == t.data);
+    o.expected_checksums["e.big"] ^= 1;
+    CHECK_THROWS_MATCHES(st::load(p, ck, o, where), lris::integrity_error,
+                         what_contains("tensor \"e.big\""));
+    o.expected_checksums["e.big"] ^= 1;
+  }
   o.expected_checksums.clear();
   o.expected_checksums["zzz"] = 1;
   CHECK_THROWS_MATCHES(st::load(p, ck, o), lris::invalid_argument, what_contains("\"zzz\""));
@@ -241,6 +255,100 @@ TEST_CASE("load: checksums per tensor and SHA-256 per file", "[formats][load][er
   o.expected_sha256["other.safetensors"] = digest;
   CHECK_THROWS_MATCHES(st::load(p, ck, o), lris::invalid_argument,
                        what_contains("\"other.safetensors\", which is no file"));
+}
+
+TEST_CASE("host_layout: runs of tensors as in the file, the others aligned", "[formats][load]") {
+  using st::detail::layout_item;
+  // Shard 0: three adjacent tensors from offset 100, a gap, one more; a tensor that does not
+  // mirror; shard 1: one tensor at 4096 + 8. Listed out of file order.
+  const std::vector<layout_item> items{{0, 300, 50, true},   {0, 100, 200, true},
+                                       {1, 4104, 64, true},  {0, 350, 10, true},
+                                       {0, 9000, 16, true},  {0, 20000, 30, false}};
+  const auto l = st::detail::host_layout(items, 4096, 256);
+  REQUIRE(l.offsets.size() == items.size());
+  CHECK(l.offsets[1] == 100);                   // the first run starts as in the file
+  CHECK(l.offsets[0] == l.offsets[1] + 200);    // and goes on as the file does
+  CHECK(l.offsets[3] == l.offsets[0] + 50);
+  CHECK(l.offsets[4] % 4096 == 9000 % 4096);    // after a gap: congruent again
+  CHECK(l.offsets[4] >= l.offsets[3] + 10);
+  CHECK(l.offsets[4] < l.offsets[3] + 10 + 4096);
+  CHECK(l.offsets[5] % 256 == 0);               // does not mirror: aligned
+  CHECK(l.offsets[5] >= l.offsets[4] + 16);
+  CHECK(l.offsets[2] % 4096 == 8);              // shard 1 starts its own run
+  CHECK(l.offsets[2] >= l.offsets[5] + 30);
+  CHECK(l.bytes == l.offsets[2] + 64);
+  // Nothing mirrors (device memory): each tensor aligned, one after another.
+  std::vector<layout_item> plain = items;
+  for (auto& it : plain) it.mirrors = false;
+  const auto d = st::detail::host_layout(plain, 256, 256);
+  std::uint64_t end = 0;
+  for (std::size_t i : {1, 0, 3, 4, 5, 2}) {
+    CHECK(d.offsets[i] % 256 == 0);
+    CHECK(d.offsets[i] >= end);
+    CHECK(d.offsets[i] < end + 256);
+    end = d.offsets[i] + plain[i].bytes;
+  }
+  CHECK_THROWS_MATCHES(st::detail::host_layout(items, 256, 4096), lris::invalid_argument,
+                       what_contains("a block aligned to 256 bytes cannot hold tensors aligned to 4096"));
+}
+
+TEST_CASE("load: host memory straight from the file, slices and conversions through slots",
+          "[formats][load]") {
+  // Every tensor at a multiple of its element size, as safetensors writers store them.
+  const std::vector<raw_tensor> tensors{random_tensor("a.weight", dtype::F32, {64, 96}, 1),
+                                        random_tensor("b.norm", dtype::BF16, {32}, 2),
+                                        random_tensor("c.big", dtype::F32, {1024, 1100}, 3),
+                                        random_tensor("d.scale", dtype::F16, {8, 4096}, 4),
+                                        random_tensor("e.last", dtype::I64, {3}, 5)};
+  const auto path = write_file(dir() / "straight.safetensors", tensors);
+  const st::checkpoint ck(path);
+  host_pipeline p;
+  auto same_as_file = [&](const st::loaded_checkpoint& l, const std::string& name) {
+    return reinterpret_cast<std::uintptr_t>(l.find(name)->data) % 4096 ==
+           ck.file_offset(*ck.find(name)) % 4096;
+  };
+  for (const auto direct : {lris::io::direct_mode::never, lris::io::direct_mode::always}) {
+    CAPTURE(static_cast<int>(direct));
+    st::load_options o;
+    o.transfer.chunk_bytes = 1 << 20;  // several chunks for the big tensor
+    o.transfer.io.direct = direct;
+    for (const auto& t : tensors) o.expected_checksums[t.name] = lris::block_checksum(t.data.data(), t.data.size());
+    // Every tensor, each checked where it lands: no staging slot at all.
+    auto loaded = st::load(p, ck, o, st::load_target_memory::host);
+    CHECK(loaded.report.staging_bytes == 0);
+    CHECK(loaded.report.verified == tensors.size());
+    for (const auto& t : tensors) {
+      CAPTURE(t.name);
+      CHECK(same_as_file(loaded, t.name));
+      CHECK(bytes_of(*loaded.find(t.name)) == t.data);
+    }
+    o.expected_checksums["c.big"] ^= 1;
+    CHECK_THROWS_MATCHES(st::load(p, ck, o, st::load_target_memory::host), lris::integrity_error,
+                         what_contains("tensor \"c.big\""));
+    o.expected_checksums.clear();
+    // Two tensors apart in the file: two runs, each as in the file.
+    o.names = {"a.weight", "d.scale"};
+    loaded = st::load(p, ck, o, st::load_target_memory::host);
+    CHECK(loaded.report.staging_bytes == 0);
+    CHECK(same_as_file(loaded, "a.weight"));
+    CHECK(same_as_file(loaded, "d.scale"));
+    CHECK(bytes_of(*loaded.find("d.scale")) == tensors[3].data);
+    // A slice and a conversion go through the slots; the whole tensor beside them reads
+    // straight.
+    o.names = {"a.weight", "b.norm", "c.big"};
+    o.slice = [](const st::tensor_info& i) {
+      return i.name == "a.weight" ? std::optional<st::tensor_slice>(st::tensor_slice{1, 1, 2})
+                                  : std::nullopt;
+    };
+    o.convert_to = dtype::F32;  // converts b.norm only
+    loaded = st::load(p, ck, o, st::load_target_memory::host);
+    CHECK(loaded.report.staging_bytes > 0);
+    CHECK(loaded.report.converted == 1);
+    CHECK(reinterpret_cast<std::uintptr_t>(loaded.find("a.weight")->data) % 256 == 0);
+    CHECK(reinterpret_cast<std::uintptr_t>(loaded.find("b.norm")->data) % 256 == 0);
+    CHECK(same_as_file(loaded, "c.big"));
+    CHECK(bytes_of(*loaded.find("c.big")) == tensors[2].data);
+  }
 }
 
 TEST_CASE("load: progress, and a cancel from the progress callback", "[formats][load][errors]") {

@@ -112,8 +112,8 @@ static_assert(sizeof(place) == 16);
 /// @brief Moves `bytes` from `from` to `to`. With `convert`, `bytes` counts source elements of
 /// `from_type`, written as `to_type` (to.ptr is where the first converted element goes). With
 /// `check`, each default_checksum_block of the bytes read is hashed (block_hash) into
-/// check[0], check[1], ... before they move; the array is the plan maker's and must outlive
-/// the run.
+/// check[0], check[1], ... before they move (a read from a file: where they land); the array is
+/// the plan maker's and must outlive the run.
 struct step {
   place from;
   place to;

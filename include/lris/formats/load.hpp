@@ -7,7 +7,7 @@
 /// host memory stays bounded by pipeline_config::max_staging_bytes); neighbouring tensors share
 /// chunks. Data not in the page cache is read with O_DIRECT. From a slot, each tensor's bytes
 /// go to the device by DMA (converted by a kernel when asked) or to host memory by the CPU; a
-/// chunk that is one host tensor is read straight into it.
+/// chunk of host tensors laid out as in the file is read straight into them.
 ///
 ///   lris::safetensors::checkpoint ck("model/");              // a file or a sharded directory
 ///   lris::pipeline<lris::auto_select, lris::cuda_backend> p;
@@ -71,10 +71,15 @@ inline void add_chunk(exec::plan& plan, const load_chunk& c, const std::vector<l
                       std::vector<std::vector<std::uint64_t>>& hashes) {
   const auto file = static_cast<std::uint32_t>(c.shard);
   if (c.straight_to_host) {
+    // One read of the whole chunk: its tensors lie in memory as in the file.
     const load_move& m = c.moves.front();
-    plan.add({exec::place::in_file(file, c.reads.front().file_offset),
-              exec::place::host(targets[m.target].dst + m.target_offset),
-              static_cast<std::size_t>(m.bytes)});
+    const load_target& tg = targets[m.target];
+    exec::step s{exec::place::in_file(file, c.reads.front().file_offset),
+                 exec::place::host(tg.dst + m.target_offset),
+                 static_cast<std::size_t>(c.reads.front().bytes)};
+    // A verified tensor has chunks of its own, cut at hash blocks from its first byte.
+    if (tg.verify) s.check = hashes[m.target].data() + m.target_offset / default_checksum_block;
+    plan.add(s);
     plan.cut();
     return;
   }
@@ -180,15 +185,17 @@ loaded_checkpoint load_selected(Pipeline& p, const checkpoint& ck,
   out.report.tensors = out.tensors.size();
   out.report.file_bytes = file_bytes;
   out.report.path = on_device ? "file -> pinned slots -> device (DMA)"
-                              : "file -> host memory (through pinned slots where converted)";
+                              : "file -> host memory (straight where laid out as in the file, "
+                                "else through pinned slots)";
 
   // Direct or buffered, decided once for the whole checkpoint, as pipeline::read decides it.
   const transfer_sizes tp = p.sizes(o.transfer);
   std::vector<exec::file_range> ranges;
-  std::size_t align = 4096;
+  std::size_t align = 4096, memory_align = 1;
   for (const auto& sh : ck.shards()) {
     ranges.push_back({&sh.file, sh.header.data_offset, sh.header.file_bytes - sh.header.data_offset});
     align = std::max(align, sh.file.direct_alignment());
+    memory_align = std::max(memory_align, sh.file.direct_memory_alignment());
   }
   const auto io = exec::file_io_for(engine, ranges, o.transfer.io, true, "the files",
                                     tp.chunk_bytes, tp.workers,
@@ -210,17 +217,22 @@ loaded_checkpoint load_selected(Pipeline& p, const checkpoint& ck,
   plan.prio = o.transfer.priority;
   plan.budget_bytes = o.transfer.budget_bytes;
   plan.on_progress = o.on_progress;
-  for (const load_chunk& c : plan_chunks(targets, chunk, align, default_checksum_block)) {
+  bool slots = false;
+  for (const load_chunk& c : plan_chunks(targets, chunk, align, default_checksum_block,
+                                         memory_align)) {
     add_chunk(plan, c, targets, hashes);
+    slots = slots || !c.straight_to_host;
   }
+  if (!slots) plan.slot_bytes = 0;  // every chunk reads straight into its tensors
   plan.workers = std::max(1u, io.workers);
   plan.ring_depth = static_cast<unsigned>(std::min<std::size_t>(
       {std::max(1u, tp.ring_depth), std::size_t{2} * plan.workers, plan.chunks()}));
   out.report.chunks = plan.chunks();
   out.report.chunk_bytes = chunk;
+  const std::size_t plan_slot_bytes = plan.slot_bytes;
   if (plan.chunks() > 0) {
     const transfer_stats st = p.run(std::move(plan)).wait();  // rethrows the first error
-    out.report.staging_bytes = st.ring_slots * (chunk + align);
+    out.report.staging_bytes = st.ring_slots * plan_slot_bytes;
     out.report.workers = st.workers;
     out.report.token_waits = st.token_waits;
     out.report.throttle = st.throttle;
@@ -262,20 +274,37 @@ loaded_checkpoint load_into(Pipeline& p, const checkpoint& ck, DestFn&& dest,
 }
 
 /// @brief Loads the tensors `o` selects from `ck` into memory LRIS allocates: one block of
-/// device memory of the pipeline's backend (or of pageable host memory, on huge pages where
-/// the machine has them), every tensor 256-byte
-/// aligned in it. Each tensor leases the block (loaded_tensor::lease); it is freed when the
-/// last of them is gone.
+/// device memory of the pipeline's backend, every tensor 256-byte aligned in it; or one block
+/// of pageable host memory (on huge pages where the machine has them) laid out as the files
+/// are, so that reads go straight into the tensors with no copy: a tensor lies at the same
+/// offset modulo 4096 (or the files' O_DIRECT alignment, when larger) as in its file, hence at
+/// least aligned to its element size, as the safetensors format stores it; a tensor converted,
+/// sliced, or at a file offset that is no multiple of its element size is 256-byte aligned.
+/// Each tensor leases the block (loaded_tensor::lease); it is freed when the last of them is
+/// gone.
 template <loading_pipeline Pipeline>
 loaded_checkpoint load(Pipeline& p, const checkpoint& ck, const load_options& o = {},
                        load_target_memory where = load_target_memory::device) {
   using Backend = typename Pipeline::backend_type;
   constexpr std::size_t alignment = 256;
+  const bool host = where == load_target_memory::host;
   const auto selected = detail::select_tensors(ck, o);
-  std::uint64_t total = 0;
-  for (const auto& s : selected) total += (s.request.bytes + alignment - 1) / alignment * alignment;
+  std::size_t modulus = 4096;
+  for (const auto& sh : ck.shards()) modulus = std::max(modulus, sh.file.direct_alignment());
+  std::vector<detail::layout_item> items;
+  items.reserve(selected.size());
+  for (const auto& s : selected) {
+    const dtype type = s.request.source->info->type;
+    const std::size_t element = std::max<std::size_t>(1, bits_of(type) / 8);
+    items.push_back({s.request.source->shard, s.file_offset, s.request.bytes,
+                     host && s.rows == 1 && s.request.type == type &&
+                         s.file_offset % element == 0});
+  }
+  const auto layout = detail::host_layout(items, host ? modulus : alignment, alignment);
+  const std::uint64_t total = layout.bytes;
+  const std::size_t block_alignment = host ? modulus : alignment;
   std::shared_ptr<void> block;
-  if (total > 0 && where == load_target_memory::device) {
+  if (total > 0 && !host) {
     device_allocator<Backend> alloc(p.backend());
     void* mem = alloc.allocate(static_cast<std::size_t>(total), alignment);
     block = std::shared_ptr<void>(mem, [alloc, total](void* q) mutable {
@@ -285,27 +314,22 @@ loaded_checkpoint load(Pipeline& p, const checkpoint& ck, const load_options& o 
     // Huge pages where the machine has them: first touches of gigabytes of base pages would
     // cost more than the reads.
     huge_page_allocator alloc;
-    void* mem = alloc.allocate(static_cast<std::size_t>(total), alignment);
-    block = std::shared_ptr<void>(mem, [alloc, total](void* q) mutable {
-      alloc.deallocate(q, static_cast<std::size_t>(total), alignment);
+    void* mem = alloc.allocate(static_cast<std::size_t>(total), block_alignment);
+    block = std::shared_ptr<void>(mem, [alloc, total, block_alignment](void* q) mutable {
+      alloc.deallocate(q, static_cast<std::size_t>(total), block_alignment);
     });
   }
   auto* base = static_cast<std::byte*>(block.get());
-  std::uint64_t at = 0;
-  auto place = [&](const tensor_request& r) {
-    std::byte* d = base + at;
-    at += (r.bytes + alignment - 1) / alignment * alignment;
-    return d;
-  };
+  std::size_t next = 0;  // load_selected asks for the tensors in the order of `selected`
+  auto place = [&](const tensor_request&) { return base + layout.offsets[next++]; };
   loaded_checkpoint out =
-      where == load_target_memory::device
-          ? detail::load_selected(p, ck, selected, [&](const tensor_request& r) {
-              return memory_span<device_space<Backend>, std::byte>(place(r), r.bytes,
-                                                                   p.backend().device());
-            }, o)
-          : detail::load_selected(p, ck, selected, [&](const tensor_request& r) {
-              return memory_span<host_space, std::byte>(place(r), r.bytes);
-            }, o);
+      !host ? detail::load_selected(p, ck, selected, [&](const tensor_request& r) {
+                return memory_span<device_space<Backend>, std::byte>(place(r), r.bytes,
+                                                                     p.backend().device());
+              }, o)
+            : detail::load_selected(p, ck, selected, [&](const tensor_request& r) {
+                return memory_span<host_space, std::byte>(place(r), r.bytes);
+              }, o);
   for (auto& t : out.tensors) t.lease = block;
   return out;
 }

@@ -40,9 +40,13 @@ class file {
   /// @brief Why there is no O_DIRECT descriptor, e.g. "O_DIRECT refused by the file system
   /// (EINVAL)"; empty when direct() is true.
   [[nodiscard]] const std::string& direct_refusal() const noexcept { return direct_refusal_; }
-  /// @brief The alignment of offsets, lengths and memory for O_DIRECT (the device's logical
-  /// block size where statx reports it, else 4096).
+  /// @brief The alignment of file offsets and lengths for O_DIRECT (the device's logical
+  /// block size where statx reports it, at least 512; else 4096).
   [[nodiscard]] std::size_t direct_alignment() const noexcept { return alignment_; }
+  /// @brief The alignment of memory for O_DIRECT: what statx reports (often 4 bytes on NVMe,
+  /// 512 on virtual disks), else direct_alignment(). Memory aligned to this much (at the first
+  /// aligned file offset) takes O_DIRECT reads straight, with no bounce buffer.
+  [[nodiscard]] std::size_t direct_memory_alignment() const noexcept { return memory_alignment_; }
   /// @brief The size in bytes now (fstat).
   [[nodiscard]] std::uint64_t size() const;
   /// @brief Sets the size (ftruncate); for writers that preallocate.
@@ -56,6 +60,7 @@ class file {
   int fd_ = -1;
   int direct_fd_ = -1;
   std::size_t alignment_ = 4096;
+  std::size_t memory_alignment_ = 4096;
   std::string direct_refusal_;
 };
 

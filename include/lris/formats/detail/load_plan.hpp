@@ -53,18 +53,42 @@ struct load_chunk {
   std::size_t shard = 0;
   std::vector<load_read> reads;
   std::vector<load_move> moves;
-  /// One host move without conversion that covers the whole read, into memory aligned like
-  /// the file: read straight into the destination, no slot involved.
+  /// Host moves without conversion that cover the whole read, into memory laid out as the
+  /// file is and aligned for O_DIRECT: read straight into the destination, no slot involved.
   bool straight_to_host = false;
 };
+
+/// One tensor of a load into a block of host memory: its bytes in the file and in memory.
+/// `mirrors`: it may keep the file's layout (whole, unconverted, at a file offset that is a
+/// multiple of its element size).
+struct layout_item {
+  std::size_t shard = 0;
+  std::uint64_t file_offset = 0;
+  std::uint64_t bytes = 0;
+  bool mirrors = false;
+};
+
+/// Offsets of `items` (same order) in one block whose start is aligned to `modulus`, and its
+/// size. Tensors adjacent in a file that mirror keep the file's layout: each run of them starts
+/// at the same offset modulo `modulus` as in the file, so that reads go straight into them
+/// (O_DIRECT for their aligned middle). Each other tensor starts `alignment`-aligned.
+struct block_layout {
+  std::vector<std::uint64_t> offsets;
+  std::uint64_t bytes = 0;
+};
+[[nodiscard]] block_layout host_layout(std::span<const layout_item> items, std::size_t modulus,
+                                       std::size_t alignment);
 
 /// The chunks of `targets` (any order) for slots of `chunk_bytes` + `align` bytes. Reads of
 /// contiguous file ranges start in the slot at the file offset modulo `align`, so that their
 /// aligned middle can go with O_DIRECT. A tensor that is converted or verified starts its own
 /// chunks, cut at multiples of `chunk_bytes` (a multiple of `block`) from its first byte, so
-/// that no element and no hash block straddles two chunks.
+/// that no element and no hash block straddles two chunks. A chunk goes straight into host
+/// memory (straight_to_host) where its tensors are unconverted, laid out in memory as in the
+/// file, and the memory at its first `align`-aligned file offset is aligned to `memory_align`
+/// (the device's O_DIRECT memory alignment).
 [[nodiscard]] std::vector<load_chunk> plan_chunks(std::span<const load_target> targets,
                                                   std::size_t chunk_bytes, std::size_t align,
-                                                  std::size_t block);
+                                                  std::size_t block, std::size_t memory_align);
 
 }  // namespace lris::safetensors::detail
