@@ -10,6 +10,19 @@ namespace lris::safetensors::detail {
 
 namespace {
 
+// The indices of `items` in file order: by shard, then by offset in it.
+template <class Item>
+std::vector<std::size_t> file_order(std::span<const Item> items) {
+  std::vector<std::size_t> order(items.size());
+  std::iota(order.begin(), order.end(), 0);
+  std::sort(order.begin(), order.end(), [&](std::size_t a, std::size_t b) {
+    const auto& x = items[a];
+    const auto& y = items[b];
+    return x.shard != y.shard ? x.shard < y.shard : x.file_offset < y.file_offset;
+  });
+  return order;
+}
+
 // Contiguous file bytes [begin, end) of one shard and the targets that tile them.
 struct run {
   std::size_t shard = 0;
@@ -98,13 +111,7 @@ std::vector<load_chunk> plan_chunks(std::span<const load_target> targets, std::s
                "load: chunks of {} bytes are not a multiple of the alignment ({}) and the hash "
                "block ({})",
                chunk_bytes, align, block);
-  std::vector<std::size_t> order(targets.size());
-  std::iota(order.begin(), order.end(), 0);
-  std::sort(order.begin(), order.end(), [&](std::size_t a, std::size_t b) {
-    const auto& x = targets[a];
-    const auto& y = targets[b];
-    return x.shard != y.shard ? x.shard < y.shard : x.file_offset < y.file_offset;
-  });
+  const std::vector<std::size_t> order = file_order(targets);
   std::vector<load_chunk> out;
   std::vector<run> runs;
   for (std::size_t i : order) {
@@ -133,13 +140,7 @@ block_layout host_layout(std::span<const layout_item> items, std::size_t modulus
   LRIS_EXPECTS(modulus > 0 && alignment > 0 && modulus % alignment == 0,
                "load: a block aligned to {} bytes cannot hold tensors aligned to {}", modulus,
                alignment);
-  std::vector<std::size_t> order(items.size());
-  std::iota(order.begin(), order.end(), 0);
-  std::sort(order.begin(), order.end(), [&](std::size_t a, std::size_t b) {
-    const auto& x = items[a];
-    const auto& y = items[b];
-    return x.shard != y.shard ? x.shard < y.shard : x.file_offset < y.file_offset;
-  });
+  const std::vector<std::size_t> order = file_order(items);
   block_layout out;
   out.offsets.resize(items.size());
   std::uint64_t at = 0;
