@@ -3,9 +3,9 @@
 /// @brief Runs a plan's chunks on the context's threads: with staging slots (chunks take
 /// turns on the ring's slots) or without (CPU copies and file io only).
 ///
-/// Chunk c uses slot c % k; a worker waits until the slot's previous chunk (c - k) is done
-/// with it, so chunks overlap across slots while each slot is used strictly in order. Within a
-/// chunk the steps run in order, grouped by the resource they load: file io step by step
+/// A chunk takes a free slot of the transfer's, or makes one the ring kept room for (a first
+/// transfer pins its slots as it goes, several at once, instead of all before it starts), or
+/// waits for another chunk to give one back. Within a chunk the steps run in order, grouped by the resource they load: file io step by step
 /// (disk tokens), a run of CPU copies under one hold of host tokens, a run of DMA under one
 /// reservation of link tokens. DMA into a device is not waited for: the slot's event is
 /// recorded and its next user (or the end) waits. DMA out of a device into the slot is waited
@@ -14,6 +14,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <condition_variable>
 #include <cstddef>
 #include <cstring>
 #include <memory>
@@ -25,7 +26,6 @@
 #include <lris/concepts/batch_backend.hpp>
 #include <lris/concepts/convert_backend.hpp>
 #include <lris/concepts/copy_item.hpp>
-#include <lris/detail/spin_wait.hpp>
 #include <lris/detail/stream_copy.hpp>
 #include <lris/element/checksum.hpp>
 #include <lris/element/convert.hpp>
@@ -46,23 +46,25 @@ struct plan_job : lris::detail::job_base {
 
   std::shared_ptr<Exec> ex;
   plan p;
-  std::vector<slot_type*> slots;       // none: a plan without slots
+  // The transfer's slots (none: a plan without slots): every one made so far, those no chunk
+  // holds, and how many more the ring kept room for.
+  std::vector<slot_type*> slots;
+  std::vector<slot_type*> free_slots;
+  std::size_t unmade = 0;
+  std::mutex slot_mutex;
+  std::condition_variable slot_cv;
   std::vector<std::size_t> storage;    // per file of the plan: its disk at the broker
   std::mutex io_mutex;
   io::io_stats io_total;
   bool did_io = false;
 
-  /// @brief Claims and runs the next chunk; false when none was left. A chunk waits only for
-  /// the chunk k before it, which was claimed earlier by a task that is running or done.
+  /// @brief Claims and runs the next chunk; false when none was left. A chunk waits for a
+  /// slot only while every slot of the transfer is held by a chunk claimed earlier, which
+  /// gives it back when done.
   bool run_one() noexcept {
     const std::size_t i = next.fetch_add(1, std::memory_order_relaxed);
     if (i >= chunks) return false;
-    slot_type* slot = slots.empty() ? nullptr : slots[i % slots.size()];
-    if (slot != nullptr && !lris::detail::spin_until([&] { return slot->ready_for.load() == i; })) {
-      for (std::size_t v = slot->ready_for.load(); v != i; v = slot->ready_for.load()) {
-        slot->ready_for.wait(v);
-      }
-    }
+    slot_type* slot = slots.empty() ? nullptr : take_slot();
     if (!state->should_stop()) {
       try {
         process(i, slot);
@@ -73,14 +75,51 @@ struct plan_job : lris::detail::job_base {
       }
     }
     if (slot != nullptr) {
-      slot->ready_for.store(i + slots.size());
-      slot->ready_for.notify_all();
+      {
+        std::lock_guard lock(slot_mutex);
+        free_slots.push_back(slot);
+      }
+      slot_cv.notify_one();
     }
     if (processed.fetch_add(1, std::memory_order_acq_rel) + 1 == chunks) finalize();
     return true;
   }
 
  private:
+  // A free slot of the transfer's; else one made now, where the ring kept room for it (no
+  // lock held while it pins: other chunks make theirs, or move bytes, meanwhile); else the
+  // next one given back. Pinned memory that runs out leaves the transfer the slots it has.
+  slot_type* take_slot() noexcept {
+    std::unique_lock lock(slot_mutex);
+    for (;;) {
+      if (!free_slots.empty()) {
+        slot_type* s = free_slots.back();
+        free_slots.pop_back();
+        return s;
+      }
+      if (unmade > 0) {
+        --unmade;
+        lock.unlock();
+        slot_type* s = nullptr;
+        try {
+          s = ex->staged->ring.make(p.slot_bytes);
+        } catch (const out_of_memory&) {
+        } catch (...) {
+          state->fail(std::current_exception());
+        }
+        lock.lock();
+        if (s != nullptr) {
+          slots.push_back(s);
+          return s;
+        }
+        ex->staged->ring.release({}, unmade + 1, p.slot_bytes);  // make no more
+        unmade = 0;
+        continue;
+      }
+      slot_cv.wait(lock);
+    }
+  }
+
   std::byte* at(const place& where, slot_type* slot) const noexcept {
     return where.kind == place_kind::slot ? slot->data + where.offset : where.ptr;
   }
@@ -309,7 +348,7 @@ struct plan_job : lris::detail::job_base {
         state->fail(std::current_exception());
       }
     }
-    if (!slots.empty()) ex->staged->ring.release(slots);
+    if (!slots.empty()) ex->staged->ring.release(slots, unmade, p.slot_bytes);
     pace.report(state->stats);
     if (did_io) {
       auto& st = state->stats;
@@ -350,9 +389,11 @@ void start_plan_job(const std::shared_ptr<Exec>& ex, const std::shared_ptr<trans
   std::size_t workers = std::max(1u, p.workers);
   if (p.slot_bytes > 0) {
     job->slots = ex->staged->ring.acquire(
-        std::min<std::size_t>(std::max(1u, p.ring_depth), job->chunks), p.slot_bytes);
-    workers = std::min(workers, job->slots.size());
-    st.ring_slots = static_cast<unsigned>(job->slots.size());
+        std::min<std::size_t>(std::max(1u, p.ring_depth), job->chunks), p.slot_bytes,
+        &job->unmade);
+    job->free_slots = job->slots;
+    workers = std::min(workers, job->slots.size() + job->unmade);
+    st.ring_slots = static_cast<unsigned>(job->slots.size() + job->unmade);
     st.streams = p.streams;
   }
   st.workers = static_cast<unsigned>(std::min(workers, job->chunks));

@@ -2,7 +2,6 @@
 /// @file
 /// @brief The pinned staging ring shared by a pipeline's transfers, with a bound on its bytes.
 
-#include <atomic>
 #include <condition_variable>
 #include <cstddef>
 #include <cstdint>
@@ -26,9 +25,7 @@ struct staging_slot {
   std::byte* data = nullptr;
   std::size_t bytes = 0;
   typename Backend::event event;
-  // Filled in by transfers: the chunk index allowed to use the slot next, and whether a DMA
-  // of `pending_bytes` is still in flight from it.
-  std::atomic<std::size_t> ready_for{0};
+  // Filled in by transfers: whether a DMA of `pending_bytes` is still in flight from it.
   bool pending = false;
   std::size_t pending_bytes = 0;
   // Device memory of `bytes`, made on first use by transfers that pack many buffers into the
@@ -58,19 +55,29 @@ class staging_ring {
   /// @brief Called with a slot's io registration before the slot is freed.
   void on_unregister(std::function<void(std::uint64_t)> f) { unregister_ = std::move(f); }
 
-  /// @brief Between 1 and `want` slots of exactly `bytes` bytes (bytes <= max_bytes()).
-  std::vector<slot*> acquire(std::size_t want, std::size_t bytes) {
+  /// @brief Between 1 and `want` slots of exactly `bytes` bytes (bytes <= max_bytes()), made
+  /// (pinned) now. With `unmade`, only the first is made now where none is free: the bound is
+  /// kept for the others, *unmade of them, for the caller to make() while it works (pinning
+  /// takes about a millisecond per 4 MiB: a first transfer need not wait for all of it) or
+  /// to give back with release().
+  std::vector<slot*> acquire(std::size_t want, std::size_t bytes, std::size_t* unmade = nullptr) {
     LRIS_EXPECTS(bytes > 0 && bytes <= max_bytes_,
                  "staging ring: a chunk of {} bytes does not fit its bound of {} bytes", bytes,
                  max_bytes_);
     std::vector<slot*> got;
+    std::size_t promised = 0;
     std::unique_lock lock(mutex_);
     for (;;) {
       take_free(got, want, bytes);
       if (got.size() < want && total_bytes_ + bytes > max_bytes_) evict_other_sizes(bytes);
       try {
-        while (got.size() < want && total_bytes_ + bytes <= max_bytes_) {
-          got.push_back(grow(bytes));
+        while (got.size() + promised < want && total_bytes_ + bytes <= max_bytes_) {
+          if (unmade != nullptr && !got.empty()) {
+            total_bytes_ += bytes;  // kept for the caller to make
+            ++promised;
+          } else {
+            got.push_back(grow(bytes));
+          }
         }
       } catch (const out_of_memory&) {
         // Pinned memory ran out below the bound: go on with the slots we have; else free
@@ -87,19 +94,35 @@ class staging_ring {
       if (!got.empty()) break;
       cv_.wait(lock);
     }
-    for (std::size_t i = 0; i < got.size(); ++i) {
-      got[i]->ready_for.store(i);
-      got[i]->pending = false;
-      got[i]->pending_bytes = 0;
+    for (slot* s : got) {
+      s->pending = false;
+      s->pending_bytes = 0;
     }
+    if (unmade != nullptr) *unmade = promised;
     return got;
   }
 
-  /// @brief Returns slots whose DMAs have all completed.
-  void release(const std::vector<slot*>& slots) noexcept {
+  /// @brief Makes one slot of `bytes` that acquire() kept room for, outside the ring's lock
+  /// (several callers pin at once).
+  /// @throws lris::out_of_memory where pinned memory ran out (the room stays kept: give it
+  /// back with release()).
+  slot* make(std::size_t bytes) {
+    auto s = std::make_unique<slot>(backend_.make_event());
+    s->data = static_cast<std::byte*>(alloc_.allocate(bytes, 4096));
+    s->bytes = bytes;
+    std::lock_guard lock(mutex_);
+    slots_.push_back(std::move(s));
+    return slots_.back().get();
+  }
+
+  /// @brief Returns slots whose DMAs have all completed, and the room of `unmade` slots of
+  /// `bytes` that acquire() kept and nobody made.
+  void release(const std::vector<slot*>& slots, std::size_t unmade = 0,
+               std::size_t bytes = 0) noexcept {
     {
       std::lock_guard lock(mutex_);
       for (auto* s : slots) free_.push_back(s);
+      total_bytes_ -= unmade * bytes;
     }
     cv_.notify_all();
   }
