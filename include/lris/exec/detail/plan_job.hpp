@@ -17,6 +17,7 @@
 #include <condition_variable>
 #include <cstddef>
 #include <cstring>
+#include <deque>
 #include <memory>
 #include <mutex>
 #include <span>
@@ -49,7 +50,7 @@ struct plan_job : lris::detail::job_base {
   // The transfer's slots (none: a plan without slots): every one made so far, those no chunk
   // holds, and how many more the ring kept room for.
   std::vector<slot_type*> slots;
-  std::vector<slot_type*> free_slots;
+  std::deque<slot_type*> free_slots;  // the longest free first: its last DMA is likely done
   std::size_t unmade = 0;
   std::mutex slot_mutex;
   std::condition_variable slot_cv;
@@ -86,15 +87,20 @@ struct plan_job : lris::detail::job_base {
   }
 
  private:
-  // A free slot of the transfer's; else one made now, where the ring kept room for it (no
+  // The free slot of the transfer's that came back first (the one whose DMA has had the
+  // longest to finish, as round robin over the slots would pick), unless its DMA may still
+  // be running and another may be made; else one made now, where the ring kept room for it (no
   // lock held while it pins: other chunks make theirs, or move bytes, meanwhile); else the
   // next one given back. Pinned memory that runs out leaves the transfer the slots it has.
   slot_type* take_slot() noexcept {
     std::unique_lock lock(slot_mutex);
     for (;;) {
-      if (!free_slots.empty()) {
-        slot_type* s = free_slots.back();
-        free_slots.pop_back();
+      // A slot whose DMA may still be in flight is reused only where no new one may be made:
+      // the ring depth is there so that DMA runs from some slots while chunks fill others
+      // (reusing them at once left later loads 3-7% slower on an H200).
+      if (!free_slots.empty() && (unmade == 0 || !free_slots.front()->pending)) {
+        slot_type* s = free_slots.front();
+        free_slots.pop_front();
         return s;
       }
       if (unmade > 0) {
@@ -391,7 +397,7 @@ void start_plan_job(const std::shared_ptr<Exec>& ex, const std::shared_ptr<trans
     job->slots = ex->staged->ring.acquire(
         std::min<std::size_t>(std::max(1u, p.ring_depth), job->chunks), p.slot_bytes,
         &job->unmade);
-    job->free_slots = job->slots;
+    job->free_slots.assign(job->slots.begin(), job->slots.end());
     workers = std::min(workers, job->slots.size() + job->unmade);
     st.ring_slots = static_cast<unsigned>(job->slots.size() + job->unmade);
     st.streams = p.streams;
