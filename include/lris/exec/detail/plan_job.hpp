@@ -65,7 +65,7 @@ struct plan_job : lris::detail::job_base {
   bool run_one() noexcept {
     const std::size_t i = next.fetch_add(1, std::memory_order_relaxed);
     if (i >= chunks) return false;
-    slot_type* slot = slots.empty() ? nullptr : take_slot();
+    slot_type* slot = p.slot_bytes == 0 ? nullptr : take_slot();  // slots grows meanwhile
     if (!state->should_stop()) {
       try {
         process(i, slot);
