@@ -1,9 +1,9 @@
 // lris load FILE|DIR --device cuda:0|hip:0|host: loads a safetensors checkpoint with a progress
 // bar and says how long it took, at what rate, and along which path. --cold evicts the files
 // from the page cache first; --raw measures raw reads of the same files by several methods in
-// the same run (rounds interleaved), the best of them the ceiling; --verify compares every loaded byte with
-// the file. The device starts (its runtime context) before the first load is timed, and the
-// time it took is reported apart.
+// the same run (rounds interleaved), the best of them the ceiling; --verify compares every
+// loaded byte with the file. The device starts (its runtime context) before the first load is
+// timed, and the time it took is reported apart.
 #include <algorithm>
 #include <chrono>
 #include <filesystem>
@@ -57,13 +57,14 @@ double median(std::vector<double> v) {
 struct raw_reader {
   struct method {
     std::string name;
+    unsigned depth = 0;         // O_DIRECT io_uring at this queue depth; 0: buffered threads
     std::vector<double> rates;  // GB/s, a round each
   };
   std::vector<std::pair<std::filesystem::path, std::uint64_t>> files;  // whole 4 KiB blocks
   std::uint64_t bytes = 0;
   buffer<page_aligned_allocator> buf;
   std::vector<method> methods;
-  unsigned threads = 16;
+  const unsigned threads = std::clamp(usable_cpus(), 1u, 16u);
 
   raw_reader(const safetensors::checkpoint& ck, bool cold) {
     std::uint64_t largest = 0;
@@ -75,20 +76,20 @@ struct raw_reader {
     }
     buf = buffer<page_aligned_allocator>(static_cast<std::size_t>(std::max<std::uint64_t>(largest, 4096)));
     prefault(buf.data(), buf.size());
-    threads = std::clamp(usable_cpus(), 1u, 16u);
-    methods.push_back({"O_DIRECT io_uring, queue depth 32, 1 MiB reads", {}});
-    methods.push_back({"O_DIRECT io_uring, queue depth 128, 1 MiB reads", {}});
+    for (const unsigned depth : {32u, 128u}) {
+      methods.push_back({fmt::format("O_DIRECT io_uring, queue depth {}, 1 MiB reads", depth), depth, {}});
+    }
     if (cold) {
-      methods.push_back({fmt::format("buffered pread, {} threads, 8 MiB reads", threads), {}});
+      methods.push_back({fmt::format("buffered pread, {} threads, 8 MiB reads", threads), 0, {}});
     }
   }
-  // Seconds for every file by method `m`.
-  double seconds(std::size_t m) {
+  // Seconds for every file by `m`.
+  double seconds(const method& m) {
     double s = 0;
     for (const auto& [path, n] : files) {
       if (n == 0) continue;
-      s += m < 2 ? raw_uring_io(path, buf.data(), n, m == 0 ? 32 : 128, std::size_t{1} << 20, false)
-                 : raw_buffered_read(path, buf.data(), n, threads, std::size_t{8} << 20);
+      s += m.depth > 0 ? raw_uring_io(path, buf.data(), n, m.depth, std::size_t{1} << 20, false)
+                       : raw_buffered_read(path, buf.data(), n, threads, std::size_t{8} << 20);
     }
     return s;
   }
@@ -116,7 +117,7 @@ int run_load(const load_cli& c, Pipeline& p, safetensors::load_target_memory whe
     if (!o.convert_to) throw invalid_argument(fmt::format("--convert: \"{}\" is not a dtype", c.convert));
   }
   const bool tty = !c.json;
-  // The device's runtime starts (its context is made: about 0.2 s for CUDA on an H200) before
+  // The device's runtime starts (its context is made: 0.1-0.2 s for CUDA on an H200) before
   // the first load is timed, as in a process that has used the device already (any PyTorch
   // process); the time is reported apart.
   double device_start = 0;
@@ -136,11 +137,11 @@ int run_load(const load_cli& c, Pipeline& p, safetensors::load_target_memory whe
     // read after a drop can be faster or slower than the next.
     auto raw_round = [&] {
       if (!raw) return;
-      for (std::size_t m = 0; m < raw->methods.size(); ++m) {
+      for (auto& m : raw->methods) {
         if (c.cold) {
           for (const auto& s : ck.shards()) cold_note = make_cold(s.file.path().string());
         }
-        raw->methods[m].rates.push_back(static_cast<double>(raw->bytes) / raw->seconds(m) / 1e9);
+        m.rates.push_back(static_cast<double>(raw->bytes) / raw->seconds(m) / 1e9);
       }
     };
     if (r % 2 == 0) raw_round();

@@ -312,7 +312,6 @@ loaded_checkpoint load(Pipeline& p, const checkpoint& ck, const load_options& o 
     }
   }
   const std::uint64_t total = layout.bytes;
-  const std::size_t block_alignment = host ? modulus : alignment;
   std::shared_ptr<void> block;
   if (total > 0 && !host) {
     device_allocator<Backend> alloc(p.backend());
@@ -324,9 +323,9 @@ loaded_checkpoint load(Pipeline& p, const checkpoint& ck, const load_options& o 
     // Huge pages where the machine has them: first touches of gigabytes of base pages would
     // cost more than the reads.
     huge_page_allocator alloc;
-    void* mem = alloc.allocate(static_cast<std::size_t>(total), block_alignment);
-    block = std::shared_ptr<void>(mem, [alloc, total, block_alignment](void* q) mutable {
-      alloc.deallocate(q, static_cast<std::size_t>(total), block_alignment);
+    void* mem = alloc.allocate(static_cast<std::size_t>(total), modulus);
+    block = std::shared_ptr<void>(mem, [alloc, total, modulus](void* q) mutable {
+      alloc.deallocate(q, static_cast<std::size_t>(total), modulus);
     });
   }
   auto* base = static_cast<std::byte*>(block.get());

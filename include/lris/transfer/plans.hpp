@@ -54,7 +54,8 @@ template <class Space>
 
 /// @brief Many pageable buffers <-> a device: cut into pieces, packed into pinned slots (a
 /// packed exec::batch, 24 bytes a piece); each slot's pieces move as one DMA and one batched
-/// operation (shape `packed`). Without a batching backend they are staged; without pageable memory, batched.
+/// operation (shape `packed`). Without a batching backend they are staged; without pageable
+/// memory, batched.
 [[nodiscard]] exec::plan packed(const transfer_request& r, transfer_sizes sizes = {});
 
 /// @brief A file range and host memory: in pieces of `piece` bytes, one after another on an

@@ -5,12 +5,13 @@
 ///
 /// A chunk takes a free slot of the transfer's, or makes one the ring kept room for (a first
 /// transfer pins its slots as it goes, several at once, instead of all before it starts), or
-/// waits for another chunk to give one back. Within a chunk the steps run in order, grouped by the resource they load: file io step by step
-/// (disk tokens), a run of CPU copies under one hold of host tokens, a run of DMA under one
-/// reservation of link tokens. DMA into a device is not waited for: the slot's event is
-/// recorded and its next user (or the end) waits. DMA out of a device into the slot is waited
-/// for before the CPU reads the slot. A packed batch's chunk is its pieces copied into the slot
-/// and moved by one DMA and one batched operation (or gathered that way and copied out).
+/// waits for another chunk to give one back. Within a chunk the steps run in order, grouped by
+/// the resource they load: file io step by step (disk tokens), a run of CPU copies under one
+/// hold of host tokens, a run of DMA under one reservation of link tokens. DMA into a device
+/// is not waited for: the slot's event is recorded and its next user (or the end) waits. DMA
+/// out of a device into the slot is waited for before the CPU reads the slot. A packed batch's
+/// chunk is its pieces copied into the slot and moved by one DMA and one batched operation (or
+/// gathered that way and copied out).
 
 #include <algorithm>
 #include <atomic>
@@ -300,7 +301,9 @@ struct plan_job : lris::detail::job_base {
     };
     if (in) {
       const auto held = pace.hold(pace.host, bytes);
-      each([](const copy_item& c, std::byte* at) { lris::detail::stream_copy(at, c.src, c.bytes); });
+      each([](const copy_item& c, std::byte* at) {
+        lris::detail::stream_copy(at, c.src, c.bytes);  // the DMA engine reads it next
+      });
     }
     auto& be = ex->backend;
     auto link = pace.reserve(pace.link, bytes);
@@ -311,11 +314,16 @@ struct plan_job : lris::detail::job_base {
       std::size_t k = 0;
       each([&](const copy_item& c, std::byte* at) {
         std::byte* on_device = packed + (at - slot.data);
-        items[k++] = in ? copy_item{on_device, c.dst, c.bytes} : copy_item{c.src, on_device, c.bytes};
+        items[k++] =
+            in ? copy_item{on_device, c.dst, c.bytes} : copy_item{c.src, on_device, c.bytes};
       });
-      if (in && scratch != nullptr) be.copy_async(scratch, slot.data, items_at, copy_kind::host_to_device, stream);
+      if (in && scratch != nullptr) {
+        be.copy_async(scratch, slot.data, items_at, copy_kind::host_to_device, stream);
+      }
       be.copy_batch_async(items, pieces.size(), stream);
-      if (!in && scratch != nullptr) be.copy_async(slot.data, scratch, items_at, copy_kind::device_to_host, stream);
+      if (!in && scratch != nullptr) {
+        be.copy_async(slot.data, scratch, items_at, copy_kind::device_to_host, stream);
+      }
     } else {
       each([&](const copy_item& c, std::byte* at) {
         if (in) {
