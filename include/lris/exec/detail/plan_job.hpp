@@ -18,7 +18,6 @@
 #include <condition_variable>
 #include <cstddef>
 #include <cstring>
-#include <deque>
 #include <memory>
 #include <mutex>
 #include <span>
@@ -51,7 +50,10 @@ struct plan_job : lris::detail::job_base {
   // The transfer's slots (none: a plan without slots): every one made so far, those no chunk
   // holds, and how many more the ring kept room for.
   std::vector<slot_type*> slots;
-  std::deque<slot_type*> free_slots;  // the longest free first: its last DMA is likely done
+  // Free slots, the longest free first (its last DMA is likely done): a ring of fixed size,
+  // so that a chunk giving a slot back allocates nothing.
+  std::vector<slot_type*> free_slots;
+  std::size_t free_head = 0, free_count = 0;
   std::size_t unmade = 0;
   std::mutex slot_mutex;
   std::condition_variable slot_cv;
@@ -79,7 +81,7 @@ struct plan_job : lris::detail::job_base {
     if (slot != nullptr) {
       {
         std::lock_guard lock(slot_mutex);
-        free_slots.push_back(slot);
+        free_slots[(free_head + free_count++) % free_slots.size()] = slot;
       }
       slot_cv.notify_one();
     }
@@ -99,9 +101,10 @@ struct plan_job : lris::detail::job_base {
       // A slot whose DMA may still be in flight is reused only where no new one may be made:
       // the ring depth is there so that DMA runs from some slots while chunks fill others
       // (reusing them at once left later loads 3-7% slower on an H200).
-      if (!free_slots.empty() && (unmade == 0 || !free_slots.front()->pending)) {
-        slot_type* s = free_slots.front();
-        free_slots.pop_front();
+      if (free_count > 0 && (unmade == 0 || !free_slots[free_head]->pending)) {
+        slot_type* s = free_slots[free_head];
+        free_head = (free_head + 1) % free_slots.size();
+        --free_count;
         return s;
       }
       if (unmade > 0) {
@@ -405,7 +408,11 @@ void start_plan_job(const std::shared_ptr<Exec>& ex, const std::shared_ptr<trans
     job->slots = ex->staged->ring.acquire(
         std::min<std::size_t>(std::max(1u, p.ring_depth), job->chunks), p.slot_bytes,
         &job->unmade);
-    job->free_slots.assign(job->slots.begin(), job->slots.end());
+    // Room for every slot the transfer may make: taking and giving back allocate nothing.
+    job->free_slots.assign(job->slots.size() + job->unmade, nullptr);
+    std::copy(job->slots.begin(), job->slots.end(), job->free_slots.begin());
+    job->free_count = job->slots.size();
+    job->slots.reserve(job->free_slots.size());
     workers = std::min(workers, job->slots.size() + job->unmade);
     st.ring_slots = static_cast<unsigned>(job->slots.size() + job->unmade);
     st.streams = p.streams;
