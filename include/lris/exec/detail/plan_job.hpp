@@ -98,10 +98,11 @@ struct plan_job : lris::detail::job_base {
   slot_type* take_slot() noexcept {
     std::unique_lock lock(slot_mutex);
     for (;;) {
-      // A slot whose DMA may still be in flight is reused only where no new one may be made:
-      // the ring depth is there so that DMA runs from some slots while chunks fill others
-      // (reusing them at once left later loads 3-7% slower on an H200).
-      if (free_count > 0 && (unmade == 0 || !free_slots[free_head]->pending)) {
+      // A slot whose DMA is still in flight is reused only where no new one may be made: the
+      // ring depth is there so that DMA runs from some slots while chunks fill others
+      // (reusing them at once left later loads 3-7% slower on an H200); one whose DMA has
+      // finished is reused rather than pinning another.
+      if (free_count > 0 && (unmade == 0 || !in_flight(*free_slots[free_head]))) {
         slot_type* s = free_slots[free_head];
         free_head = (free_head + 1) % free_slots.size();
         --free_count;
@@ -195,6 +196,17 @@ struct plan_job : lris::detail::job_base {
       }
     }
     if (delivered > 0) state->add_progress(delivered);
+  }
+
+  // The slot's last DMA has not finished (an error from asking counts as finished: retire()
+  // reports it).
+  bool in_flight(slot_type& slot) noexcept {
+    if (!slot.pending) return false;
+    try {
+      return !ex->backend.query(slot.event);
+    } catch (...) {
+      return false;
+    }
   }
 
   // Waits for the slot's device work still in flight and counts its bytes as done.
