@@ -25,8 +25,7 @@
 #include <lris/hip.hpp>
 #endif
 
-#include "../common/raw_buffered.hpp"
-#include "../common/raw_uring.hpp"
+#include "../common/raw_read.hpp"
 #include "commands.hpp"
 #include "measure.hpp"
 
@@ -52,19 +51,19 @@ double median(std::vector<double> v) {
 }
 
 // Raw reads of every file of the checkpoint, one after another, no LRIS code, by several
-// methods: the ceiling is the best of them, named. O_DIRECT io_uring at two queue depths; cold,
-// buffered reads on several threads too (warm, those would read the page cache, not the disk).
+// methods: the ceiling is the best of them, named. O_DIRECT io_uring on one ring at two queue
+// depths and on several rings; cold, buffered reads on several threads too, and both at once
+// on the two halves of each file (warm, buffered reads would read the page cache, not the
+// disk).
 struct raw_reader {
   struct method {
-    std::string name;
-    unsigned depth = 0;         // O_DIRECT io_uring at this queue depth; 0: buffered threads
+    raw_read_method how;
     std::vector<double> rates;  // GB/s, a round each
   };
   std::vector<std::pair<std::filesystem::path, std::uint64_t>> files;  // whole 4 KiB blocks
   std::uint64_t bytes = 0;
   buffer<page_aligned_allocator> buf;
   std::vector<method> methods;
-  const unsigned threads = std::clamp(usable_cpus(), 1u, 16u);
 
   raw_reader(const safetensors::checkpoint& ck, bool cold) {
     std::uint64_t largest = 0;
@@ -76,20 +75,38 @@ struct raw_reader {
     }
     buf = buffer<page_aligned_allocator>(static_cast<std::size_t>(std::max<std::uint64_t>(largest, 4096)));
     prefault(buf.data(), buf.size());
-    for (const unsigned depth : {32u, 128u}) {
-      methods.push_back({fmt::format("O_DIRECT io_uring, queue depth {}, 1 MiB reads", depth), depth, {}});
-    }
+    const unsigned threads = std::clamp(usable_cpus(), 1u, 16u);
+    auto direct = [&](unsigned queues, unsigned depth) {
+      raw_read_method m;
+      m.direct_queues = queues;
+      m.depth = depth;
+      m.name = fmt::format("O_DIRECT io_uring, {} ring{} at queue depth {}, 1 MiB reads", queues,
+                           queues > 1 ? "s" : "", depth);
+      methods.push_back({std::move(m), {}});
+    };
+    direct(1, 32);
+    direct(1, 128);
+    direct(4, 32);
     if (cold) {
-      methods.push_back({fmt::format("buffered pread, {} threads, 8 MiB reads", threads), 0, {}});
+      raw_read_method b;
+      b.buffered_threads = threads;
+      b.name = fmt::format("buffered pread, {} threads, 8 MiB reads", threads);
+      methods.push_back({std::move(b), {}});
+      raw_read_method h;
+      h.direct_queues = 2;
+      h.depth = 32;
+      h.buffered_threads = std::max(1u, threads / 2);
+      h.direct_share = 0.5;
+      h.name = fmt::format("both: O_DIRECT on 2 rings at queue depth 32 for the first half, "
+                           "buffered pread on {} threads for the second", h.buffered_threads);
+      methods.push_back({std::move(h), {}});
     }
   }
   // Seconds for every file by `m`.
   double seconds(const method& m) {
     double s = 0;
     for (const auto& [path, n] : files) {
-      if (n == 0) continue;
-      s += m.depth > 0 ? raw_uring_io(path, buf.data(), n, m.depth, std::size_t{1} << 20, false)
-                       : raw_buffered_read(path, buf.data(), n, threads, std::size_t{8} << 20);
+      if (n > 0) s += raw_read(path, buf.data(), n, m.how);
     }
     return s;
   }
@@ -227,9 +244,9 @@ int run_load(const load_cli& c, Pipeline& p, safetensors::load_target_memory whe
     if (c.verify) out["verified"] = verified;
     if (raw) {
       out["raw_gbps"] = raw_rate;
-      out["raw_method"] = raw_best != nullptr ? raw_best->name : "";
+      out["raw_method"] = raw_best != nullptr ? raw_best->how.name : "";
       nlohmann::json methods = nlohmann::json::object();
-      for (const auto& m : raw->methods) methods[m.name] = m.rates;
+      for (const auto& m : raw->methods) methods[m.how.name] = m.rates;
       out["raw_methods"] = methods;
       out["ratio"] = raw_rate > 0 ? rate / raw_rate : 0;
     }
@@ -246,7 +263,7 @@ int run_load(const load_cli& c, Pipeline& p, safetensors::load_target_memory whe
   if (c.cold) fmt::print("  cold: {}\n", cold_note);
   if (raw) {
     for (const auto& m : raw->methods) {
-      fmt::print("  raw read, {}: {:.2f} GB/s{}\n", m.name, median(m.rates),
+      fmt::print("  raw read, {}: {:.2f} GB/s{}\n", m.how.name, median(m.rates),
                  &m == raw_best ? " (the best: the ceiling)" : "");
     }
     fmt::print("  LRIS is {:.2f} of the best raw read\n", raw_rate > 0 ? rate / raw_rate : 0);
@@ -300,8 +317,9 @@ command add_load(CLI::App& app) {
   app.add_flag("--verify", c->verify, "compare every loaded byte with the file afterwards");
   app.add_flag("--cold", c->cold, "evict the files from the page cache before each load");
   app.add_flag("--raw", c->raw,
-               "also time raw reads of the same files (O_DIRECT io_uring at two queue depths; "
-               "with --cold, buffered reads on several threads too): the best is the ceiling");
+               "also time raw reads of the same files (O_DIRECT io_uring at several queue depths "
+               "and rings; with --cold, buffered reads on several threads, and both at once): "
+               "the best is the ceiling, named");
   app.add_option("--repeat", c->repeats, "loads (and raw reads) to take the median of")
       ->check(CLI::PositiveNumber);
   app.add_flag("--json", c->json, "print JSON");
