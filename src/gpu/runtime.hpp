@@ -55,6 +55,7 @@ using device_prop = cudaDeviceProp;
 inline constexpr auto attr_multiprocessors = cudaDevAttrMultiProcessorCount;
 inline constexpr auto attr_memory_pools = cudaDevAttrMemoryPoolsSupported;
 inline constexpr auto attr_cc_major = cudaDevAttrComputeCapabilityMajor;
+inline constexpr auto attr_host_pointer_for_registered = cudaDevAttrCanUseHostPointerForRegisteredMem;
 inline cudaError_t host_alloc_portable(void** p, std::size_t bytes) {
   return cudaHostAlloc(p, bytes, cudaHostAllocPortable | cudaHostAllocMapped);
 }
@@ -156,6 +157,8 @@ using device_prop = hipDeviceProp_t;
 inline constexpr auto attr_multiprocessors = hipDeviceAttributeMultiprocessorCount;
 inline constexpr auto attr_memory_pools = hipDeviceAttributeMemoryPoolsSupported;
 inline constexpr auto attr_cc_major = hipDeviceAttributeComputeCapabilityMajor;
+inline constexpr auto attr_host_pointer_for_registered =
+    hipDeviceAttributeCanUseHostPointerForRegisteredMem;
 inline hipError_t host_alloc_portable(void** p, std::size_t bytes) {
   return hipHostMalloc(p, bytes, hipHostMallocPortable | hipHostMallocMapped);
 }
