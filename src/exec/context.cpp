@@ -128,16 +128,30 @@ context::~context() {
   broker_.reset();
 }
 
+namespace {
+// The entry `key` of `cache`, read from the profile file by `load` on first use.
+template <class Profile, class Load>
+const Profile& cached_entry(std::map<std::string, Profile, std::less<>>& cache,
+                            std::string_view key, const std::filesystem::path& file, Load load) {
+  auto it = cache.find(key);
+  if (it == cache.end()) {
+    const auto path = file.empty() ? default_profile_path() : file;
+    it = cache.emplace(std::string(key), load(path, key)).first;
+  }
+  return it->second;
+}
+}  // namespace
+
 const transfer_profile& context::profile(std::string_view backend) {
   check_process();
   std::lock_guard lock(profiles_mutex_);
-  auto it = profiles_.find(backend);
-  if (it == profiles_.end()) {
-    const auto path =
-        options_.profile_path.empty() ? default_profile_path() : options_.profile_path;
-    it = profiles_.emplace(std::string(backend), load_profile(path, backend)).first;
-  }
-  return it->second;
+  return cached_entry(profiles_, backend, options_.profile_path, load_profile);
+}
+
+const disk_profile& context::storage_profile(std::string_view disk) {
+  check_process();
+  std::lock_guard lock(profiles_mutex_);
+  return cached_entry(disk_profiles_, disk, options_.profile_path, load_disk_profile);
 }
 
 // The ceiling the calibrated profile gives a resource ("cuda:0 h2d" -> profile "cuda:0"), or 0.

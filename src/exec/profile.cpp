@@ -57,6 +57,28 @@ void read_field(const json& entry, const char* key, T& out, const std::filesyste
   }
   out = static_cast<T>(v);
 }
+// Writes `root` to `path`: a sibling file renamed over it, so a crash never leaves half a
+// profile.
+void write_json(const std::filesystem::path& path, const json& root) {
+  std::error_code ec;
+  if (path.has_parent_path()) std::filesystem::create_directories(path.parent_path(), ec);
+  if (ec) {
+    throw io_error(ec.value(), fmt::format("profile {}: cannot create its directory",
+                                           path.string()));
+  }
+  const auto tmp = std::filesystem::path(path.string() + ".tmp");
+  {
+    std::ofstream out(tmp, std::ios::trunc);
+    if (!out) throw io_error(errno, fmt::format("profile {}: cannot write", tmp.string()));
+    out << root.dump(2) << '\n';
+    if (!out.flush()) throw io_error(errno, fmt::format("profile {}: write failed", tmp.string()));
+  }
+  std::filesystem::rename(tmp, path, ec);
+  if (ec) {
+    throw io_error(ec.value(), fmt::format("profile {}: cannot replace it", path.string()));
+  }
+}
+
 }  // namespace
 
 std::filesystem::path default_profile_path() {
@@ -112,24 +134,64 @@ void save_profile(const std::filesystem::path& path, std::string_view backend,
                                     {"host_copy_gbps", p.host_copy_gbps},
                                     {"h2d_gbps", p.h2d_gbps},
                                     {"d2h_gbps", p.d2h_gbps}};
-  std::error_code ec;
-  if (path.has_parent_path()) std::filesystem::create_directories(path.parent_path(), ec);
-  if (ec) {
-    throw io_error(ec.value(), fmt::format("profile {}: cannot create its directory",
-                                           path.string()));
+  write_json(path, root);
+}
+
+std::string_view to_string(cold_read_method m) noexcept {
+  switch (m) {
+    case cold_read_method::direct: return "direct";
+    case cold_read_method::buffered: return "buffered";
+    case cold_read_method::both: return "both";
   }
-  // Write a sibling file and rename it over, so a crash never leaves half a profile.
-  const auto tmp = std::filesystem::path(path.string() + ".tmp");
-  {
-    std::ofstream out(tmp, std::ios::trunc);
-    if (!out) throw io_error(errno, fmt::format("profile {}: cannot write", tmp.string()));
-    out << root.dump(2) << '\n';
-    if (!out.flush()) throw io_error(errno, fmt::format("profile {}: write failed", tmp.string()));
+  return "?";
+}
+
+disk_profile load_disk_profile(const std::filesystem::path& path, std::string_view disk) {
+  bool exists = false;
+  const json root = read_json(path, exists);
+  disk_profile p;
+  auto it = root.find(std::string(disk));
+  if (it == root.end()) return p;
+  if (!it->is_object()) {
+    throw format_error(fmt::format("profile {}: entry \"{}\" is not an object", path.string(),
+                                   disk));
   }
-  std::filesystem::rename(tmp, path, ec);
-  if (ec) {
-    throw io_error(ec.value(), fmt::format("profile {}: cannot replace it", path.string()));
+  if (auto m = it->find("method"); m != it->end()) {
+    const std::string name = m->is_string() ? m->get<std::string>() : std::string();
+    bool known = false;
+    for (const auto k : {cold_read_method::direct, cold_read_method::buffered,
+                         cold_read_method::both}) {
+      if (name == to_string(k)) {
+        p.method = k;
+        known = true;
+      }
+    }
+    if (!known) {
+      throw format_error(fmt::format("profile {}: \"{}\".\"method\" must be \"direct\", "
+                                     "\"buffered\" or \"both\", not {}", path.string(), disk,
+                                     m->dump()));
+    }
   }
+  read_field(*it, "workers", p.workers, path, disk);
+  read_field(*it, "buffered_every", p.buffered_every, path, disk);
+  read_field(*it, "read_gbps", p.read_gbps, path, disk);
+  if (p.buffered_every < 2) {
+    throw format_error(fmt::format("profile {}: \"{}\".\"buffered_every\" must be at least 2, "
+                                   "not {}", path.string(), disk, p.buffered_every));
+  }
+  p.source = path.string();
+  return p;
+}
+
+void save_disk_profile(const std::filesystem::path& path, std::string_view disk,
+                       const disk_profile& p) {
+  bool exists = false;
+  json root = read_json(path, exists);
+  root[std::string(disk)] = json{{"method", std::string(to_string(p.method))},
+                                 {"workers", p.workers},
+                                 {"buffered_every", p.buffered_every},
+                                 {"read_gbps", p.read_gbps}};
+  write_json(path, root);
 }
 
 }  // namespace lris

@@ -187,6 +187,7 @@ exec::plan file_device(const transfer_sizes& d, const io::file& f, std::uint64_t
   p.io = call;
   p.io.direct = io.mode;
   p.io_reason = io.reason;
+  p.buffered_every = reading ? io.buffered_every : 0;
   if (bytes == 0) return p;
   const std::size_t align = std::max<std::size_t>(4096, f.direct_alignment());
   const std::size_t chunk = exec::whole_units(io.chunk_bytes, align, ring_max);

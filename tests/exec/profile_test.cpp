@@ -97,3 +97,59 @@ TEST_CASE("save_profile reports a directory it cannot create", "[profile][errors
   write(file, "x");
   REQUIRE_THROWS_AS(lris::save_profile(file / "sub" / "p.json", "host:0", {}), lris::io_error);
 }
+
+TEST_CASE("disk profiles round-trip beside the backends' entries", "[profile]") {
+  const auto path = temp_file("disks/profile.json");
+  fs::remove(path);
+  lris::transfer_profile host;
+  host.workers = 5;
+  lris::save_profile(path, "host:0", host);
+  lris::disk_profile d;
+  d.method = lris::cold_read_method::both;
+  d.workers = 12;
+  d.buffered_every = 3;
+  d.read_gbps = 2.5;
+  lris::save_disk_profile(path, "disk 259:1", d);
+  const auto got = lris::load_disk_profile(path, "disk 259:1");
+  CHECK(got.method == lris::cold_read_method::both);
+  CHECK(got.workers == 12);
+  CHECK(got.buffered_every == 3);
+  CHECK(got.read_gbps == 2.5);
+  CHECK(got.source == path.string());
+  CHECK(lris::load_profile(path, "host:0").workers == 5);  // kept
+  CHECK(lris::load_disk_profile(path, "disk 8:0") == lris::disk_profile{});
+  CHECK(lris::load_disk_profile(path.string() + ".missing", "disk 259:1").source == "defaults");
+  CHECK(lris::to_string(lris::cold_read_method::buffered) == "buffered");
+}
+
+TEST_CASE("malformed disk profiles are format errors naming the file and key",
+          "[profile][errors]") {
+  const auto path = temp_file("bad-disk.json");
+  SECTION("unknown method") {
+    write(path, R"({"disk 8:0": {"method": "mmap"}})");
+    REQUIRE_THROWS_MATCHES(lris::load_disk_profile(path, "disk 8:0"), lris::format_error,
+                           lris::test::what_contains(path.string()) &&
+                               lris::test::what_contains("\"disk 8:0\".\"method\"") &&
+                               lris::test::what_contains("\"mmap\""));
+  }
+  SECTION("method not a string") {
+    write(path, R"({"disk 8:0": {"method": 1}})");
+    REQUIRE_THROWS_MATCHES(lris::load_disk_profile(path, "disk 8:0"), lris::format_error,
+                           lris::test::what_contains("must be \"direct\", \"buffered\" or \"both\""));
+  }
+  SECTION("buffered_every below 2") {
+    write(path, R"({"disk 8:0": {"method": "both", "buffered_every": 1}})");
+    REQUIRE_THROWS_MATCHES(lris::load_disk_profile(path, "disk 8:0"), lris::format_error,
+                           lris::test::what_contains("\"buffered_every\" must be at least 2"));
+  }
+  SECTION("negative workers") {
+    write(path, R"({"disk 8:0": {"workers": -1}})");
+    REQUIRE_THROWS_MATCHES(lris::load_disk_profile(path, "disk 8:0"), lris::format_error,
+                           lris::test::what_contains("\"disk 8:0\".\"workers\""));
+  }
+  SECTION("entry not an object") {
+    write(path, R"({"disk 8:0": "fast"})");
+    REQUIRE_THROWS_MATCHES(lris::load_disk_profile(path, "disk 8:0"), lris::format_error,
+                           lris::test::what_contains("is not an object"));
+  }
+}

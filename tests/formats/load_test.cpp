@@ -13,6 +13,9 @@
 #include <string>
 #include <vector>
 
+#include <fcntl.h>
+#include <unistd.h>
+
 #include <fmt/format.h>
 
 #include <lris/formats/load.hpp>
@@ -466,4 +469,77 @@ TEST_CASE("checkpoint: a sharded directory through its index", "[formats][load]"
   const auto empty = dir() / "empty_dir";
   std::filesystem::create_directories(empty);
   CHECK_THROWS_MATCHES(st::checkpoint(empty), st::error, what_contains("neither"));
+}
+
+TEST_CASE("load: cold files read as the disk's profile says (direct, buffered, both)",
+          "[formats][load]") {
+  const std::vector<raw_tensor> tensors = {random_tensor("w", dtype::F32, {6, 1 << 18}, 11)};
+  const auto path = write_file(dir() / "cold.safetensors", tensors);
+  const st::checkpoint ck(path);
+  const lris::io::file& f = ck.shards().front().file;
+  host_pipeline p;
+  for (const auto how : {lris::cold_read_method::direct, lris::cold_read_method::buffered,
+                         lris::cold_read_method::both}) {
+    for (const auto where : {st::load_target_memory::device, st::load_target_memory::host}) {
+      CAPTURE(lris::to_string(how), static_cast<int>(where));
+      REQUIRE(::fdatasync(f.fd()) == 0);
+      REQUIRE(::posix_fadvise(f.fd(), 0, 0, POSIX_FADV_DONTNEED) == 0);
+      if (lris::io::io_engine::resident_fraction(f, 0, f.size()) > 0.5) {
+        WARN("the page cache keeps this file (tmpfs?): no cold read to test");
+        return;
+      }
+      st::load_options o;
+      o.transfer.chunk_bytes = 1 << 20;  // six chunks
+      o.transfer.workers = 2;
+      lris::disk_profile disk;
+      disk.method = how;
+      disk.workers = 3;
+      disk.source = "the call's";
+      o.transfer.cold_reads = disk;
+      const auto loaded = st::load(p, ck, o, where);
+      CHECK(bytes_of(*loaded.find("w")) == tensors.front().data);
+      const auto& r = loaded.report;
+      CHECK_THAT(r.io, Catch::Contains("reads on 2 workers (disk profile: the call's)"));
+      CHECK(r.workers == 2);  // the call's sizes stand
+      if (how == lris::cold_read_method::buffered || !f.direct()) {
+        CHECK(r.io_direct_bytes == 0);
+        CHECK(r.io_buffered_bytes >= r.file_bytes);
+      } else if (how == lris::cold_read_method::both) {
+        CHECK(r.io_direct_bytes > 0);
+        CHECK(r.io_buffered_bytes >= r.file_bytes / 3);  // every second chunk of six
+      } else {
+        CHECK(r.io_buffered_bytes < r.file_bytes / 6);  // unaligned ends only
+      }
+    }
+  }
+}
+
+TEST_CASE("load: without a call's method, the disk's calibrated profile from the context's file",
+          "[formats][load]") {
+  const std::vector<raw_tensor> tensors = {random_tensor("w", dtype::F32, {4, 1 << 18}, 12)};
+  const auto path = write_file(dir() / "cold-profiled.safetensors", tensors);
+  const st::checkpoint ck(path);
+  const lris::io::file& f = ck.shards().front().file;
+  const auto profile = dir() / "cold-profile.json";
+  lris::disk_profile disk;
+  disk.method = lris::cold_read_method::buffered;
+  disk.workers = 3;
+  lris::save_disk_profile(profile, lris::sched::storage_resource(f.fd()), disk);
+  lris::context_options co;
+  co.profile_path = profile;
+  lris::pipeline_config config;
+  config.context = lris::context::make(co);
+  host_pipeline p(lris::auto_select{}, lris::host_backend{}, {}, std::move(config));
+  REQUIRE(::fdatasync(f.fd()) == 0);
+  REQUIRE(::posix_fadvise(f.fd(), 0, 0, POSIX_FADV_DONTNEED) == 0);
+  if (lris::io::io_engine::resident_fraction(f, 0, f.size()) > 0.5) {
+    WARN("the page cache keeps this file (tmpfs?): no cold read to test");
+    return;
+  }
+  CHECK(p.cold_reads(f).method == lris::cold_read_method::buffered);
+  const auto loaded = st::load(p, ck, {}, st::load_target_memory::host);
+  CHECK(bytes_of(*loaded.find("w")) == tensors.front().data);
+  CHECK_THAT(loaded.report.io,
+             Catch::Contains("buffered reads on 3 workers (disk profile: " + profile.string()));
+  CHECK(loaded.report.io_direct_bytes == 0);
 }

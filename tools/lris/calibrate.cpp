@@ -1,5 +1,7 @@
 // lris calibrate: measures where each path starts to pay off on this machine and saves the
-// thresholds auto_select reads, one profile per backend and device ("host:0", "cuda:0").
+// thresholds auto_select reads, one profile per backend and device ("host:0", "cuda:0");
+// with --disk DIR, the cold-read method of the storage device holding DIR instead
+// (calibrate_disk.cpp).
 #include <algorithm>
 #include <cstring>
 #include <limits>
@@ -15,6 +17,7 @@
 #include <lris/cuda.hpp>
 #endif
 
+#include "calibrate_disk.hpp"
 #include "commands.hpp"
 #include "measure.hpp"
 
@@ -25,6 +28,8 @@ namespace {
 struct calibrate_options {
   std::string output;
   std::string large = "1G";
+  std::string disk;
+  std::string disk_bytes = "2G";
   bool json = false;
   bool dry_run = false;
 };
@@ -245,10 +250,17 @@ command add_calibrate(CLI::App& app) {
                  "~/.config/lris/profile.json)");
   app.add_option("--large", o->large, "size used to tune workers, chunks and streams; larger "
                  "than the last-level cache (default 1G, less when memory is short)");
+  app.add_option("--disk", o->disk, "calibrate only the cold reads of the storage device that "
+                 "holds this directory (a test file is written there, then removed)");
+  app.add_option("--disk-bytes", o->disk_bytes, "size of that test file (default 2G)");
   app.add_flag("--json", o->json, "machine-readable output");
   app.add_flag("--dry-run", o->dry_run, "measure and print, but do not save");
   return [o] {
     const auto path = o->output.empty() ? default_profile_path() : std::filesystem::path(o->output);
+    if (!o->disk.empty()) {
+      return calibrate_disk({.dir = o->disk, .bytes = parse_size(o->disk_bytes), .rounds = 3,
+                             .profile = path, .json = o->json, .dry_run = o->dry_run});
+    }
     const host_info info = probe_host();
     std::size_t large = parse_size(o->large);
     LRIS_EXPECTS(large >= (std::size_t{16} << 20),

@@ -85,6 +85,10 @@ class context {
   /// @brief The calibrated profile of `backend` ("host:0", "cuda:1"), read once.
   /// @throws lris::format_error naming the file and key for a malformed profile file.
   [[nodiscard]] const transfer_profile& profile(std::string_view backend);
+  /// @brief The calibrated cold-read method of storage device `disk` ("disk 259:1"), read
+  /// once.
+  /// @throws lris::format_error naming the file and key for a malformed profile file.
+  [[nodiscard]] const disk_profile& storage_profile(std::string_view disk);
   [[nodiscard]] const context_options& options() const noexcept { return options_; }
 
   /// @brief The object of type T this context keeps under `key`, made by `make()` (returning a
@@ -126,6 +130,7 @@ class context {
   detail::fork_guard fork_;
   std::mutex profiles_mutex_;
   std::map<std::string, transfer_profile, std::less<>> profiles_;
+  std::map<std::string, disk_profile, std::less<>> disk_profiles_;
   std::shared_ptr<sched::lazy_nvml_pcie> nvml_;
   std::shared_ptr<sched::bandwidth_broker> broker_;
   std::unique_ptr<detail::thread_pool> io_;

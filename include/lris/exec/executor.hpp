@@ -10,6 +10,7 @@
 #include <deque>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <mutex>
 #include <string>
 #include <typeinfo>
@@ -107,6 +108,11 @@ class executor : public std::enable_shared_from_this<executor<Backend, Allocator
   /// @brief The disk of `fd`'s file, registered with the broker on first use.
   std::size_t storage_resource(int fd) {
     return broker ? broker->resource(sched::storage_resource(fd)) : pacing::none;
+  }
+  /// @brief The cold-read method of the storage device holding `fd`'s file: the call's
+  /// (`given`), else the device's calibrated profile, from the context.
+  const disk_profile& cold_reads(int fd, const std::optional<disk_profile>& given) {
+    return given ? *given : ctx->storage_profile(sched::storage_resource(fd));
   }
 
   /// @brief Stream `i`, created on first use. Streams live as long as the pipeline.

@@ -10,6 +10,7 @@
 #include <string>
 #include <string_view>
 
+#include <lris/exec/profile.hpp>
 #include <lris/io/engine.hpp>
 #include <lris/io/file.hpp>
 #include <lris/io/options.hpp>
@@ -31,6 +32,9 @@ struct file_io_choice {
   std::size_t chunk_bytes = 0;  ///< chunk size to use
   unsigned workers = 0;         ///< workers to use
   bool direct = false;          ///< chunks may go O_DIRECT (every file allows it, mode not never)
+  /// Every n-th chunk's reads go buffered though `mode` is direct (0: none): a disk that reads
+  /// fastest both ways at once (disk_profile, cold_read_method::both).
+  unsigned buffered_every = 0;
 };
 
 /// @brief Decides how to do the io of `ranges`: the call's mode, else the engine's (writes
@@ -41,10 +45,15 @@ struct file_io_choice {
 /// range, which costs every thread of the process a TLB flush. Direct io is paced by the disk,
 /// so it gets exec::direct_io_chunks unless `sized` (the caller gave sizes); buffered io is
 /// a copy by the kernel and keeps `chunk_bytes` and `workers`.
+///
+/// Cold data decided so goes as `disk` says (the storage device's calibrated profile, or the
+/// call's; null: O_DIRECT): O_DIRECT with its workers, buffered reads on its workers (the
+/// kernel reading ahead), or both at once on alternate chunks.
 [[nodiscard]] file_io_choice file_io_for(const io::io_engine& engine,
                                          std::span<const file_range> ranges,
                                          const io::io_overrides& call, bool reading,
                                          std::string_view what, std::size_t chunk_bytes,
-                                         unsigned workers, bool sized);
+                                         unsigned workers, bool sized,
+                                         const disk_profile* disk = nullptr);
 
 }  // namespace lris::exec

@@ -201,6 +201,9 @@ struct plan {
   io::io_overrides io;
   /// Why `io.direct` was chosen, for the stats (empty when it was not chosen here).
   std::string io_reason;
+  /// Every n-th chunk's file reads go buffered though `io.direct` says otherwise (0: none):
+  /// direct and buffered reads at once on disjoint chunks (exec::file_io_choice).
+  unsigned buffered_every = 0;
 
   /// Priority of its chunks at the broker, and the bytes it may keep in flight on each
   /// resource (0: no cap of its own).

@@ -197,9 +197,11 @@ loaded_checkpoint load_selected(Pipeline& p, const checkpoint& ck,
     align = std::max(align, sh.file.direct_alignment());
     memory_align = std::max(memory_align, sh.file.direct_memory_alignment());
   }
+  const disk_profile* disk =
+      ck.shards().empty() ? nullptr : &p.cold_reads(ck.shards().front().file, o.transfer.cold_reads);
   const auto io = exec::file_io_for(engine, ranges, o.transfer.io, true, "the files",
                                     tp.chunk_bytes, tp.workers,
-                                    o.transfer.chunk_bytes != 0 || o.transfer.workers != 0);
+                                    o.transfer.chunk_bytes != 0 || o.transfer.workers != 0, disk);
   // Whole hash blocks and O_DIRECT blocks; no larger than the data (small checkpoints get
   // small slots) or a staging slot.
   const std::size_t unit = std::lcm(align, default_checksum_block);
@@ -212,6 +214,7 @@ loaded_checkpoint load_selected(Pipeline& p, const checkpoint& ck,
   plan.io = o.transfer.io;
   plan.io.direct = io.mode;
   plan.io_reason = io.reason;
+  plan.buffered_every = io.buffered_every;
   plan.slot_bytes = chunk + align;
   plan.streams = std::max(1u, tp.streams);
   plan.prio = o.transfer.priority;

@@ -153,6 +153,13 @@ class pipeline {
                     {p.chunk_bytes, p.workers, p.streams, p.ring_depth});
   }
 
+  /// @brief The cold-read method for reads of `f`: `given` (a call's transfer_options::
+  /// cold_reads), else the calibrated profile of the storage device that holds `f`.
+  [[nodiscard]] const disk_profile& cold_reads(const io::file& f,
+                                               const std::optional<disk_profile>& given = {}) {
+    return exec_->cold_reads(f.fd(), given);
+  }
+
   /// @brief Starts copying `src` into `dst`; both must have the same size in bytes.
   template <memory_space DstSpace, class T, memory_space SrcSpace, class U>
   transfer copy(memory_span<DstSpace, T> dst, memory_span<SrcSpace, U> src,
@@ -329,7 +336,8 @@ class pipeline {
         const auto choice = exec::file_io_for(
             io, {&range, 1}, opts.io, reading, "the range",
             exec::staging_chunk(bytes, p.workers, p.chunk_bytes, exec_->staged->ring.max_bytes()),
-            p.workers, opts.chunk_bytes != 0 || opts.workers != 0);
+            p.workers, opts.chunk_bytes != 0 || opts.workers != 0,
+            &exec_->cold_reads(f.fd(), opts.cold_reads));
         pl = plans::file_device(p, f, offset, at, bytes, reading, choice, opts.io,
                                 exec_->staged->ring.max_bytes());
       }

@@ -5,6 +5,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <optional>
 
 #include <span>
 #include <vector>
@@ -88,6 +89,9 @@ struct transfer_options {
   /// File transfers (pipeline::read, ::write): io settings of this call in place of the
   /// pipeline's pipeline_config::io, e.g. `{.direct = io::direct_mode::never}`.
   io::io_overrides io = {};
+  /// Reads of data not in the page cache (`io.direct` automatic): this method in place of the
+  /// storage device's calibrated one (`lris calibrate --disk`, lris::disk_profile).
+  std::optional<disk_profile> cold_reads = {};
   /// The priority of this transfer's chunks at the pipeline's broker: critical work
   /// overtakes normal work, which overtakes background work (weighted fair shares).
   sched::priority priority = sched::priority::normal;

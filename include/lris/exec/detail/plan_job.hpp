@@ -174,7 +174,7 @@ struct plan_job : lris::detail::job_base {
         slot_filling = false;
       }
       if (steps[b].io()) {
-        file_io(steps[b], slot);
+        file_io(steps[b], slot, i);
       } else {
         std::uint64_t bytes = steps[b].bytes;
         while (e < steps.size() && !steps[e].dma() && !steps[e].io()) bytes += steps[e++].bytes;
@@ -230,7 +230,7 @@ struct plan_job : lris::detail::job_base {
     }
   }
 
-  void file_io(const step& s, slot_type* slot) {
+  void file_io(const step& s, slot_type* slot, std::size_t chunk) {
     const bool reading = s.from.kind == place_kind::file;
     const place& file_end = reading ? s.from : s.to;
     const io::file& f = *p.files[file_end.file];
@@ -241,9 +241,13 @@ struct plan_job : lris::detail::job_base {
     auto stop = [st = state.get()] { return st->should_stop(); };
     auto& engine = ex->io();
     const std::size_t disk = storage.empty() ? pace.none : storage[file_end.file];
+    io::io_overrides how = p.io;
+    if (reading && p.buffered_every > 0 && chunk % p.buffered_every == p.buffered_every - 1) {
+      how.direct = io::direct_mode::never;
+    }
     pace.run(disk, s.bytes, s.bytes, [&](std::size_t off, std::size_t n) {
       // const_cast: writing needs the descriptor only; io::file's const API is for readers.
-      note(reading ? engine.read(f, file_end.offset + off, {mem + off, n}, stop, p.io)
+      note(reading ? engine.read(f, file_end.offset + off, {mem + off, n}, stop, how)
                    : engine.write(const_cast<io::file&>(f), file_end.offset + off,
                                   {mem + off, n}, stop, p.io));
     });
