@@ -69,6 +69,13 @@
 #include <lris/transfer/transfer_policy.hpp>
 #include <lris/transfer/transfer.hpp>
 
+#include <lris/cache/belady.hpp>
+#include <lris/cache/eviction_policy.hpp>
+#include <lris/cache/lru.hpp>
+#include <lris/cache/score_policy.hpp>
+#include <lris/cache/simulate.hpp>
+#include <lris/cache/static_priority.hpp>
+
 #include <lris/system/format_bytes.hpp>
 #include <lris/system/host_info.hpp>
 
