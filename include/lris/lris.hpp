@@ -72,6 +72,8 @@
 #include <lris/cache/belady.hpp>
 #include <lris/cache/eviction_policy.hpp>
 #include <lris/cache/lru.hpp>
+#include <lris/cache/range_allocator.hpp>
+#include <lris/cache/residency_manager.hpp>
 #include <lris/cache/score_policy.hpp>
 #include <lris/cache/simulate.hpp>
 #include <lris/cache/static_priority.hpp>

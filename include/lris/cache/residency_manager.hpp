@@ -1,0 +1,431 @@
+#pragma once
+/// @file
+/// @brief residency_manager: units of tensors (layers, blocks, experts) kept in pinned host
+/// memory, brought into one device's memory on demand under a hard byte budget, and evicted by
+/// a policy; kernels use a unit through a lease that orders their stream after its copy.
+///
+/// The whole budget is allocated when the manager is made (one block of device memory) and
+/// units are placed in it (cache::range_allocator): nothing is allocated on the device after
+/// that. A unit's bytes are copied into pinned host memory once, when it is added, and the
+/// caller's memory is not kept. acquire() makes the caller's stream wait for the unit's copy
+/// (an event, never a host synchronization); release() records the stream's last use, and a
+/// unit evicted later is overwritten only after every use released so far. A leased unit is
+/// never evicted. With a declared order, each acquire brings in the units that follow it, up
+/// to a lookahead in bytes.
+
+#include <algorithm>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <mutex>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include <fmt/format.h>
+
+#include <lris/cache/belady.hpp>
+#include <lris/cache/eviction_policy.hpp>
+#include <lris/cache/range_allocator.hpp>
+#include <lris/cache/simulate.hpp>
+#include <lris/cache/static_priority.hpp>
+#include <lris/concepts/backend_policy.hpp>
+#include <lris/concepts/copy_item.hpp>
+#include <lris/error.hpp>
+
+namespace lris::cache {
+
+/// @brief A tensor of a unit as it is added: its name and its bytes in host memory (copied).
+struct unit_tensor {
+  std::string name;
+  std::span<const std::byte> bytes;
+};
+
+struct residency_options {
+  /// Device bytes for resident units and units being brought in, together; all allocated
+  /// when the manager is made.
+  std::uint64_t budget_bytes = 0;
+  /// Every tensor's place on the device is aligned to this (a power of two).
+  std::size_t alignment = 256;
+};
+
+/// @brief What a manager did since it was made.
+struct residency_stats {
+  std::uint64_t acquires = 0;
+  std::uint64_t hit_bytes = 0;         ///< acquired while resident (prefetched or kept)
+  std::uint64_t miss_bytes = 0;        ///< brought in by an acquire
+  std::uint64_t prefetched_bytes = 0;  ///< brought in ahead of the declared order
+  std::uint64_t evictions = 0;
+  std::uint64_t evicted_bytes = 0;
+  std::uint64_t high_water_bytes = 0;  ///< most device bytes placed at once
+  std::uint64_t budget_bytes = 0;
+  std::uint64_t pinned_host_bytes = 0;  ///< pinned host memory holding the units
+};
+
+template <backend_policy Backend, eviction_policy Policy = static_priority>
+class residency_manager {
+  using stream_type = typename Backend::stream;
+  using event_type = typename Backend::event;
+
+ public:
+  /// @brief A unit in device memory for as long as it is held; move-only. Release it with
+  /// residency_manager::release() on the last stream that uses it.
+  class lease {
+   public:
+    lease() = default;
+    lease(lease&& o) noexcept : m_(std::exchange(o.m_, nullptr)), unit_(o.unit_) {}
+    lease& operator=(lease&& o) noexcept {
+      if (this != &o) {
+        m_ = std::exchange(o.m_, nullptr);
+        unit_ = o.unit_;
+      }
+      return *this;
+    }
+    lease(const lease&) = delete;
+    lease& operator=(const lease&) = delete;
+    /// @brief A lease dropped without release() keeps its unit resident (never evicted) until
+    /// the manager goes: nothing tells when its last use ends.
+    ~lease() = default;
+
+    [[nodiscard]] bool held() const noexcept { return m_ != nullptr; }
+    [[nodiscard]] unit_id unit() const noexcept { return unit_; }
+    /// @brief The device address of tensor `i` of the unit.
+    /// @throws lris::invalid_argument after release, or for a tensor the unit does not have.
+    [[nodiscard]] std::byte* tensor(std::size_t i) const {
+      check("tensor()");
+      return m_->tensor_address(unit_, i);
+    }
+    /// @brief The device address of the tensor called `name`.
+    [[nodiscard]] std::byte* tensor(std::string_view name) const {
+      check("tensor()");
+      return m_->tensor_address(unit_, m_->tensor_index(unit_, name));
+    }
+
+   private:
+    friend class residency_manager;
+    lease(residency_manager* m, unit_id u) : m_(m), unit_(u) {}
+    void check(const char* what) const {
+      if (m_ == nullptr) {
+        throw invalid_argument(fmt::format("residency lease of unit {}: {} on a lease that was "
+                                           "released (or moved from)", unit_, what));
+      }
+    }
+    residency_manager* m_ = nullptr;
+    unit_id unit_ = 0;
+  };
+
+  /// @brief Takes `options.budget_bytes` of `backend`'s device memory now.
+  /// @throws lris::invalid_argument for a zero budget or an alignment not a power of two;
+  /// lris::out_of_memory when the device cannot give the budget.
+  residency_manager(Backend backend, residency_options options, Policy policy = {})
+      : be_(std::move(backend)), opt_(options), policy_(std::move(policy)),
+        ranges_(options.budget_bytes, options.alignment), copy_(be_.make_stream()) {
+    if (options.budget_bytes == 0) {
+      throw invalid_argument("residency_manager: the budget is 0 bytes");
+    }
+    arena_ = static_cast<std::byte*>(be_.allocate_device(ranges_.capacity()));
+    stats_.budget_bytes = ranges_.capacity();
+    policy_.reset(0);
+  }
+  residency_manager(const residency_manager&) = delete;
+  residency_manager& operator=(const residency_manager&) = delete;
+  /// @brief Waits for the copies in flight, then frees the device and pinned memory. Work the
+  /// callers queued on their streams with leases must have finished.
+  ~residency_manager() {
+    try {
+      be_.synchronize(copy_);
+    } catch (...) {  // a lost device: nothing left to wait for
+    }
+    for (auto& u : units_) be_.deallocate_pinned(u.host, u.bytes == 0 ? 1 : u.bytes);
+    be_.deallocate_device(arena_, ranges_.capacity());
+  }
+
+  /// @brief Registers a unit: its tensors are copied into pinned host memory (one block, laid
+  /// out as they will be on the device), and the caller's memory is not kept.
+  /// @throws lris::invalid_argument when the name is taken, two tensors share a name, or the
+  /// unit is larger than the budget; lris::out_of_memory when pinned memory runs out.
+  unit_id add_unit(std::string name, std::span<const unit_tensor> tensors) {
+    std::lock_guard lock(mutex_);
+    for (const auto& u : units_) {
+      if (u.name == name) {
+        throw invalid_argument(fmt::format("residency_manager: a unit called \"{}\" exists", name));
+      }
+    }
+    unit_state u;
+    u.name = std::move(name);
+    for (std::size_t i = 0; i < tensors.size(); ++i) {
+      for (std::size_t j = 0; j < i; ++j) {
+        if (tensors[j].name == tensors[i].name) {
+          throw invalid_argument(fmt::format("residency_manager: unit \"{}\" has two tensors "
+                                             "called \"{}\"", u.name, tensors[i].name));
+        }
+      }
+      u.tensor_names.push_back(tensors[i].name);
+      u.offsets.push_back(u.bytes);
+      u.bytes += ranges_.rounded(tensors[i].bytes.size());
+    }
+    if (ranges_.rounded(u.bytes) > ranges_.capacity()) {
+      throw invalid_argument(fmt::format("residency_manager: unit \"{}\" needs {} bytes, more "
+                                         "than the budget of {} bytes", u.name, u.bytes,
+                                         ranges_.capacity()));
+    }
+    u.host = static_cast<std::byte*>(be_.allocate_pinned(u.bytes == 0 ? 1 : u.bytes));
+    for (std::size_t i = 0; i < tensors.size(); ++i) {
+      if (!tensors[i].bytes.empty()) {
+        std::memcpy(u.host + u.offsets[i], tensors[i].bytes.data(), tensors[i].bytes.size());
+      }
+    }
+    u.ready = be_.make_event();
+    stats_.pinned_host_bytes += u.bytes;
+    units_.push_back(std::move(u));
+    policy_.reset(units_.size());  // a policy learns units only as a whole
+    return static_cast<unit_id>(units_.size() - 1);
+  }
+
+  /// @brief Keeps unit `u` resident once it is in: never a victim.
+  void pin(unit_id u) {
+    std::lock_guard lock(mutex_);
+    state(u, "pin").pinned = true;
+  }
+
+  /// @brief Declares the order units are acquired in (a cycle when `cyclic`): each acquire of
+  /// a unit in it brings in the units after it, up to `lookahead_bytes`. Replaces the last one.
+  void declare_order(std::vector<unit_id> order, bool cyclic, std::uint64_t lookahead_bytes) {
+    std::lock_guard lock(mutex_);
+    for (const unit_id u : order) (void)state(u, "declare_order");
+    order_ = std::move(order);
+    cyclic_ = cyclic;
+    lookahead_ = lookahead_bytes;
+    position_.assign(units_.size(), no_position);
+    for (std::size_t i = 0; i < order_.size(); ++i) {
+      if (position_[order_[i]] == no_position) position_[order_[i]] = i;
+    }
+  }
+
+  /// @brief Unit `u` in device memory for work queued on `s` from now on: `s` waits for its
+  /// copy (an event). Brings it in where it is not resident, evicting unleased, unpinned units
+  /// as the policy chooses.
+  /// @throws lris::invalid_argument for an unknown unit; lris::out_of_memory naming the sizes
+  /// when it cannot fit beside the units that are leased or pinned.
+  lease acquire(unit_id u, stream_type& s) {
+    std::lock_guard lock(mutex_);
+    unit_state& x = state(u, "acquire");
+    ++stats_.acquires;
+    if (x.resident) {
+      stats_.hit_bytes += x.bytes;
+    } else {
+      bring_in(u, {});
+      stats_.miss_bytes += x.bytes;
+    }
+    policy_.on_access(u, tick_++);
+    history_.push_back(u);
+    ++x.leases;
+    be_.wait(s, x.ready);
+    prefetch_after(u);
+    return lease(this, u);
+  }
+
+  /// @brief Ends `l`: the unit's use by work queued on `s` so far is its last, as far as this
+  /// lease goes (an event recorded on `s`; an eviction waits for it before overwriting).
+  /// @throws lris::invalid_argument for a lease already released, moved from, or of another
+  /// manager.
+  void release(lease&& l, stream_type& s) {
+    if (l.m_ != this) {
+      throw invalid_argument(fmt::format(
+          "residency_manager: release of a lease of unit {} that {}", l.unit_,
+          l.m_ == nullptr ? "was released already (or moved from)" : "another manager gave"));
+    }
+    std::lock_guard lock(mutex_);
+    unit_state& x = units_[l.unit_];
+    event_type e = spare_events_.empty() ? be_.make_event() : take_spare();
+    be_.record(e, s);
+    x.last_uses.push_back(std::move(e));
+    --x.leases;
+    l.m_ = nullptr;
+  }
+
+  [[nodiscard]] residency_stats stats() const {
+    std::lock_guard lock(mutex_);
+    return stats_;
+  }
+  /// @brief What the Belady oracle would have hit over the same acquires with the same budget
+  /// (no lookahead, no pinning): the bound to hold the policy's hit_bytes against.
+  [[nodiscard]] std::uint64_t belady_hit_bytes() const {
+    std::lock_guard lock(mutex_);
+    std::vector<std::uint64_t> bytes;
+    for (const auto& u : units_) bytes.push_back(ranges_.rounded(u.bytes));
+    belady oracle(history_);
+    return simulate(oracle, bytes, history_, ranges_.capacity()).hit_bytes;
+  }
+  [[nodiscard]] std::size_t units() const {
+    std::lock_guard lock(mutex_);
+    return units_.size();
+  }
+  [[nodiscard]] bool resident(unit_id u) const {
+    std::lock_guard lock(mutex_);
+    return state(u, "resident").resident;
+  }
+  [[nodiscard]] std::uint64_t unit_bytes(unit_id u) const {
+    std::lock_guard lock(mutex_);
+    return state(u, "unit_bytes").bytes;
+  }
+  /// @brief The policy, e.g. to set scores (score_policy::set_score).
+  template <class F>
+  void with_policy(F&& f) {
+    std::lock_guard lock(mutex_);
+    f(policy_);
+  }
+
+ private:
+  static constexpr std::size_t no_position = static_cast<std::size_t>(-1);
+
+  struct unit_state {
+    std::string name;
+    std::vector<std::string> tensor_names;
+    std::vector<std::uint64_t> offsets;  // of each tensor within the unit
+    std::uint64_t bytes = 0;
+    std::byte* host = nullptr;           // pinned
+    std::uint64_t offset = 0;            // in the arena, while resident
+    bool resident = false;
+    bool pinned = false;
+    unsigned leases = 0;
+    event_type ready;                    // its copy into the arena
+    std::vector<event_type> last_uses;   // released since it came in
+  };
+
+  const unit_state& state(unit_id u, const char* what) const {
+    if (u >= units_.size()) {
+      throw invalid_argument(fmt::format("residency_manager::{}: unit {} is not registered ({} "
+                                         "units)", what, u, units_.size()));
+    }
+    return units_[u];
+  }
+  unit_state& state(unit_id u, const char* what) {
+    return const_cast<unit_state&>(std::as_const(*this).state(u, what));
+  }
+  std::byte* tensor_address(unit_id u, std::size_t i) {
+    std::lock_guard lock(mutex_);
+    const unit_state& x = units_[u];
+    if (i >= x.offsets.size()) {
+      throw invalid_argument(fmt::format("residency lease of unit \"{}\": tensor {} of {}",
+                                         x.name, i, x.offsets.size()));
+    }
+    return arena_ + x.offset + x.offsets[i];
+  }
+  std::size_t tensor_index(unit_id u, std::string_view name) {
+    std::lock_guard lock(mutex_);
+    const unit_state& x = units_[u];
+    for (std::size_t i = 0; i < x.tensor_names.size(); ++i) {
+      if (x.tensor_names[i] == name) return i;
+    }
+    throw invalid_argument(fmt::format("residency lease of unit \"{}\": no tensor called \"{}\"",
+                                       x.name, name));
+  }
+  event_type take_spare() {
+    event_type e = std::move(spare_events_.back());
+    spare_events_.pop_back();
+    return e;
+  }
+
+  // Places `u` in the arena, evicting as the policy says (never a unit in `keep`), and queues
+  // its copy. Returns false, changing nothing, when `keep` (a prefetch) leaves no way in;
+  // throws when nothing may be evicted for a demand.
+  bool bring_in(unit_id u, std::span<const unit_id> keep) {
+    unit_state& x = units_[u];
+    std::optional<std::uint64_t> at = ranges_.allocate(x.bytes);
+    std::vector<unit_id> candidates;
+    while (!at) {
+      candidates.clear();
+      for (unit_id v = 0; v < units_.size(); ++v) {
+        const unit_state& y = units_[v];
+        if (y.resident && y.leases == 0 && !y.pinned && v != u &&
+            std::find(keep.begin(), keep.end(), v) == keep.end()) {
+          candidates.push_back(v);
+        }
+      }
+      if (candidates.empty()) {
+        if (!keep.empty()) return false;
+        std::uint64_t held = 0;
+        for (const auto& y : units_) held += y.resident ? ranges_.rounded(y.bytes) : 0;
+        throw out_of_memory(fmt::format(
+            "residency_manager: unit \"{}\" ({} bytes) does not fit: {} of the budget's {} "
+            "bytes hold units that are leased or pinned (largest free range {} bytes)",
+            x.name, x.bytes, held, ranges_.capacity(), ranges_.largest_free()), x.bytes);
+      }
+      evict(policy_.victim(candidates, tick_));
+      at = ranges_.allocate(x.bytes);
+    }
+    x.offset = *at;
+    x.resident = true;
+    stats_.high_water_bytes = std::max(stats_.high_water_bytes, ranges_.used());
+    // The copy overwrites only after the last uses of what lay there.
+    for (event_type& e : overwritten_) {
+      be_.wait(copy_, e);
+      spare_events_.push_back(std::move(e));
+    }
+    overwritten_.clear();
+    if (x.bytes > 0) be_.copy_async(arena_ + x.offset, x.host, x.bytes, copy_kind::host_to_device, copy_);
+    be_.record(x.ready, copy_);
+    policy_.on_insert(u, tick_);
+    return true;
+  }
+
+  void evict(unit_id v) {
+    unit_state& y = units_[v];
+    ranges_.free(y.offset, y.bytes);
+    y.resident = false;
+    for (event_type& e : y.last_uses) overwritten_.push_back(std::move(e));
+    y.last_uses.clear();
+    ++stats_.evictions;
+    stats_.evicted_bytes += y.bytes;
+    policy_.on_evict(v);
+  }
+
+  // Brings in the units after `u` in the declared order, up to the lookahead.
+  void prefetch_after(unit_id u) {
+    if (order_.empty() || lookahead_ == 0 || u >= position_.size() || position_[u] == no_position) {
+      return;
+    }
+    std::vector<unit_id> ahead;
+    std::uint64_t bytes = 0;
+    for (std::size_t k = 1; k < order_.size() + (cyclic_ ? 1 : 0); ++k) {
+      const std::size_t i = position_[u] + k;
+      if (!cyclic_ && i >= order_.size()) break;
+      const unit_id v = order_[i % order_.size()];
+      if (v == u) break;
+      bytes += units_[v].bytes;
+      if (bytes > lookahead_) break;
+      ahead.push_back(v);
+    }
+    std::vector<unit_id> keep = {u};
+    for (const unit_id v : ahead) {
+      keep.push_back(v);
+      if (units_[v].resident) continue;
+      if (!bring_in(v, keep)) break;
+      stats_.prefetched_bytes += units_[v].bytes;
+    }
+  }
+
+  Backend be_;
+  residency_options opt_;
+  Policy policy_;
+  range_allocator ranges_;
+  stream_type copy_;
+  std::byte* arena_ = nullptr;
+  mutable std::mutex mutex_;
+  std::vector<unit_state> units_;
+  std::vector<event_type> overwritten_;    // last uses of evicted units, not yet waited for
+  std::vector<event_type> spare_events_;
+  std::vector<unit_id> order_;
+  std::vector<std::size_t> position_;
+  bool cyclic_ = false;
+  std::uint64_t lookahead_ = 0;
+  std::uint64_t tick_ = 0;
+  std::vector<unit_id> history_;
+  residency_stats stats_;
+};
+
+}  // namespace lris::cache

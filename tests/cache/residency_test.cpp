@@ -1,0 +1,259 @@
+// residency_manager on the host backend (its "device" memory is host memory, its streams
+// ordered queues on threads): every acquired unit holds its bytes, a leased unit is never
+// overwritten, the budget is never passed (random acquire/release sequences over many seeds),
+// prefetch along a declared order, the policies' hits against the Belady oracle, and every
+// error.
+#include <catch2/catch.hpp>
+
+#include "support/what_contains.hpp"
+
+#include <cstdint>
+#include <cstring>
+#include <random>
+#include <string>
+#include <vector>
+
+#include <lris/backends/host_backend.hpp>
+#include <lris/cache/lru.hpp>
+#include <lris/cache/residency_manager.hpp>
+#include <lris/cache/static_priority.hpp>
+
+namespace cache = lris::cache;
+using cache::unit_id;
+using lris::host_backend;
+using lris::test::what_contains;
+
+namespace {
+
+// Units of one or two tensors with bytes that say which unit and tensor they belong to.
+struct model {
+  std::vector<std::vector<std::vector<std::byte>>> data;  // unit -> tensor -> bytes
+
+  model(unit_id units, std::size_t bytes, unsigned seed) {
+    std::mt19937 rng(seed);
+    for (unit_id u = 0; u < units; ++u) {
+      auto& tensors = data.emplace_back();
+      const std::size_t first = bytes / 2 + rng() % (bytes / 2);
+      for (const std::size_t n : {first, bytes - first}) {
+        auto& t = tensors.emplace_back(n);
+        for (auto& b : t) b = static_cast<std::byte>(rng());
+      }
+    }
+  }
+  template <class Manager>
+  void add_to(Manager& m) const {
+    for (std::size_t u = 0; u < data.size(); ++u) {
+      std::vector<cache::unit_tensor> ts;
+      for (std::size_t i = 0; i < data[u].size(); ++i) {
+        ts.push_back({"t" + std::to_string(i), data[u][i]});
+      }
+      m.add_unit("unit" + std::to_string(u), ts);
+    }
+  }
+  // The lease's tensors hold the unit's bytes (the stream that used it synchronized first).
+  template <class Lease>
+  bool matches(const Lease& l) const {
+    const auto& tensors = data[l.unit()];
+    for (std::size_t i = 0; i < tensors.size(); ++i) {
+      if (std::memcmp(l.tensor(i), tensors[i].data(), tensors[i].size()) != 0) return false;
+    }
+    return true;
+  }
+};
+
+}  // namespace
+
+TEST_CASE("residency: acquired units hold their bytes; leased units stay; the budget holds",
+          "[cache][residency]") {
+  host_backend be;
+  for (unsigned seed = 1; seed <= 40; ++seed) {
+    CAPTURE(seed);
+    std::mt19937 rng(seed);
+    const unit_id units = 3 + seed % 6;
+    const std::size_t unit_bytes = 4096 + (seed % 5) * 1000;
+    const model m(units, unit_bytes, seed);
+    // Room for three to five units (rounded up to the alignment, 256 bytes per tensor): with
+    // one unit held anywhere in the arena, one of the two ranges beside it still fits the
+    // largest unit (units of several sizes can leave holes).
+    const std::uint64_t budget = (3 + seed % 3) * (unit_bytes + 512);
+    cache::residency_manager<host_backend, cache::lru> rm(be, {.budget_bytes = budget});
+    m.add_to(rm);
+    auto s1 = be.make_stream();
+    auto s2 = be.make_stream();
+    std::vector<cache::residency_manager<host_backend, cache::lru>::lease> held;
+    std::uint64_t asked = 0;
+    for (int step = 0; step < 200; ++step) {
+      const unit_id u = static_cast<unit_id>(rng() % units);
+      auto& s = step % 2 ? s1 : s2;
+      // At most one lease held across steps: the budget has room for it and one more.
+      auto l = rm.acquire(u, s);
+      asked += rm.unit_bytes(u);
+      be.synchronize(s);
+      CHECK(m.matches(l));
+      for (const auto& h : held) CHECK(m.matches(h));  // not overwritten while held
+      if (!held.empty() && rng() % 2 == 0) {
+        rm.release(std::move(held.back()), s);
+        held.pop_back();
+      }
+      if (held.empty() && rng() % 3 == 0) {
+        held.push_back(std::move(l));
+      } else {
+        rm.release(std::move(l), s);
+      }
+    }
+    for (auto& h : held) rm.release(std::move(h), s1);
+    be.synchronize(s1);
+    const auto st = rm.stats();
+    CHECK(st.high_water_bytes <= budget);
+    CHECK(st.hit_bytes + st.miss_bytes == asked);
+    CHECK(st.acquires == 200);
+    CHECK(st.pinned_host_bytes >= units * unit_bytes);
+    CHECK(st.pinned_host_bytes <= units * (unit_bytes + 512));
+    CHECK(rm.belady_hit_bytes() >= st.hit_bytes);
+  }
+}
+
+TEST_CASE("residency: a declared cycle prefetches ahead; static priority keeps a fixed part",
+          "[cache][residency]") {
+  host_backend be;
+  const unit_id units = 10;
+  const std::size_t unit_bytes = 8192;  // two tensors, each a multiple of 256
+  const model m(units, unit_bytes, 3);
+  const std::uint64_t slot = unit_bytes + 256;
+  cache::residency_manager<host_backend> rm(be, {.budget_bytes = 6 * slot},
+                                            cache::static_priority{});
+  m.add_to(rm);
+  std::vector<unit_id> order(units);
+  for (unit_id u = 0; u < units; ++u) order[u] = u;
+  rm.declare_order(order, true, slot);  // one unit ahead
+  auto s = be.make_stream();
+  const int passes = 5;
+  for (int p = 0; p < passes; ++p) {
+    for (const unit_id u : order) {
+      auto l = rm.acquire(u, s);
+      CHECK(rm.resident((u + 1) % units));  // brought in ahead
+      be.synchronize(s);
+      CHECK(m.matches(l));
+      rm.release(std::move(l), s);
+    }
+  }
+  const auto st = rm.stats();
+  CHECK(st.prefetched_bytes > 0);
+  CHECK(st.high_water_bytes <= 6 * slot);
+  // Units 0-3 stay (the two places left stream the rest, one being used, one coming in): from
+  // the second pass on, every acquire after the first of each pass is a hit or a prefetch.
+  CHECK(st.miss_bytes <= unit_bytes + 2 * unit_bytes);  // a cold start only
+  CHECK(st.hit_bytes >= (passes * units - 3) * unit_bytes);
+}
+
+TEST_CASE("residency: LRU against the oracle on a cycle larger than the budget",
+          "[cache][residency]") {
+  host_backend be;
+  const model m(8, 4096, 5);
+  cache::residency_manager<host_backend, cache::lru> rm(be, {.budget_bytes = 4 * (4096 + 512)});
+  m.add_to(rm);
+  auto s = be.make_stream();
+  for (int p = 0; p < 4; ++p) {
+    for (unit_id u = 0; u < 8; ++u) rm.release(rm.acquire(u, s), s);
+  }
+  be.synchronize(s);
+  CHECK(rm.stats().hit_bytes == 0);  // LRU evicts what the cycle needs next
+  CHECK(rm.belady_hit_bytes() > 0);  // the oracle keeps some
+}
+
+TEST_CASE("residency: pinned units are never evicted", "[cache][residency]") {
+  host_backend be;
+  const model m(6, 4096, 9);
+  cache::residency_manager<host_backend, cache::lru> rm(be, {.budget_bytes = 3 * (4096 + 512)});
+  m.add_to(rm);
+  rm.pin(0);
+  auto s = be.make_stream();
+  for (int p = 0; p < 3; ++p) {
+    for (unit_id u = 0; u < 6; ++u) {
+      rm.release(rm.acquire(u, s), s);
+      if (p > 0 || u > 0) CHECK(rm.resident(0));
+    }
+  }
+}
+
+TEST_CASE("residency: errors name the unit and the sizes", "[cache][residency][errors]") {
+  host_backend be;
+  const model m(3, 4096, 11);
+  using manager = cache::residency_manager<host_backend, cache::lru>;
+  auto s = be.make_stream();
+  SECTION("a zero budget") {
+    REQUIRE_THROWS_MATCHES(manager(be, {.budget_bytes = 0}), lris::invalid_argument,
+                           what_contains("the budget is 0 bytes"));
+  }
+  SECTION("a unit larger than the budget") {
+    manager rm(be, {.budget_bytes = 2048});
+    const std::vector<std::byte> big(4096);
+    const std::vector<cache::unit_tensor> ts = {{"w", big}};
+    REQUIRE_THROWS_MATCHES(rm.add_unit("layer", ts), lris::invalid_argument,
+                           what_contains("unit \"layer\" needs 4096 bytes, more than the budget "
+                                         "of 2048 bytes"));
+  }
+  SECTION("names taken") {
+    manager rm(be, {.budget_bytes = 1 << 20});
+    m.add_to(rm);
+    REQUIRE_THROWS_MATCHES(rm.add_unit("unit1", {}), lris::invalid_argument,
+                           what_contains("a unit called \"unit1\" exists"));
+    const std::vector<std::byte> b(16);
+    const std::vector<cache::unit_tensor> ts = {{"w", b}, {"w", b}};
+    REQUIRE_THROWS_MATCHES(rm.add_unit("x", ts), lris::invalid_argument,
+                           what_contains("unit \"x\" has two tensors called \"w\""));
+  }
+  SECTION("unknown units and tensors") {
+    manager rm(be, {.budget_bytes = 1 << 20});
+    m.add_to(rm);
+    REQUIRE_THROWS_MATCHES(rm.acquire(3, s), lris::invalid_argument,
+                           what_contains("acquire: unit 3 is not registered (3 units)"));
+    REQUIRE_THROWS_MATCHES(rm.pin(7), lris::invalid_argument,
+                           what_contains("pin: unit 7 is not registered"));
+    REQUIRE_THROWS_MATCHES(rm.declare_order({0, 5}, false, 1), lris::invalid_argument,
+                           what_contains("declare_order: unit 5 is not registered"));
+    auto l = rm.acquire(1, s);
+    REQUIRE_THROWS_MATCHES(l.tensor("nope"), lris::invalid_argument,
+                           what_contains("unit \"unit1\": no tensor called \"nope\""));
+    REQUIRE_THROWS_MATCHES(l.tensor(2), lris::invalid_argument,
+                           what_contains("unit \"unit1\": tensor 2 of 2"));
+    rm.release(std::move(l), s);
+  }
+  SECTION("a lease used after release") {
+    manager rm(be, {.budget_bytes = 1 << 20});
+    m.add_to(rm);
+    auto l = rm.acquire(2, s);
+    auto moved = std::move(l);
+    rm.release(std::move(moved), s);
+    REQUIRE_THROWS_MATCHES(moved.tensor(0), lris::invalid_argument,
+                           what_contains("lease of unit 2: tensor() on a lease that was released"));
+    REQUIRE_THROWS_MATCHES(rm.release(std::move(moved), s), lris::invalid_argument,
+                           what_contains("release of a lease of unit 2 that was released already"));
+    REQUIRE_THROWS_MATCHES(rm.release(std::move(l), s), lris::invalid_argument,
+                           what_contains("was released already (or moved from)"));
+    manager other(be, {.budget_bytes = 1 << 20});
+    m.add_to(other);
+    auto theirs = other.acquire(0, s);
+    REQUIRE_THROWS_MATCHES(rm.release(std::move(theirs), s), lris::invalid_argument,
+                           what_contains("another manager gave"));
+    other.release(std::move(theirs), s);
+  }
+  SECTION("no room beside leased units") {
+    manager rm(be, {.budget_bytes = 2 * (4096 + 512)});
+    m.add_to(rm);
+    auto a = rm.acquire(0, s);
+    auto b = rm.acquire(1, s);
+    REQUIRE_THROWS_MATCHES(rm.acquire(2, s), lris::out_of_memory,
+                           what_contains("unit \"unit2\" (") &&
+                               what_contains("bytes) does not fit") &&
+                               what_contains("hold units that are leased or pinned"));
+    rm.release(std::move(a), s);
+    auto c = rm.acquire(2, s);  // now unit 0 may go
+    be.synchronize(s);
+    CHECK(m.matches(c));
+    CHECK(m.matches(b));
+    rm.release(std::move(b), s);
+    rm.release(std::move(c), s);
+  }
+  be.synchronize(s);
+}
