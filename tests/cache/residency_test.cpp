@@ -257,3 +257,44 @@ TEST_CASE("residency: errors name the unit and the sizes", "[cache][residency][e
   }
   be.synchronize(s);
 }
+
+TEST_CASE("residency: sleep gives the device memory back, wake copies the resident units back",
+          "[cache][residency]") {
+  host_backend be;
+  const model m(5, 4096, 13);
+  cache::residency_manager<host_backend, cache::lru> rm(be, {.budget_bytes = 3 * (4096 + 512)});
+  m.add_to(rm);
+  auto s = be.make_stream();
+  for (unit_id u = 0; u < 5; ++u) rm.release(rm.acquire(u, s), s);
+  std::vector<bool> was(5);
+  for (unit_id u = 0; u < 5; ++u) was[u] = rm.resident(u);
+  auto held = rm.acquire(4, s);
+  REQUIRE_THROWS_MATCHES(rm.sleep(), lris::invalid_argument,
+                         what_contains("sleep: unit \"unit4\" is leased (1 lease)"));
+  rm.release(std::move(held), s);
+  rm.sleep();
+  CHECK(rm.asleep());
+  REQUIRE_THROWS_MATCHES(rm.acquire(0, s), lris::invalid_argument,
+                         what_contains("acquire of unit \"unit0\": the manager is asleep"));
+  REQUIRE_THROWS_MATCHES(rm.sleep(), lris::invalid_argument, what_contains("asleep already"));
+  rm.wake();
+  REQUIRE_THROWS_MATCHES(rm.wake(), lris::invalid_argument, what_contains("awake already"));
+  for (unit_id u = 0; u < 5; ++u) CHECK(rm.resident(u) == was[u]);
+  const auto before = rm.stats();
+  for (const bool woken : {true, false}) {  // the woken units first: they hit
+    for (unit_id u = 0; u < 5; ++u) {
+      if (was[u] != woken) continue;
+      auto l = rm.acquire(u, s);
+      be.synchronize(s);
+      CHECK(m.matches(l));
+      rm.release(std::move(l), s);
+    }
+    if (woken) {
+      const auto after = rm.stats();
+      CHECK(after.sleeps == 1);
+      CHECK(before.woken_bytes > 0);
+      CHECK(after.hit_bytes - before.hit_bytes == before.woken_bytes);
+    }
+  }
+  be.synchronize(s);
+}

@@ -11,7 +11,8 @@
 /// (an event, never a host synchronization); release() records the stream's last use, and a
 /// unit evicted later is overwritten only after every use released so far. A leased unit is
 /// never evicted. With a declared order, each acquire brings in the units that follow it, up
-/// to a lookahead in bytes.
+/// to a lookahead in bytes. sleep() gives the device memory back and wake() copies the resident
+/// units back.
 
 #include <algorithm>
 #include <cstddef>
@@ -63,6 +64,8 @@ struct residency_stats {
   std::uint64_t high_water_bytes = 0;  ///< most device bytes placed at once
   std::uint64_t budget_bytes = 0;
   std::uint64_t pinned_host_bytes = 0;  ///< pinned host memory holding the units
+  std::uint64_t sleeps = 0;
+  std::uint64_t woken_bytes = 0;        ///< copied back by wake()
 };
 
 template <backend_policy Backend, eviction_policy Policy = static_priority>
@@ -140,7 +143,7 @@ class residency_manager {
     } catch (...) {  // a lost device: nothing left to wait for
     }
     for (auto& u : units_) be_.deallocate_pinned(u.host, u.bytes == 0 ? 1 : u.bytes);
-    be_.deallocate_device(arena_, ranges_.capacity());
+    if (arena_ != nullptr) be_.deallocate_device(arena_, ranges_.capacity());
   }
 
   /// @brief Registers a unit: its tensors are copied into pinned host memory (one block, laid
@@ -213,6 +216,10 @@ class residency_manager {
   lease acquire(unit_id u, stream_type& s) {
     std::lock_guard lock(mutex_);
     unit_state& x = state(u, "acquire");
+    if (arena_ == nullptr) {
+      throw invalid_argument(fmt::format("residency_manager::acquire of unit \"{}\": the manager "
+                                         "is asleep; wake() it first", x.name));
+    }
     ++stats_.acquires;
     if (x.resident) {
       stats_.hit_bytes += x.bytes;
@@ -245,6 +252,56 @@ class residency_manager {
     x.last_uses.push_back(std::move(e));
     --x.leases;
     l.m_ = nullptr;
+  }
+
+  /// @brief Gives the device memory back and keeps the units in pinned host memory: waits for
+  /// every copy and released use, then frees the budget's block. Units resident now come back
+  /// with wake(), in one pass of copies. acquire() meanwhile is an error.
+  /// @throws lris::invalid_argument while a unit is leased, or when asleep already.
+  void sleep() {
+    std::lock_guard lock(mutex_);
+    if (arena_ == nullptr) throw invalid_argument("residency_manager::sleep: asleep already");
+    for (const auto& u : units_) {
+      if (u.leases > 0) {
+        throw invalid_argument(fmt::format("residency_manager::sleep: unit \"{}\" is leased ({} "
+                                           "lease{})", u.name, u.leases, u.leases > 1 ? "s" : ""));
+      }
+    }
+    be_.synchronize(copy_);
+    for (auto& u : units_) {
+      for (event_type& e : u.last_uses) be_.synchronize(e);
+      for (event_type& e : u.last_uses) spare_events_.push_back(std::move(e));
+      u.last_uses.clear();
+    }
+    for (event_type& e : overwritten_) {
+      be_.synchronize(e);
+      spare_events_.push_back(std::move(e));
+    }
+    overwritten_.clear();
+    be_.deallocate_device(arena_, ranges_.capacity());
+    arena_ = nullptr;
+    ++stats_.sleeps;
+  }
+
+  /// @brief Takes the budget's device memory again and copies back every unit that was
+  /// resident when sleep() was called, each to where it was; work queued on a stream after
+  /// acquire() waits for its copy as ever.
+  /// @throws lris::invalid_argument when awake; lris::out_of_memory when the device cannot
+  /// give the budget (the manager stays asleep).
+  void wake() {
+    std::lock_guard lock(mutex_);
+    if (arena_ != nullptr) throw invalid_argument("residency_manager::wake: awake already");
+    arena_ = static_cast<std::byte*>(be_.allocate_device(ranges_.capacity()));
+    for (auto& u : units_) {
+      if (!u.resident) continue;
+      if (u.bytes > 0) be_.copy_async(arena_ + u.offset, u.host, u.bytes, copy_kind::host_to_device, copy_);
+      be_.record(u.ready, copy_);
+      stats_.woken_bytes += u.bytes;
+    }
+  }
+  [[nodiscard]] bool asleep() const {
+    std::lock_guard lock(mutex_);
+    return arena_ == nullptr;
   }
 
   [[nodiscard]] residency_stats stats() const {
