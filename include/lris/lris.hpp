@@ -70,6 +70,7 @@
 #include <lris/transfer/transfer.hpp>
 
 #include <lris/cache/belady.hpp>
+#include <lris/cache/checkpoint_units.hpp>
 #include <lris/cache/eviction_policy.hpp>
 #include <lris/cache/lru.hpp>
 #include <lris/cache/range_allocator.hpp>

@@ -5,18 +5,22 @@
 // error.
 #include <catch2/catch.hpp>
 
+#include "support/safetensors_file.hpp"
 #include "support/what_contains.hpp"
 
 #include <cstdint>
 #include <cstring>
+#include <filesystem>
 #include <random>
 #include <string>
 #include <vector>
 
 #include <lris/backends/host_backend.hpp>
+#include <lris/cache/checkpoint_units.hpp>
 #include <lris/cache/lru.hpp>
 #include <lris/cache/residency_manager.hpp>
 #include <lris/cache/static_priority.hpp>
+#include <lris/lris.hpp>
 
 namespace cache = lris::cache;
 using cache::unit_id;
@@ -296,5 +300,59 @@ TEST_CASE("residency: sleep gives the device memory back, wake copies the reside
       CHECK(after.hit_bytes - before.hit_bytes == before.woken_bytes);
     }
   }
+  be.synchronize(s);
+}
+
+TEST_CASE("residency: units from a checkpoint, read from the files into pinned memory",
+          "[cache][residency]") {
+  namespace st = lris::safetensors;
+  using lris::dtype;
+  std::vector<lris::test::raw_tensor> tensors;
+  for (int layer = 0; layer < 3; ++layer) {
+    for (const char* part : {"attn", "mlp"}) {
+      tensors.push_back(lris::test::random_tensor(
+          "layers." + std::to_string(layer) + "." + part, dtype::BF16, {64, 33 + layer}, layer));
+    }
+  }
+  tensors.push_back(lris::test::random_tensor("norm", dtype::F32, {64}, 9));
+  const auto dir = std::filesystem::current_path() / "residency_test_files";
+  std::filesystem::create_directories(dir);
+  const auto path = lris::test::write_file(dir / "layers.safetensors", tensors);
+  const st::checkpoint ck(path);
+  lris::pipeline<lris::auto_select, host_backend> p;
+  host_backend be;
+  cache::residency_manager<host_backend, cache::lru> rm(be, {.budget_bytes = 1 << 20});
+  const auto by_layer = [](std::string_view name) -> std::string {
+    if (!name.starts_with("layers.")) return {};  // "norm" stays out
+    return std::string(name.substr(0, name.find('.', 7)));
+  };
+  const auto ids = cache::add_checkpoint_units(rm, p, ck, by_layer);
+  REQUIRE(ids.size() == 3);
+  CHECK(rm.units() == 3);
+  CHECK(rm.find("layers.1") == ids[1]);
+  CHECK_FALSE(rm.find("norm"));
+  auto s = be.make_stream();
+  for (int layer = 0; layer < 3; ++layer) {
+    auto l = rm.acquire(ids[layer], s);
+    be.synchronize(s);
+    for (int k = 0; k < 2; ++k) {
+      const auto& t = tensors[2 * layer + k];
+      CHECK(std::memcmp(l.tensor(t.name), t.data.data(), t.data.size()) == 0);
+    }
+    rm.release(std::move(l), s);
+  }
+  CHECK(rm.stats().pinned_host_bytes < 2 * (1 << 14));  // the layers only, once
+  // A name taken: nothing more is added.
+  REQUIRE_THROWS_MATCHES(cache::add_checkpoint_units(rm, p, ck, by_layer), lris::invalid_argument,
+                         what_contains("a unit called \"layers.0\" exists (from tensor "
+                                       "\"layers.0.attn\" of"));
+  CHECK(rm.units() == 3);
+  // A unit larger than the budget.
+  cache::residency_manager<host_backend, cache::lru> small(be, {.budget_bytes = 4096});
+  REQUIRE_THROWS_MATCHES(cache::add_checkpoint_units(small, p, ck, by_layer),
+                         lris::invalid_argument,
+                         what_contains("unit \"layers.0\" needs") &&
+                             what_contains("more than the budget of 4096 bytes"));
+  CHECK(small.units() == 0);
   be.synchronize(s);
 }

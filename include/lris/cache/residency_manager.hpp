@@ -73,6 +73,20 @@ class residency_manager {
   using stream_type = typename Backend::stream;
   using event_type = typename Backend::event;
 
+  struct unit_state {
+    std::string name;
+    std::vector<std::string> tensor_names;
+    std::vector<std::uint64_t> offsets;  // of each tensor within the unit
+    std::uint64_t bytes = 0;
+    std::byte* host = nullptr;           // pinned
+    std::uint64_t offset = 0;            // in the arena, while resident
+    bool resident = false;
+    bool pinned = false;
+    unsigned leases = 0;
+    event_type ready;                    // its copy into the arena
+    std::vector<event_type> last_uses;   // released since it came in
+  };
+
  public:
   /// @brief A unit in device memory for as long as it is held; move-only. Release it with
   /// residency_manager::release() on the last stream that uses it.
@@ -146,17 +160,42 @@ class residency_manager {
     if (arena_ != nullptr) be_.deallocate_device(arena_, ranges_.capacity());
   }
 
-  /// @brief Registers a unit: its tensors are copied into pinned host memory (one block, laid
-  /// out as they will be on the device), and the caller's memory is not kept.
-  /// @throws lris::invalid_argument when the name is taken, two tensors share a name, or the
-  /// unit is larger than the budget; lris::out_of_memory when pinned memory runs out.
-  unit_id add_unit(std::string name, std::span<const unit_tensor> tensors) {
-    std::lock_guard lock(mutex_);
-    for (const auto& u : units_) {
-      if (u.name == name) {
-        throw invalid_argument(fmt::format("residency_manager: a unit called \"{}\" exists", name));
-      }
+  /// @brief A unit being made: its pinned host block, laid out as the unit will be on the
+  /// device, for the caller to fill (e.g. read from files straight into it) before add_unit().
+  /// Move-only; a draft never added frees its block.
+  class unit_draft {
+   public:
+    unit_draft(unit_draft&& o) noexcept
+        : be_(o.be_), s_(std::move(o.s_)) { o.s_.host = nullptr; }
+    unit_draft& operator=(unit_draft&&) = delete;
+    unit_draft(const unit_draft&) = delete;
+    unit_draft& operator=(const unit_draft&) = delete;
+    ~unit_draft() {
+      if (s_.host != nullptr) be_.deallocate_pinned(s_.host, s_.bytes == 0 ? 1 : s_.bytes);
     }
+    [[nodiscard]] const std::string& name() const noexcept { return s_.name; }
+    [[nodiscard]] std::size_t tensors() const noexcept { return s_.offsets.size(); }
+    /// @brief Where tensor `i`'s bytes go (pinned host memory).
+    [[nodiscard]] std::byte* tensor(std::size_t i) const { return s_.host + s_.offsets.at(i); }
+
+   private:
+    friend class residency_manager;
+    unit_draft(Backend be, unit_state s) : be_(std::move(be)), s_(std::move(s)) {}
+    Backend be_;
+    unit_state s_;
+  };
+
+  /// @brief The size of one tensor of a unit to be made.
+  struct tensor_size {
+    std::string name;
+    std::uint64_t bytes = 0;
+  };
+
+  /// @brief A unit of `tensors` (in that order, each aligned as the options say), its pinned
+  /// block allocated and not yet filled; add_unit() makes it one of the manager's.
+  /// @throws lris::invalid_argument when two tensors share a name or the unit is larger than
+  /// the budget; lris::out_of_memory when pinned memory runs out.
+  [[nodiscard]] unit_draft draft_unit(std::string name, std::span<const tensor_size> tensors) {
     unit_state u;
     u.name = std::move(name);
     for (std::size_t i = 0; i < tensors.size(); ++i) {
@@ -168,7 +207,7 @@ class residency_manager {
       }
       u.tensor_names.push_back(tensors[i].name);
       u.offsets.push_back(u.bytes);
-      u.bytes += ranges_.rounded(tensors[i].bytes.size());
+      u.bytes += ranges_.rounded(tensors[i].bytes);
     }
     if (ranges_.rounded(u.bytes) > ranges_.capacity()) {
       throw invalid_argument(fmt::format("residency_manager: unit \"{}\" needs {} bytes, more "
@@ -176,16 +215,41 @@ class residency_manager {
                                          ranges_.capacity()));
     }
     u.host = static_cast<std::byte*>(be_.allocate_pinned(u.bytes == 0 ? 1 : u.bytes));
-    for (std::size_t i = 0; i < tensors.size(); ++i) {
-      if (!tensors[i].bytes.empty()) {
-        std::memcpy(u.host + u.offsets[i], tensors[i].bytes.data(), tensors[i].bytes.size());
+    return unit_draft(be_, std::move(u));
+  }
+
+  /// @brief Makes `draft` (filled by the caller) a unit of the manager's.
+  /// @throws lris::invalid_argument when a unit of its name exists (the draft is kept).
+  unit_id add_unit(unit_draft&& draft) {
+    std::lock_guard lock(mutex_);
+    for (const auto& u : units_) {
+      if (u.name == draft.s_.name) {
+        throw invalid_argument(fmt::format("residency_manager: a unit called \"{}\" exists",
+                                           draft.s_.name));
       }
     }
+    unit_state u = std::move(draft.s_);
+    draft.s_.host = nullptr;
     u.ready = be_.make_event();
     stats_.pinned_host_bytes += u.bytes;
     units_.push_back(std::move(u));
     policy_.reset(units_.size());  // a policy learns units only as a whole
     return static_cast<unit_id>(units_.size() - 1);
+  }
+
+  /// @brief Registers a unit: its tensors are copied into pinned host memory (one block, laid
+  /// out as they will be on the device), and the caller's memory is not kept.
+  /// @throws as draft_unit() and add_unit(unit_draft&&) do.
+  unit_id add_unit(std::string name, std::span<const unit_tensor> tensors) {
+    std::vector<tensor_size> sizes;
+    for (const auto& t : tensors) sizes.push_back({t.name, t.bytes.size()});
+    unit_draft d = draft_unit(std::move(name), sizes);
+    for (std::size_t i = 0; i < tensors.size(); ++i) {
+      if (!tensors[i].bytes.empty()) {
+        std::memcpy(d.tensor(i), tensors[i].bytes.data(), tensors[i].bytes.size());
+      }
+    }
+    return add_unit(std::move(d));
   }
 
   /// @brief Keeps unit `u` resident once it is in: never a victim.
@@ -317,6 +381,14 @@ class residency_manager {
     belady oracle(history_);
     return simulate(oracle, bytes, history_, ranges_.capacity()).hit_bytes;
   }
+  /// @brief The unit called `name`, if there is one.
+  [[nodiscard]] std::optional<unit_id> find(std::string_view name) const {
+    std::lock_guard lock(mutex_);
+    for (std::size_t i = 0; i < units_.size(); ++i) {
+      if (units_[i].name == name) return static_cast<unit_id>(i);
+    }
+    return std::nullopt;
+  }
   [[nodiscard]] std::size_t units() const {
     std::lock_guard lock(mutex_);
     return units_.size();
@@ -339,19 +411,6 @@ class residency_manager {
  private:
   static constexpr std::size_t no_position = static_cast<std::size_t>(-1);
 
-  struct unit_state {
-    std::string name;
-    std::vector<std::string> tensor_names;
-    std::vector<std::uint64_t> offsets;  // of each tensor within the unit
-    std::uint64_t bytes = 0;
-    std::byte* host = nullptr;           // pinned
-    std::uint64_t offset = 0;            // in the arena, while resident
-    bool resident = false;
-    bool pinned = false;
-    unsigned leases = 0;
-    event_type ready;                    // its copy into the arena
-    std::vector<event_type> last_uses;   // released since it came in
-  };
 
   const unit_state& state(unit_id u, const char* what) const {
     if (u >= units_.size()) {
