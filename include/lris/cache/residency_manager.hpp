@@ -56,9 +56,11 @@ struct residency_options {
 /// @brief What a manager did since it was made.
 struct residency_stats {
   std::uint64_t acquires = 0;
-  std::uint64_t hit_bytes = 0;         ///< acquired while resident (prefetched or kept)
-  std::uint64_t miss_bytes = 0;        ///< brought in by an acquire
+  std::uint64_t hit_bytes = 0;         ///< acquired while kept resident: not moved for it
+  std::uint64_t miss_bytes = 0;        ///< brought in by an acquire (the stream waits)
   std::uint64_t prefetched_bytes = 0;  ///< brought in ahead of the declared order
+  std::uint64_t prefetch_hit_bytes = 0;  ///< acquired after coming in ahead (moved, in time
+                                         ///< or not: streamed bytes are miss + prefetched)
   std::uint64_t evictions = 0;
   std::uint64_t evicted_bytes = 0;
   std::uint64_t high_water_bytes = 0;  ///< most device bytes placed at once
@@ -82,6 +84,7 @@ class residency_manager {
     std::uint64_t offset = 0;            // in the arena, while resident
     bool resident = false;
     bool pinned = false;
+    bool prefetched = false;             // brought in ahead and not acquired since
     unsigned leases = 0;
     event_type ready;                    // its copy into the arena
     std::vector<event_type> last_uses;   // released since it came in
@@ -286,7 +289,8 @@ class residency_manager {
     }
     ++stats_.acquires;
     if (x.resident) {
-      stats_.hit_bytes += x.bytes;
+      (x.prefetched ? stats_.prefetch_hit_bytes : stats_.hit_bytes) += x.bytes;
+      x.prefetched = false;
     } else {
       bring_in(u, {});
       stats_.miss_bytes += x.bytes;
@@ -373,13 +377,19 @@ class residency_manager {
     return stats_;
   }
   /// @brief What the Belady oracle would have hit over the same acquires with the same budget
-  /// (no lookahead, no pinning): the bound to hold the policy's hit_bytes against.
+  /// (no pinning), with the budget less the declared lookahead (the room prefetching takes):
+  /// the bound to hold hit_bytes against, (budget - staging) / model of a cycle.
   [[nodiscard]] std::uint64_t belady_hit_bytes() const {
     std::lock_guard lock(mutex_);
     std::vector<std::uint64_t> bytes;
     for (const auto& u : units_) bytes.push_back(ranges_.rounded(u.bytes));
     belady oracle(history_);
-    return simulate(oracle, bytes, history_, ranges_.capacity()).hit_bytes;
+    const std::uint64_t room = order_.empty() ? ranges_.capacity()
+                               : ranges_.capacity() - std::min(ranges_.capacity(), lookahead_);
+    std::uint64_t largest = 0;
+    for (const unit_id u : history_) largest = std::max(largest, bytes[u]);
+    if (history_.empty() || room < largest) return 0;
+    return simulate(oracle, bytes, history_, room).hit_bytes;
   }
   /// @brief The unit called `name`, if there is one.
   [[nodiscard]] std::optional<unit_id> find(std::string_view name) const {
@@ -493,6 +503,7 @@ class residency_manager {
     unit_state& y = units_[v];
     ranges_.free(y.offset, y.bytes);
     y.resident = false;
+    y.prefetched = false;
     for (event_type& e : y.last_uses) overwritten_.push_back(std::move(e));
     y.last_uses.clear();
     ++stats_.evictions;
@@ -522,6 +533,7 @@ class residency_manager {
       if (units_[v].resident) continue;
       if (!bring_in(v, keep)) break;
       stats_.prefetched_bytes += units_[v].bytes;
+      units_[v].prefetched = true;
     }
   }
 
