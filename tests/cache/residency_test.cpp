@@ -359,3 +359,17 @@ TEST_CASE("residency: units from a checkpoint, read from the files into pinned m
   CHECK(small.units() == 0);
   be.synchronize(s);
 }
+
+TEST_CASE("residency: the oracle's history is bounded", "[cache][residency]") {
+  host_backend be;
+  const model m(4, 1024, 17);
+  cache::residency_manager<host_backend, cache::lru> rm(
+      be, {.budget_bytes = 2 * (1024 + 512), .history = 8});
+  m.add_to(rm);
+  auto s = be.make_stream();
+  for (int i = 0; i < 100; ++i) rm.release(rm.acquire(static_cast<unit_id>(i % 4), s), s);
+  be.synchronize(s);
+  // 4-cycle through 2 places: LRU and the oracle alike see only the last 4 to 8 acquires.
+  CHECK(rm.belady_hit_bytes() <= 8 * rm.unit_bytes(0));
+  CHECK(rm.stats().acquires == 100);
+}

@@ -51,6 +51,9 @@ struct residency_options {
   std::uint64_t budget_bytes = 0;
   /// Every tensor's place on the device is aligned to this (a power of two).
   std::size_t alignment = 256;
+  /// The latest acquires kept for belady_hit_bytes() to replay (older ones are dropped, half
+  /// of them at a time, so that a long-running process does not grow).
+  std::size_t history = std::size_t{1} << 20;
 };
 
 /// @brief What a manager did since it was made.
@@ -296,6 +299,9 @@ class residency_manager {
       stats_.miss_bytes += x.bytes;
     }
     policy_.on_access(u, tick_++);
+    if (history_.size() >= std::max<std::size_t>(2, opt_.history)) {
+      history_.erase(history_.begin(), history_.begin() + static_cast<std::ptrdiff_t>(history_.size() / 2));
+    }
     history_.push_back(u);
     ++x.leases;
     be_.wait(s, x.ready);
@@ -376,9 +382,10 @@ class residency_manager {
     std::lock_guard lock(mutex_);
     return stats_;
   }
-  /// @brief What the Belady oracle would have hit over the same acquires with the same budget
-  /// (no pinning), with the budget less the declared lookahead (the room prefetching takes):
-  /// the bound to hold hit_bytes against, (budget - staging) / model of a cycle.
+  /// @brief What the Belady oracle would have hit over the same acquires (the latest
+  /// residency_options::history of them; no pinning) with the budget less the declared
+  /// lookahead (the room prefetching takes): an upper bound on hit_bytes for any policy. On a
+  /// cycle static_priority keeps (budget - staging) / model of every pass, a little less.
   [[nodiscard]] std::uint64_t belady_hit_bytes() const {
     std::lock_guard lock(mutex_);
     std::vector<std::uint64_t> bytes;
