@@ -8,6 +8,7 @@
 #include "support/safetensors_file.hpp"
 #include "support/what_contains.hpp"
 
+#include <algorithm>
 #include <cstdint>
 #include <cstring>
 #include <filesystem>
@@ -372,4 +373,15 @@ TEST_CASE("residency: the oracle's history is bounded", "[cache][residency]") {
   // 4-cycle through 2 places: LRU and the oracle alike see only the last 4 to 8 acquires.
   CHECK(rm.belady_hit_bytes() <= 8 * rm.unit_bytes(0));
   CHECK(rm.stats().acquires == 100);
+}
+
+TEST_CASE("residency: statistics as JSON", "[cache][residency]") {
+  cache::residency_stats s;
+  s.acquires = 3;
+  s.hit_bytes = 1024;
+  s.woken_bytes = 7;
+  const std::string j = cache::to_json(s);
+  CHECK_THAT(j, Catch::StartsWith("{\"acquires\": 3, \"hit_bytes\": 1024, \"miss_bytes\": 0,"));
+  CHECK_THAT(j, Catch::EndsWith("\"sleeps\": 0, \"woken_bytes\": 7}"));
+  CHECK(std::count(j.begin(), j.end(), ':') == 12);  // every field
 }

@@ -73,6 +73,18 @@ struct residency_stats {
   std::uint64_t woken_bytes = 0;        ///< copied back by wake()
 };
 
+/// @brief `s` as a JSON object, one key per field.
+[[nodiscard]] inline std::string to_json(const residency_stats& s) {
+  return fmt::format(
+      "{{\"acquires\": {}, \"hit_bytes\": {}, \"miss_bytes\": {}, \"prefetched_bytes\": {}, "
+      "\"prefetch_hit_bytes\": {}, \"evictions\": {}, \"evicted_bytes\": {}, "
+      "\"high_water_bytes\": {}, \"budget_bytes\": {}, \"pinned_host_bytes\": {}, "
+      "\"sleeps\": {}, \"woken_bytes\": {}}}",
+      s.acquires, s.hit_bytes, s.miss_bytes, s.prefetched_bytes, s.prefetch_hit_bytes,
+      s.evictions, s.evicted_bytes, s.high_water_bytes, s.budget_bytes, s.pinned_host_bytes,
+      s.sleeps, s.woken_bytes);
+}
+
 template <backend_policy Backend, eviction_policy Policy = static_priority>
 class residency_manager {
   using stream_type = typename Backend::stream;
@@ -418,7 +430,8 @@ class residency_manager {
     std::lock_guard lock(mutex_);
     return state(u, "unit_bytes").bytes;
   }
-  /// @brief The policy, e.g. to set scores (score_policy::set_score).
+  /// @brief Calls `f(policy)` under the manager's lock, e.g. to set scores
+  /// (score_policy::set_score); `f` must not call the manager.
   template <class F>
   void with_policy(F&& f) {
     std::lock_guard lock(mutex_);
