@@ -385,3 +385,37 @@ TEST_CASE("residency: statistics as JSON", "[cache][residency]") {
   CHECK_THAT(j, Catch::EndsWith("\"sleeps\": 0, \"woken_bytes\": 7}"));
   CHECK(std::count(j.begin(), j.end(), ':') == 12);  // every field
 }
+
+TEST_CASE("residency: copies take the link's tokens, demand at critical, prefetch behind",
+          "[cache][residency]") {
+  host_backend be;
+  const unit_id units = 8;
+  const model m(units, 8192, 21);
+  auto broker = std::make_shared<lris::sched::bandwidth_broker>();
+  cache::residency_options o;
+  o.budget_bytes = 4 * (8192 + 512);
+  o.broker = broker;
+  cache::residency_manager<host_backend> rm(be, o, cache::static_priority{});
+  m.add_to(rm);
+  std::vector<unit_id> order(units);
+  for (unit_id u = 0; u < units; ++u) order[u] = u;
+  rm.declare_order(order, true, 8192 + 512);
+  auto s = be.make_stream();
+  for (int p = 0; p < 3; ++p) {
+    for (const unit_id u : order) {
+      auto l = rm.acquire(u, s);
+      be.synchronize(s);
+      CHECK(m.matches(l));
+      rm.release(std::move(l), s);
+    }
+  }
+  be.synchronize(s);
+  const auto st = rm.stats();
+  const auto link = broker->status(broker->resource("host:0 h2d"));
+  const auto at = [](lris::priority p) { return static_cast<std::size_t>(p); };
+  CHECK(st.miss_bytes > 0);
+  CHECK(st.prefetched_bytes > 0);
+  CHECK(link.granted_bytes[at(lris::priority::critical)] == st.miss_bytes);
+  CHECK(link.granted_bytes[at(lris::priority::background)] == st.prefetched_bytes);
+  CHECK(link.granted_bytes[at(lris::priority::normal)] == 0);
+}

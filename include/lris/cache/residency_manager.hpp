@@ -18,6 +18,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <memory>
 #include <mutex>
 #include <optional>
 #include <span>
@@ -36,6 +37,8 @@
 #include <lris/concepts/backend_policy.hpp>
 #include <lris/concepts/copy_item.hpp>
 #include <lris/error.hpp>
+#include <lris/priority.hpp>
+#include <lris/sched/bandwidth_broker.hpp>
 
 namespace lris::cache {
 
@@ -51,6 +54,13 @@ struct residency_options {
   std::uint64_t budget_bytes = 0;
   /// Every tensor's place on the device is aligned to this (a power of two).
   std::size_t alignment = 256;
+  /// Copies take tokens of the device's host-to-device link from this broker (a context's:
+  /// `lris::default_context()->broker()`): a demand fetch at critical priority, waiting for
+  /// them; a prefetch at `prefetch_priority` only if they are free now (else it is left for a
+  /// later acquire), so that it never delays a demand fetch or another process's critical
+  /// transfer. Null: copies take no tokens.
+  std::shared_ptr<sched::bandwidth_broker> broker = nullptr;
+  priority prefetch_priority = priority::background;
   /// The latest acquires kept for belady_hit_bytes() to replay (older ones are dropped, half
   /// of them at a time, so that a long-running process does not grow).
   std::size_t history = std::size_t{1} << 20;
@@ -164,6 +174,10 @@ class residency_manager {
     arena_ = static_cast<std::byte*>(be_.allocate_device(ranges_.capacity()));
     stats_.budget_bytes = ranges_.capacity();
     policy_.reset(0);
+    if (opt_.broker) {
+      link_ = opt_.broker->resource(
+          sched::link_resource(fmt::format("{}:{}", Backend::name, be_.device()), true));
+    }
   }
   residency_manager(const residency_manager&) = delete;
   residency_manager& operator=(const residency_manager&) = delete;
@@ -307,7 +321,7 @@ class residency_manager {
       (x.prefetched ? stats_.prefetch_hit_bytes : stats_.hit_bytes) += x.bytes;
       x.prefetched = false;
     } else {
-      bring_in(u, {});
+      bring_in(u, {}, priority::critical);
       stats_.miss_bytes += x.bytes;
     }
     policy_.on_access(u, tick_++);
@@ -477,10 +491,17 @@ class residency_manager {
   }
 
   // Places `u` in the arena, evicting as the policy says (never a unit in `keep`), and queues
-  // its copy. Returns false, changing nothing, when `keep` (a prefetch) leaves no way in;
-  // throws when nothing may be evicted for a demand.
-  bool bring_in(unit_id u, std::span<const unit_id> keep) {
+  // its copy under the link's tokens at `p`. A prefetch (`keep` not empty) returns false when
+  // the tokens are not free now (changing nothing) or no room can be made; a demand waits for
+  // its tokens and throws when nothing may be evicted.
+  bool bring_in(unit_id u, std::span<const unit_id> keep, priority p) {
     unit_state& x = units_[u];
+    sched::resource_tokens tokens;
+    if (opt_.broker && x.bytes > 0) {
+      tokens = keep.empty() ? opt_.broker->acquire(link_, x.bytes, p)
+                            : opt_.broker->try_acquire(link_, x.bytes, p);
+      if (tokens.bytes() == 0) return false;
+    }
     std::optional<std::uint64_t> at = ranges_.allocate(x.bytes);
     std::vector<unit_id> candidates;
     while (!at) {
@@ -515,6 +536,13 @@ class residency_manager {
     overwritten_.clear();
     if (x.bytes > 0) be_.copy_async(arena_ + x.offset, x.host, x.bytes, copy_kind::host_to_device, copy_);
     be_.record(x.ready, copy_);
+    if (tokens.bytes() > 0) {
+      // Given back when the copy is done (the broker's thread asks an event of its own).
+      auto done = std::make_shared<event_type>(spare_events_.empty() ? be_.make_event() : take_spare());
+      be_.record(*done, copy_);
+      opt_.broker->release_when([be = be_, done]() mutable { return be.query(*done); },
+                                std::move(tokens), link_, &copy_);
+    }
     policy_.on_insert(u, tick_);
     return true;
   }
@@ -551,7 +579,7 @@ class residency_manager {
     for (const unit_id v : ahead) {
       keep.push_back(v);
       if (units_[v].resident) continue;
-      if (!bring_in(v, keep)) break;
+      if (!bring_in(v, keep, opt_.prefetch_priority)) break;
       stats_.prefetched_bytes += units_[v].bytes;
       units_[v].prefetched = true;
     }
@@ -571,6 +599,7 @@ class residency_manager {
   std::vector<std::size_t> position_;
   bool cyclic_ = false;
   std::uint64_t lookahead_ = 0;
+  std::size_t link_ = 0;  // the broker's resource for the host-to-device link
   std::uint64_t tick_ = 0;
   std::vector<unit_id> history_;
   residency_stats stats_;
