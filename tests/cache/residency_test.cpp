@@ -358,6 +358,14 @@ TEST_CASE("residency: units from a checkpoint, read from the files into pinned m
                          what_contains("unit \"layers.0\" needs") &&
                              what_contains("more than the budget of 4096 bytes"));
   CHECK(small.units() == 0);
+  // A read that fails (the file cut short after it was opened): nothing is added.
+  const auto cut = lris::test::write_file(dir / "cut.safetensors", tensors);
+  const st::checkpoint cut_ck(cut);
+  std::filesystem::resize_file(cut, std::filesystem::file_size(cut) / 2);
+  cache::residency_manager<host_backend, cache::lru> other(be, {.budget_bytes = 1 << 20});
+  REQUIRE_THROWS_AS(cache::add_checkpoint_units(other, p, cut_ck, by_layer), lris::error);
+  CHECK(other.units() == 0);
+  CHECK(other.stats().pinned_host_bytes == 0);
   be.synchronize(s);
 }
 
