@@ -57,6 +57,18 @@ void read_field(const json& entry, const char* key, T& out, const std::filesyste
   }
   out = static_cast<T>(v);
 }
+// The entry `key` of the profile file's `root` (null when there is none); format_error when it
+// is not an object.
+const json* entry_of(const json& root, std::string_view key, const std::filesystem::path& path) {
+  auto it = root.find(std::string(key));
+  if (it == root.end()) return nullptr;
+  if (!it->is_object()) {
+    throw format_error(fmt::format("profile {}: entry \"{}\" is not an object", path.string(),
+                                   key));
+  }
+  return &*it;
+}
+
 // Writes `root` to `path`: a sibling file renamed over it, so a crash never leaves half a
 // profile.
 void write_json(const std::filesystem::path& path, const json& root) {
@@ -96,12 +108,8 @@ transfer_profile load_profile(const std::filesystem::path& path, std::string_vie
   bool exists = false;
   const json root = read_json(path, exists);
   transfer_profile p;
-  auto it = root.find(std::string(backend));
-  if (it == root.end()) return p;
-  if (!it->is_object()) {
-    throw format_error(fmt::format("profile {}: entry \"{}\" is not an object", path.string(),
-                                   backend));
-  }
+  const json* it = entry_of(root, backend, path);
+  if (it == nullptr) return p;
   read_field(*it, "parallel_min_bytes", p.parallel_min_bytes, path, backend);
   read_field(*it, "staged_min_bytes", p.staged_min_bytes, path, backend);
   read_field(*it, "batch_max_item_bytes", p.batch_max_item_bytes, path, backend);
@@ -150,12 +158,8 @@ disk_profile load_disk_profile(const std::filesystem::path& path, std::string_vi
   bool exists = false;
   const json root = read_json(path, exists);
   disk_profile p;
-  auto it = root.find(std::string(disk));
-  if (it == root.end()) return p;
-  if (!it->is_object()) {
-    throw format_error(fmt::format("profile {}: entry \"{}\" is not an object", path.string(),
-                                   disk));
-  }
+  const json* it = entry_of(root, disk, path);
+  if (it == nullptr) return p;
   if (auto m = it->find("method"); m != it->end()) {
     const std::string name = m->is_string() ? m->get<std::string>() : std::string();
     bool known = false;

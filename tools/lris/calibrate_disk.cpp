@@ -41,11 +41,6 @@ std::string describe(const disk_profile& d) {
   return "?";
 }
 
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v.empty() ? 0 : v[v.size() / 2];
-}
-
 // The test file, removed however the calibration ends.
 struct test_file {
   std::filesystem::path path;

@@ -46,11 +46,6 @@ struct load_cli {
   bool json = false;
 };
 
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v.empty() ? 0 : v[v.size() / 2];
-}
-
 // Raw reads of every file of the checkpoint, one after another, no LRIS code, by several
 // methods: the ceiling is the best of them, named. O_DIRECT io_uring on one ring at two queue
 // depths and on several rings; cold, buffered reads on several threads too, and both at once

@@ -62,6 +62,11 @@ ceiling measure_host_copy_ceiling(void* dst, const void* src, std::size_t bytes,
   return best;
 }
 
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v.empty() ? 0 : v[v.size() / 2];
+}
+
 void prefault(void* p, std::size_t bytes) {
   const long page = ::sysconf(_SC_PAGESIZE);
   auto* c = static_cast<volatile char*>(p);

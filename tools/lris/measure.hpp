@@ -22,6 +22,9 @@ struct ceiling {
 ceiling measure_host_copy_ceiling(void* dst, const void* src, std::size_t bytes,
                                   unsigned max_threads);
 
+/// The median of `v` (the upper one of an even count); 0 for none.
+double median(std::vector<double> v);
+
 /// Touches every page so that first-touch faults stay out of timings.
 void prefault(void* p, std::size_t bytes);
 
