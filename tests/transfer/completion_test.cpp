@@ -160,13 +160,18 @@ TEST_CASE("then_on makes a stream wait for a transfer", "[transfer][completion]"
   SECTION("a transfer that fails: the stream goes on; the handle says why") {
     lris::pipeline<lris::staged, host_backend> p(lris::staged{.chunk_bytes = 1 << 20, .workers = 2});
     std::vector<std::byte> pageable(n, std::byte{0x5e});
+    // Held at its first chunk until then_on has returned: a transfer that had failed already
+    // would make then_on wait for it and throw (on a slow machine, under a sanitizer, it did).
+    lris::test::held_progress hold;
     lris::transfer_options o;
-    o.on_progress = [](std::uint64_t done, std::uint64_t) -> bool {
+    o.on_progress = [held = hold.callback()](std::uint64_t done, std::uint64_t total) -> bool {
+      held(done, total);
       if (done > 0) throw std::runtime_error("progress callback failed");
       return true;
     };
     auto t = p.copy(d.span(), lris::as_host(pageable), o);
     t.then_on(be, s);
+    hold.release();
     be.synchronize(s);  // returns: the flag rose as the transfer ended
     CHECK_THROWS_WITH(t.wait(), "progress callback failed");
   }
