@@ -185,6 +185,23 @@ TEST_CASE("broker: try_acquire takes only free tokens, the budget's too") {
   CHECK(st.waits[1] == 0);
 }
 
+TEST_CASE("broker: tokens moved hold their bytes once; the moved-from hold none") {
+  bandwidth_broker s(with_ceiling(4.0));  // 1 MB
+  const auto r = s.resource(h2d);
+  auto t = s.try_acquire(r, 600'000, priority::normal);
+  sched::resource_tokens moved(std::move(t));
+  CHECK(t.bytes() == 0);  // NOLINT(bugprone-use-after-move): the point of the test
+  CHECK(moved.bytes() == 600'000);
+  t.release();  // nothing: they moved
+  CHECK(s.status(r).in_flight == 600'000);
+  sched::resource_tokens again;
+  again = std::move(moved);
+  CHECK(moved.bytes() == 0);  // NOLINT(bugprone-use-after-move)
+  CHECK(again.bytes() == 600'000);
+  again.release();
+  CHECK(s.status(r).in_flight == 0);
+}
+
 TEST_CASE("broker: work of one order is asked after the work before it is done") {
   bandwidth_broker s(with_ceiling(4.0));
   const auto r = s.resource(h2d);

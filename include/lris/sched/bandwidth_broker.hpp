@@ -43,7 +43,11 @@ namespace lris::sched {
 class resource_tokens {
  public:
   resource_tokens() = default;
-  resource_tokens(resource_tokens&&) noexcept = default;
+  resource_tokens(resource_tokens&& o) noexcept
+      : held_(std::move(o.held_)), budget_(std::move(o.budget_)),
+        budget_owner_(std::move(o.budget_owner_)), bytes_(std::exchange(o.bytes_, 0)) {
+    o.held_ = std::monostate{};
+  }
   resource_tokens& operator=(resource_tokens&& o) noexcept {
     if (this != &o) {
       release();
