@@ -255,6 +255,23 @@ typename gpu_backend<R>::event gpu_backend<R>::make_event() {
 }
 
 template <class R>
+typename gpu_backend<R>::event gpu_backend<R>::make_timed_event() {
+  gpu_rt::enter(device_, "make_timed_event");
+  LRIS_GPU(Event_t) e = nullptr;
+  LRIS_GPU_TRY_ON(device_, LRIS_GPU(EventCreateWithFlags)(&e, LRIS_GPU(EventDefault)));
+  return event(e);
+}
+
+template <class R>
+double gpu_backend<R>::elapsed_seconds(event& from, event& to) {
+  gpu_rt::check(device_, "elapsed_seconds");
+  float ms = 0;
+  LRIS_GPU_TRY_ON(device_, LRIS_GPU(EventElapsedTime)(&ms, gpu_rt::native(from),
+                                                      gpu_rt::native(to)));
+  return static_cast<double>(ms) / 1e3;
+}
+
+template <class R>
 void gpu_backend<R>::copy_async(void* dst, const void* src, std::size_t bytes, copy_kind kind,
                                  stream& s) {
   LRIS_EXPECTS(bytes == 0 || (dst != nullptr && src != nullptr),

@@ -104,6 +104,27 @@ TEMPLATE_TEST_CASE("backend conformance: events order work across streams",
   CHECK(be.query(e));
 }
 
+TEMPLATE_TEST_CASE("backend conformance: timed events tell the time between them",
+                   "[backend][conformance]", LRIS_CONFORMANCE_BACKENDS) {
+  using namespace lris::test::conformance;
+  TestType be(0);
+  const std::size_t n = std::size_t{64} << 20;
+  pinned<TestType> in(be, n);
+  device<TestType> a(be, n);
+  std::memset(in.p, 1, n);
+  auto s = be.make_stream();
+  auto before = be.make_timed_event();
+  auto after = be.make_timed_event();
+  be.record(before, s);
+  be.copy_async(a.p, in.p, n, lris::copy_kind::host_to_device, s);
+  be.record(after, s);
+  be.synchronize(after);
+  const double t = be.elapsed_seconds(before, after);
+  CHECK(t > 0);  // a 64 MiB copy between them
+  CHECK(t < 10);
+  CHECK(be.elapsed_seconds(after, before) == Approx(-t).margin(1e-6));
+}
+
 TEMPLATE_TEST_CASE("backend conformance: registered host memory is copied from and refused "
                    "twice", "[backend][conformance]", LRIS_CONFORMANCE_BACKENDS) {
   using namespace lris::test::conformance;

@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <cstdint>
 #include <cstdlib>
@@ -37,11 +38,15 @@ struct host_event_state {
   std::condition_variable cv;
   std::uint64_t recorded = 0;              // number of record() calls
   std::atomic<std::uint64_t> completed{0};  // highest record() the stream has passed
+  std::chrono::steady_clock::time_point at;  // when it was passed
 
   void complete(std::uint64_t target) {
     {
       std::lock_guard lock(mutex);
-      if (completed.load() < target) completed.store(target, std::memory_order_release);
+      if (completed.load() < target) {
+        at = std::chrono::steady_clock::now();
+        completed.store(target, std::memory_order_release);
+      }
     }
     cv.notify_all();
   }
@@ -171,6 +176,21 @@ class host_backend {
   // ---- streams and events -------------------------------------------------------------------
   [[nodiscard]] stream make_stream() { return stream{}; }
   [[nodiscard]] event make_event() { return event{}; }
+  /// @brief Every host event keeps the time the stream passed it.
+  [[nodiscard]] event make_timed_event() { return event{}; }
+  /// @brief Seconds from `from` to `to` (both passed; negative when `to` was passed first).
+  [[nodiscard]] double elapsed_seconds(event& from, event& to) {
+    std::chrono::steady_clock::time_point a, b;
+    {
+      std::lock_guard lock(from.state_->mutex);
+      a = from.state_->at;
+    }
+    {
+      std::lock_guard lock(to.state_->mutex);
+      b = to.state_->at;
+    }
+    return std::chrono::duration<double>(b - a).count();
+  }
 
   /// @brief Queues a copy on `s`; it runs on the copy engine's threads when its turn comes.
   void copy_async(void* dst, const void* src, std::size_t bytes, copy_kind, stream& s) {

@@ -123,6 +123,11 @@ class gpu_backend {
   // ---- streams and events -------------------------------------------------------------------
   [[nodiscard]] stream make_stream();
   [[nodiscard]] event make_event();
+  /// @brief An event that keeps the time it completed, for elapsed_seconds().
+  [[nodiscard]] event make_timed_event();
+  /// @brief Seconds from `from` to `to` (both timed, recorded and completed; negative when
+  /// `to` completed first).
+  [[nodiscard]] double elapsed_seconds(event& from, event& to);
   void copy_async(void* dst, const void* src, std::size_t bytes, copy_kind kind, stream& s);
   /// @brief Copies device memory of `src_device` to device memory of `dst_device` on `s` (a
   /// stream of this backend's device): directly where enable_peer_access() succeeded, else
