@@ -66,6 +66,25 @@ struct model {
   }
 };
 
+// Three passes of the cycle 0..units-1 with a lookahead, every lease's bytes checked.
+template <class Manager>
+void three_cycles(host_backend& be, Manager& rm, const model& m, unit_id units,
+                  std::uint64_t lookahead) {
+  std::vector<unit_id> order(units);
+  for (unit_id u = 0; u < units; ++u) order[u] = u;
+  rm.declare_order(order, true, lookahead);
+  auto s = be.make_stream();
+  for (int p = 0; p < 3; ++p) {
+    for (const unit_id u : order) {
+      auto l = rm.acquire(u, s);
+      be.synchronize(s);
+      CHECK(m.matches(l));
+      rm.release(std::move(l), s);
+    }
+  }
+  be.synchronize(s);
+}
+
 }  // namespace
 
 TEST_CASE("residency: acquired units hold their bytes; leased units stay; the budget holds",
@@ -390,8 +409,8 @@ TEST_CASE("residency: statistics as JSON", "[cache][residency]") {
   s.woken_bytes = 7;
   const std::string j = cache::to_json(s);
   CHECK_THAT(j, Catch::StartsWith("{\"acquires\": 3, \"hit_bytes\": 1024, \"miss_bytes\": 0,"));
-  CHECK_THAT(j, Catch::EndsWith("\"sleeps\": 0, \"woken_bytes\": 7}"));
-  CHECK(std::count(j.begin(), j.end(), ':') == 12);  // every field
+  CHECK_THAT(j, Catch::EndsWith("\"woken_bytes\": 7, \"stall_seconds\": 0.000000, \"stalls\": 0}"));
+  CHECK(std::count(j.begin(), j.end(), ':') == 14);  // every field
 }
 
 TEST_CASE("residency: copies take the link's tokens, demand at critical, prefetch behind",
@@ -405,19 +424,7 @@ TEST_CASE("residency: copies take the link's tokens, demand at critical, prefetc
   o.broker = broker;
   cache::residency_manager<host_backend> rm(be, o, cache::static_priority{});
   m.add_to(rm);
-  std::vector<unit_id> order(units);
-  for (unit_id u = 0; u < units; ++u) order[u] = u;
-  rm.declare_order(order, true, 8192 + 512);
-  auto s = be.make_stream();
-  for (int p = 0; p < 3; ++p) {
-    for (const unit_id u : order) {
-      auto l = rm.acquire(u, s);
-      be.synchronize(s);
-      CHECK(m.matches(l));
-      rm.release(std::move(l), s);
-    }
-  }
-  be.synchronize(s);
+  three_cycles(be, rm, m, units, 8192 + 512);
   const auto st = rm.stats();
   const auto link = broker->status(broker->resource("host:0 h2d"));
   const auto at = [](lris::priority p) { return static_cast<std::size_t>(p); };
@@ -426,4 +433,87 @@ TEST_CASE("residency: copies take the link's tokens, demand at critical, prefetc
   CHECK(link.granted_bytes[at(lris::priority::critical)] == st.miss_bytes);
   CHECK(link.granted_bytes[at(lris::priority::background)] == st.prefetched_bytes);
   CHECK(link.granted_bytes[at(lris::priority::normal)] == 0);
+}
+
+TEST_CASE("residency: units larger than the link's tokens come in ahead, piece by piece",
+          "[cache][residency]") {
+  host_backend be;
+  const unit_id units = 6;
+  const std::size_t unit_bytes = 64 * 1024;
+  const model m(units, unit_bytes, 5);
+  lris::sched::broker_options bo;
+  bo.min_capacity = 16 * 1024;  // a quarter of a unit in flight at most
+  bo.ceilings["host:0 h2d"] = 0.001;
+  auto broker = std::make_shared<lris::sched::bandwidth_broker>(bo);
+  const std::size_t link = broker->resource("host:0 h2d");
+  REQUIRE(broker->capacity(link) < unit_bytes);
+  cache::residency_options o;
+  o.budget_bytes = 3 * (unit_bytes + 512);
+  o.broker = broker;
+  o.piece_bytes = 4 * 1024;
+  cache::residency_manager<host_backend> rm(be, o, cache::static_priority{});
+  m.add_to(rm);
+  three_cycles(be, rm, m, units, unit_bytes + 512);
+  const auto st = rm.stats();
+  const auto status = broker->status(link);
+  const auto at = [](lris::priority p) { return static_cast<std::size_t>(p); };
+  CHECK(st.prefetched_bytes > 0);
+  CHECK(st.prefetch_hit_bytes > 0);
+  CHECK(st.hit_bytes + st.prefetch_hit_bytes + st.miss_bytes == st.acquires * rm.unit_bytes(0));
+  CHECK(status.granted_bytes[at(lris::priority::background)] == st.prefetched_bytes);
+  CHECK(status.granted_bytes[at(lris::priority::critical)] == st.miss_bytes);
+  // No grant was larger than a piece: as many grants as pieces.
+  const auto grants = status.grants[at(lris::priority::background)] +
+                      status.grants[at(lris::priority::critical)];
+  CHECK(grants * o.piece_bytes >= st.prefetched_bytes + st.miss_bytes);
+  CHECK(status.granted_bytes[at(lris::priority::normal)] == 0);
+}
+
+TEST_CASE("residency: stalls are timed by events, per unit and per pass", "[cache][residency]") {
+  host_backend be;
+  const std::size_t unit_bytes = std::size_t{32} << 20;  // a copy that takes a while
+  std::vector<std::byte> bytes(unit_bytes, std::byte{7});
+  cache::residency_manager<host_backend> rm(be, {.budget_bytes = 2 * unit_bytes + 1024});
+  const cache::unit_tensor t{"w", bytes};
+  const unit_id a = rm.add_unit("a", {&t, 1});
+  const unit_id b = rm.add_unit("b", {&t, 1});
+  auto s = be.make_stream();
+  const cache::residency_stats start = rm.stats();
+  rm.release(rm.acquire(a, s), s);  // a miss: the stream waits for the copy
+  be.synchronize(s);
+  const cache::residency_stats first = rm.stats();
+  CHECK(first.stalls == 1);
+  CHECK(first.stall_seconds > 0);
+  CHECK(rm.stats(a).stalls == 1);
+  CHECK(rm.stats(a).stall_seconds == first.stall_seconds);
+  CHECK(rm.stats(a).miss_bytes == unit_bytes);
+  CHECK(rm.stats(b).acquires == 0);
+  rm.release(rm.acquire(a, s), s);  // a hit, its copy long done: no stall
+  be.synchronize(s);
+  const cache::residency_stats pass = rm.stats() - first;
+  CHECK(pass.acquires == 1);
+  CHECK(pass.hit_bytes == unit_bytes);
+  CHECK(pass.miss_bytes == 0);
+  CHECK(pass.stalls == 0);
+  CHECK(pass.stall_seconds == 0);
+  CHECK(pass.budget_bytes == first.budget_bytes);
+  CHECK((rm.stats() - start).acquires == 2);
+  CHECK(rm.stats(a).hit_bytes == unit_bytes);
+  CHECK_THROWS_WITH(rm.stats(unit_id{9}), Catch::Contains("unit 9 is not registered"));
+}
+
+TEST_CASE("residency: without stall timing nothing is timed", "[cache][residency]") {
+  host_backend be;
+  std::vector<std::byte> bytes(std::size_t{8} << 20, std::byte{1});
+  cache::residency_options o;
+  o.budget_bytes = bytes.size() + 1024;
+  o.time_stalls = false;
+  cache::residency_manager<host_backend> rm(be, o);
+  const cache::unit_tensor t{"w", bytes};
+  const unit_id a = rm.add_unit("a", {&t, 1});
+  auto s = be.make_stream();
+  rm.release(rm.acquire(a, s), s);
+  be.synchronize(s);
+  CHECK(rm.stats().stalls == 0);
+  CHECK(rm.stats().miss_bytes == bytes.size());
 }

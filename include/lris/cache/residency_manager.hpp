@@ -61,6 +61,12 @@ struct residency_options {
   /// transfer. Null: copies take no tokens.
   std::shared_ptr<sched::bandwidth_broker> broker = nullptr;
   priority prefetch_priority = priority::background;
+  /// With a broker, copies go in pieces of at most this many bytes, each under its own tokens:
+  /// a prefetch holds the link for one piece at a time, and a unit larger than the link's
+  /// tokens still comes in ahead, piece by piece, as tokens free up.
+  std::uint64_t piece_bytes = std::uint64_t{8} << 20;
+  /// Times each acquire's wait for its unit's copy with events (residency_stats::stall_seconds).
+  bool time_stalls = true;
   /// The latest acquires kept for belady_hit_bytes() to replay (older ones are dropped, half
   /// of them at a time, so that a long-running process does not grow).
   std::size_t history = std::size_t{1} << 20;
@@ -81,7 +87,41 @@ struct residency_stats {
   std::uint64_t pinned_host_bytes = 0;  ///< pinned host memory holding the units
   std::uint64_t sleeps = 0;
   std::uint64_t woken_bytes = 0;        ///< copied back by wake()
+  /// Time the acquiring streams waited for units' copies, timed by events on the device:
+  /// summed over acquires, counting those whose copies have completed.
+  double stall_seconds = 0;
+  std::uint64_t stalls = 0;  ///< acquires that waited for a copy
 };
+
+/// @brief What one unit went through.
+struct unit_stats {
+  std::uint64_t acquires = 0;
+  std::uint64_t hit_bytes = 0;
+  std::uint64_t prefetch_hit_bytes = 0;
+  std::uint64_t miss_bytes = 0;
+  std::uint64_t evictions = 0;
+  double stall_seconds = 0;
+  std::uint64_t stalls = 0;
+};
+
+/// @brief What happened between two snapshots `before` and `after` (a pass): counters are
+/// differences; the budget, high-water mark and pinned bytes are `after`'s.
+[[nodiscard]] inline residency_stats operator-(const residency_stats& after,
+                                               const residency_stats& before) {
+  residency_stats d = after;
+  d.acquires -= before.acquires;
+  d.hit_bytes -= before.hit_bytes;
+  d.miss_bytes -= before.miss_bytes;
+  d.prefetched_bytes -= before.prefetched_bytes;
+  d.prefetch_hit_bytes -= before.prefetch_hit_bytes;
+  d.evictions -= before.evictions;
+  d.evicted_bytes -= before.evicted_bytes;
+  d.sleeps -= before.sleeps;
+  d.woken_bytes -= before.woken_bytes;
+  d.stall_seconds -= before.stall_seconds;
+  d.stalls -= before.stalls;
+  return d;
+}
 
 /// @brief `s` as a JSON object, one key per field.
 [[nodiscard]] inline std::string to_json(const residency_stats& s) {
@@ -89,10 +129,10 @@ struct residency_stats {
       "{{\"acquires\": {}, \"hit_bytes\": {}, \"miss_bytes\": {}, \"prefetched_bytes\": {}, "
       "\"prefetch_hit_bytes\": {}, \"evictions\": {}, \"evicted_bytes\": {}, "
       "\"high_water_bytes\": {}, \"budget_bytes\": {}, \"pinned_host_bytes\": {}, "
-      "\"sleeps\": {}, \"woken_bytes\": {}}}",
+      "\"sleeps\": {}, \"woken_bytes\": {}, \"stall_seconds\": {:.6f}, \"stalls\": {}}}",
       s.acquires, s.hit_bytes, s.miss_bytes, s.prefetched_bytes, s.prefetch_hit_bytes,
       s.evictions, s.evicted_bytes, s.high_water_bytes, s.budget_bytes, s.pinned_host_bytes,
-      s.sleeps, s.woken_bytes);
+      s.sleeps, s.woken_bytes, s.stall_seconds, s.stalls);
 }
 
 template <backend_policy Backend, eviction_policy Policy = static_priority>
@@ -110,10 +150,24 @@ class residency_manager {
     bool resident = false;
     bool pinned = false;
     bool prefetched = false;             // brought in ahead and not acquired since
+    std::uint64_t queued = 0;            // bytes whose copies are queued, this residency
+    std::uint64_t ahead = 0;             // of which queued ahead (by prefetch)
     unsigned leases = 0;
-    event_type ready;                    // its copy into the arena
+    std::shared_ptr<event_type> ready;   // after its last piece; new each residency
     std::vector<event_type> last_uses;   // released since it came in
+    unit_stats stats;
   };
+  // An acquiring stream's wait, to be timed once both events have completed.
+  struct stall_probe {
+    unit_id unit;
+    event_type acquired;                 // on the acquiring stream, before its wait
+    std::shared_ptr<event_type> ready;
+  };
+  static constexpr bool timed =
+      requires(Backend b, event_type e) {
+        { b.make_timed_event() } -> std::same_as<event_type>;
+        { b.elapsed_seconds(e, e) } -> std::convertible_to<double>;
+      };
 
  public:
   /// @brief A unit in device memory for as long as it is held; move-only. Release it with
@@ -177,6 +231,10 @@ class residency_manager {
     if (opt_.broker) {
       link_ = opt_.broker->resource(
           sched::link_resource(fmt::format("{}:{}", Backend::name, be_.device()), true));
+      // A piece fits the link's tokens with room for another in flight.
+      piece_ = std::max<std::uint64_t>(
+          1, std::min(opt_.piece_bytes == 0 ? ~std::uint64_t{0} : opt_.piece_bytes,
+                      opt_.broker->capacity(link_) / 2));
     }
   }
   residency_manager(const residency_manager&) = delete;
@@ -262,7 +320,6 @@ class residency_manager {
     }
     unit_state u = std::move(draft.s_);
     draft.s_.host = nullptr;
-    u.ready = be_.make_event();
     stats_.pinned_host_bytes += u.bytes;
     units_.push_back(std::move(u));
     policy_.reset(units_.size());  // a policy learns units only as a whole
@@ -316,13 +373,21 @@ class residency_manager {
       throw invalid_argument(fmt::format("residency_manager::acquire of unit \"{}\": the manager "
                                          "is asleep; wake() it first", x.name));
     }
+    harvest_stalls();
     ++stats_.acquires;
-    if (x.resident) {
-      (x.prefetched ? stats_.prefetch_hit_bytes : stats_.hit_bytes) += x.bytes;
-      x.prefetched = false;
+    ++x.stats.acquires;
+    if (x.resident && !x.prefetched) {
+      stats_.hit_bytes += x.bytes;
+      x.stats.hit_bytes += x.bytes;
     } else {
-      bring_in(u, {}, priority::critical);
-      stats_.miss_bytes += x.bytes;
+      if (!x.resident) place(u, {});
+      const std::uint64_t ahead = x.prefetched ? x.ahead : 0;  // came ahead; the rest now
+      stats_.prefetch_hit_bytes += ahead;
+      x.stats.prefetch_hit_bytes += ahead;
+      stats_.miss_bytes += x.bytes - ahead;
+      x.stats.miss_bytes += x.bytes - ahead;
+      x.prefetched = false;
+      queue_copies(u, priority::critical, true);
     }
     policy_.on_access(u, tick_++);
     if (history_.size() >= std::max<std::size_t>(2, opt_.history)) {
@@ -330,7 +395,14 @@ class residency_manager {
     }
     history_.push_back(u);
     ++x.leases;
-    be_.wait(s, x.ready);
+    if constexpr (timed) {
+      if (opt_.time_stalls) {
+        stall_probe probe{u, take_spare_timed(), x.ready};
+        be_.record(probe.acquired, s);
+        probes_.push_back(std::move(probe));
+      }
+    }
+    be_.wait(s, *x.ready);
     prefetch_after(u);
     return lease(this, u);
   }
@@ -368,6 +440,10 @@ class residency_manager {
       }
     }
     be_.synchronize(copy_);
+    harvest_stalls();
+    for (unit_id v = 0; v < units_.size(); ++v) {
+      if (units_[v].resident && units_[v].queued < units_[v].bytes) evict(v);  // half in
+    }
     for (auto& u : units_) {
       for (event_type& e : u.last_uses) be_.synchronize(e);
       for (event_type& e : u.last_uses) spare_events_.push_back(std::move(e));
@@ -395,7 +471,8 @@ class residency_manager {
     for (auto& u : units_) {
       if (!u.resident) continue;
       if (u.bytes > 0) be_.copy_async(arena_ + u.offset, u.host, u.bytes, copy_kind::host_to_device, copy_);
-      be_.record(u.ready, copy_);
+      u.ready = std::make_shared<event_type>(new_ready_event());
+      be_.record(*u.ready, copy_);
       stats_.woken_bytes += u.bytes;
     }
   }
@@ -404,25 +481,32 @@ class residency_manager {
     return arena_ == nullptr;
   }
 
-  [[nodiscard]] residency_stats stats() const {
+  /// @brief The counters so far; stall times count the acquires whose waits have completed.
+  [[nodiscard]] residency_stats stats() {
     std::lock_guard lock(mutex_);
+    harvest_stalls();
     return stats_;
+  }
+  /// @brief What unit `u` went through so far.
+  [[nodiscard]] unit_stats stats(unit_id u) {
+    std::lock_guard lock(mutex_);
+    harvest_stalls();
+    return state(u, "stats").stats;
   }
   /// @brief What the Belady oracle would have hit over the same acquires (the latest
   /// residency_options::history of them; no pinning) with the budget less the declared
-  /// lookahead (the room prefetching takes): an upper bound on hit_bytes for any policy. On a
-  /// cycle static_priority keeps (budget - staging) / model of every pass, a little less.
+  /// lookahead (the room prefetching takes): the bound a policy that keeps the lookahead free
+  /// is measured against. On a cycle static_priority keeps (budget - staging) / model of every
+  /// pass, a little less.
   [[nodiscard]] std::uint64_t belady_hit_bytes() const {
     std::lock_guard lock(mutex_);
-    std::vector<std::uint64_t> bytes;
-    for (const auto& u : units_) bytes.push_back(ranges_.rounded(u.bytes));
-    belady oracle(history_);
-    const std::uint64_t room = order_.empty() ? ranges_.capacity()
-                               : ranges_.capacity() - std::min(ranges_.capacity(), lookahead_);
-    std::uint64_t largest = 0;
-    for (const unit_id u : history_) largest = std::max(largest, bytes[u]);
-    if (history_.empty() || room < largest) return 0;
-    return simulate(oracle, bytes, history_, room).hit_bytes;
+    return belady_locked(order_.empty() ? 0 : lookahead_);
+  }
+  /// @brief The same with `staging_bytes` of the budget set aside (0: the whole budget is the
+  /// oracle's: no policy of this budget hits more).
+  [[nodiscard]] std::uint64_t belady_hit_bytes(std::uint64_t staging_bytes) const {
+    std::lock_guard lock(mutex_);
+    return belady_locked(staging_bytes);
   }
   /// @brief The unit called `name`, if there is one.
   [[nodiscard]] std::optional<unit_id> find(std::string_view name) const {
@@ -454,6 +538,17 @@ class residency_manager {
 
  private:
   static constexpr std::size_t no_position = static_cast<std::size_t>(-1);
+
+  std::uint64_t belady_locked(std::uint64_t staging) const {
+    std::vector<std::uint64_t> bytes;
+    for (const auto& u : units_) bytes.push_back(ranges_.rounded(u.bytes));
+    belady oracle(history_);
+    const std::uint64_t room = ranges_.capacity() - std::min(ranges_.capacity(), staging);
+    std::uint64_t largest = 0;
+    for (const unit_id u : history_) largest = std::max(largest, bytes[u]);
+    if (history_.empty() || room < largest) return 0;
+    return simulate(oracle, bytes, history_, room).hit_bytes;
+  }
 
 
   const unit_state& state(unit_id u, const char* what) const {
@@ -489,19 +584,48 @@ class residency_manager {
     spare_events_.pop_back();
     return e;
   }
-
-  // Places `u` in the arena, evicting as the policy says (never a unit in `keep`), and queues
-  // its copy under the link's tokens at `p`. A prefetch (`keep` not empty) returns false when
-  // the tokens are not free now (changing nothing) or no room can be made; a demand waits for
-  // its tokens and throws when nothing may be evicted.
-  bool bring_in(unit_id u, std::span<const unit_id> keep, priority p) {
-    unit_state& x = units_[u];
-    sched::resource_tokens tokens;
-    if (opt_.broker && x.bytes > 0) {
-      tokens = keep.empty() ? opt_.broker->acquire(link_, x.bytes, p)
-                            : opt_.broker->try_acquire(link_, x.bytes, p);
-      if (tokens.bytes() == 0) return false;
+  event_type take_spare_timed() {
+    if constexpr (timed) {
+      if (spare_timed_.empty()) return be_.make_timed_event();
+      event_type e = std::move(spare_timed_.back());
+      spare_timed_.pop_back();
+      return e;
+    } else {
+      return be_.make_event();
     }
+  }
+  event_type new_ready_event() {
+    if constexpr (timed) {
+      if (opt_.time_stalls) return be_.make_timed_event();
+    }
+    return be_.make_event();
+  }
+  // Adds the waits of acquires whose events have completed, oldest first.
+  void harvest_stalls() {
+    if constexpr (timed) {
+      std::size_t done = 0;
+      for (; done < probes_.size(); ++done) {
+        stall_probe& p = probes_[done];
+        if (!be_.query(p.acquired) || !be_.query(*p.ready)) break;
+        const double wait = be_.elapsed_seconds(p.acquired, *p.ready);
+        if (wait > 0) {
+          stats_.stall_seconds += wait;
+          ++stats_.stalls;
+          units_[p.unit].stats.stall_seconds += wait;
+          ++units_[p.unit].stats.stalls;
+        }
+        spare_timed_.push_back(std::move(p.acquired));
+      }
+      probes_.erase(probes_.begin(), probes_.begin() + static_cast<std::ptrdiff_t>(done));
+    }
+  }
+
+  // Places `u` in the arena, evicting as the policy says (never a unit in `keep`); its copies
+  // are queued by queue_copies(). Work queued on the copy stream from now on waits for the
+  // last uses of what it evicted. For a prefetch (`keep` not empty), false when no room can
+  // be made (nothing changes); a demand throws.
+  bool place(unit_id u, std::span<const unit_id> keep) {
+    unit_state& x = units_[u];
     std::optional<std::uint64_t> at = ranges_.allocate(x.bytes);
     std::vector<unit_id> candidates;
     while (!at) {
@@ -527,23 +651,51 @@ class residency_manager {
     }
     x.offset = *at;
     x.resident = true;
+    x.queued = 0;
+    x.ahead = 0;
+    x.ready.reset();
     stats_.high_water_bytes = std::max(stats_.high_water_bytes, ranges_.used());
-    // The copy overwrites only after the last uses of what lay there.
     for (event_type& e : overwritten_) {
       be_.wait(copy_, e);
       spare_events_.push_back(std::move(e));
     }
     overwritten_.clear();
-    if (x.bytes > 0) be_.copy_async(arena_ + x.offset, x.host, x.bytes, copy_kind::host_to_device, copy_);
-    be_.record(x.ready, copy_);
-    if (tokens.bytes() > 0) {
-      // Given back when the copy is done (the broker's thread asks an event of its own).
-      auto done = std::make_shared<event_type>(spare_events_.empty() ? be_.make_event() : take_spare());
-      be_.record(*done, copy_);
-      opt_.broker->release_when([be = be_, done]() mutable { return be.query(*done); },
-                                std::move(tokens), link_, &copy_);
-    }
     policy_.on_insert(u, tick_);
+    return true;
+  }
+
+  // Queues the copies of the bytes of `u` not queued yet, in pieces under the link's tokens at
+  // `p`: all of them when `wait` (waiting for tokens), else as many as the tokens free now
+  // allow. Records the unit's ready event after the last. True when every byte is queued.
+  // `first`: tokens taken already for the first piece.
+  bool queue_copies(unit_id u, priority p, bool wait, sched::resource_tokens first = {}) {
+    unit_state& x = units_[u];
+    while (x.queued < x.bytes) {
+      std::uint64_t n = x.bytes - x.queued;
+      sched::resource_tokens tokens = std::move(first);
+      if (opt_.broker) {
+        n = std::min(n, piece_);
+        if (tokens.bytes() == 0) {
+          tokens = wait ? opt_.broker->acquire(link_, n, p) : opt_.broker->try_acquire(link_, n, p);
+        }
+        if (tokens.bytes() == 0) return false;
+      }
+      be_.copy_async(arena_ + x.offset + x.queued, x.host + x.queued, n,
+                     copy_kind::host_to_device, copy_);
+      x.queued += n;
+      if (!wait) x.ahead += n;
+      if (tokens.bytes() > 0) {
+        // Given back when the piece is done (the broker's thread asks an event of its own).
+        auto done = std::make_shared<event_type>(spare_events_.empty() ? be_.make_event() : take_spare());
+        be_.record(*done, copy_);
+        opt_.broker->release_when([be = be_, done]() mutable { return be.query(*done); },
+                                  std::move(tokens), link_, &copy_);
+      }
+    }
+    if (!x.ready) {
+      x.ready = std::make_shared<event_type>(new_ready_event());
+      be_.record(*x.ready, copy_);
+    }
     return true;
   }
 
@@ -552,6 +704,10 @@ class residency_manager {
     ranges_.free(y.offset, y.bytes);
     y.resident = false;
     y.prefetched = false;
+    y.queued = 0;
+    y.ahead = 0;
+    y.ready.reset();
+    ++y.stats.evictions;
     for (event_type& e : y.last_uses) overwritten_.push_back(std::move(e));
     y.last_uses.clear();
     ++stats_.evictions;
@@ -578,10 +734,23 @@ class residency_manager {
     std::vector<unit_id> keep = {u};
     for (const unit_id v : ahead) {
       keep.push_back(v);
-      if (units_[v].resident) continue;
-      if (!bring_in(v, keep, opt_.prefetch_priority)) break;
-      stats_.prefetched_bytes += units_[v].bytes;
-      units_[v].prefetched = true;
+      unit_state& y = units_[v];
+      if (y.resident && !y.prefetched) continue;  // in already
+      sched::resource_tokens first;
+      if (!y.resident) {
+        // Nothing is evicted for a copy that cannot start now.
+        if (opt_.broker && y.bytes > 0) {
+          first = opt_.broker->try_acquire(link_, std::min(piece_, y.bytes),
+                                           opt_.prefetch_priority);
+          if (first.bytes() == 0) break;
+        }
+        if (!place(v, keep)) break;
+        y.prefetched = true;
+      }
+      const std::uint64_t before = y.queued;
+      const bool whole = queue_copies(v, opt_.prefetch_priority, false, std::move(first));
+      stats_.prefetched_bytes += y.queued - before;
+      if (!whole) break;
     }
   }
 
@@ -600,6 +769,9 @@ class residency_manager {
   bool cyclic_ = false;
   std::uint64_t lookahead_ = 0;
   std::size_t link_ = 0;  // the broker's resource for the host-to-device link
+  std::uint64_t piece_ = ~std::uint64_t{0};  // bytes per copy under one grant of tokens
+  std::vector<stall_probe> probes_;          // acquires whose waits are not timed yet
+  std::vector<event_type> spare_timed_;
   std::uint64_t tick_ = 0;
   std::vector<unit_id> history_;
   residency_stats stats_;
