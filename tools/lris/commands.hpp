@@ -16,5 +16,6 @@ command add_calibrate(CLI::App& app);
 command add_demo(CLI::App& app);
 command add_inspect(CLI::App& app);
 command add_load(CLI::App& app);
+command add_stream(CLI::App& app);
 
 }  // namespace lris::tool

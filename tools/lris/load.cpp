@@ -282,16 +282,7 @@ int run_load(const load_cli& c, Pipeline& p, safetensors::load_target_memory whe
 }
 
 int dispatch(const load_cli& c) {
-  const auto colon = c.device.find(':');
-  const std::string kind = c.device.substr(0, colon);
-  int index = 0;
-  if (colon != std::string::npos) {
-    try {
-      index = std::stoi(c.device.substr(colon + 1));
-    } catch (const std::exception&) {
-      throw invalid_argument(fmt::format("--device \"{}\": the device number is not a number", c.device));
-    }
-  }
+  const auto [kind, index] = parse_device(c.device);
   if (kind == "host") {
     pipeline<auto_select, host_backend> p;
     return run_load(c, p, safetensors::load_target_memory::host);

@@ -31,6 +31,8 @@ int main(int argc, char** argv) {
       lris::tool::add_inspect);
   add("load", "load a safetensors checkpoint into host or GPU memory, timed",
       lris::tool::add_load);
+  add("stream", "stream a model bigger than the device budget through the weight cache, timed "
+      "against its bound", lris::tool::add_stream);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

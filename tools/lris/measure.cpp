@@ -75,6 +75,19 @@ void prefault(void* p, std::size_t bytes) {
 
 std::string size_label(std::size_t bytes) { return format_bytes(bytes); }
 
+device_name parse_device(const std::string& text) {
+  const auto colon = text.find(':');
+  device_name d{text.substr(0, colon), 0};
+  if (colon != std::string::npos) {
+    try {
+      d.index = std::stoi(text.substr(colon + 1));
+    } catch (const std::exception&) {
+      throw invalid_argument(fmt::format("--device \"{}\": the device number is not a number", text));
+    }
+  }
+  return d;
+}
+
 std::size_t parse_size(const std::string& text) {
   std::size_t pos = 0;
   unsigned long long v = 0;

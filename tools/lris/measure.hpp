@@ -39,6 +39,14 @@ std::string size_label(std::size_t bytes);
 /// Parses "64K", "1M", "1G", "4096" into bytes; throws lris::invalid_argument naming the text.
 std::size_t parse_size(const std::string& text);
 
+/// A --device value: "cuda:1" is {"cuda", 1}, "host" is {"host", 0}; throws
+/// lris::invalid_argument naming the text when the number is not one.
+struct device_name {
+  std::string kind;
+  int index = 0;
+};
+device_name parse_device(const std::string& text);
+
 /// A progress bar on stderr, redrawn at most every 50 ms, only when stderr is a terminal.
 class progress_bar {
  public:

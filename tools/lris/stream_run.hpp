@@ -1,0 +1,297 @@
+#pragma once
+// lris stream: a synthetic transformer, bigger than the device budget, streamed layer by layer
+// through a residency manager; each layer's compute is a chain of matrix products. Measures a
+// pass against its physical bound max(C, X): C the pass's compute with every weight resident,
+// X the bytes a pass must stream (the model less what the Belady oracle keeps) at the link's
+// ceiling measured in the same run.
+
+#include <algorithm>
+#include <chrono>
+#include <cstdint>
+#include <cstring>
+#include <functional>
+#include <numeric>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+#include <lris/cache/lru.hpp>
+#include <lris/cache/residency_manager.hpp>
+#include <lris/cache/static_priority.hpp>
+#include <lris/error.hpp>
+
+namespace lris::tool {
+
+struct stream_options {
+  std::string device = "host";
+  std::uint64_t hidden = 0, intermediate = 0, kv_dim = 0;  // 0: the device's defaults
+  std::uint64_t model_bytes = 0;
+  std::vector<std::uint64_t> budgets;
+  std::uint64_t lookahead_bytes = 0;  // 0: two layers
+  std::uint64_t tokens = 0;           // 0: by mode
+  std::string mode = "transfer";      // transfer | compute
+  std::vector<std::string> policies = {"static", "lru"};
+  int passes = 3;
+  bool broker = true;
+  bool json = false;
+  std::string cublas;  // a path to libcublas, else found by the loader
+};
+
+/// One weight matrix of a layer: out x in, bf16, row-major.
+struct weight_shape {
+  std::string name;
+  std::uint64_t out = 0, in = 0;
+  [[nodiscard]] std::uint64_t bytes() const { return out * in * 2; }
+};
+
+/// A decoder layer's matrices (grouped-query attention and a gated MLP).
+inline std::vector<weight_shape> layer_shapes(const stream_options& o) {
+  return {{"q_proj", o.hidden, o.hidden},       {"k_proj", o.kv_dim, o.hidden},
+          {"v_proj", o.kv_dim, o.hidden},       {"o_proj", o.hidden, o.hidden},
+          {"gate_proj", o.intermediate, o.hidden}, {"up_proj", o.intermediate, o.hidden},
+          {"down_proj", o.hidden, o.intermediate}};
+}
+
+/// What a backend gives the driver: its compute and its memory probe.
+template <class Backend>
+struct stream_device {
+  Backend backend;
+  std::string name;
+  /// Queues one layer's products for `tokens` tokens on `s`, reading the weights at `w` (one
+  /// per layer_shapes).
+  std::function<void(const std::vector<std::byte*>& w, std::uint64_t tokens,
+                     typename Backend::stream& s)> compute;
+  std::uint64_t max_tokens = 1;
+  /// Device bytes in use now (the driver's view, e.g. cudaMemGetInfo), or -1 when it cannot
+  /// tell (the host backend: counted bytes are reported instead).
+  std::function<std::int64_t()> used_device_bytes;
+  /// Host -> device ceiling in GB/s (pinned memory, one large copy), measured now.
+  std::function<double()> link_ceiling;
+};
+
+namespace stream_detail {
+
+// The seconds between two timed events recorded on `s` around `f()`.
+template <class Backend, class F>
+double timed(Backend& be, typename Backend::stream& s, F&& f) {
+  auto a = be.make_timed_event(), b = be.make_timed_event();
+  be.record(a, s);
+  f();
+  be.record(b, s);
+  be.synchronize(b);
+  return be.elapsed_seconds(a, b);
+}
+
+inline std::byte pattern(std::size_t layer, std::size_t i) {
+  return static_cast<std::byte>((layer * 131 + i * 7 + 1) & 0xff);
+}
+
+}  // namespace stream_detail
+
+/// Runs every budget x policy and prints (or returns as JSON) the results. Exit code.
+template <class Backend>
+int run_stream(const stream_options& o, stream_device<Backend>& dev) {
+  using namespace stream_detail;
+  Backend& be = dev.backend;
+  const auto shapes = layer_shapes(o);
+  std::uint64_t layer_bytes = 0;
+  for (const auto& w : shapes) layer_bytes += w.bytes();
+  const std::uint64_t layers = std::max<std::uint64_t>(2, o.model_bytes / layer_bytes);
+  const std::uint64_t model_bytes = layers * layer_bytes;
+  const std::uint64_t lookahead = o.lookahead_bytes != 0 ? o.lookahead_bytes : 2 * layer_bytes;
+  auto s = be.make_stream();
+
+  // The resident compute of one layer (weights of the same shapes, resident), and the link.
+  std::vector<std::byte*> resident;
+  for (const auto& w : shapes) {
+    auto* p = static_cast<std::byte*>(be.allocate_device(w.bytes()));
+    resident.push_back(p);
+  }
+  const double ceiling = dev.link_ceiling();
+  auto layer_seconds = [&](std::uint64_t tokens) {
+    dev.compute(resident, tokens, s);  // warm-up (a library's first calls)
+    be.synchronize(s);
+    std::vector<double> v;
+    for (int i = 0; i < 5; ++i) v.push_back(timed(be, s, [&] { dev.compute(resident, tokens, s); }));
+    std::sort(v.begin(), v.end());
+    return v[v.size() / 2];
+  };
+  // Compute-bound: tokens enough that a layer's compute takes 1.3x its copy at the ceiling.
+  std::uint64_t tokens = o.tokens;
+  if (tokens == 0 && o.mode == "compute") {
+    const double copy = static_cast<double>(layer_bytes) / (ceiling * 1e9);
+    tokens = std::min<std::uint64_t>(64, dev.max_tokens);
+    while (tokens < dev.max_tokens && layer_seconds(tokens) < 1.3 * copy) {
+      tokens = std::min(dev.max_tokens, tokens * 2);
+    }
+  } else if (tokens == 0) {
+    tokens = std::min<std::uint64_t>(16, dev.max_tokens);
+  }
+  if (tokens > dev.max_tokens) {
+    throw invalid_argument(fmt::format("lris stream: --tokens {} is more than {} (this device's "
+                                       "activation buffers)", tokens, dev.max_tokens));
+  }
+  const double compute_pass = layer_seconds(tokens) * static_cast<double>(layers);
+  for (std::size_t i = 0; i < shapes.size(); ++i) be.deallocate_device(resident[i], shapes[i].bytes());
+
+  if (!o.json) {
+    fmt::print("lris stream on {}: {} layers of {:.1f} MB ({} x {} hidden, {} intermediate, {} kv), "
+               "model {:.2f} GB\n", dev.name, layers, layer_bytes / 1e6, shapes.size(), o.hidden,
+               o.intermediate, o.kv_dim, model_bytes / 1e9);
+    fmt::print("  mode {}: {} tokens; compute of a pass with every weight resident C = {:.4f} s; "
+               "link ceiling {:.1f} GB/s (pinned -> device, measured now)\n", o.mode, tokens,
+               compute_pass, ceiling);
+  }
+
+  // Every unit in pinned host memory once, shared by the runs: drafts filled with a pattern.
+  nlohmann::json runs = nlohmann::json::array();
+  bool all_ok = true;
+  for (const std::uint64_t budget : o.budgets) {
+    for (const std::string& policy_name : o.policies) {
+      const std::int64_t used_before = dev.used_device_bytes();
+      auto run_one = [&](auto policy) -> nlohmann::json {
+        using Policy = decltype(policy);
+        cache::residency_options ro;
+        ro.budget_bytes = budget;
+        ro.broker = o.broker ? default_context()->broker() : nullptr;
+        cache::residency_manager<Backend, Policy> rm(be, ro, std::move(policy));
+        const bool counted = used_before < 0;  // the device cannot tell: counted bytes
+        std::int64_t peak = counted ? -1 : dev.used_device_bytes() - used_before;
+        std::vector<cache::unit_id> order;
+        std::vector<typename cache::residency_manager<Backend, Policy>::tensor_size> sizes;
+        for (const auto& w : shapes) sizes.push_back({w.name, w.bytes()});
+        for (std::uint64_t l = 0; l < layers; ++l) {
+          auto d = rm.draft_unit(fmt::format("layers.{}", l), sizes);
+          for (std::size_t t = 0; t < shapes.size(); ++t) {
+            std::byte* p = d.tensor(t);
+            std::memset(p, static_cast<int>(pattern(l, t)), shapes[t].bytes());
+          }
+          order.push_back(rm.add_unit(std::move(d)));
+        }
+        rm.declare_order(order, true, lookahead);
+        // Device memory the driver takes for the units' pinned host memory (its mapping),
+        // beside the budget; -1 where the device cannot tell.
+        const std::int64_t units_used = counted ? -1 : dev.used_device_bytes() - used_before;
+        const std::size_t check_bytes = 16 * layers * shapes.size();
+        auto* check = static_cast<std::byte*>(be.allocate_pinned(check_bytes));
+        struct pinned_free {
+          Backend& be;
+          void* p;
+          std::size_t n;
+          ~pinned_free() { be.deallocate_pinned(p, n); }
+        } check_owner{be, check, check_bytes};
+        std::vector<std::byte*> w(shapes.size());
+        auto pass = [&](bool verify) {
+          for (std::uint64_t l = 0; l < layers; ++l) {
+            auto lease = rm.acquire(order[l], s);
+            for (std::size_t t = 0; t < shapes.size(); ++t) w[t] = lease.tensor(t);
+            dev.compute(w, tokens, s);
+            if (verify) {  // the last 16 bytes of every tensor, back to the host
+              for (std::size_t t = 0; t < shapes.size(); ++t) {
+                be.copy_async(check + 16 * (l * shapes.size() + t), w[t] + shapes[t].bytes() - 16,
+                              16, copy_kind::device_to_host, s);
+              }
+            }
+            rm.release(std::move(lease), s);
+          }
+        };
+        pass(false);  // a cold start: the budget fills
+        be.synchronize(s);
+        const auto before = rm.stats();
+        const std::uint64_t belady_before = rm.belady_hit_bytes();
+        const std::uint64_t budget_belady_before = rm.belady_hit_bytes(0);
+        std::vector<double> seconds;
+        for (int p = 0; p < o.passes; ++p) {
+          seconds.push_back(timed(be, s, [&] { pass(false); }));
+          if (!counted) peak = std::max(peak, dev.used_device_bytes() - used_before);
+        }
+        const auto st = rm.stats() - before;
+        const std::uint64_t belady_after = rm.belady_hit_bytes();
+        const std::uint64_t budget_belady_after = rm.belady_hit_bytes(0);
+        pass(true);  // untimed: every tensor's bytes checked
+        be.synchronize(s);
+        std::uint64_t wrong = 0;
+        for (std::uint64_t l = 0; l < layers; ++l) {
+          for (std::size_t t = 0; t < shapes.size(); ++t) {
+            for (std::size_t i = 0; i < 16; ++i) {
+              wrong += check[16 * (l * shapes.size() + t) + i] != pattern(l, t) ? 1 : 0;
+            }
+          }
+        }
+        const double passes = o.passes;
+        const double t_pass = std::accumulate(seconds.begin(), seconds.end(), 0.0) / passes;
+        const double streamed = static_cast<double>(st.miss_bytes + st.prefetched_bytes) / passes;
+        const double hits = static_cast<double>(st.hit_bytes) / passes;
+        const double belady = static_cast<double>(belady_after - belady_before) / passes;
+        // The physical bound: the bytes no policy of this budget avoids streaming, at the ceiling.
+        const double budget_belady =
+            static_cast<double>(budget_belady_after - budget_belady_before) / passes;
+        const double bound_x = (static_cast<double>(model_bytes) - budget_belady) / (ceiling * 1e9);
+        const double bound = std::max(compute_pass, bound_x);
+        const double e = bound / t_pass;
+        const std::uint64_t peak_bytes = counted ? st.high_water_bytes : static_cast<std::uint64_t>(peak);
+        nlohmann::json r{{"policy", policy_name},
+                         {"budget_bytes", budget},
+                         {"peak_device_bytes", peak_bytes},
+                         {"peak_device_bytes_measured", !counted},
+                         {"model_bytes", model_bytes},
+                         {"layer_bytes", layer_bytes},
+                         {"layers", layers},
+                         {"lookahead_bytes", lookahead},
+                         {"pinned_host_bytes", st.pinned_host_bytes},
+                         {"streamed_bytes", streamed},
+                         {"hit_bytes", hits},
+                         {"belady_hit_bytes", belady},
+                         {"hit_ratio_to_belady", belady > 0 ? hits / belady : 1.0},
+                         {"belady_budget_hit_bytes", budget_belady},
+                         {"device_bytes_after_units", units_used},
+                         {"pass_seconds", t_pass},
+                         {"compute_seconds", compute_pass},
+                         {"transfer_bound_seconds", bound_x},
+                         {"efficiency", e},
+                         {"stall_fraction", 1 - e},
+                         {"stall_seconds_per_pass", st.stall_seconds / passes},
+                         {"link_gbps", streamed / t_pass / 1e9},
+                         {"link_ceiling_gbps", ceiling},
+                         {"link_ratio", streamed / t_pass / 1e9 / ceiling},
+                         {"broker", o.broker},
+                         {"bytes_checked_wrong", wrong}};
+        all_ok = all_ok && wrong == 0 && peak_bytes <= budget;
+        return r;
+      };
+      nlohmann::json r = policy_name == "lru" ? run_one(cache::lru{}) : run_one(cache::static_priority{});
+      if (!o.json) {
+        fmt::print("  budget {:.2f} GB, {:<6}: pass {:.4f} s against max(C, X) {:.4f} s: E {:.3f} "
+                   "(stall {:.3f}); streamed {:.2f} GB/pass at {:.1f} GB/s ({:.3f} of the "
+                   "ceiling); kept {:.2f} GB/pass, {:.3f} of Belady's {:.2f} GB; device peak "
+                   "{:.2f} GB ({}); pinned host {:.3f}x the model{}\n",
+                   budget / 1e9, policy_name, r["pass_seconds"].get<double>(),
+                   std::max(compute_pass, r["transfer_bound_seconds"].get<double>()),
+                   r["efficiency"].get<double>(), r["stall_fraction"].get<double>(),
+                   r["streamed_bytes"].get<double>() / 1e9, r["link_gbps"].get<double>(),
+                   r["link_ratio"].get<double>(), r["hit_bytes"].get<double>() / 1e9,
+                   r["hit_ratio_to_belady"].get<double>(),
+                   r["belady_hit_bytes"].get<double>() / 1e9,
+                   r["peak_device_bytes"].get<std::uint64_t>() / 1e9,
+                   r["peak_device_bytes_measured"].get<bool>() ? "measured" : "counted",
+                   static_cast<double>(r["pinned_host_bytes"].get<std::uint64_t>()) / model_bytes,
+                   r["bytes_checked_wrong"].get<std::uint64_t>() == 0 ? "" : "; WRONG BYTES");
+      }
+      runs.push_back(std::move(r));
+    }
+  }
+  if (o.json) {
+    nlohmann::json out{{"device", dev.name},       {"mode", o.mode},
+                       {"tokens", tokens},       {"hidden", o.hidden},
+                       {"intermediate", o.intermediate}, {"kv_dim", o.kv_dim},
+                       {"passes", o.passes},       {"link_ceiling_gbps", ceiling},
+                       {"compute_seconds", compute_pass}, {"runs", runs}};
+    fmt::print("{}\n", out.dump(2));
+  }
+  return all_ok ? 0 : 1;
+}
+
+}  // namespace lris::tool
