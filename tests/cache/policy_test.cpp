@@ -17,6 +17,7 @@
 #include <lris/cache/lru.hpp>
 #include <lris/cache/score_policy.hpp>
 #include <lris/cache/simulate.hpp>
+#include <lris/cache/next_use.hpp>
 #include <lris/cache/static_priority.hpp>
 
 namespace cache = lris::cache;
@@ -56,6 +57,10 @@ cache::score_policy make_policy<cache::score_policy>(std::span<const unit_id>, s
   return {};
 }
 template <>
+cache::next_use make_policy<cache::next_use>(std::span<const unit_id> s, std::size_t units) {
+  return cache::next_use::from_order(s, false, units);
+}
+template <>
 cache::belady make_policy<cache::belady>(std::span<const unit_id> s, std::size_t) {
   return cache::belady(s);
 }
@@ -87,7 +92,7 @@ struct rogue : cache::lru {
 }  // namespace
 
 TEMPLATE_TEST_CASE("eviction policy conformance", "[cache][policy]", cache::lru,
-                   cache::static_priority, cache::score_policy, cache::belady) {
+                   cache::static_priority, cache::score_policy, cache::next_use, cache::belady) {
   for (unsigned seed = 1; seed <= 60; ++seed) {
     CAPTURE(seed);
     std::mt19937 rng(seed);
@@ -128,7 +133,7 @@ TEMPLATE_TEST_CASE("eviction policy conformance", "[cache][policy]", cache::lru,
 }
 
 TEMPLATE_TEST_CASE("eviction policies never evict a pinned unit", "[cache][policy]", cache::lru,
-                   cache::static_priority, cache::score_policy, cache::belady) {
+                   cache::static_priority, cache::score_policy, cache::next_use, cache::belady) {
   const auto seq = cycle(10, 5);
   const std::vector<std::uint64_t> bytes(10, 4);
   const std::vector<unit_id> pinned = {3, 7};
@@ -163,6 +168,38 @@ TEST_CASE("static priority from the order hits the cycle's bound (R - S) / W; LR
     const double steady = static_cast<double>(s.hit_bytes) / (1000.0 * units * (passes - 1));
     CHECK(steady == Approx(bound).epsilon(0.001));
   }
+}
+
+TEST_CASE("next_use from a declared cycle hits what the oracle hits, a unit a pass more than "
+          "static priority", "[cache][policy]") {
+  const unit_id units = 40;
+  const int passes = 6;
+  const auto seq = cycle(units, passes);
+  const auto order = std::span<const unit_id>(seq).first(units);
+  for (const unit_id held : {2u, 13u, 15u, 39u}) {
+    CAPTURE(held);
+    const std::vector<std::uint64_t> bytes(units, 1000);
+    auto next = cache::next_use::from_order(order, true, units);
+    auto stat = cache::static_priority::from_order(order, units);
+    cache::belady oracle(seq);
+    const auto n = cache::simulate(next, bytes, seq, held * 1000);
+    const auto s = cache::simulate(stat, bytes, seq, held * 1000);
+    const auto b = cache::simulate(oracle, bytes, seq, held * 1000);
+    CHECK(n.hit_bytes == b.hit_bytes);
+    CHECK(n.hit_bytes > s.hit_bytes);
+  }
+  // Not cyclic: a unit the rest of the order does not use again leaves first.
+  const std::vector<unit_id> once = {0, 1, 2, 3};
+  auto p = cache::next_use::from_order(once, false, 5);
+  p.reset(5);
+  p.on_access(2, 0);
+  const std::vector<unit_id> offered = {1, 3, 4};
+  CHECK(p.victim(offered, 1) == 4);  // not in the order
+  CHECK(p.distance(3) == 1);
+  CHECK(p.distance(1) > p.distance(3));  // used already: never again
+  const std::vector<unit_id> bad = {0, 7};
+  CHECK_THROWS_WITH(cache::next_use::from_order(bad, true, 3),
+                    Catch::Contains("names unit 7 at position 1, but there are 3 units"));
 }
 
 TEST_CASE("score policy keeps the units scored highest; ties go by last use", "[cache][policy]") {

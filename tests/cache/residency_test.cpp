@@ -19,6 +19,7 @@
 #include <lris/backends/host_backend.hpp>
 #include <lris/cache/checkpoint_units.hpp>
 #include <lris/cache/lru.hpp>
+#include <lris/cache/next_use.hpp>
 #include <lris/cache/residency_manager.hpp>
 #include <lris/cache/static_priority.hpp>
 #include <lris/lris.hpp>
@@ -516,4 +517,32 @@ TEST_CASE("residency: without stall timing nothing is timed", "[cache][residency
   be.synchronize(s);
   CHECK(rm.stats().stalls == 0);
   CHECK(rm.stats().miss_bytes == bytes.size());
+}
+
+TEST_CASE("residency: next_use on a declared cycle keeps what the oracle keeps; static a unit "
+          "less a pass", "[cache][residency]") {
+  host_backend be;
+  const unit_id units = 10;
+  const std::size_t unit_bytes = 8192 - 256;  // one aligned place each
+  const model m(units, unit_bytes, 9);
+  std::vector<unit_id> order(units);
+  for (unit_id u = 0; u < units; ++u) order[u] = u;
+  for (const std::uint64_t places : {4u, 6u, 9u}) {
+    CAPTURE(places);
+    const auto run = [&](auto policy) {
+      cache::residency_manager<host_backend, decltype(policy)> rm(
+          be, {.budget_bytes = places * 8192}, std::move(policy));
+      m.add_to(rm);
+      three_cycles(be, rm, m, units, 8192);
+      return std::tuple{rm.stats().hit_bytes, rm.belady_hit_bytes(), rm.belady_hit_bytes(0)};
+    };
+    const auto [next, staged, whole] = run(cache::next_use::from_order(order, true, units));
+    const auto [stat, staged2, whole2] = run(cache::static_priority{});
+    CHECK(staged == staged2);
+    CHECK(whole == whole2);
+    CAPTURE(next, stat, staged, whole);
+    CHECK(next >= staged);  // the oracle with the lookahead's room set aside
+    CHECK(next <= whole);   // no policy of the budget does better
+    CHECK(stat < next);
+  }
 }
