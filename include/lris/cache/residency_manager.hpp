@@ -56,9 +56,9 @@ struct residency_options {
   std::size_t alignment = 256;
   /// Copies take tokens of the device's host-to-device link from this broker (a context's:
   /// `lris::default_context()->broker()`): a demand fetch at critical priority, waiting for
-  /// them; a prefetch at `prefetch_priority` only if they are free now (else it is left for a
-  /// later acquire), so that it never delays a demand fetch or another process's critical
-  /// transfer. Null: copies take no tokens.
+  /// them; a prefetch at `prefetch_priority` only if they are free now (else its place is
+  /// kept and its copies are left for a later acquire), so that it never delays a demand fetch
+  /// or another process's critical transfer. Null: copies take no tokens.
   std::shared_ptr<sched::bandwidth_broker> broker = nullptr;
   priority prefetch_priority = priority::background;
   /// With a broker, copies go in pieces of at most this many bytes, each under its own tokens:
@@ -667,17 +667,14 @@ class residency_manager {
   // Queues the copies of the bytes of `u` not queued yet, in pieces under the link's tokens at
   // `p`: all of them when `wait` (waiting for tokens), else as many as the tokens free now
   // allow. Records the unit's ready event after the last. True when every byte is queued.
-  // `first`: tokens taken already for the first piece.
-  bool queue_copies(unit_id u, priority p, bool wait, sched::resource_tokens first = {}) {
+  bool queue_copies(unit_id u, priority p, bool wait) {
     unit_state& x = units_[u];
     while (x.queued < x.bytes) {
       std::uint64_t n = x.bytes - x.queued;
-      sched::resource_tokens tokens = std::move(first);
+      sched::resource_tokens tokens;
       if (opt_.broker) {
         n = std::min(n, piece_);
-        if (tokens.bytes() == 0) {
-          tokens = wait ? opt_.broker->acquire(link_, n, p) : opt_.broker->try_acquire(link_, n, p);
-        }
+        tokens = wait ? opt_.broker->acquire(link_, n, p) : opt_.broker->try_acquire(link_, n, p);
         if (tokens.bytes() == 0) return false;
       }
       be_.copy_async(arena_ + x.offset + x.queued, x.host + x.queued, n,
@@ -736,19 +733,15 @@ class residency_manager {
       keep.push_back(v);
       unit_state& y = units_[v];
       if (y.resident && !y.prefetched) continue;  // in already
-      sched::resource_tokens first;
       if (!y.resident) {
-        // Nothing is evicted for a copy that cannot start now.
-        if (opt_.broker && y.bytes > 0) {
-          first = opt_.broker->try_acquire(link_, std::min(piece_, y.bytes),
-                                           opt_.prefetch_priority);
-          if (first.bytes() == 0) break;
-        }
+        // Its place is taken now, while the units ahead are kept, even when the link's tokens
+        // are busy: the copies follow when they free up (or on demand), and what it evicts
+        // is a unit the order needs later, never the one just used.
         if (!place(v, keep)) break;
         y.prefetched = true;
       }
       const std::uint64_t before = y.queued;
-      const bool whole = queue_copies(v, opt_.prefetch_priority, false, std::move(first));
+      const bool whole = queue_copies(v, opt_.prefetch_priority, false);
       stats_.prefetched_bytes += y.queued - before;
       if (!whole) break;
     }
