@@ -85,8 +85,9 @@ int dispatch(const stream_options& o) {
     throw invalid_argument(fmt::format("--mode \"{}\": transfer or compute", o.mode));
   }
   for (const auto& p : o.policies) {
-    if (p != "static" && p != "lru") {
-      throw invalid_argument(fmt::format("--policies: \"{}\" is not a policy (static, lru)", p));
+    if (p != "static" && p != "lru" && p != "next_use") {
+      throw invalid_argument(fmt::format("--policies: \"{}\" is not a policy (static, lru, "
+                                         "next_use)", p));
     }
   }
   if (o.passes < 1) throw invalid_argument("--passes: at least 1");

@@ -19,6 +19,7 @@
 #include <nlohmann/json.hpp>
 
 #include <lris/cache/lru.hpp>
+#include <lris/cache/next_use.hpp>
 #include <lris/cache/residency_manager.hpp>
 #include <lris/cache/static_priority.hpp>
 #include <lris/error.hpp>
@@ -160,6 +161,7 @@ int run_stream(const stream_options& o, stream_device<Backend>& dev) {
         cache::residency_manager<Backend, Policy> rm(be, ro, std::move(policy));
         const bool counted = used_before < 0;  // the device cannot tell: counted bytes
         std::int64_t peak = counted ? -1 : dev.used_device_bytes() - used_before;
+        const std::int64_t manager_used = peak;  // the budget's block, before any unit
         std::vector<cache::unit_id> order;
         std::vector<typename cache::residency_manager<Backend, Policy>::tensor_size> sizes;
         for (const auto& w : shapes) sizes.push_back({w.name, w.bytes()});
@@ -247,7 +249,9 @@ int run_stream(const stream_options& o, stream_device<Backend>& dev) {
                          {"belady_hit_bytes", belady},
                          {"hit_ratio_to_belady", belady > 0 ? hits / belady : 1.0},
                          {"belady_budget_hit_bytes", budget_belady},
+                         {"device_bytes_after_manager", manager_used},
                          {"device_bytes_after_units", units_used},
+                         {"hit_ratio_to_budget_belady", budget_belady > 0 ? hits / budget_belady : 1.0},
                          {"pass_seconds", t_pass},
                          {"compute_seconds", compute_pass},
                          {"transfer_bound_seconds", bound_x},
@@ -262,7 +266,16 @@ int run_stream(const stream_options& o, stream_device<Backend>& dev) {
         all_ok = all_ok && wrong == 0 && peak_bytes <= budget;
         return r;
       };
-      nlohmann::json r = policy_name == "lru" ? run_one(cache::lru{}) : run_one(cache::static_priority{});
+      nlohmann::json r;
+      if (policy_name == "lru") {
+        r = run_one(cache::lru{});
+      } else if (policy_name == "next_use") {
+        std::vector<cache::unit_id> cycle(layers);
+        for (std::uint64_t l = 0; l < layers; ++l) cycle[l] = static_cast<cache::unit_id>(l);
+        r = run_one(cache::next_use::from_order(cycle, true, layers));
+      } else {
+        r = run_one(cache::static_priority{});
+      }
       if (!o.json) {
         fmt::print("  budget {:.2f} GB, {:<6}: pass {:.4f} s against max(C, X) {:.4f} s: E {:.3f} "
                    "(stall {:.3f}); streamed {:.2f} GB/pass at {:.1f} GB/s ({:.3f} of the "
