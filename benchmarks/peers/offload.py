@@ -1,0 +1,161 @@
+#!/usr/bin/env python3
+"""Layers bigger than the budget, streamed by the offloaders PyTorch users run today.
+
+usage: offload.py [--layers N] [--tokens T,T] [--passes P] [--install WHEELDIR] [--json FILE]
+                  [--contenders diffusers,accelerate]
+
+The model is the one `lris stream` builds: decoder layers of a 70B-class model (hidden 8192,
+intermediate 28672, kv width 1024; q, k, v, o, gate, up, down, bf16, no bias), each layer's
+forward a chain of the same seven matrix products. Each contender streams it from host memory
+to cuda:0 for every pass; the script measures, in the same process, the pinned host -> device
+ceiling (B), the compute of one layer with its weights resident (C per layer), and each pass
+(T_pass, after a warm-up pass). E = max(C, X) / T_pass with X = model bytes / B (none of
+these offloaders keeps a layer resident between passes). Peak device memory is
+torch.cuda.max_memory_allocated during the passes.
+
+Contenders: diffusers' apply_group_offloading (block level, one block per group,
+use_stream=True), accelerate's cpu_offload.
+"""
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+
+def install(wheels):
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-index", "--find-links",
+                    wheels, "diffusers==0.42.1"], check=True)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--layers", type=int, default=16)
+    ap.add_argument("--tokens", default="16,32768")
+    ap.add_argument("--passes", type=int, default=3)
+    ap.add_argument("--install")
+    ap.add_argument("--json")
+    ap.add_argument("--contenders", default="diffusers,accelerate")
+    a = ap.parse_args()
+    if a.install:
+        install(a.install)
+    import torch
+    from torch import nn
+
+    hidden, inter, kv = 8192, 28672, 1024
+    dev = torch.device("cuda:0")
+
+    class Layer(nn.Module):
+        def __init__(self):
+            super().__init__()
+            mk = lambda o, i: nn.Linear(i, o, bias=False, dtype=torch.bfloat16)
+            self.q_proj, self.k_proj, self.v_proj = mk(hidden, hidden), mk(kv, hidden), mk(kv, hidden)
+            self.o_proj = mk(hidden, hidden)
+            self.gate_proj, self.up_proj = mk(inter, hidden), mk(inter, hidden)
+            self.down_proj = mk(hidden, inter)
+
+        def forward(self, x):
+            q = self.q_proj(x)
+            self.k_proj(x)
+            self.v_proj(x)
+            o = self.o_proj(q)
+            g = self.gate_proj(x)
+            self.up_proj(x)
+            return o + self.down_proj(g)
+
+    class Model(nn.Module):
+        def __init__(self, n):
+            super().__init__()
+            with torch.device("meta"):
+                self.layers = nn.ModuleList(Layer() for _ in range(n))
+            self.layers.to_empty(device="cpu")
+
+        def forward(self, x):
+            for layer in self.layers:
+                x = layer(x)
+            return x
+
+    layer_bytes = sum(p.numel() * 2 for p in Layer().parameters())
+    model_bytes = layer_bytes * a.layers
+
+    # The ceiling: one 1 GiB pinned tensor to the device, median of 10.
+    src = torch.empty(1 << 30, dtype=torch.uint8).pin_memory()
+    dst = torch.empty(1 << 30, dtype=torch.uint8, device=dev)
+    rates = []
+    for _ in range(12):
+        torch.cuda.synchronize()
+        t = time.perf_counter()
+        dst.copy_(src, non_blocking=True)
+        torch.cuda.synchronize()
+        rates.append((1 << 30) / (time.perf_counter() - t) / 1e9)
+    ceiling = statistics.median(rates[2:])
+    del src, dst
+
+    # Compute of one resident layer, per token count.
+    one = Layer().to(dev)
+    compute = {}
+    for tokens in [int(t) for t in a.tokens.split(",")]:
+        x = torch.zeros(tokens, hidden, dtype=torch.bfloat16, device=dev)
+        with torch.no_grad():
+            one(x)
+            torch.cuda.synchronize()
+            times = []
+            for _ in range(5):
+                t = time.perf_counter()
+                one(x)
+                torch.cuda.synchronize()
+                times.append(time.perf_counter() - t)
+        compute[tokens] = statistics.median(times) * a.layers
+    del one, x
+    torch.cuda.empty_cache()
+
+    results = []
+    for name in a.contenders.split(","):
+        model = Model(a.layers)
+        if name == "diffusers":
+            from diffusers.hooks import apply_group_offloading
+            apply_group_offloading(model, onload_device=dev, offload_device=torch.device("cpu"),
+                                   offload_type="block_level", num_blocks_per_group=1,
+                                   use_stream=True)
+        elif name == "accelerate":
+            from accelerate import cpu_offload
+            cpu_offload(model, execution_device=dev)
+        else:
+            raise SystemExit(f"unknown contender {name}")
+        for tokens, c in compute.items():
+            x = torch.zeros(tokens, hidden, dtype=torch.bfloat16, device=dev)
+            with torch.no_grad():
+                model(x)  # warm-up
+                torch.cuda.synchronize()
+                torch.cuda.reset_peak_memory_stats(dev)
+                base = torch.cuda.memory_allocated(dev)
+                times = []
+                for _ in range(a.passes):
+                    t = time.perf_counter()
+                    model(x)
+                    torch.cuda.synchronize()
+                    times.append(time.perf_counter() - t)
+            t_pass = statistics.mean(times)
+            x_bound = model_bytes / (ceiling * 1e9)
+            r = {"contender": name, "tokens": tokens, "layers": a.layers,
+                 "model_bytes": model_bytes, "pass_seconds": t_pass, "compute_seconds": c,
+                 "transfer_bound_seconds": x_bound, "efficiency": max(c, x_bound) / t_pass,
+                 "link_gbps": model_bytes / t_pass / 1e9, "link_ceiling_gbps": ceiling,
+                 "peak_device_bytes": torch.cuda.max_memory_allocated(dev) - base}
+            print(f"{name:10s} tokens {tokens:6d}: pass {t_pass:.4f} s against max(C, X) "
+                  f"{max(c, x_bound):.4f} s: E {r['efficiency']:.3f}; {r['link_gbps']:.1f} GB/s "
+                  f"of {ceiling:.1f}; device peak {r['peak_device_bytes'] / 1e9:.2f} GB", flush=True)
+            results.append(r)
+            del x
+        del model
+        torch.cuda.empty_cache()
+    if a.json:
+        with open(a.json, "w") as f:
+            json.dump({"ceiling_gbps": ceiling, "layer_bytes": layer_bytes, "runs": results}, f,
+                      indent=2)
+
+
+if __name__ == "__main__":
+    main()
