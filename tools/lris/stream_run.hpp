@@ -215,6 +215,26 @@ int run_stream(const stream_options& o, stream_device<Backend>& dev) {
         const std::uint64_t budget_belady_after = rm.belady_hit_bytes(0);
         pass(true);  // untimed: every tensor's bytes checked
         be.synchronize(s);
+        // Sleep and wake: the budget's memory given back (the units stay in pinned host
+        // memory), then taken again and the resident units copied back, until the stream has
+        // them all.
+        const auto before_sleep = rm.stats();
+        const auto t_sleep = std::chrono::steady_clock::now();
+        rm.sleep();
+        const auto t_slept = std::chrono::steady_clock::now();
+        const std::int64_t asleep_used = counted ? -1 : dev.used_device_bytes() - used_before;
+        const auto t_wake = std::chrono::steady_clock::now();
+        rm.wake();  // returns once the budget's memory is taken and the copies are queued
+        const double wake_call_s =
+            std::chrono::duration<double>(std::chrono::steady_clock::now() - t_wake).count();
+        for (const cache::unit_id u : order) {
+          if (rm.resident(u)) rm.release(rm.acquire(u, s), s);
+        }
+        be.synchronize(s);
+        const double wake_s =
+            std::chrono::duration<double>(std::chrono::steady_clock::now() - t_wake).count();
+        const double sleep_s = std::chrono::duration<double>(t_slept - t_sleep).count();
+        const std::uint64_t woken = rm.stats().woken_bytes - before_sleep.woken_bytes;
         std::uint64_t wrong = 0;
         for (std::uint64_t l = 0; l < layers; ++l) {
           for (std::size_t t = 0; t < shapes.size(); ++t) {
@@ -262,6 +282,13 @@ int run_stream(const stream_options& o, stream_device<Backend>& dev) {
                          {"link_ceiling_gbps", ceiling},
                          {"link_ratio", streamed / t_pass / 1e9 / ceiling},
                          {"broker", o.broker},
+                         {"sleep_seconds", sleep_s},
+                         {"device_bytes_asleep", asleep_used},
+                         {"woken_bytes", woken},
+                         {"wake_seconds", wake_s},
+                         {"wake_call_seconds", wake_call_s},
+                         {"wake_gbps", woken / wake_s / 1e9},
+                         {"wake_ratio", woken / wake_s / 1e9 / ceiling},
                          {"bytes_checked_wrong", wrong}};
         all_ok = all_ok && wrong == 0 && peak_bytes <= budget;
         return r;
@@ -292,6 +319,11 @@ int run_stream(const stream_options& o, stream_device<Backend>& dev) {
                    r["peak_device_bytes_measured"].get<bool>() ? "measured" : "counted",
                    static_cast<double>(r["pinned_host_bytes"].get<std::uint64_t>()) / model_bytes,
                    r["bytes_checked_wrong"].get<std::uint64_t>() == 0 ? "" : "; WRONG BYTES");
+        fmt::print("    sleep {:.3f} s; wake: {:.2f} GB back in {:.3f} s, {:.1f} GB/s ({:.3f} of the "
+                   "ceiling)\n", r["sleep_seconds"].get<double>(),
+                   static_cast<double>(r["woken_bytes"].get<std::uint64_t>()) / 1e9,
+                   r["wake_seconds"].get<double>(), r["wake_gbps"].get<double>(),
+                   r["wake_ratio"].get<double>());
       }
       runs.push_back(std::move(r));
     }
