@@ -218,6 +218,7 @@ int run_stream(const stream_options& o, stream_device<Backend>& dev) {
         // Sleep and wake: the budget's memory given back (the units stay in pinned host
         // memory), then taken again and the resident units copied back, until the stream has
         // them all.
+        rm.declare_order({}, false, 0);  // the acquires below only wait: nothing comes ahead
         const auto before_sleep = rm.stats();
         const auto t_sleep = std::chrono::steady_clock::now();
         rm.sleep();
