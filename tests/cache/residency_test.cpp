@@ -546,3 +546,38 @@ TEST_CASE("residency: next_use on a declared cycle keeps what the oracle keeps; 
     CHECK(stat < next);
   }
 }
+
+namespace {
+// The host backend with a scripted clock: elapsed_seconds() answers the next scripted value.
+struct scripted_clock_backend : host_backend {
+  std::shared_ptr<std::vector<double>> script = std::make_shared<std::vector<double>>();
+  std::shared_ptr<std::size_t> asked = std::make_shared<std::size_t>(0);
+  double elapsed_seconds(event&, event&) {
+    return (*asked)++ < script->size() ? (*script)[*asked - 1] : 0.0;
+  }
+};
+}  // namespace
+
+TEST_CASE("residency: stall accounting on a scripted clock", "[cache][residency]") {
+  scripted_clock_backend be;
+  *be.script = {0.5, -0.25, 0.125, 0.0};  // waited, copy done before, waited, no wait
+  std::vector<std::byte> bytes(4096, std::byte{3});
+  cache::residency_manager<scripted_clock_backend> rm(be, {.budget_bytes = 4 * 4096});
+  const cache::unit_tensor t{"w", bytes};
+  const unit_id a = rm.add_unit("a", {&t, 1});
+  const unit_id b = rm.add_unit("b", {&t, 1});
+  auto s = be.make_stream();
+  for (const unit_id u : {a, b, a, b}) {
+    rm.release(rm.acquire(u, s), s);
+    be.synchronize(s);
+  }
+  const auto st = rm.stats();
+  CHECK(*be.asked == 4);  // one probe per acquire, each timed once
+  CHECK(st.stalls == 2);
+  CHECK(st.stall_seconds == Approx(0.625));
+  CHECK(rm.stats(a).stalls == 2);
+  CHECK(rm.stats(a).stall_seconds == Approx(0.625));
+  CHECK(rm.stats(b).stalls == 0);
+  CHECK(rm.stats(b).stall_seconds == 0);
+  CHECK(*be.asked == 4);  // asking again times nothing twice
+}
