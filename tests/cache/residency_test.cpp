@@ -341,6 +341,13 @@ TEST_CASE("residency: units from a checkpoint, read from the files into pinned m
   tensors.push_back(lris::test::random_tensor("norm", dtype::F32, {64}, 9));
   const auto dir = std::filesystem::current_path() / "residency_test_files";
   std::filesystem::create_directories(dir);
+  struct remove_dir {
+    std::filesystem::path p;
+    ~remove_dir() {
+      std::error_code ec;
+      std::filesystem::remove_all(p, ec);
+    }
+  } cleanup{dir};
   const auto path = lris::test::write_file(dir / "layers.safetensors", tensors);
   const st::checkpoint ck(path);
   lris::pipeline<lris::auto_select, host_backend> p;
