@@ -2,7 +2,7 @@
 """Layers bigger than the budget, streamed by the offloaders PyTorch users run today.
 
 usage: offload.py [--layers N] [--tokens T,T] [--passes P] [--install WHEELDIR] [--json FILE]
-                  [--contenders diffusers,accelerate]
+                  [--contenders diffusers,accelerate] [--lris BIN --budgets 5200M,12G]
 
 The model is the one `lris stream` builds: decoder layers of a 70B-class model (hidden 8192,
 intermediate 28672, kv width 1024; q, k, v, o, gate, up, down, bf16, no bias), each layer's
@@ -14,7 +14,9 @@ these offloaders keeps a layer resident between passes). Peak device memory is
 torch.cuda.max_memory_allocated during the passes.
 
 Contenders: diffusers' apply_group_offloading (block level, one block per group,
-use_stream=True), accelerate's cpu_offload.
+use_stream=True), accelerate's cpu_offload; with --lris, `lris stream` on the same layers (a
+process per budget list and token count, its JSON read back), each budget a row. The table
+ends with every pass time as a ratio to diffusers' at the same token count.
 """
 import argparse
 import json
@@ -38,6 +40,9 @@ def main():
     ap.add_argument("--install")
     ap.add_argument("--json")
     ap.add_argument("--contenders", default="diffusers,accelerate")
+    ap.add_argument("--lris", help="the lris command, to run `lris stream` on the same layers")
+    ap.add_argument("--budgets", default="5200M,12G", help="lris stream's budgets")
+    ap.add_argument("--cublas", default="", help="passed to lris stream")
     a = ap.parse_args()
     if a.install:
         install(a.install)
@@ -151,6 +156,38 @@ def main():
             del x
         del model
         torch.cuda.empty_cache()
+    if a.lris:
+        for tokens in compute:
+            cmd = [a.lris, "stream", "--device", "cuda:0", "--model", str(model_bytes),
+                   "--tokens", str(tokens), "--budget", a.budgets, "--policies", "next_use",
+                   "--lookahead", str(layer_bytes), "--passes", str(a.passes), "--json"]
+            if a.cublas:
+                cmd += ["--cublas", a.cublas]
+            out = subprocess.run(cmd, check=False, capture_output=True, text=True)
+            if not out.stdout.strip().startswith("{"):
+                raise SystemExit(f"lris stream failed: {out.stderr.strip()}")
+            for run in json.loads(out.stdout)["runs"]:
+                if run["bytes_checked_wrong"] != 0:
+                    raise SystemExit(f"lris stream: wrong bytes at budget {run['budget_bytes']}")
+                r = {"contender": f"lris {run['budget_bytes'] / 1e9:.2f} GB", "tokens": tokens,
+                     "layers": a.layers, "model_bytes": model_bytes,
+                     "pass_seconds": run["pass_seconds"],
+                     "compute_seconds": run["compute_seconds"],
+                     "transfer_bound_seconds": run["transfer_bound_seconds"],
+                     "efficiency": run["efficiency"], "link_gbps": run["link_gbps"],
+                     "link_ceiling_gbps": run["link_ceiling_gbps"],
+                     "peak_device_bytes": run["peak_device_bytes"]}
+                print(f"{r['contender']:10s} tokens {tokens:6d}: pass {r['pass_seconds']:.4f} s; "
+                      f"E {r['efficiency']:.3f} (its own C and ceiling); {r['link_gbps']:.1f} "
+                      f"GB/s; device peak {r['peak_device_bytes'] / 1e9:.2f} GB", flush=True)
+                results.append(r)
+    base = {r["tokens"]: r["pass_seconds"] for r in results if r["contender"] == "diffusers"}
+    if base:
+        print("pass time as a ratio to diffusers' at the same tokens:")
+        for r in results:
+            if r["tokens"] in base:
+                r["ratio_to_diffusers"] = r["pass_seconds"] / base[r["tokens"]]
+                print(f"  {r['contender']:12s} tokens {r['tokens']:6d}: {r['ratio_to_diffusers']:.3f}")
     if a.json:
         with open(a.json, "w") as f:
             json.dump({"ceiling_gbps": ceiling, "layer_bytes": layer_bytes, "runs": results}, f,
