@@ -12,6 +12,7 @@
 #include <cstdint>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
 #include <random>
 #include <string>
 #include <vector>
@@ -64,6 +65,35 @@ struct model {
       if (std::memcmp(l.tensor(i), tensors[i].data(), tensors[i].size()) != 0) return false;
     }
     return true;
+  }
+};
+
+// Acquires each of `ids` in turn; each holds tensors 2i and 2i + 1 of `tensors` by name.
+template <class Manager, class Tensors>
+void acquire_layers(host_backend& be, Manager& rm, const std::vector<unit_id>& ids,
+                    const Tensors& tensors, host_backend::stream& s) {
+  for (std::size_t layer = 0; layer < ids.size(); ++layer) {
+    auto l = rm.acquire(ids[layer], s);
+    be.synchronize(s);
+    for (std::size_t k = 0; k < 2; ++k) {
+      const auto& t = tensors[2 * layer + k];
+      CHECK(std::memcmp(l.tensor(t.name), t.data.data(), t.data.size()) == 0);
+    }
+    rm.release(std::move(l), s);
+  }
+}
+
+// A directory in the working directory for a test's files, removed with everything in it.
+struct scratch_dir {
+  std::filesystem::path path;
+  explicit scratch_dir(const std::string& name) : path(std::filesystem::current_path() / name) {
+    std::filesystem::create_directories(path);
+  }
+  scratch_dir(const scratch_dir&) = delete;
+  scratch_dir& operator=(const scratch_dir&) = delete;
+  ~scratch_dir() {
+    std::error_code ec;
+    std::filesystem::remove_all(path, ec);
   }
 };
 
@@ -339,15 +369,8 @@ TEST_CASE("residency: units from a checkpoint, read from the files into pinned m
     }
   }
   tensors.push_back(lris::test::random_tensor("norm", dtype::F32, {64}, 9));
-  const auto dir = std::filesystem::current_path() / "residency_test_files";
-  std::filesystem::create_directories(dir);
-  struct remove_dir {
-    std::filesystem::path p;
-    ~remove_dir() {
-      std::error_code ec;
-      std::filesystem::remove_all(p, ec);
-    }
-  } cleanup{dir};
+  const scratch_dir scratch("residency_test_files");
+  const auto& dir = scratch.path;
   const auto path = lris::test::write_file(dir / "layers.safetensors", tensors);
   const st::checkpoint ck(path);
   lris::pipeline<lris::auto_select, host_backend> p;
@@ -363,15 +386,7 @@ TEST_CASE("residency: units from a checkpoint, read from the files into pinned m
   CHECK(rm.find("layers.1") == ids[1]);
   CHECK_FALSE(rm.find("norm"));
   auto s = be.make_stream();
-  for (int layer = 0; layer < 3; ++layer) {
-    auto l = rm.acquire(ids[layer], s);
-    be.synchronize(s);
-    for (int k = 0; k < 2; ++k) {
-      const auto& t = tensors[2 * layer + k];
-      CHECK(std::memcmp(l.tensor(t.name), t.data.data(), t.data.size()) == 0);
-    }
-    rm.release(std::move(l), s);
-  }
+  acquire_layers(be, rm, ids, tensors, s);
   CHECK(rm.stats().pinned_host_bytes < 2 * (1 << 14));  // the layers only, once
   // A name taken: nothing more is added.
   REQUIRE_THROWS_MATCHES(cache::add_checkpoint_units(rm, p, ck, by_layer), lris::invalid_argument,
@@ -417,8 +432,9 @@ TEST_CASE("residency: statistics as JSON", "[cache][residency]") {
   s.woken_bytes = 7;
   const std::string j = cache::to_json(s);
   CHECK_THAT(j, Catch::StartsWith("{\"acquires\": 3, \"hit_bytes\": 1024, \"miss_bytes\": 0,"));
-  CHECK_THAT(j, Catch::EndsWith("\"woken_bytes\": 7, \"stall_seconds\": 0.000000, \"stalls\": 0}"));
-  CHECK(std::count(j.begin(), j.end(), ':') == 14);  // every field
+  CHECK_THAT(j, Catch::EndsWith("\"woken_bytes\": 7, \"file_read_bytes\": 0, \"stall_seconds\": "
+                                "0.000000, \"stalls\": 0}"));
+  CHECK(std::count(j.begin(), j.end(), ':') == 15);  // every field
 }
 
 TEST_CASE("residency: copies take the link's tokens, demand at critical, prefetch behind",
@@ -587,4 +603,150 @@ TEST_CASE("residency: stall accounting on a scripted clock", "[cache][residency]
   CHECK(rm.stats(b).stalls == 0);
   CHECK(rm.stats(b).stall_seconds == 0);
   CHECK(*be.asked == 4);  // asking again times nothing twice
+}
+
+TEST_CASE("residency: units from a checkpoint kept in its files", "[cache][residency]") {
+  namespace st = lris::safetensors;
+  using lris::dtype;
+  std::vector<lris::test::raw_tensor> tensors;
+  for (int layer = 0; layer < 4; ++layer) {
+    for (const char* part : {"attn", "mlp"}) {
+      tensors.push_back(lris::test::random_tensor(
+          "layers." + std::to_string(layer) + "." + part, dtype::BF16, {64, 31 + layer}, layer));
+    }
+  }
+  const scratch_dir scratch("residency_checkpoint_files");
+  const auto& dir = scratch.path;
+  const st::checkpoint ck(lris::test::write_file(dir / "layers.safetensors", tensors));
+  host_backend be;
+  cache::residency_options o;
+  o.budget_bytes = 2 * 8192;  // two layers of four at once
+  o.file_staging_bytes = 4096;
+  cache::residency_manager<host_backend> rm(be, o);
+  const auto ids = cache::add_checkpoint_file_units(
+      rm, ck, [](std::string_view n) { return std::string(n.substr(0, n.find('.', 7))); });
+  REQUIRE(ids.size() == 4);
+  CHECK(rm.stats().pinned_host_bytes == 0);
+  rm.declare_order(ids, true, 8192);
+  auto s = be.make_stream();
+  for (int pass = 0; pass < 2; ++pass) acquire_layers(be, rm, ids, tensors, s);
+  CHECK(rm.stats().file_read_bytes > 0);
+  CHECK_THROWS_WITH(cache::add_checkpoint_file_units(
+                        rm, ck, [](std::string_view n) { return std::string(n.substr(0, 8)); }),
+                    Catch::Contains("a unit called \"layers.0\" exists"));
+}
+
+TEST_CASE("residency: units kept in files come in through the staging slots, every byte",
+          "[cache][residency]") {
+  host_backend be;
+  const scratch_dir scratch("residency_file_units");
+  const auto& dir = scratch.path;
+  // Four units of two tensors each, at odd offsets of two files.
+  const unit_id units = 4;
+  const model m(units, 40000, 11);
+  std::vector<std::vector<cache::file_tensor>> tensors(units);
+  std::uint64_t at[2] = {17, 3};
+  std::vector<std::byte> contents[2];
+  for (unit_id u = 0; u < units; ++u) {
+    for (std::size_t t = 0; t < 2; ++t) {
+      const std::size_t f = (u + t) % 2;
+      const auto& bytes = m.data[u][t];
+      contents[f].resize(at[f]);
+      contents[f].insert(contents[f].end(), bytes.begin(), bytes.end());
+      tensors[u].push_back({"t" + std::to_string(t), dir / ("f" + std::to_string(f)), at[f],
+                            bytes.size()});
+      at[f] += bytes.size() + 5;
+    }
+  }
+  for (std::size_t f = 0; f < 2; ++f) {
+    std::ofstream(dir / ("f" + std::to_string(f)), std::ios::binary)
+        .write(reinterpret_cast<const char*>(contents[f].data()),
+               static_cast<std::streamsize>(contents[f].size()));
+  }
+  cache::residency_options o;
+  o.budget_bytes = 2 * (40000 + 512);
+  o.file_staging_bytes = 2 * 4096;  // pieces of 4 KiB: many per unit, the slots reused
+  cache::residency_manager<host_backend, cache::lru> rm(be, o);
+  for (unit_id u = 0; u < units; ++u) rm.add_file_unit("unit" + std::to_string(u), tensors[u]);
+  CHECK(rm.stats().pinned_host_bytes == 0);
+  auto s = be.make_stream();
+  for (int round = 0; round < 3; ++round) {
+    for (unit_id u = 0; u < units; ++u) {
+      auto l = rm.acquire(u, s);
+      be.synchronize(s);
+      CHECK(m.matches(l));
+      rm.release(std::move(l), s);
+    }
+  }
+  const auto st = rm.stats();
+  // Every unit that came in was read whole: its tensors' bytes (not the alignment between).
+  CHECK(st.file_read_bytes == 40000 * ((st.miss_bytes + st.prefetched_bytes) / rm.unit_bytes(0)));
+  CHECK(st.high_water_bytes <= o.budget_bytes);
+  // Asleep and awake: the resident ones are read again.
+  rm.sleep();
+  rm.wake();
+  for (unit_id u = 0; u < units; ++u) {
+    auto l = rm.acquire(u, s);
+    be.synchronize(s);
+    CHECK(m.matches(l));
+    rm.release(std::move(l), s);
+  }
+  CHECK(rm.stats().woken_bytes > 0);
+
+  // A file cut short after the units were added: the acquire names the file, the tensor and
+  // the offset; the unit is not in, the others still work, and it comes in once the file is
+  // whole again.
+  for (const unit_id u : {0u, 1u}) rm.release(rm.acquire(u, s), s);  // 2 and 3 leave (LRU)
+  be.synchronize(s);
+  std::filesystem::resize_file(dir / "f1", tensors[2][1].offset + 100);
+  const unit_id cut = 2;  // its tensor t1 lies in f1 ((2 + 1) % 2), past the cut
+  REQUIRE(tensors[cut][1].path == dir / "f1");
+  bool threw = false;
+  try {
+    rm.release(rm.acquire(cut, s), s);
+  } catch (const lris::io_error& e) {
+    threw = true;
+    CHECK_THAT(e.what(), Catch::Contains("unit \"unit2\", tensor \"t1\"") &&
+                             Catch::Contains((dir / "f1").string()) &&
+                             Catch::Contains("the file ends there"));
+  }
+  CHECK(threw);
+  CHECK_FALSE(rm.resident(cut));
+  {
+    auto l = rm.acquire(0, s);  // unit 0 reads f0 and the start of f1: still whole
+    be.synchronize(s);
+    CHECK(m.matches(l));
+    rm.release(std::move(l), s);
+  }
+  std::ofstream(dir / "f1", std::ios::binary)
+      .write(reinterpret_cast<const char*>(contents[1].data()),
+             static_cast<std::streamsize>(contents[1].size()));
+  {
+    auto l = rm.acquire(cut, s);
+    be.synchronize(s);
+    CHECK(m.matches(l));
+    rm.release(std::move(l), s);
+  }
+}
+
+TEST_CASE("residency: units kept in files are checked when added", "[cache][residency][errors]") {
+  host_backend be;
+  const scratch_dir scratch("residency_file_errors");
+  const auto& dir = scratch.path;
+  std::ofstream(dir / "small", std::ios::binary).write("0123456789", 10);
+  cache::residency_manager<host_backend> rm(be, {.budget_bytes = 1 << 20});
+  const std::vector<cache::file_tensor> missing = {{"w", dir / "none", 0, 4}};
+  CHECK_THROWS_AS(rm.add_file_unit("a", missing), lris::io_error);
+  const std::vector<cache::file_tensor> past = {{"w", dir / "small", 8, 4}};
+  CHECK_THROWS_WITH(rm.add_file_unit("a", past),
+                    Catch::Contains("tensor \"w\": 4 bytes at offset 8 reach past the end of") &&
+                        Catch::Contains("(10 bytes)"));
+  const std::vector<cache::file_tensor> big = {{"w", dir / "small", 0, 2 << 20}};
+  CHECK_THROWS_WITH(rm.add_file_unit("a", big), Catch::Contains("more than the budget"));
+  const std::vector<cache::file_tensor> twice = {{"w", dir / "small", 0, 4}, {"w", dir / "small", 4, 4}};
+  CHECK_THROWS_WITH(rm.add_file_unit("a", twice), Catch::Contains("two tensors called \"w\""));
+  const std::vector<cache::file_tensor> ok = {{"w", dir / "small", 2, 4}};
+  rm.add_file_unit("a", ok);
+  CHECK_THROWS_WITH(rm.add_file_unit("a", ok), Catch::Contains("a unit called \"a\" exists"));
+  CHECK(rm.units() == 1);
 }

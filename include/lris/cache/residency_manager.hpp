@@ -14,10 +14,15 @@
 /// to a lookahead in bytes. sleep() gives the device memory back and wake() copies the resident
 /// units back.
 
+#include <unistd.h>
+
 #include <algorithm>
+#include <cerrno>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <exception>
+#include <filesystem>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -37,6 +42,7 @@
 #include <lris/concepts/backend_policy.hpp>
 #include <lris/concepts/copy_item.hpp>
 #include <lris/error.hpp>
+#include <lris/io/file.hpp>
 #include <lris/priority.hpp>
 #include <lris/sched/bandwidth_broker.hpp>
 
@@ -46,6 +52,15 @@ namespace lris::cache {
 struct unit_tensor {
   std::string name;
   std::span<const std::byte> bytes;
+};
+
+/// @brief A tensor of a unit whose bytes stay in a file, read each time the unit comes in (for
+/// models bigger than host memory): `bytes` bytes at `offset` of `path`.
+struct file_tensor {
+  std::string name;
+  std::filesystem::path path;
+  std::uint64_t offset = 0;
+  std::uint64_t bytes = 0;
 };
 
 struct residency_options {
@@ -67,6 +82,9 @@ struct residency_options {
   std::uint64_t piece_bytes = std::uint64_t{8} << 20;
   /// Times each acquire's wait for its unit's copy with events (residency_stats::stall_seconds).
   bool time_stalls = true;
+  /// Pinned host memory through which units read from files come in: two slots of half this
+  /// (each at most a piece), taken when the first such unit is added.
+  std::uint64_t file_staging_bytes = std::uint64_t{32} << 20;
   /// The latest acquires kept for belady_hit_bytes() to replay (older ones are dropped, half
   /// of them at a time, so that a long-running process does not grow).
   std::size_t history = std::size_t{1} << 20;
@@ -87,6 +105,7 @@ struct residency_stats {
   std::uint64_t pinned_host_bytes = 0;  ///< pinned host memory holding the units
   std::uint64_t sleeps = 0;
   std::uint64_t woken_bytes = 0;        ///< copied back by wake()
+  std::uint64_t file_read_bytes = 0;    ///< read from files for units kept there
   /// Time the acquiring streams waited for units' copies, timed by events on the device:
   /// summed over acquires, counting those whose copies have completed.
   double stall_seconds = 0;
@@ -118,6 +137,7 @@ struct unit_stats {
   d.evicted_bytes -= before.evicted_bytes;
   d.sleeps -= before.sleeps;
   d.woken_bytes -= before.woken_bytes;
+  d.file_read_bytes -= before.file_read_bytes;
   d.stall_seconds -= before.stall_seconds;
   d.stalls -= before.stalls;
   return d;
@@ -129,10 +149,11 @@ struct unit_stats {
       "{{\"acquires\": {}, \"hit_bytes\": {}, \"miss_bytes\": {}, \"prefetched_bytes\": {}, "
       "\"prefetch_hit_bytes\": {}, \"evictions\": {}, \"evicted_bytes\": {}, "
       "\"high_water_bytes\": {}, \"budget_bytes\": {}, \"pinned_host_bytes\": {}, "
-      "\"sleeps\": {}, \"woken_bytes\": {}, \"stall_seconds\": {:.6f}, \"stalls\": {}}}",
+      "\"sleeps\": {}, \"woken_bytes\": {}, \"file_read_bytes\": {}, \"stall_seconds\": "
+      "{:.6f}, \"stalls\": {}}}",
       s.acquires, s.hit_bytes, s.miss_bytes, s.prefetched_bytes, s.prefetch_hit_bytes,
       s.evictions, s.evicted_bytes, s.high_water_bytes, s.budget_bytes, s.pinned_host_bytes,
-      s.sleeps, s.woken_bytes, s.stall_seconds, s.stalls);
+      s.sleeps, s.woken_bytes, s.file_read_bytes, s.stall_seconds, s.stalls);
 }
 
 template <backend_policy Backend, eviction_policy Policy = static_priority>
@@ -145,7 +166,13 @@ class residency_manager {
     std::vector<std::string> tensor_names;
     std::vector<std::uint64_t> offsets;  // of each tensor within the unit
     std::uint64_t bytes = 0;
-    std::byte* host = nullptr;           // pinned
+    std::byte* host = nullptr;           // pinned; null for a unit kept in files
+    struct source {                      // where a unit kept in files has its bytes
+      std::size_t file;                  // in files_
+      std::uint64_t file_offset, unit_offset, bytes;
+      std::size_t tensor;
+    };
+    std::vector<source> sources;
     std::uint64_t offset = 0;            // in the arena, while resident
     bool resident = false;
     bool pinned = false;
@@ -246,7 +273,10 @@ class residency_manager {
       be_.synchronize(copy_);
     } catch (...) {  // a lost device: nothing left to wait for
     }
-    for (auto& u : units_) be_.deallocate_pinned(u.host, u.bytes == 0 ? 1 : u.bytes);
+    for (auto& u : units_) {
+      if (u.host != nullptr) be_.deallocate_pinned(u.host, u.bytes == 0 ? 1 : u.bytes);
+    }
+    if (slot_bytes_ > 0) be_.deallocate_pinned(slots_, 2 * slot_bytes_);
     if (arena_ != nullptr) be_.deallocate_device(arena_, ranges_.capacity());
   }
 
@@ -286,6 +316,14 @@ class residency_manager {
   /// @throws lris::invalid_argument when two tensors share a name or the unit is larger than
   /// the budget; lris::out_of_memory when pinned memory runs out.
   [[nodiscard]] unit_draft draft_unit(std::string name, std::span<const tensor_size> tensors) {
+    unit_state u = layout(std::move(name), tensors);
+    u.host = static_cast<std::byte*>(be_.allocate_pinned(u.bytes == 0 ? 1 : u.bytes));
+    return unit_draft(be_, std::move(u));
+  }
+
+ private:
+  // A unit's tensors laid out as they will be on the device, each aligned.
+  unit_state layout(std::string name, std::span<const tensor_size> tensors) const {
     unit_state u;
     u.name = std::move(name);
     for (std::size_t i = 0; i < tensors.size(); ++i) {
@@ -304,9 +342,17 @@ class residency_manager {
                                          "than the budget of {} bytes", u.name, u.bytes,
                                          ranges_.capacity()));
     }
-    u.host = static_cast<std::byte*>(be_.allocate_pinned(u.bytes == 0 ? 1 : u.bytes));
-    return unit_draft(be_, std::move(u));
+    return u;
   }
+  std::size_t open_file(const std::filesystem::path& path) {
+    for (std::size_t i = 0; i < files_.size(); ++i) {
+      if (files_[i].path() == path) return i;
+    }
+    files_.emplace_back(path, io::open_mode::read);
+    return files_.size() - 1;
+  }
+
+ public:
 
   /// @brief Makes `draft` (filled by the caller) a unit of the manager's.
   /// @throws lris::invalid_argument when a unit of its name exists (the draft is kept).
@@ -339,6 +385,47 @@ class residency_manager {
       }
     }
     return add_unit(std::move(d));
+  }
+
+  /// @brief Registers a unit whose tensors stay in files (nothing is copied now, no pinned
+  /// host memory is kept): each time it comes in, its bytes are read through pinned staging
+  /// slots and copied to the device piece by piece.
+  /// @throws lris::io_error naming the file when it cannot be opened; lris::invalid_argument
+  /// when a tensor reaches past its file's end (naming both), two tensors share a name, a unit
+  /// of the name exists, or the unit is larger than the budget; lris::out_of_memory when the
+  /// staging slots cannot be pinned.
+  unit_id add_file_unit(std::string name, std::span<const file_tensor> tensors) {
+    std::vector<tensor_size> sizes;
+    for (const auto& t : tensors) sizes.push_back({t.name, t.bytes});
+    unit_state u = layout(std::move(name), sizes);
+    std::lock_guard lock(mutex_);
+    for (const auto& v : units_) {
+      if (v.name == u.name) {
+        throw invalid_argument(fmt::format("residency_manager: a unit called \"{}\" exists", u.name));
+      }
+    }
+    for (std::size_t i = 0; i < tensors.size(); ++i) {
+      const std::size_t f = open_file(tensors[i].path);
+      const std::uint64_t size = files_[f].size();
+      if (tensors[i].offset > size || tensors[i].bytes > size - tensors[i].offset) {
+        throw invalid_argument(fmt::format(
+            "residency_manager: unit \"{}\", tensor \"{}\": {} bytes at offset {} reach past "
+            "the end of {} ({} bytes)", u.name, tensors[i].name, tensors[i].bytes,
+            tensors[i].offset, tensors[i].path.string(), size));
+      }
+      if (tensors[i].bytes > 0) {
+        u.sources.push_back({f, tensors[i].offset, u.offsets[i], tensors[i].bytes, i});
+      }
+    }
+    if (slot_bytes_ == 0) {
+      slot_bytes_ = std::max<std::uint64_t>(4096, std::min(piece_, opt_.file_staging_bytes / 2));
+      slots_ = static_cast<std::byte*>(be_.allocate_pinned(2 * slot_bytes_));
+      slot_done_[0] = be_.make_event();
+      slot_done_[1] = be_.make_event();
+    }
+    units_.push_back(std::move(u));
+    policy_.reset(units_.size());
+    return static_cast<unit_id>(units_.size() - 1);
   }
 
   /// @brief Keeps unit `u` resident once it is in: never a victim.
@@ -387,7 +474,12 @@ class residency_manager {
       stats_.miss_bytes += x.bytes - ahead;
       x.stats.miss_bytes += x.bytes - ahead;
       x.prefetched = false;
-      queue_copies(u, priority::critical, true);
+      try {
+        queue_copies(u, priority::critical, true);
+      } catch (...) {  // a file that cannot be read: the unit is not in
+        evict(u);
+        throw;
+      }
     }
     policy_.on_access(u, tick_++);
     if (history_.size() >= std::max<std::size_t>(2, opt_.history)) {
@@ -468,13 +560,28 @@ class residency_manager {
     std::lock_guard lock(mutex_);
     if (arena_ != nullptr) throw invalid_argument("residency_manager::wake: awake already");
     arena_ = static_cast<std::byte*>(be_.allocate_device(ranges_.capacity()));
-    for (auto& u : units_) {
+    std::exception_ptr failed;
+    for (unit_id v = 0; v < units_.size(); ++v) {
+      unit_state& u = units_[v];
       if (!u.resident) continue;
-      if (u.bytes > 0) be_.copy_async(arena_ + u.offset, u.host, u.bytes, copy_kind::host_to_device, copy_);
-      u.ready = std::make_shared<event_type>(new_ready_event());
-      be_.record(*u.ready, copy_);
+      if (u.host == nullptr) {  // kept in files: read again
+        u.queued = 0;
+        u.ready.reset();
+        try {
+          queue_copies(v, priority::critical, true);
+        } catch (...) {  // the others still come back; the first error is thrown after
+          evict(v);
+          if (!failed) failed = std::current_exception();
+          continue;
+        }
+      } else {
+        if (u.bytes > 0) be_.copy_async(arena_ + u.offset, u.host, u.bytes, copy_kind::host_to_device, copy_);
+        u.ready = std::make_shared<event_type>(new_ready_event());
+        be_.record(*u.ready, copy_);
+      }
       stats_.woken_bytes += u.bytes;
     }
+    if (failed) std::rethrow_exception(failed);
   }
   [[nodiscard]] bool asleep() const {
     std::lock_guard lock(mutex_);
@@ -671,14 +778,27 @@ class residency_manager {
     unit_state& x = units_[u];
     while (x.queued < x.bytes) {
       std::uint64_t n = x.bytes - x.queued;
+      if (opt_.broker) n = std::min(n, piece_);
+      if (x.host == nullptr) n = std::min<std::uint64_t>(n, slot_bytes_);
       sched::resource_tokens tokens;
       if (opt_.broker) {
-        n = std::min(n, piece_);
         tokens = wait ? opt_.broker->acquire(link_, n, p) : opt_.broker->try_acquire(link_, n, p);
         if (tokens.bytes() == 0) return false;
       }
-      be_.copy_async(arena_ + x.offset + x.queued, x.host + x.queued, n,
-                     copy_kind::host_to_device, copy_);
+      const std::byte* from = x.host + x.queued;
+      if (x.host == nullptr) {  // read into the next staging slot once its last copy is done
+        const std::size_t k = next_slot_;
+        next_slot_ ^= 1;
+        if (slot_used_[k]) be_.synchronize(slot_done_[k]);
+        std::byte* slot = slots_ + k * slot_bytes_;
+        read_range(x, x.queued, n, slot);
+        from = slot;
+        be_.copy_async(arena_ + x.offset + x.queued, from, n, copy_kind::host_to_device, copy_);
+        be_.record(slot_done_[k], copy_);
+        slot_used_[k] = true;
+      } else {
+        be_.copy_async(arena_ + x.offset + x.queued, from, n, copy_kind::host_to_device, copy_);
+      }
       x.queued += n;
       if (!wait) x.ahead += n;
       if (tokens.bytes() > 0) {
@@ -694,6 +814,34 @@ class residency_manager {
       be_.record(*x.ready, copy_);
     }
     return true;
+  }
+
+  // Reads bytes [from, from + n) of unit `x` (kept in files) into `to`; alignment gaps are
+  // zeroed.
+  void read_range(const unit_state& x, std::uint64_t from, std::uint64_t n, std::byte* to) {
+    std::memset(to, 0, n);
+    for (const auto& src : x.sources) {
+      const std::uint64_t a = std::max(from, src.unit_offset);
+      const std::uint64_t b = std::min(from + n, src.unit_offset + src.bytes);
+      if (a >= b) continue;
+      const io::file& f = files_[src.file];
+      std::uint64_t done = 0;
+      while (done < b - a) {
+        const std::uint64_t at = src.file_offset + (a - src.unit_offset) + done;
+        const ssize_t r = ::pread(f.fd(), to + (a - from) + done, b - a - done,
+                                  static_cast<off_t>(at));
+        if (r < 0 && errno == EINTR) continue;
+        if (r <= 0) {
+          const int e = r < 0 ? errno : EIO;
+          throw io_error(e, fmt::format(
+              "residency_manager: unit \"{}\", tensor \"{}\": reading {} bytes at offset {} of "
+              "{}: {}", x.name, x.tensor_names[src.tensor], b - a - done, at, f.path().string(),
+              r < 0 ? std::string(std::strerror(e)) : "the file ends there"));
+        }
+        done += static_cast<std::uint64_t>(r);
+      }
+      stats_.file_read_bytes += b - a;
+    }
   }
 
   void evict(unit_id v) {
@@ -741,7 +889,14 @@ class residency_manager {
         y.prefetched = true;
       }
       const std::uint64_t before = y.queued;
-      const bool whole = queue_copies(v, opt_.prefetch_priority, false);
+      bool whole = false;
+      try {
+        whole = queue_copies(v, opt_.prefetch_priority, false);
+      } catch (const std::exception&) {  // unreadable: left out; its acquire will say why
+        stats_.prefetched_bytes += y.queued - before;
+        evict(v);
+        break;
+      }
       stats_.prefetched_bytes += y.queued - before;
       if (!whole) break;
     }
@@ -764,6 +919,12 @@ class residency_manager {
   std::size_t link_ = 0;  // the broker's resource for the host-to-device link
   std::uint64_t piece_ = ~std::uint64_t{0};  // bytes per copy under one grant of tokens
   std::vector<stall_probe> probes_;          // acquires whose waits are not timed yet
+  std::vector<io::file> files_;              // of the units kept in files
+  std::byte* slots_ = nullptr;               // two pinned staging slots for them
+  std::uint64_t slot_bytes_ = 0;
+  event_type slot_done_[2];                  // each slot's last copy
+  bool slot_used_[2] = {false, false};
+  std::size_t next_slot_ = 0;
   std::vector<event_type> spare_timed_;
   std::uint64_t tick_ = 0;
   std::vector<unit_id> history_;
