@@ -785,19 +785,18 @@ class residency_manager {
         tokens = wait ? opt_.broker->acquire(link_, n, p) : opt_.broker->try_acquire(link_, n, p);
         if (tokens.bytes() == 0) return false;
       }
-      const std::byte* from = x.host + x.queued;
       if (x.host == nullptr) {  // read into the next staging slot once its last copy is done
         const std::size_t k = next_slot_;
         next_slot_ ^= 1;
         if (slot_used_[k]) be_.synchronize(slot_done_[k]);
         std::byte* slot = slots_ + k * slot_bytes_;
         read_range(x, x.queued, n, slot);
-        from = slot;
-        be_.copy_async(arena_ + x.offset + x.queued, from, n, copy_kind::host_to_device, copy_);
+        be_.copy_async(arena_ + x.offset + x.queued, slot, n, copy_kind::host_to_device, copy_);
         be_.record(slot_done_[k], copy_);
         slot_used_[k] = true;
       } else {
-        be_.copy_async(arena_ + x.offset + x.queued, from, n, copy_kind::host_to_device, copy_);
+        be_.copy_async(arena_ + x.offset + x.queued, x.host + x.queued, n,
+                       copy_kind::host_to_device, copy_);
       }
       x.queued += n;
       if (!wait) x.ahead += n;
