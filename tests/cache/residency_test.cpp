@@ -116,6 +116,38 @@ void three_cycles(host_backend& be, Manager& rm, const model& m, unit_id units,
   be.synchronize(s);
 }
 
+// The units of a model laid out in two files f0 and f1 of `dir` at odd offsets, each unit's
+// two tensors in different files.
+struct model_files {
+  std::filesystem::path dir;
+  std::vector<std::vector<cache::file_tensor>> tensors;  // unit -> tensors
+  std::vector<std::byte> contents[2];
+
+  model_files(const model& m, std::filesystem::path d) : dir(std::move(d)) {
+    std::uint64_t at[2] = {17, 3};
+    tensors.resize(m.data.size());
+    for (std::size_t u = 0; u < m.data.size(); ++u) {
+      for (std::size_t t = 0; t < 2; ++t) {
+        const std::size_t f = (u + t) % 2;
+        const auto& bytes = m.data[u][t];
+        contents[f].resize(at[f]);
+        contents[f].insert(contents[f].end(), bytes.begin(), bytes.end());
+        tensors[u].push_back({"t" + std::to_string(t), dir / ("f" + std::to_string(f)), at[f],
+                              bytes.size()});
+        at[f] += bytes.size() + 5;
+      }
+    }
+    write(0);
+    write(1);
+  }
+  // (Re)writes file f whole.
+  void write(std::size_t f) const {
+    std::ofstream(dir / ("f" + std::to_string(f)), std::ios::binary)
+        .write(reinterpret_cast<const char*>(contents[f].data()),
+               static_cast<std::streamsize>(contents[f].size()));
+  }
+};
+
 }  // namespace
 
 TEST_CASE("residency: acquired units hold their bytes; leased units stay; the budget holds",
@@ -362,10 +394,10 @@ TEST_CASE("residency: units from a checkpoint, read from the files into pinned m
   namespace st = lris::safetensors;
   using lris::dtype;
   std::vector<lris::test::raw_tensor> tensors;
-  for (int layer = 0; layer < 3; ++layer) {
+  for (unsigned layer = 0; layer < 3; ++layer) {
     for (const char* part : {"attn", "mlp"}) {
       tensors.push_back(lris::test::random_tensor(
-          "layers." + std::to_string(layer) + "." + part, dtype::BF16, {64, 33 + layer}, layer));
+          "layers." + std::to_string(layer) + "." + part, dtype::BF16, {64, 33u + layer}, layer));
     }
   }
   tensors.push_back(lris::test::random_tensor("norm", dtype::F32, {64}, 9));
@@ -609,10 +641,10 @@ TEST_CASE("residency: units from a checkpoint kept in its files", "[cache][resid
   namespace st = lris::safetensors;
   using lris::dtype;
   std::vector<lris::test::raw_tensor> tensors;
-  for (int layer = 0; layer < 4; ++layer) {
+  for (unsigned layer = 0; layer < 4; ++layer) {
     for (const char* part : {"attn", "mlp"}) {
       tensors.push_back(lris::test::random_tensor(
-          "layers." + std::to_string(layer) + "." + part, dtype::BF16, {64, 31 + layer}, layer));
+          "layers." + std::to_string(layer) + "." + part, dtype::BF16, {64, 31u + layer}, layer));
     }
   }
   const scratch_dir scratch("residency_checkpoint_files");
@@ -641,28 +673,10 @@ TEST_CASE("residency: units kept in files come in through the staging slots, eve
   host_backend be;
   const scratch_dir scratch("residency_file_units");
   const auto& dir = scratch.path;
-  // Four units of two tensors each, at odd offsets of two files.
   const unit_id units = 4;
   const model m(units, 40000, 11);
-  std::vector<std::vector<cache::file_tensor>> tensors(units);
-  std::uint64_t at[2] = {17, 3};
-  std::vector<std::byte> contents[2];
-  for (unit_id u = 0; u < units; ++u) {
-    for (std::size_t t = 0; t < 2; ++t) {
-      const std::size_t f = (u + t) % 2;
-      const auto& bytes = m.data[u][t];
-      contents[f].resize(at[f]);
-      contents[f].insert(contents[f].end(), bytes.begin(), bytes.end());
-      tensors[u].push_back({"t" + std::to_string(t), dir / ("f" + std::to_string(f)), at[f],
-                            bytes.size()});
-      at[f] += bytes.size() + 5;
-    }
-  }
-  for (std::size_t f = 0; f < 2; ++f) {
-    std::ofstream(dir / ("f" + std::to_string(f)), std::ios::binary)
-        .write(reinterpret_cast<const char*>(contents[f].data()),
-               static_cast<std::streamsize>(contents[f].size()));
-  }
+  const model_files files(m, dir);
+  const auto& tensors = files.tensors;
   cache::residency_options o;
   o.budget_bytes = 2 * (40000 + 512);
   o.file_staging_bytes = 2 * 4096;  // pieces of 4 KiB: many per unit, the slots reused
@@ -708,7 +722,7 @@ TEST_CASE("residency: units kept in files come in through the staging slots, eve
     threw = true;
     CHECK_THAT(e.what(), Catch::Contains("unit \"unit2\", tensor \"t1\"") &&
                              Catch::Contains((dir / "f1").string()) &&
-                             Catch::Contains("the file ends there"));
+                             Catch::Contains("past the end of the file"));
   }
   CHECK(threw);
   CHECK_FALSE(rm.resident(cut));
@@ -718,15 +732,77 @@ TEST_CASE("residency: units kept in files come in through the staging slots, eve
     CHECK(m.matches(l));
     rm.release(std::move(l), s);
   }
-  std::ofstream(dir / "f1", std::ios::binary)
-      .write(reinterpret_cast<const char*>(contents[1].data()),
-             static_cast<std::streamsize>(contents[1].size()));
+  files.write(1);
   {
     auto l = rm.acquire(cut, s);
     be.synchronize(s);
     CHECK(m.matches(l));
     rm.release(std::move(l), s);
   }
+}
+
+TEST_CASE("residency: a cancelled acquire leaves its unit out; the next brings it in whole",
+          "[cache][residency][errors]") {
+  host_backend be;
+  const scratch_dir scratch("residency_cancel");
+  const unit_id units = 4;
+  const model m(units, 40000, 5);
+  const model_files files(m, scratch.path);
+  cache::residency_options o;
+  o.budget_bytes = 2 * (40000 + 512);
+  o.file_staging_bytes = 2 * 4096;  // ten pieces per unit: a stop is polled before each
+  cache::residency_manager<host_backend, cache::lru> rm(be, o);
+  for (unit_id u = 0; u < units; ++u) rm.add_file_unit("unit" + std::to_string(u), files.tensors[u]);
+  auto s = be.make_stream();
+  int polls = 0;
+  const auto stop_after = [&polls](int n) {
+    polls = 0;
+    return [&polls, n] { return ++polls > n; };
+  };
+  const auto whole = [&](unit_id u) {
+    auto l = rm.acquire(u, s, [] { return false; });
+    be.synchronize(s);
+    CHECK(m.matches(l));
+    rm.release(std::move(l), s);
+  };
+
+  // Stopped before anything is read.
+  CHECK_THROWS_MATCHES(rm.acquire(1, s, stop_after(0)), lris::cancelled,
+                       what_contains("acquire of unit \"unit1\" cancelled with 0 of its"));
+  CHECK_FALSE(rm.resident(1));
+  CHECK(rm.stats().file_read_bytes == 0);
+  // Stopped part of the way in (in a read or before a later piece).
+  CHECK_THROWS_MATCHES(rm.acquire(1, s, stop_after(3)), lris::cancelled,
+                       what_contains("unit \"unit1\""));
+  CHECK_FALSE(rm.resident(1));
+  const auto read = rm.stats().file_read_bytes;
+  CHECK(read > 0);
+  CHECK(read < 40000);
+  CHECK(rm.stats().high_water_bytes <= o.budget_bytes);
+  whole(1);
+  whole(2);
+
+  // A stop during the prefetch after a hit: the lease is good, the prefetch ends.
+  rm.declare_order({0, 1, 2, 3}, true, 40000 + 512);
+  {
+    auto l = rm.acquire(2, s, stop_after(0));
+    be.synchronize(s);
+    CHECK(m.matches(l));
+    CHECK_FALSE(rm.resident(3));
+    rm.release(std::move(l), s);
+  }
+  whole(3);
+  whole(0);
+
+  // A unit in pinned host memory, one copy: stopped before it.
+  cache::residency_manager<host_backend, cache::lru> pinned(be, {.budget_bytes = 1 << 20});
+  m.add_to(pinned);
+  CHECK_THROWS_AS(pinned.acquire(0, s, stop_after(0)), lris::cancelled);
+  CHECK_FALSE(pinned.resident(0));
+  auto l = pinned.acquire(0, s, stop_after(1));  // polled once: goes through
+  be.synchronize(s);
+  CHECK(m.matches(l));
+  pinned.release(std::move(l), s);
 }
 
 TEST_CASE("residency: units kept in files are checked when added", "[cache][residency][errors]") {

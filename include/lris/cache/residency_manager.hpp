@@ -23,6 +23,7 @@
 #include <cstring>
 #include <exception>
 #include <filesystem>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -42,6 +43,7 @@
 #include <lris/concepts/backend_policy.hpp>
 #include <lris/concepts/copy_item.hpp>
 #include <lris/error.hpp>
+#include <lris/io/engine.hpp>
 #include <lris/io/file.hpp>
 #include <lris/priority.hpp>
 #include <lris/sched/bandwidth_broker.hpp>
@@ -83,8 +85,13 @@ struct residency_options {
   /// Times each acquire's wait for its unit's copy with events (residency_stats::stall_seconds).
   bool time_stalls = true;
   /// Pinned host memory through which units read from files come in: two slots of half this
-  /// (each at most a piece), taken when the first such unit is added.
+  /// (each at most a piece), taken when the first such unit is added. One slot is read while
+  /// the other's copy runs.
   std::uint64_t file_staging_bytes = std::uint64_t{32} << 20;
+  /// Reads of units kept in files go through this engine (O_DIRECT for data not in the page
+  /// cache, many operations in flight); null: the manager makes one with io_options{} when the
+  /// first such unit is added.
+  std::shared_ptr<io::io_engine> io = nullptr;
   /// The latest acquires kept for belady_hit_bytes() to replay (older ones are dropped, half
   /// of them at a time, so that a long-running process does not grow).
   std::size_t history = std::size_t{1} << 20;
@@ -276,7 +283,10 @@ class residency_manager {
     for (auto& u : units_) {
       if (u.host != nullptr) be_.deallocate_pinned(u.host, u.bytes == 0 ? 1 : u.bytes);
     }
-    if (slot_bytes_ > 0) be_.deallocate_pinned(slots_, 2 * slot_bytes_);
+    if (slot_bytes_ > 0) {
+      opt_.io->unregister_memory(slots_io_);
+      be_.deallocate_pinned(slots_, 2 * slot_bytes_);
+    }
     if (arena_ != nullptr) be_.deallocate_device(arena_, ranges_.capacity());
   }
 
@@ -418,10 +428,14 @@ class residency_manager {
       }
     }
     if (slot_bytes_ == 0) {
-      slot_bytes_ = std::max<std::uint64_t>(4096, std::min(piece_, opt_.file_staging_bytes / 2));
-      slots_ = static_cast<std::byte*>(be_.allocate_pinned(2 * slot_bytes_));
+      if (!opt_.io) opt_.io = std::make_shared<io::io_engine>();
+      // Whole pages, so that O_DIRECT reads land in the slots straight.
+      const std::uint64_t slot = std::min(piece_, opt_.file_staging_bytes / 2);
+      slots_ = static_cast<std::byte*>(be_.allocate_pinned(2 * ((slot + 4095) & ~std::uint64_t{4095})));
+      slot_bytes_ = (slot + 4095) & ~std::uint64_t{4095};
       slot_done_[0] = be_.make_event();
       slot_done_[1] = be_.make_event();
+      slots_io_ = opt_.io->register_memory({slots_, 2 * slot_bytes_});
     }
     units_.push_back(std::move(u));
     policy_.reset(units_.size());
@@ -452,9 +466,23 @@ class residency_manager {
   /// copy (an event). Brings it in where it is not resident, evicting unleased, unpinned units
   /// as the policy chooses.
   /// @throws lris::invalid_argument for an unknown unit; lris::out_of_memory naming the sizes
-  /// when it cannot fit beside the units that are leased or pinned.
-  lease acquire(unit_id u, stream_type& s) {
+  /// when it cannot fit beside the units that are leased or pinned; lris::io_error naming the
+  /// unit, tensor, offset and file when a unit kept in files cannot be read (it is left out).
+  lease acquire(unit_id u, stream_type& s) { return acquire(u, s, {}); }
+
+  /// @brief As acquire(u, s), and cancellable: `should_stop` is polled before each piece of
+  /// the unit's copies and during its reads from files. True ends the acquire with
+  /// lris::cancelled naming the unit, which is left out (its place is free again; copies
+  /// queued already run first). A wait for the link's tokens is not cut short: tokens come
+  /// back as the copies ahead finish. A stop during the prefetch that follows a successful
+  /// acquire ends the prefetch; the lease is returned.
+  lease acquire(unit_id u, stream_type& s, std::function<bool()> should_stop) {
     std::lock_guard lock(mutex_);
+    should_stop_ = std::move(should_stop);
+    const struct clear_stop {
+      std::function<bool()>& f;
+      ~clear_stop() { f = nullptr; }
+    } clear{should_stop_};
     unit_state& x = state(u, "acquire");
     if (arena_ == nullptr) {
       throw invalid_argument(fmt::format("residency_manager::acquire of unit \"{}\": the manager "
@@ -777,6 +805,11 @@ class residency_manager {
   bool queue_copies(unit_id u, priority p, bool wait) {
     unit_state& x = units_[u];
     while (x.queued < x.bytes) {
+      if (should_stop_ && should_stop_()) {
+        throw cancelled(fmt::format("residency_manager: {} of unit \"{}\" cancelled with {} of "
+                                    "its {} bytes queued", wait ? "acquire" : "prefetch", x.name,
+                                    x.queued, x.bytes));
+      }
       std::uint64_t n = x.bytes - x.queued;
       if (opt_.broker) n = std::min(n, piece_);
       if (x.host == nullptr) n = std::min<std::uint64_t>(n, slot_bytes_);
@@ -790,6 +823,7 @@ class residency_manager {
         next_slot_ ^= 1;
         if (slot_used_[k]) be_.synchronize(slot_done_[k]);
         std::byte* slot = slots_ + k * slot_bytes_;
+        zero_gaps(x, x.queued, n, slot);
         read_range(x, x.queued, n, slot);
         be_.copy_async(arena_ + x.offset + x.queued, slot, n, copy_kind::host_to_device, copy_);
         be_.record(slot_done_[k], copy_);
@@ -815,32 +849,44 @@ class residency_manager {
     return true;
   }
 
-  // Reads bytes [from, from + n) of unit `x` (kept in files) into `to`; alignment gaps are
-  // zeroed.
+  // Reads bytes [from, from + n) of unit `x` (kept in files) into `to` through the io engine;
+  // alignment gaps are zeroed. Errors name the unit, the tensor, the offset and the file.
   void read_range(const unit_state& x, std::uint64_t from, std::uint64_t n, std::byte* to) {
-    std::memset(to, 0, n);
     for (const auto& src : x.sources) {
       const std::uint64_t a = std::max(from, src.unit_offset);
       const std::uint64_t b = std::min(from + n, src.unit_offset + src.bytes);
       if (a >= b) continue;
       const io::file& f = files_[src.file];
-      std::uint64_t done = 0;
-      while (done < b - a) {
-        const std::uint64_t at = src.file_offset + (a - src.unit_offset) + done;
-        const ssize_t r = ::pread(f.fd(), to + (a - from) + done, b - a - done,
-                                  static_cast<off_t>(at));
-        if (r < 0 && errno == EINTR) continue;
-        if (r <= 0) {
-          const int e = r < 0 ? errno : EIO;
-          throw io_error(e, fmt::format(
-              "residency_manager: unit \"{}\", tensor \"{}\": reading {} bytes at offset {} of "
-              "{}: {}", x.name, x.tensor_names[src.tensor], b - a - done, at, f.path().string(),
-              r < 0 ? std::string(std::strerror(e)) : "the file ends there"));
-        }
-        done += static_cast<std::uint64_t>(r);
+      const std::uint64_t at = src.file_offset + (a - src.unit_offset);
+      const auto where = [&] {
+        return fmt::format("residency_manager: unit \"{}\", tensor \"{}\": reading {} bytes at "
+                           "offset {} of {}", x.name, x.tensor_names[src.tensor], b - a, at,
+                           f.path().string());
+      };
+      try {
+        opt_.io->read(f, at, {to + (a - from), b - a}, should_stop_);
+      } catch (const cancelled&) {
+        throw cancelled(where() + ": cancelled");
+      } catch (const io_error& e) {
+        throw io_error(e.code().value(), fmt::format("{}: {}", where(), e.what()));
+      } catch (const error& e) {  // e.g. the file was cut short after the unit was added
+        throw io_error(EIO, fmt::format("{}: {}", where(), e.what()));
       }
       stats_.file_read_bytes += b - a;
     }
+  }
+
+  // The gaps between the tensors of bytes [from, from + n) of unit `x`, zeroed.
+  static void zero_gaps(const unit_state& x, std::uint64_t from, std::uint64_t n, std::byte* to) {
+    std::uint64_t at = from;  // the sources are in unit order
+    for (const auto& src : x.sources) {
+      const std::uint64_t a = std::max(from, src.unit_offset);
+      const std::uint64_t b = std::min(from + n, src.unit_offset + src.bytes);
+      if (a >= b) continue;
+      if (a > at) std::memset(to + (at - from), 0, a - at);
+      at = b;
+    }
+    if (from + n > at) std::memset(to + (at - from), 0, from + n - at);
   }
 
   void evict(unit_id v) {
@@ -918,9 +964,11 @@ class residency_manager {
   std::size_t link_ = 0;  // the broker's resource for the host-to-device link
   std::uint64_t piece_ = ~std::uint64_t{0};  // bytes per copy under one grant of tokens
   std::vector<stall_probe> probes_;          // acquires whose waits are not timed yet
+  std::function<bool()> should_stop_;        // the running acquire's, if any
   std::vector<io::file> files_;              // of the units kept in files
   std::byte* slots_ = nullptr;               // two pinned staging slots for them
   std::uint64_t slot_bytes_ = 0;
+  std::uint64_t slots_io_ = 0;               // the slots' registration with opt_.io
   event_type slot_done_[2];                  // each slot's last copy
   bool slot_used_[2] = {false, false};
   std::size_t next_slot_ = 0;
