@@ -91,6 +91,7 @@ int dispatch(const stream_options& o) {
     }
   }
   if (o.passes < 1) throw invalid_argument("--passes: at least 1");
+  if (o.cold && o.files.empty()) throw invalid_argument("--cold: only with --files DIR");
   const auto [kind, index] = parse_device(o.device);
   if (kind == "host") return run_host(o);
 #if LRIS_HAS_CUDA()
@@ -126,6 +127,10 @@ command add_stream(CLI::App& app) {
   app.add_option("--passes", o->passes, "timed passes per run")->capture_default_str();
   app.add_flag("--no-broker", *no_broker, "copies take no bandwidth tokens");
   app.add_option("--cublas", o->cublas, "path of libcublas (else the loader's search)");
+  app.add_option("--files", o->files,
+                 "keep the layers in a file in this directory (written once), read through the "
+                 "io engine each time a layer comes in: a model bigger than host memory");
+  app.add_flag("--cold", o->cold, "with --files: drop the file from the page cache before each pass");
   app.add_flag("--json", o->json, "print JSON");
   return [o, model, budgets, lookahead, no_broker] {
     stream_options run = *o;

@@ -3,12 +3,15 @@
 // through a residency manager; each layer's compute is a chain of matrix products. Measures a
 // pass against its physical bound max(C, X): C the pass's compute with every weight resident,
 // X the bytes a pass must stream (the model less what the Belady oracle keeps) at the link's
-// ceiling measured in the same run.
+// ceiling measured in the same run. With --files the layers stay in a file, read through the io
+// engine each time one comes in, and the bound is the slower of the link and the file's read
+// rate measured in the same run (cold: the page cache dropped before each pass).
 
 #include <algorithm>
 #include <chrono>
 #include <cstdint>
 #include <cstring>
+#include <filesystem>
 #include <functional>
 #include <numeric>
 #include <string>
@@ -23,6 +26,10 @@
 #include <lris/cache/residency_manager.hpp>
 #include <lris/cache/static_priority.hpp>
 #include <lris/error.hpp>
+#include <lris/io/engine.hpp>
+#include <lris/io/file.hpp>
+
+#include "measure.hpp"
 
 namespace lris::tool {
 
@@ -39,6 +46,8 @@ struct stream_options {
   bool broker = true;
   bool json = false;
   std::string cublas;  // a path to libcublas, else found by the loader
+  std::string files;   // a directory: the layers stay in a file there (empty: pinned memory)
+  bool cold = false;   // with files: the page cache dropped before every timed pass
 };
 
 /// One weight matrix of a layer: out x in, bf16, row-major.
@@ -90,6 +99,72 @@ inline std::byte pattern(std::size_t layer, std::size_t i) {
   return static_cast<std::byte>((layer * 131 + i * 7 + 1) & 0xff);
 }
 
+// The layers in one file of o.files, laid out as the units are (tensor after tensor, layer
+// after layer), every tensor's bytes its pattern. Written once (through a temporary file, then
+// renamed) and reused while its name and size match.
+inline std::filesystem::path layer_file(const stream_options& o,
+                                        const std::vector<weight_shape>& shapes,
+                                        std::uint64_t layers) {
+  std::uint64_t layer_bytes = 0;
+  for (const auto& w : shapes) layer_bytes += w.bytes();
+  std::filesystem::create_directories(o.files);
+  const auto path = std::filesystem::path(o.files) /
+                    fmt::format("lris-stream-{}-layers-{}-{}-{}.bin", layers, o.hidden,
+                                o.intermediate, o.kv_dim);
+  std::error_code ec;
+  if (std::filesystem::file_size(path, ec) == layers * layer_bytes && !ec) return path;
+  auto tmp = path;
+  tmp += ".partial";
+  {
+    io::file out(tmp, io::open_mode::create);
+    std::vector<std::byte> buf(std::size_t{16} << 20);
+    std::uint64_t at = 0;
+    for (std::uint64_t l = 0; l < layers; ++l) {
+      for (std::size_t t = 0; t < shapes.size(); ++t) {
+        std::memset(buf.data(), static_cast<int>(pattern(l, t)), buf.size());
+        for (std::uint64_t done = 0; done < shapes[t].bytes();) {
+          const std::size_t n = std::min<std::uint64_t>(buf.size(), shapes[t].bytes() - done);
+          const ssize_t w = ::pwrite(out.fd(), buf.data(), n, static_cast<off_t>(at + done));
+          if (w <= 0) {
+            throw io_error(w < 0 ? errno : EIO,
+                           fmt::format("lris stream: writing {} bytes at offset {} of {}", n,
+                                       at + done, tmp.string()));
+          }
+          done += static_cast<std::uint64_t>(w);
+        }
+        at += shapes[t].bytes();
+      }
+    }
+    out.sync();
+  }
+  std::filesystem::rename(tmp, path);
+  return path;
+}
+
+// The file's read rate through the io engine into pinned memory, its first `bytes` in pieces
+// of 64 MiB (cold after make_cold when `cold`): the most units kept in it can come in at.
+template <class Backend>
+double file_read_gbps(Backend& be, const std::filesystem::path& path, std::uint64_t bytes,
+                      bool cold) {
+  if (cold) make_cold(path.string());
+  const std::size_t piece = std::size_t{64} << 20;
+  auto* buf = static_cast<std::byte*>(be.allocate_pinned(piece));
+  io::io_engine engine;
+  const io::file f(path);
+  const auto t0 = std::chrono::steady_clock::now();
+  try {
+    for (std::uint64_t at = 0; at < bytes; at += piece) {
+      engine.read(f, at, {buf, static_cast<std::size_t>(std::min<std::uint64_t>(piece, bytes - at))});
+    }
+  } catch (...) {
+    be.deallocate_pinned(buf, piece);
+    throw;
+  }
+  const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  be.deallocate_pinned(buf, piece);
+  return static_cast<double>(bytes) / s / 1e9;
+}
+
 }  // namespace stream_detail
 
 /// Runs every budget x policy and prints (or returns as JSON) the results. Exit code.
@@ -138,6 +213,15 @@ int run_stream(const stream_options& o, stream_device<Backend>& dev) {
   const double compute_pass = layer_seconds(tokens) * static_cast<double>(layers);
   for (std::size_t i = 0; i < shapes.size(); ++i) be.deallocate_device(resident[i], shapes[i].bytes());
 
+  // Kept in a file: the bound is the slower of the link and the file's read rate.
+  std::filesystem::path file;
+  double file_ceiling = 0;
+  if (!o.files.empty()) {
+    file = layer_file(o, shapes, layers);
+    file_ceiling = file_read_gbps(be, file, std::min<std::uint64_t>(model_bytes, std::uint64_t{8} << 30), o.cold);
+  }
+  const double bound_gbps = file.empty() ? ceiling : std::min(ceiling, file_ceiling);
+
   if (!o.json) {
     fmt::print("lris stream on {}: {} layers of {:.1f} MB ({} x {} hidden, {} intermediate, {} kv), "
                "model {:.2f} GB\n", dev.name, layers, layer_bytes / 1e6, shapes.size(), o.hidden,
@@ -145,6 +229,12 @@ int run_stream(const stream_options& o, stream_device<Backend>& dev) {
     fmt::print("  mode {}: {} tokens; compute of a pass with every weight resident C = {:.4f} s; "
                "link ceiling {:.1f} GB/s (pinned -> device, measured now)\n", o.mode, tokens,
                compute_pass, ceiling);
+    if (!file.empty()) {
+      fmt::print("  layers kept in {} ({}), read at {:.2f} GB/s through the io engine (measured "
+                 "now): the bound is {:.2f} GB/s\n", file.string(),
+                 o.cold ? "cold: the page cache dropped before each pass" : "warm", file_ceiling,
+                 bound_gbps);
+    }
   }
 
   // Every unit in pinned host memory once, shared by the runs: drafts filled with a pattern.
@@ -166,6 +256,16 @@ int run_stream(const stream_options& o, stream_device<Backend>& dev) {
         std::vector<typename cache::residency_manager<Backend, Policy>::tensor_size> sizes;
         for (const auto& w : shapes) sizes.push_back({w.name, w.bytes()});
         for (std::uint64_t l = 0; l < layers; ++l) {
+          if (!file.empty()) {  // its tensors' bytes in the file, read each time it comes in
+            std::vector<cache::file_tensor> ft;
+            std::uint64_t at = l * layer_bytes;
+            for (const auto& w : shapes) {
+              ft.push_back({w.name, file, at, w.bytes()});
+              at += w.bytes();
+            }
+            order.push_back(rm.add_file_unit(fmt::format("layers.{}", l), ft));
+            continue;
+          }
           auto d = rm.draft_unit(fmt::format("layers.{}", l), sizes);
           for (std::size_t t = 0; t < shapes.size(); ++t) {
             std::byte* p = d.tensor(t);
@@ -207,6 +307,7 @@ int run_stream(const stream_options& o, stream_device<Backend>& dev) {
         const std::uint64_t budget_belady_before = rm.belady_hit_bytes(0);
         std::vector<double> seconds;
         for (int p = 0; p < o.passes; ++p) {
+          if (o.cold && !file.empty()) make_cold(file.string());
           seconds.push_back(timed(be, s, [&] { pass(false); }));
           if (!counted) peak = std::max(peak, dev.used_device_bytes() - used_before);
         }
@@ -236,6 +337,7 @@ int run_stream(const stream_options& o, stream_device<Backend>& dev) {
             std::chrono::duration<double>(std::chrono::steady_clock::now() - t_wake).count();
         const double sleep_s = std::chrono::duration<double>(t_slept - t_sleep).count();
         const std::uint64_t woken = rm.stats().woken_bytes - before_sleep.woken_bytes;
+        const std::uint64_t file_read = rm.stats().file_read_bytes - before_sleep.file_read_bytes;
         std::uint64_t wrong = 0;
         for (std::uint64_t l = 0; l < layers; ++l) {
           for (std::size_t t = 0; t < shapes.size(); ++t) {
@@ -252,7 +354,8 @@ int run_stream(const stream_options& o, stream_device<Backend>& dev) {
         // The physical bound: the bytes no policy of this budget avoids streaming, at the ceiling.
         const double budget_belady =
             static_cast<double>(budget_belady_after - budget_belady_before) / passes;
-        const double bound_x = (static_cast<double>(model_bytes) - budget_belady) / (ceiling * 1e9);
+        const double bound_x =
+            (static_cast<double>(model_bytes) - budget_belady) / (bound_gbps * 1e9);
         const double bound = std::max(compute_pass, bound_x);
         const double e = bound / t_pass;
         const std::uint64_t peak_bytes = counted ? st.high_water_bytes : static_cast<std::uint64_t>(peak);
@@ -282,6 +385,13 @@ int run_stream(const stream_options& o, stream_device<Backend>& dev) {
                          {"link_gbps", streamed / t_pass / 1e9},
                          {"link_ceiling_gbps", ceiling},
                          {"link_ratio", streamed / t_pass / 1e9 / ceiling},
+                         {"files", !file.empty()},
+                         {"cold", o.cold && !file.empty()},
+                         {"file_read_ceiling_gbps", file_ceiling},
+                         {"file_read_bytes", static_cast<double>(st.file_read_bytes) / passes},
+                         {"bound_gbps", bound_gbps},
+                         {"bound_ratio", streamed / t_pass / 1e9 / bound_gbps},
+                         {"wake_file_read_bytes", file_read},
                          {"broker", o.broker},
                          {"sleep_seconds", sleep_s},
                          {"device_bytes_asleep", asleep_used},
@@ -289,7 +399,7 @@ int run_stream(const stream_options& o, stream_device<Backend>& dev) {
                          {"wake_seconds", wake_s},
                          {"wake_call_seconds", wake_call_s},
                          {"wake_gbps", woken / wake_s / 1e9},
-                         {"wake_ratio", woken / wake_s / 1e9 / ceiling},
+                         {"wake_ratio", woken / wake_s / 1e9 / bound_gbps},
                          {"bytes_checked_wrong", wrong}};
         all_ok = all_ok && wrong == 0 && peak_bytes <= budget;
         return r;
@@ -307,13 +417,13 @@ int run_stream(const stream_options& o, stream_device<Backend>& dev) {
       if (!o.json) {
         fmt::print("  budget {:.2f} GB, {:<6}: pass {:.4f} s against max(C, X) {:.4f} s: E {:.3f} "
                    "(stall {:.3f}); streamed {:.2f} GB/pass at {:.1f} GB/s ({:.3f} of the "
-                   "ceiling); kept {:.2f} GB/pass, {:.3f} of Belady's {:.2f} GB; device peak "
+                   "bound); kept {:.2f} GB/pass, {:.3f} of Belady's {:.2f} GB; device peak "
                    "{:.2f} GB ({}); pinned host {:.3f}x the model{}\n",
                    budget / 1e9, policy_name, r["pass_seconds"].get<double>(),
                    std::max(compute_pass, r["transfer_bound_seconds"].get<double>()),
                    r["efficiency"].get<double>(), r["stall_fraction"].get<double>(),
                    r["streamed_bytes"].get<double>() / 1e9, r["link_gbps"].get<double>(),
-                   r["link_ratio"].get<double>(), r["hit_bytes"].get<double>() / 1e9,
+                   r["bound_ratio"].get<double>(), r["hit_bytes"].get<double>() / 1e9,
                    r["hit_ratio_to_belady"].get<double>(),
                    r["belady_hit_bytes"].get<double>() / 1e9,
                    r["peak_device_bytes"].get<std::uint64_t>() / 1e9,
@@ -321,7 +431,7 @@ int run_stream(const stream_options& o, stream_device<Backend>& dev) {
                    static_cast<double>(r["pinned_host_bytes"].get<std::uint64_t>()) / model_bytes,
                    r["bytes_checked_wrong"].get<std::uint64_t>() == 0 ? "" : "; WRONG BYTES");
         fmt::print("    sleep {:.3f} s; wake: {:.2f} GB back in {:.3f} s, {:.1f} GB/s ({:.3f} of the "
-                   "ceiling)\n", r["sleep_seconds"].get<double>(),
+                   "bound)\n", r["sleep_seconds"].get<double>(),
                    static_cast<double>(r["woken_bytes"].get<std::uint64_t>()) / 1e9,
                    r["wake_seconds"].get<double>(), r["wake_gbps"].get<double>(),
                    r["wake_ratio"].get<double>());
