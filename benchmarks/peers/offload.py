@@ -2,7 +2,7 @@
 """Layers bigger than the budget, streamed by the offloaders PyTorch users run today.
 
 usage: offload.py [--layers N] [--tokens T,T] [--passes P] [--install WHEELDIR] [--json FILE]
-                  [--contenders diffusers,accelerate] [--lris BIN --budgets 5200M,12G]
+                  [--contenders diffusers,accelerate,aimdo] [--budgets 5200M,12G] [--lris BIN]
 
 The model is the one `lris stream` builds: decoder layers of a 70B-class model (hidden 8192,
 intermediate 28672, kv width 1024; q, k, v, o, gate, up, down, bf16, no bias), each layer's
@@ -14,9 +14,13 @@ these offloaders keeps a layer resident between passes). Peak device memory is
 torch.cuda.max_memory_allocated during the passes.
 
 Contenders: diffusers' apply_group_offloading (block level, one block per group,
-use_stream=True), accelerate's cpu_offload; with --lris, `lris stream` on the same layers (a
-process per budget list and token count, its JSON read back), each budget a row. The table
-ends with every pass time as a ratio to diffusers' at the same token count.
+use_stream=True), accelerate's cpu_offload, ComfyUI's comfy-aimdo (its dynamic-VRAM protocol
+as ComfyUI's ops drive it: every weight a range of one VBAR whose resident bytes are limited
+to the budget, vbar_fault before use, the copy from pinned memory on an offload stream one
+layer ahead only where the fault's signature says the pages lost their bytes, vbar_unpin after
+use; one row per budget); with --lris, `lris stream` on the same layers (a process per budget
+list and token count, its JSON read back), each budget a row. The table ends with every pass
+time as a ratio to diffusers' at the same token count.
 """
 import argparse
 import json
@@ -29,7 +33,80 @@ import time
 
 def install(wheels):
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-index", "--find-links",
-                    wheels, "diffusers==0.42.1"], check=True)
+                    wheels, "diffusers==0.42.1", "comfy-aimdo==0.6.0"], check=True)
+
+
+def parse_size(text):
+    units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+    return int(text[:-1]) * units[text[-1]] if text[-1] in units else int(text)
+
+
+class AimdoModel:
+    """The layers' weights in one comfy-aimdo VBAR, driven as ComfyUI's ops drive it."""
+
+    def __init__(self, torch, host, budget, dev):
+        from comfy_aimdo.model_vbar import ModelVBAR
+        self.torch, self.host, self.dev = torch, host, dev
+        total = sum((w.nbytes + 511) & ~511 for layer in host for w in layer)
+        self.vbar = ModelVBAR(total + (64 << 20), dev.index)
+        self.vbar.set_watermark_limit(budget)
+        self.allocs = [[self.vbar.alloc(w.nbytes) for w in layer] for layer in host]
+        self.signatures = [[None] * len(layer) for layer in host]
+        self.stream = torch.cuda.Stream(dev)
+        self.copied = 0       # bytes copied in (signature changed)
+        self.fallbacks = 0    # weights the VBAR refused (fault OOM): copied to a temporary
+        self.peak_loaded = 0  # the most VBAR bytes resident seen after a layer
+
+    def fetch(self, layer):
+        from comfy_aimdo.model_vbar import vbar_fault, vbar_signature_compare
+        from comfy_aimdo.torch import aimdo_to_tensor
+        torch = self.torch
+        weights = []
+        with torch.cuda.stream(self.stream):
+            for k, (alloc, w) in enumerate(zip(self.allocs[layer], self.host[layer])):
+                signature = vbar_fault(alloc)
+                if signature is not None and vbar_signature_compare(signature, self.signatures[layer][k]):
+                    dst = aimdo_to_tensor(alloc, self.dev)
+                else:
+                    if signature is None:
+                        self.fallbacks += 1
+                        dst = torch.empty(w.nbytes, dtype=torch.uint8, device=self.dev)
+                        dst.record_stream(self.compute_stream)  # used there
+                    else:
+                        dst = aimdo_to_tensor(alloc, self.dev)
+                    dst.copy_(w.view(-1).view(torch.uint8), non_blocking=True)
+                    self.copied += w.nbytes
+                    self.signatures[layer][k] = signature
+                weights.append(dst.view(torch.bfloat16).view(w.shape))
+            ready = torch.cuda.Event()
+            ready.record(self.stream)
+        return weights, ready
+
+    def unpin(self, layer):
+        from comfy_aimdo.model_vbar import vbar_unpin
+        for alloc in self.allocs[layer]:
+            vbar_unpin(alloc)
+
+    def forward(self, x, compute):
+        torch = self.torch
+        current = self.compute_stream = torch.cuda.current_stream(self.dev)
+        self.stream.wait_stream(current)
+        ahead = self.fetch(0)
+        for layer in range(len(self.host)):
+            weights, ready = ahead
+            if layer > 0:
+                self.unpin(layer - 1)
+            self.stream.wait_stream(current)  # the pages it may reuse are no longer read
+            if layer + 1 < len(self.host):
+                ahead = self.fetch(layer + 1)
+            current.wait_event(ready)
+            x = compute(x, weights)
+            self.peak_loaded = max(self.peak_loaded, self.vbar.loaded_size())
+        self.unpin(len(self.host) - 1)
+        return x
+
+    def close(self):
+        self.vbar.close()
 
 
 def main():
@@ -39,13 +116,18 @@ def main():
     ap.add_argument("--passes", type=int, default=3)
     ap.add_argument("--install")
     ap.add_argument("--json")
-    ap.add_argument("--contenders", default="diffusers,accelerate")
+    ap.add_argument("--contenders", default="diffusers,accelerate,aimdo")
     ap.add_argument("--lris", help="the lris command, to run `lris stream` on the same layers")
-    ap.add_argument("--budgets", default="5200M,12G", help="lris stream's budgets")
+    ap.add_argument("--budgets", default="5200M,12G", help="budgets of lris stream and aimdo")
     ap.add_argument("--cublas", default="", help="passed to lris stream")
     a = ap.parse_args()
     if a.install:
         install(a.install)
+    contenders = a.contenders.split(",")
+    if "aimdo" in contenders:  # before CUDA starts, as ComfyUI does
+        import comfy_aimdo.control
+        if not comfy_aimdo.control.init() or not comfy_aimdo.control.init_device(0):
+            raise SystemExit("comfy-aimdo: init failed")
     import torch
     from torch import nn
 
@@ -62,13 +144,19 @@ def main():
             self.down_proj = mk(hidden, inter)
 
         def forward(self, x):
-            q = self.q_proj(x)
-            self.k_proj(x)
-            self.v_proj(x)
-            o = self.o_proj(q)
-            g = self.gate_proj(x)
-            self.up_proj(x)
-            return o + self.down_proj(g)
+            return layer_products(x, [self.q_proj.weight, self.k_proj.weight, self.v_proj.weight,
+                                      self.o_proj.weight, self.gate_proj.weight,
+                                      self.up_proj.weight, self.down_proj.weight])
+
+    def layer_products(x, w):  # q, k, v, o, gate, up, down
+        lin = torch.nn.functional.linear
+        q = lin(x, w[0])
+        lin(x, w[1])
+        lin(x, w[2])
+        o = lin(q, w[3])
+        g = lin(x, w[4])
+        lin(x, w[5])
+        return o + lin(g, w[6])
 
     class Model(nn.Module):
         def __init__(self, n):
@@ -116,8 +204,60 @@ def main():
     del one, x
     torch.cuda.empty_cache()
 
+    def measure(name, run, tokens, c, peak_bytes, extra=None):
+        x = torch.zeros(tokens, hidden, dtype=torch.bfloat16, device=dev)
+        with torch.no_grad():
+            run(x)  # warm-up
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats(dev)
+            base = torch.cuda.memory_allocated(dev)
+            times = []
+            for _ in range(a.passes):
+                t = time.perf_counter()
+                run(x)
+                torch.cuda.synchronize()
+                times.append(time.perf_counter() - t)
+        t_pass = statistics.mean(times)
+        x_bound = model_bytes / (ceiling * 1e9)
+        peak = peak_bytes() if peak_bytes else torch.cuda.max_memory_allocated(dev) - base
+        r = {"contender": name, "tokens": tokens, "layers": a.layers,
+             "model_bytes": model_bytes, "pass_seconds": t_pass, "compute_seconds": c,
+             "transfer_bound_seconds": x_bound, "efficiency": max(c, x_bound) / t_pass,
+             "link_gbps": model_bytes / t_pass / 1e9, "link_ceiling_gbps": ceiling,
+             "peak_device_bytes": peak}
+        r.update(extra() if extra else {})
+        print(f"{name:10s} tokens {tokens:6d}: pass {t_pass:.4f} s against max(C, X) "
+              f"{max(c, x_bound):.4f} s: E {r['efficiency']:.3f}; {r['link_gbps']:.1f} GB/s "
+              f"of {ceiling:.1f}; device peak {peak / 1e9:.2f} GB"
+              + (f"; {extra()}" if extra else ""), flush=True)
+        results.append(r)
+
     results = []
-    for name in a.contenders.split(","):
+    for name in contenders:
+        if name == "aimdo":
+            host = [[torch.empty(o, i, dtype=torch.bfloat16).pin_memory()
+                     for o, i in [(hidden, hidden), (kv, hidden), (kv, hidden), (hidden, hidden),
+                                  (inter, hidden), (inter, hidden), (hidden, inter)]]
+                    for _ in range(a.layers)]
+            for budget in [parse_size(b) for b in a.budgets.split(",")]:
+                m = AimdoModel(torch, host, budget, dev)
+                for tokens, c in compute.items():
+                    calls = {"n": 0, "copied": 0}
+
+                    def run(x):
+                        calls["n"] += 1
+                        if calls["n"] == 2:  # the first timed pass
+                            calls["copied"] = m.copied
+                        return m.forward(x, layer_products)
+
+                    measure(f"aimdo {budget / 1e9:.2f} GB", run, tokens, c,
+                            lambda: m.peak_loaded,
+                            lambda: {"budget_bytes": budget, "vbar_fallbacks": m.fallbacks,
+                                     "copied_bytes_per_pass": (m.copied - calls["copied"]) / a.passes})
+                m.close()
+            del host
+            torch.cuda.empty_cache()
+            continue
         model = Model(a.layers)
         if name == "diffusers":
             from diffusers.hooks import apply_group_offloading
@@ -130,30 +270,7 @@ def main():
         else:
             raise SystemExit(f"unknown contender {name}")
         for tokens, c in compute.items():
-            x = torch.zeros(tokens, hidden, dtype=torch.bfloat16, device=dev)
-            with torch.no_grad():
-                model(x)  # warm-up
-                torch.cuda.synchronize()
-                torch.cuda.reset_peak_memory_stats(dev)
-                base = torch.cuda.memory_allocated(dev)
-                times = []
-                for _ in range(a.passes):
-                    t = time.perf_counter()
-                    model(x)
-                    torch.cuda.synchronize()
-                    times.append(time.perf_counter() - t)
-            t_pass = statistics.mean(times)
-            x_bound = model_bytes / (ceiling * 1e9)
-            r = {"contender": name, "tokens": tokens, "layers": a.layers,
-                 "model_bytes": model_bytes, "pass_seconds": t_pass, "compute_seconds": c,
-                 "transfer_bound_seconds": x_bound, "efficiency": max(c, x_bound) / t_pass,
-                 "link_gbps": model_bytes / t_pass / 1e9, "link_ceiling_gbps": ceiling,
-                 "peak_device_bytes": torch.cuda.max_memory_allocated(dev) - base}
-            print(f"{name:10s} tokens {tokens:6d}: pass {t_pass:.4f} s against max(C, X) "
-                  f"{max(c, x_bound):.4f} s: E {r['efficiency']:.3f}; {r['link_gbps']:.1f} GB/s "
-                  f"of {ceiling:.1f}; device peak {r['peak_device_bytes'] / 1e9:.2f} GB", flush=True)
-            results.append(r)
-            del x
+            measure(name, model, tokens, c, None)
         del model
         torch.cuda.empty_cache()
     if a.lris:
