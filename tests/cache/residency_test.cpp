@@ -9,12 +9,14 @@
 #include "support/what_contains.hpp"
 
 #include <algorithm>
+#include <chrono>
 #include <cstdint>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <random>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <lris/backends/host_backend.hpp>
@@ -782,27 +784,105 @@ TEST_CASE("residency: a cancelled acquire leaves its unit out; the next brings i
   whole(1);
   whole(2);
 
-  // A stop during the prefetch after a hit: the lease is good, the prefetch ends.
+  // Units ahead in a declared order are read by the prefetch thread, not by the acquire: its
+  // stop does not reach them.
   rm.declare_order({0, 1, 2, 3}, true, 40000 + 512);
   {
     auto l = rm.acquire(2, s, stop_after(0));
     be.synchronize(s);
     CHECK(m.matches(l));
-    CHECK_FALSE(rm.resident(3));
     rm.release(std::move(l), s);
   }
   whole(3);
   whole(0);
 
-  // A unit in pinned host memory, one copy: stopped before it.
+  // Units in pinned host memory, one copy each: stopped before it.
   cache::residency_manager<host_backend, cache::lru> pinned(be, {.budget_bytes = 1 << 20});
   m.add_to(pinned);
   CHECK_THROWS_AS(pinned.acquire(0, s, stop_after(0)), lris::cancelled);
   CHECK_FALSE(pinned.resident(0));
-  auto l = pinned.acquire(0, s, stop_after(1));  // polled once: goes through
-  be.synchronize(s);
-  CHECK(m.matches(l));
-  pinned.release(std::move(l), s);
+  {
+    auto l = pinned.acquire(0, s, stop_after(1));  // polled once: goes through
+    be.synchronize(s);
+    CHECK(m.matches(l));
+    pinned.release(std::move(l), s);
+  }
+  // A stop during the prefetch that follows a hit ends the prefetch; the lease is good.
+  pinned.declare_order({0, 1, 2, 3}, true, 40000 + 512);
+  {
+    auto l = pinned.acquire(0, s, stop_after(0));
+    be.synchronize(s);
+    CHECK(m.matches(l));
+    CHECK_FALSE(pinned.resident(1));
+    pinned.release(std::move(l), s);
+  }
+  {
+    auto l = pinned.acquire(1, s);
+    be.synchronize(s);
+    CHECK(m.matches(l));
+    pinned.release(std::move(l), s);
+  }
+}
+
+// Polls `done` for up to ten seconds.
+template <class F>
+bool eventually(F done) {
+  const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (!done()) {
+    if (std::chrono::steady_clock::now() > until) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  return true;
+}
+
+TEST_CASE("residency: the prefetch thread brings in what the tokens or the files hold back, "
+          "with no acquire meanwhile", "[cache][residency]") {
+  host_backend be;
+  const unit_id units = 4;
+  const std::size_t unit_bytes = 64 * 1024;
+  const model m(units, unit_bytes, 9);
+  auto s = be.make_stream();
+  const std::vector<unit_id> order = {0, 1, 2, 3};
+  const auto next_is_ahead = [&](auto& rm) {
+    rm.declare_order(order, true, unit_bytes + 512);
+    rm.release(rm.acquire(0, s), s);
+    // Unit 1 comes in whole while nobody calls the manager.
+    REQUIRE(eventually([&] { return rm.stats().prefetched_bytes == rm.unit_bytes(1); }));
+    const auto before = rm.stats();
+    auto l = rm.acquire(1, s);
+    be.synchronize(s);
+    CHECK(m.matches(l));
+    rm.release(std::move(l), s);
+    const auto d = rm.stats() - before;
+    CHECK(d.miss_bytes == 0);
+    CHECK(d.prefetch_hit_bytes == rm.unit_bytes(1));
+    return d;
+  };
+
+  SECTION("a unit larger than the link's tokens") {
+    lris::sched::broker_options bo;
+    bo.min_capacity = 16 * 1024;  // a quarter of a unit in flight at most
+    bo.ceilings["host:0 h2d"] = 0.001;
+    auto broker = std::make_shared<lris::sched::bandwidth_broker>(bo);
+    cache::residency_options o;
+    o.budget_bytes = 3 * (unit_bytes + 512);
+    o.broker = broker;
+    o.piece_bytes = 4 * 1024;
+    cache::residency_manager<host_backend> rm(be, o);
+    m.add_to(rm);
+    next_is_ahead(rm);
+  }
+  SECTION("units kept in files: read off the caller's thread") {
+    const scratch_dir scratch("residency_prefetch_thread");
+    const model_files files(m, scratch.path);
+    cache::residency_options o;
+    o.budget_bytes = 3 * (unit_bytes + 512);
+    o.file_staging_bytes = 2 * 16384;  // four reads per unit
+    cache::residency_manager<host_backend> rm(be, o);
+    for (unit_id u = 0; u < units; ++u) rm.add_file_unit("unit" + std::to_string(u), files.tensors[u]);
+    next_is_ahead(rm);  // unit 1 was read while nobody called the manager
+    CHECK(rm.stats().file_read_bytes >= 2 * unit_bytes);
+  }
 }
 
 TEST_CASE("residency: units kept in files are checked when added", "[cache][residency][errors]") {

@@ -13,14 +13,24 @@
 /// never evicted. With a declared order, each acquire brings in the units that follow it, up
 /// to a lookahead in bytes. sleep() gives the device memory back and wake() copies the resident
 /// units back.
+///
+/// Threads: acquire() queues its unit's copies on the caller's thread (and reads a unit kept
+/// in files there). What a prefetch cannot queue at once (the link's tokens are busy) and the
+/// reads of units kept in files that come ahead go to the manager's prefetch thread, started
+/// when first needed and joined when the manager goes; it takes the manager's lock only to
+/// queue copies, never while it reads.
 
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
+#include <chrono>
+#include <condition_variable>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <deque>
 #include <exception>
 #include <filesystem>
 #include <functional>
@@ -30,6 +40,7 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <thread>
 #include <utility>
 #include <vector>
 
@@ -84,10 +95,10 @@ struct residency_options {
   std::uint64_t piece_bytes = std::uint64_t{8} << 20;
   /// Times each acquire's wait for its unit's copy with events (residency_stats::stall_seconds).
   bool time_stalls = true;
-  /// Pinned host memory through which units read from files come in: two slots of half this
-  /// (each at most a piece), taken when the first such unit is added. One slot is read while
-  /// the other's copy runs.
-  std::uint64_t file_staging_bytes = std::uint64_t{32} << 20;
+  /// Pinned host memory through which units read from files come in: two slots of half this,
+  /// taken when the first such unit is added. A slot is read whole (one large read), then
+  /// copied in pieces; one slot is read while the other's copies run.
+  std::uint64_t file_staging_bytes = std::uint64_t{128} << 20;
   /// Reads of units kept in files go through this engine (O_DIRECT for data not in the page
   /// cache, many operations in flight); null: the manager makes one with io_options{} when the
   /// first such unit is added.
@@ -276,6 +287,12 @@ class residency_manager {
   /// @brief Waits for the copies in flight, then frees the device and pinned memory. Work the
   /// callers queued on their streams with leases must have finished.
   ~residency_manager() {
+    {
+      std::lock_guard lock(mutex_);
+      stop_ = true;
+    }
+    more_.notify_all();
+    if (worker_.joinable()) worker_.join();
     try {
       be_.synchronize(copy_);
     } catch (...) {  // a lost device: nothing left to wait for
@@ -430,7 +447,7 @@ class residency_manager {
     if (slot_bytes_ == 0) {
       if (!opt_.io) opt_.io = std::make_shared<io::io_engine>();
       // Whole pages, so that O_DIRECT reads land in the slots straight.
-      const std::uint64_t slot = std::min(piece_, opt_.file_staging_bytes / 2);
+      const std::uint64_t slot = std::max<std::uint64_t>(1, opt_.file_staging_bytes / 2);
       slots_ = static_cast<std::byte*>(be_.allocate_pinned(2 * ((slot + 4095) & ~std::uint64_t{4095})));
       slot_bytes_ = (slot + 4095) & ~std::uint64_t{4095};
       slot_done_[0] = be_.make_event();
@@ -475,7 +492,9 @@ class residency_manager {
   /// lris::cancelled naming the unit, which is left out (its place is free again; copies
   /// queued already run first). A wait for the link's tokens is not cut short: tokens come
   /// back as the copies ahead finish. A stop during the prefetch that follows a successful
-  /// acquire ends the prefetch; the lease is returned.
+  /// acquire ends the prefetch (the units it had not brought are left out); the lease is
+  /// returned. Units the prefetch thread brings (read from files, or waiting for tokens) are
+  /// not this acquire's: the stop does not reach them.
   lease acquire(unit_id u, stream_type& s, std::function<bool()> should_stop) {
     std::lock_guard lock(mutex_);
     should_stop_ = std::move(should_stop);
@@ -802,9 +821,10 @@ class residency_manager {
   // Queues the copies of the bytes of `u` not queued yet, in pieces under the link's tokens at
   // `p`: all of them when `wait` (waiting for tokens), else as many as the tokens free now
   // allow. Records the unit's ready event after the last. True when every byte is queued.
-  bool queue_copies(unit_id u, priority p, bool wait) {
+  bool queue_copies(unit_id u, priority p, bool wait, std::size_t max_pieces = ~std::size_t{0}) {
     unit_state& x = units_[u];
-    while (x.queued < x.bytes) {
+    for (std::size_t pieces = 0; x.queued < x.bytes; ++pieces) {
+      if (pieces == max_pieces) return false;
       if (should_stop_ && should_stop_()) {
         throw cancelled(fmt::format("residency_manager: {} of unit \"{}\" cancelled with {} of "
                                     "its {} bytes queued", wait ? "acquire" : "prefetch", x.name,
@@ -812,20 +832,19 @@ class residency_manager {
       }
       std::uint64_t n = x.bytes - x.queued;
       if (opt_.broker) n = std::min(n, piece_);
-      if (x.host == nullptr) n = std::min<std::uint64_t>(n, slot_bytes_);
+      std::size_t k = 0;  // the staging slot that holds the bytes, for a unit kept in files
+      if (x.host == nullptr) {
+        k = staged_slot(u, x.queued);
+        n = std::min(n, slots_info_[k].to - x.queued);
+      }
       sched::resource_tokens tokens;
       if (opt_.broker) {
         tokens = wait ? opt_.broker->acquire(link_, n, p) : opt_.broker->try_acquire(link_, n, p);
         if (tokens.bytes() == 0) return false;
       }
-      if (x.host == nullptr) {  // read into the next staging slot once its last copy is done
-        const std::size_t k = next_slot_;
-        next_slot_ ^= 1;
-        if (slot_used_[k]) be_.synchronize(slot_done_[k]);
-        std::byte* slot = slots_ + k * slot_bytes_;
-        zero_gaps(x, x.queued, n, slot);
-        read_range(x, x.queued, n, slot);
-        be_.copy_async(arena_ + x.offset + x.queued, slot, n, copy_kind::host_to_device, copy_);
+      if (x.host == nullptr) {
+        const std::byte* from = slots_ + k * slot_bytes_ + (x.queued - slots_info_[k].from);
+        be_.copy_async(arena_ + x.offset + x.queued, from, n, copy_kind::host_to_device, copy_);
         be_.record(slot_done_[k], copy_);
         slot_used_[k] = true;
       } else {
@@ -840,6 +859,8 @@ class residency_manager {
         be_.record(*done, copy_);
         opt_.broker->release_when([be = be_, done]() mutable { return be.query(*done); },
                                   std::move(tokens), link_, &copy_);
+        while (!in_flight_.empty() && be_.query(*in_flight_.front())) in_flight_.pop_front();
+        in_flight_.push_back(std::move(done));
       }
     }
     if (!x.ready) {
@@ -849,22 +870,44 @@ class residency_manager {
     return true;
   }
 
-  // Reads bytes [from, from + n) of unit `x` (kept in files) into `to` through the io engine;
-  // alignment gaps are zeroed. Errors name the unit, the tensor, the offset and the file.
-  void read_range(const unit_state& x, std::uint64_t from, std::uint64_t n, std::byte* to) {
-    for (const auto& src : x.sources) {
-      const std::uint64_t a = std::max(from, src.unit_offset);
-      const std::uint64_t b = std::min(from + n, src.unit_offset + src.bytes);
+  // A read of bytes [from, from + n) of a unit kept in files into `to`, with what it needs
+  // copied out of the unit's state, so that it can run without the lock.
+  struct read_job {
+    std::string unit;
+    std::vector<std::string> tensor_names;
+    std::vector<typename unit_state::source> sources;
+    std::vector<const io::file*> files;  // of each source (files_ never moves them)
+    std::uint64_t from = 0, n = 0;
+    std::byte* to = nullptr;
+    std::function<bool()> should_stop;
+  };
+  read_job make_read_job(unit_id u, std::uint64_t from, std::uint64_t n, std::byte* to) const {
+    const unit_state& x = units_[u];
+    std::vector<const io::file*> files;
+    for (const auto& src : x.sources) files.push_back(&files_[src.file]);
+    return {x.name, x.tensor_names, x.sources, std::move(files), from, n, to, should_stop_};
+  }
+
+  // Runs `job` through the io engine, the gaps between tensors zeroed; returns the bytes read.
+  // Errors name the unit, the tensor, the offset and the file.
+  std::uint64_t run_read(const read_job& job) const {
+    std::uint64_t at_gap = job.from, read = 0;  // the sources are in unit order
+    for (std::size_t i = 0; i < job.sources.size(); ++i) {
+      const auto& src = job.sources[i];
+      const std::uint64_t a = std::max(job.from, src.unit_offset);
+      const std::uint64_t b = std::min(job.from + job.n, src.unit_offset + src.bytes);
       if (a >= b) continue;
-      const io::file& f = files_[src.file];
+      if (a > at_gap) std::memset(job.to + (at_gap - job.from), 0, a - at_gap);
+      at_gap = b;
+      const io::file& f = *job.files[i];
       const std::uint64_t at = src.file_offset + (a - src.unit_offset);
       const auto where = [&] {
         return fmt::format("residency_manager: unit \"{}\", tensor \"{}\": reading {} bytes at "
-                           "offset {} of {}", x.name, x.tensor_names[src.tensor], b - a, at,
+                           "offset {} of {}", job.unit, job.tensor_names[src.tensor], b - a, at,
                            f.path().string());
       };
       try {
-        opt_.io->read(f, at, {to + (a - from), b - a}, should_stop_);
+        opt_.io->read(f, at, {job.to + (a - job.from), b - a}, job.should_stop);
       } catch (const cancelled&) {
         throw cancelled(where() + ": cancelled");
       } catch (const io_error& e) {
@@ -872,21 +915,67 @@ class residency_manager {
       } catch (const error& e) {  // e.g. the file was cut short after the unit was added
         throw io_error(EIO, fmt::format("{}: {}", where(), e.what()));
       }
-      stats_.file_read_bytes += b - a;
+      read += b - a;
     }
+    if (job.from + job.n > at_gap) std::memset(job.to + (at_gap - job.from), 0, job.from + job.n - at_gap);
+    return read;
   }
 
-  // The gaps between the tensors of bytes [from, from + n) of unit `x`, zeroed.
-  static void zero_gaps(const unit_state& x, std::uint64_t from, std::uint64_t n, std::byte* to) {
-    std::uint64_t at = from;  // the sources are in unit order
-    for (const auto& src : x.sources) {
-      const std::uint64_t a = std::max(from, src.unit_offset);
-      const std::uint64_t b = std::min(from + n, src.unit_offset + src.bytes);
-      if (a >= b) continue;
-      if (a > at) std::memset(to + (at - from), 0, a - at);
-      at = b;
+  // The slot that holds the bytes of unit `u` at `at`, if one does (and is not being read).
+  std::optional<std::size_t> find_staged(unit_id u, std::uint64_t at) const {
+    for (std::size_t k = 0; k < 2; ++k) {
+      const slot_state& sl = slots_info_[k];
+      if (!sl.reading && sl.unit == u && sl.from <= at && at < sl.to) return k;
     }
-    if (from + n > at) std::memset(to + (at - from), 0, from + n - at);
+    return std::nullopt;
+  }
+
+  // The slot to fill next: not being read (only the prefetch thread reads unlocked, into one
+  // slot at a time); what it held is forgotten.
+  std::size_t take_slot() {
+    const std::size_t k = slots_info_[next_slot_].reading ? next_slot_ ^ 1 : next_slot_;
+    next_slot_ = k ^ 1;
+    slots_info_[k] = {};
+    return k;
+  }
+
+  // The slot holding the bytes of unit `u` (kept in files) at `at`: one already read, else a
+  // slot read now (as much of the unit as it holds), on the caller's thread.
+  std::size_t staged_slot(unit_id u, std::uint64_t at) {
+    if (const auto k = find_staged(u, at)) return *k;
+    const std::size_t k = take_slot();
+    if (slot_used_[k]) be_.synchronize(slot_done_[k]);  // its last copy is done
+    const std::uint64_t n = std::min(slot_bytes_, units_[u].bytes - at);
+    stats_.file_read_bytes += run_read(make_read_job(u, at, n, slots_ + k * slot_bytes_));
+    slots_info_[k] = {u, at, at + n, false};
+    return k;
+  }
+
+  // For the prefetch thread: reads the bytes of unit `v` at its first byte not queued into a
+  // slot with `lock` released, so that acquires go on meanwhile. A read that fails leaves the
+  // unit out (its acquire reads again and says why).
+  void read_unlocked(std::unique_lock<std::mutex>& lock, unit_id v) {
+    const std::uint64_t at = units_[v].queued;
+    const std::uint64_t n = std::min(slot_bytes_, units_[v].bytes - at);
+    const std::size_t k = take_slot();
+    slots_info_[k] = {v, at, at, true};
+    read_job job = make_read_job(v, at, n, slots_ + k * slot_bytes_);
+    job.should_stop = [this] { return stop_.load(); };  // the manager is going
+    const bool used = slot_used_[k];
+    lock.unlock();
+    std::uint64_t read = 0;
+    bool failed = false;
+    try {
+      if (used) be_.synchronize(slot_done_[k]);  // nobody else touches slot k while it is read
+      read = run_read(job);
+    } catch (...) {
+      failed = true;
+    }
+    lock.lock();
+    stats_.file_read_bytes += read;
+    slots_info_[k] = failed ? slot_state{} : slot_state{v, at, at + n, false};
+    unit_state& y = units_[v];
+    if (failed && y.resident && y.prefetched && y.queued == at) evict(v);
   }
 
   void evict(unit_id v) {
@@ -905,11 +994,14 @@ class residency_manager {
     policy_.on_evict(v);
   }
 
-  // Brings in the units after `u` in the declared order, up to the lookahead.
+  // Brings in the units after `u` in the declared order, up to the lookahead: takes their places
+  // now and queues the copies the link's tokens allow now; the prefetch thread queues the rest
+  // as tokens free up, and reads the units kept in files (off the caller's thread).
   void prefetch_after(unit_id u) {
     if (order_.empty() || lookahead_ == 0 || u >= position_.size() || position_[u] == no_position) {
       return;
     }
+    last_position_ = position_[u];
     std::vector<unit_id> ahead;
     std::uint64_t bytes = 0;
     for (std::size_t k = 1; k < order_.size() + (cyclic_ ? 1 : 0); ++k) {
@@ -922,28 +1014,86 @@ class residency_manager {
       ahead.push_back(v);
     }
     std::vector<unit_id> keep = {u};
+    bool left = false;  // copies left for the prefetch thread
     for (const unit_id v : ahead) {
       keep.push_back(v);
       unit_state& y = units_[v];
       if (y.resident && !y.prefetched) continue;  // in already
       if (!y.resident) {
         // Its place is taken now, while the units ahead are kept, even when the link's tokens
-        // are busy: the copies follow when they free up (or on demand), and what it evicts
-        // is a unit the order needs later, never the one just used.
+        // are busy: the copies follow as they free up (or on demand), and what it evicts is a
+        // unit the order needs later, never the one just used.
         if (!place(v, keep)) break;
         y.prefetched = true;
       }
+      if (left || y.host == nullptr) {  // behind another's copies, or read from files
+        left = left || y.queued < y.bytes;
+        continue;
+      }
       const std::uint64_t before = y.queued;
-      bool whole = false;
       try {
-        whole = queue_copies(v, opt_.prefetch_priority, false);
-      } catch (const std::exception&) {  // unreadable: left out; its acquire will say why
+        left = !queue_copies(v, opt_.prefetch_priority, false);
+      } catch (const std::exception&) {  // left out; its acquire will say why
         stats_.prefetched_bytes += y.queued - before;
         evict(v);
         break;
       }
       stats_.prefetched_bytes += y.queued - before;
-      if (!whole) break;
+    }
+    if (left) {
+      if (!worker_.joinable()) worker_ = std::thread([this] { prefetch_thread(); });
+      more_.notify_one();
+    }
+  }
+
+  // The unit nearest after the last acquire in the declared order whose prefetched copies are
+  // not all queued, if any.
+  std::optional<unit_id> unfinished_prefetch() const {
+    for (std::size_t k = 1; k <= order_.size(); ++k) {
+      const unit_id v = order_[(last_position_ + k) % order_.size()];
+      const unit_state& y = units_[v];
+      if (y.resident && y.prefetched && y.queued < y.bytes) return v;
+    }
+    return std::nullopt;
+  }
+
+  // The prefetch thread: queues the copies prefetch_after() left, a piece at a time as the
+  // link's tokens free up (read from the files first for units kept there), nearest first.
+  // Started by the first prefetch that leaves copies; ends with the manager.
+  void prefetch_thread() {
+    std::unique_lock lock(mutex_);
+    while (!stop_) {
+      const std::optional<unit_id> v = arena_ == nullptr ? std::nullopt : unfinished_prefetch();
+      if (!v) {
+        more_.wait(lock);
+        continue;
+      }
+      unit_state& y = units_[*v];
+      if (y.host == nullptr && !find_staged(*v, y.queued)) {
+        read_unlocked(lock, *v);
+        continue;
+      }
+      const std::uint64_t before = y.queued;
+      try {
+        queue_copies(*v, opt_.prefetch_priority, false, 1);
+      } catch (const std::exception&) {  // left out; its acquire will say why
+        stats_.prefetched_bytes += y.queued - before;
+        evict(*v);
+        continue;
+      }
+      stats_.prefetched_bytes += y.queued - before;
+      if (y.queued > before) continue;
+      // No tokens now: wait (unlocked) for the oldest of this manager's pieces in flight,
+      // whose tokens come back when it is done, or a moment when others hold them.
+      while (!in_flight_.empty() && be_.query(*in_flight_.front())) in_flight_.pop_front();
+      const std::shared_ptr<event_type> oldest = in_flight_.empty() ? nullptr : in_flight_.front();
+      lock.unlock();
+      try {
+        if (oldest) be_.synchronize(*oldest);
+      } catch (...) {  // a lost device: the next copy tells its acquire
+      }
+      std::this_thread::sleep_for(std::chrono::microseconds(oldest ? 20 : 200));
+      lock.lock();
     }
   }
 
@@ -964,14 +1114,25 @@ class residency_manager {
   std::size_t link_ = 0;  // the broker's resource for the host-to-device link
   std::uint64_t piece_ = ~std::uint64_t{0};  // bytes per copy under one grant of tokens
   std::vector<stall_probe> probes_;          // acquires whose waits are not timed yet
+  std::size_t last_position_ = 0;            // in order_, of the last acquire that prefetched
+  std::deque<std::shared_ptr<event_type>> in_flight_;  // pieces under tokens, oldest first
+  std::condition_variable more_;             // wakes the prefetch thread
+  std::atomic<bool> stop_{false};
+  std::thread worker_;                       // the prefetch thread; last, so it goes first
   std::function<bool()> should_stop_;        // the running acquire's, if any
-  std::vector<io::file> files_;              // of the units kept in files
+  std::deque<io::file> files_;               // of the units kept in files (never moved)
   std::byte* slots_ = nullptr;               // two pinned staging slots for them
   std::uint64_t slot_bytes_ = 0;
   std::uint64_t slots_io_ = 0;               // the slots' registration with opt_.io
   event_type slot_done_[2];                  // each slot's last copy
   bool slot_used_[2] = {false, false};
-  std::size_t next_slot_ = 0;
+  std::size_t next_slot_ = 0;                // the slot to fill next (the other, if being read)
+  static constexpr unit_id no_unit = ~unit_id{0};
+  struct slot_state {
+    unit_id unit = no_unit;                  // whose bytes [from, to) it holds
+    std::uint64_t from = 0, to = 0;
+    bool reading = false;                    // the prefetch thread reads into it, unlocked
+  } slots_info_[2];
   std::vector<event_type> spare_timed_;
   std::uint64_t tick_ = 0;
   std::vector<unit_id> history_;
