@@ -49,12 +49,12 @@ class AimdoModel:
         self.torch, self.host, self.dev = torch, host, dev
         total = sum((w.nbytes + 511) & ~511 for layer in host for w in layer)
         self.vbar = ModelVBAR(total + (64 << 20), dev.index)
-        self.vbar.set_watermark_limit(budget)
         self.allocs = [[self.vbar.alloc(w.nbytes) for w in layer] for layer in host]
         self.signatures = [[None] * len(layer) for layer in host]
         self.stream = torch.cuda.Stream(dev)
         self.copied = 0       # bytes copied in (signature changed)
-        self.fallbacks = 0    # weights the VBAR refused (fault OOM): copied to a temporary
+        self.fallbacks = 0    # weights the VBAR refused (fault OOM): copied to a temporary, as
+                              # ComfyUI casts a weight it cannot keep
         self.peak_loaded = 0  # the most VBAR bytes resident seen after a layer
 
     def fetch(self, layer):
@@ -124,11 +124,15 @@ def main():
     if a.install:
         install(a.install)
     contenders = a.contenders.split(",")
-    if "aimdo" in contenders:  # before CUDA starts, as ComfyUI does
+    if "aimdo" in contenders:  # before torch is imported, as ComfyUI's main.py does
         import comfy_aimdo.control
-        if not comfy_aimdo.control.init() or not comfy_aimdo.control.init_device(0):
+        if not comfy_aimdo.control.init():
             raise SystemExit("comfy-aimdo: init failed")
     import torch
+    if "aimdo" in contenders:  # its devices once CUDA is up, as ComfyUI does
+        torch.cuda.init()
+        if not comfy_aimdo.control.init_device(0):
+            raise SystemExit("comfy-aimdo: init_device(0) failed")
     from torch import nn
 
     hidden, inter, kv = 8192, 28672, 1024
@@ -143,12 +147,16 @@ def main():
             self.gate_proj, self.up_proj = mk(inter, hidden), mk(inter, hidden)
             self.down_proj = mk(hidden, inter)
 
-        def forward(self, x):
-            return layer_products(x, [self.q_proj.weight, self.k_proj.weight, self.v_proj.weight,
-                                      self.o_proj.weight, self.gate_proj.weight,
-                                      self.up_proj.weight, self.down_proj.weight])
+        def forward(self, x):  # through the submodules: accelerate hooks each of them
+            q = self.q_proj(x)
+            self.k_proj(x)
+            self.v_proj(x)
+            o = self.o_proj(q)
+            g = self.gate_proj(x)
+            self.up_proj(x)
+            return o + self.down_proj(g)
 
-    def layer_products(x, w):  # q, k, v, o, gate, up, down
+    def layer_products(x, w):  # the same products, on weights q, k, v, o, gate, up, down
         lin = torch.nn.functional.linear
         q = lin(x, w[0])
         lin(x, w[1])
@@ -189,11 +197,16 @@ def main():
     # Compute of one resident layer, per token count.
     one = Layer().to(dev)
     compute = {}
+    working = {}  # device bytes a layer's products take beside its weights, per token count
     for tokens in [int(t) for t in a.tokens.split(",")]:
         x = torch.zeros(tokens, hidden, dtype=torch.bfloat16, device=dev)
         with torch.no_grad():
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats(dev)
+            base = torch.cuda.memory_allocated(dev)
             one(x)
             torch.cuda.synchronize()
+            working[tokens] = torch.cuda.max_memory_allocated(dev) - base
             times = []
             for _ in range(5):
                 t = time.perf_counter()
@@ -242,18 +255,28 @@ def main():
             for budget in [parse_size(b) for b in a.budgets.split(",")]:
                 m = AimdoModel(torch, host, budget, dev)
                 for tokens, c in compute.items():
-                    calls = {"n": 0, "copied": 0}
+                    # A GPU with `budget` bytes for weights beside what the layer's products
+                    # take: the rest of the device's free memory held by torch, which aimdo
+                    # counts against its budget (it keeps 256 MiB of headroom besides).
+                    ballast = None
+                    torch.cuda.empty_cache()
+                    free, _ = torch.cuda.mem_get_info(dev)
+                    ballast = torch.empty(free + m.vbar.loaded_size() - budget - working[tokens]
+                                          - (512 << 20), dtype=torch.uint8, device=dev)
+                    calls = {"n": 0, "copied": 0, "fallbacks": 0}
 
                     def run(x):
                         calls["n"] += 1
                         if calls["n"] == 2:  # the first timed pass
-                            calls["copied"] = m.copied
+                            calls["copied"], calls["fallbacks"] = m.copied, m.fallbacks
                         return m.forward(x, layer_products)
 
                     measure(f"aimdo {budget / 1e9:.2f} GB", run, tokens, c,
                             lambda: m.peak_loaded,
-                            lambda: {"budget_bytes": budget, "vbar_fallbacks": m.fallbacks,
+                            lambda: {"budget_bytes": budget,
+                                     "fallbacks_per_pass": (m.fallbacks - calls["fallbacks"]) / a.passes,
                                      "copied_bytes_per_pass": (m.copied - calls["copied"]) / a.passes})
+                    del ballast
                 m.close()
             del host
             torch.cuda.empty_cache()
