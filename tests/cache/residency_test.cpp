@@ -885,6 +885,32 @@ TEST_CASE("residency: the prefetch thread brings in what the tokens or the files
   }
 }
 
+TEST_CASE("residency: an acquire that finds the prefetch thread reading its unit waits for "
+          "that read", "[cache][residency]") {
+  host_backend be;
+  const std::size_t unit_bytes = 4 << 20;  // a read long enough to be caught in
+  const model m(2, unit_bytes, 13);
+  const scratch_dir scratch("residency_read_once");
+  const model_files files(m, scratch.path);
+  for (int round = 0; round < 20; ++round) {
+    cache::residency_options o;
+    o.budget_bytes = 2 * (unit_bytes + 512);
+    o.file_staging_bytes = 2 * (unit_bytes + 4096);  // a unit in one read
+    cache::residency_manager<host_backend> rm(be, o);
+    for (unit_id u = 0; u < 2; ++u) rm.add_file_unit("unit" + std::to_string(u), files.tensors[u]);
+    rm.declare_order({0, 1}, true, unit_bytes + 512);
+    auto s = be.make_stream();
+    rm.release(rm.acquire(0, s), s);  // the prefetch thread starts reading unit 1
+    // Soon after: before that read, during it, or after it.
+    std::this_thread::sleep_for(std::chrono::microseconds(100 * round));
+    auto l = rm.acquire(1, s);
+    be.synchronize(s);
+    CHECK(m.matches(l));
+    rm.release(std::move(l), s);
+    CHECK(rm.stats().file_read_bytes == 2 * unit_bytes);  // every byte read once
+  }
+}
+
 TEST_CASE("residency: units kept in files are checked when added", "[cache][residency][errors]") {
   host_backend be;
   const scratch_dir scratch("residency_file_errors");

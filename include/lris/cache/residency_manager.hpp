@@ -942,6 +942,10 @@ class residency_manager {
   // The slot holding the bytes of unit `u` (kept in files) at `at`: one already read, else a
   // slot read now (as much of the unit as it holds), on the caller's thread.
   std::size_t staged_slot(unit_id u, std::uint64_t at) {
+    for (std::size_t k = 0; k < 2; ++k) {  // the prefetch thread reads them now: wait for it
+      const slot_state& sl = slots_info_[k];
+      if (sl.reading && sl.unit == u && sl.from <= at && at < sl.to) settle_read(k);
+    }
     if (const auto k = find_staged(u, at)) return *k;
     const std::size_t k = take_slot();
     if (slot_used_[k]) be_.synchronize(slot_done_[k]);  // its last copy is done
@@ -952,31 +956,62 @@ class residency_manager {
   }
 
   // For the prefetch thread: reads the bytes of unit `v` at its first byte not queued into a
-  // slot with `lock` released, so that acquires go on meanwhile. A read that fails leaves the
-  // unit out (its acquire reads again and says why).
+  // slot with `lock` released, so that acquires go on meanwhile. An acquire that needs those
+  // bytes waits for the read (see staged_slot); whoever holds the lock first after it ends
+  // settles the slot. A read that fails leaves the unit out (its acquire reads again and says
+  // why).
   void read_unlocked(std::unique_lock<std::mutex>& lock, unit_id v) {
     const std::uint64_t at = units_[v].queued;
     const std::uint64_t n = std::min(slot_bytes_, units_[v].bytes - at);
     const std::size_t k = take_slot();
-    slots_info_[k] = {v, at, at, true};
+    slots_info_[k] = {v, at, at + n, true};
+    {
+      std::lock_guard r(read_mutex_);
+      read_outcome_ = {};
+    }
     read_job job = make_read_job(v, at, n, slots_ + k * slot_bytes_);
     job.should_stop = [this] { return stop_.load(); };  // the manager is going
     const bool used = slot_used_[k];
     lock.unlock();
-    std::uint64_t read = 0;
-    bool failed = false;
+    read_outcome outcome;
     try {
       if (used) be_.synchronize(slot_done_[k]);  // nobody else touches slot k while it is read
-      read = run_read(job);
+      outcome.bytes = run_read(job);
     } catch (...) {
-      failed = true;
+      outcome.failed = true;
     }
+    outcome.done = true;
+    {
+      std::lock_guard r(read_mutex_);
+      read_outcome_ = outcome;
+    }
+    read_done_.notify_all();
     lock.lock();
-    stats_.file_read_bytes += read;
-    slots_info_[k] = failed ? slot_state{} : slot_state{v, at, at + n, false};
-    unit_state& y = units_[v];
-    if (failed && y.resident && y.prefetched && y.queued == at) evict(v);
+    if (slots_info_[k].reading) settle_read(k);
   }
+
+  // Settles the prefetch thread's read into slot `k` once it has ended: its bytes counted, the
+  // slot holding them (or nothing, after a failure, and the unit left out if only the prefetch
+  // wanted it).
+  void settle_read(std::size_t k) {
+    read_outcome outcome;
+    {
+      std::unique_lock r(read_mutex_);
+      read_done_.wait(r, [&] { return read_outcome_.done; });
+      outcome = read_outcome_;
+    }
+    slot_state& sl = slots_info_[k];
+    stats_.file_read_bytes += outcome.bytes;
+    const unit_id v = sl.unit;
+    const std::uint64_t at = sl.from;
+    sl.reading = false;
+    if (outcome.failed) {
+      sl = {};
+      unit_state& y = units_[v];
+      if (y.resident && y.prefetched && y.queued == at) evict(v);
+    }
+  }
+
 
   void evict(unit_id v) {
     unit_state& y = units_[v];
@@ -1133,6 +1168,13 @@ class residency_manager {
     std::uint64_t from = 0, to = 0;
     bool reading = false;                    // the prefetch thread reads into it, unlocked
   } slots_info_[2];
+  struct read_outcome {
+    bool done = false, failed = false;
+    std::uint64_t bytes = 0;
+  };
+  std::mutex read_mutex_;                    // guards read_outcome_ (taken under mutex_ or alone)
+  std::condition_variable read_done_;
+  read_outcome read_outcome_;                // of the prefetch thread's read in flight
   std::vector<event_type> spare_timed_;
   std::uint64_t tick_ = 0;
   std::vector<unit_id> history_;
