@@ -681,7 +681,15 @@ TEST_CASE("residency: units kept in files come in through the staging slots, eve
   const auto& tensors = files.tensors;
   cache::residency_options o;
   o.budget_bytes = 2 * (40000 + 512);
-  o.file_staging_bytes = 2 * 4096;  // pieces of 4 KiB: many per unit, the slots reused
+  o.file_staging_bytes = 2 * 8192;  // slots of 8 KiB: many per unit, the slots reused
+  SECTION("without a broker") {}
+  SECTION("copies in pieces under a broker's tokens: the next slot is read while they wait") {
+    lris::sched::broker_options bo;
+    bo.min_capacity = 4096;
+    bo.ceilings["host:0 h2d"] = 0.001;
+    o.broker = std::make_shared<lris::sched::bandwidth_broker>(bo);
+    o.piece_bytes = 2048;  // four pieces per slot, two in flight at most
+  }
   cache::residency_manager<host_backend, cache::lru> rm(be, o);
   for (unit_id u = 0; u < units; ++u) rm.add_file_unit("unit" + std::to_string(u), tensors[u]);
   CHECK(rm.stats().pinned_host_bytes == 0);

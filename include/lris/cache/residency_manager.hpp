@@ -839,8 +839,13 @@ class residency_manager {
       }
       sched::resource_tokens tokens;
       if (opt_.broker) {
-        tokens = wait ? opt_.broker->acquire(link_, n, p) : opt_.broker->try_acquire(link_, n, p);
-        if (tokens.bytes() == 0) return false;
+        tokens = opt_.broker->try_acquire(link_, n, p);
+        if (tokens.bytes() == 0 && !wait) return false;
+        if (tokens.bytes() == 0) {
+          // While the copies ahead hold the tokens, the next slot's read can run.
+          if (x.host == nullptr) read_ahead(u, k);
+          tokens = opt_.broker->acquire(link_, n, p);
+        }
       }
       if (x.host == nullptr) {
         const std::byte* from = slots_ + k * slot_bytes_ + (x.queued - slots_info_[k].from);
@@ -953,6 +958,23 @@ class residency_manager {
     stats_.file_read_bytes += run_read(make_read_job(u, at, n, slots_ + k * slot_bytes_));
     slots_info_[k] = {u, at, at + n, false};
     return k;
+  }
+
+  // Reads the bytes of unit `u` that follow those in slot `k` into the other slot, when it is
+  // free now (not being read, its copies done) and they are not staged yet: a read on the
+  // caller's thread that overlaps the copies from slot `k`.
+  void read_ahead(unit_id u, std::size_t k) {
+    const std::uint64_t at = slots_info_[k].to;
+    const std::size_t j = k ^ 1;
+    if (at >= units_[u].bytes || find_staged(u, at) || slots_info_[j].reading ||
+        (slot_used_[j] && !be_.query(slot_done_[j]))) {
+      return;
+    }
+    const std::uint64_t n = std::min(slot_bytes_, units_[u].bytes - at);
+    slots_info_[j] = {};
+    next_slot_ = k;  // j is taken
+    stats_.file_read_bytes += run_read(make_read_job(u, at, n, slots_ + j * slot_bytes_));
+    slots_info_[j] = {u, at, at + n, false};
   }
 
   // For the prefetch thread: reads the bytes of unit `v` at its first byte not queued into a
