@@ -466,9 +466,10 @@ TEST_CASE("residency: statistics as JSON", "[cache][residency]") {
   s.woken_bytes = 7;
   const std::string j = cache::to_json(s);
   CHECK_THAT(j, Catch::StartsWith("{\"acquires\": 3, \"hit_bytes\": 1024, \"miss_bytes\": 0,"));
-  CHECK_THAT(j, Catch::EndsWith("\"woken_bytes\": 7, \"file_read_bytes\": 0, \"stall_seconds\": "
+  CHECK_THAT(j, Catch::EndsWith("\"woken_bytes\": 7, \"file_read_bytes\": 0, "
+                                "\"file_read_seconds\": 0.000000, \"stall_seconds\": "
                                 "0.000000, \"stalls\": 0}"));
-  CHECK(std::count(j.begin(), j.end(), ':') == 15);  // every field
+  CHECK(std::count(j.begin(), j.end(), ':') == 16);  // every field
 }
 
 TEST_CASE("residency: copies take the link's tokens, demand at critical, prefetch behind",
@@ -705,6 +706,7 @@ TEST_CASE("residency: units kept in files come in through the staging slots, eve
   const auto st = rm.stats();
   // Every unit that came in was read whole: its tensors' bytes (not the alignment between).
   CHECK(st.file_read_bytes == 40000 * ((st.miss_bytes + st.prefetched_bytes) / rm.unit_bytes(0)));
+  CHECK(st.file_read_seconds > 0);
   CHECK(st.high_water_bytes <= o.budget_bytes);
   // Asleep and awake: the resident ones are read again.
   rm.sleep();

@@ -402,6 +402,7 @@ int run_stream(const stream_options& o, stream_device<Backend>& dev) {
                          {"cold", o.cold && !file.empty()},
                          {"file_read_ceiling_gbps", file_ceiling},
                          {"file_read_bytes", static_cast<double>(st.file_read_bytes) / passes},
+                         {"file_read_seconds", st.file_read_seconds / passes},
                          {"bound_gbps", bound_gbps},
                          {"bound_ratio", streamed / t_pass / 1e9 / bound_gbps},
                          {"wake_file_read_bytes", file_read},
@@ -454,6 +455,12 @@ int run_stream(const stream_options& o, stream_device<Backend>& dev) {
                    r["wake_ratio"].get<double>(), r["wake_after_pause_seconds"].get<double>(),
                    r["wake_after_pause_gbps"].get<double>(),
                    r["wake_after_pause_ratio"].get<double>());
+      }
+      if (!o.json && r["files"].get<bool>()) {
+        const double rs = r["file_read_seconds"].get<double>();
+        fmt::print("    reads: {:.2f} GB/pass, {:.3f} s of reading per pass (summed over threads), "
+                   "{:.1f} GB/s while reading\n", r["file_read_bytes"].get<double>() / 1e9, rs,
+                   rs > 0 ? r["file_read_bytes"].get<double>() / rs / 1e9 : 0.0);
       }
       runs.push_back(std::move(r));
     }

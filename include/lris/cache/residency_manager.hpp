@@ -124,6 +124,9 @@ struct residency_stats {
   std::uint64_t sleeps = 0;
   std::uint64_t woken_bytes = 0;        ///< copied back by wake()
   std::uint64_t file_read_bytes = 0;    ///< read from files for units kept there
+  /// Time spent reading them, summed over the threads that read (acquiring threads and the
+  /// prefetch thread): file_read_bytes / file_read_seconds is the rate the reads ran at.
+  double file_read_seconds = 0;
   /// Time the acquiring streams waited for units' copies, timed by events on the device:
   /// summed over acquires, counting those whose copies have completed.
   double stall_seconds = 0;
@@ -156,6 +159,7 @@ struct unit_stats {
   d.sleeps -= before.sleeps;
   d.woken_bytes -= before.woken_bytes;
   d.file_read_bytes -= before.file_read_bytes;
+  d.file_read_seconds -= before.file_read_seconds;
   d.stall_seconds -= before.stall_seconds;
   d.stalls -= before.stalls;
   return d;
@@ -167,11 +171,12 @@ struct unit_stats {
       "{{\"acquires\": {}, \"hit_bytes\": {}, \"miss_bytes\": {}, \"prefetched_bytes\": {}, "
       "\"prefetch_hit_bytes\": {}, \"evictions\": {}, \"evicted_bytes\": {}, "
       "\"high_water_bytes\": {}, \"budget_bytes\": {}, \"pinned_host_bytes\": {}, "
-      "\"sleeps\": {}, \"woken_bytes\": {}, \"file_read_bytes\": {}, \"stall_seconds\": "
-      "{:.6f}, \"stalls\": {}}}",
+      "\"sleeps\": {}, \"woken_bytes\": {}, \"file_read_bytes\": {}, "
+      "\"file_read_seconds\": {:.6f}, \"stall_seconds\": {:.6f}, \"stalls\": {}}}",
       s.acquires, s.hit_bytes, s.miss_bytes, s.prefetched_bytes, s.prefetch_hit_bytes,
       s.evictions, s.evicted_bytes, s.high_water_bytes, s.budget_bytes, s.pinned_host_bytes,
-      s.sleeps, s.woken_bytes, s.file_read_bytes, s.stall_seconds, s.stalls);
+      s.sleeps, s.woken_bytes, s.file_read_bytes, s.file_read_seconds, s.stall_seconds,
+      s.stalls);
 }
 
 template <backend_policy Backend, eviction_policy Policy = static_priority>
@@ -893,9 +898,14 @@ class residency_manager {
     return {x.name, x.tensor_names, x.sources, std::move(files), from, n, to, should_stop_};
   }
 
-  // Runs `job` through the io engine, the gaps between tensors zeroed; returns the bytes read.
-  // Errors name the unit, the tensor, the offset and the file.
-  std::uint64_t run_read(const read_job& job) const {
+  struct read_result {
+    std::uint64_t bytes = 0;
+    double seconds = 0;
+  };
+  // Runs `job` through the io engine, the gaps between tensors zeroed; returns the bytes read
+  // and the time it took. Errors name the unit, the tensor, the offset and the file.
+  read_result run_read(const read_job& job) const {
+    const auto start = std::chrono::steady_clock::now();
     std::uint64_t at_gap = job.from, read = 0;  // the sources are in unit order
     for (std::size_t i = 0; i < job.sources.size(); ++i) {
       const auto& src = job.sources[i];
@@ -923,7 +933,12 @@ class residency_manager {
       read += b - a;
     }
     if (job.from + job.n > at_gap) std::memset(job.to + (at_gap - job.from), 0, job.from + job.n - at_gap);
-    return read;
+    return {read, std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count()};
+  }
+
+  void count_read(const read_result& r) {
+    stats_.file_read_bytes += r.bytes;
+    stats_.file_read_seconds += r.seconds;
   }
 
   // The slot that holds the bytes of unit `u` at `at`, if one does (and is not being read).
@@ -955,7 +970,7 @@ class residency_manager {
     const std::size_t k = take_slot();
     if (slot_used_[k]) be_.synchronize(slot_done_[k]);  // its last copy is done
     const std::uint64_t n = std::min(slot_bytes_, units_[u].bytes - at);
-    stats_.file_read_bytes += run_read(make_read_job(u, at, n, slots_ + k * slot_bytes_));
+    count_read(run_read(make_read_job(u, at, n, slots_ + k * slot_bytes_)));
     slots_info_[k] = {u, at, at + n, false};
     return k;
   }
@@ -973,7 +988,7 @@ class residency_manager {
     const std::uint64_t n = std::min(slot_bytes_, units_[u].bytes - at);
     slots_info_[j] = {};
     next_slot_ = k;  // j is taken
-    stats_.file_read_bytes += run_read(make_read_job(u, at, n, slots_ + j * slot_bytes_));
+    count_read(run_read(make_read_job(u, at, n, slots_ + j * slot_bytes_)));
     slots_info_[j] = {u, at, at + n, false};
   }
 
@@ -998,7 +1013,7 @@ class residency_manager {
     read_outcome outcome;
     try {
       if (used) be_.synchronize(slot_done_[k]);  // nobody else touches slot k while it is read
-      outcome.bytes = run_read(job);
+      outcome.read = run_read(job);
     } catch (...) {
       outcome.failed = true;
     }
@@ -1023,7 +1038,7 @@ class residency_manager {
       outcome = read_outcome_;
     }
     slot_state& sl = slots_info_[k];
-    stats_.file_read_bytes += outcome.bytes;
+    count_read(outcome.read);
     const unit_id v = sl.unit;
     const std::uint64_t at = sl.from;
     sl.reading = false;
@@ -1192,7 +1207,7 @@ class residency_manager {
   } slots_info_[2];
   struct read_outcome {
     bool done = false, failed = false;
-    std::uint64_t bytes = 0;
+    read_result read;
   };
   std::mutex read_mutex_;                    // guards read_outcome_ (taken under mutex_ or alone)
   std::condition_variable read_done_;
