@@ -150,6 +150,19 @@ struct model_files {
   }
 };
 
+// Layers 0..layers-1 of two BF16 tensors each ("layers.N.attn", "layers.N.mlp"), 64 x
+// (width + N).
+std::vector<lris::test::raw_tensor> layer_tensors(unsigned layers, std::uint64_t width) {
+  std::vector<lris::test::raw_tensor> tensors;
+  for (unsigned layer = 0; layer < layers; ++layer) {
+    for (const char* part : {"attn", "mlp"}) {
+      tensors.push_back(lris::test::random_tensor("layers." + std::to_string(layer) + "." + part,
+                                                  lris::dtype::BF16, {64, width + layer}, layer));
+    }
+  }
+  return tensors;
+}
+
 }  // namespace
 
 TEST_CASE("residency: acquired units hold their bytes; leased units stay; the budget holds",
@@ -395,13 +408,7 @@ TEST_CASE("residency: units from a checkpoint, read from the files into pinned m
           "[cache][residency]") {
   namespace st = lris::safetensors;
   using lris::dtype;
-  std::vector<lris::test::raw_tensor> tensors;
-  for (unsigned layer = 0; layer < 3; ++layer) {
-    for (const char* part : {"attn", "mlp"}) {
-      tensors.push_back(lris::test::random_tensor(
-          "layers." + std::to_string(layer) + "." + part, dtype::BF16, {64, 33u + layer}, layer));
-    }
-  }
+  std::vector<lris::test::raw_tensor> tensors = layer_tensors(3, 33);
   tensors.push_back(lris::test::random_tensor("norm", dtype::F32, {64}, 9));
   const scratch_dir scratch("residency_test_files");
   const auto& dir = scratch.path;
@@ -642,14 +649,7 @@ TEST_CASE("residency: stall accounting on a scripted clock", "[cache][residency]
 
 TEST_CASE("residency: units from a checkpoint kept in its files", "[cache][residency]") {
   namespace st = lris::safetensors;
-  using lris::dtype;
-  std::vector<lris::test::raw_tensor> tensors;
-  for (unsigned layer = 0; layer < 4; ++layer) {
-    for (const char* part : {"attn", "mlp"}) {
-      tensors.push_back(lris::test::random_tensor(
-          "layers." + std::to_string(layer) + "." + part, dtype::BF16, {64, 31u + layer}, layer));
-    }
-  }
+  const std::vector<lris::test::raw_tensor> tensors = layer_tensors(4, 31);
   const scratch_dir scratch("residency_checkpoint_files");
   const auto& dir = scratch.path;
   const st::checkpoint ck(lris::test::write_file(dir / "layers.safetensors", tensors));

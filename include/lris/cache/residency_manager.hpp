@@ -452,9 +452,9 @@ class residency_manager {
     if (slot_bytes_ == 0) {
       if (!opt_.io) opt_.io = std::make_shared<io::io_engine>();
       // Whole pages, so that O_DIRECT reads land in the slots straight.
-      const std::uint64_t slot = std::max<std::uint64_t>(1, opt_.file_staging_bytes / 2);
-      slots_ = static_cast<std::byte*>(be_.allocate_pinned(2 * ((slot + 4095) & ~std::uint64_t{4095})));
-      slot_bytes_ = (slot + 4095) & ~std::uint64_t{4095};
+      slot_bytes_ = (std::max<std::uint64_t>(1, opt_.file_staging_bytes / 2) + 4095) &
+                    ~std::uint64_t{4095};
+      slots_ = static_cast<std::byte*>(be_.allocate_pinned(2 * slot_bytes_));
       slot_done_[0] = be_.make_event();
       slot_done_[1] = be_.make_event();
       slots_io_ = opt_.io->register_memory({slots_, 2 * slot_bytes_});
