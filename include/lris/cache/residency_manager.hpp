@@ -1132,7 +1132,16 @@ class residency_manager {
   // The prefetch thread: queues the copies prefetch_after() left, a piece at a time as the
   // link's tokens free up (read from the files first for units kept there), nearest first.
   // Started by the first prefetch that leaves copies; ends with the manager.
-  void prefetch_thread() {
+  // Nothing it meets leaves the thread (that would end the process): after an error it could
+  // not pin on one unit (memory for a read, say), the thread ends, and acquires bring in on
+  // demand what it would have brought ahead.
+  void prefetch_thread() noexcept {
+    try {
+      prefetch_loop();
+    } catch (...) {
+    }
+  }
+  void prefetch_loop() {
     std::unique_lock lock(mutex_);
     while (!stop_) {
       const std::optional<unit_id> v = arena_ == nullptr ? std::nullopt : unfinished_prefetch();
@@ -1157,7 +1166,11 @@ class residency_manager {
       if (y.queued > before) continue;
       // No tokens now: wait (unlocked) for the oldest of this manager's pieces in flight,
       // whose tokens come back when it is done, or a moment when others hold them.
-      while (!in_flight_.empty() && be_.query(*in_flight_.front())) in_flight_.pop_front();
+      try {
+        while (!in_flight_.empty() && be_.query(*in_flight_.front())) in_flight_.pop_front();
+      } catch (...) {  // a lost device: the next copy tells its acquire
+        in_flight_.clear();
+      }
       const std::shared_ptr<event_type> oldest = in_flight_.empty() ? nullptr : in_flight_.front();
       lock.unlock();
       try {
