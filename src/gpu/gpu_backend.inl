@@ -81,6 +81,10 @@ void detail::destroy_gpu_handle(gpu_rt::runtime, gpu_event_tag, void* handle) no
   gpu_rt::quiet(LRIS_GPU(EventDestroy)(static_cast<LRIS_GPU(Event_t)>(handle)));
 }
 
+void detail::destroy_gpu_handle(gpu_rt::runtime, gpu_graph_tag, void* handle) noexcept {
+  gpu_rt::quiet(LRIS_GPU(GraphExecDestroy)(static_cast<LRIS_GPU(GraphExec_t)>(handle)));
+}
+
 template <class R>
 int gpu_backend<R>::device_count() noexcept {
   int n = 0;
@@ -395,6 +399,40 @@ template <class R>
 void gpu_backend<R>::host_callback(stream& s, host_callback_fn fn, void* user) {
   gpu_rt::enter(device_, "host_callback");
   LRIS_GPU_TRY_ON(device_, gpu_rt::launch_host_func(gpu_rt::native(s), fn, user));
+}
+
+template <class R>
+void gpu_backend<R>::begin_capture(stream& s) {
+  gpu_rt::enter(device_, "begin_capture");
+  LRIS_GPU_TRY_ON(device_, LRIS_GPU(StreamBeginCapture)(gpu_rt::native(s),
+                                                        LRIS_GPU(StreamCaptureModeThreadLocal)));
+}
+
+template <class R>
+typename gpu_backend<R>::graph gpu_backend<R>::end_capture(stream& s) {
+  gpu_rt::enter(device_, "end_capture");
+  LRIS_GPU(Graph_t) g = nullptr;
+  const auto r = LRIS_GPU(StreamEndCapture)(gpu_rt::native(s), &g);
+  if (r != LRIS_GPU(Success)) {
+    (void)LRIS_GPU(GetLastError)();
+    if (g != nullptr) gpu_rt::quiet(LRIS_GPU(GraphDestroy)(g));
+    throw invalid_argument(fmt::format("{}_backend::end_capture on device {}: the capture "
+                                       "failed: {} ({})", name, device_,
+                                       LRIS_GPU(GetErrorString)(r), LRIS_GPU(GetErrorName)(r)));
+  }
+  LRIS_GPU(GraphExec_t) exec = nullptr;
+  const auto i = LRIS_GPU(GraphInstantiateWithFlags)(&exec, g, 0);
+  gpu_rt::quiet(LRIS_GPU(GraphDestroy)(g));
+  LRIS_GPU_TRY_ON(device_, i);
+  return graph(exec);
+}
+
+template <class R>
+void gpu_backend<R>::launch(graph& g, stream& s) {
+  gpu_rt::enter(device_, "launch");
+  LRIS_EXPECTS(g.native() != nullptr, "{}_backend::launch: a moved-from or empty graph", name);
+  LRIS_GPU_TRY_ON(device_, LRIS_GPU(GraphLaunch)(static_cast<LRIS_GPU(GraphExec_t)>(g.native()),
+                                                 gpu_rt::native(s)));
 }
 
 template class gpu_backend<gpu_rt::runtime>;

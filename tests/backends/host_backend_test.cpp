@@ -11,6 +11,7 @@
 #include <lris/backends/host_backend.hpp>
 
 using lris::host_backend;
+using lris::test::what_contains;
 
 TEST_CASE("host_backend streams run work in order", "[backend]") {
   host_backend b;
@@ -81,12 +82,12 @@ TEST_CASE("host_backend errors name what is at fault", "[backend][errors]") {
   host_backend b;
   SECTION("bad device index") {
     REQUIRE_THROWS_MATCHES(host_backend(5), lris::invalid_argument,
-                           lris::test::what_contains("device 5 does not exist"));
+                           what_contains("device 5 does not exist"));
     REQUIRE_THROWS_AS(host_backend(-1), lris::invalid_argument);
   }
   SECTION("out of memory") {
     REQUIRE_THROWS_MATCHES(b.allocate_device(std::size_t{1} << 50), lris::out_of_memory,
-                           lris::test::what_contains("1125899906842624 bytes of device memory"));
+                           what_contains("1125899906842624 bytes of device memory"));
     REQUIRE_THROWS_AS(b.allocate_pinned(~std::size_t{0} - 10), lris::out_of_memory);
   }
   SECTION("registration") {
@@ -95,9 +96,9 @@ TEST_CASE("host_backend errors name what is at fault", "[backend][errors]") {
     CHECK(host_backend::is_registered(mem.data() + 100, 100));
     CHECK_FALSE(host_backend::is_registered(mem.data() + 4000, 200));
     REQUIRE_THROWS_MATCHES(b.register_host(mem.data() + 100, 10), lris::invalid_argument,
-                           lris::test::what_contains("overlaps a range already registered"));
+                           what_contains("overlaps a range already registered"));
     REQUIRE_THROWS_MATCHES(b.unregister_host(mem.data() + 1), lris::invalid_argument,
-                           lris::test::what_contains("not the start of a registered range"));
+                           what_contains("not the start of a registered range"));
     REQUIRE_THROWS_AS(b.register_host(nullptr, 10), lris::invalid_argument);
     b.unregister_host(mem.data());
     CHECK_FALSE(host_backend::is_registered(mem.data(), 1));
@@ -111,7 +112,7 @@ TEST_CASE("host_backend errors name what is at fault", "[backend][errors]") {
     auto s = b.make_stream();
     auto s2 = std::move(s);
     REQUIRE_THROWS_MATCHES(b.synchronize(s), lris::invalid_argument,
-                           lris::test::what_contains("moved-from stream"));
+                           what_contains("moved-from stream"));
     b.synchronize(s2);
   }
 }
@@ -133,4 +134,48 @@ TEST_CASE("parallel_for runs every index once, from inside the pool too", "[deta
                         if (i == 17) throw std::runtime_error("index 17");
                       }),
                       "index 17");
+}
+
+TEST_CASE("host graphs: captured work runs only when launched, as often as launched",
+          "[backend][graph]") {
+  host_backend be;
+  auto s = be.make_stream();
+  auto side = be.make_stream();
+  std::vector<std::byte> a(4096, std::byte{7}), b(4096), c(4096);
+  be.begin_capture(s);
+  host_backend::event fork, join;
+  be.record(fork, s);
+  be.wait(side, fork);  // side joins the capture
+  be.copy_async(b.data(), a.data(), a.size(), lris::copy_kind::host_to_device, side);
+  be.record(join, side);
+  be.wait(s, join);
+  be.copy_async(c.data(), b.data(), b.size(), lris::copy_kind::device_to_host, s);
+  REQUIRE_THROWS_MATCHES(be.synchronize(s), lris::invalid_argument,
+                         what_contains("the stream is being captured"));
+  REQUIRE_THROWS_MATCHES(be.query(join), lris::invalid_argument,
+                         what_contains("query: the event was last recorded in a capture"));
+  host_backend::event outside;
+  be.record(outside, side);  // side is in the capture: this one is too
+  host_backend::event before;
+  auto other = be.make_stream();
+  be.record(before, other);
+  REQUIRE_THROWS_MATCHES(be.wait(s, before), lris::invalid_argument,
+                         what_contains("cannot wait for an event recorded outside the capture"));
+  REQUIRE_THROWS_MATCHES(be.end_capture(side), lris::invalid_argument,
+                         what_contains("did not begin a capture"));
+  auto g = be.end_capture(s);
+  be.synchronize(s);
+  be.synchronize(side);  // side left the capture with it
+  CHECK(b[0] == std::byte{0});  // nothing ran
+  REQUIRE_THROWS_MATCHES(be.wait(other, join), lris::invalid_argument,
+                         what_contains("recorded in a capture that has ended"));
+  be.launch(g, s);
+  be.synchronize(s);
+  CHECK(c == a);
+  a.assign(a.size(), std::byte{9});
+  be.launch(g, s);
+  be.synchronize(s);
+  CHECK(c == a);
+  REQUIRE_THROWS_MATCHES(be.end_capture(s), lris::invalid_argument,
+                         what_contains("did not begin a capture"));
 }

@@ -18,12 +18,15 @@
 #include <mutex>
 #include <string_view>
 #include <thread>
+#include <vector>
 
 #include <lris/concepts/backend_policy.hpp>
 #include <lris/concepts/batch_backend.hpp>
 #include <lris/concepts/convert_backend.hpp>
 #include <lris/concepts/flag_wait_backend.hpp>
+#include <lris/concepts/graph_backend.hpp>
 #include <lris/concepts/stream_ordered_backend.hpp>
+#include <lris/backends/detail/host_capture.hpp>
 #include <lris/backends/detail/serial_queue.hpp>
 #include <lris/detail/spin_wait.hpp>
 #include <lris/detail/thread_pool.hpp>
@@ -39,6 +42,7 @@ struct host_event_state {
   std::uint64_t recorded = 0;              // number of record() calls
   std::atomic<std::uint64_t> completed{0};  // highest record() the stream has passed
   std::chrono::steady_clock::time_point at;  // when it was passed
+  std::shared_ptr<host_capture> capture;     // the capture its last record() was in, if any
 
   void complete(std::uint64_t target) {
     {
@@ -84,6 +88,7 @@ class host_backend {
    private:
     friend class host_backend;
     std::unique_ptr<detail::serial_queue> queue_;
+    std::shared_ptr<detail::host_capture> capture_;  // the capture it is in, if any
   };
 
   /// @brief A point in a stream. query() is true once the stream has passed the last record().
@@ -94,6 +99,14 @@ class host_backend {
    private:
     friend class host_backend;
     std::shared_ptr<detail::host_event_state> state_;
+  };
+
+  /// @brief Work captured from streams: run by launch() as one task, in the order it was
+  /// queued.
+  class graph {
+   private:
+    friend class host_backend;
+    std::shared_ptr<const std::vector<std::function<void()>>> tasks_;
   };
 
   /// @brief The host backend on its only "device", 0.
@@ -197,7 +210,7 @@ class host_backend {
     LRIS_EXPECTS(bytes == 0 || (dst != nullptr && src != nullptr),
                  "host_backend::copy_async: null pointer (dst {}, src {}, {} bytes)", dst, src,
                  bytes);
-    queue(s).submit([dst, src, bytes] {
+    submit(s, [dst, src, bytes] {
       const auto pool_owner = detail::default_thread_pool();
       auto& pool = *pool_owner;
       detail::parallel_memcpy(pool, dst, src, bytes, pool.size(), std::size_t{4} << 20);
@@ -206,7 +219,7 @@ class host_backend {
   /// @brief Queues every copy of `items` on `s`, spread over the copy engine's threads.
   void copy_batch_async(const copy_item* items, std::size_t count, stream& s) {
     LRIS_EXPECTS(count == 0 || items != nullptr, "host_backend::copy_batch_async: null items");
-    queue(s).submit([items, count] {
+    submit(s, [items, count] {
       const auto pool_owner = detail::default_thread_pool();
       auto& pool = *pool_owner;
       detail::parallel_for(pool, count, pool.size() + 1, [items](std::size_t i) {
@@ -223,22 +236,48 @@ class host_backend {
     LRIS_EXPECTS(count == 0 || (dst != nullptr && src != nullptr),
                  "host_backend::convert_async: null pointer (dst {}, src {}, {} elements)", dst,
                  src, count);
-    queue(s).submit([=] { convert(src, from, dst, to, count); });
+    submit(s, [=] { convert(src, from, dst, to, count); });
   }
+  /// @brief Marks the point `s` has reached. In a capture it only orders the capture's work
+  /// (a stream that waits for `e` joins the capture), as on a GPU.
   void record(event& e, stream& s) {
+    std::shared_ptr<detail::host_capture> c = capture_of(s);
     std::uint64_t target;
     {
       std::lock_guard lock(e.state_->mutex);
+      e.state_->capture = c;
+      if (c) return;
       target = ++e.state_->recorded;
     }
     queue(s).submit([st = e.state_, target] { st->complete(target); });
   }
   /// @brief Work queued on `s` after this call waits for `e`'s last record().
+  /// @throws lris::invalid_argument, as a GPU's runtime would fail: a stream being captured
+  /// waiting for an event recorded outside its capture, or any stream waiting for an event
+  /// last recorded in a capture that has ended.
   void wait(stream& s, event& e) {
+    std::shared_ptr<detail::host_capture> c = capture_of(s);
+    std::shared_ptr<detail::host_capture> in;
     std::uint64_t target;
     {
       std::lock_guard lock(e.state_->mutex);
+      in = e.state_->capture;
       target = e.state_->recorded;
+    }
+    if (in) {
+      if (!in->is_open()) {
+        throw invalid_argument("host_backend::wait: the event was last recorded in a capture "
+                               "that has ended");
+      }
+      if (c && c != in) {
+        throw invalid_argument("host_backend::wait: the event was recorded in another capture");
+      }
+      s.capture_ = std::move(in);  // joins it (or is in it already): ordered by the capture
+      return;
+    }
+    if (c) {
+      throw invalid_argument("host_backend::wait: a stream being captured cannot wait for an "
+                             "event recorded outside the capture");
     }
     queue(s).submit([st = e.state_, target] { st->wait_for(target); });
   }
@@ -246,29 +285,93 @@ class host_backend {
   /// (set with an atomic store; a notify wakes the stream at once, else it polls).
   void wait_flag(stream& s, const std::uint32_t* flag) {
     LRIS_EXPECTS(flag != nullptr, "host_backend::wait_flag: null flag");
-    queue(s).submit([flag] {
+    submit(s, [flag] {
       std::atomic_ref<std::uint32_t> word(*const_cast<std::uint32_t*>(flag));
       while (word.load(std::memory_order_acquire) == 0) word.wait(0, std::memory_order_acquire);
     });
   }
-  void synchronize(stream& s) { queue(s).drain(); }
+  /// @throws lris::invalid_argument for a stream being captured (nothing of it runs).
+  void synchronize(stream& s) {
+    if (capture_of(s)) {
+      throw invalid_argument("host_backend::synchronize: the stream is being captured");
+    }
+    queue(s).drain();
+  }
+  /// @throws lris::invalid_argument for an event last recorded in a capture.
   void synchronize(event& e) {
     std::uint64_t target;
     {
       std::lock_guard lock(e.state_->mutex);
+      not_captured(*e.state_, "synchronize");
       target = e.state_->recorded;
     }
     e.state_->wait_for(target);
   }
+  /// @throws lris::invalid_argument for an event last recorded in a capture.
   [[nodiscard]] bool query(event& e) {
     std::lock_guard lock(e.state_->mutex);
+    not_captured(*e.state_, "query");
     return e.state_->completed >= e.state_->recorded;
   }
   void host_callback(stream& s, host_callback_fn fn, void* user) {
-    queue(s).submit([fn, user] { fn(user); });
+    submit(s, [fn, user] { fn(user); });
+  }
+
+  // ---- graphs -------------------------------------------------------------------------------
+  /// @brief Work queued on `s` from now on, and on the streams that join by waiting for an
+  /// event recorded in the capture, is kept for a graph instead of run.
+  /// @throws lris::invalid_argument when `s` is being captured already.
+  void begin_capture(stream& s) {
+    if (capture_of(s)) {
+      throw invalid_argument("host_backend::begin_capture: the stream is being captured already");
+    }
+    s.capture_ = std::make_shared<detail::host_capture>();
+    s.capture_->origin = &queue(s);
+  }
+  /// @brief The work captured since begin_capture(s).
+  /// @throws lris::invalid_argument when `s` did not begin a capture.
+  [[nodiscard]] graph end_capture(stream& s) {
+    std::shared_ptr<detail::host_capture> c = capture_of(s);
+    if (!c || c->origin != &queue(s)) {
+      throw invalid_argument("host_backend::end_capture: the stream did not begin a capture");
+    }
+    graph g;
+    {
+      std::lock_guard lock(c->mutex);
+      c->open = false;
+      g.tasks_ = std::make_shared<const std::vector<std::function<void()>>>(std::move(c->tasks));
+    }
+    s.capture_.reset();
+    return g;
+  }
+  /// @brief Queues `g`'s work on `s`, one task running it all in order.
+  void launch(graph& g, stream& s) {
+    LRIS_EXPECTS(g.tasks_ != nullptr, "host_backend::launch: a moved-from or empty graph");
+    submit(s, [tasks = g.tasks_] {
+      for (const auto& t : *tasks) t();
+    });
   }
 
  private:
+  // The open capture `s` is in, if any (it leaves one that has closed).
+  static std::shared_ptr<detail::host_capture> capture_of(stream& s) {
+    if (s.capture_ && !s.capture_->is_open()) s.capture_.reset();
+    return s.capture_;
+  }
+  static void not_captured(detail::host_event_state& st, const char* what) {
+    if (st.capture) {
+      throw invalid_argument(fmt::format("host_backend::{}: the event was last recorded in a "
+                                         "capture", what));
+    }
+  }
+  // Runs `task` in `s`'s order, or keeps it for the graph when `s` is being captured.
+  static void submit(stream& s, std::function<void()> task) {
+    if (auto c = capture_of(s)) {
+      c->add(std::move(task));
+      return;
+    }
+    queue(s).submit(std::move(task));
+  }
   static detail::serial_queue& queue(stream& s) {
     LRIS_EXPECTS(s.queue_ != nullptr, "host_backend: use of a moved-from stream");
     return *s.queue_;
@@ -295,5 +398,6 @@ static_assert(batch_backend<host_backend>);
 static_assert(convert_backend<host_backend>);
 static_assert(stream_ordered_backend<host_backend>);
 static_assert(flag_wait_backend<host_backend>);
+static_assert(graph_backend<host_backend>);
 
 }  // namespace lris

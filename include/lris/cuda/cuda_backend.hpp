@@ -17,5 +17,6 @@ static_assert(peer_backend<cuda_backend>);
 static_assert(pci_backend<cuda_backend>);
 static_assert(stream_ordered_backend<cuda_backend>);
 static_assert(flag_wait_backend<cuda_backend>);
+static_assert(graph_backend<cuda_backend>);
 
 }  // namespace lris

@@ -15,6 +15,7 @@
 #include <lris/concepts/convert_backend.hpp>
 #include <lris/concepts/copy_item.hpp>
 #include <lris/concepts/flag_wait_backend.hpp>
+#include <lris/concepts/graph_backend.hpp>
 #include <lris/concepts/pci_backend.hpp>
 #include <lris/concepts/peer_backend.hpp>
 #include <lris/concepts/stream_ordered_backend.hpp>
@@ -37,11 +38,14 @@ class gpu_backend;
 namespace detail {
 struct gpu_stream_tag {};
 struct gpu_event_tag {};
+struct gpu_graph_tag {};
 // Defined by each runtime's library.
 void destroy_gpu_handle(cuda_runtime, gpu_stream_tag, void* handle) noexcept;
 void destroy_gpu_handle(cuda_runtime, gpu_event_tag, void* handle) noexcept;
+void destroy_gpu_handle(cuda_runtime, gpu_graph_tag, void* handle) noexcept;
 void destroy_gpu_handle(hip_runtime, gpu_stream_tag, void* handle) noexcept;
 void destroy_gpu_handle(hip_runtime, gpu_event_tag, void* handle) noexcept;
+void destroy_gpu_handle(hip_runtime, gpu_graph_tag, void* handle) noexcept;
 
 /// @brief A move-only owner of a runtime handle (cudaStream_t, hipEvent_t, ...).
 template <class Runtime, class Tag>
@@ -84,6 +88,8 @@ class gpu_backend {
   using stream = detail::gpu_handle<Runtime, detail::gpu_stream_tag>;
   /// @brief An event without timing (cheaper to record and query).
   using event = detail::gpu_handle<Runtime, detail::gpu_event_tag>;
+  /// @brief Work captured from streams, ready to launch (an instantiated graph).
+  using graph = detail::gpu_handle<Runtime, detail::gpu_graph_tag>;
 
   /// @brief Device 0.
   gpu_backend() : gpu_backend(0) {}
@@ -158,6 +164,18 @@ class gpu_backend {
   /// @brief Runs `fn(user)` on a runtime thread once `s` reaches this point; `fn` must not call
   /// the runtime.
   void host_callback(stream& s, host_callback_fn fn, void* user);
+
+  // ---- graphs -------------------------------------------------------------------------------
+  /// @brief Work queued on `s` from now on is captured, not run (a stream that waits for an
+  /// event recorded on `s` joins the capture), until end_capture(s). Thread-local mode: other
+  /// threads may go on using the runtime meanwhile.
+  void begin_capture(stream& s);
+  /// @brief Ends the capture begun on `s` and instantiates what it captured.
+  /// @throws lris::invalid_argument naming the runtime's error when the capture was invalidated
+  /// (work of a joined stream never waited for, a wait for an event recorded outside it).
+  [[nodiscard]] graph end_capture(stream& s);
+  /// @brief Queues `g`'s work on `s`, once per call.
+  void launch(graph& g, stream& s);
 
  private:
   int device_ = 0;

@@ -17,5 +17,6 @@ static_assert(peer_backend<hip_backend>);
 static_assert(pci_backend<hip_backend>);
 static_assert(stream_ordered_backend<hip_backend>);
 static_assert(flag_wait_backend<hip_backend>);
+static_assert(graph_backend<hip_backend>);
 
 }  // namespace lris
