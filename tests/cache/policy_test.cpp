@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <numeric>
+#include <optional>
 #include <random>
 #include <vector>
 
@@ -18,6 +19,7 @@
 #include <lris/cache/score_policy.hpp>
 #include <lris/cache/simulate.hpp>
 #include <lris/cache/next_use.hpp>
+#include <lris/cache/range_allocator.hpp>
 #include <lris/cache/static_priority.hpp>
 
 namespace cache = lris::cache;
@@ -298,4 +300,23 @@ TEST_CASE("simulate and the policies name what is wrong", "[cache][policy][error
     REQUIRE_THROWS_MATCHES(c.reset(3), lris::invalid_argument,
                            what_contains("access 1 names unit 7, but there are 3 units"));
   }
+}
+
+TEST_CASE("range_allocator takes a chosen range only where all of it is free", "[cache][ranges]") {
+  cache::range_allocator r(4096, 256);
+  CHECK(r.allocate_at(1024, 1000));  // rounded to 1024
+  CHECK(r.used() == 1024);
+  CHECK_FALSE(r.allocate_at(1792, 256));  // inside it
+  CHECK_FALSE(r.allocate_at(768, 512));   // overlaps its start
+  CHECK_FALSE(r.allocate_at(100, 256));   // not aligned
+  CHECK_FALSE(r.allocate_at(3840, 512));  // past the end
+  CHECK(r.allocate_at(3840, 256));        // the last range
+  CHECK(r.allocate(1024) == std::optional<std::uint64_t>(0));  // first fit: before it
+  CHECK(r.allocate(2048) == std::nullopt);  // 2048..3840 is 1792 long
+  CHECK(r.largest_free() == 1792);
+  r.free(1024, 1000);
+  r.free(0, 1024);
+  CHECK(r.largest_free() == 3840);  // merged with its neighbours
+  CHECK(r.allocate_at(0, 3840));
+  CHECK(r.used() == 4096);
 }

@@ -45,7 +45,23 @@ class range_allocator {
     }
     return std::nullopt;
   }
-  /// @brief Gives back what allocate(bytes) returned at `offset`.
+  /// @brief Takes rounded(bytes) at `offset` (a multiple of the alignment); false when any of
+  /// it is not free (nothing changes).
+  [[nodiscard]] bool allocate_at(std::uint64_t offset, std::uint64_t bytes) {
+    const std::uint64_t n = rounded(bytes);
+    if (offset % alignment_ != 0 || offset > capacity_ || n > capacity_ - offset) return false;
+    auto it = free_.upper_bound(offset);
+    if (it == free_.begin()) return false;
+    --it;
+    const std::uint64_t at = it->first, len = it->second;
+    if (offset + n > at + len) return false;
+    free_.erase(it);
+    if (offset > at) free_.emplace(at, offset - at);
+    if (at + len > offset + n) free_.emplace(offset + n, at + len - offset - n);
+    used_ += n;
+    return true;
+  }
+  /// @brief Gives back what allocate(bytes) or allocate_at(offset, bytes) took at `offset`.
   void free(std::uint64_t offset, std::uint64_t bytes) {
     std::uint64_t at = offset, n = rounded(bytes);
     used_ -= n;
