@@ -475,8 +475,9 @@ TEST_CASE("residency: statistics as JSON", "[cache][residency]") {
   CHECK_THAT(j, Catch::StartsWith("{\"acquires\": 3, \"hit_bytes\": 1024, \"miss_bytes\": 0,"));
   CHECK_THAT(j, Catch::EndsWith("\"woken_bytes\": 7, \"file_read_bytes\": 0, "
                                 "\"file_read_seconds\": 0.000000, \"stall_seconds\": "
-                                "0.000000, \"stalls\": 0}"));
-  CHECK(std::count(j.begin(), j.end(), ':') == 16);  // every field
+                                "0.000000, \"stalls\": 0, \"replays\": 0, "
+                                "\"replayed_bytes\": 0}"));
+  CHECK(std::count(j.begin(), j.end(), ':') == 18);  // every field
 }
 
 TEST_CASE("residency: copies take the link's tokens, demand at critical, prefetch behind",

@@ -1,7 +1,7 @@
 // residency_manager on a GPU (one source, both runtimes): random acquire/release on two streams
 // with every acquired unit's bytes read back from the device, held leases never overwritten,
 // the device's free memory unchanged by acquires (the budget is taken once) and given back by
-// sleep(), a prefetched cycle under the link's tokens.
+// sleep(), a prefetched cycle under the link's tokens, a pass captured as graphs and replayed.
 #include <catch2/catch.hpp>
 
 #include <cstring>
@@ -9,6 +9,8 @@
 #include <random>
 #include <string>
 #include <vector>
+
+#include <fmt/format.h>
 
 #include <lris/lris.hpp>
 #if defined(LRIS_TEST_HIP)
@@ -42,8 +44,22 @@ struct units_of_bytes {
   void add_to(M& m) const {
     for (std::size_t u = 0; u < data.size(); ++u) {
       const std::vector<cache::unit_tensor> ts = {{"w", data[u]}};
-      m.add_unit("u" + std::to_string(u), ts);
+      m.add_unit(fmt::format("u{}", u), ts);
     }
+  }
+};
+
+// A manager of units `m` under `budget` with the context's broker, static priority, and the
+// units declared a cycle in order with one unit of lookahead.
+struct cycle {
+  cache::residency_manager<backend> rm;
+  std::vector<unit_id> order;
+  cycle(backend& be, const units_of_bytes& m, std::uint64_t budget)
+      : rm(be, {.budget_bytes = budget, .broker = lris::default_context()->broker()},
+           cache::static_priority{}) {
+    m.add_to(rm);
+    for (unit_id u = 0; u < m.data.size(); ++u) order.push_back(u);
+    rm.declare_order(order, true, m.data[0].size());
   }
 };
 
@@ -111,14 +127,9 @@ TEST_CASE("gpu residency: a prefetched cycle under the link's tokens", "[gpu][re
   const std::size_t unit_bytes = std::size_t{2} << 20;
   const unit_id units = 12;
   const units_of_bytes m(units, unit_bytes, 42);
-  cache::residency_options o;
-  o.budget_bytes = 6 * unit_bytes;
-  o.broker = lris::default_context()->broker();
-  cache::residency_manager<backend> rm(be, o, cache::static_priority{});
-  m.add_to(rm);
-  std::vector<unit_id> order(units);
-  for (unit_id u = 0; u < units; ++u) order[u] = u;
-  rm.declare_order(order, true, unit_bytes);
+  cycle c(be, m, 6 * unit_bytes);
+  auto& rm = c.rm;
+  const auto& order = c.order;
   auto s = be.make_stream();
   auto* pinned = static_cast<std::byte*>(be.allocate_pinned(unit_bytes));
   for (int pass = 0; pass < 4; ++pass) {
@@ -134,4 +145,63 @@ TEST_CASE("gpu residency: a prefetched cycle under the link's tokens", "[gpu][re
   CHECK(st.hit_bytes >= 3 * 4 * unit_bytes);
   CHECK(st.high_water_bytes <= 6 * unit_bytes);
   be.deallocate_pinned(pinned, unit_bytes);
+}
+
+TEST_CASE("gpu residency: a captured pass replays as graphs, every unit's bytes before its use",
+          "[gpu][residency][capture]") {
+  backend be(0);
+  const std::size_t unit_bytes = std::size_t{4} << 20;
+  const unit_id units = 10;
+  const units_of_bytes m(units, unit_bytes, 7);
+  cycle c(be, m, 6 * unit_bytes);  // with the broker: a captured pass takes no tokens
+  auto& rm = c.rm;
+  const auto& order = c.order;
+  auto s = be.make_stream();
+  // The pass's work: each unit copied to its own place in `out`, right after its acquire.
+  auto* out = static_cast<std::byte*>(be.allocate_device(units * unit_bytes));
+  auto* zeros = static_cast<std::byte*>(be.allocate_pinned(units * unit_bytes));
+  auto* back = static_cast<std::byte*>(be.allocate_pinned(units * unit_bytes));
+  std::memset(zeros, 0, units * unit_bytes);
+  const auto pass = [&] {
+    for (const unit_id u : order) {
+      auto l = rm.acquire(u, s);
+      be.copy_async(out + u * unit_bytes, l.tensor(0), unit_bytes,
+                    lris::copy_kind::device_to_device, s);
+      rm.release(std::move(l), s);
+    }
+  };
+  const auto wrong = [&] {
+    be.copy_async(back, out, units * unit_bytes, lris::copy_kind::device_to_host, s);
+    be.copy_async(out, zeros, units * unit_bytes, lris::copy_kind::host_to_device, s);
+    be.synchronize(s);
+    unsigned n = 0;
+    for (unit_id u = 0; u < units; ++u) {
+      n += std::memcmp(back + u * unit_bytes, m.data[u].data(), unit_bytes) != 0;
+    }
+    return n;
+  };
+  for (int p = 0; p < 2; ++p) pass();
+  CHECK(wrong() == 0);
+  auto g = rm.capture(s, pass);
+  CHECK(wrong() == units);  // captured, not run
+  REQUIRE(g.graphs() >= 1);
+  const std::uint64_t free_before = free_device_bytes();
+  for (int r = 0; r < 6; ++r) {
+    CAPTURE(r);
+    rm.replay(g, s);
+    CHECK(wrong() == 0);
+  }
+  // A pass not captured between replays, then replays again.
+  pass();
+  CHECK(wrong() == 0);
+  rm.replay(g, s);
+  CHECK(wrong() == 0);
+  be.synchronize(s);
+  CHECK(free_device_bytes() == free_before);  // replays allocate nothing
+  const auto st = rm.stats();
+  CHECK(st.replays == 7);
+  CHECK(st.high_water_bytes <= 6 * unit_bytes);
+  be.deallocate_pinned(back, units * unit_bytes);
+  be.deallocate_pinned(zeros, units * unit_bytes);
+  be.deallocate_device(out, units * unit_bytes);
 }

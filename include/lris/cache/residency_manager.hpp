@@ -26,6 +26,7 @@
 #include <atomic>
 #include <cerrno>
 #include <chrono>
+#include <concepts>
 #include <condition_variable>
 #include <cstddef>
 #include <cstdint>
@@ -47,12 +48,14 @@
 #include <fmt/format.h>
 
 #include <lris/cache/belady.hpp>
+#include <lris/cache/captured_pass.hpp>
 #include <lris/cache/eviction_policy.hpp>
 #include <lris/cache/range_allocator.hpp>
 #include <lris/cache/simulate.hpp>
 #include <lris/cache/static_priority.hpp>
 #include <lris/concepts/backend_policy.hpp>
 #include <lris/concepts/copy_item.hpp>
+#include <lris/concepts/graph_backend.hpp>
 #include <lris/error.hpp>
 #include <lris/io/engine.hpp>
 #include <lris/io/file.hpp>
@@ -131,6 +134,8 @@ struct residency_stats {
   /// summed over acquires, counting those whose copies have completed.
   double stall_seconds = 0;
   std::uint64_t stalls = 0;  ///< acquires that waited for a copy
+  std::uint64_t replays = 0;        ///< captured passes launched by replay()
+  std::uint64_t replayed_bytes = 0;  ///< copied to the device by them (not in the counts above)
 };
 
 /// @brief What one unit went through.
@@ -162,6 +167,8 @@ struct unit_stats {
   d.file_read_seconds -= before.file_read_seconds;
   d.stall_seconds -= before.stall_seconds;
   d.stalls -= before.stalls;
+  d.replays -= before.replays;
+  d.replayed_bytes -= before.replayed_bytes;
   return d;
 }
 
@@ -172,11 +179,12 @@ struct unit_stats {
       "\"prefetch_hit_bytes\": {}, \"evictions\": {}, \"evicted_bytes\": {}, "
       "\"high_water_bytes\": {}, \"budget_bytes\": {}, \"pinned_host_bytes\": {}, "
       "\"sleeps\": {}, \"woken_bytes\": {}, \"file_read_bytes\": {}, "
-      "\"file_read_seconds\": {:.6f}, \"stall_seconds\": {:.6f}, \"stalls\": {}}}",
+      "\"file_read_seconds\": {:.6f}, \"stall_seconds\": {:.6f}, \"stalls\": {}, "
+      "\"replays\": {}, \"replayed_bytes\": {}}}",
       s.acquires, s.hit_bytes, s.miss_bytes, s.prefetched_bytes, s.prefetch_hit_bytes,
       s.evictions, s.evicted_bytes, s.high_water_bytes, s.budget_bytes, s.pinned_host_bytes,
       s.sleeps, s.woken_bytes, s.file_read_bytes, s.file_read_seconds, s.stall_seconds,
-      s.stalls);
+      s.stalls, s.replays, s.replayed_bytes);
 }
 
 template <backend_policy Backend, eviction_policy Policy = static_priority>
@@ -512,7 +520,12 @@ class residency_manager {
       throw invalid_argument(fmt::format("residency_manager::acquire of unit \"{}\": the manager "
                                          "is asleep; wake() it first", x.name));
     }
-    harvest_stalls();
+    if (capturing_ && x.host == nullptr) {
+      throw invalid_argument(fmt::format("residency_manager::acquire of unit \"{}\" in a "
+                                         "captured pass: it is kept in files, and reads cannot "
+                                         "be captured", x.name));
+    }
+    if (!capturing_) harvest_stalls();  // queries no event outside a capture in it
     ++stats_.acquires;
     ++x.stats.acquires;
     if (x.resident && !x.prefetched) {
@@ -540,13 +553,13 @@ class residency_manager {
     history_.push_back(u);
     ++x.leases;
     if constexpr (timed) {
-      if (opt_.time_stalls) {
+      if (opt_.time_stalls && !capturing_ && x.ready) {
         stall_probe probe{u, take_spare_timed(), x.ready};
         be_.record(probe.acquired, s);
         probes_.push_back(std::move(probe));
       }
     }
-    be_.wait(s, *x.ready);
+    if (x.ready) be_.wait(s, *x.ready);  // none: its copies completed before a capture
     prefetch_after(u);
     return lease(this, u);
   }
@@ -695,8 +708,321 @@ class residency_manager {
     f(policy_);
   }
 
+  /// @brief Captures a pass as graphs for replay(): runs `pass()` (its acquires, kernels and
+  /// releases on `s`) with `s` captured, so that neither the kernels nor the copies that bring
+  /// its units in run now. Where the pass leaves the units elsewhere than it found them (a
+  /// cycle streaming units through a few places may alternate), `pass()` is captured again
+  /// from there, until the units come back to where a captured pass found them: at most
+  /// `max_graphs` times. Nothing is allocated, read or timed in a captured pass and its copies
+  /// take no tokens: it is for units in pinned host memory, visited in a declared cycle (run a
+  /// pass or two without capture first, so that the cycle's placement settles). No other
+  /// thread may use the manager meanwhile. The manager's state and statistics stay as they
+  /// were before the call.
+  /// @throws lris::invalid_argument when asleep, while a unit is leased, when the declared
+  /// order has a unit kept in files or `pass` acquires one, or when the units do not come back
+  /// within `max_graphs` passes (naming a unit and its places); what `pass` throws, after the
+  /// capture is ended and dropped.
+  template <class Pass>
+    requires graph_backend<Backend> && std::invocable<Pass&>
+  [[nodiscard]] captured_pass<Backend> capture(stream_type& s, Pass&& pass,
+                                               std::size_t max_graphs = 4) {
+    captured_pass<Backend> g;
+    g.owner_ = this;
+    std::unique_lock lock(mutex_);
+    g.arena_ = arena_;
+    capture_state before = settle_for_capture("capture");
+    const struct put_back_state {
+      residency_manager& m;
+      capture_state& before;
+      ~put_back_state() { m.restore(before); }
+    } restorer{*this, before};
+    capturing_ = true;
+    for (;;) {
+      typename captured_pass<Backend>::stage st;
+      st.start = placements();
+      const residency_stats at_start = stats_;
+      capture_one(lock, s, pass);
+      st.graph = be_.end_capture(s);
+      st.end = placements();
+      const residency_stats d = stats_ - at_start;
+      st.copy_bytes = d.miss_bytes + d.prefetched_bytes;
+      st.acquires = d.acquires;
+      g.stages_.push_back(std::move(st));
+      drop_capture_events();
+      for (const auto& earlier : g.stages_) {
+        if (earlier.start == g.stages_.back().end) return g;
+      }
+      if (g.stages_.size() >= max_graphs) {
+        throw invalid_argument(fmt::format(
+            "residency_manager::capture: after {} pass{} the units are not back where a captured "
+            "pass found them ({}); declare the pass's order as a cycle and run a pass or two "
+            "without capture first", g.stages_.size(), g.stages_.size() > 1 ? "es" : "",
+            moved_unit(g.stages_.front().start)));
+      }
+    }
+  }
+
+  /// @brief Queues the captured pass `g` on `s`: the graph captured from where the units are
+  /// now (if none was, first the copies that put them where the first graph starts), after
+  /// every use released so far and every copy queued. Later acquires and copies wait for it.
+  /// A replay's copies take no tokens and are counted in residency_stats::replays and
+  /// replayed_bytes only.
+  /// @throws lris::invalid_argument for a pass another manager captured, when asleep, while a
+  /// unit is leased (the graph may overwrite it), or when wake() has taken the budget's memory
+  /// back at another address since the capture.
+  template <graph_backend B = Backend>
+  void replay(captured_pass<B>& g, stream_type& s) {
+    std::lock_guard lock(mutex_);
+    if (g.owner_ != this || g.stages_.empty()) {
+      throw invalid_argument("residency_manager::replay: the pass was captured by another "
+                             "manager (or moved from)");
+    }
+    check_quiet("replay");
+    if (g.arena_ != arena_) {
+      throw invalid_argument(fmt::format(
+          "residency_manager::replay: the pass was captured before sleep(), and wake() took the "
+          "budget's memory back at another address ({} then, {} now); capture it again",
+          g.arena_, static_cast<const void*>(arena_)));
+    }
+    const auto now = placements();
+    auto st = std::find_if(g.stages_.begin(), g.stages_.end(),
+                           [&](const auto& x) { return x.start == now; });
+    if (st == g.stages_.end()) {
+      st = g.stages_.begin();
+      put_back(st->start);
+    }
+    for (unit_id v = 0; v < units_.size(); ++v) {  // a prefetch's copies still to queue
+      if (units_[v].resident && units_[v].queued < units_[v].bytes) {
+        queue_copies(v, priority::critical, true);
+      }
+    }
+    event_type e = spare_events_.empty() ? be_.make_event() : take_spare();
+    be_.record(e, copy_);
+    be_.wait(s, e);
+    spare_events_.push_back(std::move(e));
+    for (auto& u : units_) {
+      for (event_type& l : u.last_uses) {
+        be_.wait(s, l);
+        spare_events_.push_back(std::move(l));
+      }
+      u.last_uses.clear();
+    }
+    for (event_type& l : overwritten_) {
+      be_.wait(s, l);
+      spare_events_.push_back(std::move(l));
+    }
+    overwritten_.clear();
+    be_.launch(st->graph, s);
+    auto done = std::make_shared<event_type>(new_ready_event());  // timed, for stall probes
+    be_.record(*done, s);
+    be_.wait(copy_, *done);  // copies queued from now on overwrite nothing the graph still uses
+    // The units where the graph leaves them.
+    for (unit_id v = 0; v < units_.size(); ++v) {
+      unit_state& u = units_[v];
+      if (u.resident && !(st->end[v].resident && st->end[v].offset == u.offset)) {
+        ranges_.free(u.offset, u.bytes);
+        u.resident = false;
+        policy_.on_evict(v);
+      }
+    }
+    for (unit_id v = 0; v < units_.size(); ++v) {
+      unit_state& u = units_[v];
+      if (st->end[v].resident && !u.resident) {
+        if (!ranges_.allocate_at(st->end[v].offset, u.bytes)) {  // cannot be: as captured
+          throw invalid_argument(fmt::format("residency_manager::replay: unit \"{}\" cannot be "
+                                             "placed at offset {}", u.name, st->end[v].offset));
+        }
+        u.offset = st->end[v].offset;
+        u.resident = true;
+        u.queued = u.bytes;
+        policy_.on_insert(v, tick_);
+      }
+      u.ahead = 0;
+      u.prefetched = u.resident && st->end[v].prefetched;
+      u.ready = u.resident ? done : nullptr;
+    }
+    ++stats_.replays;
+    stats_.replayed_bytes += st->copy_bytes;
+  }
+
  private:
   static constexpr std::size_t no_position = static_cast<std::size_t>(-1);
+
+  // What capture() puts back when it ends: the manager as it was before the pass ran.
+  struct capture_state {
+    std::vector<unit_state> units;  // residency only: no events
+    range_allocator ranges;
+    Policy policy;
+    residency_stats stats;
+    std::vector<unit_id> history;
+    std::uint64_t tick;
+    std::size_t last_position;
+  };
+
+  // Throws unless the manager is awake and holds no lease.
+  void check_quiet(const char* what) const {
+    if (arena_ == nullptr) {
+      throw invalid_argument(fmt::format("residency_manager::{}: the manager is asleep; wake() "
+                                         "it first", what));
+    }
+    for (const auto& u : units_) {
+      if (u.leases > 0) {
+        throw invalid_argument(fmt::format("residency_manager::{}: unit \"{}\" is leased ({} "
+                                           "lease{}); release it first", what, u.name, u.leases,
+                                           u.leases > 1 ? "s" : ""));
+      }
+    }
+  }
+
+  // Before a capture: every copy queued and completed and every use waited for, so that the
+  // captured work depends on nothing outside it; returns the state to put back after.
+  capture_state settle_for_capture(const char* what) {
+    check_quiet(what);
+    for (const unit_id v : order_) {
+      if (units_[v].host == nullptr) {
+        throw invalid_argument(fmt::format("residency_manager::{}: unit \"{}\" of the declared "
+                                           "order is kept in files, and reads cannot be "
+                                           "captured", what, units_[v].name));
+      }
+    }
+    for (unit_id v = 0; v < units_.size(); ++v) {
+      unit_state& y = units_[v];
+      if (y.resident && y.queued < y.bytes) queue_copies(v, priority::critical, true);
+    }
+    be_.synchronize(copy_);
+    for (auto& u : units_) {
+      for (event_type& e : u.last_uses) be_.synchronize(e);
+      for (event_type& e : u.last_uses) spare_events_.push_back(std::move(e));
+      u.last_uses.clear();
+      u.ready.reset();  // complete: an acquire has nothing to wait for
+    }
+    for (event_type& e : overwritten_) {
+      be_.synchronize(e);
+      spare_events_.push_back(std::move(e));
+    }
+    overwritten_.clear();
+    in_flight_.clear();
+    harvest_stalls();  // every probe's events have completed
+    capture_state c{{}, ranges_, policy_, stats_, history_, tick_, last_position_};
+    for (const auto& u : units_) copy_residency(c.units.emplace_back(), u);
+    return c;
+  }
+
+  // Where `from` is and what it went through, into `to` (no name, tensors or events).
+  static void copy_residency(unit_state& to, const unit_state& from) noexcept {
+    to.offset = from.offset;
+    to.resident = from.resident;
+    to.prefetched = from.prefetched;
+    to.queued = from.queued;
+    to.ahead = from.ahead;
+    to.stats = from.stats;
+  }
+
+  // Begins a capture on `s` with the copy stream joined, runs `pass` unlocked, and joins the
+  // copy stream back; the caller ends the capture. On an exception the capture is ended and
+  // dropped.
+  template <class Pass>
+  void capture_one(std::unique_lock<std::mutex>& lock, stream_type& s, Pass& pass) {
+    event_type fork = spare_events_.empty() ? be_.make_event() : take_spare();
+    be_.begin_capture(s);
+    try {
+      be_.record(fork, s);
+      be_.wait(copy_, fork);  // the copy stream joins the capture
+      spare_events_.push_back(std::move(fork));
+      lock.unlock();
+      pass();
+      lock.lock();
+      event_type join = spare_events_.empty() ? be_.make_event() : take_spare();
+      be_.record(join, copy_);
+      be_.wait(s, join);
+      spare_events_.push_back(std::move(join));
+    } catch (...) {
+      if (!lock.owns_lock()) lock.lock();
+      try {
+        (void)be_.end_capture(s);  // dropped; nothing of it ran
+      } catch (...) {  // invalidated already: the error that did it is the one to report
+      }
+      throw;
+    }
+  }
+
+  // After a captured pass: the events it recorded order nothing that runs.
+  void drop_capture_events() noexcept {
+    for (auto& u : units_) {
+      u.ready.reset();
+      u.last_uses.clear();
+    }
+    overwritten_.clear();
+    in_flight_.clear();
+  }
+
+  // After capturing: the state before (nothing captured ran).
+  void restore(capture_state& c) noexcept {
+    drop_capture_events();
+    for (unit_id v = 0; v < units_.size(); ++v) copy_residency(units_[v], c.units[v]);
+    ranges_ = std::move(c.ranges);
+    policy_ = std::move(c.policy);
+    stats_ = c.stats;
+    history_ = std::move(c.history);
+    tick_ = c.tick;
+    last_position_ = c.last_position;
+    capturing_ = false;
+    more_.notify_one();
+  }
+
+  // Where each unit is now.
+  std::vector<typename captured_pass<Backend>::placement> placements() const
+    requires graph_backend<Backend>
+  {
+    std::vector<typename captured_pass<Backend>::placement> p;
+    for (const auto& u : units_) p.push_back({u.resident, u.prefetched, u.offset});
+    return p;
+  }
+
+  // The first unit not where `start` says, described; empty when every unit is.
+  std::string moved_unit(const std::vector<typename captured_pass<Backend>::placement>& start)
+      const requires graph_backend<Backend>
+  {
+    const auto where = [](bool resident, std::uint64_t offset) {
+      return resident ? fmt::format("at offset {}", offset) : std::string("out of the budget");
+    };
+    for (unit_id v = 0; v < units_.size(); ++v) {
+      const unit_state& u = units_[v];
+      if (u.resident == start[v].resident && (!u.resident || u.offset == start[v].offset)) continue;
+      return fmt::format("unit \"{}\" {} (it was {})", u.name, where(u.resident, u.offset),
+                         where(start[v].resident, start[v].offset));
+    }
+    return {};
+  }
+
+  // Puts every unit where `p` says: evicts those elsewhere, then brings in the missing at their
+  // places (copies queued on the copy stream).
+  void put_back(const std::vector<typename captured_pass<Backend>::placement>& p)
+    requires graph_backend<Backend>
+  {
+    for (unit_id v = 0; v < units_.size(); ++v) {
+      const unit_state& u = units_[v];
+      if (u.resident && (!p[v].resident || u.offset != p[v].offset)) evict(v);
+    }
+    for (unit_id v = 0; v < units_.size(); ++v) {
+      unit_state& u = units_[v];
+      if (!p[v].resident || u.resident) continue;
+      if (!ranges_.allocate_at(p[v].offset, u.bytes)) {  // cannot be: every other unit is out
+        throw invalid_argument(fmt::format("residency_manager::replay: unit \"{}\" cannot be put "
+                                           "back at offset {}", u.name, p[v].offset));
+      }
+      u.offset = p[v].offset;
+      u.resident = true;
+      u.queued = 0;
+      u.ahead = 0;
+      u.ready.reset();
+      policy_.on_insert(v, tick_);
+      wait_overwritten();
+      queue_copies(v, priority::critical, true);
+      stats_.miss_bytes += u.bytes;
+      u.stats.miss_bytes += u.bytes;
+    }
+  }
 
   std::uint64_t belady_locked(std::uint64_t staging) const {
     std::vector<std::uint64_t> bytes;
@@ -814,13 +1140,18 @@ class residency_manager {
     x.ahead = 0;
     x.ready.reset();
     stats_.high_water_bytes = std::max(stats_.high_water_bytes, ranges_.used());
+    wait_overwritten();
+    policy_.on_insert(u, tick_);
+    return true;
+  }
+
+  // Work queued on the copy stream from now on waits for the last uses of the units evicted.
+  void wait_overwritten() {
     for (event_type& e : overwritten_) {
       be_.wait(copy_, e);
       spare_events_.push_back(std::move(e));
     }
     overwritten_.clear();
-    policy_.on_insert(u, tick_);
-    return true;
   }
 
   // Queues the copies of the bytes of `u` not queued yet, in pieces under the link's tokens at
@@ -836,14 +1167,15 @@ class residency_manager {
                                     x.queued, x.bytes));
       }
       std::uint64_t n = x.bytes - x.queued;
-      if (opt_.broker) n = std::min(n, piece_);
+      const bool tokened = opt_.broker && !capturing_;  // a graph's copies take no tokens
+      if (tokened) n = std::min(n, piece_);
       std::size_t k = 0;  // the staging slot that holds the bytes, for a unit kept in files
       if (x.host == nullptr) {
         k = staged_slot(u, x.queued);
         n = std::min(n, slots_info_[k].to - x.queued);
       }
       sched::resource_tokens tokens;
-      if (opt_.broker) {
+      if (tokened) {
         tokens = opt_.broker->try_acquire(link_, n, p);
         if (tokens.bytes() == 0 && !wait) return false;
         if (tokens.bytes() == 0) {
@@ -1144,7 +1476,8 @@ class residency_manager {
   void prefetch_loop() {
     std::unique_lock lock(mutex_);
     while (!stop_) {
-      const std::optional<unit_id> v = arena_ == nullptr ? std::nullopt : unfinished_prefetch();
+      const std::optional<unit_id> v =
+          arena_ == nullptr || capturing_ ? std::nullopt : unfinished_prefetch();
       if (!v) {
         more_.wait(lock);
         continue;
@@ -1229,6 +1562,7 @@ class residency_manager {
   std::uint64_t tick_ = 0;
   std::vector<unit_id> history_;
   residency_stats stats_;
+  bool capturing_ = false;                   // a pass is being captured (capture())
 };
 
 }  // namespace lris::cache
