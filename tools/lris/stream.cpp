@@ -2,6 +2,7 @@
 // see stream_run.hpp. On the host backend the layers' products are a CPU stand-in (each
 // weight byte read once per token) and the sizes are small, so that it runs anywhere.
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -23,13 +24,15 @@ int run_stream_cuda(stream_options o, int device);  // cuda_stream.cpp
 namespace {
 
 // One layer's stand-in products on the host stream: every weight byte summed once per token.
+// Kept for as long as the run (a captured pass runs it again on each replay), one per set of
+// weight addresses: as many as the places the budget gives a layer.
 struct host_layer_work {
   std::vector<std::pair<const std::byte*, std::size_t>> weights;
   std::uint64_t tokens = 1;
   std::uint64_t* sink = nullptr;
 
   static void run(void* user) noexcept {
-    std::unique_ptr<host_layer_work> w(static_cast<host_layer_work*>(user));
+    const auto* w = static_cast<const host_layer_work*>(user);
     std::uint64_t sum = 0;
     for (std::uint64_t t = 0; t < w->tokens; ++t) {
       for (const auto& [p, n] : w->weights) {
@@ -53,13 +56,18 @@ int run_host(stream_options o) {
   auto sink = std::make_shared<std::uint64_t>(0);
   const auto shapes = layer_shapes(o);
   stream_device<host_backend> dev{host_backend{}, "host", {}, 64, {}, {}};
-  dev.compute = [&dev, sink, shapes](const std::vector<std::byte*>& w, std::uint64_t tokens,
-                                      host_backend::stream& s) {
-    auto work = std::make_unique<host_layer_work>();
-    for (std::size_t i = 0; i < w.size(); ++i) work->weights.emplace_back(w[i], shapes[i].bytes());
-    work->tokens = tokens;
-    work->sink = sink.get();
-    dev.backend.host_callback(s, &host_layer_work::run, work.release());
+  using work_key = std::pair<std::vector<std::byte*>, std::uint64_t>;
+  auto works = std::make_shared<std::map<work_key, host_layer_work>>();
+  dev.compute = [&dev, sink, shapes, works](const std::vector<std::byte*>& w,
+                                            std::uint64_t tokens, host_backend::stream& s) {
+    auto [at, added] = works->try_emplace(work_key{w, tokens});
+    host_layer_work& work = at->second;
+    if (added) {
+      for (std::size_t i = 0; i < w.size(); ++i) work.weights.emplace_back(w[i], shapes[i].bytes());
+      work.tokens = tokens;
+      work.sink = sink.get();
+    }
+    dev.backend.host_callback(s, &host_layer_work::run, &work);
   };
   dev.used_device_bytes = [] { return std::int64_t{-1}; };
   dev.link_ceiling = [&dev] {
@@ -92,6 +100,9 @@ int dispatch(const stream_options& o) {
   }
   if (o.passes < 1) throw invalid_argument("--passes: at least 1");
   if (o.cold && o.files.empty()) throw invalid_argument("--cold: only with --files DIR");
+  if (o.graph && !o.files.empty()) {
+    throw invalid_argument("--graph: not with --files (reads from files cannot be captured)");
+  }
   const auto [kind, index] = parse_device(o.device);
   if (kind == "host") return run_host(o);
 #if LRIS_HAS_CUDA()
@@ -131,6 +142,7 @@ command add_stream(CLI::App& app) {
                  "keep the layers in a file in this directory (written once), read through the "
                  "io engine each time a layer comes in: a model bigger than host memory");
   app.add_flag("--cold", o->cold, "with --files: drop the file from the page cache before each pass");
+  app.add_flag("--graph", o->graph, "also capture the pass as graphs and time its replays");
   app.add_flag("--json", o->json, "print JSON");
   return [o, model, budgets, lookahead, no_broker] {
     stream_options run = *o;
