@@ -4,7 +4,8 @@
 #   scripts/build.sh demo    build the `lris` command and run `lris demo`
 #   scripts/build.sh test    build everything and run the tests (the safetensors ones against
 #                            the reference package, which pip installs in
-#                            BUILD_DIR/reference-python); build the downstream example against
+#                            BUILD_DIR/reference-python; the Python module's, built for that
+#                            interpreter, with pytest); build the downstream example against
 #                            an installed lris and through add_subdirectory; run the tests again
 #                            under AddressSanitizer + UBSan, and the concurrent ones under
 #                            ThreadSanitizer
@@ -20,7 +21,7 @@ jobs=${JOBS:-$(nproc)}
 
 packages=(cmake make g++ pkg-config ccache catch2 libfmt-dev libcli11-dev liburing-dev
           libnuma-dev libhwloc-dev libxxhash-dev libssl-dev libdlpack-dev nlohmann-json3-dev
-          libbenchmark-dev python3-venv)
+          libbenchmark-dev python3-venv python3-dev)
 
 # The HIP backend's compiler and runtime (the tests build lris::hip too; its tests skip without
 # an AMD GPU), and clang with libFuzzer for the fuzz targets.
@@ -62,12 +63,16 @@ case "${1:-}" in
     # need it: no network is an error here, not a skipped test.
     reference_python=$(realpath -m "$build")/reference-python/bin/python
     [ -x "$reference_python" ] || python3 -m venv "$(dirname "$(dirname "$reference_python")")"
-    "$reference_python" -m pip install --quiet --disable-pip-version-check safetensors==0.8.0 || {
-      echo "build.sh: cannot install safetensors 0.8.0 from PyPI (pip failed above)" >&2
+    # The same interpreter builds and tests the Python module: nanobind, NumPy and pytest too.
+    "$reference_python" -m pip install --quiet --disable-pip-version-check safetensors==0.8.0 \
+      "nanobind>=2.9" numpy pytest || {
+      echo "build.sh: cannot install safetensors 0.8.0, nanobind, numpy and pytest from PyPI" \
+        "(pip failed above)" >&2
       exit 1
     }
     configure "$build" -DCMAKE_BUILD_TYPE=Release -DLRIS_ENABLE_HIP=ON \
-      -DLRIS_REFERENCE_PYTHON="$reference_python"
+      -DLRIS_REFERENCE_PYTHON="$reference_python" \
+      -DLRIS_BUILD_PYTHON=ON -DPython_EXECUTABLE="$reference_python"
     cmake --build "$build" -j "$jobs"
     (cd "$build" && ctest --output-on-failure -j "$jobs")
 

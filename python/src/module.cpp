@@ -1,0 +1,298 @@
+// lris._lris: the extension module behind `import lris`. Checkpoints are loaded into memory
+// that a lris.Tensor owns through its lease: NumPy, PyTorch and others take it through DLPack
+// without a copy, and it stays valid for as long as any of them holds it.
+#include <nanobind/nanobind.h>
+#include <nanobind/stl/filesystem.h>
+#include <nanobind/stl/optional.h>
+#include <nanobind/stl/pair.h>
+#include <nanobind/stl/string.h>
+#include <nanobind/stl/vector.h>
+
+#include <dlpack/dlpack.h>
+
+#include <cstdint>
+#include <cstring>
+#include <exception>
+#include <filesystem>
+#include <memory>
+#include <optional>
+#include <regex>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include <fmt/format.h>
+
+#include <lris/lris.hpp>
+
+#include "dtype_names.hpp"
+#include "errors.hpp"
+
+namespace nb = nanobind;
+using namespace nb::literals;
+namespace st = lris::safetensors;
+
+namespace {
+
+// A tensor loaded by lris.load: its bytes, its shape and type, and the lease on its memory.
+struct py_tensor {
+  st::loaded_tensor t;
+
+  [[nodiscard]] std::string device() const {
+    if (!t.location.device) return "cpu";
+    return fmt::format("{}:{}", t.location.backend, t.location.device_id);
+  }
+};
+
+// DLPack >= 1.0's versioned managed tensor (Debian 12's dlpack.h is 0.6 and lacks it): the
+// layout the DLPack 1.x ABI fixes.
+struct dl_version {
+  std::uint32_t major;
+  std::uint32_t minor;
+};
+struct dl_managed_versioned {
+  dl_version version;
+  void* manager_ctx;
+  void (*deleter)(dl_managed_versioned*);
+  std::uint64_t flags;
+  DLTensor dl_tensor;
+};
+constexpr std::uint64_t dl_flag_is_copied = 1ULL << 1;
+
+// A capsule for `m` named `name`; its destructor frees `m` unless a consumer took it (and
+// renamed the capsule "used_...").
+template <class Managed>
+nb::object capsule_of(Managed* m, const char* name) {
+  PyObject* c = PyCapsule_New(m, name, [](PyObject* self) noexcept {
+    const char* n = PyCapsule_GetName(self);
+    if (n == nullptr) {
+      PyErr_Clear();
+      return;
+    }
+    if (std::string_view(n) != "dltensor" && std::string_view(n) != "dltensor_versioned") return;
+    auto* p = static_cast<Managed*>(PyCapsule_GetPointer(self, n));
+    if (p != nullptr && p->deleter != nullptr) p->deleter(p);
+  });
+  if (c == nullptr) {
+    m->deleter(m);
+    throw nb::python_error();
+  }
+  return nb::steal(c);
+}
+
+// A copy of `t` in host memory of its own (for __dlpack__(copy=True)).
+st::loaded_tensor host_copy(const st::loaded_tensor& t) {
+  st::loaded_tensor c = t;
+  auto block = std::shared_ptr<std::byte[]>(new std::byte[t.bytes == 0 ? 1 : t.bytes]);
+  if (t.bytes > 0) std::memcpy(block.get(), t.data, t.bytes);
+  c.data = block.get();
+  c.lease = std::move(block);
+  return c;
+}
+
+nb::object dlpack(const py_tensor& self, nb::handle stream, nb::handle max_version,
+                  nb::handle dl_device, nb::handle copy) {
+  if (self.t.location.device) {
+    throw lris::unsupported(fmt::format("lris.Tensor \"{}\" on {}: DLPack export of device "
+                                        "memory is not available in this build",
+                                        self.t.name, self.device()));
+  }
+  if (!stream.is_none() && nb::cast<long long>(stream) != -1) {
+    throw nb::buffer_error(fmt::format("lris.Tensor \"{}\": stream {} for host memory (only "
+                                       "None or -1 apply)", self.t.name,
+                                       nb::cast<long long>(stream)).c_str());
+  }
+  if (!dl_device.is_none()) {
+    const auto want = nb::cast<std::pair<int, int>>(dl_device);
+    if (want.first != kDLCPU) {
+      throw nb::buffer_error(fmt::format("lris.Tensor \"{}\" is in host memory; a copy to "
+                                         "DLPack device ({}, {}) is not made here",
+                                         self.t.name, want.first, want.second).c_str());
+    }
+  }
+  const bool copied = !copy.is_none() && nb::cast<bool>(copy);
+  const st::loaded_tensor source = copied ? host_copy(self.t) : self.t;
+  DLManagedTensor* m = st::to_dlpack(source);
+  bool versioned = false;
+  if (!max_version.is_none()) {
+    const auto v = nb::cast<std::pair<int, int>>(max_version);
+    versioned = v.first >= 1;
+  }
+  if (!versioned) return capsule_of(m, "dltensor");
+  auto* v = new dl_managed_versioned{{1, 0}, m, [](dl_managed_versioned* self) {
+                                       auto* inner = static_cast<DLManagedTensor*>(self->manager_ctx);
+                                       inner->deleter(inner);
+                                       delete self;
+                                     },
+                                     copied ? dl_flag_is_copied : 0, m->dl_tensor};
+  return capsule_of(v, "dltensor_versioned");
+}
+
+nb::tuple shape_of(const std::vector<std::uint64_t>& shape) {
+  nb::list l;
+  for (const auto d : shape) l.append(d);
+  return nb::tuple(l);
+}
+
+// (host, device index) from "cpu", "host", "cuda", "cuda:1".
+std::pair<std::string, int> parse_device(const std::string& text) {
+  const auto colon = text.find(':');
+  std::string kind = text.substr(0, colon);
+  int index = 0;
+  if (colon != std::string::npos) {
+    const std::string n = text.substr(colon + 1);
+    if (n.empty() || n.find_first_not_of("0123456789") != std::string::npos) {
+      throw lris::invalid_argument(fmt::format("device \"{}\": the device number is not a "
+                                               "number", text));
+    }
+    index = std::stoi(n);
+  }
+  if (kind == "host") kind = "cpu";
+  return {kind, index};
+}
+
+nb::dict load(const std::filesystem::path& path, const std::string& device, nb::object select,
+              std::optional<std::string> dtype, nb::object progress) {
+  const auto [kind, index] = parse_device(device);
+  if (kind != "cpu") {
+    throw lris::unsupported(fmt::format(
+        "lris.load(\"{}\", device=\"{}\"): this build of the Python module loads into host "
+        "memory only (device=\"cpu\")", path.string(), device));
+  }
+  st::load_options o;
+  if (nb::isinstance<nb::str>(select)) {
+    o.select = nb::cast<std::string>(select);
+  } else if (!select.is_none()) {
+    for (nb::handle n : select) o.names.push_back(nb::cast<std::string>(n));
+    if (o.names.empty()) {
+      throw lris::invalid_argument(fmt::format("lris.load(\"{}\"): select is an empty list: "
+                                               "no tensor would load", path.string()));
+    }
+  }
+  if (dtype) o.convert_to = lris::python::dtype_from_name(*dtype);
+  // Errors the progress callback raises, kept to raise once the load has stopped.
+  std::exception_ptr callback_error;
+  std::uint64_t reported = 0;  // the most bytes reported so far (read and set under the GIL)
+  if (!progress.is_none()) {
+    // Called from the load's threads: one at a time (the GIL), and only with a count above the
+    // last, so that the callback sees the bytes done grow.
+    o.on_progress = [&progress, &callback_error, &reported](std::uint64_t done,
+                                                            std::uint64_t total) {
+      nb::gil_scoped_acquire gil;
+      if (callback_error) return false;
+      if (done <= reported && !(done == 0 && reported == 0)) return true;
+      reported = done;
+      try {
+        nb::object r = progress(done, total);
+        return r.is_none() || nb::cast<bool>(r);
+      } catch (...) {
+        callback_error = std::current_exception();
+        return false;
+      }
+    };
+  }
+  st::loaded_checkpoint loaded;
+  try {
+    nb::gil_scoped_release nogil;
+    const st::checkpoint ck(path);
+    lris::pipeline<lris::auto_select, lris::host_backend> p;
+    loaded = st::load(p, ck, o, st::load_target_memory::host);
+  } catch (...) {
+    if (callback_error) std::rethrow_exception(callback_error);
+    throw;
+  }
+  nb::dict out;
+  for (auto& t : loaded.tensors) {
+    std::string name = t.name;
+    out[nb::str(name.c_str(), name.size())] = nb::cast(py_tensor{std::move(t)});
+  }
+  return out;
+}
+
+nb::dict inspect(const std::filesystem::path& path) {
+  std::optional<st::checkpoint> ck;
+  {
+    nb::gil_scoped_release nogil;
+    ck.emplace(path);
+  }
+  nb::dict out, meta, tensors;
+  nb::list shards;
+  out["path"] = ck->path().string();
+  for (const auto& [k, v] : ck->metadata()) meta[nb::str(k.c_str(), k.size())] = v;
+  out["metadata"] = meta;
+  for (const auto& s : ck->shards()) shards.append(s.file.path().string());
+  out["shards"] = shards;
+  for (const auto& r : ck->tensors()) {
+    nb::dict t;
+    t["dtype"] = lris::python::dtype_name(r.info->type);
+    t["shape"] = shape_of(r.info->shape);
+    t["nbytes"] = r.info->bytes();
+    t["shard"] = r.shard;
+    t["offset"] = ck->file_offset(r);
+    tensors[nb::str(r.info->name.c_str(), r.info->name.size())] = t;
+  }
+  out["tensors"] = tensors;
+  out["data_bytes"] = ck->data_bytes();
+  return out;
+}
+
+nb::dict info() {
+  nb::dict out;
+  out["version"] = LRIS_VERSION_STRING;
+  nb::list backends;
+  backends.append("host");
+  out["backends"] = backends;
+  out["gpu"] = false;
+  return out;
+}
+
+}  // namespace
+
+NB_MODULE(_lris, m) {
+  m.doc() = "LRIS: checkpoints, transfers and the weight cache, handed to NumPy, PyTorch and "
+            "CuPy through DLPack";
+  lris::python::register_errors(m);
+
+  nb::class_<py_tensor>(m, "Tensor",
+                        "A loaded tensor. Its memory stays valid while this object or any "
+                        "DLPack consumer of it (numpy.from_dlpack, torch.from_dlpack) holds it.")
+      .def_prop_ro("name", [](const py_tensor& t) { return t.t.name; })
+      .def_prop_ro("shape", [](const py_tensor& t) { return shape_of(t.t.shape); })
+      .def_prop_ro("dtype", [](const py_tensor& t) { return lris::python::dtype_name(t.t.type); })
+      .def_prop_ro("device", &py_tensor::device)
+      .def_prop_ro("nbytes", [](const py_tensor& t) { return t.t.bytes; })
+      .def("tobytes",
+           [](const py_tensor& t) {
+             if (t.t.location.device) {
+               throw lris::unsupported(fmt::format("lris.Tensor \"{}\" on {}: tobytes() of "
+                                                   "device memory is not available in this "
+                                                   "build", t.t.name, t.device()));
+             }
+             return nb::bytes(reinterpret_cast<const char*>(t.t.data), t.t.bytes);
+           },
+           "The raw bytes, as in the file (any dtype).")
+      .def("__dlpack__", &dlpack, "stream"_a = nb::none(), nb::kw_only(),
+           "max_version"_a = nb::none(), "dl_device"_a = nb::none(), "copy"_a = nb::none(),
+           "A DLPack capsule of the tensor (versioned when max_version >= (1, 0)).")
+      .def("__dlpack_device__",
+           [](const py_tensor& t) {
+             const DLDevice d = st::dlpack_device(t.t.location);
+             return std::make_pair(static_cast<int>(d.device_type), d.device_id);
+           })
+      .def("__repr__", [](const py_tensor& t) {
+        std::string shape;
+        for (std::size_t i = 0; i < t.t.shape.size(); ++i) {
+          shape += fmt::format("{}{}", i ? ", " : "", t.t.shape[i]);
+        }
+        return fmt::format("lris.Tensor(\"{}\", shape=({}{}), dtype={}, device={})", t.t.name,
+                           shape, t.t.shape.size() == 1 ? "," : "",
+                           lris::python::dtype_name(t.t.type), t.device());
+      });
+
+  m.def("load", &load, "path"_a, "device"_a = "cpu", "select"_a = nb::none(),
+        "dtype"_a = nb::none(), "progress"_a = nb::none(),
+        "Loads a .safetensors file or a sharded model directory: {name: lris.Tensor}.");
+  m.def("inspect", &inspect, "path"_a, "The tensors, shards and metadata of a checkpoint.");
+  m.def("info", &info, "What this build of LRIS has.");
+}

@@ -1,0 +1,237 @@
+"""lris.load, lris.inspect and lris.Tensor on the CPU through NumPy, without torch: the bytes
+against the reference safetensors package, every dtype, scalar and empty tensors, sharded
+checkpoints, DLPack hand-off whose memory outlives the loader, and every error."""
+
+import ctypes
+import errno
+import gc
+import json
+import os
+import struct
+
+import numpy as np
+import pytest
+from safetensors.numpy import load_file, save_file
+
+import lris
+
+# NumPy dtypes the reference package writes, and LRIS's names for them.
+NUMPY_DTYPES = {
+    "bool": np.bool_, "uint8": np.uint8, "int8": np.int8, "int16": np.int16,
+    "uint16": np.uint16, "float16": np.float16, "int32": np.int32, "uint32": np.uint32,
+    "float32": np.float32, "int64": np.int64, "uint64": np.uint64, "float64": np.float64,
+}
+
+
+def random_array(dtype, shape, seed):
+    rng = np.random.default_rng(seed)
+    if dtype is np.bool_:
+        return rng.integers(0, 2, size=shape).astype(np.bool_)
+    if np.issubdtype(dtype, np.integer):
+        info = np.iinfo(dtype)
+        return rng.integers(info.min, info.max, size=shape, dtype=dtype, endpoint=True)
+    return rng.standard_normal(size=shape).astype(dtype)
+
+
+def write_raw(path, tensors, metadata=None):
+    """A safetensors file written by hand: {name: (dtype string, shape, raw bytes)}."""
+    header, offset, data = {}, 0, b""
+    if metadata:
+        header["__metadata__"] = metadata
+    for name, (dtype, shape, raw) in tensors.items():
+        header[name] = {"dtype": dtype, "shape": list(shape),
+                        "data_offsets": [offset, offset + len(raw)]}
+        offset += len(raw)
+        data += raw
+    h = json.dumps(header).encode()
+    h += b" " * (-len(h) % 8)
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(h)) + h + data)
+
+
+@pytest.fixture
+def reference_file(tmp_path):
+    arrays = {f"t.{name}": random_array(dt, (3, 5), i) for i, (name, dt) in
+              enumerate(NUMPY_DTYPES.items())}
+    path = tmp_path / "all.safetensors"
+    save_file(arrays, str(path), metadata={"format": "np"})
+    return path, arrays
+
+
+def test_every_numpy_dtype_matches_the_reference(reference_file):
+    path, arrays = reference_file
+    reference = load_file(str(path))
+    tensors = lris.load(path)
+    assert set(tensors) == set(arrays)
+    for name, t in tensors.items():
+        want = reference[name]
+        assert t.dtype == name[2:]
+        assert t.shape == want.shape
+        assert t.device == "cpu"
+        assert t.nbytes == want.nbytes
+        assert t.tobytes() == want.tobytes()
+        got = np.from_dlpack(t)
+        assert got.dtype == want.dtype
+        np.testing.assert_array_equal(got, want)
+
+
+def test_dtypes_numpy_cannot_name_come_back_byte_for_byte(tmp_path):
+    rng = np.random.default_rng(5)
+    raw = {}
+    for dtype, bits in [("BF16", 16), ("F8_E4M3", 8), ("F8_E5M2", 8), ("F8_E8M0", 8),
+                        ("F8_E4M3FNUZ", 8), ("F8_E5M2FNUZ", 8), ("C64", 64)]:
+        n = 4 * 6 * bits // 8
+        raw[dtype] = (dtype, (4, 6), rng.integers(0, 256, size=n, dtype=np.uint8).tobytes())
+    path = tmp_path / "narrow.safetensors"
+    write_raw(path, raw)
+    tensors = lris.load(path)
+    names = {"BF16": "bfloat16", "F8_E4M3": "float8_e4m3fn", "F8_E5M2": "float8_e5m2",
+             "F8_E8M0": "float8_e8m0fnu", "F8_E4M3FNUZ": "float8_e4m3fnuz",
+             "F8_E5M2FNUZ": "float8_e5m2fnuz", "C64": "complex64"}
+    for name, (_, shape, data) in raw.items():
+        assert tensors[name].dtype == names[name]
+        assert tensors[name].shape == shape
+        assert tensors[name].tobytes() == data
+
+
+def test_scalar_and_empty_tensors(tmp_path):
+    arrays = {"scalar": np.array(3.5, dtype=np.float32), "empty": np.zeros((0, 4), np.int32),
+              "one": np.array([7], dtype=np.int64)}
+    path = tmp_path / "edges.safetensors"
+    save_file(arrays, str(path))
+    tensors = lris.load(path)
+    assert tensors["scalar"].shape == ()
+    assert np.from_dlpack(tensors["scalar"]) == np.float32(3.5)
+    assert tensors["empty"].shape == (0, 4)
+    assert tensors["empty"].nbytes == 0
+    assert tensors["empty"].tobytes() == b""
+    assert np.from_dlpack(tensors["empty"]).shape == (0, 4)
+    assert np.from_dlpack(tensors["one"]).tolist() == [7]
+
+
+def test_a_sharded_directory_through_its_index(tmp_path):
+    a = {"layers.0.w": random_array(np.float32, (8, 8), 1)}
+    b = {"layers.1.w": random_array(np.float32, (8, 8), 2), "norm": np.ones(8, np.float16)}
+    save_file(a, str(tmp_path / "model-00001-of-00002.safetensors"))
+    save_file(b, str(tmp_path / "model-00002-of-00002.safetensors"))
+    weight_map = {k: "model-00001-of-00002.safetensors" for k in a}
+    weight_map.update({k: "model-00002-of-00002.safetensors" for k in b})
+    (tmp_path / "model.safetensors.index.json").write_text(
+        json.dumps({"metadata": {}, "weight_map": weight_map}))
+    tensors = lris.load(tmp_path)
+    assert sorted(tensors) == ["layers.0.w", "layers.1.w", "norm"]
+    for name, want in {**a, **b}.items():
+        np.testing.assert_array_equal(np.from_dlpack(tensors[name]), want)
+    info = lris.inspect(tmp_path)
+    assert len(info["shards"]) == 2
+    assert info["tensors"]["norm"] == {"dtype": "float16", "shape": (8,), "nbytes": 16,
+                                       "shard": 1, "offset": info["tensors"]["norm"]["offset"]}
+    assert info["data_bytes"] == 2 * 256 + 16
+
+
+def test_select_and_convert(reference_file):
+    path, arrays = reference_file
+    picked = lris.load(path, select=r"float(32|64)$")
+    assert sorted(picked) == ["t.float32", "t.float64"]
+    assert sorted(lris.load(path, select=["t.int8", "t.bool"])) == ["t.bool", "t.int8"]
+    exact = tmp = path.parent / "exact.safetensors"
+    values = np.array([1.0, -2.5, 0.15625, 2.0**100], dtype=np.float32)  # exact in bfloat16
+    save_file({"x": values}, str(tmp))
+    x = lris.load(exact, dtype="bfloat16")["x"]
+    assert x.dtype == "bfloat16"
+    top_halves = (values.view(np.uint32) >> 16).astype(np.uint16)
+    assert x.tobytes() == top_halves.tobytes()
+
+
+def test_memory_outlives_the_loader_and_the_tensor(reference_file):
+    path, arrays = reference_file
+    kept = []
+    for _ in range(20):
+        tensors = lris.load(path)
+        kept.append(np.from_dlpack(tensors["t.float64"]))
+        del tensors
+        gc.collect()
+    for a in kept:
+        np.testing.assert_array_equal(a, arrays["t.float64"])
+    a = kept[0]
+    a[0, 0] = 42.0  # writable, and the copy below is apart from it
+    copy = np.from_dlpack(lris.load(path)["t.float64"], copy=True)
+    copy[0, 0] = -1.0
+    assert a[0, 0] == 42.0
+
+
+def capsule_name(capsule):
+    get_name = ctypes.pythonapi.PyCapsule_GetName
+    get_name.restype = ctypes.c_char_p
+    get_name.argtypes = [ctypes.py_object]
+    return get_name(capsule).decode()
+
+
+def test_dlpack_capsules_and_devices(reference_file):
+    path, _ = reference_file
+    t = lris.load(path, select=["t.int32"])["t.int32"]
+    assert t.__dlpack_device__() == (1, 0)  # kDLCPU
+    assert capsule_name(t.__dlpack__()) == "dltensor"
+    assert capsule_name(t.__dlpack__(max_version=(1, 0))) == "dltensor_versioned"
+    assert capsule_name(t.__dlpack__(stream=-1, max_version=(0, 8))) == "dltensor"
+    with pytest.raises(BufferError, match="stream 7 for host memory"):
+        t.__dlpack__(stream=7)
+    with pytest.raises(BufferError, match=r"a copy to DLPack device \(2, 0\)"):
+        t.__dlpack__(dl_device=(2, 0))
+    assert "t.int32" in repr(t) and "shape=(3, 5)" in repr(t)
+
+
+def test_progress_is_reported_and_can_cancel(tmp_path):
+    # Big enough for many chunks: a cancel takes effect before the last one starts.
+    path = tmp_path / "big.safetensors"
+    save_file({f"w{i}": np.full((1024, 1024), i, np.float32) for i in range(24)}, str(path))
+    seen = []
+    lris.load(path, progress=lambda done, total: seen.append((done, total)))
+    assert seen and seen[-1][0] == seen[-1][1] > 0
+    assert all(a[0] <= b[0] for a, b in zip(seen, seen[1:]))
+    assert len(seen) > 2
+    with pytest.raises(lris.Cancelled, match="cancel"):
+        lris.load(path, progress=lambda done, total: False)
+
+    class Boom(Exception):
+        pass
+
+    def fail(done, total):
+        raise Boom("from the callback")
+
+    with pytest.raises(Boom, match="from the callback"):
+        lris.load(path, progress=fail)
+    assert lris.load(path, progress=True)  # a bar where tqdm is installed, else nothing
+
+
+def test_errors_name_what_is_at_fault(tmp_path, reference_file):
+    path, _ = reference_file
+    missing = tmp_path / "missing.safetensors"
+    with pytest.raises(lris.IoError) as e:
+        lris.load(missing)
+    assert e.value.errno == errno.ENOENT and str(missing) in str(e.value)
+    assert isinstance(e.value, OSError) and isinstance(e.value, lris.Error)
+
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(struct.pack("<Q", 10) + b"not json!!")
+    with pytest.raises(lris.FormatError, match="bad.safetensors") as e:
+        lris.load(bad)
+    assert isinstance(e.value, ValueError)
+    with pytest.raises(lris.FormatError, match="bad.safetensors"):
+        lris.inspect(bad)
+
+    past = tmp_path / "past.safetensors"
+    write_raw(past, {"w": ("F32", (4,), b"\0" * 8)})  # 16 bytes declared, 8 there
+    with pytest.raises(lris.FormatError, match="w"):
+        lris.load(past)
+
+    with pytest.raises(lris.InvalidArgument, match='dtype "float7" is not one LRIS knows'):
+        lris.load(path, dtype="float7")
+    with pytest.raises(lris.InvalidArgument, match="the device number is not a number"):
+        lris.load(path, device="cpu:x")
+    with pytest.raises(lris.Unsupported, match=r'device="cuda:0"'):
+        lris.load(path, device="cuda:0")
+    with pytest.raises(lris.InvalidArgument, match="select is an empty list"):
+        lris.load(path, select=[])
+    with pytest.raises(lris.Error, match="nope"):
+        lris.load(path, select=["nope"])
