@@ -64,8 +64,9 @@ if(LRIS_HAS_CUDA)
   add_library(lris::cuda ALIAS lris_cuda)
   set_target_properties(lris_cuda PROPERTIES EXPORT_NAME cuda OUTPUT_NAME lris_cuda
                         POSITION_INDEPENDENT_CODE ON)
-  # The static runtime lets a binary run where only the driver (libcuda.so.1) is installed.
-  if(LRIS_STATIC_DEPS)
+  # The static runtime lets a binary run where only the driver (libcuda.so.1) is installed, and
+  # keeps the Python module off the libcudart that torch (or anything else) loads.
+  if(LRIS_STATIC_DEPS OR LRIS_BUILD_PYTHON)
     target_link_libraries(lris_cuda PUBLIC lris::lris CUDA::cudart_static)
   else()
     target_link_libraries(lris_cuda PUBLIC lris::lris CUDA::cudart)

@@ -25,6 +25,9 @@
 #include <fmt/format.h>
 
 #include <lris/lris.hpp>
+#if LRIS_PYTHON_CUDA
+#include <lris/cuda.hpp>
+#endif
 
 #include "dtype_names.hpp"
 #include "errors.hpp"
@@ -81,9 +84,31 @@ nb::object capsule_of(Managed* m, const char* name) {
   return nb::steal(c);
 }
 
-// A copy of `t` in host memory of its own (for __dlpack__(copy=True)).
-st::loaded_tensor host_copy(const st::loaded_tensor& t) {
+#if LRIS_PYTHON_CUDA
+// `t`'s bytes (device memory of `t.location.device_id`) copied to `dst`, device or host memory,
+// complete when it returns.
+void copy_from_device(const st::loaded_tensor& t, void* dst, lris::copy_kind kind) {
+  lris::cuda_backend be(t.location.device_id);
+  auto s = be.make_stream();
+  be.copy_async(dst, t.data, t.bytes, kind, s);
+  be.synchronize(s);
+}
+#endif
+
+// A copy of `t` in memory of its own on the same device (for __dlpack__(copy=True)).
+st::loaded_tensor copy_of(const st::loaded_tensor& t) {
   st::loaded_tensor c = t;
+  if (t.location.device) {
+#if LRIS_PYTHON_CUDA
+    lris::cuda_backend be(t.location.device_id);
+    const std::size_t n = t.bytes == 0 ? 1 : t.bytes;
+    void* p = be.allocate_device(n);
+    c.lease = std::shared_ptr<void>(p, [be, n](void* q) mutable { be.deallocate_device(q, n); });
+    if (t.bytes > 0) copy_from_device(t, p, lris::copy_kind::device_to_device);
+    c.data = static_cast<std::byte*>(p);
+    return c;
+#endif
+  }
   auto block = std::shared_ptr<std::byte[]>(new std::byte[t.bytes == 0 ? 1 : t.bytes]);
   if (t.bytes > 0) std::memcpy(block.get(), t.data, t.bytes);
   c.data = block.get();
@@ -91,28 +116,46 @@ st::loaded_tensor host_copy(const st::loaded_tensor& t) {
   return c;
 }
 
+// The bytes of `t`, wherever it is.
+nb::bytes bytes_of(const st::loaded_tensor& t) {
+  if (!t.location.device) return nb::bytes(reinterpret_cast<const char*>(t.data), t.bytes);
+#if LRIS_PYTHON_CUDA
+  std::string host(t.bytes, '\0');
+  {
+    nb::gil_scoped_release nogil;
+    if (t.bytes > 0) copy_from_device(t, host.data(), lris::copy_kind::device_to_host);
+  }
+  return nb::bytes(host.data(), host.size());
+#else
+  throw lris::unsupported(fmt::format("lris.Tensor \"{}\": device memory in a build without "
+                                      "CUDA", t.name));
+#endif
+}
+
+// The stream argument of __dlpack__: for device memory any value a consumer may pass (None,
+// -1, 1 and 2 for the legacy and per-thread default streams, or a stream's handle) is
+// accepted and none is waited on: lris.load returns once every byte has landed on the device,
+// and nothing writes the tensor after, so work the consumer queues on any stream sees the
+// bytes. For host memory only None and -1 apply (the DLPack rule for kDLCPU).
 nb::object dlpack(const py_tensor& self, nb::handle stream, nb::handle max_version,
                   nb::handle dl_device, nb::handle copy) {
-  if (self.t.location.device) {
-    throw lris::unsupported(fmt::format("lris.Tensor \"{}\" on {}: DLPack export of device "
-                                        "memory is not available in this build",
-                                        self.t.name, self.device()));
-  }
-  if (!stream.is_none() && nb::cast<long long>(stream) != -1) {
+  if (!self.t.location.device && !stream.is_none() && nb::cast<long long>(stream) != -1) {
     throw nb::buffer_error(fmt::format("lris.Tensor \"{}\": stream {} for host memory (only "
                                        "None or -1 apply)", self.t.name,
                                        nb::cast<long long>(stream)).c_str());
   }
   if (!dl_device.is_none()) {
     const auto want = nb::cast<std::pair<int, int>>(dl_device);
-    if (want.first != kDLCPU) {
-      throw nb::buffer_error(fmt::format("lris.Tensor \"{}\" is in host memory; a copy to "
-                                         "DLPack device ({}, {}) is not made here",
-                                         self.t.name, want.first, want.second).c_str());
+    const DLDevice have = st::dlpack_device(self.t.location);
+    if (want.first != static_cast<int>(have.device_type) || want.second != have.device_id) {
+      throw nb::buffer_error(fmt::format("lris.Tensor \"{}\" is on DLPack device ({}, {}); a "
+                                         "copy to DLPack device ({}, {}) is not made here",
+                                         self.t.name, static_cast<int>(have.device_type),
+                                         have.device_id, want.first, want.second).c_str());
     }
   }
   const bool copied = !copy.is_none() && nb::cast<bool>(copy);
-  const st::loaded_tensor source = copied ? host_copy(self.t) : self.t;
+  const st::loaded_tensor source = copied ? copy_of(self.t) : self.t;
   DLManagedTensor* m = st::to_dlpack(source);
   bool versioned = false;
   if (!max_version.is_none()) {
@@ -155,10 +198,10 @@ std::pair<std::string, int> parse_device(const std::string& text) {
 nb::dict load(const std::filesystem::path& path, const std::string& device, nb::object select,
               std::optional<std::string> dtype, nb::object progress) {
   const auto [kind, index] = parse_device(device);
-  if (kind != "cpu") {
+  if (kind != "cpu" && !(LRIS_PYTHON_CUDA && kind == "cuda")) {
     throw lris::unsupported(fmt::format(
-        "lris.load(\"{}\", device=\"{}\"): this build of the Python module loads into host "
-        "memory only (device=\"cpu\")", path.string(), device));
+        "lris.load(\"{}\", device=\"{}\"): not a device of this build (cpu{})", path.string(),
+        device, LRIS_PYTHON_CUDA ? ", cuda:N" : ""));
   }
   st::load_options o;
   if (nb::isinstance<nb::str>(select)) {
@@ -196,8 +239,17 @@ nb::dict load(const std::filesystem::path& path, const std::string& device, nb::
   try {
     nb::gil_scoped_release nogil;
     const st::checkpoint ck(path);
-    lris::pipeline<lris::auto_select, lris::host_backend> p;
-    loaded = st::load(p, ck, o, st::load_target_memory::host);
+    // The default context's pipeline for the device: its pinned staging ring is made by the
+    // first load of the process and kept for the next.
+    if (kind == "cpu") {
+      loaded = st::load(lris::default_pipeline<lris::host_backend>(), ck, o,
+                        st::load_target_memory::host);
+    } else {
+#if LRIS_PYTHON_CUDA
+      loaded = st::load(lris::default_pipeline<lris::cuda_backend>(index), ck, o,
+                        st::load_target_memory::device);
+#endif
+    }
   } catch (...) {
     if (callback_error) std::rethrow_exception(callback_error);
     throw;
@@ -240,10 +292,22 @@ nb::dict inspect(const std::filesystem::path& path) {
 nb::dict info() {
   nb::dict out;
   out["version"] = LRIS_VERSION_STRING;
-  nb::list backends;
+  nb::list backends, devices;
   backends.append("host");
+#if LRIS_PYTHON_CUDA
+  backends.append("cuda");
+  for (const auto& d : lris::cuda::list_devices()) {
+    nb::dict e;
+    e["device"] = fmt::format("cuda:{}", d.ordinal);
+    e["name"] = d.name;
+    e["arch"] = d.arch;
+    e["memory_bytes"] = d.total_memory_bytes;
+    e["pci_bus_id"] = d.pci_bus_id;
+    devices.append(e);
+  }
+#endif
   out["backends"] = backends;
-  out["gpu"] = false;
+  out["devices"] = devices;
   return out;
 }
 
@@ -262,16 +326,8 @@ NB_MODULE(_lris, m) {
       .def_prop_ro("dtype", [](const py_tensor& t) { return lris::python::dtype_name(t.t.type); })
       .def_prop_ro("device", &py_tensor::device)
       .def_prop_ro("nbytes", [](const py_tensor& t) { return t.t.bytes; })
-      .def("tobytes",
-           [](const py_tensor& t) {
-             if (t.t.location.device) {
-               throw lris::unsupported(fmt::format("lris.Tensor \"{}\" on {}: tobytes() of "
-                                                   "device memory is not available in this "
-                                                   "build", t.t.name, t.device()));
-             }
-             return nb::bytes(reinterpret_cast<const char*>(t.t.data), t.t.bytes);
-           },
-           "The raw bytes, as in the file (any dtype).")
+      .def("tobytes", [](const py_tensor& t) { return bytes_of(t.t); },
+           "The raw bytes, as in the file (any dtype), copied to the host from a device.")
       .def("__dlpack__", &dlpack, "stream"_a = nb::none(), nb::kw_only(),
            "max_version"_a = nb::none(), "dl_device"_a = nb::none(), "copy"_a = nb::none(),
            "A DLPack capsule of the tensor (versioned when max_version >= (1, 0)).")
