@@ -8,6 +8,8 @@ checkpoint into GPU memory (cuda:0), or into host memory for the host contenders
   lris                      `lris load DIR --device cuda:0 --json --verify`: first load of a process
   lris-later                `lris load ... --repeat 5`: median of loads 2-5 of one process (warm only)
   lris-host                 `lris load DIR --device host --json --verify`
+  lris-python               `import lris`: lris.load(DIR, device="cuda:0"), then torch.from_dlpack of
+                            every tensor (the hand-off, timed with the load and reported apart)
   raw                       `lris load DIR --raw --json`: raw reads of the shards, no LRIS code; the
                             best method of the round is the ceiling ("/ raw")
   instanttensor             instanttensor.safe_open(files, device=0), default backend (O_DIRECT)
@@ -127,6 +129,8 @@ CONTENDERS = [
               args=["--device", DEVICE, "--repeat", "5", "--verify"], warm_only=True),
     Contender("lris-host", "lris", "host", "lris load --device host",
               args=["--device", "host", "--verify"]),
+    Contender("lris-python", "peer", "cuda", "import lris: lris.load(device=cuda:0) + torch.from_dlpack",
+              modules=["lris"], load="lris_python", options={"device": DEVICE}),
     Contender("raw", "raw", "host", "lris load --raw: raw reads of the shards, best method",
               args=["--device", "host", "--raw"]),
     Contender("instanttensor", "peer", "cuda", "instanttensor.safe_open, default backend",
@@ -475,7 +479,19 @@ def load_safetensors(files, device):
     return tensors, None, {"device": device}
 
 
-PEER_LOADERS = {"instanttensor": load_instanttensor, "fastsafetensors": load_fastsafetensors,
+def load_lris_python(files, device):
+    import lris
+    import torch
+    # The checkpoint's directory: lris.load reads it through its index, as `lris load DIR` does.
+    loaded = lris.load(os.path.dirname(os.path.abspath(files[0])), device=device)
+    start = time.perf_counter()
+    tensors = {name: torch.from_dlpack(t) for name, t in loaded.items()}
+    handoff = time.perf_counter() - start
+    return tensors, None, {"device": device, "handoff_seconds": handoff,
+                           "handoff_us_per_tensor": handoff / max(1, len(tensors)) * 1e6}
+
+
+PEER_LOADERS = {"lris_python": load_lris_python, "instanttensor": load_instanttensor, "fastsafetensors": load_fastsafetensors,
                 "kvikio": load_kvikio, "runai": load_runai, "safetensors": load_safetensors}
 
 
