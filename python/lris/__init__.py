@@ -25,12 +25,13 @@ from ._lris import (
     Unsupported,
     info,
     inspect,
+    load_into,
 )
 
 __all__ = [
     "Cancelled", "DeviceError", "DeviceLost", "Error", "FormatError", "IntegrityError",
     "InvalidArgument", "IoError", "OutOfMemory", "Tensor", "Unsupported", "info", "inspect",
-    "load",
+    "load", "load_into",
 ]
 __version__ = info()["version"]
 

@@ -31,6 +31,8 @@
 
 #include "dtype_names.hpp"
 #include "errors.hpp"
+#include "load_into.hpp"
+#include "progress.hpp"
 
 namespace nb = nanobind;
 using namespace nb::literals;
@@ -214,27 +216,8 @@ nb::dict load(const std::filesystem::path& path, const std::string& device, nb::
     }
   }
   if (dtype) o.convert_to = lris::python::dtype_from_name(*dtype);
-  // Errors the progress callback raises, kept to raise once the load has stopped.
-  std::exception_ptr callback_error;
-  std::uint64_t reported = 0;  // the most bytes reported so far (read and set under the GIL)
-  if (!progress.is_none()) {
-    // Called from the load's threads: one at a time (the GIL), and only with a count above the
-    // last, so that the callback sees the bytes done grow.
-    o.on_progress = [&progress, &callback_error, &reported](std::uint64_t done,
-                                                            std::uint64_t total) {
-      nb::gil_scoped_acquire gil;
-      if (callback_error) return false;
-      if (done <= reported && !(done == 0 && reported == 0)) return true;
-      reported = done;
-      try {
-        nb::object r = progress(done, total);
-        return r.is_none() || nb::cast<bool>(r);
-      } catch (...) {
-        callback_error = std::current_exception();
-        return false;
-      }
-    };
-  }
+  lris::python::progress_bridge bridge(std::move(progress));
+  o.on_progress = bridge.callback();
   st::loaded_checkpoint loaded;
   try {
     nb::gil_scoped_release nogil;
@@ -251,7 +234,7 @@ nb::dict load(const std::filesystem::path& path, const std::string& device, nb::
 #endif
     }
   } catch (...) {
-    if (callback_error) std::rethrow_exception(callback_error);
+    bridge.rethrow();
     throw;
   }
   nb::dict out;
@@ -349,6 +332,11 @@ NB_MODULE(_lris, m) {
   m.def("load", &load, "path"_a, "device"_a = "cpu", "select"_a = nb::none(),
         "dtype"_a = nb::none(), "progress"_a = nb::none(),
         "Loads a .safetensors file or a sharded model directory: {name: lris.Tensor}.");
+  m.def("load_into", &lris::python::load_into, "tensors"_a, "path"_a, "strict"_a = true,
+        "progress"_a = nb::none(),
+        "Loads a checkpoint into memory the caller allocated: tensors maps names to objects "
+        "with __dlpack__ (NumPy arrays, torch tensors: a state_dict), each checked for dtype, "
+        "shape and layout. Returns {loaded, bytes, missing, unexpected}.");
   m.def("inspect", &inspect, "path"_a, "The tensors, shards and metadata of a checkpoint.");
   m.def("info", &info, "What this build of LRIS has.");
 }

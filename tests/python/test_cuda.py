@@ -90,3 +90,16 @@ def test_cuda_errors(every_dtype):
     assert t.__dlpack_device__() == (2, 0)  # kDLCUDA
     with pytest.raises(BufferError, match=r"on DLPack device \(2, 0\); a copy to DLPack device \(1, 0\)"):
         t.__dlpack__(dl_device=(1, 0))
+
+
+def test_load_into_a_models_cuda_tensors(every_dtype):
+    path, raw = every_dtype
+    reference = load_file(str(path), device="cuda:0")
+    side = torch.cuda.Stream()
+    with torch.cuda.stream(side):  # the destinations are written on another stream first
+        mine = {n: torch.full_like(t, 1) for n, t in reference.items()}
+    torch.cuda.current_stream().wait_stream(side)  # as torch asks of work across streams
+    done = lris.load_into(mine, path)  # waits for the current stream's work, through DLPack
+    assert done["loaded"] == len(raw)
+    for n, t in reference.items():
+        assert torch.equal(mine[n].view(torch.uint8), t.view(torch.uint8)), n

@@ -203,3 +203,44 @@ def test_errors_name_what_is_at_fault(tmp_path, reference_file):
         lris.load(path, select=[])
     with pytest.raises(lris.Error, match="nope"):
         lris.load(path, select=["nope"])
+
+
+def test_load_into_fills_the_callers_arrays(reference_file):
+    path, arrays = reference_file
+    mine = {name: np.zeros_like(a) for name, a in arrays.items()}
+    ids = {name: id(a) for name, a in mine.items()}
+    done = lris.load_into(mine, path)
+    assert done["loaded"] == len(arrays) and done["missing"] == [] and done["unexpected"] == []
+    assert done["bytes"] == sum(a.nbytes for a in arrays.values())
+    for name, a in arrays.items():
+        assert id(mine[name]) == ids[name]  # the same objects, filled
+        np.testing.assert_array_equal(mine[name], a)
+    # Not strict: the names both have; the rest reported.
+    some = {"t.int8": np.zeros((3, 5), np.int8), "extra": np.zeros(2, np.int8)}
+    done = lris.load_into(some, path, strict=False)
+    assert done["loaded"] == 1 and done["missing"] == ["extra"]
+    assert len(done["unexpected"]) == len(arrays) - 1
+    np.testing.assert_array_equal(some["t.int8"], arrays["t.int8"])
+
+
+def test_load_into_errors_name_the_tensor(reference_file):
+    path, arrays = reference_file
+    with pytest.raises(lris.InvalidArgument, match=r'strict\): 0 destinations .* 11 checkpoint tensors without'):
+        lris.load_into({"t.int8": np.zeros((3, 5), np.int8)}, path)
+    with pytest.raises(lris.InvalidArgument, match=r'1 destination the checkpoint lacks: "nope"'):
+        lris.load_into({**{n: np.zeros_like(a) for n, a in arrays.items()}, "nope": np.zeros(1)}, path)
+    bad_shape = {"t.int8": np.zeros((5, 3), np.int8)}
+    with pytest.raises(lris.InvalidArgument, match=r'"t.int8" has shape \(3, 5\); its destination \(5, 3\)'):
+        lris.load_into(bad_shape, path, strict=False)
+    bad_type = {"t.int8": np.zeros((3, 5), np.uint8)}
+    with pytest.raises(lris.InvalidArgument, match=r'"t.int8" is int8; its destination holds DLPack type \(code 1, 8 bits\)'):
+        lris.load_into(bad_type, path, strict=False)
+    strided = {"t.int8": np.zeros((3, 10), np.int8)[:, ::2]}
+    with pytest.raises(lris.InvalidArgument, match='"t.int8" is not contiguous'):
+        lris.load_into(strided, path, strict=False)
+    with pytest.raises(lris.InvalidArgument, match=r'"t.int8" \(list\) has no __dlpack__'):
+        lris.load_into({"t.int8": [0] * 15}, path, strict=False)
+    untouched = np.full((3, 5), 7, np.int8)
+    with pytest.raises(lris.InvalidArgument):
+        lris.load_into({"t.int8": untouched, "t.int16": np.zeros((1,), np.int16)}, path, strict=False)
+    assert (untouched == 7).all()  # checked before anything is read
