@@ -23,6 +23,7 @@ from ._lris import (
     OutOfMemory,
     Tensor,
     Unsupported,
+    broker_status,
     info,
     inspect,
     load_into,
@@ -30,7 +31,8 @@ from ._lris import (
 
 __all__ = [
     "Cancelled", "DeviceError", "DeviceLost", "Error", "FormatError", "IntegrityError",
-    "InvalidArgument", "IoError", "OutOfMemory", "Tensor", "Unsupported", "info", "inspect",
+    "InvalidArgument", "IoError", "OutOfMemory", "Tensor", "Unsupported", "broker_status", "info",
+    "inspect",
     "load", "load_into",
 ]
 __version__ = info()["version"]

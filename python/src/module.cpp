@@ -294,6 +294,40 @@ nb::dict info() {
   return out;
 }
 
+// The default context's bandwidth broker, resource by resource: what the scheduler of the
+// bandwidth-aware scheduling design asks it.
+nb::dict broker_status() {
+  std::vector<lris::sched::resource_status> all;
+  {
+    nb::gil_scoped_release nogil;
+    all = lris::default_context()->broker()->status();
+  }
+  nb::dict out;
+  for (const auto& r : all) {
+    nb::dict e, by;
+    e["gbps"] = r.gbps;
+    e["ceiling_gbps"] = r.ceiling_gbps > 0 ? nb::cast(r.ceiling_gbps) : nb::none();
+    e["utilization"] = r.utilization;
+    e["external_gbps"] = r.external ? nb::cast(r.external_gbps) : nb::none();
+    e["bytes"] = r.bytes;
+    e["capacity"] = r.capacity;
+    e["in_flight"] = r.in_flight;
+    e["shared"] = r.shared;
+    e["congested"] = r.congested;
+    for (std::size_t p = 0; p < lris::priority_count; ++p) {
+      nb::dict g;
+      g["granted_bytes"] = r.granted_bytes[p];
+      g["grants"] = r.grants[p];
+      g["waits"] = r.waits[p];
+      const std::string_view name = lris::to_string(static_cast<lris::priority>(p));
+      by[nb::str(name.data(), name.size())] = g;
+    }
+    e["by_priority"] = by;
+    out[nb::str(r.name.c_str(), r.name.size())] = e;
+  }
+  return out;
+}
+
 }  // namespace
 
 NB_MODULE(_lris, m) {
@@ -339,4 +373,8 @@ NB_MODULE(_lris, m) {
         "shape and layout. Returns {loaded, bytes, missing, unexpected}.");
   m.def("inspect", &inspect, "path"_a, "The tensors, shards and metadata of a checkpoint.");
   m.def("info", &info, "What this build of LRIS has.");
+  m.def("broker_status", &broker_status,
+        "The bandwidth broker's resources (host memory, each link direction, each disk): "
+        "achieved and ceiling GB/s, utilization, bytes in flight, and grants, granted bytes "
+        "and waits per priority.");
 }

@@ -244,3 +244,19 @@ def test_load_into_errors_name_the_tensor(reference_file):
     with pytest.raises(lris.InvalidArgument):
         lris.load_into({"t.int8": untouched, "t.int16": np.zeros((1,), np.int16)}, path, strict=False)
     assert (untouched == 7).all()  # checked before anything is read
+
+
+def test_the_brokers_status_after_a_load(reference_file):
+    path, _ = reference_file
+    lris.load(path)
+    status = lris.broker_status()
+    assert status, "a load registers its resources with the broker"
+    moved = 0
+    for name, r in status.items():
+        assert set(r["by_priority"]) == {"critical", "normal", "background"}
+        for g in r["by_priority"].values():
+            assert g["waits"] <= g["grants"]
+        assert r["capacity"] > 0 and 0 <= r["utilization"]
+        assert r["ceiling_gbps"] is None or r["ceiling_gbps"] > 0
+        moved += r["bytes"]
+    assert moved > 0
