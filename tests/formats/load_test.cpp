@@ -19,6 +19,7 @@
 #include <fmt/format.h>
 
 #include <lris/formats/load.hpp>
+#include <lris/formats/verify.hpp>
 #include <lris/lris.hpp>
 
 using lris::dtype;
@@ -542,4 +543,25 @@ TEST_CASE("load: without a call's method, the disk's calibrated profile from the
   CHECK_THAT(loaded.report.io,
              Catch::Contains("buffered reads on 3 workers (disk profile: " + profile.string()));
   CHECK(loaded.report.io_direct_bytes == 0);
+}
+
+TEST_CASE("verify: every loaded byte against the file, and the first that differs",
+          "[formats][load][errors]") {
+  const auto tensors = model();
+  const auto path = write_file(dir() / "verified.safetensors", tensors);
+  const st::checkpoint ck(path);
+  host_pipeline p;
+  auto loaded = st::load(p, ck, {}, st::load_target_memory::host);
+  CHECK(st::verify(p, ck, loaded) == tensors.size());
+  st::load_options to_f32;
+  to_f32.convert_to = dtype::F32;
+  const auto converted = st::load(p, ck, to_f32, st::load_target_memory::host);
+  CHECK(st::verify(p, ck, converted) == tensors.size());  // compared after the same conversion
+  const st::loaded_tensor& t = loaded.tensors.at(1);
+  t.data[t.bytes - 3] ^= std::byte{0x40};
+  CHECK_THROWS_MATCHES(st::verify(p, ck, loaded), lris::integrity_error,
+                       what_contains(fmt::format("verify: tensor \"{}\" differs from {} (its bytes "
+                                                 "at offset {}) first at byte {} of the tensor",
+                                                 t.name, path.string(),
+                                                 ck.file_offset(*ck.find(t.name)), t.bytes - 3)));
 }

@@ -17,6 +17,7 @@
 #include <nlohmann/json.hpp>
 
 #include <lris/formats/load.hpp>
+#include <lris/formats/verify.hpp>
 #include <lris/lris.hpp>
 #include <lris/system/format_bytes.hpp>
 #if LRIS_HAS_CUDA()
@@ -120,53 +121,6 @@ struct raw_reader {
   }
 };
 
-// Every tensor of `loaded` against the file's bytes (converted by the CPU where the load
-// converted; slices are not checked here). Two buffers of the largest tensor serve every
-// tensor, nothing zeroed; a device tensor's copy back runs while its file bytes are read.
-template <class Pipeline>
-std::size_t verify_loaded(Pipeline& p, const safetensors::checkpoint& ck,
-                          const safetensors::loaded_checkpoint& loaded) {
-  std::uint64_t largest = 1;
-  for (const auto& t : loaded.tensors) {
-    largest = std::max({largest, t.bytes, ck.find(t.name)->info->bytes()});
-  }
-  const auto n = static_cast<std::size_t>(largest);
-  buffer<page_aligned_allocator> file_bytes(n), converted(n), got(n);
-  io::io_engine& engine = p.io();
-  std::size_t verified = 0;
-  for (const auto& t : loaded.tensors) {
-    const auto& ref = *ck.find(t.name);
-    if (t.shape != ref.info->shape) continue;  // a slice
-    const auto bytes = static_cast<std::size_t>(t.bytes);
-    const std::byte* have = t.data;
-    std::optional<transfer> back;
-    if (t.location.device) {
-      using Backend = typename Pipeline::backend_type;
-      back.emplace(p.copy(as_host(got.data(), bytes),
-                          memory_span<device_space<Backend>, std::byte>(t.data, bytes,
-                                                                        t.location.device_id)));
-      have = got.data();
-    }
-    const io::file& f = ck.shards()[ref.shard].file;
-    engine.read(f, ck.file_offset(ref), {file_bytes.data(), static_cast<std::size_t>(ref.info->bytes())});
-    const std::byte* want = file_bytes.data();
-    if (t.type != ref.info->type) {
-      lris::convert(file_bytes.data(), ref.info->type, converted.data(), t.type,
-                    static_cast<std::size_t>(ref.info->elements()));
-      want = converted.data();
-    }
-    if (back) back->wait();
-    if (std::memcmp(have, want, bytes) != 0) {
-      const auto at = std::mismatch(have, have + bytes, want).first - have;
-      throw integrity_error(fmt::format("--verify: tensor \"{}\" differs from {} (its bytes at "
-                                        "offset {}) first at byte {} of the tensor",
-                                        t.name, f.path().string(), ck.file_offset(ref), at));
-    }
-    ++verified;
-  }
-  return verified;
-}
-
 template <class Pipeline>
 int run_load(const load_cli& c, Pipeline& p, safetensors::load_target_memory where) {
   const safetensors::checkpoint ck(c.path);
@@ -229,7 +183,7 @@ int run_load(const load_cli& c, Pipeline& p, safetensors::load_target_memory whe
   const double rate = median(lris_rates);
   const auto [raw_best, raw_rate] = raw ? raw->best() : std::pair<const raw_reader::method*, double>{};
 
-  const std::size_t verified = c.verify ? verify_loaded(p, ck, last) : 0;
+  const std::size_t verified = c.verify ? safetensors::verify(p, ck, last) : 0;
 
   if (c.json) {
     nlohmann::json out{{"path", ck.path().string()},

@@ -1,0 +1,74 @@
+#pragma once
+/// @file
+/// @brief safetensors::verify: every byte of a load compared with its file, after the load.
+
+#include <algorithm>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <optional>
+
+#include <fmt/format.h>
+
+#include <lris/element/convert.hpp>
+#include <lris/error.hpp>
+#include <lris/formats/checkpoint.hpp>
+#include <lris/formats/load.hpp>
+#include <lris/formats/loaded_tensor.hpp>
+#include <lris/memory/buffer.hpp>
+#include <lris/memory/page_aligned_allocator.hpp>
+
+namespace lris::safetensors {
+
+/// @brief Reads each tensor of `loaded` from its file again (through `p`'s io engine),
+/// converts it as the load did (by the CPU), and compares it with the loaded bytes (copied
+/// back from the device for device memory, while the file's bytes are read). Three buffers of
+/// the largest tensor serve every tensor. Tensors loaded as slices are skipped. Returns the
+/// tensors compared.
+/// @throws lris::integrity_error naming the tensor, the file, the tensor's offset in it and the
+/// first byte that differs; lris::io_error for a file that cannot be read again.
+template <loading_pipeline Pipeline>
+std::size_t verify(Pipeline& p, const checkpoint& ck, const loaded_checkpoint& loaded) {
+  using Backend = typename Pipeline::backend_type;
+  std::uint64_t largest = 1;
+  for (const auto& t : loaded.tensors) {
+    largest = std::max({largest, t.bytes, ck.find(t.name)->info->bytes()});
+  }
+  const auto n = static_cast<std::size_t>(largest);
+  buffer<page_aligned_allocator> file_bytes(n), converted(n), got(n);
+  io::io_engine& engine = p.io();
+  std::size_t verified = 0;
+  for (const auto& t : loaded.tensors) {
+    const tensor_ref& ref = *ck.find(t.name);
+    if (t.shape != ref.info->shape) continue;  // a slice
+    const auto bytes = static_cast<std::size_t>(t.bytes);
+    const std::byte* have = t.data;
+    std::optional<transfer> back;
+    if (t.location.device) {
+      back.emplace(p.copy(as_host(got.data(), bytes),
+                          memory_span<device_space<Backend>, std::byte>(t.data, bytes,
+                                                                        t.location.device_id)));
+      have = got.data();
+    }
+    const io::file& f = ck.shards()[ref.shard].file;
+    engine.read(f, ck.file_offset(ref),
+                {file_bytes.data(), static_cast<std::size_t>(ref.info->bytes())});
+    const std::byte* want = file_bytes.data();
+    if (t.type != ref.info->type) {
+      convert(file_bytes.data(), ref.info->type, converted.data(), t.type,
+              static_cast<std::size_t>(ref.info->elements()));
+      want = converted.data();
+    }
+    if (back) back->wait();
+    if (std::memcmp(have, want, bytes) != 0) {
+      const auto at = std::mismatch(have, have + bytes, want).first - have;
+      throw integrity_error(fmt::format("verify: tensor \"{}\" differs from {} (its bytes at "
+                                        "offset {}) first at byte {} of the tensor",
+                                        t.name, f.path().string(), ck.file_offset(ref), at));
+    }
+    ++verified;
+  }
+  return verified;
+}
+
+}  // namespace lris::safetensors
