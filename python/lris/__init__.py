@@ -55,11 +55,13 @@ def _tqdm_progress(path):
     return update, bar
 
 
-def load(path, device="cpu", select=None, dtype=None, progress=None):
-    """Loads a .safetensors file or a sharded model directory into `device` ("cpu").
+def load(path, device="cpu", select=None, dtype=None, verify=False, progress=None):
+    """Loads a .safetensors file or a sharded model directory into `device` ("cpu", "cuda:N").
 
     select: a regular expression searched in each name, or a list of exact names.
     dtype: floating-point tensors are converted to it as they load ("bfloat16", "float32"...).
+    verify: every byte read again from the files and compared after the load
+    (lris.IntegrityError names the tensor, file, offset and first byte that differs).
     progress: a callable(bytes_done, bytes_total) -> bool (False cancels: lris.Cancelled), or
     True for a tqdm bar when tqdm is installed.
     Returns {name: lris.Tensor} in checkpoint order.
@@ -70,7 +72,8 @@ def load(path, device="cpu", select=None, dtype=None, progress=None):
     elif progress is False:
         progress = None
     try:
-        return _lris.load(path, device=device, select=select, dtype=dtype, progress=progress)
+        return _lris.load(path, device=device, select=select, dtype=dtype, verify=verify,
+                          progress=progress)
     finally:
         if bar is not None:
             bar.close()

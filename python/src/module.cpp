@@ -24,6 +24,7 @@
 
 #include <fmt/format.h>
 
+#include <lris/formats/verify.hpp>
 #include <lris/lris.hpp>
 #if LRIS_PYTHON_CUDA
 #include <lris/cuda.hpp>
@@ -198,7 +199,7 @@ std::pair<std::string, int> parse_device(const std::string& text) {
 }
 
 nb::dict load(const std::filesystem::path& path, const std::string& device, nb::object select,
-              std::optional<std::string> dtype, nb::object progress) {
+              std::optional<std::string> dtype, bool verify, nb::object progress) {
   const auto [kind, index] = parse_device(device);
   if (kind != "cpu" && !(LRIS_PYTHON_CUDA && kind == "cuda")) {
     throw lris::unsupported(fmt::format(
@@ -224,13 +225,16 @@ nb::dict load(const std::filesystem::path& path, const std::string& device, nb::
     const st::checkpoint ck(path);
     // The default context's pipeline for the device: its pinned staging ring is made by the
     // first load of the process and kept for the next.
+    // verify: every byte read again from the files and compared, after the load.
     if (kind == "cpu") {
-      loaded = st::load(lris::default_pipeline<lris::host_backend>(), ck, o,
-                        st::load_target_memory::host);
+      auto& p = lris::default_pipeline<lris::host_backend>();
+      loaded = st::load(p, ck, o, st::load_target_memory::host);
+      if (verify) st::verify(p, ck, loaded);
     } else {
 #if LRIS_PYTHON_CUDA
-      loaded = st::load(lris::default_pipeline<lris::cuda_backend>(index), ck, o,
-                        st::load_target_memory::device);
+      auto& p = lris::default_pipeline<lris::cuda_backend>(index);
+      loaded = st::load(p, ck, o, st::load_target_memory::device);
+      if (verify) st::verify(p, ck, loaded);
 #endif
     }
   } catch (...) {
@@ -364,7 +368,7 @@ NB_MODULE(_lris, m) {
       });
 
   m.def("load", &load, "path"_a, "device"_a = "cpu", "select"_a = nb::none(),
-        "dtype"_a = nb::none(), "progress"_a = nb::none(),
+        "dtype"_a = nb::none(), "verify"_a = false, "progress"_a = nb::none(),
         "Loads a .safetensors file or a sharded model directory: {name: lris.Tensor}.");
   m.def("load_into", &lris::python::load_into, "tensors"_a, "path"_a, "strict"_a = true,
         "progress"_a = nb::none(),

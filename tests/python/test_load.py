@@ -97,6 +97,14 @@ def test_a_sharded_directory_through_its_index(tmp_path):
     assert info["data_bytes"] == 2 * 256 + 16
 
 
+def test_verify_reads_the_files_again(reference_file):
+    path, arrays = reference_file
+    tensors = lris.load(path, verify=True)
+    for name, a in arrays.items():
+        np.testing.assert_array_equal(np.from_dlpack(tensors[name]), a)
+    assert lris.load(path, dtype="float32", select=r"float", verify=True)["t.float16"].dtype == "float32"
+
+
 def test_select_and_convert(reference_file):
     path, arrays = reference_file
     picked = lris.load(path, select=r"float(32|64)$")
