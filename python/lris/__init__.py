@@ -24,6 +24,7 @@ from ._lris import (
     Tensor,
     Unsupported,
     broker_status,
+    copy,
     info,
     inspect,
     load_into,
@@ -31,8 +32,8 @@ from ._lris import (
 
 __all__ = [
     "Cancelled", "DeviceError", "DeviceLost", "Error", "FormatError", "IntegrityError",
-    "InvalidArgument", "IoError", "OutOfMemory", "Tensor", "Unsupported", "broker_status", "info",
-    "inspect",
+    "InvalidArgument", "IoError", "OutOfMemory", "Tensor", "Unsupported", "broker_status", "copy",
+    "info", "inspect",
     "load", "load_into",
 ]
 __version__ = info()["version"]

@@ -24,6 +24,7 @@
 #include <lris/cuda.hpp>
 #endif
 
+#include "dlpack_import.hpp"
 #include "dtype_names.hpp"
 #include "progress.hpp"
 
@@ -31,75 +32,6 @@ namespace nb = nanobind;
 namespace st = lris::safetensors;
 
 namespace lris::python {
-namespace {
-
-// A destination: where the object's bytes are, and what it holds.
-struct destination {
-  std::byte* data = nullptr;
-  DLDevice device{};
-  DLDataType type{};
-  std::vector<std::int64_t> shape;
-  bool compact = true;  // row-major without gaps
-  DLManagedTensor* managed = nullptr;
-};
-
-// The DLManagedTensors taken from the objects' capsules, released (their deleters called) when
-// the load is over.
-struct taken {
-  std::map<std::string, destination> by_name;
-  ~taken() {
-    for (auto& [n, d] : by_name) {
-      if (d.managed != nullptr && d.managed->deleter != nullptr) d.managed->deleter(d.managed);
-    }
-  }
-};
-
-std::string shape_text(const std::vector<std::int64_t>& s) {
-  std::string t = "(";
-  for (std::size_t i = 0; i < s.size(); ++i) t += fmt::format("{}{}", i ? ", " : "", s[i]);
-  return t + (s.size() == 1 ? ",)" : ")");
-}
-
-// `obj`'s memory through its __dlpack__. For GPU memory the consumer's stream is
-// `stream_of(device)`: the producer makes it wait for the work that writes the object, and the
-// load waits for that stream before it starts.
-template <class StreamOf>
-destination take(const std::string& name, nb::handle obj, StreamOf&& stream_of) {
-  if (!nb::hasattr(obj, "__dlpack__") || !nb::hasattr(obj, "__dlpack_device__")) {
-    throw invalid_argument(fmt::format("lris.load_into: the destination of \"{}\" ({}) has no "
-                                       "__dlpack__", name, nb::type_name(obj.type()).c_str()));
-  }
-  const auto dev = nb::cast<nb::tuple>(obj.attr("__dlpack_device__")());
-  const int kind = nb::cast<int>(dev[0]);
-  nb::object cap = kind == kDLCUDA
-                       ? obj.attr("__dlpack__")(nb::arg("stream") = stream_of(nb::cast<int>(dev[1])))
-                       : obj.attr("__dlpack__")();
-  auto* m = static_cast<DLManagedTensor*>(PyCapsule_GetPointer(cap.ptr(), "dltensor"));
-  if (m == nullptr) {
-    PyErr_Clear();
-    throw invalid_argument(fmt::format("lris.load_into: the destination of \"{}\" gave no "
-                                       "\"dltensor\" capsule", name));
-  }
-  PyCapsule_SetName(cap.ptr(), "used_dltensor");  // ours now: released by `taken`
-  destination d;
-  d.managed = m;
-  const DLTensor& t = m->dl_tensor;
-  d.data = static_cast<std::byte*>(t.data) + t.byte_offset;
-  d.device = t.device;
-  d.type = t.dtype;
-  d.shape.assign(t.shape, t.shape + t.ndim);
-  if (t.strides != nullptr) {
-    std::int64_t expect = 1;
-    for (int i = t.ndim - 1; i >= 0; --i) {
-      if (t.shape[i] != 1 && t.strides[i] != expect) d.compact = false;
-      expect *= t.shape[i];
-    }
-  }
-  return d;
-}
-
-}  // namespace
-
 nb::dict load_into(nb::handle tensors, const std::filesystem::path& path, bool strict,
                    nb::object progress) {
   std::optional<st::checkpoint> ck;
@@ -108,26 +40,10 @@ nb::dict load_into(nb::handle tensors, const std::filesystem::path& path, bool s
     ck.emplace(path);
   }
   taken dst;
-#if LRIS_PYTHON_CUDA
-  // The stream the load waits for, on the first GPU a destination is on (a second GPU is an
-  // error below).
-  std::optional<cuda_backend> gpu;
-  std::optional<cuda_backend::stream> consumer;
-  const auto stream_of = [&](int device) -> std::intptr_t {
-    if (!gpu) {
-      gpu.emplace(device);
-      consumer.emplace(gpu->make_stream());
-    }
-    return reinterpret_cast<std::intptr_t>(consumer->native());
-  };
-#else
-  const auto stream_of = [](int) -> std::intptr_t {
-    throw unsupported("lris.load_into: a destination in GPU memory, in a build without CUDA");
-  };
-#endif
+  consumer_stream consumer;
   for (nb::handle key : nb::iter(tensors.attr("keys")())) {
     const std::string name = nb::cast<std::string>(key);
-    dst.by_name.emplace(name, take(name, tensors[key], stream_of));
+    dst.by_name.emplace(name, take("lris.load_into", name, tensors[key], consumer));
   }
   std::vector<std::string> missing, unexpected;
   for (const auto& [name, d] : dst.by_name) {
@@ -204,7 +120,7 @@ nb::dict load_into(nb::handle tensors, const std::filesystem::path& path, bool s
       nb::gil_scoped_release nogil;
       if (where->device_type == kDLCUDA) {
 #if LRIS_PYTHON_CUDA
-        gpu->synchronize(*consumer);  // the producer's work on the destinations, done
+        consumer.wait();  // the producer's work on the destinations, done
         loaded = st::load_into(default_pipeline<cuda_backend>(where->device_id), *ck,
                                [&](const st::tensor_request& r) {
                                  const destination& d = check(r);

@@ -31,6 +31,7 @@
 #endif
 
 #include "dtype_names.hpp"
+#include "copy.hpp"
 #include "errors.hpp"
 #include "load_into.hpp"
 #include "progress.hpp"
@@ -375,6 +376,10 @@ NB_MODULE(_lris, m) {
         "Loads a checkpoint into memory the caller allocated: tensors maps names to objects "
         "with __dlpack__ (NumPy arrays, torch tensors: a state_dict), each checked for dtype, "
         "shape and layout. Returns {loaded, bytes, missing, unexpected}.");
+  m.def("copy", &lris::python::copy, "dst"_a, "src"_a,
+        "Copies src into dst (objects with __dlpack__: NumPy arrays, torch tensors; same dtype "
+        "and shape, contiguous): host to host, host to GPU and back (pageable memory through "
+        "the pinned staging ring), or within a GPU. Returns {bytes, seconds, path, policy}.");
   m.def("inspect", &inspect, "path"_a, "The tensors, shards and metadata of a checkpoint.");
   m.def("info", &info, "What this build of LRIS has.");
   m.def("broker_status", &broker_status,

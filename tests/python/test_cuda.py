@@ -103,3 +103,16 @@ def test_load_into_a_models_cuda_tensors(every_dtype):
     assert done["loaded"] == len(raw)
     for n, t in reference.items():
         assert torch.equal(mine[n].view(torch.uint8), t.view(torch.uint8)), n
+
+
+def test_copy_host_to_gpu_and_back():
+    src = torch.randn(1000, 513)  # pageable host memory: through the staging ring
+    dev = torch.empty_like(src, device="cuda:0")
+    assert lris.copy(dev, src)["bytes"] == src.numel() * 4
+    assert torch.equal(dev.cpu(), src)
+    back = np.zeros((1000, 513), np.float32)
+    lris.copy(back, dev)
+    assert torch.equal(torch.from_numpy(back), src)
+    other = torch.empty_like(dev)
+    lris.copy(other, dev)
+    assert torch.equal(other, dev)

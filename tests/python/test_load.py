@@ -268,3 +268,29 @@ def test_the_brokers_status_after_a_load(reference_file):
         assert r["ceiling_gbps"] is None or r["ceiling_gbps"] > 0
         moved += r["bytes"]
     assert moved > 0
+
+
+def test_copy_between_arrays():
+    src = random_array(np.float32, (1000, 257), 9)
+    dst = np.zeros_like(src)
+    done = lris.copy(dst, src)
+    np.testing.assert_array_equal(dst, src)
+    assert done["bytes"] == src.nbytes and done["seconds"] >= 0 and done["path"]
+    big = random_array(np.int64, (4096, 1024), 10)  # 32 MiB: split over the copy engine
+    out = np.empty_like(big)
+    lris.copy(out, big)
+    assert (out == big).all()
+    empty = np.zeros((0, 3), np.int8)
+    assert lris.copy(empty, np.zeros((0, 3), np.int8))["bytes"] == 0
+
+
+def test_copy_errors():
+    a = np.zeros((4, 4), np.float32)
+    with pytest.raises(lris.InvalidArgument, match=r"dst has shape \(4, 4\), src \(16,\)"):
+        lris.copy(a, np.zeros(16, np.float32))
+    with pytest.raises(lris.InvalidArgument, match=r"dst holds DLPack type \(code 2, 32 bits\), src \(code 0, 32 bits\)"):
+        lris.copy(a, np.zeros((4, 4), np.int32))
+    with pytest.raises(lris.InvalidArgument, match="src is not contiguous"):
+        lris.copy(np.zeros((4, 2), np.float32), a[:, ::2])
+    with pytest.raises(lris.InvalidArgument, match=r'lris.copy: the object for "src" \(bytes\) has no __dlpack__'):
+        lris.copy(a, b"0" * 64)
