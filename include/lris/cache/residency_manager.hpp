@@ -601,16 +601,7 @@ class residency_manager {
     for (unit_id v = 0; v < units_.size(); ++v) {
       if (units_[v].resident && units_[v].queued < units_[v].bytes) evict(v);  // half in
     }
-    for (auto& u : units_) {
-      for (event_type& e : u.last_uses) be_.synchronize(e);
-      for (event_type& e : u.last_uses) spare_events_.push_back(std::move(e));
-      u.last_uses.clear();
-    }
-    for (event_type& e : overwritten_) {
-      be_.synchronize(e);
-      spare_events_.push_back(std::move(e));
-    }
-    overwritten_.clear();
+    wait_all_uses();
     be_.deallocate_device(arena_, ranges_.capacity());
     arena_ = nullptr;
     ++stats_.sleeps;
@@ -789,7 +780,7 @@ class residency_manager {
                            [&](const auto& x) { return x.start == now; });
     if (st == g.stages_.end()) {
       st = g.stages_.begin();
-      put_back(st->start);
+      move_to(st->start, true);
     }
     for (unit_id v = 0; v < units_.size(); ++v) {  // a prefetch's copies still to queue
       if (units_[v].resident && units_[v].queued < units_[v].bytes) {
@@ -816,31 +807,7 @@ class residency_manager {
     auto done = std::make_shared<event_type>(new_ready_event());  // timed, for stall probes
     be_.record(*done, s);
     be_.wait(copy_, *done);  // copies queued from now on overwrite nothing the graph still uses
-    // The units where the graph leaves them.
-    for (unit_id v = 0; v < units_.size(); ++v) {
-      unit_state& u = units_[v];
-      if (u.resident && !(st->end[v].resident && st->end[v].offset == u.offset)) {
-        ranges_.free(u.offset, u.bytes);
-        u.resident = false;
-        policy_.on_evict(v);
-      }
-    }
-    for (unit_id v = 0; v < units_.size(); ++v) {
-      unit_state& u = units_[v];
-      if (st->end[v].resident && !u.resident) {
-        if (!ranges_.allocate_at(st->end[v].offset, u.bytes)) {  // cannot be: as captured
-          throw invalid_argument(fmt::format("residency_manager::replay: unit \"{}\" cannot be "
-                                             "placed at offset {}", u.name, st->end[v].offset));
-        }
-        u.offset = st->end[v].offset;
-        u.resident = true;
-        u.queued = u.bytes;
-        policy_.on_insert(v, tick_);
-      }
-      u.ahead = 0;
-      u.prefetched = u.resident && st->end[v].prefetched;
-      u.ready = u.resident ? done : nullptr;
-    }
+    move_to(st->end, false, done);  // where the graph leaves them
     ++stats_.replays;
     stats_.replayed_bytes += st->copy_bytes;
   }
@@ -890,22 +857,26 @@ class residency_manager {
       if (y.resident && y.queued < y.bytes) queue_copies(v, priority::critical, true);
     }
     be_.synchronize(copy_);
-    for (auto& u : units_) {
-      for (event_type& e : u.last_uses) be_.synchronize(e);
-      for (event_type& e : u.last_uses) spare_events_.push_back(std::move(e));
-      u.last_uses.clear();
-      u.ready.reset();  // complete: an acquire has nothing to wait for
-    }
-    for (event_type& e : overwritten_) {
-      be_.synchronize(e);
-      spare_events_.push_back(std::move(e));
-    }
-    overwritten_.clear();
+    wait_all_uses();
+    for (auto& u : units_) u.ready.reset();  // complete: an acquire has nothing to wait for
     in_flight_.clear();
     harvest_stalls();  // every probe's events have completed
     capture_state c{{}, ranges_, policy_, stats_, history_, tick_, last_position_};
     for (const auto& u : units_) copy_residency(c.units.emplace_back(), u);
     return c;
+  }
+
+  // Blocks until every released use, of resident and evicted units, has run; their events
+  // are spare again.
+  void wait_all_uses() {
+    for (auto& u : units_) {
+      for (event_type& e : u.last_uses) be_.synchronize(e);
+      for (event_type& e : u.last_uses) spare_events_.push_back(std::move(e));
+      u.last_uses.clear();
+    }
+    for (event_type& e : overwritten_) be_.synchronize(e);
+    for (event_type& e : overwritten_) spare_events_.push_back(std::move(e));
+    overwritten_.clear();
   }
 
   // Where `from` is and what it went through, into `to` (no name, tensors or events).
@@ -983,44 +954,62 @@ class residency_manager {
   std::string moved_unit(const std::vector<typename captured_pass<Backend>::placement>& start)
       const requires graph_backend<Backend>
   {
-    const auto where = [](bool resident, std::uint64_t offset) {
-      return resident ? fmt::format("at offset {}", offset) : std::string("out of the budget");
+    const auto where = [](const auto& p) {
+      return p.resident ? fmt::format("at offset {}", p.offset) : std::string("out of the budget");
     };
+    const auto now = placements();
     for (unit_id v = 0; v < units_.size(); ++v) {
-      const unit_state& u = units_[v];
-      if (u.resident == start[v].resident && (!u.resident || u.offset == start[v].offset)) continue;
-      return fmt::format("unit \"{}\" {} (it was {})", u.name, where(u.resident, u.offset),
-                         where(start[v].resident, start[v].offset));
+      if (now[v] == start[v]) continue;
+      return fmt::format("unit \"{}\" {} (it was {})", units_[v].name, where(now[v]),
+                         where(start[v]));
     }
     return {};
   }
 
-  // Puts every unit where `p` says: evicts those elsewhere, then brings in the missing at their
-  // places (copies queued on the copy stream).
-  void put_back(const std::vector<typename captured_pass<Backend>::placement>& p)
+  // Puts every unit where `p` says. By copies (`copy`): units elsewhere are evicted and the
+  // missing ones placed and copied in on the copy stream, as misses. After a replay (not
+  // `copy`): the graph has moved the bytes already; only the bookkeeping follows it, and the
+  // units it left are ready with `done`.
+  void move_to(const std::vector<typename captured_pass<Backend>::placement>& p, bool copy,
+               const std::shared_ptr<event_type>& done = nullptr)
     requires graph_backend<Backend>
   {
     for (unit_id v = 0; v < units_.size(); ++v) {
-      const unit_state& u = units_[v];
-      if (u.resident && (!p[v].resident || u.offset != p[v].offset)) evict(v);
+      unit_state& u = units_[v];
+      if (!u.resident || (p[v].resident && u.offset == p[v].offset)) continue;
+      if (copy) {
+        evict(v);
+      } else {
+        ranges_.free(u.offset, u.bytes);
+        u.resident = false;
+        policy_.on_evict(v);
+      }
     }
     for (unit_id v = 0; v < units_.size(); ++v) {
       unit_state& u = units_[v];
-      if (!p[v].resident || u.resident) continue;
-      if (!ranges_.allocate_at(p[v].offset, u.bytes)) {  // cannot be: every other unit is out
-        throw invalid_argument(fmt::format("residency_manager::replay: unit \"{}\" cannot be put "
-                                           "back at offset {}", u.name, p[v].offset));
+      if (p[v].resident && !u.resident) {
+        if (!ranges_.allocate_at(p[v].offset, u.bytes)) {  // cannot be: every other unit is out
+          throw invalid_argument(fmt::format("residency_manager::replay: unit \"{}\" cannot be "
+                                             "placed at offset {}", u.name, p[v].offset));
+        }
+        u.offset = p[v].offset;
+        u.resident = true;
+        u.queued = copy ? 0 : u.bytes;
+        u.ahead = 0;
+        u.ready.reset();
+        policy_.on_insert(v, tick_);
+        if (copy) {
+          wait_overwritten();
+          queue_copies(v, priority::critical, true);
+          stats_.miss_bytes += u.bytes;
+          u.stats.miss_bytes += u.bytes;
+        }
       }
-      u.offset = p[v].offset;
-      u.resident = true;
-      u.queued = 0;
-      u.ahead = 0;
-      u.ready.reset();
-      policy_.on_insert(v, tick_);
-      wait_overwritten();
-      queue_copies(v, priority::critical, true);
-      stats_.miss_bytes += u.bytes;
-      u.stats.miss_bytes += u.bytes;
+      if (!copy) {
+        u.ahead = 0;
+        u.prefetched = u.resident && p[v].prefetched;
+        u.ready = u.resident ? done : nullptr;
+      }
     }
   }
 
