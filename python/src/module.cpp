@@ -16,7 +16,6 @@
 #include <filesystem>
 #include <memory>
 #include <optional>
-#include <regex>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -89,13 +88,10 @@ nb::object capsule_of(Managed* m, const char* name) {
 }
 
 #if LRIS_PYTHON_CUDA
-// `t`'s bytes (device memory of `t.location.device_id`) copied to `dst`, device or host memory,
-// complete when it returns.
-void copy_from_device(const st::loaded_tensor& t, void* dst, lris::copy_kind kind) {
-  lris::cuda_backend be(t.location.device_id);
-  auto s = be.make_stream();
-  be.copy_async(dst, t.data, t.bytes, kind, s);
-  be.synchronize(s);
+// `t`'s bytes in device memory, as the source of a copy.
+lris::memory_span<lris::device_space<lris::cuda_backend>, const std::byte> device_bytes(
+    const st::loaded_tensor& t) {
+  return {t.data, static_cast<std::size_t>(t.bytes), t.location.device_id};
 }
 #endif
 
@@ -108,7 +104,11 @@ st::loaded_tensor copy_of(const st::loaded_tensor& t) {
     const std::size_t n = t.bytes == 0 ? 1 : t.bytes;
     void* p = be.allocate_device(n);
     c.lease = std::shared_ptr<void>(p, [be, n](void* q) mutable { be.deallocate_device(q, n); });
-    if (t.bytes > 0) copy_from_device(t, p, lris::copy_kind::device_to_device);
+    if (t.bytes > 0) {
+      lris::copy(lris::device_span<lris::cuda_backend>(static_cast<std::byte*>(p), n,
+                                                       t.location.device_id),
+                 device_bytes(t)).wait();
+    }
     c.data = static_cast<std::byte*>(p);
     return c;
 #endif
@@ -127,7 +127,10 @@ nb::bytes bytes_of(const st::loaded_tensor& t) {
   std::string host(t.bytes, '\0');
   {
     nb::gil_scoped_release nogil;
-    if (t.bytes > 0) copy_from_device(t, host.data(), lris::copy_kind::device_to_host);
+    if (t.bytes > 0) {
+      lris::copy(lris::as_host(reinterpret_cast<std::byte*>(host.data()), host.size()),
+                 device_bytes(t)).wait();
+    }
   }
   return nb::bytes(host.data(), host.size());
 #else
