@@ -45,7 +45,7 @@ inline void enter(int device, const char* operation) {
 }
 
 inline LRIS_GPU(Stream_t) native(backend::stream& s) {
-  LRIS_EXPECTS(s.native() != nullptr, "{}_backend: use of a moved-from or empty stream",
+  LRIS_EXPECTS(!s.empty(), "{}_backend: use of a moved-from or empty stream",
                runtime::name);
   return static_cast<LRIS_GPU(Stream_t)>(s.native());
 }

@@ -643,6 +643,12 @@ class residency_manager {
     std::lock_guard lock(mutex_);
     return arena_ == nullptr;
   }
+  /// @brief The budget's block of device memory (budget_bytes long; null while asleep): every
+  /// address a lease gives lies in it. A new block after wake(), perhaps elsewhere.
+  [[nodiscard]] std::byte* arena() const {
+    std::lock_guard lock(mutex_);
+    return arena_;
+  }
 
   /// @brief The counters so far; stall times count the acquires whose waits have completed.
   [[nodiscard]] residency_stats stats() {

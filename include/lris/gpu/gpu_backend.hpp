@@ -47,30 +47,43 @@ void destroy_gpu_handle(hip_runtime, gpu_stream_tag, void* handle) noexcept;
 void destroy_gpu_handle(hip_runtime, gpu_event_tag, void* handle) noexcept;
 void destroy_gpu_handle(hip_runtime, gpu_graph_tag, void* handle) noexcept;
 
-/// @brief A move-only owner of a runtime handle (cudaStream_t, hipEvent_t, ...).
+/// @brief A move-only owner of a runtime handle (cudaStream_t, hipEvent_t, ...), or a borrowed
+/// handle of the caller's, never destroyed here.
 template <class Runtime, class Tag>
 class gpu_handle {
  public:
   gpu_handle() = default;
-  gpu_handle(gpu_handle&& o) noexcept : handle_(std::exchange(o.handle_, nullptr)) {}
+  gpu_handle(gpu_handle&& o) noexcept
+      : handle_(std::exchange(o.handle_, nullptr)), borrowed_(std::exchange(o.borrowed_, false)) {}
   gpu_handle& operator=(gpu_handle&& o) noexcept {
     if (this != &o) {
       reset();
       handle_ = std::exchange(o.handle_, nullptr);
+      borrowed_ = std::exchange(o.borrowed_, false);
     }
     return *this;
   }
   ~gpu_handle() { reset(); }
-  /// @brief The runtime's handle, for kernels and libraries of the caller's own.
+  /// @brief The runtime's handle, for kernels and libraries of the caller's own (null for a
+  /// borrowed legacy default stream).
   [[nodiscard]] void* native() const noexcept { return handle_; }
+  /// @brief True for a moved-from or default-made handle: nothing to use.
+  [[nodiscard]] bool empty() const noexcept { return handle_ == nullptr && !borrowed_; }
+  /// @brief True for a handle the caller owns (gpu_backend::borrow_stream).
+  [[nodiscard]] bool borrowed() const noexcept { return borrowed_; }
 
  private:
   friend class lris::gpu_backend<Runtime>;
-  explicit gpu_handle(void* h) noexcept : handle_(h) {}
+  explicit gpu_handle(void* h, bool borrowed = false) noexcept : handle_(h), borrowed_(borrowed) {}
   void reset() noexcept {
-    if (handle_ != nullptr) destroy_gpu_handle(Runtime{}, Tag{}, std::exchange(handle_, nullptr));
+    if (handle_ != nullptr && !borrowed_) {
+      destroy_gpu_handle(Runtime{}, Tag{}, std::exchange(handle_, nullptr));
+    }
+    handle_ = nullptr;
+    borrowed_ = false;
   }
   void* handle_ = nullptr;
+  bool borrowed_ = false;
 };
 }  // namespace detail
 
@@ -128,6 +141,11 @@ class gpu_backend {
 
   // ---- streams and events -------------------------------------------------------------------
   [[nodiscard]] stream make_stream();
+  /// @brief A stream of the caller's, named by its runtime handle (a framework's current
+  /// stream: torch.cuda.current_stream().cuda_stream; null for the legacy default stream):
+  /// work is queued on it as on any stream, and it is never destroyed here. It must be a
+  /// stream of this backend's device and outlive the object.
+  [[nodiscard]] static stream borrow_stream(void* native) noexcept { return stream(native, true); }
   [[nodiscard]] event make_event();
   /// @brief An event that keeps the time it completed, for elapsed_seconds().
   [[nodiscard]] event make_timed_event();
