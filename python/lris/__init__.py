@@ -8,10 +8,17 @@ PyTorch and CuPy through DLPack without a copy.
 A tensor's memory belongs to the tensor (and to every array made from it through DLPack):
 it is freed when the last of them is gone, never reused meanwhile. Errors are lris.Error
 subclasses carrying LRIS's message (the file, tensor and offset at fault).
+
+Models bigger than GPU memory: lris.Cache keeps units of tensors (a model's blocks) in pinned
+host memory and brings them into a device's memory under a byte budget; lris.torch.stream
+streams a list of torch modules through one.
 """
+
+import re as _re
 
 from . import _lris
 from ._lris import (
+    CacheLease,
     Cancelled,
     DeviceError,
     DeviceLost,
@@ -31,12 +38,68 @@ from ._lris import (
 )
 
 __all__ = [
-    "Cancelled", "DeviceError", "DeviceLost", "Error", "FormatError", "IntegrityError",
+    "Cache", "CacheLease", "Cancelled", "DeviceError", "DeviceLost", "Error", "FormatError", "IntegrityError",
     "InvalidArgument", "IoError", "OutOfMemory", "Tensor", "Unsupported", "broker_status", "copy",
     "info", "inspect",
     "load", "load_into",
 ]
 __version__ = info()["version"]
+
+_UNITS = {"": 1, "B": 1, "K": 1 << 10, "KI": 1 << 10, "KIB": 1 << 10, "M": 1 << 20,
+          "MI": 1 << 20, "MIB": 1 << 20, "G": 1 << 30, "GI": 1 << 30, "GIB": 1 << 30,
+          "T": 1 << 40, "TI": 1 << 40, "TIB": 1 << 40, "KB": 10**3, "MB": 10**6, "GB": 10**9,
+          "TB": 10**12}
+
+
+def _bytes(value, what):
+    """An int, or a size such as "512M", "12G" (powers of 1024) or "12GB" (of 1000)."""
+    if isinstance(value, bool):
+        raise InvalidArgument(f"{what}: {value!r} is not a size")
+    if isinstance(value, int):
+        if value < 0:
+            raise InvalidArgument(f"{what}: {value} is negative")
+        return value
+    if isinstance(value, str):
+        m = _re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([A-Za-z]*)\s*", value)
+        if m and m.group(2).upper() in _UNITS:
+            return int(float(m.group(1)) * _UNITS[m.group(2).upper()])
+    raise InvalidArgument(f"{what}: {value!r} is not a size (examples: 1073741824, 512M, 12G, "
+                          f"12GB)")
+
+
+class Cache(_lris._Cache):
+    """Units of tensors (a model's blocks) kept in pinned host memory and brought into the
+    memory of `device` ("cuda:N", or "cpu" for host memory) under a hard byte `budget` (an
+    int or "12G"), all of it allocated now. A unit is evicted only when room is needed and
+    nothing holds it; with a declared order each acquire brings in the units after it, up to
+    `lookahead` bytes (default: two of the largest unit in the order).
+
+        cache = lris.Cache("cuda:0", budget="12G")
+        ids = [cache.add(f"layer{i}", {n: p for n, p in layer.state_dict().items()})
+               for i, layer in enumerate(layers)]
+        cache.order(ids)
+        with cache.acquire(ids[0], torch.cuda.current_stream()) as lease:
+            w = torch.from_dlpack(lease["weight"])   # valid until the lease is released
+
+    Copies take the link's tokens from the process's bandwidth broker (broker=False: none).
+    """
+
+    def __init__(self, device="cuda:0", budget=None, lookahead=None, alignment=256,
+                 broker=True):
+        if budget is None:
+            raise InvalidArgument("lris.Cache: a budget is needed (bytes, or a size like \"12G\")")
+        la = None if lookahead is None else _bytes(lookahead, "lris.Cache lookahead")
+        super().__init__(device, _bytes(budget, "lris.Cache budget"), la, alignment, broker)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __repr__(self):
+        return (f"lris.Cache(device={self.device!r}, budget={self.budget}, "
+                f"units={len(self.units)})")
 
 
 def _tqdm_progress(path):
@@ -67,14 +130,19 @@ def load(path, device="cpu", select=None, dtype=None, verify=False, progress=Non
     True for a tqdm bar when tqdm is installed.
     Returns {name: lris.Tensor} in checkpoint order.
     """
+    return _with_progress(path, progress, lambda p: _lris.load(
+        path, device=device, select=select, dtype=dtype, verify=verify, progress=p))
+
+
+def _with_progress(path, progress, call):
+    """call(callback): progress=True becomes a tqdm bar where tqdm is installed."""
     bar = None
     if progress is True:
         progress, bar = _tqdm_progress(path)
     elif progress is False:
         progress = None
     try:
-        return _lris.load(path, device=device, select=select, dtype=dtype, verify=verify,
-                          progress=progress)
+        return call(progress)
     finally:
         if bar is not None:
             bar.close()

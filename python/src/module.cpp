@@ -29,11 +29,14 @@
 #include <lris/cuda.hpp>
 #endif
 
-#include "dtype_names.hpp"
+#include "cache.hpp"
 #include "copy.hpp"
+#include "device_name.hpp"
+#include "dtype_names.hpp"
 #include "errors.hpp"
 #include "load_into.hpp"
 #include "progress.hpp"
+#include "py_tensor.hpp"
 
 namespace nb = nanobind;
 using namespace nb::literals;
@@ -41,15 +44,7 @@ namespace st = lris::safetensors;
 
 namespace {
 
-// A tensor loaded by lris.load: its bytes, its shape and type, and the lease on its memory.
-struct py_tensor {
-  st::loaded_tensor t;
-
-  [[nodiscard]] std::string device() const {
-    if (!t.location.device) return "cpu";
-    return fmt::format("{}:{}", t.location.backend, t.location.device_id);
-  }
-};
+using lris::python::py_tensor;
 
 // DLPack >= 1.0's versioned managed tensor (Debian 12's dlpack.h is 0.6 and lacks it): the
 // layout the DLPack 1.x ABI fixes.
@@ -185,26 +180,11 @@ nb::tuple shape_of(const std::vector<std::uint64_t>& shape) {
   return nb::tuple(l);
 }
 
-// (host, device index) from "cpu", "host", "cuda", "cuda:1".
-std::pair<std::string, int> parse_device(const std::string& text) {
-  const auto colon = text.find(':');
-  std::string kind = text.substr(0, colon);
-  int index = 0;
-  if (colon != std::string::npos) {
-    const std::string n = text.substr(colon + 1);
-    if (n.empty() || n.find_first_not_of("0123456789") != std::string::npos) {
-      throw lris::invalid_argument(fmt::format("device \"{}\": the device number is not a "
-                                               "number", text));
-    }
-    index = std::stoi(n);
-  }
-  if (kind == "host") kind = "cpu";
-  return {kind, index};
-}
-
-nb::dict load(const std::filesystem::path& path, const std::string& device, nb::object select,
-              std::optional<std::string> dtype, bool verify, nb::object progress) {
-  const auto [kind, index] = parse_device(device);
+// The load behind lris.load and lris.torch.load: the tensors, all in one block of memory.
+st::loaded_checkpoint load_checkpoint(const std::filesystem::path& path, const std::string& device,
+                                      nb::object select, std::optional<std::string> dtype,
+                                      bool verify, nb::object progress) {
+  const auto [kind, index] = lris::python::parse_device(device);
   if (kind != "cpu" && !(LRIS_PYTHON_CUDA && kind == "cuda")) {
     throw lris::unsupported(fmt::format(
         "lris.load(\"{}\", device=\"{}\"): not a device of this build (cpu{})", path.string(),
@@ -245,12 +225,76 @@ nb::dict load(const std::filesystem::path& path, const std::string& device, nb::
     bridge.rethrow();
     throw;
   }
+  return loaded;
+}
+
+nb::dict tensors_dict(st::loaded_checkpoint& loaded) {
   nb::dict out;
   for (auto& t : loaded.tensors) {
     std::string name = t.name;
     out[nb::str(name.c_str(), name.size())] = nb::cast(py_tensor{std::move(t)});
   }
   return out;
+}
+
+nb::dict load(const std::filesystem::path& path, const std::string& device, nb::object select,
+              std::optional<std::string> dtype, bool verify, nb::object progress) {
+  st::loaded_checkpoint loaded = load_checkpoint(path, device, std::move(select), std::move(dtype),
+                                                 verify, std::move(progress));
+  return tensors_dict(loaded);
+}
+
+// The same load as one uint8 lris.Tensor over its whole block, with each tensor's place in it,
+// for a consumer that makes its tensors as views of the block (one import through DLPack,
+// then a view per tensor): (block, [(name, dtype, shape, strides, element offset)], tensors).
+// A tensor whose offset is not a whole number of its elements (or of a type smaller than a
+// byte) has offset -1 and is handed over through `tensors` ({name: lris.Tensor}) instead.
+nb::tuple load_block(const std::filesystem::path& path, const std::string& device,
+                     nb::object select, std::optional<std::string> dtype, bool verify,
+                     nb::object progress) {
+  st::loaded_checkpoint loaded = load_checkpoint(path, device, std::move(select), std::move(dtype),
+                                                 verify, std::move(progress));
+  st::loaded_tensor block;
+  block.name = "block";
+  block.type = lris::dtype::U8;
+  nb::list entries;
+  const bool one_block = !loaded.tensors.empty() && loaded.tensors.front().lease;
+  if (one_block) {
+    const st::loaded_tensor& first = loaded.tensors.front();
+    auto* base = static_cast<std::byte*>(first.lease.get());
+    std::uint64_t end = 0;
+    for (const auto& t : loaded.tensors) {
+      if (t.lease != first.lease) {
+        throw lris::invalid_argument(fmt::format("lris.load: tensor \"{}\" is not in the "
+                                                 "load's block", t.name));
+      }
+      end = std::max<std::uint64_t>(end, static_cast<std::uint64_t>(t.data - base) + t.bytes);
+    }
+    block.data = base;
+    block.bytes = end;
+    block.shape = {end};
+    block.location = first.location;
+    block.lease = first.lease;
+  }
+  for (const auto& t : loaded.tensors) {
+    const std::uint64_t bits = lris::bits_of(t.type);
+    long long element_offset = -1;
+    if (one_block && bits >= 8 && bits % 8 == 0) {
+      const auto offset = static_cast<std::uint64_t>(t.data - block.data);
+      if (offset % (bits / 8) == 0) element_offset = static_cast<long long>(offset / (bits / 8));
+    }
+    nb::list shape, strides;
+    std::vector<std::uint64_t> st(t.shape.size(), 1);
+    for (std::size_t i = t.shape.size(); i-- > 1;) st[i - 1] = st[i] * t.shape[i];
+    for (std::size_t i = 0; i < t.shape.size(); ++i) {
+      shape.append(t.shape[i]);
+      strides.append(st[i]);
+    }
+    entries.append(nb::make_tuple(t.name, lris::python::dtype_name(t.type), nb::tuple(shape),
+                                  nb::tuple(strides), element_offset));
+  }
+  nb::object block_tensor = nb::cast(py_tensor{std::move(block)});
+  return nb::make_tuple(block_tensor, entries, tensors_dict(loaded));
 }
 
 nb::dict inspect(const std::filesystem::path& path) {
@@ -342,6 +386,7 @@ NB_MODULE(_lris, m) {
   m.doc() = "LRIS: checkpoints, transfers and the weight cache, handed to NumPy, PyTorch and "
             "CuPy through DLPack";
   lris::python::register_errors(m);
+  lris::python::register_cache(m);
 
   nb::class_<py_tensor>(m, "Tensor",
                         "A loaded tensor. Its memory stays valid while this object or any "
@@ -374,6 +419,10 @@ NB_MODULE(_lris, m) {
   m.def("load", &load, "path"_a, "device"_a = "cpu", "select"_a = nb::none(),
         "dtype"_a = nb::none(), "verify"_a = false, "progress"_a = nb::none(),
         "Loads a .safetensors file or a sharded model directory: {name: lris.Tensor}.");
+  m.def("load_block", &load_block, "path"_a, "device"_a = "cpu", "select"_a = nb::none(),
+        "dtype"_a = nb::none(), "verify"_a = false, "progress"_a = nb::none(),
+        "As load, and the tensors' block: (block, [(name, dtype, shape, strides, element "
+        "offset)], {name: lris.Tensor}) for lris.torch.load.");
   m.def("load_into", &lris::python::load_into, "tensors"_a, "path"_a, "strict"_a = true,
         "progress"_a = nb::none(),
         "Loads a checkpoint into memory the caller allocated: tensors maps names to objects "

@@ -17,6 +17,8 @@ if not torch.cuda.is_available() or not lris.info()["devices"]:
 
 from safetensors.torch import load_file  # noqa: E402  (torch is there)
 
+import lris.torch  # noqa: E402
+
 
 @pytest.fixture(scope="module")
 def every_dtype(tmp_path_factory):
@@ -48,6 +50,28 @@ def test_every_dtype_to_cuda_matches_the_reference(every_dtype):
         assert x.device == torch.device("cuda:0")
         assert x.dtype == reference[name].dtype, name
         assert torch.equal(x.view(torch.uint8), reference[name].view(torch.uint8)), name
+
+
+@pytest.mark.parametrize("device", ["cuda:0", "cpu"])
+def test_torch_load_gives_views_of_one_block(every_dtype, device):
+    path, raw = every_dtype
+    tensors = lris.torch.load(path, device=device)
+    reference = load_file(str(path), device=device)
+    assert list(tensors) == list(raw)
+    storages = {t.untyped_storage().data_ptr() for t in tensors.values()}
+    assert len(storages) == 1  # one import, every tensor a view of it
+    for name, t in tensors.items():
+        assert t.device == torch.device(device) and t.dtype == reference[name].dtype, name
+        assert t.is_contiguous()
+        assert torch.equal(t.view(torch.uint8), reference[name].view(torch.uint8)), name
+    keep = tensors["t.float64"]
+    del tensors
+    gc.collect()  # the block lives while a view does
+    assert torch.equal(keep, reference["t.float64"])
+    sub = lris.torch.load(path, device=device, select=["t.int8", "t.BF16"], dtype="float32")
+    assert sub["t.BF16"].dtype == torch.float32
+    torch.testing.assert_close(sub["t.BF16"], reference["t.BF16"].float(), rtol=0, atol=0,
+                               equal_nan=True)  # random bits: NaNs among them
 
 
 def test_from_dlpack_is_zero_copy_and_outlives_the_loader(every_dtype):

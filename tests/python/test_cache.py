@@ -1,0 +1,196 @@
+"""lris.Cache on the host backend ("cpu": the cache's memory is host memory), through NumPy: units
+added, acquired in order and out of it under a budget smaller than the model, every byte
+checked each time; the counters; sleep and wake; every error. Runs in CI without a GPU."""
+
+import gc
+
+import numpy as np
+import pytest
+
+import lris
+
+
+def make_units(n, seed=0):
+    rng = np.random.default_rng(seed)
+    return [{"w": rng.standard_normal((96, 128)).astype(np.float32),
+             "bias": rng.integers(-9, 9, size=(5,), dtype=np.int64),
+             "scale": np.array(0.5 + i, dtype=np.float64),
+             "empty": np.zeros((0, 3), dtype=np.float16)} for i in range(n)]
+
+
+def check(lease, unit):
+    assert len(lease) == len(unit)
+    for name, a in unit.items():
+        got = np.from_dlpack(lease[name])
+        assert got.dtype == a.dtype and got.shape == a.shape, name
+        assert np.array_equal(got, a), (lease.name, name)
+
+
+def test_units_stream_through_a_budget_smaller_than_the_model():
+    units = make_units(8)
+    unit_bytes = sum(a.nbytes for a in units[0].values())
+    with lris.Cache("cpu", budget=3 * unit_bytes + 4096) as cache:  # 3 of 8 fit
+        ids = [cache.add(f"layer{i}", u) for i, u in enumerate(units)]
+        assert ids == list(range(8))
+        assert cache.units == [f"layer{i}" for i in range(8)]
+        assert cache.tensors(0)[0] == ("w", "float32", (96, 128), 96 * 128 * 4)
+        cache.order(ids)
+        for _ in range(3):  # passes in the declared order
+            for i in ids:
+                with cache.acquire(i) as lease:
+                    assert lease.unit == i and lease.name == f"layer{i}"
+                    check(lease, units[i])
+        for i in [5, 0, 7, 7, 2]:  # and out of it, by name
+            with cache.acquire(f"layer{i}") as lease:
+                check(lease, units[i])
+        s = cache.stats()
+        assert s["acquires"] == 29
+        assert s["evictions"] > 0
+        assert s["high_water_bytes"] <= s["budget_bytes"] == cache.budget
+        laid_out = cache.unit_bytes(0)  # with each tensor aligned
+        assert unit_bytes <= laid_out < unit_bytes + 4 * 256
+        assert s["hit_bytes"] + s["miss_bytes"] + s["prefetch_hit_bytes"] == 29 * laid_out
+        assert s["prefetched_bytes"] > 0  # the order brought units in ahead
+        assert cache.unit_stats(3)["acquires"] == 3
+
+
+def test_a_model_that_fits_stays_resident():
+    units = make_units(4, seed=1)
+    with lris.Cache("cpu", budget="1M", lookahead="64K") as cache:
+        assert cache.lookahead == 64 << 10
+        ids = [cache.add(f"b{i}", u) for i, u in enumerate(units)]
+        cache.order(ids)
+        for _ in range(2):
+            for i in ids:
+                with cache.acquire(i) as lease:
+                    check(lease, units[i])
+        before = cache.stats()
+        for i in ids:
+            with cache.acquire(i) as lease:
+                check(lease, units[i])
+        after = cache.stats()
+        assert after["evictions"] == before["evictions"] == 0
+        assert after["miss_bytes"] == before["miss_bytes"]
+        assert all(cache.resident(i) for i in ids)
+
+
+def test_lease_tensors_are_views_of_the_arena():
+    units = make_units(2, seed=2)
+    with lris.Cache("cpu", budget="1M") as cache:
+        for i, u in enumerate(units):
+            cache.add(f"u{i}", u)
+        arena = np.from_dlpack(cache.arena())
+        assert arena.dtype == np.uint8 and arena.nbytes == cache.budget
+        lease = cache.acquire(1)
+        off = lease.offsets[0]
+        w = units[1]["w"]
+        assert np.array_equal(arena[off:off + w.nbytes].view(np.float32).reshape(w.shape), w)
+        assert lease.addresses[0] - cache.arena_address == off
+        assert [t[0] for t in cache.tensors(1)] == ["w", "bias", "scale", "empty"]
+        lease.release()
+        assert not lease.held
+
+
+def test_sleep_keeps_the_units_and_wake_brings_them_back():
+    units = make_units(3, seed=3)
+    with lris.Cache("cpu", budget="1M") as cache:
+        ids = [cache.add(f"u{i}", u) for i, u in enumerate(units)]
+        for i in ids:
+            with cache.acquire(i) as lease:
+                check(lease, units[i])
+        cache.sleep()
+        assert cache.asleep and cache.arena_address == 0
+        with pytest.raises(lris.InvalidArgument, match="asleep"):
+            cache.acquire(0)
+        with pytest.raises(lris.InvalidArgument, match="asleep"):
+            cache.arena()
+        cache.wake()
+        assert not cache.asleep
+        assert cache.stats()["woken_bytes"] > 0
+        for i in ids:
+            with cache.acquire(i) as lease:
+                check(lease, units[i])
+
+
+def test_tensors_from_the_host_and_from_numpy_views():
+    with lris.Cache("cpu", budget="1M") as cache:
+        base = np.arange(64, dtype=np.int32).reshape(8, 8)
+        u = cache.add("rows", {"top": base[:4], "flat": base.ravel()})  # contiguous views
+        with cache.acquire(u) as lease:
+            assert np.array_equal(np.from_dlpack(lease["top"]), base[:4])
+            assert np.array_equal(np.from_dlpack(lease[1]), base.ravel())
+
+
+def test_a_dropped_lease_is_released():
+    units = make_units(2, seed=4)
+    cache = lris.Cache("cpu", budget="1M")
+    cache.add("a", units[0])
+    lease = cache.acquire("a")
+    del lease
+    gc.collect()
+    cache.sleep()  # would fail while a unit is leased
+    cache.close()
+
+
+def test_memory_outlives_the_cache_object():
+    units = make_units(1, seed=5)
+    cache = lris.Cache("cpu", budget="1M")
+    cache.add("a", units[0])
+    lease = cache.acquire("a")
+    del cache
+    gc.collect()
+    check(lease, units[0])  # the lease keeps the cache's memory
+    lease.release()
+
+
+def test_errors_name_the_unit_and_the_size():
+    units = make_units(2, seed=6)
+    with pytest.raises(lris.InvalidArgument, match="budget is needed"):
+        lris.Cache("cpu")
+    for bad in ["12Q", "-1", "lots", -5, True]:
+        with pytest.raises(lris.InvalidArgument, match="budget"):
+            lris.Cache("cpu", budget=bad)
+    with pytest.raises(lris.InvalidArgument, match="budget is 0 bytes"):
+        lris.Cache("cpu", budget=0)
+    with pytest.raises(lris.Unsupported, match="not a device of this build|cuda"):
+        lris.Cache("tpu:0", budget="1M")
+    with pytest.raises(lris.InvalidArgument, match="device number"):
+        lris.Cache("cpu:x", budget="1M")
+    with lris.Cache("cpu", budget=64 << 10) as cache:
+        with pytest.raises(lris.InvalidArgument, match="too big"):
+            cache.add("too big", {"w": np.zeros(70000, dtype=np.uint8)})
+        cache.add("a", {"w": units[0]["w"][:8]})
+        with pytest.raises(lris.InvalidArgument, match="\"a\""):
+            cache.add("a", {"w": units[0]["w"][:8]})  # a name taken
+        with pytest.raises(lris.InvalidArgument, match="dict"):
+            cache.add("b", [units[0]["w"]])
+        with pytest.raises(lris.InvalidArgument, match="no __dlpack__"):
+            cache.add("b", {"w": [1, 2, 3]})
+        with pytest.raises(lris.InvalidArgument, match="\"w\" is not contiguous"):
+            cache.add("b", {"w": units[0]["w"][:, ::2]})
+        with pytest.raises(lris.InvalidArgument, match="unit 7 does not exist"):
+            cache.acquire(7)
+        with pytest.raises(lris.InvalidArgument, match="no unit called \"nope\""):
+            cache.acquire("nope")
+        with pytest.raises(lris.InvalidArgument, match="takes none"):
+            cache.acquire("a", stream=5)
+        with pytest.raises(lris.InvalidArgument, match="unit 3 does not exist"):
+            cache.order([0, 3])
+        lease = cache.acquire("a")
+        with pytest.raises(KeyError, match="no tensor \"bias\""):
+            lease["bias"]
+        with pytest.raises(IndexError, match="no tensor 4"):
+            lease[4]
+        with pytest.raises(lris.InvalidArgument, match="leased"):
+            cache.sleep()
+        with pytest.raises(lris.InvalidArgument, match="leased"):
+            cache.close()
+        lease.release()
+        with pytest.raises(lris.InvalidArgument, match="after release"):
+            lease.release()
+        with pytest.raises(lris.InvalidArgument, match="after release"):
+            lease.offsets
+        cache.close()
+        with pytest.raises(lris.InvalidArgument, match="closed"):
+            cache.acquire("a")
+        cache.close()  # twice is fine
