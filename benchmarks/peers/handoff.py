@@ -2,7 +2,8 @@
 """The hand-off of loaded tensors to PyTorch: microseconds per tensor of torch.from_dlpack over
 every tensor lris.load gave, in the first pass of a process and in later passes, beside the same
 call on PyTorch's own CUDA tensors (the consumer's floor: what torch.from_dlpack costs whatever
-the producer).
+the producer), and of lris.torch.load's hand-off (the load's block imported once, a view per
+tensor) on the same load.
 
   python3 benchmarks/peers/handoff.py CHECKPOINT [--passes 5]
 
@@ -38,10 +39,18 @@ def main():
     torch.cuda.synchronize()
     loaded = list(lris.load(a.checkpoint, device="cuda:0").values())
     first, later = per_tensor_us(loaded, a.passes)
+    from lris.torch import _as_torch
+    block, entries, tensors = lris._lris.load_block(a.checkpoint, device="cuda:0")
+    views = []
+    for _ in range(a.passes):
+        start = time.perf_counter()
+        _as_torch(block, entries, tensors)
+        views.append((time.perf_counter() - start) / len(entries) * 1e6)
     own = [torch.empty(t.shape, dtype=getattr(torch, t.dtype), device="cuda:0") for t in loaded]
     own_first, own_later = per_tensor_us(own, a.passes)
     print(json.dumps({"tensors": len(loaded), "torch": torch.__version__,
                       "lris_first_us": first, "lris_later_us": later,
+                      "lris_torch_views_first_us": views[0], "lris_torch_views_later_us": min(views[1:]),
                       "torch_own_first_us": own_first, "torch_own_later_us": own_later}, indent=1))
 
 

@@ -182,17 +182,9 @@ def main():
     model_bytes = layer_bytes * a.layers
 
     # The ceiling: one 1 GiB pinned tensor to the device, median of 10.
-    src = torch.empty(1 << 30, dtype=torch.uint8).pin_memory()
-    dst = torch.empty(1 << 30, dtype=torch.uint8, device=dev)
-    rates = []
-    for _ in range(12):
-        torch.cuda.synchronize()
-        t = time.perf_counter()
-        dst.copy_(src, non_blocking=True)
-        torch.cuda.synchronize()
-        rates.append((1 << 30) / (time.perf_counter() - t) / 1e9)
-    ceiling = statistics.median(rates[2:])
-    del src, dst
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from link import pinned_h2d_gbps
+    ceiling = pinned_h2d_gbps(torch, dev)
 
     # Compute of one resident layer, per token count.
     one = Layer().to(dev)
