@@ -15,16 +15,15 @@
 #include <cerrno>
 #include <vector>
 #include <climits>
-#include <iterator>
 #include <string>
 #include <ctime>
-#include <fstream>
-#include <sstream>
 #include <thread>
 
 #include <fmt/format.h>
 
 #include <lris/error.hpp>
+
+#include "../detail/shared_memory.hpp"
 
 namespace lris::sched {
 
@@ -34,38 +33,8 @@ constexpr std::uint32_t magic = 0x4c524953;  // "LRIS"
 constexpr int max_holders = 512;
 constexpr int max_waiters = 512;
 
-// A process, told apart from a later one with the same pid by its start time.
-struct process_id {
-  std::int32_t pid = 0;  // 0: the slot is free
-  std::uint64_t start = 0;
-};
-
-// Field 22 of /proc/<pid>/stat: the start time in clock ticks after boot; 0 when gone.
-std::uint64_t start_time(pid_t pid) {
-  std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
-  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  const auto close = text.rfind(')');  // the command name may hold spaces and parentheses
-  if (close == std::string::npos) return 0;
-  std::istringstream rest(text.substr(close + 2));
-  std::string field;
-  for (int i = 3; i <= 22 && rest >> field; ++i) {
-    if (i == 22) return std::stoull(field);
-  }
-  return 0;
-}
-
-// This process; looked up again after a fork, since a child must not pass for its parent.
-process_id self() {
-  thread_local process_id me;
-  const auto pid = static_cast<std::int32_t>(::getpid());
-  if (me.pid != pid) me = {pid, start_time(pid)};
-  return me;
-}
-
-bool alive(const process_id& p) {
-  if (::kill(p.pid, 0) != 0 && errno == ESRCH) return false;
-  return start_time(p.pid) == p.start;
-}
+using detail::alive;
+using detail::process_id;
 
 struct holder {
   process_id owner;
@@ -131,13 +100,7 @@ void shared_token::release() noexcept {
 shared_semaphore::shared_semaphore(const std::string& name, std::uint64_t capacity,
                                    shared_semaphore_options options)
     : name_("/" + name), options_(options) {
-  LRIS_EXPECTS(!name.empty() && name.size() <= 200 &&
-                   std::all_of(name.begin(), name.end(),
-                               [](char c) {
-                                 return std::isalnum(static_cast<unsigned char>(c)) || c == '-' ||
-                                        c == '_' || c == '.';
-                               }) &&
-                   name != "." && name != "..",
+  LRIS_EXPECTS(detail::segment_name_ok(name),
                "shared_semaphore: \"{}\" is not a name (letters, digits, '-', '_', '.')", name);
   LRIS_EXPECTS(capacity > 0, "shared_semaphore {}: a capacity of 0 bytes", name);
   for (unsigned w : options_.weight) {
@@ -169,12 +132,7 @@ shared_semaphore::shared_semaphore(const std::string& name, std::uint64_t capaci
   }
   state_ = static_cast<state*>(p);
   if (creator) {
-    pthread_mutexattr_t ma;
-    pthread_mutexattr_init(&ma);
-    pthread_mutexattr_setpshared(&ma, PTHREAD_PROCESS_SHARED);
-    pthread_mutexattr_setrobust(&ma, PTHREAD_MUTEX_ROBUST);
-    pthread_mutex_init(&state_->mutex, &ma);
-    pthread_mutexattr_destroy(&ma);
+    detail::init_robust_mutex(&state_->mutex);
     state_->changed.store(0);
     state_->capacity = capacity;
     state_->in_flight = 0;
@@ -322,7 +280,7 @@ shared_token shared_semaphore::try_acquire_for(std::uint64_t bytes, priority p,
   };
   auto grant = [&] {
     const int slot = free_holder();
-    s.holders[slot] = {self(), bytes};
+    s.holders[slot] = {detail::self_process(), bytes};
     s.in_flight += bytes;
     s.virtual_time[pi] += static_cast<double>(bytes) / s.weight[pi];
     shared_token t;
@@ -358,7 +316,7 @@ shared_token shared_semaphore::try_acquire_for(std::uint64_t bytes, priority p,
     now_vt = now_vt < 0 ? s.virtual_time[w.prio] : std::min(now_vt, s.virtual_time[w.prio]);
   }
   if (idle && now_vt >= 0) s.virtual_time[pi] = std::max(s.virtual_time[pi], now_vt);
-  s.waiters[me] = {self(), bytes, s.next_ticket++, static_cast<std::uint32_t>(pi)};
+  s.waiters[me] = {detail::self_process(), bytes, s.next_ticket++, static_cast<std::uint32_t>(pi)};
   auto looked = start;  // for holders that died without a word
   for (;;) {
     if (const auto t = std::chrono::steady_clock::now(); t - looked >= options_.poll) {
