@@ -4,11 +4,14 @@
 #include <lris/memory/numa_allocator.hpp>
 
 #include <algorithm>
+#include <cerrno>
 #include <cstdint>
+#include <cstring>
 #include <new>
 #include <string>
 
 #include <numa.h>
+#include <numaif.h>
 #include <sched.h>
 #include <sys/mman.h>
 #include <unistd.h>
@@ -76,6 +79,32 @@ int numa_current_node() noexcept {
   return node < 0 ? 0 : node;
 }
 
+bool bind_to_node(void* p, std::size_t bytes, int node, std::string& why) noexcept {
+  try {
+    if (!numa_supported()) {
+      why = "libnuma is unavailable here";
+      return false;
+    }
+    if (node < 0 || node > ::numa_max_node()) {
+      why = fmt::format("NUMA node {} does not exist", node);
+      return false;
+    }
+    struct bitmask* mask = ::numa_allocate_nodemask();
+    ::numa_bitmask_setbit(mask, static_cast<unsigned>(node));
+    const long r = ::mbind(p, bytes, MPOL_BIND, mask->maskp, mask->size + 1, 0);
+    const int e = errno;
+    ::numa_free_nodemask(mask);
+    if (r != 0) {
+      why = fmt::format("mbind to node {} failed: {}", node, std::strerror(e));
+      return false;
+    }
+    why.clear();
+    return true;
+  } catch (...) {
+    why = "out of memory";
+    return false;
+  }
+}
 
 numa_allocator::numa_allocator() noexcept
     : node_(numa_current_node()), bound_(numa_supported()) {}

@@ -7,6 +7,7 @@
 /// so that this header (and every user of it) never includes numa.h.
 
 #include <cstddef>
+#include <string>
 #include <string_view>
 #include <vector>
 
@@ -26,6 +27,13 @@ namespace lris {
 
 /// @brief The node of the CPU the caller runs on now (0 when unknown or unsupported).
 [[nodiscard]] int numa_current_node() noexcept;
+
+/// @brief Binds the pages of [p, p + bytes), page-aligned and not touched yet, to NUMA node
+/// `node` (MPOL_BIND); for shared memory (tmpfs) the binding holds for the segment's pages
+/// whichever process touches them first. False, with `why` saying so, where libnuma is
+/// unavailable or the kernel refuses (a container's seccomp profile, a node outside the
+/// cpuset).
+[[nodiscard]] bool bind_to_node(void* p, std::size_t bytes, int node, std::string& why) noexcept;
 
 // The nodes themselves (memory, CPUs) are listed by probe_host() in lris/system/host_info.hpp.
 
