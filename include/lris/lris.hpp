@@ -79,6 +79,8 @@
 #include <lris/cache/score_policy.hpp>
 #include <lris/cache/simulate.hpp>
 #include <lris/cache/static_priority.hpp>
+#include <lris/pool/host_pool.hpp>
+#include <lris/pool/populate.hpp>
 
 #include <lris/system/format_bytes.hpp>
 #include <lris/system/host_info.hpp>
