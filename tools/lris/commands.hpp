@@ -17,5 +17,6 @@ command add_demo(CLI::App& app);
 command add_inspect(CLI::App& app);
 command add_load(CLI::App& app);
 command add_stream(CLI::App& app);
+command add_pool(CLI::App& app);
 
 }  // namespace lris::tool

@@ -33,6 +33,8 @@ int main(int argc, char** argv) {
       lris::tool::add_load);
   add("stream", "stream a model bigger than the device budget through the weight cache, timed "
       "against its bound", lris::tool::add_stream);
+  add("pool", "host pools: one copy of a checkpoint in shared memory for every process "
+      "(create, list, drop)", lris::tool::add_pool);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
