@@ -57,6 +57,7 @@ struct host_pool::header {
   std::uint32_t version;
   std::uint32_t max_tensors;
   pthread_mutex_t mutex;
+  pthread_mutex_t registration;  // held while a process registers the data with a GPU runtime
   std::uint64_t directory_offset;
   std::uint64_t data_offset;
   std::uint64_t data_bytes;
@@ -181,6 +182,7 @@ host_pool host_pool::create(const std::string& name, std::uint64_t data_bytes,
   host_pool p(name, map, l.total, true);
   auto* h = static_cast<header*>(map);
   detail::init_robust_mutex(&h->mutex);
+  detail::init_robust_mutex(&h->registration);
   h->version = pool_version;
   h->max_tensors = options.max_tensors;
   h->directory_offset = l.directory_offset;
@@ -381,6 +383,23 @@ void host_pool::lock() {
 }
 
 void host_pool::unlock() noexcept { pthread_mutex_unlock(&static_cast<header*>(map_)->mutex); }
+
+host_pool::registration_lock host_pool::lock_registration() {
+  auto* h = static_cast<header*>(map_);
+  const int r = pthread_mutex_lock(&h->registration);
+  if (r == EOWNERDEAD) {
+    pthread_mutex_consistent(&h->registration);  // a process died registering: nothing to mend
+  } else if (r != 0) {
+    throw io_error(r, fmt::format("host_pool \"{}\": cannot take the registration lock", name_));
+  }
+  return registration_lock(this);
+}
+
+host_pool::registration_lock::~registration_lock() {
+  if (pool_ != nullptr) {
+    pthread_mutex_unlock(&static_cast<header*>(pool_->map_)->registration);
+  }
+}
 
 void host_pool::detach() noexcept {
   if (map_ == nullptr) return;

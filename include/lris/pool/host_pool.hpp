@@ -26,6 +26,7 @@
 #include <string>
 #include <string_view>
 #include <unordered_map>
+#include <utility>
 #include <vector>
 
 #include <lris/element/dtype.hpp>
@@ -136,6 +137,24 @@ class host_pool {
   std::uint64_t publish(const pool_claim& c);
   /// @brief Gives a claim up (a failed fill): the next claimer takes it over.
   void abandon(const pool_claim& c) noexcept;
+  /// @brief The pool's registration lock, held while alive: registrations of the pool with a
+  /// GPU runtime (pool_registration) take turns across processes, since concurrent ones of the
+  /// same memory fail.
+  class registration_lock {
+   public:
+    registration_lock(registration_lock&& o) noexcept : pool_(std::exchange(o.pool_, nullptr)) {}
+    registration_lock& operator=(registration_lock&&) = delete;
+    registration_lock(const registration_lock&) = delete;
+    registration_lock& operator=(const registration_lock&) = delete;
+    ~registration_lock();
+
+   private:
+    friend class host_pool;
+    explicit registration_lock(host_pool* p) noexcept : pool_(p) {}
+    host_pool* pool_;
+  };
+  [[nodiscard]] registration_lock lock_registration();
+
   /// @brief Computes the checksum of ready tensor `name` again and compares.
   /// @throws lris::integrity_error naming the pool, tensor, offset and both checksums.
   void verify(std::string_view name);
