@@ -29,6 +29,7 @@
 
 #include "../common/raw_read.hpp"
 #include "commands.hpp"
+#include "load_pool.hpp"
 #include "measure.hpp"
 
 namespace lris::tool {
@@ -37,6 +38,7 @@ namespace {
 
 struct load_cli {
   std::string path;
+  std::string pool;
   std::string device = "host";
   std::string select;
   std::string convert;
@@ -236,6 +238,16 @@ int run_load(const load_cli& c, Pipeline& p, safetensors::load_target_memory whe
 }
 
 int dispatch(const load_cli& c) {
+  if (c.path.empty() == c.pool.empty()) {
+    throw invalid_argument("load: give a checkpoint (FILE or DIR) or --pool NAME, one of them");
+  }
+  if (!c.pool.empty()) {
+    if (c.cold || c.raw || !c.select.empty() || !c.convert.empty() || c.repeats != 1) {
+      throw invalid_argument("load --pool: --cold, --raw, --select, --convert and --repeat "
+                             "apply to files, not to a pool");
+    }
+    return load_from_pool({c.pool, c.device, c.verify, c.json});
+  }
   const auto [kind, index] = parse_device(c.device);
   if (kind == "host") {
     pipeline<auto_select, host_backend> p;
@@ -262,8 +274,9 @@ int dispatch(const load_cli& c) {
 
 command add_load(CLI::App& app) {
   auto c = std::make_shared<load_cli>();
-  app.add_option("path", c->path, "a .safetensors file, or a model directory (sharded or not)")
-      ->required();
+  app.add_option("path", c->path, "a .safetensors file, or a model directory (sharded or not)");
+  app.add_option("--pool", c->pool, "load the tensors of this host pool instead (lris pool "
+                                    "create), no file read");
   app.add_option("--device", c->device, "where the tensors go: host, cuda:N or hip:N")
       ->capture_default_str();
   app.add_option("--select", c->select, "only tensors whose name this regular expression finds");
