@@ -80,6 +80,7 @@
 #include <lris/cache/simulate.hpp>
 #include <lris/cache/static_priority.hpp>
 #include <lris/pool/host_pool.hpp>
+#include <lris/pool/load_pool.hpp>
 #include <lris/pool/pool_registration.hpp>
 #include <lris/pool/populate.hpp>
 

@@ -24,6 +24,7 @@
 #include <lris/error.hpp>
 #include <lris/formats/checkpoint.hpp>
 #include <lris/pool/host_pool.hpp>
+#include <lris/pool/load_pool.hpp>
 #include <lris/pool/populate.hpp>
 #include <lris/transfer/copy.hpp>
 
@@ -315,4 +316,36 @@ TEST_CASE("host pool: errors name the pool, the tensor and the sizes", "[pool]")
   CHECK_THROWS_MATCHES(pool.verify("a"), lris::integrity_error,
                        what_contains("tensor \"a\" (16 bytes at offset 0"));
   CHECK_THROWS_MATCHES(pool.verify("b"), lris::invalid_argument, what_contains("no ready tensor"));
+}
+
+TEST_CASE("host pool: a source for the loader", "[pool]") {
+  using lris::test::what_contains;
+  const checkpoint_dir ck("source", 6);
+  const auto name = unique_name("source");
+  host_pool pool = host_pool::create(name, ck.bytes());
+  auto& p = lris::default_pipeline<lris::host_backend>();
+  CHECK_THROWS_MATCHES(lris::pool::load(pool, p), lris::invalid_argument,
+                       what_contains("holds no ready tensor"));
+  (void)lris::pool::populate(pool, p, lris::safetensors::checkpoint(ck.file()));
+  const auto all = lris::pool::load(pool, p);
+  REQUIRE(all.tensors.size() == ck.tensors.size());
+  for (std::size_t i = 0; i < all.tensors.size(); ++i) {
+    const auto& t = all.tensors[i];
+    CHECK(t.name == ck.tensors[i].name);
+    CHECK(t.shape == ck.tensors[i].shape);
+    CHECK(t.lease != nullptr);
+    CHECK(reinterpret_cast<std::uintptr_t>(t.data) % 256 == 0);
+    CHECK(std::memcmp(t.data, ck.tensors[i].data.data(), t.bytes) == 0);
+  }
+  std::uint64_t file_bytes = 0;
+  for (const auto& t : ck.tensors) file_bytes += t.data.size();
+  CHECK(all.report.memory_bytes == file_bytes);
+  const auto some = lris::pool::load(pool, p, lris::safetensors::load_target_memory::host,
+                                     {"layer.3.weight", "scalar"});
+  REQUIRE(some.tensors.size() == 2);
+  CHECK(some.tensors[1].name == "scalar");
+  CHECK(std::memcmp(some.tensors[1].data, ck.tensors[6].data.data(), 4) == 0);
+  CHECK_THROWS_MATCHES(lris::pool::load(pool, p, lris::safetensors::load_target_memory::host,
+                                        {"nope"}),
+                       lris::invalid_argument, what_contains("no ready tensor \"nope\""));
 }

@@ -1,0 +1,124 @@
+#pragma once
+/// @file
+/// @brief pool::load(): a host pool's ready tensors copied into memory LRIS allocates (a GPU's,
+/// or host memory), as safetensors::load gives a checkpoint's: no file is read.
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <new>
+#include <string>
+#include <type_traits>
+#include <vector>
+
+#include <fmt/format.h>
+
+#include <lris/error.hpp>
+#include <lris/formats/load.hpp>
+#include <lris/formats/loaded_tensor.hpp>
+#include <lris/memory/device_allocator.hpp>
+#include <lris/memory/memory_span.hpp>
+#include <lris/pool/host_pool.hpp>
+
+namespace lris::pool {
+
+/// @brief Copies the ready tensors of `pool` (those whose name is in `names`, or all when it
+/// is empty), in the order they were claimed, into one block of memory: device memory of the
+/// pipeline's backend (`where` = device), or host memory; each tensor 256-byte aligned in it,
+/// the copies one batch on the pipeline (DMA where the pool's data is registered:
+/// pool_registration, else through the staging ring). Each tensor leases the block, as
+/// safetensors::load's do. report.file_bytes is 0; report.memory_bytes what was copied.
+/// @throws lris::invalid_argument naming the pool when it holds none of the tensors asked for,
+/// or naming a tensor of `names` it does not hold ready; what the allocation and copy throw.
+template <safetensors::loading_pipeline Pipeline>
+safetensors::loaded_checkpoint load(host_pool& pool, Pipeline& p,
+                                    safetensors::load_target_memory where =
+                                        safetensors::load_target_memory::device,
+                                    const std::vector<std::string>& names = {}) {
+  using Backend = typename Pipeline::backend_type;
+  constexpr std::uint64_t alignment = 256;
+  const auto start = std::chrono::steady_clock::now();
+  std::vector<pool_tensor> tensors;
+  if (names.empty()) {
+    tensors = pool.tensors();
+  } else {
+    for (const auto& n : names) {
+      auto t = pool.find(n);
+      if (!t) {
+        throw invalid_argument(fmt::format("pool::load: pool \"{}\" holds no ready tensor \"{}\"",
+                                           pool.name(), n));
+      }
+      tensors.push_back(std::move(*t));
+    }
+  }
+  if (tensors.empty()) {
+    throw invalid_argument(fmt::format("pool::load: pool \"{}\" holds no ready tensor",
+                                       pool.name()));
+  }
+  std::uint64_t total = 0;
+  std::vector<std::uint64_t> offsets;
+  for (const auto& t : tensors) {
+    offsets.push_back(total);
+    total += (t.bytes + alignment - 1) / alignment * alignment;
+  }
+  total = std::max<std::uint64_t>(total, alignment);
+  const bool on_device = where == safetensors::load_target_memory::device &&
+                         !std::is_same_v<Backend, host_backend>;
+  std::shared_ptr<void> block;
+  if (on_device) {
+    device_allocator<Backend> alloc(p.backend());
+    void* mem = alloc.allocate(static_cast<std::size_t>(total), alignment);
+    block = std::shared_ptr<void>(mem, [alloc, total](void* q) mutable {
+      alloc.deallocate(q, static_cast<std::size_t>(total), alignment);
+    });
+  } else {
+    void* mem = ::operator new(static_cast<std::size_t>(total), std::align_val_t{alignment});
+    block = std::shared_ptr<void>(mem, [](void* q) { ::operator delete(q, std::align_val_t{alignment}); });
+  }
+  auto* base = static_cast<std::byte*>(block.get());
+  safetensors::loaded_checkpoint out;
+  std::vector<memory_span<host_space, const std::byte>> src;
+  const auto copy_all = [&](auto& dst) {
+    if (!dst.empty()) (void)p.copy_batch(dst, src).wait();
+  };
+  if (on_device) {
+    std::vector<memory_span<device_space<Backend>, std::byte>> dst;
+    for (std::size_t i = 0; i < tensors.size(); ++i) {
+      if (tensors[i].bytes == 0) continue;
+      dst.emplace_back(base + offsets[i], static_cast<std::size_t>(tensors[i].bytes),
+                       p.backend().device());
+      src.push_back(as_host(tensors[i].data, static_cast<std::size_t>(tensors[i].bytes)));
+    }
+    copy_all(dst);
+  } else {
+    std::vector<memory_span<host_space, std::byte>> dst;
+    for (std::size_t i = 0; i < tensors.size(); ++i) {
+      if (tensors[i].bytes == 0) continue;
+      dst.push_back(as_host(base + offsets[i], static_cast<std::size_t>(tensors[i].bytes)));
+      src.push_back(as_host(tensors[i].data, static_cast<std::size_t>(tensors[i].bytes)));
+    }
+    copy_all(dst);
+  }
+  for (std::size_t i = 0; i < tensors.size(); ++i) {
+    safetensors::loaded_tensor t;
+    t.name = std::string(tensors[i].name);
+    t.type = tensors[i].type;
+    t.shape = tensors[i].shape;
+    t.data = base + offsets[i];
+    t.bytes = tensors[i].bytes;
+    t.location = {on_device, on_device ? Backend::name : std::string_view("host"),
+                  on_device ? p.backend().device() : 0};
+    t.lease = block;
+    out.report.memory_bytes += t.bytes;
+    out.tensors.push_back(std::move(t));
+  }
+  out.report.tensors = out.tensors.size();
+  out.report.path = fmt::format("host pool \"{}\" -> {}", pool.name(),
+                                on_device ? "device" : "host memory");
+  out.report.seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  return out;
+}
+
+}  // namespace lris::pool
