@@ -38,7 +38,7 @@ from ._lris import (
 )
 
 __all__ = [
-    "Cache", "CacheLease", "Cancelled", "DeviceError", "DeviceLost", "Error", "FormatError", "IntegrityError",
+    "Cache", "CacheLease", "Cancelled", "HostPool", "DeviceError", "DeviceLost", "Error", "FormatError", "IntegrityError",
     "InvalidArgument", "IoError", "OutOfMemory", "Tensor", "Unsupported", "broker_status", "copy",
     "info", "inspect",
     "load", "load_into",
@@ -65,6 +65,48 @@ def _bytes(value, what):
             return int(float(m.group(1)) * _UNITS[m.group(2).upper()])
     raise InvalidArgument(f"{what}: {value!r} is not a size (examples: 1073741824, 512M, 12G, "
                           f"12GB)")
+
+
+class HostPool(_lris._HostPool):
+    """One copy of a checkpoint in host memory for every process on the machine: a POSIX
+    shared-memory segment (/dev/shm/lris-pool-NAME) made by the first process that opens it
+    with `bytes` (an int or "20G"), attached by the others (bytes=None only attaches), placed on
+    NUMA node `numa_node` when given (a CXL expander's too). It goes when the last process
+    leaves, unless `persistent` (then HostPool.drop(name) removes it).
+
+        pool = lris.HostPool.of("llama-8b", "model/")   # the first process fills it
+        w = np.from_dlpack(pool.find("lm_head.weight"))  # no copy: the shared memory
+        on_gpu = pool.load("cuda:0")                     # {name: lris.Tensor}, one batch
+
+    populate(path) loads what no process has loaded yet (or left half-done when it died) and
+    publishes each tensor with its checksum: find() and tensors() never show a partial one.
+    """
+
+    def __init__(self, name, bytes=None, numa_node=-1, persistent=False, max_tensors=16384):
+        size = None if bytes is None else _bytes(bytes, "lris.HostPool bytes")
+        super().__init__(name, size, numa_node, persistent, max_tensors)
+
+    @classmethod
+    def of(cls, name, path, select=None, progress=None, **options):
+        """The pool `name` sized for checkpoint `path` (a file or a model directory), made or
+        attached, with every tensor of it loaded (by this process or another)."""
+        info = inspect(path)
+        size = info["data_bytes"] + 4096 * max(1, len(info["tensors"]))
+        options.setdefault("max_tensors", max(1, len(info["tensors"])))
+        pool = cls(name, size, **options)
+        pool.populate(path, select=select, progress=progress)
+        return pool
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __repr__(self):
+        i = self.info()
+        return (f"lris.HostPool({i['name']!r}, tensors={i['tensors']}, "
+                f"used={i['used_bytes']}/{i['data_bytes']} bytes, users={i['users']})")
 
 
 class Cache(_lris._Cache):

@@ -34,6 +34,7 @@
 #include "device_name.hpp"
 #include "dtype_names.hpp"
 #include "errors.hpp"
+#include "host_pool.hpp"
 #include "load_into.hpp"
 #include "progress.hpp"
 #include "py_tensor.hpp"
@@ -228,20 +229,11 @@ st::loaded_checkpoint load_checkpoint(const std::filesystem::path& path, const s
   return loaded;
 }
 
-nb::dict tensors_dict(st::loaded_checkpoint& loaded) {
-  nb::dict out;
-  for (auto& t : loaded.tensors) {
-    std::string name = t.name;
-    out[nb::str(name.c_str(), name.size())] = nb::cast(py_tensor{std::move(t)});
-  }
-  return out;
-}
-
 nb::dict load(const std::filesystem::path& path, const std::string& device, nb::object select,
               std::optional<std::string> dtype, bool verify, nb::object progress) {
   st::loaded_checkpoint loaded = load_checkpoint(path, device, std::move(select), std::move(dtype),
                                                  verify, std::move(progress));
-  return tensors_dict(loaded);
+  return lris::python::tensors_dict(loaded);
 }
 
 // The same load as one uint8 lris.Tensor over its whole block, with each tensor's place in it,
@@ -294,7 +286,7 @@ nb::tuple load_block(const std::filesystem::path& path, const std::string& devic
                                   nb::tuple(strides), element_offset));
   }
   nb::object block_tensor = nb::cast(py_tensor{std::move(block)});
-  return nb::make_tuple(block_tensor, entries, tensors_dict(loaded));
+  return nb::make_tuple(block_tensor, entries, lris::python::tensors_dict(loaded));
 }
 
 nb::dict inspect(const std::filesystem::path& path) {
@@ -387,6 +379,7 @@ NB_MODULE(_lris, m) {
             "CuPy through DLPack";
   lris::python::register_errors(m);
   lris::python::register_cache(m);
+  lris::python::register_host_pool(m);
 
   nb::class_<py_tensor>(m, "Tensor",
                         "A loaded tensor. Its memory stays valid while this object or any "

@@ -2,7 +2,11 @@
 // lris.Tensor: a tensor in memory (a load's, or a cache lease's view), its bytes and shape, and
 // what keeps that memory alive.
 
+#include <nanobind/nanobind.h>
+#include <nanobind/stl/string.h>
+
 #include <string>
+#include <utility>
 
 #include <fmt/format.h>
 
@@ -18,5 +22,15 @@ struct py_tensor {
     return fmt::format("{}:{}", t.location.backend, t.location.device_id);
   }
 };
+
+/// @brief {name: lris.Tensor} of a load's tensors (moved out of `loaded`), in its order.
+inline nanobind::dict tensors_dict(safetensors::loaded_checkpoint& loaded) {
+  nanobind::dict out;
+  for (auto& t : loaded.tensors) {
+    std::string name = t.name;
+    out[nanobind::str(name.c_str(), name.size())] = nanobind::cast(py_tensor{std::move(t)});
+  }
+  return out;
+}
 
 }  // namespace lris::python

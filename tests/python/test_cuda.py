@@ -140,3 +140,19 @@ def test_copy_host_to_gpu_and_back():
     other = torch.empty_like(dev)
     lris.copy(other, dev)
     assert torch.equal(other, dev)
+
+
+def test_a_host_pool_pinned_and_copied_to_the_gpu(every_dtype):
+    path, raw = every_dtype
+    import os
+    with lris.HostPool.of(f"pytest-{os.getpid()}-cuda", path) as pool:
+        pin = pool.pin("cuda:0")
+        assert pin["pinned"], pin["why"]
+        assert pin["segments"] == 1 and pin["bytes"] >= pool.info()["used_bytes"]
+        on_gpu = pool.load("cuda:0")
+        reference = load_file(str(path), device="cuda:0")
+        assert set(on_gpu) == set(raw)
+        for name, t in on_gpu.items():
+            assert t.device == "cuda:0"
+            x = torch.from_dlpack(t)
+            assert torch.equal(x.view(torch.uint8), reference[name].view(torch.uint8)), name

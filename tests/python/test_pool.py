@@ -1,0 +1,123 @@
+"""lris.HostPool through NumPy, in CI without a GPU: a checkpoint written by the reference
+package put in shared memory once and found byte for byte by another process, copied out as one
+batch, the segment gone with the last user, and every error."""
+
+import gc
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from safetensors.numpy import save_file
+
+import lris
+
+from checkpoints import NUMPY_DTYPES, random_array
+
+
+def unique(what):
+    return f"pytest-{os.getpid()}-{what}"
+
+
+def segment(name):
+    return f"/dev/shm/lris-pool-{name}"
+
+
+@pytest.fixture()
+def model(tmp_path):
+    arrays = {f"t.{n}": random_array(dt, (21, 13), i) for i, (n, dt) in enumerate(NUMPY_DTYPES.items())}
+    arrays["scalar"] = np.array(2.5, dtype=np.float32)
+    arrays["empty"] = np.zeros((0, 5), dtype=np.int16)
+    path = tmp_path / "model.safetensors"
+    save_file(arrays, str(path))
+    return path, arrays
+
+
+def test_filled_once_and_found_by_another_process(model):
+    path, arrays = model
+    name = unique("once")
+    pool = lris.HostPool.of(name, path)
+    assert os.path.exists(segment(name))
+    info = pool.info()
+    assert info["tensors"] == len(arrays) and info["filling"] == 0 and info["users"] == 1
+    for n, a in arrays.items():
+        got = np.from_dlpack(pool.find(n))
+        assert got.dtype == a.dtype and got.shape == a.shape and np.array_equal(got, a), n
+        pool.verify(n)
+    assert set(pool.tensors()) == set(arrays)
+    again = pool.populate(path)  # nothing left to read
+    assert again["loaded"] == 0 and again["present"] == len(arrays)
+    # Another process attaches and finds the bytes without the file.
+    os.rename(path, str(path) + ".moved")
+    code = (f"import lris, numpy as np; p = lris.HostPool({name!r}); "
+            f"a = np.from_dlpack(p.find('t.float32')); "
+            f"print(a.dtype, a.shape, float(a.sum()), p.info()['users'])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env=dict(os.environ), check=True).stdout.split()
+    assert out[:3] == ["float32", "(21,", "13)"]
+    assert float(out[3]) == pytest.approx(float(arrays["t.float32"].sum()), rel=1e-6)
+    assert out[4] == "2"  # this process and that one
+    assert any(i["name"] == name for i in lris.HostPool.list())
+    copied = pool.load("cpu", names=["t.int64", "scalar"])
+    assert list(copied) == ["t.int64", "scalar"]
+    assert np.array_equal(np.from_dlpack(copied["t.int64"]), arrays["t.int64"])
+    view = np.from_dlpack(pool.find("t.uint8"))
+    pool.close()
+    del pool
+    gc.collect()
+    assert os.path.exists(segment(name))  # the view keeps it mapped in this process
+    assert np.array_equal(view, arrays["t.uint8"])
+    del view, got
+    gc.collect()
+    assert not os.path.exists(segment(name))  # the last user left
+
+
+def test_persistent_pools_and_drop(model):
+    path, arrays = model
+    name = unique("persistent")
+    try:
+        with lris.HostPool.of(name, path, persistent=True) as pool:
+            assert pool.info()["persistent"]
+        gc.collect()
+        assert os.path.exists(segment(name))
+        with lris.HostPool(name) as attached:  # attach only
+            assert attached.find("t.bool") is not None
+        assert lris.HostPool.drop(name)
+        assert not os.path.exists(segment(name))
+        assert not lris.HostPool.drop(name)
+    finally:
+        lris.HostPool.drop(name)
+
+
+def test_progress_and_select(model):
+    path, arrays = model
+    seen = []
+    with lris.HostPool(unique("select"), "1M") as pool:
+        r = pool.populate(path, select=r"^t\.(int|uint)8$", progress=lambda d, t: seen.append((d, t)))
+        assert r["loaded"] == 2
+        assert set(pool.tensors()) == {"t.int8", "t.uint8"}
+        assert seen and seen[-1][0] == seen[-1][1]
+
+
+def test_errors_name_the_pool_and_the_tensor(model, tmp_path):
+    path, arrays = model
+    with pytest.raises(lris.IoError, match="no such pool"):
+        lris.HostPool(unique("missing"))
+    with pytest.raises(lris.InvalidArgument, match="not a pool name"):
+        lris.HostPool("bad/name", "1M")
+    with pytest.raises(lris.InvalidArgument, match="bytes"):
+        lris.HostPool(unique("x"), "lots")
+    with lris.HostPool(unique("small"), 4096) as pool:
+        with pytest.raises(lris.OutOfMemory, match="no room for tensor"):
+            pool.populate(path)
+        with pytest.raises(lris.IoError, match="nope.safetensors"):
+            pool.populate(tmp_path / "nope.safetensors")
+        with pytest.raises(lris.InvalidArgument, match="no ready tensor \"t.int8\""):
+            pool.verify("t.int8")
+        assert pool.find("t.int8") is None
+        with pytest.raises(lris.Unsupported, match="tpu"):
+            pool.load("tpu:0")
+    pool.close()
+    with pytest.raises(lris.InvalidArgument, match="closed"):
+        pool.info()
