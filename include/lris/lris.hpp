@@ -79,6 +79,7 @@
 #include <lris/cache/score_policy.hpp>
 #include <lris/cache/simulate.hpp>
 #include <lris/cache/static_priority.hpp>
+#include <lris/pool/far_memory.hpp>
 #include <lris/pool/host_pool.hpp>
 #include <lris/pool/load_pool.hpp>
 #include <lris/pool/pool_registration.hpp>
