@@ -139,7 +139,8 @@ nb::dict pin(py_pool& self, const std::string& device) {
     nb::gil_scoped_release nogil;
     using reg_t = pool::pool_registration<cuda_backend>;
     auto held = self.pool;
-    auto reg = std::shared_ptr<reg_t>(new reg_t(p, cuda_backend(index)),
+    auto reg = std::shared_ptr<reg_t>(new reg_t(p, cuda_backend(index), reg_t::default_segment_bytes,
+                                                probe_host().memlock.pinnable_bytes),
                                       [held](reg_t* q) { delete q; });  // before the pool goes
     r = reg->report();
     if (r.pinned) self.registration = std::move(reg);

@@ -380,6 +380,64 @@ void probe_memlock(memlock_info& memlock) {
   memlock.hard_bytes = memlock.hard_unlimited ? 0 : static_cast<std::uint64_t>(limit.rlim_max);
 }
 
+// The memory cgroup of this process (/proc/self/cgroup), v2 or v1, its limit and usage. In a
+// container the path listed may not exist in its own /sys/fs/cgroup: the root of the mount is
+// the container's cgroup then.
+void probe_cgroup(memlock_info& memlock) {
+  const auto text = read_file("/proc/self/cgroup");
+  if (!text) return;
+  std::istringstream lines(*text);
+  std::string line, v2_path, v1_path;
+  while (std::getline(lines, line)) {
+    const auto a = line.find(':');
+    const auto b = line.find(':', a + 1);
+    if (a == std::string::npos || b == std::string::npos) continue;
+    const std::string controllers = line.substr(a + 1, b - a - 1);
+    const std::string path = line.substr(b + 1);
+    if (line.compare(0, a, "0") == 0 && controllers.empty()) v2_path = path;
+    std::istringstream names(controllers);
+    for (std::string n; std::getline(names, n, ',');) {
+      if (n == "memory") v1_path = path;
+    }
+  }
+  const auto number = [](const std::filesystem::path& f) -> std::optional<std::uint64_t> {
+    const auto t = read_file(f);
+    if (!t) return std::nullopt;
+    const std::string v(trim(*t));
+    if (v == "max") return 0;
+    std::uint64_t n = 0;
+    const auto [end, ec] = std::from_chars(v.data(), v.data() + v.size(), n);
+    if (ec != std::errc{}) return std::nullopt;
+    return n >= (std::uint64_t{1} << 60) ? 0 : n;  // v1's "no limit" is a page count near 2^63
+  };
+  const auto look = [&](const std::string& version, const std::filesystem::path& root,
+                        const std::string& path, const char* limit, const char* usage) {
+    for (const auto& dir : {root / std::filesystem::path(path).relative_path(), root}) {
+      if (const auto l = number(dir / limit)) {
+        memlock.cgroup_version = version;
+        memlock.cgroup_path = dir.string();
+        memlock.cgroup_limit_bytes = *l;
+        memlock.cgroup_usage_bytes = number(dir / usage).value_or(0);
+        return true;
+      }
+    }
+    return false;
+  };
+  if (!v1_path.empty() &&
+      look("v1", "/sys/fs/cgroup/memory", v1_path, "memory.limit_in_bytes", "memory.usage_in_bytes")) {
+  } else if (!v2_path.empty()) {
+    (void)look("v2", "/sys/fs/cgroup", v2_path, "memory.max", "memory.current");
+  }
+  std::optional<std::uint64_t> budget;
+  if (!memlock.soft_unlimited && ::geteuid() != 0) budget = memlock.soft_bytes;
+  if (memlock.cgroup_limit_bytes > 0) {
+    const std::uint64_t left = memlock.cgroup_limit_bytes -
+                               std::min(memlock.cgroup_usage_bytes, memlock.cgroup_limit_bytes);
+    budget = budget ? std::min(*budget, left) : left;
+  }
+  memlock.pinnable_bytes = budget;
+}
+
 // ---------------------------------------------------------------------------------- output --
 
 std::string limit_text(bool unlimited, std::uint64_t bytes) {
@@ -483,6 +541,7 @@ host_info probe_host() {
   probe_huge_pages(info.huge_pages);
   info.io_uring = probe_io_uring();
   probe_memlock(info.memlock);
+  probe_cgroup(info.memlock);
   return info;
 }
 
@@ -540,7 +599,12 @@ std::string to_json(const host_info& info) {
       {"soft_unlimited", memlock.soft_unlimited},
       {"soft_bytes", memlock.soft_unlimited ? json(nullptr) : json(memlock.soft_bytes)},
       {"hard_unlimited", memlock.hard_unlimited},
-      {"hard_bytes", memlock.hard_unlimited ? json(nullptr) : json(memlock.hard_bytes)}};
+      {"hard_bytes", memlock.hard_unlimited ? json(nullptr) : json(memlock.hard_bytes)},
+      {"cgroup_version", memlock.cgroup_version.empty() ? json(nullptr) : json(memlock.cgroup_version)},
+      {"cgroup_path", memlock.cgroup_path},
+      {"cgroup_limit_bytes", memlock.cgroup_limit_bytes > 0 ? json(memlock.cgroup_limit_bytes) : json(nullptr)},
+      {"cgroup_usage_bytes", memlock.cgroup_usage_bytes},
+      {"pinnable_bytes", memlock.pinnable_bytes ? json(*memlock.pinnable_bytes) : json(nullptr)}};
   return out.dump(2);
 }
 
@@ -608,9 +672,20 @@ std::string to_text(const host_info& info) {
   line("  liburing", uring.liburing_version.empty() ? std::string("version not in headers (< 2.4)")
                                                     : uring.liburing_version);
 
-  line("memlock", fmt::format("soft {}, hard {}",
+  line("memlock", fmt::format("soft {}, hard {}{}",
                               limit_text(info.memlock.soft_unlimited, info.memlock.soft_bytes),
-                              limit_text(info.memlock.hard_unlimited, info.memlock.hard_bytes)));
+                              limit_text(info.memlock.hard_unlimited, info.memlock.hard_bytes),
+                              ::geteuid() == 0 ? " (root: not bound by it)" : ""));
+  const memlock_info& m = info.memlock;
+  if (!m.cgroup_version.empty()) {
+    line("memory cgroup", fmt::format("{} {}: limit {}, {} used", m.cgroup_version, m.cgroup_path,
+                                      limit_text(m.cgroup_limit_bytes == 0, m.cgroup_limit_bytes),
+                                      format_bytes(m.cgroup_usage_bytes)));
+  }
+  line("pinnable", m.pinnable_bytes
+                       ? fmt::format("{} (pinned pages are charged to the cgroup and never "
+                                     "reclaimed)", format_bytes(*m.pinnable_bytes))
+                       : std::string("no limit found"));
   return out;
 }
 

@@ -96,6 +96,20 @@ TEST_CASE("pool registration: a refusal leaves nothing registered and says why",
   ::munmap(counts, sizeof(shared_counts));
 }
 
+TEST_CASE("pool registration: a pool larger than what may be pinned is not tried", "[pool]") {
+  host_pool pool = host_pool::create(unique_name("budget"), 8 << 20);
+  shared_counts* counts = make_counts();
+  std::vector<std::pair<void*, std::size_t>> registered;
+  pool_registration reg(pool, recording_backend{counts, -1, &registered}, 4 << 20, 1 << 20);
+  CHECK_FALSE(reg.report().pinned);
+  CHECK(counts->calls.load() == 0);
+  CHECK(reg.report().why.find("its 8388608 bytes are more than this process may pin (1048576 "
+                              "bytes left") != std::string::npos);
+  pool_registration fits(pool, recording_backend{counts, -1, &registered}, 4 << 20, 8 << 20);
+  CHECK(fits.report().pinned);
+  ::munmap(counts, sizeof(shared_counts));
+}
+
 TEST_CASE("pool registration: processes take turns", "[pool]") {
   const auto name = unique_name("turns");
   host_pool pool = host_pool::create(name, 8 << 20);

@@ -300,6 +300,26 @@ TEST_CASE("probe_host reports facts that agree with independent system calls", "
     if (!info.memlock.soft_unlimited) CHECK(info.memlock.soft_bytes == limit.rlim_cur);
     if (!info.memlock.hard_unlimited) CHECK(info.memlock.hard_bytes == limit.rlim_max);
   }
+
+  SECTION("the memory cgroup bounds what may be pinned") {
+    const auto& m = info.memlock;
+    if (!m.cgroup_version.empty()) {
+      CHECK((m.cgroup_version == "v1" || m.cgroup_version == "v2"));
+      CHECK(std::filesystem::is_directory(m.cgroup_path));
+      CHECK(m.cgroup_usage_bytes > 0);  // this process is charged to it
+    }
+    if (m.cgroup_limit_bytes > 0) {
+      REQUIRE(m.pinnable_bytes);
+      CHECK(*m.pinnable_bytes <= m.cgroup_limit_bytes);
+    }
+    if (!m.soft_unlimited && ::geteuid() != 0) {
+      REQUIRE(m.pinnable_bytes);
+      CHECK(*m.pinnable_bytes <= m.soft_bytes);
+    }
+    if (m.cgroup_limit_bytes == 0 && (m.soft_unlimited || ::geteuid() == 0)) {
+      CHECK_FALSE(m.pinnable_bytes);
+    }
+  }
 }
 
 TEST_CASE("to_json parses back with every key and the probed values", "[system][json]") {
@@ -316,7 +336,9 @@ TEST_CASE("to_json parses back with every key and the probed values", "[system][
       {"io_uring",
        {"available", "error_name", "error_code", "reason", "io_uring_disabled",
         "liburing_version"}},
-      {"memlock", {"soft_unlimited", "soft_bytes", "hard_unlimited", "hard_bytes"}},
+      {"memlock", {"soft_unlimited", "soft_bytes", "hard_unlimited", "hard_bytes",
+                   "cgroup_version", "cgroup_path", "cgroup_limit_bytes", "cgroup_usage_bytes",
+                   "pinnable_bytes"}},
   };
   CHECK(json.at("lris_version").is_string());
   for (const auto& [section, keys] : expected) {

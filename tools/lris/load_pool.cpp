@@ -30,7 +30,10 @@ template <class Backend>
 int run(const pool_load_cli& c, pool::host_pool& hp, Backend be, bool device) {
   // Pinned for DMA in this process before the clock starts, as a device starts before it.
   std::optional<pool::pool_registration<Backend>> reg;
-  if (device) reg.emplace(hp, be);
+  if (device) {
+    reg.emplace(hp, be, pool::pool_registration<Backend>::default_segment_bytes,
+                probe_host().memlock.pinnable_bytes);
+  }
   auto& p = default_pipeline<Backend>(device ? be.device() : 0);
   const auto loaded = pool::load(hp, p);
   const auto& rep = loaded.report;

@@ -17,6 +17,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <exception>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -49,13 +50,21 @@ class pool_registration {
   static constexpr std::uint64_t default_segment_bytes = std::uint64_t{64} << 30;
 
   /// @brief Registers the pool's data in segments of at most `segment_bytes` (rounded down to
-  /// whole 4 KiB pages, at least one page). A failure leaves nothing registered and is in
-  /// report().why; it is not thrown.
-  pool_registration(host_pool& pool, Backend be, std::uint64_t segment_bytes = default_segment_bytes)
+  /// whole 4 KiB pages, at least one page). With `pinnable` (what the process may still pin:
+  /// host_info's memlock.pinnable_bytes), a pool larger than it is not tried. A failure leaves
+  /// nothing registered and is in report().why; it is not thrown.
+  pool_registration(host_pool& pool, Backend be, std::uint64_t segment_bytes = default_segment_bytes,
+                    std::optional<std::uint64_t> pinnable = std::nullopt)
       : be_(std::move(be)) {
     const std::uint64_t step = std::max<std::uint64_t>(4096, segment_bytes / 4096 * 4096);
     std::byte* base = pool.data();
     const std::uint64_t total = (pool.data_bytes() + 4095) / 4096 * 4096;
+    if (pinnable && *pinnable < total) {
+      r_.why = fmt::format("pool \"{}\": its {} bytes are more than this process may pin ({} "
+                           "bytes left under RLIMIT_MEMLOCK and the memory cgroup's limit)",
+                           pool.name(), total, *pinnable);
+      return;
+    }
     const auto lock = pool.lock_registration();
     const auto start = std::chrono::steady_clock::now();
     for (std::uint64_t at = 0; at < total; at += step) {

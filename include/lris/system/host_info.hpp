@@ -117,6 +117,19 @@ struct memlock_info {
   bool hard_unlimited = false;
   /// @brief The hard limit in bytes; meaningless when hard_unlimited.
   std::uint64_t hard_bytes = 0;
+  /// @brief The memory cgroup's limit applies ("v1" or "v2" found; "" when none was read).
+  /// Pinned pages are charged to it and cannot be reclaimed, so it bounds pinning too.
+  std::string cgroup_version;
+  /// @brief The cgroup's directory under /sys/fs/cgroup.
+  std::string cgroup_path;
+  /// @brief memory.max (v2) or memory.limit_in_bytes (v1); 0 when unlimited.
+  std::uint64_t cgroup_limit_bytes = 0;
+  /// @brief memory.current (v2) or memory.usage_in_bytes (v1).
+  std::uint64_t cgroup_usage_bytes = 0;
+  /// @brief What this process may still pin: the soft RLIMIT_MEMLOCK (unless unlimited, or
+  /// the process is root, whom it does not bound) and the cgroup's limit less its usage, the
+  /// lower of them; none when neither bounds it.
+  std::optional<std::uint64_t> pinnable_bytes;
 };
 
 /// @brief Everything probe_host reports.
