@@ -74,6 +74,7 @@
 #include <lris/cache/eviction_policy.hpp>
 #include <lris/cache/lru.hpp>
 #include <lris/cache/next_use.hpp>
+#include <lris/cache/pool_units.hpp>
 #include <lris/cache/range_allocator.hpp>
 #include <lris/cache/residency_manager.hpp>
 #include <lris/cache/score_policy.hpp>

@@ -79,6 +79,14 @@ struct file_tensor {
   std::uint64_t bytes = 0;
 };
 
+/// @brief A tensor of a unit whose bytes stay in host memory the caller keeps: `bytes` bytes at
+/// `offset` of the unit's block.
+struct placed_tensor {
+  std::string name;
+  std::uint64_t offset = 0;
+  std::uint64_t bytes = 0;
+};
+
 struct residency_options {
   /// Device bytes for resident units and units being brought in, together; all allocated
   /// when the manager is made.
@@ -198,6 +206,7 @@ class residency_manager {
     std::vector<std::uint64_t> offsets;  // of each tensor within the unit
     std::uint64_t bytes = 0;
     std::byte* host = nullptr;           // pinned; null for a unit kept in files
+    bool external = false;               // `host` is the caller's (a host pool's): not freed
     struct source {                      // where a unit kept in files has its bytes
       std::size_t file;                  // in files_
       std::uint64_t file_offset, unit_offset, bytes;
@@ -311,7 +320,7 @@ class residency_manager {
     } catch (...) {  // a lost device: nothing left to wait for
     }
     for (auto& u : units_) {
-      if (u.host != nullptr) be_.deallocate_pinned(u.host, u.bytes == 0 ? 1 : u.bytes);
+      if (u.host != nullptr && !u.external) be_.deallocate_pinned(u.host, u.bytes == 0 ? 1 : u.bytes);
     }
     if (slot_bytes_ > 0) {
       opt_.io->unregister_memory(slots_io_);
@@ -425,6 +434,56 @@ class residency_manager {
       }
     }
     return add_unit(std::move(d));
+  }
+
+  /// @brief Registers a unit whose bytes stay in host memory the caller keeps for as long as
+  /// the manager lives (a host pool's: one copy for every process), `bytes` bytes at `host`
+  /// laid out as the unit will be on the device: each tensor at its offset, a multiple of the
+  /// alignment. Nothing is copied now, and the memory is not counted in pinned_host_bytes.
+  /// Registered memory (pool_registration) is copied by DMA; pageable memory works, slower.
+  /// @throws lris::invalid_argument naming the tensor for an offset not aligned or a tensor
+  /// reaching past `bytes`, when two tensors share a name, a unit of the name exists, or the
+  /// unit is larger than the budget.
+  unit_id add_host_unit(std::string name, std::byte* host, std::uint64_t bytes,
+                        std::span<const placed_tensor> tensors) {
+    unit_state u;
+    u.name = std::move(name);
+    for (std::size_t i = 0; i < tensors.size(); ++i) {
+      const placed_tensor& t = tensors[i];
+      if (t.offset % opt_.alignment != 0 || t.offset > bytes || t.bytes > bytes - t.offset) {
+        throw invalid_argument(fmt::format(
+            "residency_manager: unit \"{}\", tensor \"{}\": {} bytes at offset {} of a block of "
+            "{} bytes ({})", u.name, t.name, t.bytes, t.offset, bytes,
+            t.offset % opt_.alignment != 0
+                ? fmt::format("the offset is not a multiple of the alignment, {}", opt_.alignment)
+                : std::string("past its end")));
+      }
+      for (std::size_t j = 0; j < i; ++j) {
+        if (tensors[j].name == t.name) {
+          throw invalid_argument(fmt::format("residency_manager: unit \"{}\" has two tensors "
+                                             "called \"{}\"", u.name, t.name));
+        }
+      }
+      u.tensor_names.push_back(t.name);
+      u.offsets.push_back(t.offset);
+    }
+    u.bytes = bytes;
+    if (ranges_.rounded(u.bytes) > ranges_.capacity()) {
+      throw invalid_argument(fmt::format("residency_manager: unit \"{}\" needs {} bytes, more "
+                                         "than the budget of {} bytes", u.name, u.bytes,
+                                         ranges_.capacity()));
+    }
+    u.host = host;
+    u.external = true;
+    std::lock_guard lock(mutex_);
+    for (const auto& v : units_) {
+      if (v.name == u.name) {
+        throw invalid_argument(fmt::format("residency_manager: a unit called \"{}\" exists", u.name));
+      }
+    }
+    units_.push_back(std::move(u));
+    policy_.reset(units_.size());
+    return static_cast<unit_id>(units_.size() - 1);
   }
 
   /// @brief Registers a unit whose tensors stay in files (nothing is copied now, no pinned
