@@ -76,7 +76,7 @@ std::size_t check_ready(host_pool& pool, const checkpoint_dir& ck) {
     REQUIRE(t.bytes == it->data.size());
     REQUIRE(t.type == it->type);
     REQUIRE(t.shape == it->shape);
-    REQUIRE(std::memcmp(t.data, it->data.data(), t.bytes) == 0);
+    REQUIRE((t.bytes == 0 || std::memcmp(t.data, it->data.data(), t.bytes) == 0));
     REQUIRE(lris::block_checksum(t.data, t.bytes) == t.checksum);
     ++ready;
   }
@@ -335,7 +335,7 @@ TEST_CASE("host pool: a source for the loader", "[pool]") {
     CHECK(t.shape == ck.tensors[i].shape);
     CHECK(t.lease != nullptr);
     CHECK(reinterpret_cast<std::uintptr_t>(t.data) % 256 == 0);
-    CHECK(std::memcmp(t.data, ck.tensors[i].data.data(), t.bytes) == 0);
+    CHECK((t.bytes == 0 || std::memcmp(t.data, ck.tensors[i].data.data(), t.bytes) == 0));
   }
   std::uint64_t file_bytes = 0;
   for (const auto& t : ck.tensors) file_bytes += t.data.size();
