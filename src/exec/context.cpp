@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdlib>
 #include <thread>
 #include <vector>
 
@@ -173,7 +174,13 @@ std::shared_ptr<context> default_context() {
     keep_forever(std::move(slot.current));
   }
   if (!slot.current) {
-    slot.current = context::make();
+    // LRIS_SHARED_BROKER=NAME: the default broker's budgets are shared with every process of
+    // the machine that names the same broker (shared semaphores in /dev/shm; `lris top`).
+    context_options o;
+    if (const char* n = std::getenv("LRIS_SHARED_BROKER"); n != nullptr && *n != '\0') {
+      o.broker.shared_name = n;
+    }
+    slot.current = context::make(std::move(o));
     slot.generation = detail::fork_generation();
   }
   return slot.current;

@@ -363,7 +363,13 @@ std::vector<pool_info> host_pool::list() {
         out.push_back(std::move(broken));
         continue;
       }
-      out.push_back(p.info());
+      pool_info i = p.info();
+      if (i.users == 0 && !i.persistent) {
+        // Every process that used it died without leaving it: freed by the one that finds it.
+        drop(n);
+        continue;
+      }
+      out.push_back(std::move(i));
     } catch (const std::exception&) {  // gone meanwhile
     }
   }

@@ -1,5 +1,6 @@
 #include <lris/sched/shared_semaphore.hpp>
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <pthread.h>
 #include <signal.h>
@@ -29,7 +30,7 @@ namespace lris::sched {
 
 namespace {
 
-constexpr std::uint32_t magic = 0x4c524953;  // "LRIS"
+constexpr std::uint32_t magic = 0x4c524954;  // "LRIT": the layout with grant counters
 constexpr int max_holders = 512;
 constexpr int max_waiters = 512;
 
@@ -72,6 +73,8 @@ struct shared_semaphore::state {
   unsigned weight[priority_count];
   double virtual_time[priority_count];
   std::uint64_t next_ticket;
+  std::uint64_t granted_bytes;  // every grant's bytes so far: a reader's rate over time
+  std::uint64_t grants;
   holder holders[max_holders];
   waiter waiters[max_waiters];
 };
@@ -139,6 +142,8 @@ shared_semaphore::shared_semaphore(const std::string& name, std::uint64_t capaci
     std::copy(std::begin(options_.weight), std::end(options_.weight), state_->weight);
     std::fill(std::begin(state_->virtual_time), std::end(state_->virtual_time), 0.0);
     state_->next_ticket = 0;
+    state_->granted_bytes = 0;
+    state_->grants = 0;
     state_->ready.store(magic, std::memory_order_release);
   } else {
     for (int i = 0; i < 1000 && state_->ready.load(std::memory_order_acquire) != magic; ++i) {
@@ -282,6 +287,8 @@ shared_token shared_semaphore::try_acquire_for(std::uint64_t bytes, priority p,
     const int slot = free_holder();
     s.holders[slot] = {detail::self_process(), bytes};
     s.in_flight += bytes;
+    s.granted_bytes += bytes;
+    ++s.grants;
     s.virtual_time[pi] += static_cast<double>(bytes) / s.weight[pi];
     shared_token t;
     t.owner_ = this;
@@ -359,6 +366,60 @@ shared_token shared_semaphore::try_acquire_for(std::uint64_t bytes, priority p,
               &ts, nullptr, FUTEX_BITSET_MATCH_ANY);
     lock();
   }
+}
+
+std::vector<std::string> shared_semaphore::list() {
+  std::vector<std::string> out;
+  if (DIR* d = ::opendir("/dev/shm")) {
+    while (dirent* e = ::readdir(d)) {
+      const std::string n = e->d_name;
+      if (n.rfind("lris-pool-", 0) == 0 || n == "." || n == "..") continue;
+      if (inspect(n)) out.push_back(n);
+    }
+    ::closedir(d);
+  }
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+std::optional<shared_semaphore_snapshot> shared_semaphore::inspect(const std::string& name) {
+  if (!detail::segment_name_ok(name)) return std::nullopt;
+  const int fd = ::shm_open(("/" + name).c_str(), O_RDWR, 0600);
+  if (fd < 0) return std::nullopt;
+  struct stat st {};
+  void* p = MAP_FAILED;
+  if (::fstat(fd, &st) == 0 && st.st_size == static_cast<off_t>(sizeof(state))) {
+    p = ::mmap(nullptr, sizeof(state), PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  }
+  ::close(fd);
+  if (p == MAP_FAILED) return std::nullopt;
+  auto* s = static_cast<state*>(p);
+  std::optional<shared_semaphore_snapshot> out;
+  if (s->ready.load(std::memory_order_acquire) == magic) {
+    int r = pthread_mutex_lock(&s->mutex);
+    if (r == EOWNERDEAD) {
+      pthread_mutex_consistent(&s->mutex);
+      r = 0;
+    }
+    if (r == 0) {
+      shared_semaphore_snapshot snap;
+      snap.name = name;
+      snap.capacity = s->capacity;
+      snap.in_flight = s->in_flight;
+      snap.granted_bytes = s->granted_bytes;
+      snap.grants = s->grants;
+      for (const auto& h : s->holders) {
+        if (h.owner.pid != 0) snap.holders.push_back({h.owner.pid, h.bytes, 0});
+      }
+      for (const auto& w : s->waiters) {
+        if (w.owner.pid != 0) snap.waiters.push_back({w.owner.pid, w.bytes, w.prio});
+      }
+      pthread_mutex_unlock(&s->mutex);
+      out = std::move(snap);
+    }
+  }
+  ::munmap(p, sizeof(state));
+  return out;
 }
 
 }  // namespace lris::sched

@@ -349,3 +349,18 @@ TEST_CASE("host pool: a source for the loader", "[pool]") {
                                         {"nope"}),
                        lris::invalid_argument, what_contains("no ready tensor \"nope\""));
 }
+
+TEST_CASE("host pool: a pool whose users all died is freed by the next look", "[pool]") {
+  const auto name = unique_name("orphan");
+  CHECK(in_child([&] {
+          host_pool p = host_pool::create(name, 1 << 20);
+          (void)p.claim("w", lris::dtype::U8, {}, 10);
+          ::_exit(0);  // dies without leaving it
+          return 0;
+        }) == 0);
+  CHECK(segment_exists(name));
+  const auto pools = host_pool::list();
+  CHECK(std::none_of(pools.begin(), pools.end(), [&](const auto& i) { return i.name == name; }));
+  CHECK_FALSE(segment_exists(name));
+}
+

@@ -18,5 +18,6 @@ command add_inspect(CLI::App& app);
 command add_load(CLI::App& app);
 command add_stream(CLI::App& app);
 command add_pool(CLI::App& app);
+command add_top(CLI::App& app);
 
 }  // namespace lris::tool

@@ -35,6 +35,8 @@ int main(int argc, char** argv) {
       "against its bound", lris::tool::add_stream);
   add("pool", "host pools: one copy of a checkpoint in shared memory for every process "
       "(create, list, drop)", lris::tool::add_pool);
+  add("top", "live: every shared bandwidth broker resource (GB/s, in flight, waiters per process "
+      "and priority) and every host pool on the machine", lris::tool::add_top);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -101,7 +101,8 @@ class host_pool {
   /// @brief Removes the pool's name: processes attached keep using it, new ones do not find
   /// it; its memory goes when the last of them leaves. False when there was none.
   static bool drop(const std::string& name);
-  /// @brief The pools on this machine.
+  /// @brief The pools on this machine. A pool that is not persistent and whose processes all
+  /// died without leaving it is dropped here, its memory freed.
   [[nodiscard]] static std::vector<pool_info> list();
 
   host_pool(host_pool&& o) noexcept;

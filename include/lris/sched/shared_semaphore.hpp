@@ -13,7 +13,9 @@
 
 #include <chrono>
 #include <cstdint>
+#include <optional>
 #include <string>
+#include <vector>
 
 #include <lris/sched/bandwidth_semaphore.hpp>
 
@@ -25,6 +27,24 @@ struct shared_semaphore_options {
   /// How long a waiter waits before it looks for tokens of processes that died, and how often
   /// it looks again while it waits.
   std::chrono::milliseconds poll{20};
+};
+
+/// @brief One process's share of a shared semaphore, as shared_semaphore::inspect sees it.
+struct shared_semaphore_user {
+  std::int32_t pid = 0;
+  std::uint64_t bytes = 0;
+  std::uint32_t priority = 0;  ///< of a waiter: 0 critical, 1 normal, 2 background
+};
+
+/// @brief A shared semaphore's state at one moment, read without joining it.
+struct shared_semaphore_snapshot {
+  std::string name;
+  std::uint64_t capacity = 0;
+  std::uint64_t in_flight = 0;
+  std::uint64_t granted_bytes = 0;  ///< every grant so far: two snapshots give a rate
+  std::uint64_t grants = 0;
+  std::vector<shared_semaphore_user> holders;
+  std::vector<shared_semaphore_user> waiters;
 };
 
 class shared_semaphore;
@@ -63,6 +83,11 @@ class shared_semaphore {
 
   /// @brief Removes the segment's name (processes that have it open keep using it).
   static void remove(const std::string& name) noexcept;
+  /// @brief The names of the shared semaphores on this machine (/dev/shm).
+  [[nodiscard]] static std::vector<std::string> list();
+  /// @brief The state of semaphore `name` now, read under its lock without joining it; none
+  /// when there is no such semaphore.
+  [[nodiscard]] static std::optional<shared_semaphore_snapshot> inspect(const std::string& name);
 
   [[nodiscard]] std::uint64_t capacity() const noexcept;
   /// @brief Bytes held now, by every process.
