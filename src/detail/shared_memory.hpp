@@ -28,29 +28,35 @@ inline bool operator==(const process_id& a, const process_id& b) noexcept {
   return a.pid == b.pid && a.start == b.start;
 }
 
-// Field 22 of /proc/<pid>/stat: the start time in clock ticks after boot; 0 when gone.
-inline std::uint64_t start_time(pid_t pid) {
-  std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
-  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  const auto close = text.rfind(')');  // the command name may hold spaces and parentheses
-  if (close == std::string::npos) return 0;
-  std::istringstream rest(text.substr(close + 2));
-  std::string field;
-  for (int i = 3; i <= 22 && rest >> field; ++i) {
-    if (i == 22) return std::stoull(field);
+// Field 22 of /proc/<pid>/stat: the start time in clock ticks after boot; 0 when gone, or
+// when it is a zombie (dead, not yet reaped: it holds nothing any more).
+inline std::uint64_t start_time(pid_t pid) noexcept {
+  try {
+    std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
+    std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    const auto close = text.rfind(')');  // the command name may hold spaces and parentheses
+    if (close == std::string::npos || close + 2 >= text.size()) return 0;
+    std::istringstream rest(text.substr(close + 2));
+    std::string field;
+    for (int i = 3; i <= 22 && rest >> field; ++i) {
+      if (i == 3 && (field == "Z" || field == "X")) return 0;
+      if (i == 22) return std::stoull(field);
+    }
+  } catch (...) {  // unreadable: taken as gone
   }
   return 0;
 }
 
 // This process; looked up again after a fork, since a child must not pass for its parent.
-inline process_id self_process() {
+inline process_id self_process() noexcept {
   thread_local process_id me;
   const auto pid = static_cast<std::int32_t>(::getpid());
   if (me.pid != pid) me = {pid, start_time(pid)};
   return me;
 }
 
-inline bool alive(const process_id& p) {
+// Processes of another PID namespace sharing /dev/shm look gone: a limit of pid-based records.
+inline bool alive(const process_id& p) noexcept {
   if (::kill(p.pid, 0) != 0 && errno == ESRCH) return false;
   return start_time(p.pid) == p.start;
 }

@@ -28,13 +28,15 @@ namespace lris::pool {
 namespace {
 
 constexpr std::uint64_t pool_magic = 0x4c52495320504f4cULL;  // "LRIS POL"
-constexpr std::uint32_t pool_version = 1;
+constexpr std::uint32_t pool_version = 2;
 constexpr int max_users = 256;
 constexpr std::uint64_t data_alignment = std::uint64_t{2} << 20;
 constexpr std::uint64_t tensor_alignment = 4096;
 constexpr std::size_t max_name = 255;
 constexpr std::size_t max_dims = 8;
 constexpr std::string_view prefix = "lris-pool-";
+constexpr std::uint64_t max_data_bytes = std::uint64_t{1} << 56;
+constexpr std::uint32_t max_directory = std::uint32_t{1} << 24;
 
 enum : std::uint32_t { entry_free = 0, entry_filling = 1, entry_ready = 2 };
 
@@ -70,7 +72,10 @@ struct host_pool::header {
   std::uint32_t persistent;
   std::uint32_t removed;  // its name was removed: later attachers must not use it
   detail::process_id creator;
-  detail::process_id users[max_users];
+  struct user {
+    detail::process_id id;
+    std::uint32_t handles;  // host_pool objects of the process attached
+  } users[max_users];
 };
 
 struct host_pool::entry {
@@ -122,14 +127,26 @@ opened open_segment(const char* who, const std::string& name) {
   return {fd, 0};
 }
 
+// Removes the name of pool `name` when it still names the segment open on `fd` (not a later
+// pool made under the same name).
+void unlink_if_same(const std::string& name, int fd) {
+  struct stat mine {}, named {};
+  const std::string path = "/dev/shm" + segment(name);
+  if (::fstat(fd, &mine) == 0 && ::stat(path.c_str(), &named) == 0 && mine.st_ino == named.st_ino &&
+      mine.st_dev == named.st_dev) {
+    ::shm_unlink(segment(name).c_str());
+  }
+}
+
 }  // namespace
 
-host_pool::host_pool(std::string name, void* map, std::size_t map_bytes, bool attached)
-    : name_(std::move(name)), map_(map), map_bytes_(map_bytes), attached_(attached) {}
+host_pool::host_pool(std::string name, void* map, std::size_t map_bytes, bool attached, int fd)
+    : name_(std::move(name)), map_(map), map_bytes_(map_bytes), attached_(attached), fd_(fd) {}
 
 host_pool::host_pool(host_pool&& o) noexcept
     : name_(std::move(o.name_)), map_(std::exchange(o.map_, nullptr)),
       map_bytes_(std::exchange(o.map_bytes_, 0)), attached_(std::exchange(o.attached_, false)),
+      fd_(std::exchange(o.fd_, -1)),
       index_mutex_(std::move(o.index_mutex_)), index_(std::move(o.index_)),
       indexed_(std::exchange(o.indexed_, 0)) {}
 
@@ -140,6 +157,7 @@ host_pool& host_pool::operator=(host_pool&& o) noexcept {
     map_ = std::exchange(o.map_, nullptr);
     map_bytes_ = std::exchange(o.map_bytes_, 0);
     attached_ = std::exchange(o.attached_, false);
+    fd_ = std::exchange(o.fd_, -1);
     index_mutex_ = std::move(o.index_mutex_);
     index_ = std::move(o.index_);
     indexed_ = std::exchange(o.indexed_, 0);
@@ -157,6 +175,11 @@ host_pool host_pool::create(const std::string& name, std::uint64_t data_bytes,
   }
   if (options.max_tensors == 0) {
     throw invalid_argument(fmt::format("host_pool::create \"{}\": room for 0 tensors", name));
+  }
+  if (data_bytes > max_data_bytes || options.max_tensors > max_directory) {
+    throw invalid_argument(fmt::format("host_pool::create \"{}\": {} bytes and {} tensors (at "
+                                       "most {} bytes and {} tensors)", name, data_bytes,
+                                       options.max_tensors, max_data_bytes, max_directory));
   }
   if (options.numa_node >= 0) (void)numa_allocator(options.numa_node);  // throws if none
   const layout<header, entry> l(data_bytes, options.max_tensors);
@@ -178,9 +201,9 @@ host_pool host_pool::create(const std::string& name, std::uint64_t data_bytes,
   }
   void* map = ::mmap(nullptr, l.total, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
   if (map == MAP_FAILED) fail(errno, fmt::format("cannot map {} bytes", l.total));
-  ::close(fd);
-  host_pool p(name, map, l.total, true);
+  host_pool p(name, map, l.total, true, fd);
   auto* h = static_cast<header*>(map);
+  h->creator = detail::self_process();  // first: an attacher that finds it unfinished asks it
   detail::init_robust_mutex(&h->mutex);
   detail::init_robust_mutex(&h->registration);
   h->version = pool_version;
@@ -195,8 +218,7 @@ host_pool host_pool::create(const std::string& name, std::uint64_t data_bytes,
   h->numa_bound = 0;
   h->persistent = options.persistent ? 1 : 0;
   h->removed = 0;
-  h->creator = detail::self_process();
-  h->users[0] = h->creator;
+  h->users[0] = {h->creator, 1};
   if (options.numa_node >= 0) {
     // Before any page is touched: tmpfs keeps the policy for the segment's pages, whichever
     // process touches them first.
@@ -234,14 +256,20 @@ host_pool host_pool::attach(const std::string& name) {
       std::this_thread::sleep_for(std::chrono::milliseconds(1));
     }
     if (h == nullptr || h->ready.load(std::memory_order_acquire) != pool_magic) {
+      const bool gone = h == nullptr || h->creator.pid == 0 || !detail::alive(h->creator);
       const std::string creator =
           h != nullptr && h->creator.pid != 0
               ? fmt::format(" (its creator, pid {}, is {})", h->creator.pid,
-                            detail::alive(h->creator) ? "still making it" : "gone")
+                            gone ? "gone" : "still making it")
               : "";
       if (map != MAP_FAILED) ::munmap(map, sizeof(header));
+      if (gone) {  // never to be finished: removed, so that the next open makes it anew
+        unlink_if_same(name, o.fd);
+        fail(io_error(ENOENT, fmt::format("host_pool::attach \"{}\": no such pool (an unfinished "
+                                          "one{} was removed)", name, creator)));
+      }
       fail(format_error(fmt::format("host_pool::attach \"{}\": /dev/shm{} is not a finished "
-                                    "pool{}; drop it", name, segment(name), creator)));
+                                    "pool{}", name, segment(name), creator)));
     }
     if (h->version != pool_version) {
       const auto v = h->version;
@@ -249,23 +277,28 @@ host_pool host_pool::attach(const std::string& name) {
       fail(format_error(fmt::format("host_pool::attach \"{}\": a pool of version {}, not {}",
                                     name, v, pool_version)));
     }
-    const std::uint64_t total = h->data_offset + round_up(h->data_bytes, tensor_alignment);
+    const bool sane = h->max_tensors > 0 && h->max_tensors <= max_directory &&
+                      h->data_bytes > 0 && h->data_bytes <= max_data_bytes &&
+                      h->directory_offset == layout<header, entry>(h->data_bytes, h->max_tensors).directory_offset &&
+                      h->data_offset == layout<header, entry>(h->data_bytes, h->max_tensors).data_offset;
+    const std::uint64_t total = sane ? h->data_offset + round_up(h->data_bytes, tensor_alignment) : 0;
     ::munmap(map, sizeof(header));
-    if (static_cast<std::uint64_t>(st.st_size) != total) {
+    if (!sane || static_cast<std::uint64_t>(st.st_size) != total) {
       fail(format_error(fmt::format("host_pool::attach \"{}\": /dev/shm{} holds {} bytes; its "
                                     "header says {}", name, segment(name), st.st_size, total)));
     }
     map = ::mmap(nullptr, total, PROT_READ | PROT_WRITE, MAP_SHARED, o.fd, 0);
     const int map_errno = errno;
-    ::close(o.fd);
     if (map == MAP_FAILED) {
+      ::close(o.fd);
       throw io_error(map_errno, fmt::format("host_pool::attach \"{}\": cannot map {} bytes", name,
                                             total));
     }
-    host_pool p(name, map, total, false);  // counted once registered below
+    host_pool p(name, map, total, false, o.fd);  // counted once registered below
     h = static_cast<header*>(map);
     p.lock();
     if (h->removed != 0) {  // dropped (or its last user left) between our open and now
+      unlink_if_same(name, o.fd);  // its remover may have died before unlinking it
       p.unlock();
       if (attempt < 3) continue;
       throw io_error(ENOENT, fmt::format("host_pool::attach \"{}\": no such pool (it was just "
@@ -274,17 +307,20 @@ host_pool host_pool::attach(const std::string& name) {
     const detail::process_id me = detail::self_process();
     int slot = -1;
     for (int i = 0; i < max_users && slot < 0; ++i) {
-      if (h->users[i].pid == 0 || h->users[i] == me) slot = i;
+      if (h->users[i].id == me) slot = i;
     }
     for (int i = 0; i < max_users && slot < 0; ++i) {
-      if (!detail::alive(h->users[i])) slot = i;  // a user that died: its place is free
+      if (h->users[i].id.pid == 0 || !detail::alive(h->users[i].id)) {
+        h->users[i] = {me, 0};  // free, or of a process that died: its place is free
+        slot = i;
+      }
     }
     if (slot < 0) {
       p.unlock();
       throw invalid_argument(fmt::format("host_pool::attach \"{}\": {} processes are attached "
                                          "already, the most a pool counts", name, max_users));
     }
-    h->users[slot] = me;
+    ++h->users[slot].handles;
     p.attached_ = true;
     p.unlock();
     return p;
@@ -311,22 +347,33 @@ bool host_pool::drop(const std::string& name) {
   check_name("host_pool::drop", name);
   const int fd = ::shm_open(segment(name).c_str(), O_RDWR, 0600);
   if (fd < 0) return false;
+  bool dropped = false;
   struct stat st {};
+  void* map = MAP_FAILED;
   if (::fstat(fd, &st) == 0 && st.st_size >= static_cast<off_t>(sizeof(header))) {
-    void* map = ::mmap(nullptr, sizeof(header), PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-    if (map != MAP_FAILED) {
-      auto* h = static_cast<header*>(map);
-      if (h->ready.load(std::memory_order_acquire) == pool_magic) {
-        // Marked first, so that its attached processes never unlink a later pool of the name.
-        if (pthread_mutex_lock(&h->mutex) == EOWNERDEAD) pthread_mutex_consistent(&h->mutex);
-        h->removed = 1;
-        pthread_mutex_unlock(&h->mutex);
-      }
-      ::munmap(map, sizeof(header));
-    }
+    map = ::mmap(nullptr, sizeof(header), PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
   }
+  auto* h = map == MAP_FAILED ? nullptr : static_cast<header*>(map);
+  if (h != nullptr && h->ready.load(std::memory_order_acquire) == pool_magic) {
+    // Under its lock: marked, then its name removed if it still names it, so that neither its
+    // attached processes nor this call ever unlink a later pool of the name.
+    const int r = pthread_mutex_lock(&h->mutex);
+    if (r == EOWNERDEAD) pthread_mutex_consistent(&h->mutex);
+    if (r == 0 || r == EOWNERDEAD) {
+      if (h->removed == 0) {
+        h->removed = 1;
+        unlink_if_same(name, fd);
+        dropped = true;
+      }
+      pthread_mutex_unlock(&h->mutex);
+    }
+  } else {  // unfinished, or not a pool: its name goes if it is still this segment's
+    unlink_if_same(name, fd);
+    dropped = true;
+  }
+  if (map != MAP_FAILED) ::munmap(map, sizeof(header));
   ::close(fd);
-  return ::shm_unlink(segment(name).c_str()) == 0;
+  return dropped;
 }
 
 std::vector<pool_info> host_pool::list() {
@@ -352,7 +399,7 @@ std::vector<pool_info> host_pool::list() {
       }
       ::close(o.fd);
       if (map == MAP_FAILED) continue;
-      host_pool p(n, map, static_cast<std::size_t>(st.st_size), false);
+      host_pool p(n, map, static_cast<std::size_t>(st.st_size), false, -1);
       const auto* h = static_cast<const header*>(map);
       if (h->ready.load(std::memory_order_acquire) != pool_magic || h->version != pool_version ||
           static_cast<std::uint64_t>(st.st_size) !=
@@ -398,38 +445,43 @@ host_pool::registration_lock host_pool::lock_registration() {
   } else if (r != 0) {
     throw io_error(r, fmt::format("host_pool \"{}\": cannot take the registration lock", name_));
   }
-  return registration_lock(this);
+  return registration_lock(&h->registration);
 }
 
 host_pool::registration_lock::~registration_lock() {
-  if (pool_ != nullptr) {
-    pthread_mutex_unlock(&static_cast<header*>(pool_->map_)->registration);
-  }
+  if (mutex_ != nullptr) pthread_mutex_unlock(static_cast<pthread_mutex_t*>(mutex_));
 }
 
 void host_pool::detach() noexcept {
   if (map_ == nullptr) return;
   auto* h = static_cast<header*>(map_);
-  if (attached_) try {
-    lock();
-    const detail::process_id me = detail::self_process();
-    int live = 0;
-    for (auto& u : h->users) {
-      if (u.pid == 0) continue;
-      if (u == me || !detail::alive(u)) {
-        u = {};
-      } else {
-        ++live;
+  if (attached_) {
+    try {
+      lock();
+      const detail::process_id me = detail::self_process();
+      int live = 0;
+      for (auto& u : h->users) {
+        if (u.id.pid == 0) continue;
+        if (u.id == me && u.handles > 1) {
+          --u.handles;  // another host_pool of this process still uses it
+          ++live;
+        } else if (u.id == me || !detail::alive(u.id)) {
+          u = {};
+        } else {
+          ++live;
+        }
       }
+      if (live == 0 && h->persistent == 0 && h->removed == 0) {
+        h->removed = 1;
+        unlink_if_same(name_, fd_);  // not a later pool of the name
+      }
+      unlock();
+    } catch (...) {
+      unlock();
     }
-    if (live == 0 && h->persistent == 0 && h->removed == 0) {
-      h->removed = 1;
-      ::shm_unlink(segment(name_).c_str());
-    }
-    unlock();
-  } catch (...) {
   }
   ::munmap(std::exchange(map_, nullptr), map_bytes_);
+  if (fd_ >= 0) ::close(std::exchange(fd_, -1));
 }
 
 host_pool::entry* host_pool::entries() const noexcept {
@@ -449,10 +501,12 @@ std::optional<std::uint32_t> host_pool::lookup(std::string_view name) {
   // Entries below `count` have their name, type, shape and place for good: no pool lock
   // needed, only this process's index's.
   std::lock_guard hold(*index_mutex_);
-  const std::uint32_t n = static_cast<header*>(map_)->count.load(std::memory_order_acquire);
+  auto* h = static_cast<header*>(map_);
+  const std::uint32_t n = std::min(h->count.load(std::memory_order_acquire), h->max_tensors);
   const entry* es = entries();
   for (; indexed_ < n; ++indexed_) {
-    index_.emplace(std::string(es[indexed_].name, es[indexed_].name_len), indexed_);
+    const entry& e = es[indexed_];
+    index_.emplace(std::string(e.name, std::min<std::size_t>(e.name_len, max_name)), indexed_);
   }
   const auto it = index_.find(std::string(name));
   if (it == index_.end()) return std::nullopt;
@@ -460,6 +514,14 @@ std::optional<std::uint32_t> host_pool::lookup(std::string_view name) {
 }
 
 pool_tensor host_pool::view(const entry& e) const {
+  const auto* h = static_cast<const header*>(map_);
+  if (e.name_len > max_name || e.ndim > max_dims || e.offset > h->data_bytes ||
+      e.bytes > h->data_bytes - e.offset || !dtype_from_string(to_string(static_cast<dtype>(e.type)))) {
+    throw format_error(fmt::format("host_pool \"{}\": directory entry {} is damaged (name of {} "
+                                   "bytes, {} dimensions, {} bytes at offset {} of {})", name_,
+                                   &e - entries(), e.name_len, e.ndim, e.bytes, e.offset,
+                                   h->data_bytes));
+  }
   pool_tensor t;
   t.name = std::string_view(e.name, e.name_len);
   t.type = static_cast<dtype>(e.type);
@@ -476,23 +538,26 @@ pool_info host_pool::info() {
   pool_info i;
   i.name = name_;
   lock();
+  struct unlock_at_end {
+    host_pool* p;
+    ~unlock_at_end() { p->unlock(); }
+  } guard{this};
   i.data_bytes = h->data_bytes;
   i.used_bytes = h->used;
-  const std::uint32_t n = h->count.load();
+  const std::uint32_t n = std::min(h->count.load(), h->max_tensors);
   for (std::uint32_t k = 0; k < n; ++k) {
     const auto s = entries()[k].state.load(std::memory_order_acquire);
     if (s == entry_ready) ++i.tensors;
     if (s == entry_filling) ++i.filling;
   }
   for (const auto& u : h->users) {
-    if (u.pid != 0 && detail::alive(u)) ++i.users;
+    if (u.id.pid != 0 && detail::alive(u.id)) ++i.users;
   }
   i.numa_node = h->numa_node;
   i.numa_bound = h->numa_bound != 0;
-  i.numa_note = h->numa_note;
+  i.numa_note.assign(h->numa_note, strnlen(h->numa_note, sizeof h->numa_note));
   i.persistent = h->persistent != 0;
   i.generation = h->generation.load();
-  unlock();
   return i;
 }
 
@@ -506,7 +571,8 @@ std::optional<pool_tensor> host_pool::find(std::string_view name) {
 
 std::vector<pool_tensor> host_pool::tensors() {
   std::vector<pool_tensor> out;
-  const std::uint32_t n = static_cast<header*>(map_)->count.load(std::memory_order_acquire);
+  auto* h = static_cast<header*>(map_);
+  const std::uint32_t n = std::min(h->count.load(std::memory_order_acquire), h->max_tensors);
   for (std::uint32_t k = 0; k < n; ++k) {
     const entry& e = entries()[k];
     if (e.state.load(std::memory_order_acquire) == entry_ready) out.push_back(view(e));
@@ -522,8 +588,11 @@ std::optional<pool_tensor> host_pool::wait(std::string_view name,
     const auto k = lookup(name);
     if (!k) return std::nullopt;  // nobody claimed it
     lock();
-    const detail::process_id filler = entries()[*k].filler;
+    const entry& e = entries()[*k];
+    const bool ready = e.state.load(std::memory_order_acquire) == entry_ready;
+    const detail::process_id filler = e.filler;
     unlock();
+    if (ready) continue;  // published between the look and the lock
     if (filler.pid == 0 || !detail::alive(filler)) return std::nullopt;
     if (std::chrono::steady_clock::now() >= until) return std::nullopt;
     std::this_thread::sleep_for(std::chrono::milliseconds(1));
@@ -563,9 +632,8 @@ pool_claim host_pool::claim(std::string_view name, dtype type,
     const auto s = e.state.load(std::memory_order_acquire);
     if (s == entry_ready) {
       c.what = pool_claim::state::ready;
-    } else if (e.filler == me) {
-      c.what = pool_claim::state::claimed;
-    } else if (e.filler.pid != 0 && detail::alive(e.filler)) {
+    } else if (e.filler.pid != 0 && (e.filler == me || detail::alive(e.filler))) {
+      // Filled by a live process; by this one too: another thread of it fills it now.
       c.what = pool_claim::state::busy;
     } else {
       e.filler = me;  // its filler died or gave up: ours now

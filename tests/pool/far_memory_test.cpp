@@ -80,7 +80,7 @@ TEST_CASE("far memory: errors name the range and the retries", "[pool]") {
   CHECK_THROWS_MATCHES(far_memory(data, {.fault_rate = 1.0}), lris::invalid_argument,
                        what_contains("fault rate of 1"));
   CHECK_THROWS_MATCHES(far_memory(data, {.gbps = -1}), lris::invalid_argument,
-                       what_contains("cap of -1"));
+                       what_contains("cap of -1 GB/s"));
   far_memory far(data, {.fault_rate = 0.999999, .max_retries = 3, .backoff = 1us});
   std::vector<std::byte> out(100);
   CHECK_THROWS_MATCHES(far.read(10, out), lris::io_error,

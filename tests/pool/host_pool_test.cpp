@@ -7,7 +7,9 @@
 #include "support/safetensors_file.hpp"
 #include "support/what_contains.hpp"
 
+#include <fcntl.h>
 #include <signal.h>
+#include <sys/mman.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -15,6 +17,7 @@
 #include <chrono>
 #include <cstring>
 #include <filesystem>
+#include <optional>
 #include <random>
 #include <string>
 #include <thread>
@@ -364,3 +367,43 @@ TEST_CASE("host pool: a pool whose users all died is freed by the next look", "[
   CHECK_FALSE(segment_exists(name));
 }
 
+
+TEST_CASE("host pool: names and handles are never confused", "[pool]") {
+  const auto name = unique_name("names");
+  {  // two handles of one process: the pool stays until both go
+    host_pool a = host_pool::create(name, 1 << 20);
+    {
+      host_pool b = host_pool::attach(name);
+      CHECK(b.info().users == 1);  // one process
+    }
+    CHECK(segment_exists(name));
+    CHECK(a.find("x") == std::nullopt);
+  }
+  CHECK_FALSE(segment_exists(name));
+  {  // a dropped pool's last user does not remove a later pool of the name
+    auto old_pool = std::make_optional(host_pool::create(name, 1 << 20));
+    CHECK(host_pool::drop(name));
+    host_pool later = host_pool::create(name, 1 << 20);
+    old_pool.reset();
+    CHECK(segment_exists(name));
+    CHECK_FALSE(later.info().persistent);
+  }
+  CHECK_FALSE(segment_exists(name));
+  {  // a segment whose creator died before finishing it is made anew by the next open
+    const int fd = ::shm_open(("/lris-pool-" + name).c_str(), O_RDWR | O_CREAT | O_EXCL, 0600);
+    REQUIRE(fd >= 0);
+    REQUIRE(::ftruncate(fd, 1 << 16) == 0);  // zeros: no creator, never ready
+    ::close(fd);
+    host_pool p = host_pool::open(name, 1 << 20);
+    CHECK(p.info().data_bytes == 1 << 20);
+  }
+  CHECK_FALSE(segment_exists(name));
+  {  // a tensor another thread of this process fills is busy, not claimed twice
+    host_pool p = host_pool::create(name, 1 << 20);
+    const pool_claim first = p.claim("t", lris::dtype::U8, {}, 8);
+    REQUIRE(first.what == pool_claim::state::claimed);
+    CHECK(p.claim("t", lris::dtype::U8, {}, 8).what == pool_claim::state::busy);
+    p.abandon(first);
+    CHECK(p.claim("t", lris::dtype::U8, {}, 8).what == pool_claim::state::claimed);
+  }
+}

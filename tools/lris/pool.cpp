@@ -71,7 +71,11 @@ int run_create(const pool_cli& c) {
              r.bytes > 0 && r.seconds > 0 ? fmt::format(" ({:.2f} GB/s)", static_cast<double>(r.bytes) / r.seconds / 1e9) : "",
              r.present, r.busy ? fmt::format(", {} being filled by another process", r.busy) : "");
   if (r.taken_over) fmt::print("finished {} tensors a process that died had begun\n", r.taken_over);
-  fmt::print("it stays until `lris pool drop {}`\n", c.name);
+  if (info.persistent) {
+    fmt::print("it stays until `lris pool drop {}`\n", c.name);
+  } else {
+    fmt::print("it was made by another process, not persistent: it goes with its last user\n");
+  }
   return 0;
 }
 

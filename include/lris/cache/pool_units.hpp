@@ -36,6 +36,11 @@ std::vector<unit_id> add_pool_units(Manager& rm, pool::host_pool& pool,
     std::string name;
     std::vector<pool::pool_tensor> tensors;
   };
+  if (const auto i = pool.info(); i.filling > 0) {
+    throw invalid_argument(fmt::format("add_pool_units: pool \"{}\" has {} tensors being filled; "
+                                       "units are made of a pool once it is filled", pool.name(),
+                                       i.filling));
+  }
   std::vector<unit> units;
   std::map<std::string, std::size_t, std::less<>> index;
   std::vector<std::pair<std::uint64_t, std::string>> owner;  // each tensor's offset -> its unit

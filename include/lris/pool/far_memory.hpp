@@ -55,7 +55,10 @@ class far_memory {
       throw invalid_argument(fmt::format("far_memory: a fault rate of {} (0 to less than 1)",
                                          o.fault_rate));
     }
-    if (!(o.gbps >= 0)) throw invalid_argument(fmt::format("far_memory: a cap of {} GB/s", o.gbps));
+    if (!(o.gbps == 0 || (o.gbps >= 1e-6 && o.gbps <= 1e6))) {
+      throw invalid_argument(fmt::format("far_memory: a cap of {} GB/s (0 for none, else 1e-6 to "
+                                         "1e6)", o.gbps));
+    }
   }
 
   [[nodiscard]] std::size_t size() const noexcept { return region_.size(); }
@@ -85,7 +88,7 @@ class far_memory {
         }
       }
       std::this_thread::sleep_for(backoff);  // not holding the lock: other readers go on
-      backoff *= 2;
+      backoff = std::min<clock::duration>(backoff * 2, std::chrono::seconds(1));
     }
     if (!dst.empty()) std::memcpy(dst.data(), region_.data() + offset, dst.size());
     std::lock_guard lock(mutex_);

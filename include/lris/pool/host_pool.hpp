@@ -143,7 +143,7 @@ class host_pool {
   /// same memory fail.
   class registration_lock {
    public:
-    registration_lock(registration_lock&& o) noexcept : pool_(std::exchange(o.pool_, nullptr)) {}
+    registration_lock(registration_lock&& o) noexcept : mutex_(std::exchange(o.mutex_, nullptr)) {}
     registration_lock& operator=(registration_lock&&) = delete;
     registration_lock(const registration_lock&) = delete;
     registration_lock& operator=(const registration_lock&) = delete;
@@ -151,8 +151,8 @@ class host_pool {
 
    private:
     friend class host_pool;
-    explicit registration_lock(host_pool* p) noexcept : pool_(p) {}
-    host_pool* pool_;
+    explicit registration_lock(void* mutex) noexcept : mutex_(mutex) {}
+    void* mutex_;  // the pool's registration mutex (in its shared memory)
   };
   [[nodiscard]] registration_lock lock_registration();
 
@@ -163,7 +163,7 @@ class host_pool {
  private:
   struct header;
   struct entry;
-  host_pool(std::string name, void* map, std::size_t map_bytes, bool attached);
+  host_pool(std::string name, void* map, std::size_t map_bytes, bool attached, int fd);
   void lock();
   void unlock() noexcept;
   void detach() noexcept;
@@ -175,6 +175,7 @@ class host_pool {
   void* map_ = nullptr;
   std::size_t map_bytes_ = 0;
   bool attached_ = false;  // counted among the pool's users (not so for list()'s look)
+  int fd_ = -1;            // the segment, to tell whether its name still names it
   // This process's index of the directory (name -> entry), caught up as entries are added.
   std::unique_ptr<std::mutex> index_mutex_ = std::make_unique<std::mutex>();
   std::unordered_map<std::string, std::uint32_t> index_;

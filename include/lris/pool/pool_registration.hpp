@@ -55,7 +55,7 @@ class pool_registration {
   /// nothing registered and is in report().why; it is not thrown.
   pool_registration(host_pool& pool, Backend be, std::uint64_t segment_bytes = default_segment_bytes,
                     std::optional<std::uint64_t> pinnable = std::nullopt)
-      : be_(std::move(be)) {
+      : be_(std::move(be)), pool_(&pool) {
     const std::uint64_t step = std::max<std::uint64_t>(4096, segment_bytes / 4096 * 4096);
     std::byte* base = pool.data();
     const std::uint64_t total = (pool.data_bytes() + 4095) / 4096 * 4096;
@@ -75,7 +75,7 @@ class pool_registration {
         r_.why = fmt::format("pool \"{}\": registering bytes [{}, {}) of {} failed after {} "
                              "segment{}: {}", pool.name(), at, at + n, total, segments_.size(),
                              segments_.size() == 1 ? "" : "s", e.what());
-        release();
+        unregister_all();  // under the lock this call holds
         r_.bytes = 0;
         r_.segments = 0;
         return;
@@ -88,7 +88,7 @@ class pool_registration {
     r_.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   }
   pool_registration(pool_registration&& o) noexcept
-      : be_(o.be_), segments_(std::move(o.segments_)), r_(std::move(o.r_)) {
+      : be_(o.be_), pool_(o.pool_), segments_(std::move(o.segments_)), r_(std::move(o.r_)) {
     o.segments_.clear();
   }
   pool_registration& operator=(pool_registration&&) = delete;
@@ -100,6 +100,15 @@ class pool_registration {
 
  private:
   void release() noexcept {
+    if (segments_.empty()) return;
+    try {
+      const auto lock = pool_->lock_registration();  // unregistrations take turns too
+      unregister_all();
+    } catch (...) {
+      unregister_all();
+    }
+  }
+  void unregister_all() noexcept {
     for (std::byte* p : segments_) {
       try {
         be_.unregister_host(p);
@@ -109,6 +118,7 @@ class pool_registration {
     segments_.clear();
   }
   Backend be_;
+  host_pool* pool_;
   std::vector<std::byte*> segments_;
   pin_report r_;
 };
