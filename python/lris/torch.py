@@ -63,7 +63,7 @@ class _Block:
     """One streamed module: its unit, where its tensors are held, and its lease while it runs."""
 
     __slots__ = ("module", "index", "unit", "slots", "placeholders", "tensors", "views",
-                 "lease", "hooks")
+                 "lease", "hooks", "devices")
 
     def __init__(self, module, index):
         self.module = module
@@ -75,6 +75,7 @@ class _Block:
         self.views = {}         # the first tensor's address -> a view per tensor
         self.lease = None
         self.hooks = []
+        self.devices = []       # where each tensor was before: remove() puts it back there
 
 
 def _collect(block, seen, where):
@@ -102,6 +103,8 @@ def _collect(block, seen, where):
 class StreamedBlocks:
     """The hooks and units of lris.torch.stream(); remove() puts the weights back."""
 
+    _made = 0
+
     def __init__(self, blocks, cache):
         blocks = list(blocks)
         if not blocks:
@@ -116,6 +119,8 @@ class StreamedBlocks:
                 raise InvalidArgument(f"lris.torch.stream: block {i} is inside block "
                                       f"{inside[id(b)]}")
         self.cache = cache
+        StreamedBlocks._made += 1
+        self._tag = f"{StreamedBlocks._made}.{id(self):x}"  # unit names of this stream only
         self.device = torch.device(cache.device)
         self._cuda = self.device.type == "cuda"
         self._arena = None           # the cache's memory as a uint8 torch tensor
@@ -134,11 +139,13 @@ class StreamedBlocks:
                     t = t.detach()
                     sources[name] = t if t.is_contiguous() else t.contiguous()
                     b.tensors.append((t.dtype, tuple(t.shape), t.numel() * t.element_size()))
+                    b.devices.append(t.device)
                     if t.dtype not in scalars:
                         fill = float("nan") if t.is_floating_point() or t.is_complex() else 0
                         scalars[t.dtype] = torch.full((), fill, dtype=t.dtype, device=self.device)
                     b.placeholders.append(scalars[t.dtype].expand(t.shape))
-                b.unit = cache.add(f"block {i} ({type(module).__name__})", sources)
+                b.unit = cache.add(f"stream {self._tag} block {i} ({type(module).__name__})",
+                                   sources)
                 self._blocks.append(b)
                 self._point(b, b.placeholders)  # the host copies are the cache's now
             cache.order([b.unit for b in self._blocks], cyclic=True)
@@ -148,7 +155,7 @@ class StreamedBlocks:
                 b.hooks.append(b.module.register_forward_hook(
                     lambda m, args, out, b=b: self._exit(b), always_call=True))
         except BaseException:
-            self._restore(torch.device("cpu"))
+            self._restore(None)  # every tensor back where it was
             raise
 
     # ---- while the model runs ---------------------------------------------------------------
@@ -183,9 +190,10 @@ class StreamedBlocks:
                 mod._buffers[attr] = tensors[k]
 
     def _enter(self, b):
-        if b.lease is not None:  # entered again before its forward ended (recursion)
-            raise InvalidArgument(f"lris.torch.stream: block {b.index} is entered again while "
-                                  f"its forward runs")
+        if b.lease is not None:
+            # The last forward never ended (interrupted by a BaseException, which torch's
+            # always_call hooks do not see): its lease is let go on this stream first.
+            self._exit(b)
         lease = self.cache.acquire(b.unit, self._stream())
         try:
             self._point(b, self._views(b, lease))
@@ -210,19 +218,35 @@ class StreamedBlocks:
             if b.unit is None:
                 continue
             with self.cache.acquire(b.unit, self._stream()) as lease:
-                tensors = [t.to(device, copy=True) for t in self._views(b, lease)]
+                tensors = [t.to(device if device is not None else d, copy=True)
+                           for t, d in zip(self._views(b, lease), b.devices)]
                 if self._cuda:
                     torch.cuda.current_stream(self.device).synchronize()
             self._point(b, tensors)
-            b.views.clear()
+        self._drop_views()
         self._blocks.clear()
+
+    def remove(self, device=None):
+        """Removes the hooks and gives each block its weights back, in memory of its own on
+        `device` (default: where each was before streaming), copied from the cache. The cache
+        keeps its units."""
+        self._restore(None if device is None else torch.device(device))
+
+    def sleep(self):
+        """The cache's sleep() (its device memory given back, the units kept in host memory),
+        after letting go of this stream's views of that memory."""
+        self._drop_views()
+        self.cache.sleep()
+
+    def wake(self):
+        """The cache's wake(): the units resident at sleep() copied back."""
+        self.cache.wake()
+
+    def _drop_views(self):
+        for b in self._blocks:
+            b.views.clear()
         self._arena = None
         self._arena_address = 0
-
-    def remove(self, device="cpu"):
-        """Removes the hooks and gives each block its weights back, in memory of its own on
-        `device` (copied from the cache). The cache keeps its units."""
-        self._restore(torch.device(device))
 
     def stats(self):
         """The cache's counters (lris.Cache.stats())."""

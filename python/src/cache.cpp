@@ -71,8 +71,8 @@ class cache_core {
   virtual void order(std::vector<unit_id> units, bool cyclic, std::uint64_t lookahead) = 0;
   virtual std::unique_ptr<lease_base> acquire(unit_id u, void* stream) = 0;
   virtual void release(lease_base& l, void* stream) = 0;
-  // Device addresses of the lease's tensors.
-  [[nodiscard]] virtual std::vector<std::byte*> addresses(const lease_base& l) const = 0;
+  // Device addresses of the lease's `n` tensors.
+  [[nodiscard]] virtual std::vector<std::byte*> addresses(const lease_base& l, std::size_t n) const = 0;
   virtual void pin(unit_id u) = 0;
   virtual void sleep() = 0;
   virtual void wake() = 0;
@@ -82,6 +82,8 @@ class cache_core {
   [[nodiscard]] virtual cache::unit_stats stats(unit_id u) = 0;
   [[nodiscard]] virtual std::optional<unit_id> find(const std::string& name) const = 0;
   [[nodiscard]] virtual bool resident(unit_id u) const = 0;
+  // What keeps the cache's memory (the manager) alive for a tensor exported over it.
+  [[nodiscard]] virtual std::shared_ptr<void> keepalive() const = 0;
   [[nodiscard]] virtual std::uint64_t unit_bytes(unit_id u) const = 0;
   virtual void close() = 0;
 
@@ -105,10 +107,22 @@ class cache_of final : public cache_core {
   struct lease_of final : lease_base {
     typename manager::lease l;
   };
+  // The manager, shared with the tensors exported over its memory: it goes with the last of
+  // them, after waiting for the copies and released uses (sleep) where nothing is leased.
+  struct owned_manager {
+    std::optional<manager> m;
+    ~owned_manager() {
+      try {
+        if (m && !m->asleep()) m->sleep();
+      } catch (...) {  // leased still, or a lost device: the manager frees what it holds
+      }
+    }
+  };
 
  public:
   cache_of(Backend be, cache::residency_options o) : be_(be) {
-    m_.emplace(be_, std::move(o));
+    m_ = std::make_shared<owned_manager>();
+    m_->m.emplace(be_, std::move(o));
     if constexpr (on_host) own_.emplace(be_.make_stream());
   }
   ~cache_of() override {
@@ -172,15 +186,24 @@ class cache_of final : public cache_core {
     }
   }
 
-  [[nodiscard]] std::vector<std::byte*> addresses(const lease_base& base) const override {
+  [[nodiscard]] std::vector<std::byte*> addresses(const lease_base& base, std::size_t n) const override {
     const auto& l = static_cast<const lease_of&>(base);
     std::vector<std::byte*> out;
-    for (std::size_t i = 0; i < unit_tensors.at(l.l.unit()).size(); ++i) out.push_back(l.l.tensor(i));
+    for (std::size_t i = 0; i < n; ++i) out.push_back(l.l.tensor(i));
     return out;
   }
 
   void pin(unit_id u) override { live().pin(u); }
-  void sleep() override { live().sleep(); }
+  void sleep() override {
+    const long exports = m_ ? m_.use_count() - 1 : 0;
+    if (exports > 0) {
+      throw invalid_argument(fmt::format(
+          "lris.Cache on {}: sleep() while {} tensor{} over the cache's memory {} alive (lease "
+          "tensors, arena(), their DLPack exports): drop them first, sleep frees that memory",
+          device(), exports, exports == 1 ? "" : "s", exports == 1 ? "is" : "are"));
+    }
+    live().sleep();
+  }
   void wake() override { live().wake(); }
   [[nodiscard]] bool asleep() const override { return live().asleep(); }
   [[nodiscard]] std::byte* arena() const override { return live().arena(); }
@@ -190,22 +213,27 @@ class cache_of final : public cache_core {
     return live().find(name);
   }
   [[nodiscard]] bool resident(unit_id u) const override { return live().resident(u); }
+  [[nodiscard]] std::shared_ptr<void> keepalive() const override {
+    (void)live();  // throws when closed
+    return m_;
+  }
   [[nodiscard]] std::uint64_t unit_bytes(unit_id u) const override { return live().unit_bytes(u); }
 
-  // Waits for every copy and every released use, then frees the device and pinned memory.
+  // Waits for every copy and every released use, then frees the device and pinned memory;
+  // while tensors exported over that memory live, it goes with the last of them instead.
   void close() override {
     if (!m_) return;
-    if (!m_->asleep()) m_->sleep();  // waits; throws while a unit is leased (kept open)
+    if (m_.use_count() == 1 && !m_->m->asleep()) m_->m->sleep();  // throws while leased: open
     m_.reset();
   }
 
  private:
   manager& live() const {
     if (!m_) throw invalid_argument(fmt::format("lris.Cache on {}: closed", device()));
-    return *m_;
+    return *m_->m;
   }
   Backend be_;
-  mutable std::optional<manager> m_;
+  std::shared_ptr<owned_manager> m_;
   std::optional<typename Backend::stream> own_;  // host: the stream leases are taken on
 };
 
@@ -381,8 +409,14 @@ unit_id add(py_cache& self, const std::string& name, nb::handle tensors) {
   });
   std::vector<unit_tensor_info> infos;
   for (auto& s : sources) infos.push_back(std::move(s.info));
-  c.unit_names.push_back(name);
-  c.unit_tensors.push_back(std::move(infos));
+  // Under the GIL again, by the id the manager gave: adds of other threads may have come back
+  // first. Readers of these (under the GIL) see a unit only after its add returned.
+  if (c.unit_names.size() <= u) {
+    c.unit_names.resize(u + 1);
+    c.unit_tensors.resize(u + 1);
+  }
+  c.unit_names[u] = name;
+  c.unit_tensors[u] = std::move(infos);
   return u;
 }
 
@@ -405,9 +439,10 @@ py_lease acquire(py_cache& self, nb::handle unit, nb::handle stream) {
   l.core = self.core;
   l.unit = unit_of(*self.core, unit);
   l.stream = stream_of(*self.core, stream);
+  const std::size_t n = self.core->unit_tensors[l.unit].size();  // read under the GIL
   locked(self.core, [&](cache_core& core) {
     l.l = core.acquire(l.unit, l.stream);
-    l.addresses = core.addresses(*l.l);
+    l.addresses = core.addresses(*l.l, n);
   });
   return l;
 }
@@ -447,7 +482,8 @@ nb::object lease_tensor(const py_lease& self, nb::handle key) {
   t.bytes = infos[i].bytes;
   t.data = self.addresses[i];
   t.location = self.core->location();
-  t.lease = self.core;  // the cache's memory stays; its bytes are the unit's until release()
+  // The cache's memory stays while the tensor does; its bytes are the unit's until release().
+  t.lease = locked(self.core, [](cache_core& core) { return core.keepalive(); });
   return nb::cast(py_tensor{std::move(t)});
 }
 
@@ -569,7 +605,7 @@ void register_cache(nb::module_& m) {
                                              c.core->device()));
         }
         t.location = c.core->location();
-        t.lease = c.core;
+        t.lease = locked(c.core, [](cache_core& core) { return core.keepalive(); });
         return py_tensor{std::move(t)};
       }, "The budget's device memory as one uint8 lris.Tensor: a lease's offsets are places "
          "in it. Valid until sleep() or close().")

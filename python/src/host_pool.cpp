@@ -43,6 +43,12 @@ struct py_pool {
     if (!pool) throw invalid_argument("lris.HostPool: closed");
     return *pool;
   }
+  // A share of the pool for a call that releases the GIL: another thread's close() meanwhile
+  // does not unmap it under the call.
+  [[nodiscard]] std::shared_ptr<pool::host_pool> hold() const {
+    (void)live();
+    return pool;
+  }
 };
 
 nb::dict info_dict(const pool::pool_info& i) {
@@ -76,7 +82,8 @@ nb::object tensor_of(const std::shared_ptr<pool::host_pool>& p, const pool::pool
 
 nb::dict populate(py_pool& self, const std::filesystem::path& path, nb::object select,
                   nb::object progress) {
-  pool::host_pool& p = self.live();
+  const auto held = self.hold();
+  pool::host_pool& p = *held;
   st::load_options o;
   if (nb::isinstance<nb::str>(select)) {
     o.select = nb::cast<std::string>(select);
@@ -105,7 +112,8 @@ nb::dict populate(py_pool& self, const std::filesystem::path& path, nb::object s
 }
 
 nb::dict load(py_pool& self, const std::string& device, std::optional<std::vector<std::string>> names) {
-  pool::host_pool& p = self.live();
+  const auto held_pool = self.hold();
+  pool::host_pool& p = *held_pool;
   const auto [kind, index] = parse_device(device);
   const std::vector<std::string> which = names.value_or(std::vector<std::string>{});
   st::loaded_checkpoint loaded;
@@ -127,7 +135,8 @@ nb::dict load(py_pool& self, const std::string& device, std::optional<std::vecto
 }
 
 nb::dict pin(py_pool& self, const std::string& device) {
-  pool::host_pool& p = self.live();
+  const auto held_pool = self.hold();
+  pool::host_pool& p = *held_pool;
   const auto [kind, index] = parse_device(device);
   if (!(LRIS_PYTHON_CUDA && kind == "cuda")) {
     throw unsupported(fmt::format("lris.HostPool.pin(\"{}\"): pinning is for a GPU of this build "
@@ -135,16 +144,16 @@ nb::dict pin(py_pool& self, const std::string& device) {
   }
   pool::pin_report r;
 #if LRIS_PYTHON_CUDA
+  using reg_t = pool::pool_registration<cuda_backend>;
+  std::shared_ptr<reg_t> reg;
   {
     nb::gil_scoped_release nogil;
-    using reg_t = pool::pool_registration<cuda_backend>;
-    auto held = self.pool;
-    auto reg = std::shared_ptr<reg_t>(new reg_t(p, cuda_backend(index), reg_t::default_segment_bytes,
-                                                probe_host().memlock.pinnable_bytes),
-                                      [held](reg_t* q) { delete q; });  // before the pool goes
+    reg = std::shared_ptr<reg_t>(new reg_t(p, cuda_backend(index), reg_t::default_segment_bytes,
+                                           probe_host().memlock.pinnable_bytes),
+                                 [held_pool](reg_t* q) { delete q; });  // before the pool goes
     r = reg->report();
-    if (r.pinned) self.registration = std::move(reg);
   }
+  if (r.pinned) self.registration = std::move(reg);  // under the GIL again
 #endif
   nb::dict d;
   d["pinned"] = r.pinned;
@@ -197,8 +206,9 @@ void register_host_pool(nb::module_& m) {
       .def("pin", &pin, "device"_a = "cuda:0")
       .def("verify",
            [](py_pool& p, const std::string& name) {
+             const auto held = p.hold();
              nb::gil_scoped_release nogil;
-             p.live().verify(name);
+             held->verify(name);
            },
            "name"_a)
       .def("close",

@@ -194,3 +194,51 @@ def test_errors_name_the_unit_and_the_size():
         with pytest.raises(lris.InvalidArgument, match="closed"):
             cache.acquire("a")
         cache.close()  # twice is fine
+
+
+def test_exported_memory_outlives_close_and_blocks_sleep():
+    units = make_units(2, seed=7)
+    cache = lris.Cache("cpu", budget="1M")
+    cache.add("a", units[0])
+    with cache.acquire("a") as lease:
+        w = np.from_dlpack(lease["w"])  # an export over the cache's memory
+    arena = cache.arena()
+    with pytest.raises(lris.InvalidArgument, match="sleep\\(\\) while 2 tensors over the cache"):
+        cache.sleep()
+    cache.close()  # the memory stays with its exports
+    assert np.array_equal(w, units[0]["w"])
+    assert len(arena.tobytes()) == cache.budget
+    with pytest.raises(lris.InvalidArgument, match="closed"):
+        cache.arena()
+    del w, arena
+    gc.collect()
+
+    again = lris.Cache("cpu", budget="1M")
+    again.add("a", units[1])
+    with again.acquire("a") as lease:
+        w = np.from_dlpack(lease["w"])
+    del w
+    gc.collect()
+    again.sleep()  # nothing over the memory any more
+    again.wake()
+    again.close()
+
+
+def test_adds_from_threads_keep_their_names():
+    import threading
+    units = make_units(8, seed=8)
+    with lris.Cache("cpu", budget="4M") as cache:
+        ids = {}
+
+        def add(k):
+            ids[k] = cache.add(f"u{k}", units[k])
+
+        threads = [threading.Thread(target=add, args=(k,)) for k in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        for k, u in ids.items():
+            assert cache.units[u] == f"u{k}"
+            with cache.acquire(u) as lease:
+                check(lease, units[k])

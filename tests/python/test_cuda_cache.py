@@ -163,3 +163,21 @@ def test_stream_errors():
         with pytest.raises(lris.InvalidArgument, match="share the tensor \"weight\""):
             lris.torch.stream([tied, other], cache)
         assert tied.weight.device.type == "cpu" and torch.isfinite(tied.weight).all()
+
+
+def test_a_streamed_model_sleeps_and_wakes():
+    model = small_transformer(10)
+    reference = copy.deepcopy(model).to(DEV)
+    x = torch.randn(2, 16, 64, device=DEV)
+    with torch.no_grad():
+        want = reference(x)
+    with lris.Cache("cuda:0", budget="64M") as cache:
+        streamed = lris.torch.stream(model.layers, cache)
+        model.to(DEV)
+        with torch.no_grad():
+            assert torch.equal(model(x), want)
+            streamed.sleep()  # the device memory given back, the views of it dropped first
+            assert cache.asleep
+            streamed.wake()
+            assert torch.equal(model(x), want)
+        streamed.remove()
