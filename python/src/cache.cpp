@@ -82,6 +82,10 @@ class cache_core {
   [[nodiscard]] virtual cache::unit_stats stats(unit_id u) = 0;
   [[nodiscard]] virtual std::optional<unit_id> find(const std::string& name) const = 0;
   [[nodiscard]] virtual bool resident(unit_id u) const = 0;
+  // An event recorded on `stream` now (none for a cache of host memory), and a wait of
+  // `stream` for one: a lease's tensors handed to a consumer on another stream.
+  [[nodiscard]] virtual std::shared_ptr<void> mark(void* stream) = 0;
+  virtual void wait_mark(const std::shared_ptr<void>& mark, void* stream) = 0;
   // What keeps the cache's memory (the manager) alive for a tensor exported over it.
   [[nodiscard]] virtual std::shared_ptr<void> keepalive() const = 0;
   [[nodiscard]] virtual std::uint64_t unit_bytes(unit_id u) const = 0;
@@ -193,6 +197,24 @@ class cache_of final : public cache_core {
     return out;
   }
 
+  [[nodiscard]] std::shared_ptr<void> mark(void* stream) override {
+    if constexpr (on_host) {
+      return nullptr;
+    } else {
+      auto e = std::make_shared<typename Backend::event>(be_.make_event());
+      auto s = Backend::borrow_stream(stream);
+      be_.record(*e, s);
+      return e;
+    }
+  }
+  void wait_mark(const std::shared_ptr<void>& mark, void* stream) override {
+    if constexpr (!on_host) {
+      if (!mark) return;
+      auto s = Backend::borrow_stream(stream);
+      be_.wait(s, *static_cast<typename Backend::event*>(mark.get()));
+    }
+  }
+
   void pin(unit_id u) override { live().pin(u); }
   void sleep() override {
     const long exports = m_ ? m_.use_count() - 1 : 0;
@@ -249,6 +271,7 @@ struct py_lease {
   unit_id unit = 0;
   void* stream = nullptr;  // acquired on
   std::vector<std::byte*> addresses;
+  std::shared_ptr<void> ready;  // on `stream` after the unit's copy: for other streams' use
 
   py_lease() = default;
   py_lease(py_lease&&) = default;
@@ -443,6 +466,7 @@ py_lease acquire(py_cache& self, nb::handle unit, nb::handle stream) {
   locked(self.core, [&](cache_core& core) {
     l.l = core.acquire(l.unit, l.stream);
     l.addresses = core.addresses(*l.l, n);
+    l.ready = core.mark(l.stream);
   });
   return l;
 }
@@ -484,7 +508,13 @@ nb::object lease_tensor(const py_lease& self, nb::handle key) {
   t.location = self.core->location();
   // The cache's memory stays while the tensor does; its bytes are the unit's until release().
   t.lease = locked(self.core, [](cache_core& core) { return core.keepalive(); });
-  return nb::cast(py_tensor{std::move(t)});
+  py_tensor out(std::move(t));
+  if (self.ready) {  // a consumer on another stream waits for the unit's copy, on the device
+    out.before_use = [core = self.core, ready = self.ready, on = self.stream](void* consumer) {
+      if (consumer != on) core->wait_mark(ready, consumer);
+    };
+  }
+  return nb::cast(std::move(out));
 }
 
 nb::tuple offsets_of(const py_lease& self) {

@@ -137,15 +137,22 @@ nb::bytes bytes_of(const st::loaded_tensor& t) {
 
 // The stream argument of __dlpack__: for device memory any value a consumer may pass (None,
 // -1, 1 and 2 for the legacy and per-thread default streams, or a stream's handle) is
-// accepted and none is waited on: lris.load returns once every byte has landed on the device,
-// and nothing writes the tensor after, so work the consumer queues on any stream sees the
-// bytes. For host memory only None and -1 apply (the DLPack rule for kDLCPU).
+// accepted. A load's tensor needs no wait: lris.load returns once every byte has landed on
+// the device, and nothing writes the tensor after. A cache lease's tensor makes the
+// consumer's stream wait for an event recorded after the unit's copy (no host
+// synchronization). For host memory only None and -1 apply (the DLPack rule for kDLCPU).
 nb::object dlpack(const py_tensor& self, nb::handle stream, nb::handle max_version,
                   nb::handle dl_device, nb::handle copy) {
   if (!self.t.location.device && !stream.is_none() && nb::cast<long long>(stream) != -1) {
     throw nb::buffer_error(fmt::format("lris.Tensor \"{}\": stream {} for host memory (only "
                                        "None or -1 apply)", self.t.name,
                                        nb::cast<long long>(stream)).c_str());
+  }
+  if (self.before_use && self.t.location.device) {
+    // DLPack's values: None and 1 the legacy default stream, 2 the per-thread default stream,
+    // -1 no ordering asked for, any other value a stream's handle.
+    const long long v = stream.is_none() ? 1 : nb::cast<long long>(stream);
+    if (v != -1) self.before_use(v == 1 ? nullptr : reinterpret_cast<void*>(static_cast<std::intptr_t>(v)));
   }
   if (!dl_device.is_none()) {
     const auto want = nb::cast<std::pair<int, int>>(dl_device);

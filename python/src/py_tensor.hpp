@@ -5,6 +5,7 @@
 #include <nanobind/nanobind.h>
 #include <nanobind/stl/string.h>
 
+#include <functional>
 #include <string>
 #include <utility>
 
@@ -15,7 +16,13 @@
 namespace lris::python {
 
 struct py_tensor {
+  explicit py_tensor(safetensors::loaded_tensor tensor) : t(std::move(tensor)) {}
+
   safetensors::loaded_tensor t;
+  /// For memory whose bytes are written on a stream (a cache lease's): makes the consumer's
+  /// stream (a runtime handle; null for the legacy default stream) wait for them. Empty for a
+  /// load's tensors, whose bytes have landed when the load returns.
+  std::function<void(void* stream)> before_use;
 
   [[nodiscard]] std::string device() const {
     if (!t.location.device) return "cpu";

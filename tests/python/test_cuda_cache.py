@@ -181,3 +181,21 @@ def test_a_streamed_model_sleeps_and_wakes():
             streamed.wake()
             assert torch.equal(model(x), want)
         streamed.remove()
+
+
+def test_lease_tensors_taken_on_another_stream_wait_for_the_copy():
+    units = random_units(6, seed=11)
+    resident = [u["w"].to(DEV).float().sum() for u in units]
+    with lris.Cache("cuda:0", budget=2 * (1024 * 1024 + 8192) + 4096) as cache:
+        ids = [cache.add(f"u{k}", u) for k, u in enumerate(units)]
+        cache.order(ids)
+        copier, user = torch.cuda.Stream(DEV), torch.cuda.Stream(DEV)
+        got = []
+        for it in range(300):
+            k = it % 6
+            lease = cache.acquire(ids[k], copier)  # the copy ordered before `copier` only
+            with torch.cuda.stream(user):  # torch.from_dlpack passes `user`: it waits too
+                got.append(torch.from_dlpack(lease["w"]).float().sum())
+            lease.release(user)  # the last use is on `user`
+        torch.cuda.synchronize()
+        assert all(torch.equal(g, resident[it % 6]) for it, g in enumerate(got))
