@@ -16,6 +16,8 @@
 #include <sstream>
 #include <string>
 
+#include <fmt/format.h>
+
 namespace lris::detail {
 
 // A process, told apart from a later one with the same pid by its start time.
@@ -32,7 +34,7 @@ inline bool operator==(const process_id& a, const process_id& b) noexcept {
 // when it is a zombie (dead, not yet reaped: it holds nothing any more).
 inline std::uint64_t start_time(pid_t pid) noexcept {
   try {
-    std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
+    std::ifstream in(fmt::format("/proc/{}/stat", pid));
     std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
     const auto close = text.rfind(')');  // the command name may hold spaces and parentheses
     if (close == std::string::npos || close + 2 >= text.size()) return 0;

@@ -131,7 +131,7 @@ opened open_segment(const char* who, const std::string& name) {
 // pool made under the same name).
 void unlink_if_same(const std::string& name, int fd) {
   struct stat mine {}, named {};
-  const std::string path = "/dev/shm" + segment(name);
+  const std::string path = fmt::format("/dev/shm/{}{}", prefix, name);
   if (::fstat(fd, &mine) == 0 && ::stat(path.c_str(), &named) == 0 && mine.st_ino == named.st_ino &&
       mine.st_dev == named.st_dev) {
     ::shm_unlink(segment(name).c_str());
