@@ -10,9 +10,11 @@
 #include <dlpack/dlpack.h>
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <regex>
 #include <shared_mutex>
 #include <string>
 #include <type_traits>
@@ -21,6 +23,7 @@
 
 #include <fmt/format.h>
 
+#include <lris/cache/pool_units.hpp>
 #include <lris/cache/residency_manager.hpp>
 #include <lris/formats/dlpack.hpp>
 #include <lris/lris.hpp>
@@ -31,6 +34,7 @@
 #include "device_name.hpp"
 #include "dlpack_import.hpp"
 #include "dtype_names.hpp"
+#include "host_pool.hpp"
 #include "py_tensor.hpp"
 
 namespace nb = nanobind;
@@ -68,6 +72,10 @@ class cache_core {
   [[nodiscard]] virtual std::string device() const = 0;
   [[nodiscard]] virtual safetensors::tensor_location location() const = 0;
   virtual unit_id add(std::string name, const std::vector<unit_source>& tensors) = 0;
+  // Units of `pool`'s tensors, brought in from it (cache::add_pool_units); the pool is kept
+  // for as long as the manager.
+  virtual std::vector<unit_id> add_pool(std::shared_ptr<pool::host_pool> pool,
+                                        const std::function<std::string(std::string_view)>& unit_of) = 0;
   virtual void order(std::vector<unit_id> units, bool cyclic, std::uint64_t lookahead) = 0;
   virtual std::unique_ptr<lease_base> acquire(unit_id u, void* stream) = 0;
   virtual void release(lease_base& l, void* stream) = 0;
@@ -114,6 +122,7 @@ class cache_of final : public cache_core {
   // The manager, shared with the tensors exported over its memory: it goes with the last of
   // them, after waiting for the copies and released uses (sleep) where nothing is leased.
   struct owned_manager {
+    std::vector<std::shared_ptr<void>> pools;  // of units kept in them: outlive the manager
     std::optional<manager> m;
     ~owned_manager() {
       try {
@@ -162,6 +171,13 @@ class cache_of final : public cache_core {
       }
     }
     return live().add_unit(std::move(draft));
+  }
+
+  std::vector<unit_id> add_pool(std::shared_ptr<pool::host_pool> pool,
+                                const std::function<std::string(std::string_view)>& unit_of) override {
+    auto ids = cache::add_pool_units(live(), *pool, unit_of);
+    if (!ids.empty()) m_->pools.push_back(std::move(pool));
+    return ids;
   }
 
   void order(std::vector<unit_id> units, bool cyclic, std::uint64_t lookahead) override {
@@ -443,6 +459,47 @@ unit_id add(py_cache& self, const std::string& name, nb::handle tensors) {
   return u;
 }
 
+// Units of a host pool's ready tensors, named by `group`'s first capture group (a tensor it
+// does not match is left out); their metadata in the order add_pool_units makes them.
+std::vector<unit_id> add_pool(py_cache& self, py_pool& pool, const std::string& group) {
+  cache_core& c = *self.core;
+  std::regex re;
+  try {
+    re = std::regex(group, std::regex::ECMAScript);
+  } catch (const std::regex_error& e) {
+    throw invalid_argument(fmt::format("lris.Cache.add_pool: group \"{}\" is not a regular "
+                                       "expression: {}", group, e.what()));
+  }
+  if (re.mark_count() < 1) {
+    throw invalid_argument(fmt::format("lris.Cache.add_pool: group \"{}\" has no capture group "
+                                       "(the unit's name), e.g. \"^(model\\.layers\\.\\d+)\\.\"",
+                                       group));
+  }
+  const auto unit_of = [&re](std::string_view name) {
+    std::match_results<std::string_view::const_iterator> m;
+    return std::regex_search(name.begin(), name.end(), m, re) ? m[1].str() : std::string();
+  };
+  const auto held = pool.hold();
+  std::vector<std::pair<std::string, std::vector<unit_tensor_info>>> units;
+  for (const auto& t : held->tensors()) {
+    const std::string u = unit_of(t.name);
+    if (u.empty()) continue;
+    auto it = std::find_if(units.begin(), units.end(), [&](const auto& x) { return x.first == u; });
+    if (it == units.end()) it = units.insert(units.end(), {u, {}});
+    it->second.push_back({std::string(t.name), t.type, t.shape, t.bytes});
+  }
+  const auto ids = locked(self.core, [&](cache_core& core) { return core.add_pool(held, unit_of); });
+  for (std::size_t k = 0; k < ids.size() && k < units.size(); ++k) {
+    if (c.unit_names.size() <= ids[k]) {
+      c.unit_names.resize(ids[k] + 1);
+      c.unit_tensors.resize(ids[k] + 1);
+    }
+    c.unit_names[ids[k]] = units[k].first;
+    c.unit_tensors[ids[k]] = std::move(units[k].second);
+  }
+  return ids;
+}
+
 void order(py_cache& self, nb::handle units, bool cyclic) {
   cache_core& c = *self.core;
   std::vector<unit_id> ids;
@@ -579,6 +636,11 @@ void register_cache(nb::module_& m) {
       .def("add", &add, "name"_a, "tensors"_a,
            "Adds a unit: the tensors' bytes (a dict of name to object with __dlpack__, on the "
            "host or a GPU) copied into pinned host memory. Returns its id.")
+      .def("add_pool", &add_pool, "pool"_a, "group"_a,
+           "Adds a unit for each name `group` (a regular expression; its first capture group "
+           "is the unit's name) gives the ready tensors of `pool` (an lris.HostPool), brought "
+           "in from the pool's shared memory with no copy of the cache's own. Returns their ids "
+           "in the order of their first tensor.")
       .def("tensors",
            [](const py_cache& c, nb::handle unit) {
              const auto& infos = c.core->unit_tensors[unit_of(*c.core, unit)];

@@ -35,22 +35,6 @@ namespace {
 
 namespace st = lris::safetensors;
 
-struct py_pool {
-  std::shared_ptr<pool::host_pool> pool;
-  std::shared_ptr<void> registration;  // the data pinned for a GPU (pin()); holds `pool`
-
-  pool::host_pool& live() const {
-    if (!pool) throw invalid_argument("lris.HostPool: closed");
-    return *pool;
-  }
-  // A share of the pool for a call that releases the GIL: another thread's close() meanwhile
-  // does not unmap it under the call.
-  [[nodiscard]] std::shared_ptr<pool::host_pool> hold() const {
-    (void)live();
-    return pool;
-  }
-};
-
 nb::dict info_dict(const pool::pool_info& i) {
   nb::dict d;
   d["name"] = i.name;

@@ -121,3 +121,35 @@ def test_errors_name_the_pool_and_the_tensor(model, tmp_path):
     pool.close()
     with pytest.raises(lris.InvalidArgument, match="closed"):
         pool.info()
+
+
+def test_a_cache_streams_units_from_the_pool(tmp_path):
+    rng = np.random.default_rng(5)
+    arrays = {}
+    for layer in range(6):
+        arrays[f"model.layers.{layer}.w"] = rng.standard_normal((64, 96)).astype(np.float32)
+        arrays[f"model.layers.{layer}.b"] = rng.standard_normal((96,)).astype(np.float32)
+    arrays["model.norm"] = np.ones(96, dtype=np.float32)
+    path = tmp_path / "layers.safetensors"
+    save_file(arrays, str(path))
+    with lris.HostPool.of(unique("units"), path) as pool:
+        unit_bytes = 64 * 96 * 4 + 4096  # w, and b on a page of its own
+        with lris.Cache("cpu", budget=3 * unit_bytes) as cache:  # 3 of 6 layers fit
+            ids = cache.add_pool(pool, r"^(model\.layers\.\d+)\.")
+            assert [cache.units[i] for i in ids] == [f"model.layers.{k}" for k in range(6)]
+            assert {t[0] for t in cache.tensors(ids[2])} == {"model.layers.2.w", "model.layers.2.b"}
+            cache.order(ids)
+            for _ in range(3):
+                for k, u in enumerate(ids):
+                    with cache.acquire(u) as lease:
+                        assert np.array_equal(np.from_dlpack(lease[f"model.layers.{k}.w"]),
+                                              arrays[f"model.layers.{k}.w"])
+                        assert np.array_equal(np.from_dlpack(lease["model.layers.%d.b" % k]),
+                                              arrays[f"model.layers.{k}.b"])
+            s = cache.stats()
+            assert s["pinned_host_bytes"] == 0  # the pool's memory, not a copy of the cache's
+            assert s["evictions"] > 0
+            with pytest.raises(lris.InvalidArgument, match="no capture group"):
+                cache.add_pool(pool, r"^model")
+            with pytest.raises(lris.InvalidArgument, match="not a regular expression"):
+                cache.add_pool(pool, r"((")
