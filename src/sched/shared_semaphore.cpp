@@ -384,7 +384,7 @@ std::vector<std::string> shared_semaphore::list() {
 
 std::optional<shared_semaphore_snapshot> shared_semaphore::inspect(const std::string& name) {
   if (!detail::segment_name_ok(name)) return std::nullopt;
-  const int fd = ::shm_open(("/" + name).c_str(), O_RDWR, 0600);
+  const int fd = ::shm_open(fmt::format("/{}", name).c_str(), O_RDWR, 0600);
   if (fd < 0) return std::nullopt;
   struct stat st {};
   void* p = MAP_FAILED;

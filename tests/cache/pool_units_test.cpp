@@ -1,13 +1,16 @@
 // add_pool_units: a residency manager's units kept in a host pool, brought in from it with no
 // copy of their own in host memory, every byte checked; a unit whose tensors another unit's
-// interleave is refused, naming both.
+// interleave is refused, naming both. add_far_unit: units read through far memory's latency
+// and faults each time they come in.
 #include <catch2/catch.hpp>
 
+#include "support/random_bytes.hpp"
 #include "support/safetensors_file.hpp"
 #include "support/what_contains.hpp"
 
 #include <unistd.h>
 
+#include <chrono>
 #include <cstring>
 #include <filesystem>
 #include <string>
@@ -17,6 +20,7 @@
 #include <lris/cache/pool_units.hpp>
 #include <lris/cache/residency_manager.hpp>
 #include <lris/formats/checkpoint.hpp>
+#include <lris/pool/far_memory.hpp>
 #include <lris/pool/host_pool.hpp>
 #include <lris/pool/populate.hpp>
 #include <lris/transfer/copy.hpp>
@@ -105,4 +109,38 @@ TEST_CASE("pool units: a unit interleaved with another is refused", "[cache][poo
   std::vector<cache::placed_tensor> past{{"w", 0, 5000}};
   CHECK_THROWS_MATCHES(rm.add_host_unit("u", pool.data(), 4096, past), lris::invalid_argument,
                        what_contains("past its end"));
+}
+
+TEST_CASE("far units: read through far memory's costs each time they come in", "[cache][pool]") {
+  const auto bytes = lris::test::random_bytes(6 * 3 * 8192, 21);
+  using namespace std::chrono_literals;
+  lris::pool::far_memory far(bytes, {.latency = 50us, .fault_rate = 0.2, .max_retries = 20,
+                                     .backoff = 1us, .seed = 3});
+  host_backend be;
+  auto s = be.make_stream();
+  cache::residency_manager<host_backend> rm(be, {.budget_bytes = 3 * 2 * 8192,
+                                                 .file_staging_bytes = 4 * 8192});
+  std::vector<cache::unit_id> ids;
+  for (int u = 0; u < 6; ++u) {
+    const std::uint64_t at = static_cast<std::uint64_t>(u) * 3 * 8192;
+    const std::vector<cache::placed_tensor> t{{"a", at, 8192}, {"b", at + 8192 + 4096, 4096}};
+    ids.push_back(rm.add_far_unit(fmt::format("u{}", u), far, t));
+  }
+  rm.declare_order(ids, true, 2 * 8192);
+  for (int pass = 0; pass < 3; ++pass) {
+    for (int u = 0; u < 6; ++u) {
+      auto l = rm.acquire(ids[u], s);
+      be.synchronize(s);
+      const std::uint64_t at = static_cast<std::uint64_t>(u) * 3 * 8192;
+      REQUIRE(std::memcmp(l.tensor("a"), bytes.data() + at, 8192) == 0);
+      REQUIRE(std::memcmp(l.tensor("b"), bytes.data() + at + 8192 + 4096, 4096) == 0);
+      rm.release(std::move(l), s);
+    }
+  }
+  CHECK(rm.stats().file_read_bytes >= 6 * 3 * (8192 + 4096) / 2);
+  CHECK(far.stats().faults > 0);  // retried: every byte above came right
+  CHECK(far.stats().failed == 0);
+  const std::vector<cache::placed_tensor> past{{"a", bytes.size() - 10, 100}};
+  CHECK_THROWS_MATCHES(rm.add_far_unit("bad", far, past), lris::invalid_argument,
+                       what_contains("reach past the end of the far memory"));
 }

@@ -78,8 +78,8 @@ nlohmann::json to_json(const std::map<std::string, snapshot>& now,
       nlohmann::json e{{"pid", pid}, {"held", p.held}};
       for (std::size_t k = 0; k < priority_count; ++k) {
         const std::string n(to_string(static_cast<priority>(k)));
-        e["waiting_" + n] = p.waiting[k];
-        e["waiters_" + n] = p.waiters[k];
+        e[fmt::format("waiting_{}", n)] = p.waiting[k];
+        e[fmt::format("waiters_{}", n)] = p.waiters[k];
       }
       r["processes"].push_back(e);
     }

@@ -59,6 +59,7 @@
 #include <lris/error.hpp>
 #include <lris/io/engine.hpp>
 #include <lris/io/file.hpp>
+#include <lris/pool/far_memory.hpp>
 #include <lris/priority.hpp>
 #include <lris/sched/bandwidth_broker.hpp>
 
@@ -134,7 +135,7 @@ struct residency_stats {
   std::uint64_t pinned_host_bytes = 0;  ///< pinned host memory holding the units
   std::uint64_t sleeps = 0;
   std::uint64_t woken_bytes = 0;        ///< copied back by wake()
-  std::uint64_t file_read_bytes = 0;    ///< read from files for units kept there
+  std::uint64_t file_read_bytes = 0;    ///< read from files (or far memory) for units kept there
   /// Time spent reading them, summed over the threads that read (acquiring threads and the
   /// prefetch thread): file_read_bytes / file_read_seconds is the rate the reads ran at.
   double file_read_seconds = 0;
@@ -208,9 +209,10 @@ class residency_manager {
     std::byte* host = nullptr;           // pinned; null for a unit kept in files
     bool external = false;               // `host` is the caller's (a host pool's): not freed
     struct source {                      // where a unit kept in files has its bytes
-      std::size_t file;                  // in files_
+      std::size_t file;                  // in files_ (unless `far`)
       std::uint64_t file_offset, unit_offset, bytes;
       std::size_t tensor;
+      pool::far_memory* far = nullptr;   // read from far memory at file_offset instead
     };
     std::vector<source> sources;
     std::uint64_t offset = 0;            // in the arena, while resident
@@ -407,12 +409,7 @@ class residency_manager {
   /// @throws lris::invalid_argument when a unit of its name exists (the draft is kept).
   unit_id add_unit(unit_draft&& draft) {
     std::lock_guard lock(mutex_);
-    for (const auto& u : units_) {
-      if (u.name == draft.s_.name) {
-        throw invalid_argument(fmt::format("residency_manager: a unit called \"{}\" exists",
-                                           draft.s_.name));
-      }
-    }
+    check_new_name(draft.s_.name);
     unit_state u = std::move(draft.s_);
     draft.s_.host = nullptr;
     stats_.pinned_host_bytes += u.bytes;
@@ -476,11 +473,7 @@ class residency_manager {
     u.host = host;
     u.external = true;
     std::lock_guard lock(mutex_);
-    for (const auto& v : units_) {
-      if (v.name == u.name) {
-        throw invalid_argument(fmt::format("residency_manager: a unit called \"{}\" exists", u.name));
-      }
-    }
+    check_new_name(u.name);
     units_.push_back(std::move(u));
     policy_.reset(units_.size());
     return static_cast<unit_id>(units_.size() - 1);
@@ -494,15 +487,9 @@ class residency_manager {
   /// of the name exists, or the unit is larger than the budget; lris::out_of_memory when the
   /// staging slots cannot be pinned.
   unit_id add_file_unit(std::string name, std::span<const file_tensor> tensors) {
-    std::vector<tensor_size> sizes;
-    for (const auto& t : tensors) sizes.push_back({t.name, t.bytes});
-    unit_state u = layout(std::move(name), sizes);
+    unit_state u = layout_of(std::move(name), tensors);
     std::lock_guard lock(mutex_);
-    for (const auto& v : units_) {
-      if (v.name == u.name) {
-        throw invalid_argument(fmt::format("residency_manager: a unit called \"{}\" exists", u.name));
-      }
-    }
+    check_new_name(u.name);
     for (std::size_t i = 0; i < tensors.size(); ++i) {
       const std::size_t f = open_file(tensors[i].path);
       const std::uint64_t size = files_[f].size();
@@ -516,6 +503,55 @@ class residency_manager {
         u.sources.push_back({f, tensors[i].offset, u.offsets[i], tensors[i].bytes, i});
       }
     }
+    return add_staged_unit(std::move(u));
+  }
+
+  /// @brief Registers a unit whose tensors stay in far memory (pool::far_memory: memory behind
+  /// a CXL link or a fabric, or host memory made to cost as much): each time it comes in, its
+  /// bytes are read through `far` (its latency, cap and faults) into the pinned staging slots
+  /// and copied to the device piece by piece, as a unit kept in files is. Each tensor's
+  /// `offset` is in `far`'s region, which must outlive the manager.
+  /// @throws lris::invalid_argument naming the tensor when it reaches past the region, when two
+  /// tensors share a name, a unit of the name exists, or the unit is larger than the budget;
+  /// lris::out_of_memory when the staging slots cannot be pinned.
+  unit_id add_far_unit(std::string name, pool::far_memory& far,
+                       std::span<const placed_tensor> tensors) {
+    unit_state u = layout_of(std::move(name), tensors);
+    std::lock_guard lock(mutex_);
+    check_new_name(u.name);
+    for (std::size_t i = 0; i < tensors.size(); ++i) {
+      if (tensors[i].offset > far.size() || tensors[i].bytes > far.size() - tensors[i].offset) {
+        throw invalid_argument(fmt::format(
+            "residency_manager: unit \"{}\", tensor \"{}\": {} bytes at offset {} reach past "
+            "the end of the far memory ({} bytes)", u.name, tensors[i].name, tensors[i].bytes,
+            tensors[i].offset, far.size()));
+      }
+      if (tensors[i].bytes > 0) {
+        u.sources.push_back({0, tensors[i].offset, u.offsets[i], tensors[i].bytes, i, &far});
+      }
+    }
+    return add_staged_unit(std::move(u));
+  }
+
+ private:
+  // layout() of tensors given with their names and sizes (file_tensor, placed_tensor).
+  template <class Tensor>
+  unit_state layout_of(std::string name, std::span<const Tensor> tensors) const {
+    std::vector<tensor_size> sizes;
+    for (const auto& t : tensors) sizes.push_back({t.name, t.bytes});
+    return layout(std::move(name), sizes);
+  }
+  // Under the lock: no unit of the manager's is called `name`.
+  void check_new_name(const std::string& name) const {
+    for (const auto& v : units_) {
+      if (v.name == name) {
+        throw invalid_argument(fmt::format("residency_manager: a unit called \"{}\" exists", name));
+      }
+    }
+  }
+  // A unit read through the staging slots (kept in files or far memory), its slots made with
+  // the first one. Under the lock.
+  unit_id add_staged_unit(unit_state u) {
     if (slot_bytes_ == 0) {
       if (!opt_.io) opt_.io = std::make_shared<io::io_engine>();
       // Whole pages, so that O_DIRECT reads land in the slots straight.
@@ -530,6 +566,8 @@ class residency_manager {
     policy_.reset(units_.size());
     return static_cast<unit_id>(units_.size() - 1);
   }
+
+ public:
 
   /// @brief Keeps unit `u` resident once it is in: never a victim.
   void pin(unit_id u) {
@@ -1280,7 +1318,7 @@ class residency_manager {
   read_job make_read_job(unit_id u, std::uint64_t from, std::uint64_t n, std::byte* to) const {
     const unit_state& x = units_[u];
     std::vector<const io::file*> files;
-    for (const auto& src : x.sources) files.push_back(&files_[src.file]);
+    for (const auto& src : x.sources) files.push_back(src.far != nullptr ? nullptr : &files_[src.file]);
     return {x.name, x.tensor_names, x.sources, std::move(files), from, n, to, should_stop_};
   }
 
@@ -1300,15 +1338,19 @@ class residency_manager {
       if (a >= b) continue;
       if (a > at_gap) std::memset(job.to + (at_gap - job.from), 0, a - at_gap);
       at_gap = b;
-      const io::file& f = *job.files[i];
+      const io::file* f = job.files[i];
       const std::uint64_t at = src.file_offset + (a - src.unit_offset);
       const auto where = [&] {
         return fmt::format("residency_manager: unit \"{}\", tensor \"{}\": reading {} bytes at "
                            "offset {} of {}", job.unit, job.tensor_names[src.tensor], b - a, at,
-                           f.path().string());
+                           f != nullptr ? f->path().string() : std::string("far memory"));
       };
       try {
-        opt_.io->read(f, at, {job.to + (a - job.from), b - a}, job.should_stop);
+        if (src.far != nullptr) {
+          src.far->read(at, {job.to + (a - job.from), static_cast<std::size_t>(b - a)});
+        } else {
+          opt_.io->read(*f, at, {job.to + (a - job.from), b - a}, job.should_stop);
+        }
       } catch (const cancelled&) {
         throw cancelled(where() + ": cancelled");
       } catch (const io_error& e) {
