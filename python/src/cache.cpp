@@ -287,7 +287,10 @@ struct py_lease {
   unit_id unit = 0;
   void* stream = nullptr;  // acquired on
   std::vector<std::byte*> addresses;
-  std::shared_ptr<void> ready;  // on `stream` after the unit's copy: for other streams' use
+  // Recorded on `stream` when a tensor of the lease is first exported (after the acquire's
+  // wait there, so after the unit's copy): a consumer on another stream waits for it. Not made
+  // for leases used through their addresses (lris.torch.stream): no event per acquire.
+  std::shared_ptr<void> ready;
 
   py_lease() = default;
   py_lease(py_lease&&) = default;
@@ -523,7 +526,6 @@ py_lease acquire(py_cache& self, nb::handle unit, nb::handle stream) {
   locked(self.core, [&](cache_core& core) {
     l.l = core.acquire(l.unit, l.stream);
     l.addresses = core.addresses(*l.l, n);
-    l.ready = core.mark(l.stream);
   });
   return l;
 }
@@ -535,7 +537,7 @@ void release(py_lease& self, nb::handle stream) {
   self.l.reset();
 }
 
-nb::object lease_tensor(const py_lease& self, nb::handle key) {
+nb::object lease_tensor(py_lease& self, nb::handle key) {
   self.check("a tensor");
   const auto& infos = self.core->unit_tensors[self.unit];
   std::size_t i = infos.size();
@@ -566,6 +568,7 @@ nb::object lease_tensor(const py_lease& self, nb::handle key) {
   // The cache's memory stays while the tensor does; its bytes are the unit's until release().
   t.lease = locked(self.core, [](cache_core& core) { return core.keepalive(); });
   py_tensor out(std::move(t));
+  if (!self.ready) self.ready = self.core->mark(self.stream);
   if (self.ready) {  // a consumer on another stream waits for the unit's copy, on the device
     out.before_use = [core = self.core, ready = self.ready, on = self.stream](void* consumer) {
       if (consumer != on) core->wait_mark(ready, consumer);
