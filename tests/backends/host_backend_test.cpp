@@ -78,11 +78,26 @@ TEST_CASE("a stream waits for an event recorded on another stream", "[backend]")
   CHECK(stage == 2);
 }
 
+TEST_CASE("host_backend devices copy to each other, and name a device out of range", "[backend]") {
+  host_backend b(2);
+  CHECK(b.enable_peer_access(7));
+  CHECK_FALSE(b.enable_peer_access(8));
+  std::vector<char> a(1000, 'x'), c(1000, 0);
+  auto s = b.make_stream();
+  b.copy_peer_async(c.data(), 5, a.data(), 2, a.size(), s);
+  b.synchronize(s);
+  CHECK(c == a);
+  REQUIRE_THROWS_MATCHES(b.copy_peer_async(c.data(), 8, a.data(), 2, 1, s),
+                         lris::invalid_argument, what_contains("device 2 -> 8"));
+}
+
 TEST_CASE("host_backend errors name what is at fault", "[backend][errors]") {
   host_backend b;
   SECTION("bad device index") {
-    REQUIRE_THROWS_MATCHES(host_backend(5), lris::invalid_argument,
-                           what_contains("device 5 does not exist"));
+    REQUIRE_THROWS_MATCHES(host_backend(host_backend::devices), lris::invalid_argument,
+                           what_contains("device 8 does not exist (the host backend has 8 "
+                                         "devices)"));
+    CHECK(host_backend(host_backend::devices - 1).device() == host_backend::devices - 1);
     REQUIRE_THROWS_AS(host_backend(-1), lris::invalid_argument);
   }
   SECTION("out of memory") {

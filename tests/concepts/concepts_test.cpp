@@ -46,17 +46,17 @@ static_assert(lris::batch_backend<lris::host_backend>);
 static_assert(lris::convert_backend<lris::host_backend>);
 static_assert(lris::pci_backend<pci_peer_backend>);
 static_assert(lris::peer_backend<pci_peer_backend>);
+static_assert(lris::peer_backend<lris::host_backend>);  // its devices share host memory
 static_assert(lris::memory_space<lris::device_space<lris::host_backend>>);
 
 // Rejections.
 static_assert(!lris::backend_policy<int>);
 static_assert(!lris::backend_policy<no_query_backend>);
-// Refinements are separate: the host backend has no PCI address and no peers.
+// Refinements are separate: the host backend has no PCI address.
 static_assert(lris::backend_policy<unbatched_backend> && !lris::batch_backend<unbatched_backend>);
 static_assert(lris::backend_policy<unconverting_backend> &&
               !lris::convert_backend<unconverting_backend>);
 static_assert(!lris::pci_backend<lris::host_backend>);
-static_assert(!lris::peer_backend<lris::host_backend>);
 static_assert(!lris::transfer_policy<bad_policy>);
 static_assert(!lris::transfer_policy<nameless_policy>);
 static_assert(!lris::memory_space<int>);

@@ -172,8 +172,8 @@ TEST_CASE("copy: bad arguments are rejected with the sizes and addresses at faul
   SECTION("device that does not exist") {
     device_buffer d(100);
     REQUIRE_THROWS_MATCHES(
-        lris::copy(lris::device_span<host_backend>(d.p, 100, 3), lris::as_host(a.data(), 100)),
-        lris::invalid_argument, lris::test::what_contains("device 3 does not exist"));
+        lris::copy(lris::device_span<host_backend>(d.p, 100, 9), lris::as_host(a.data(), 100)),
+        lris::invalid_argument, lris::test::what_contains("device 9 does not exist"));
   }
   SECTION("a moved-from handle") {
     auto t = lris::copy(lris::as_host(a.data(), 100), lris::as_host(b.data(), 100));

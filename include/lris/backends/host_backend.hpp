@@ -109,16 +109,21 @@ class host_backend {
     std::shared_ptr<const std::vector<std::function<void()>>> tasks_;
   };
 
-  /// @brief The host backend on its only "device", 0.
+  /// @brief "Devices" of the host backend: each is host memory, and they all share it. There
+  /// are several, so that code driving many devices (a fan-out to N GPUs) runs and is tested
+  /// on any machine.
+  static constexpr int devices = 8;
+
+  /// @brief The host backend on "device" 0.
   host_backend() = default;
-  /// @brief The host backend on "device" `device` (only 0 exists).
+  /// @brief The host backend on "device" `device` (0 to devices - 1).
   explicit host_backend(int device) : device_(device) {
     LRIS_EXPECTS(device >= 0 && device < device_count(),
-                 "host_backend: device {} does not exist (the host backend has {} device)",
+                 "host_backend: device {} does not exist (the host backend has {} devices)",
                  device, device_count());
   }
 
-  [[nodiscard]] static int device_count() noexcept { return 1; }
+  [[nodiscard]] static int device_count() noexcept { return devices; }
   [[nodiscard]] int device() const noexcept { return device_; }
   friend bool operator==(const host_backend&, const host_backend&) = default;
 
@@ -215,6 +220,19 @@ class host_backend {
       auto& pool = *pool_owner;
       detail::parallel_memcpy(pool, dst, src, bytes, pool.size(), std::size_t{4} << 20);
     });
+  }
+  /// @brief Queues a copy between two devices' memory on `s` (all of it host memory).
+  void copy_peer_async(void* dst, int dst_device, const void* src, int src_device,
+                       std::size_t bytes, stream& s) {
+    LRIS_EXPECTS(dst_device >= 0 && dst_device < devices && src_device >= 0 &&
+                     src_device < devices,
+                 "host_backend::copy_peer_async: device {} -> {}: the host backend has {} devices",
+                 src_device, dst_device, devices);
+    copy_async(dst, src, bytes, copy_kind::device_to_device, s);
+  }
+  /// @brief Every device of the host backend reaches every other's memory.
+  [[nodiscard]] bool enable_peer_access(int peer) const noexcept {
+    return peer >= 0 && peer < devices;
   }
   /// @brief Queues every copy of `items` on `s`, spread over the copy engine's threads.
   void copy_batch_async(const copy_item* items, std::size_t count, stream& s) {
