@@ -10,6 +10,7 @@
 #include <stdexcept>
 #include <string>
 #include <system_error>
+#include <utility>
 
 #include <fmt/format.h>
 
@@ -103,6 +104,28 @@ class device_lost : public device_error {
 
  private:
   int device_;
+};
+
+/// @brief One rank of a transfer to several devices (a fan-out) failed: rank() and device()
+/// name it, and the message says what went wrong there.
+class rank_error : public error {
+ public:
+  rank_error(const std::string& what, int rank, std::string device)
+      : error(what), rank_(rank), device_(std::move(device)) {}
+  /// @brief The rank (its index among the transfer's devices).
+  [[nodiscard]] int rank() const noexcept { return rank_; }
+  /// @brief Its device, e.g. "cuda:1".
+  [[nodiscard]] const std::string& device() const noexcept { return device_; }
+
+ private:
+  int rank_;
+  std::string device_;
+};
+
+/// @brief A rank of a fan-out did not finish its part in the time allowed.
+class rank_timeout : public rank_error {
+ public:
+  using rank_error::rank_error;
 };
 
 /// @brief An operating-system call on a file or device failed; code() holds the errno.

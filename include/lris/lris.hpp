@@ -80,6 +80,9 @@
 #include <lris/cache/score_policy.hpp>
 #include <lris/cache/simulate.hpp>
 #include <lris/cache/static_priority.hpp>
+#include <lris/fanout/fan_out_load.hpp>
+#include <lris/fanout/fan_out_plan.hpp>
+#include <lris/fanout/sharding.hpp>
 #include <lris/pool/far_memory.hpp>
 #include <lris/pool/host_pool.hpp>
 #include <lris/pool/load_pool.hpp>

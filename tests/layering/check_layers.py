@@ -2,7 +2,8 @@
 """Checks that no header of a layer includes a header of a layer above it.
 
 The layers, bottom up: core (config, error, concepts, element types) -> memory -> backends
-(host, gpu, cuda, hip) -> io, sched -> exec -> transfer, formats -> pool -> cache -> the rest. Prints each
+(host, gpu, cuda, hip) -> io, sched -> exec -> transfer, formats -> pool -> cache, fanout -> the
+rest. Prints each
 include that points up, naming the file and line, and exits 1 when there is one.
 """
 import pathlib
@@ -14,17 +15,19 @@ include = re.compile(r'^\s*#\s*include\s*[<"]lris/([^">]+)[">]')
 
 # Where a header lives (its path under include/lris) -> the areas it must not include.
 upper = {"memory", "backends", "gpu", "cuda", "hip", "io", "sched", "exec", "transfer",
-         "formats", "cache", "pool", "system"}
+         "formats", "cache", "pool", "fanout", "system"}
 rules = [
     (("config.hpp", "error.hpp", "concepts/", "element/"), upper),
-    (("memory/",), {"io", "sched", "exec", "transfer", "formats", "cache", "pool"}),
+    (("memory/",), {"io", "sched", "exec", "transfer", "formats", "cache", "pool", "fanout"}),
     (("backends/", "gpu/", "cuda/", "hip/"), {"io", "sched", "exec", "transfer", "formats",
-                                              "cache", "pool"}),
-    (("io/",), {"sched", "exec", "transfer", "formats", "cache", "pool"}),
-    (("sched/",), {"exec", "transfer", "formats", "cache", "pool"}),
-    (("exec/",), {"transfer", "formats", "cache", "pool"}),
-    (("transfer/", "formats/"), {"cache", "pool"}),
-    (("pool/",), {"cache"}),
+                                              "cache", "pool", "fanout"}),
+    (("io/",), {"sched", "exec", "transfer", "formats", "cache", "pool", "fanout"}),
+    (("sched/",), {"exec", "transfer", "formats", "cache", "pool", "fanout"}),
+    (("exec/",), {"transfer", "formats", "cache", "pool", "fanout"}),
+    (("transfer/", "formats/"), {"cache", "pool", "fanout"}),
+    (("pool/",), {"cache", "fanout"}),
+    (("cache/",), {"fanout"}),
+    (("fanout/",), {"cache"}),
 ]
 
 bad = 0

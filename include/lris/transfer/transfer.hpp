@@ -86,6 +86,11 @@ class [[nodiscard]] transfer {
     }
     (void)wait();
   }
+  /// @brief Lets the transfer run on without this handle: destroying the handle no longer
+  /// waits for it. What the transfer reads and writes must then stay alive until it finishes
+  /// (kept by an on_complete() callback): for giving up on a transfer that does not finish in
+  /// time, as on a device that hangs, without freeing memory under it.
+  void detach() noexcept { state_.reset(); }
   /// @brief True when this handle refers to a transfer.
   [[nodiscard]] bool valid() const noexcept { return state_ != nullptr; }
 

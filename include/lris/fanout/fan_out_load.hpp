@@ -1,0 +1,536 @@
+#pragma once
+/// @file
+/// @brief fanout::load: a safetensors checkpoint read once from storage and delivered to N
+/// devices, each getting the whole of every replicated tensor and only its slice of each
+/// tensor split among tensor-parallel ranks.
+///
+///   std::vector<lris::pipeline<lris::auto_select, lris::cuda_backend>> gpus;
+///   for (int d = 0; d < 2; ++d) gpus.emplace_back(lris::auto_select{}, lris::cuda_backend(d));
+///   lris::fanout::fan_out_options o;
+///   o.tp = 2;
+///   o.plan = lris::fanout::sharding::llama();
+///   auto loaded = lris::fanout::load(std::span(gpus), ck, o);
+///   // loaded.devices[d].tensors: device d's tensors (its slices), leased like safetensors::load's
+///
+/// How the bytes go (fanout/fan_out_plan.hpp): chunks of the files are read in file order by
+/// the first pipeline's io engine into pinned staging slots of its ring (at most two per
+/// device, within pipeline_config::max_staging_bytes); from each slot, every device's pipeline
+/// copies its parts by DMA: byte ranges as copies, and the pieces of rows of a tensor split
+/// along another dimension than 0 as one batched operation on the device (it reads just those
+/// bytes over the link). Reads of later chunks go on while devices take the earlier ones.
+
+#include <algorithm>
+#include <chrono>
+#include <concepts>
+#include <condition_variable>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <exception>
+#include <memory>
+#include <mutex>
+#include <numeric>
+#include <optional>
+#include <span>
+#include <string>
+#include <vector>
+
+#include <fmt/format.h>
+
+#include <lris/concepts/batch_backend.hpp>
+#include <lris/element/checksum.hpp>
+#include <lris/error.hpp>
+#include <lris/exec/file_io.hpp>
+#include <lris/exec/plan.hpp>
+#include <lris/exec/sizing.hpp>
+#include <lris/fanout/fan_out_plan.hpp>
+#include <lris/fanout/sharding.hpp>
+#include <lris/formats/checkpoint.hpp>
+#include <lris/formats/detail/load_select.hpp>
+#include <lris/formats/load.hpp>
+#include <lris/formats/load_options.hpp>
+#include <lris/formats/loaded_tensor.hpp>
+#include <lris/memory/buffer.hpp>
+#include <lris/memory/device_allocator.hpp>
+#include <lris/memory/page_aligned_allocator.hpp>
+#include <lris/transfer/transfer.hpp>
+
+namespace lris::fanout {
+
+/// @brief What a fan-out loads and how.
+struct fan_out_options {
+  /// Which tensors (names, select), the chunk size, io settings and priority (transfer), and
+  /// progress (on_progress: bytes delivered to all devices, of all they receive). Conversion,
+  /// slices and checksums of single loads are not taken here: the plan slices.
+  safetensors::load_options load;
+  /// Tensor-parallel ranks: device d holds rank d % tp (several groups of tp devices each get
+  /// the same slices). The number of devices must be a multiple of it.
+  unsigned tp = 1;
+  /// Which tensors are split among the ranks, and how; tensors it does not name are replicated.
+  sharding plan;
+  /// After the load, compare every device's bytes with the file (read again) and the
+  /// checksums of each tensor across the devices that hold the same part of it.
+  bool verify = false;
+  /// How long one device may take for one chunk's copies before the load gives up with
+  /// lris::rank_timeout naming it (its memory is kept until its copies finish, never freed
+  /// under them). Zero: no limit.
+  std::chrono::milliseconds timeout = std::chrono::minutes(5);
+};
+
+/// @brief What one device received.
+struct device_report {
+  std::string device;  ///< "cuda:1", "host:0"
+  unsigned rank = 0;   ///< its tensor-parallel rank
+  std::uint64_t bytes = 0;
+  std::size_t tensors = 0;
+  std::size_t split = 0;  ///< tensors of which it holds a slice
+  std::string path;       ///< how the bytes went, e.g. "file -> pinned slots -> cuda:1 (DMA)"
+  std::size_t verified = 0;  ///< tensors compared with the file (verify)
+  std::uint64_t digest = 0;  ///< its tensors' checksums combined, in order (verify; else 0)
+};
+
+/// @brief What a fan-out did.
+struct fan_out_report {
+  std::uint64_t storage_bytes = 0;  ///< read from the files (each chunk once)
+  std::uint64_t file_bytes = 0;     ///< the selected tensors' bytes in the files
+  std::size_t tensors = 0;
+  std::size_t chunks = 0;
+  std::size_t chunk_bytes = 0;
+  std::size_t staging_bytes = 0;  ///< pinned slots held: at most 2 per device
+  unsigned tp = 1;
+  double seconds = 0;
+  std::string io;  ///< what the io engine did and why
+  std::vector<device_report> devices;
+
+  [[nodiscard]] double gbps() const noexcept {
+    return seconds > 0 ? static_cast<double>(storage_bytes) / seconds / 1e9 : 0;
+  }
+};
+
+/// @brief Each device's tensors (devices[d]: the d-th pipeline's), and the report.
+struct fan_out_result {
+  std::vector<safetensors::loaded_checkpoint> devices;
+  fan_out_report report;
+};
+
+namespace detail {
+
+// Waits for `t` up to `timeout` (zero: without limit). False when it has not finished by then.
+inline bool wait_for(transfer& t, std::chrono::milliseconds timeout) {
+  if (timeout.count() <= 0 || t.poll()) return true;
+  struct flag {
+    std::mutex m;
+    std::condition_variable cv;
+    bool done = false;
+  };
+  auto f = std::make_shared<flag>();
+  t.on_complete([f](std::exception_ptr) {
+    std::lock_guard lock(f->m);
+    f->done = true;
+    f->cv.notify_all();
+  });
+  std::unique_lock lock(f->m);
+  return f->cv.wait_for(lock, timeout, [&] { return f->done; });
+}
+
+// The rows of part `p` out of a tensor's file bytes, one after another.
+inline void gather_part(const std::byte* tensor, const part& p, std::byte* out) {
+  if (!p.strided()) {
+    std::memcpy(out, tensor + p.offset, static_cast<std::size_t>(p.bytes()));
+    return;
+  }
+  for (std::uint64_t r = 0; r < p.rows; ++r) {
+    std::memcpy(out + r * p.row_bytes, tensor + p.offset + r * p.row_stride,
+                static_cast<std::size_t>(p.row_bytes));
+  }
+}
+
+}  // namespace detail
+
+/// @brief Loads the tensors `o` selects from `ck` onto every pipeline's device, reading each
+/// byte from storage once. Device d (pipelines[d]) is tensor-parallel rank d % o.tp and gets
+/// the parts o.plan gives that rank; its tensors lie in one block of its memory, each 256-byte
+/// aligned, leased as safetensors::load's are. Blocks until every device has its bytes.
+/// @throws lris::invalid_argument for no pipelines, a device named twice, devices not a
+/// multiple of tp, or options a fan-out does not take (naming them); what o.plan throws for a
+/// tensor it cannot split; lris::rank_error naming the device whose copies failed, and why;
+/// lris::rank_timeout naming the device that did not finish a chunk within o.timeout;
+/// lris::cancelled when on_progress cancelled; lris::integrity_error (verify) naming the
+/// tensor, the device and the first byte that differs; lris::io_error for a failed read.
+template <safetensors::loading_pipeline Pipeline>
+fan_out_result load(std::span<Pipeline> pipelines, const safetensors::checkpoint& ck,
+                    const fan_out_options& o = {}) {
+  using Backend = typename Pipeline::backend_type;
+  using Executor = typename std::remove_cvref_t<decltype(*pipelines.front().executor())>;
+  const auto start = std::chrono::steady_clock::now();
+  const std::size_t n = pipelines.size();
+  const std::string file = ck.path().string();
+  LRIS_EXPECTS(n > 0, "fan-out load {}: no device to load onto", file);
+  LRIS_EXPECTS(o.tp >= 1 && n % o.tp == 0,
+               "fan-out load {}: {} devices are not a multiple of {} tensor-parallel ranks", file,
+               n, o.tp);
+  LRIS_EXPECTS(!o.load.convert_to && !o.load.slice && o.load.expected_checksums.empty() &&
+                   o.load.expected_sha256.empty(),
+               "fan-out load {}: convert_to, slice, expected_checksums and expected_sha256 are "
+               "options of a load onto one device (a fan-out slices by its plan, and checks "
+               "with verify)", file);
+  std::vector<std::string> names(n);
+  for (std::size_t d = 0; d < n; ++d) {
+    names[d] = fmt::format("{}:{}", Backend::name, pipelines[d].backend().device());
+    for (std::size_t e = 0; e < d; ++e) {
+      LRIS_EXPECTS(names[e] != names[d], "fan-out load {}: device {} is named twice", file,
+                   names[d]);
+    }
+  }
+
+  // Each device's tensors: the same in the same order, sliced for its rank.
+  std::vector<std::vector<safetensors::detail::selected_tensor>> sel(n);
+  for (std::size_t d = 0; d < n; ++d) {
+    safetensors::load_options od;
+    od.names = o.load.names;
+    od.select = o.load.select;
+    const auto rank = static_cast<unsigned>(d % o.tp);
+    od.slice = [&o, rank](const safetensors::tensor_info& t) { return o.plan.slice(t, rank, o.tp); };
+    sel[d] = safetensors::detail::select_tensors(ck, od);
+  }
+  const std::size_t count = sel[0].size();
+
+  // One block per device, every tensor 256-byte aligned in it.
+  constexpr std::size_t alignment = 256;
+  std::vector<std::shared_ptr<void>> blocks(n);
+  std::vector<std::vector<std::uint64_t>> offsets(n);
+  for (std::size_t d = 0; d < n; ++d) {
+    std::uint64_t total = 0;
+    for (const auto& s : sel[d]) {
+      offsets[d].push_back(total);
+      total += (s.request.bytes + alignment - 1) / alignment * alignment;
+    }
+    if (total == 0) continue;
+    device_allocator<Backend> alloc(pipelines[d].backend());
+    void* mem = alloc.allocate(static_cast<std::size_t>(total), alignment);
+    blocks[d] = std::shared_ptr<void>(mem, [alloc, total](void* q) mutable {
+      alloc.deallocate(q, static_cast<std::size_t>(total), alignment);
+    });
+  }
+
+  std::vector<fan_tensor> tensors;
+  tensors.reserve(count);
+  std::uint64_t file_bytes = 0;
+  for (std::size_t i = 0; i < count; ++i) {
+    const auto& ref = *sel[0][i].request.source;
+    fan_tensor t{ref.shard, ck.file_offset(ref), ref.info->bytes(), {}};
+    for (std::size_t d = 0; d < n; ++d) {
+      const auto& s = sel[d][i];
+      t.parts.push_back({s.file_offset - t.file_offset, s.rows, s.row_bytes, s.row_stride,
+                         static_cast<std::byte*>(blocks[d].get()) + offsets[d][i]});
+    }
+    file_bytes += t.bytes;
+    tensors.push_back(std::move(t));
+  }
+
+  // Chunks: what the io engine would read at once for a plain load (its chunk on each of its
+  // workers), within the staging bound shared by at most two slots per device.
+  Pipeline& reader = pipelines.front();
+  const auto ex = reader.executor();
+  const transfer_sizes sizes = reader.sizes(o.load.transfer);
+  std::vector<exec::file_range> ranges;
+  std::size_t align = 4096;
+  for (const auto& sh : ck.shards()) {
+    ranges.push_back({&sh.file, sh.header.data_offset, sh.header.file_bytes - sh.header.data_offset});
+    align = std::max(align, sh.file.direct_alignment());
+  }
+  const disk_profile* disk = ck.shards().empty()
+                                 ? nullptr
+                                 : &reader.cold_reads(ck.shards().front().file,
+                                                      o.load.transfer.cold_reads);
+  const auto io = exec::file_io_for(reader.io(), ranges, o.load.transfer.io, true, "the files",
+                                    sizes.chunk_bytes, sizes.workers,
+                                    o.load.transfer.chunk_bytes != 0 || o.load.transfer.workers != 0,
+                                    disk);
+  const unsigned workers = std::max(1u, io.workers);
+  const std::size_t depth_wanted = std::clamp<std::size_t>(sizes.ring_depth, 2, 2 * n);
+  const std::size_t bound = reader.max_slot_bytes();
+  std::size_t chunk = std::min<std::uint64_t>(
+      std::uint64_t{io.chunk_bytes} * workers,
+      (std::max<std::uint64_t>(file_bytes, 1) + align - 1) / align * align);
+  chunk = exec::whole_units(chunk, align, std::max(align, bound / depth_wanted - align));
+  const fan_plan plan = plan_fan_out(std::move(tensors), n, chunk, align);
+
+  fan_out_result out;
+  auto& rep = out.report;
+  rep.tensors = count;
+  rep.file_bytes = file_bytes;
+  rep.storage_bytes = plan.storage_bytes();
+  rep.chunks = plan.chunks.size();
+  rep.chunk_bytes = chunk;
+  rep.tp = o.tp;
+  rep.io = io.reason;
+  std::uint64_t total = 0;
+  for (std::size_t d = 0; d < n; ++d) total += plan.device_bytes(d);
+
+  // What copies in flight use, kept until the last of them is done: even one given up on.
+  struct keep_alive {
+    std::shared_ptr<Executor> ex;
+    std::vector<lris::detail::staging_slot<Backend>*> slots;
+    std::vector<std::shared_ptr<void>> blocks;
+    ~keep_alive() {
+      if (!slots.empty()) ex->staged->ring.release(slots);
+    }
+  };
+  auto keep = std::make_shared<keep_alive>();
+  keep->ex = ex;
+  keep->blocks = blocks;
+  if (!plan.chunks.empty()) {
+    keep->slots = ex->staged->ring.acquire(depth_wanted, plan.buffer_bytes);
+  }
+  const std::size_t depth = std::max<std::size_t>(1, keep->slots.size());
+  rep.staging_bytes = keep->slots.size() * plan.buffer_bytes;
+
+  // In flight per slot: its chunk's read, then each device's copies of it.
+  struct flight {
+    std::size_t chunk = 0;
+    transfer read;
+    std::vector<std::vector<transfer>> sends;  // per device
+  };
+  std::vector<flight> flights(depth);
+  for (auto& f : flights) f.sends.resize(n);
+
+  auto start_read = [&](std::size_t c) {
+    const fan_chunk& ch = plan.chunks[c];
+    std::byte* buf = keep->slots[c % depth]->data;
+    exec::plan p;
+    p.shape = transfer_path::parallel;
+    for (const auto& sh : ck.shards()) p.files.push_back(&sh.file);
+    p.io = o.load.transfer.io;
+    p.io.direct = io.mode;
+    p.io_reason = io.reason;
+    p.buffered_every = io.buffered_every;
+    p.prio = o.load.transfer.priority;
+    p.budget_bytes = o.load.transfer.budget_bytes;
+    // The read in pieces for the workers, cut at O_DIRECT blocks of the file.
+    const std::uint64_t piece = std::max<std::uint64_t>(
+        align, (ch.bytes / workers + align - 1) / align * align);
+    std::uint64_t at = 0;
+    while (at < ch.bytes) {
+      std::uint64_t b = std::min(ch.bytes - at, piece);
+      if (at == 0 && ch.at > 0) b = std::min<std::uint64_t>(ch.bytes, piece - ch.at);
+      p.add({exec::place::in_file(static_cast<std::uint32_t>(ch.shard), ch.file_offset + at),
+             exec::place::pinned(buf + ch.at + at), static_cast<std::size_t>(b)});
+      p.cut();
+      at += b;
+    }
+    p.workers = std::min<unsigned>(workers, static_cast<unsigned>(p.chunks()));
+    flights[c % depth].chunk = c;
+    flights[c % depth].read = reader.run(std::move(p));
+  };
+  auto start_sends = [&](std::size_t c) {
+    flight& f = flights[c % depth];
+    const std::byte* buf = keep->slots[c % depth]->data;
+    for (std::size_t d = 0; d < n; ++d) {
+      f.sends[d].clear();
+      const int dev = pipelines[d].backend().device();
+      exec::plan steps, batch;
+      steps.shape = transfer_path::direct;
+      batch.shape = transfer_path::batched;
+      batch.copies.from = exec::place::pinned(nullptr);
+      batch.copies.to = exec::place::on_device(nullptr, dev);
+      for (const delivery& v : plan.deliveries(c, d)) {
+        // Small pieces (rows of a split tensor) as one batched operation where the device
+        // has one; the rest as copies.
+        if constexpr (batch_backend<Backend>) {
+          if (v.bytes <= (std::uint64_t{256} << 10)) {
+            batch.add_copy({buf + v.from, v.to, static_cast<std::size_t>(v.bytes)});
+            continue;
+          }
+        }
+        steps.add({exec::place::pinned(buf + v.from), exec::place::on_device(v.to, dev),
+                   static_cast<std::size_t>(v.bytes)});
+      }
+      steps.cut();
+      for (exec::plan* p : {&steps, &batch}) {
+        if (p->bytes == 0) continue;
+        p->prio = o.load.transfer.priority;
+        p->budget_bytes = o.load.transfer.budget_bytes;
+        try {
+          f.sends[d].push_back(pipelines[d].run(std::move(*p)));
+        } catch (const std::exception& e) {
+          throw rank_error(fmt::format("fan-out load {}: device {} ({}, rank {} of {}): {}", file,
+                                       d, names[d], d % o.tp, o.tp, e.what()),
+                           static_cast<int>(d), names[d]);
+        }
+      }
+    }
+  };
+  std::uint64_t delivered = 0;
+  auto finish_sends = [&](std::size_t slot) {
+    flight& f = flights[slot];
+    for (std::size_t d = 0; d < n; ++d) {
+      for (transfer& t : f.sends[d]) {
+        if (!t.valid()) continue;
+        if (!detail::wait_for(t, o.timeout)) {
+          throw rank_timeout(
+              fmt::format("fan-out load {}: device {} ({}, rank {} of {}) did not take chunk {} "
+                          "({} bytes of file {} from offset {}) within {} ms",
+                          file, d, names[d], d % o.tp, o.tp, f.chunk,
+                          plan.chunks[f.chunk].bytes, plan.chunks[f.chunk].shard,
+                          plan.chunks[f.chunk].file_offset, o.timeout.count()),
+              static_cast<int>(d), names[d]);
+        }
+        try {
+          const auto st = t.wait();
+          delivered += st.bytes;
+        } catch (const cancelled&) {
+          throw;
+        } catch (const std::exception& e) {
+          throw rank_error(fmt::format("fan-out load {}: device {} ({}, rank {} of {}), chunk {}: "
+                                       "{}", file, d, names[d], d % o.tp, o.tp, f.chunk, e.what()),
+                           static_cast<int>(d), names[d]);
+        }
+        t = transfer();
+      }
+      f.sends[d].clear();
+    }
+    if (o.load.on_progress && !o.load.on_progress(delivered, total)) {
+      throw cancelled(fmt::format("fan-out load {}: cancelled after {} of {} bytes", file,
+                                  delivered, total));
+    }
+  };
+  // On failure: stop what is in flight; what does not end at once is left to finish on its
+  // own, holding `keep` (the slots and blocks) until it does.
+  auto abandon = [&] {
+    for (auto& f : flights) {
+      std::vector<transfer*> all{&f.read};
+      for (auto& v : f.sends) {
+        for (auto& t : v) all.push_back(&t);
+      }
+      for (transfer* t : all) {
+        if (!t->valid()) continue;
+        t->cancel();
+        if (!detail::wait_for(*t, std::chrono::milliseconds(
+                                      o.timeout.count() > 0 ? std::min<long long>(o.timeout.count(), 1000) : 0))) {
+          t->on_complete([k = keep](std::exception_ptr) {});
+          t->detach();
+        } else {
+          try {
+            t->wait();
+          } catch (...) {
+          }
+        }
+        *t = transfer();
+      }
+    }
+  };
+
+  try {
+    const std::size_t chunks = plan.chunks.size();
+    std::size_t next = 0;
+    for (; next < std::min(chunks, depth - 1); ++next) start_read(next);
+    if (depth == 1 && chunks > 0) start_read(next++);
+    for (std::size_t c = 0; c < chunks; ++c) {
+      flight& f = flights[c % depth];
+      f.read.wait();
+      f.read = transfer();
+      start_sends(c);
+      if (depth == 1) {
+        finish_sends(c % depth);
+        if (next < chunks) start_read(next++);
+        continue;
+      }
+      // The slot the next read takes held chunk c - 1: its copies end first.
+      if (c >= 1) finish_sends((c - 1) % depth);
+      if (next < chunks) start_read(next++);
+    }
+    if (chunks > 0 && depth > 1) finish_sends((chunks - 1) % depth);
+  } catch (...) {
+    abandon();
+    throw;
+  }
+
+  // The tensors each device holds.
+  out.devices.resize(n);
+  for (std::size_t d = 0; d < n; ++d) {
+    auto& dev = out.devices[d];
+    dev.metadata = ck.metadata();
+    device_report dr;
+    dr.device = names[d];
+    dr.rank = static_cast<unsigned>(d % o.tp);
+    dr.path = fmt::format("file -> pinned slots -> {} (DMA{})", names[d],
+                          batch_backend<Backend> ? "; rows of split tensors as one batched copy"
+                                                 : "");
+    for (std::size_t i = 0; i < count; ++i) {
+      const auto& s = sel[d][i];
+      safetensors::loaded_tensor t;
+      t.name = std::string(s.request.name);
+      t.type = s.request.type;
+      t.shape = s.request.shape;
+      t.data = static_cast<std::byte*>(blocks[d].get()) + offsets[d][i];
+      t.bytes = s.request.bytes;
+      t.location = {true, Backend::name, pipelines[d].backend().device()};
+      t.lease = blocks[d];
+      dr.bytes += t.bytes;
+      dr.split += s.request.slice ? 1 : 0;
+      dev.tensors.push_back(std::move(t));
+    }
+    dr.tensors = count;
+    dev.report.tensors = count;
+    dev.report.memory_bytes = dr.bytes;
+    dev.report.file_bytes = dr.bytes;
+    dev.report.path = dr.path;
+    dev.report.chunks = plan.chunks.size();
+    dev.report.chunk_bytes = chunk;
+    rep.devices.push_back(std::move(dr));
+  }
+
+  if (o.verify) {
+    // Each tensor read again once; every device's part of it copied back and compared with
+    // the file's bytes; the checksums of devices holding the same part must agree.
+    std::uint64_t largest = 1;
+    for (const auto& t : plan.tensors) largest = std::max(largest, t.bytes);
+    buffer<page_aligned_allocator> whole(static_cast<std::size_t>(largest)),
+        want(static_cast<std::size_t>(largest)), got(static_cast<std::size_t>(largest));
+    std::vector<std::vector<std::uint64_t>> sums(n, std::vector<std::uint64_t>(count));
+    for (std::size_t i = 0; i < count; ++i) {
+      const fan_tensor& t = plan.tensors[i];
+      reader.io().read(ck.shards()[t.shard].file, t.file_offset,
+                       {whole.data(), static_cast<std::size_t>(t.bytes)});
+      for (std::size_t d = 0; d < n; ++d) {
+        const part& p = t.parts[d];
+        const auto bytes = static_cast<std::size_t>(p.bytes());
+        if (bytes > 0) {
+          pipelines[d]
+              .copy(as_host(got.data(), bytes),
+                    memory_span<device_space<Backend>, std::byte>(p.dst, bytes,
+                                                                  pipelines[d].backend().device()))
+              .wait();
+        }
+        detail::gather_part(whole.data(), p, want.data());
+        if (std::memcmp(got.data(), want.data(), bytes) != 0) {
+          const auto at = std::mismatch(got.data(), got.data() + bytes, want.data()).first - got.data();
+          throw integrity_error(fmt::format(
+              "fan-out load {}: tensor \"{}\" on device {} ({}, rank {} of {}) differs from file "
+              "{} (its bytes at offset {}) first at byte {} of the device's part",
+              file, out.devices[d].tensors[i].name, d, names[d], d % o.tp, o.tp,
+              ck.shards()[t.shard].file.path().string(), t.file_offset, at));
+        }
+        sums[d][i] = block_hash(got.data(), bytes);
+        // Devices of the same rank hold the same part: their checksums must agree.
+        if (d >= o.tp && sums[d][i] != sums[d % o.tp][i]) {
+          throw integrity_error(fmt::format(
+              "fan-out load {}: tensor \"{}\": device {} ({}) has checksum {:016x}, device {} "
+              "({}) of the same rank {:016x}", file, out.devices[d].tensors[i].name, d,
+              names[d], sums[d][i], d % o.tp, names[d % o.tp], sums[d % o.tp][i]));
+        }
+        ++rep.devices[d].verified;
+      }
+    }
+    for (std::size_t d = 0; d < n; ++d) {
+      rep.devices[d].digest = sums[d].empty() ? 0 : combine_block_hashes(sums[d].data(), sums[d].size());
+      out.devices[d].report.verified = rep.devices[d].verified;
+    }
+  }
+  rep.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  for (auto& dev : out.devices) dev.report.seconds = rep.seconds;
+  return out;
+}
+
+}  // namespace lris::fanout

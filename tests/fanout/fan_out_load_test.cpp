@@ -1,0 +1,231 @@
+// fanout::load on the host backend's devices: every byte arrives on every device, storage is
+// read once, row and column slices are right, groups of ranks agree, verify, and the errors:
+// a device that does not finish in time (typed, naming it), options a fan-out does not take.
+#include <catch2/catch.hpp>
+
+#include "support/safetensors_file.hpp"
+#include "support/what_contains.hpp"
+
+#include <chrono>
+#include <cstring>
+#include <filesystem>
+#include <memory>
+#include <thread>
+#include <vector>
+
+#include <lris/fanout/fan_out_load.hpp>
+#include <lris/lris.hpp>
+
+using lris::dtype;
+using lris::test::random_tensor;
+using lris::test::raw_tensor;
+using lris::test::what_contains;
+using lris::test::write_file;
+namespace fo = lris::fanout;
+namespace st = lris::safetensors;
+
+namespace {
+
+using host_pipeline = lris::pipeline<lris::auto_select, lris::host_backend>;
+
+std::filesystem::path dir() {
+  auto d = std::filesystem::current_path() / "fan_out_test_files";
+  std::filesystem::create_directories(d);
+  return d;
+}
+
+std::vector<raw_tensor> model() {
+  return {random_tensor("model.embed_tokens.weight", dtype::BF16, {512, 64}, 1),
+          random_tensor("model.layers.0.self_attn.q_proj.weight", dtype::BF16, {256, 128}, 2),
+          random_tensor("model.layers.0.self_attn.q_proj.bias", dtype::BF16, {256}, 3),
+          random_tensor("model.layers.0.self_attn.o_proj.weight", dtype::F32, {128, 256}, 4),
+          random_tensor("model.layers.0.self_attn.o_proj.bias", dtype::F32, {128}, 5),
+          random_tensor("model.layers.0.input_layernorm.weight", dtype::F32, {128}, 6),
+          random_tensor("model.layers.0.mlp.down_proj.weight", dtype::F16, {64, 4096}, 7),
+          random_tensor("model.norm.weight", dtype::F32, {0}, 8)};
+}
+
+std::vector<host_pipeline> pipelines(std::size_t n, lris::pipeline_config config = {}) {
+  std::vector<host_pipeline> out;
+  for (std::size_t d = 0; d < n; ++d) {
+    out.emplace_back(lris::auto_select{}, lris::host_backend(static_cast<int>(d)), lris::pinned_allocator<lris::host_backend>{}, config);
+  }
+  return out;
+}
+
+// The bytes of part `rank` of `ranks` of `t` split along `dim`.
+std::vector<std::byte> slice_of(const raw_tensor& t, unsigned dim, unsigned rank, unsigned ranks) {
+  std::uint64_t outer = 1, inner = lris::bits_of(t.type) / 8;
+  for (unsigned d = 0; d < dim; ++d) outer *= t.shape[d];
+  for (std::size_t d = dim; d < t.shape.size(); ++d) inner *= t.shape[d];
+  const std::uint64_t piece = inner / ranks;
+  std::vector<std::byte> out;
+  for (std::uint64_t r = 0; r < outer; ++r) {
+    const auto* at = t.data.data() + r * inner + rank * piece;
+    out.insert(out.end(), at, at + piece);
+  }
+  return out;
+}
+
+std::vector<std::byte> bytes_of(const st::loaded_tensor& t) { return {t.data, t.data + t.bytes}; }
+
+}  // namespace
+
+TEST_CASE("fanout::load: replicated onto 3 host devices, storage read once") {
+  const auto m = model();
+  const auto file = write_file(dir() / "replicated.safetensors", m);
+  st::checkpoint ck(file);
+  auto p = pipelines(3);
+  fo::fan_out_options o;
+  o.load.transfer.chunk_bytes = GENERATE(std::size_t{0}, std::size_t{4096}, std::size_t{65536});
+  o.load.transfer.workers = o.load.transfer.chunk_bytes ? 2 : 0;
+  const auto r = fo::load(std::span(p), ck, o);
+  REQUIRE(r.devices.size() == 3);
+  std::uint64_t bytes = 0;
+  for (const auto& t : m) bytes += t.data.size();
+  CHECK(r.report.file_bytes == bytes);
+  CHECK(r.report.storage_bytes == bytes);
+  CHECK(r.report.staging_bytes <= 2 * 3 * (r.report.chunk_bytes + 4096));
+  for (std::size_t d = 0; d < 3; ++d) {
+    const auto& dev = r.devices[d];
+    REQUIRE(dev.tensors.size() == m.size());
+    CHECK(r.report.devices[d].device == fmt::format("host:{}", d));
+    CHECK(r.report.devices[d].bytes == bytes);
+    for (std::size_t i = 0; i < m.size(); ++i) {
+      CHECK(dev.tensors[i].name == m[i].name);
+      CHECK(dev.tensors[i].shape == m[i].shape);
+      CHECK(dev.tensors[i].location.device_id == static_cast<int>(d));
+      CHECK(reinterpret_cast<std::uintptr_t>(dev.tensors[i].data) % 256 == 0);
+      CHECK(bytes_of(dev.tensors[i]) == m[i].data);
+    }
+  }
+}
+
+TEST_CASE("fanout::load: tensor-parallel slices by llama's plan, on 2 ranks and 2 groups of 2") {
+  const auto m = model();
+  const auto file = write_file(dir() / "tp.safetensors", m);
+  st::checkpoint ck(file);
+  const std::size_t devices = GENERATE(2u, 4u);
+  auto p = pipelines(devices);
+  fo::fan_out_options o;
+  o.tp = 2;
+  o.plan = fo::sharding::llama();
+  o.verify = true;
+  o.load.transfer.chunk_bytes = GENERATE(std::size_t{0}, std::size_t{8192});
+  o.load.transfer.workers = o.load.transfer.chunk_bytes ? 1 : 0;
+  const auto r = fo::load(std::span(p), ck, o);
+  std::uint64_t bytes = 0;
+  for (const auto& t : m) bytes += t.data.size();
+  CHECK(r.report.storage_bytes == bytes);  // every slice from one read
+  for (std::size_t d = 0; d < devices; ++d) {
+    const unsigned rank = d % 2;
+    const auto& ts = r.devices[d].tensors;
+    CHECK(bytes_of(ts[0]) == slice_of(m[0], 0, rank, 2));  // vocabulary
+    CHECK(ts[0].shape == std::vector<std::uint64_t>{256, 64});
+    CHECK(bytes_of(ts[1]) == slice_of(m[1], 0, rank, 2));  // colwise weight: rows
+    CHECK(bytes_of(ts[2]) == slice_of(m[2], 0, rank, 2));  // colwise bias
+    CHECK(bytes_of(ts[3]) == slice_of(m[3], 1, rank, 2));  // rowwise weight: columns
+    CHECK(ts[3].shape == std::vector<std::uint64_t>{128, 128});
+    CHECK(bytes_of(ts[4]) == m[4].data);                   // rowwise bias: whole
+    CHECK(bytes_of(ts[5]) == m[5].data);                   // replicated
+    CHECK(bytes_of(ts[6]) == slice_of(m[6], 1, rank, 2));
+    CHECK(ts[7].bytes == 0);
+    CHECK(r.report.devices[d].rank == rank);
+    CHECK(r.report.devices[d].split == 5);
+    CHECK(r.report.devices[d].verified == m.size());
+    CHECK(r.report.devices[d].digest == r.report.devices[rank].digest);
+  }
+  CHECK(r.report.devices[0].digest != r.report.devices[1].digest);
+  const std::uint64_t replicated = m[4].data.size() + m[5].data.size();
+  CHECK(r.report.devices[0].bytes == (bytes - replicated) / 2 + replicated);
+}
+
+TEST_CASE("fanout::load: selection, progress and cancel") {
+  const auto m = model();
+  const auto file = write_file(dir() / "select.safetensors", m);
+  st::checkpoint ck(file);
+  auto p = pipelines(2);
+  fo::fan_out_options o;
+  o.load.select = "self_attn";
+  std::uint64_t last = 0, total = 0;
+  o.load.on_progress = [&](std::uint64_t done, std::uint64_t all) {
+    CHECK(done >= last);
+    last = done;
+    total = all;
+    return true;
+  };
+  const auto r = fo::load(std::span(p), ck, o);
+  CHECK(r.devices[1].tensors.size() == 4);
+  CHECK(last == total);
+  CHECK(total == 2 * r.report.file_bytes);
+  o.load.transfer.chunk_bytes = 4096;
+  o.load.on_progress = [](std::uint64_t, std::uint64_t) { return false; };
+  CHECK_THROWS_AS(fo::load(std::span(p), ck, o), lris::cancelled);
+}
+
+TEST_CASE("fanout::load: a device that does not take its chunk in time is named") {
+  const auto m = model();
+  const auto file = write_file(dir() / "timeout.safetensors", m);
+  st::checkpoint ck(file);
+  auto broker = std::make_shared<lris::sched::bandwidth_broker>();
+  lris::pipeline_config config;
+  config.broker = broker;
+  auto p = pipelines(2, config);
+  // Every token of host:1's link is held: its copies wait.
+  const auto link = broker->resource(lris::sched::link_resource("host:1", true));
+  auto held = std::make_shared<lris::sched::resource_tokens>(
+      broker->acquire(link, broker->capacity(link), lris::priority::critical));
+  fo::fan_out_options o;
+  o.timeout = std::chrono::milliseconds(200);
+  try {
+    (void)fo::load(std::span(p), ck, o);
+    FAIL("no timeout");
+  } catch (const lris::rank_timeout& e) {
+    CHECK(e.rank() == 1);
+    CHECK(e.device() == "host:1");
+    CHECK_THAT(e, what_contains("device 1 (host:1, rank 0 of 1) did not take chunk 0"));
+  }
+  held.reset();  // the copies given up on finish, and their memory goes with them
+  // The pipelines work on.
+  o.timeout = std::chrono::milliseconds(0);
+  const auto r = fo::load(std::span(p), ck, o);
+  CHECK(bytes_of(r.devices[1].tensors[1]) == m[1].data);
+}
+
+TEST_CASE("fanout::load: errors name what is wrong") {
+  const auto m = model();
+  const auto file = write_file(dir() / "errors.safetensors", m);
+  st::checkpoint ck(file);
+  auto p = pipelines(3);
+  fo::fan_out_options o;
+  o.tp = 2;
+  CHECK_THROWS_MATCHES(fo::load(std::span(p), ck, o), lris::invalid_argument,
+                       what_contains("3 devices are not a multiple of 2 tensor-parallel ranks"));
+  o.tp = 1;
+  o.load.convert_to = dtype::F32;
+  CHECK_THROWS_MATCHES(fo::load(std::span(p), ck, o), lris::invalid_argument,
+                       what_contains("options of a load onto one device"));
+  o.load.convert_to.reset();
+  std::vector<host_pipeline> twice;
+  twice.emplace_back();
+  twice.emplace_back();
+  CHECK_THROWS_MATCHES(fo::load(std::span(twice), ck, o), lris::invalid_argument,
+                       what_contains("device host:0 is named twice"));
+  std::vector<host_pipeline> none;
+  CHECK_THROWS_MATCHES(fo::load(std::span(none), ck, o), lris::invalid_argument,
+                       what_contains("no device to load onto"));
+  auto four = pipelines(4);
+  o.tp = 4;
+  o.plan.add("model.embed_tokens", "dim=1");  // 64 columns divide; q_proj's 256 rows too
+  o.plan.add("input_layernorm", "colwise");    // 128 divide by 4
+  o.plan.add("o_proj.weight", "dim=1");
+  o.plan.add("mlp.down_proj", "dim=0");        // 64 rows divide by 4
+  CHECK_NOTHROW(fo::load(std::span(four), ck, o));
+  fo::fan_out_options bad;
+  bad.tp = 4;
+  bad.plan.add("q_proj", "dim=1");
+  bad.plan.add("embed_tokens", "replicate");
+  CHECK_THROWS_MATCHES(fo::load(std::span(four), ck, bad), lris::invalid_argument,
+                       what_contains("tensor \"model.layers.0.self_attn.q_proj.bias\" (1 "
+                                     "dimensions) cannot be split along dimension 1"));
+}
