@@ -29,6 +29,7 @@
 
 #include "../common/raw_read.hpp"
 #include "commands.hpp"
+#include "load_fan_out.hpp"
 #include "load_pool.hpp"
 #include "measure.hpp"
 
@@ -47,6 +48,10 @@ struct load_cli {
   bool raw = false;
   int repeats = 1;
   bool json = false;
+  std::string devices;
+  unsigned tp = 1;
+  unsigned rank = 0;
+  std::string tp_plan;
 };
 
 // Raw reads of every file of the checkpoint, one after another, no LRIS code, by several
@@ -128,6 +133,11 @@ int run_load(const load_cli& c, Pipeline& p, safetensors::load_target_memory whe
   const safetensors::checkpoint ck(c.path);
   safetensors::load_options o;
   o.select = c.select;
+  if (c.tp > 1) {
+    // One rank's slices only: one process per device, each reading just its bytes.
+    o.slice = [plan = tp_plan_of(c.tp_plan, c.tp), rank = c.rank, tp = c.tp](
+                  const safetensors::tensor_info& t) { return plan.slice(t, rank, tp); };
+  }
   if (!c.convert.empty()) {
     o.convert_to = dtype_from_string(c.convert);
     if (!o.convert_to) throw invalid_argument(fmt::format("--convert: \"{}\" is not a dtype", c.convert));
@@ -241,10 +251,23 @@ int dispatch(const load_cli& c) {
   if (c.path.empty() == c.pool.empty()) {
     throw invalid_argument("load: give a checkpoint (FILE or DIR) or --pool NAME, one of them");
   }
+  if (c.rank >= c.tp) {
+    throw invalid_argument(fmt::format("load: --rank {} of --tp {}: ranks are 0 to {}", c.rank,
+                                       c.tp, c.tp - 1));
+  }
+  if (!c.devices.empty()) {
+    if (!c.pool.empty() || c.raw || !c.convert.empty() || c.repeats != 1 || c.rank != 0 ||
+        c.device != "host") {
+      throw invalid_argument("load --devices: --pool, --raw, --convert, --repeat, --rank and "
+                             "--device apply to a load onto one device");
+    }
+    return load_fan_out({c.path, c.devices, c.tp, c.tp_plan, c.select, c.verify, c.cold, c.json});
+  }
   if (!c.pool.empty()) {
-    if (c.cold || c.raw || !c.select.empty() || !c.convert.empty() || c.repeats != 1) {
-      throw invalid_argument("load --pool: --cold, --raw, --select, --convert and --repeat "
-                             "apply to files, not to a pool");
+    if (c.cold || c.raw || !c.select.empty() || !c.convert.empty() || c.repeats != 1 ||
+        c.tp != 1) {
+      throw invalid_argument("load --pool: --cold, --raw, --select, --convert, --repeat and "
+                             "--tp apply to files, not to a pool");
     }
     return load_from_pool({c.pool, c.device, c.verify, c.json});
   }
@@ -279,6 +302,18 @@ command add_load(CLI::App& app) {
                                     "create), no file read");
   app.add_option("--device", c->device, "where the tensors go: host, cuda:N or hip:N")
       ->capture_default_str();
+  app.add_option("--devices", c->devices,
+                 "load onto several devices at once, reading the files once: cuda:0,cuda:1 "
+                 "(or host:0,host:1 on the host backend)");
+  app.add_option("--tp", c->tp, "tensor-parallel ranks: each device (with --devices: device i "
+                                "is rank i mod N) gets only its slice of each split tensor")
+      ->check(CLI::Range(1u, 1024u));
+  app.add_option("--rank", c->rank, "with --tp and one device: the rank whose slices to load "
+                                    "(one process per device)");
+  app.add_option("--tp-plan", c->tp_plan,
+                 "which tensors --tp splits, and how: a JSON file {\"pattern\": \"colwise\"|"
+                 "\"rowwise\"|\"replicate\"|\"dim=N\"} as transformers' tp_plan (a config.json "
+                 "with base_model_tp_plan too), or llama (the default)");
   app.add_option("--select", c->select, "only tensors whose name this regular expression finds");
   app.add_option("--convert", c->convert, "convert floating-point tensors to this dtype (F32, BF16, F16)");
   app.add_flag("--verify", c->verify, "compare every loaded byte with the file afterwards");
