@@ -28,35 +28,12 @@ namespace {
 // Fills the geometry of `s` for the slice of `t`; the shape in memory follows.
 void apply_slice(selected_tensor& s, const tensor_info& t, const tensor_slice& sl,
                  const std::filesystem::path& file) {
-  const auto& shape = t.shape;
-  LRIS_EXPECTS(sl.ranks > 0 && sl.rank < sl.ranks,
-               "load {}: tensor \"{}\": rank {} of {} ranks", file.string(), t.name, sl.rank,
-               sl.ranks);
-  LRIS_EXPECTS(sl.dim < shape.size(),
-               "load {}: tensor \"{}\" has {} dimensions; it cannot be sliced along dimension {}",
-               file.string(), t.name, shape.size(), sl.dim);
-  LRIS_EXPECTS(shape[sl.dim] % sl.ranks == 0,
-               "load {}: tensor \"{}\": dimension {} ({}) does not divide into {} equal parts",
-               file.string(), t.name, sl.dim, shape[sl.dim], sl.ranks);
-  std::uint64_t outer = 1, inner = 1;  // elements (the header's checks rule out overflow)
-  for (std::size_t d = 0; d < sl.dim; ++d) outer *= shape[d];
-  for (std::size_t d = sl.dim + 1; d < shape.size(); ++d) inner *= shape[d];
-  const std::uint64_t part = shape[sl.dim] / sl.ranks;
-  const std::uint64_t bits = bits_of(t.type);
-  LRIS_EXPECTS(part * inner * bits % 8 == 0,
-               "load {}: tensor \"{}\": a slice of {} elements of {} does not end on a byte",
-               file.string(), t.name, part * inner, to_string(t.type));
-  s.row_bytes = part * inner * bits / 8;
-  s.row_stride = shape[sl.dim] * inner * bits / 8;
-  s.rows = outer;
-  s.file_offset += sl.rank * s.row_bytes;
-  if (s.rows > 1 && s.row_stride == s.row_bytes) {  // one part: the rows are contiguous
-    s.row_bytes *= s.rows;
-    s.row_stride = s.row_bytes;
-    s.rows = 1;
-  }
-  if (s.row_bytes == 0) s.rows = 1;
-  s.request.shape[sl.dim] = part;
+  const slice_geometry g = geometry_of(t, sl, fmt::format("load {}", file.string()));
+  s.file_offset += g.offset;
+  s.rows = g.rows;
+  s.row_bytes = g.row_bytes;
+  s.row_stride = g.row_stride;
+  s.request.shape = g.shape;
   s.request.slice = sl;
 }
 
@@ -67,6 +44,40 @@ std::string hex(const unsigned char* p, std::size_t n) {
 }
 
 }  // namespace
+
+slice_geometry geometry_of(const tensor_info& t, const tensor_slice& sl, std::string_view where) {
+  const auto& shape = t.shape;
+  LRIS_EXPECTS(sl.ranks > 0 && sl.rank < sl.ranks, "{}: tensor \"{}\": rank {} of {} ranks", where,
+               t.name, sl.rank, sl.ranks);
+  LRIS_EXPECTS(sl.dim < shape.size(),
+               "{}: tensor \"{}\" has {} dimensions; it cannot be sliced along dimension {}",
+               where, t.name, shape.size(), sl.dim);
+  LRIS_EXPECTS(shape[sl.dim] % sl.ranks == 0,
+               "{}: tensor \"{}\": dimension {} ({}) does not divide into {} equal parts", where,
+               t.name, sl.dim, shape[sl.dim], sl.ranks);
+  std::uint64_t outer = 1, inner = 1;  // elements (the header's checks rule out overflow)
+  for (std::size_t d = 0; d < sl.dim; ++d) outer *= shape[d];
+  for (std::size_t d = sl.dim + 1; d < shape.size(); ++d) inner *= shape[d];
+  const std::uint64_t part = shape[sl.dim] / sl.ranks;
+  const std::uint64_t bits = bits_of(t.type);
+  LRIS_EXPECTS(part * inner * bits % 8 == 0,
+               "{}: tensor \"{}\": a slice of {} elements of {} does not end on a byte", where,
+               t.name, part * inner, to_string(t.type));
+  slice_geometry g;
+  g.row_bytes = part * inner * bits / 8;
+  g.row_stride = shape[sl.dim] * inner * bits / 8;
+  g.rows = outer;
+  g.offset = sl.rank * g.row_bytes;
+  if (g.rows > 1 && g.row_stride == g.row_bytes) {  // one part: the rows are contiguous
+    g.row_bytes *= g.rows;
+    g.row_stride = g.row_bytes;
+    g.rows = 1;
+  }
+  if (g.row_bytes == 0) g.rows = 1;
+  g.shape = shape;
+  g.shape[sl.dim] = part;
+  return g;
+}
 
 std::vector<selected_tensor> select_tensors(const checkpoint& ck, const load_options& o) {
   std::optional<std::regex> re;

@@ -351,6 +351,38 @@ TEST_CASE("host pool: a source for the loader", "[pool]") {
   CHECK_THROWS_MATCHES(lris::pool::load(pool, p, lris::safetensors::load_target_memory::host,
                                         {"nope"}),
                        lris::invalid_argument, what_contains("no ready tensor \"nope\""));
+  // A tensor-parallel rank's slices: layer.1 ([65, 256] BF16) along dimension 1, layer.2
+  // ([66, 256]) along dimension 0; the others whole.
+  const auto slice = [](const lris::safetensors::tensor_info& t)
+      -> std::optional<lris::safetensors::tensor_slice> {
+    if (t.name == "layer.1.weight") return lris::safetensors::tensor_slice{1, 1, 4};
+    if (t.name == "layer.2.weight") return lris::safetensors::tensor_slice{0, 1, 2};
+    return std::nullopt;
+  };
+  const auto rank = lris::pool::load(pool, p, lris::safetensors::load_target_memory::device, {},
+                                     slice);
+  REQUIRE(rank.tensors.size() == ck.tensors.size());
+  const auto& cols = rank.tensors[1];
+  CHECK(cols.shape == std::vector<std::uint64_t>{65, 64});
+  REQUIRE(cols.bytes == 65 * 64 * 2);
+  for (std::uint64_t r = 0; r < 65; ++r) {
+    CHECK(std::memcmp(cols.data + r * 128, ck.tensors[1].data.data() + r * 512 + 128, 128) == 0);
+  }
+  const auto& rows = rank.tensors[2];
+  CHECK(rows.shape == std::vector<std::uint64_t>{33, 256});
+  CHECK(std::memcmp(rows.data, ck.tensors[2].data.data() + 33 * 512, 33 * 512) == 0);
+  CHECK(std::memcmp(rank.tensors[3].data, ck.tensors[3].data.data(), rank.tensors[3].bytes) == 0);
+  CHECK_THAT(rank.report.path, Catch::Contains("(2 tensors as slices)"));
+  const auto uneven = [](const lris::safetensors::tensor_info& t)
+      -> std::optional<lris::safetensors::tensor_slice> {
+    if (t.name == "layer.1.weight") return lris::safetensors::tensor_slice{0, 0, 2};  // 65 rows
+    return std::nullopt;
+  };
+  CHECK_THROWS_MATCHES(lris::pool::load(pool, p, lris::safetensors::load_target_memory::device,
+                                        {}, uneven),
+                       lris::invalid_argument,
+                       what_contains("tensor \"layer.1.weight\": dimension 0 (65) does not "
+                                     "divide into 2 equal parts"));
 }
 
 TEST_CASE("host pool: a pool whose users all died is freed by the next look", "[pool]") {

@@ -264,12 +264,11 @@ int dispatch(const load_cli& c) {
     return load_fan_out({c.path, c.devices, c.tp, c.tp_plan, c.select, c.verify, c.cold, c.json});
   }
   if (!c.pool.empty()) {
-    if (c.cold || c.raw || !c.select.empty() || !c.convert.empty() || c.repeats != 1 ||
-        c.tp != 1) {
-      throw invalid_argument("load --pool: --cold, --raw, --select, --convert, --repeat and "
-                             "--tp apply to files, not to a pool");
+    if (c.cold || c.raw || !c.select.empty() || !c.convert.empty() || c.repeats != 1) {
+      throw invalid_argument("load --pool: --cold, --raw, --select, --convert and --repeat "
+                             "apply to files, not to a pool");
     }
-    return load_from_pool({c.pool, c.device, c.verify, c.json});
+    return load_from_pool({c.pool, c.device, c.verify, c.json, c.tp, c.rank, c.tp_plan});
   }
   const auto [kind, index] = parse_device(c.device);
   if (kind == "host") {

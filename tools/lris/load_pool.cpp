@@ -2,6 +2,7 @@
 
 #include <chrono>
 #include <cstring>
+#include <functional>
 #include <optional>
 #include <string>
 #include <vector>
@@ -18,6 +19,7 @@
 #include <lris/hip.hpp>
 #endif
 
+#include "load_fan_out.hpp"
 #include "measure.hpp"
 
 namespace lris::tool {
@@ -35,7 +37,13 @@ int run(const pool_load_cli& c, pool::host_pool& hp, Backend be, bool device) {
                 probe_host().memlock.pinnable_bytes);
   }
   auto& p = default_pipeline<Backend>(device ? be.device() : 0);
-  const auto loaded = pool::load(hp, p);
+  std::function<std::optional<safetensors::tensor_slice>(const safetensors::tensor_info&)> slice;
+  if (c.tp > 1) {
+    slice = [plan = tp_plan_of(c.tp_plan, c.tp), &c](const safetensors::tensor_info& t) {
+      return plan.slice(t, c.rank, c.tp);
+    };
+  }
+  const auto loaded = pool::load(hp, p, safetensors::load_target_memory::device, {}, slice);
   const auto& rep = loaded.report;
   std::size_t verified = 0;
   if (c.verify) {  // every tensor's bytes where they landed against its published checksum
@@ -51,9 +59,23 @@ int run(const pool_load_cli& c, pool::host_pool& hp, Backend be, bool device) {
         }
         landed = host.data();
       }
-      if (block_checksum(landed, t.bytes) != hp.find(t.name)->checksum) {
+      const pool::pool_tensor held = *hp.find(t.name);
+      if (t.shape == held.shape && block_checksum(landed, t.bytes) != held.checksum) {
         throw integrity_error(fmt::format("load --pool {}: tensor \"{}\" landed with another "
                                           "checksum than the pool published", c.pool, t.name));
+      }
+      if (t.shape != held.shape) {  // a slice: its rows against the pool's bytes
+        const safetensors::tensor_info info{std::string(held.name), held.type, held.shape, 0,
+                                            held.bytes};
+        const auto g = safetensors::detail::geometry_of(info, *slice(info), "load --pool");
+        for (std::uint64_t r = 0; r < g.rows; ++r) {
+          if (std::memcmp(landed + r * g.row_bytes, held.data + g.offset + r * g.row_stride,
+                          g.row_bytes) != 0) {
+            throw integrity_error(fmt::format("load --pool {}: tensor \"{}\": row {} of rank "
+                                              "{}'s slice differs from the pool's bytes", c.pool,
+                                              t.name, r, c.rank));
+          }
+        }
       }
       ++verified;
     }

@@ -11,6 +11,9 @@ struct pool_load_cli {
   std::string device = "host";
   bool verify = false;
   bool json = false;
+  unsigned tp = 1;      // with tp > 1: only rank `rank`'s slices (tp_plan_of(tp_plan, tp))
+  unsigned rank = 0;
+  std::string tp_plan;
 };
 
 int load_from_pool(const pool_load_cli& c);

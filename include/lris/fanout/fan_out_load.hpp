@@ -281,7 +281,8 @@ fan_out_result load(std::span<Pipeline> pipelines, const safetensors::checkpoint
   keep->ex = ex;
   keep->blocks = blocks;
   if (!plan.chunks.empty()) {
-    keep->slots = ex->staged->ring.acquire(depth_wanted, plan.buffer_bytes);
+    keep->slots = ex->staged->ring.acquire(std::min(depth_wanted, plan.chunks.size()),
+                                           plan.buffer_bytes);
   }
   const std::size_t depth = std::max<std::size_t>(1, keep->slots.size());
   rep.staging_bytes = keep->slots.size() * plan.buffer_bytes;
@@ -323,6 +324,7 @@ fan_out_result load(std::span<Pipeline> pipelines, const safetensors::checkpoint
     flights[c % depth].chunk = c;
     flights[c % depth].read = reader.run(std::move(p));
   };
+  std::vector<char> batched(n, 0);  // per device: some rows went as one batched operation
   auto start_sends = [&](std::size_t c) {
     flight& f = flights[c % depth];
     const std::byte* buf = keep->slots[c % depth]->data;
@@ -347,6 +349,7 @@ fan_out_result load(std::span<Pipeline> pipelines, const safetensors::checkpoint
                    static_cast<std::size_t>(v.bytes)});
       }
       steps.cut();
+      if (batch.bytes > 0) batched[d] = 1;
       for (exec::plan* p : {&steps, &batch}) {
         if (p->bytes == 0) continue;
         p->prio = o.load.transfer.priority;
@@ -455,8 +458,8 @@ fan_out_result load(std::span<Pipeline> pipelines, const safetensors::checkpoint
     dr.device = names[d];
     dr.rank = static_cast<unsigned>(d % o.tp);
     dr.path = fmt::format("file -> pinned slots -> {} (DMA{})", names[d],
-                          batch_backend<Backend> ? "; rows of split tensors as one batched copy"
-                                                 : "");
+                          batched[d] ? "; pieces of rows of split tensors as batched copies"
+                                     : "");
     for (std::size_t i = 0; i < count; ++i) {
       const auto& s = sel[d][i];
       safetensors::loaded_tensor t;

@@ -6,8 +6,10 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <new>
+#include <optional>
 #include <string>
 #include <type_traits>
 #include <vector>
@@ -15,6 +17,7 @@
 #include <fmt/format.h>
 
 #include <lris/error.hpp>
+#include <lris/formats/detail/load_select.hpp>
 #include <lris/formats/load.hpp>
 #include <lris/formats/loaded_tensor.hpp>
 #include <lris/memory/device_allocator.hpp>
@@ -29,13 +32,20 @@ namespace lris::pool {
 /// the copies one batch on the pipeline (DMA where the pool's data is registered:
 /// pool_registration, else through the staging ring). Each tensor leases the block, as
 /// safetensors::load's do. report.file_bytes is 0; report.memory_bytes what was copied.
+/// With `slice`, each tensor it gives a slice for is copied as that slice only (a
+/// tensor-parallel rank's part: one copy for rows of dimension 0, a copy per row otherwise), as
+/// safetensors::load_options::slice does from files: ranks in processes of their own share one
+/// pool, each taking its bytes.
 /// @throws lris::invalid_argument naming the pool when it holds none of the tensors asked for,
-/// or naming a tensor of `names` it does not hold ready; what the allocation and copy throw.
+/// or naming a tensor of `names` it does not hold ready, or a slice that does not fit a tensor;
+/// what the allocation and copy throw.
 template <safetensors::loading_pipeline Pipeline>
-safetensors::loaded_checkpoint load(host_pool& pool, Pipeline& p,
-                                    safetensors::load_target_memory where =
-                                        safetensors::load_target_memory::device,
-                                    const std::vector<std::string>& names = {}) {
+safetensors::loaded_checkpoint load(
+    host_pool& pool, Pipeline& p,
+    safetensors::load_target_memory where = safetensors::load_target_memory::device,
+    const std::vector<std::string>& names = {},
+    const std::function<std::optional<safetensors::tensor_slice>(const safetensors::tensor_info&)>&
+        slice = {}) {
   using Backend = typename Pipeline::backend_type;
   constexpr std::uint64_t alignment = 256;
   const auto start = std::chrono::steady_clock::now();
@@ -56,11 +66,25 @@ safetensors::loaded_checkpoint load(host_pool& pool, Pipeline& p,
     throw invalid_argument(fmt::format("pool::load: pool \"{}\" holds no ready tensor",
                                        pool.name()));
   }
+  // Each tensor's bytes in the pool: the whole, or its slice's rows.
+  std::vector<safetensors::detail::slice_geometry> parts(tensors.size());
+  std::size_t sliced = 0;
+  for (std::size_t i = 0; i < tensors.size(); ++i) {
+    const auto& t = tensors[i];
+    auto& g = parts[i];
+    g = {0, 1, t.bytes, t.bytes, t.shape};
+    if (!slice) continue;
+    const safetensors::tensor_info info{std::string(t.name), t.type, t.shape, 0, t.bytes};
+    if (const auto sl = slice(info)) {
+      g = safetensors::detail::geometry_of(info, *sl, fmt::format("pool::load \"{}\"", pool.name()));
+      ++sliced;
+    }
+  }
   std::uint64_t total = 0;
   std::vector<std::uint64_t> offsets;
-  for (const auto& t : tensors) {
+  for (const auto& g : parts) {
     offsets.push_back(total);
-    total += (t.bytes + alignment - 1) / alignment * alignment;
+    total += (g.rows * g.row_bytes + alignment - 1) / alignment * alignment;
   }
   total = std::max<std::uint64_t>(total, alignment);
   const bool on_device = where == safetensors::load_target_memory::device &&
@@ -82,31 +106,35 @@ safetensors::loaded_checkpoint load(host_pool& pool, Pipeline& p,
   const auto copy_all = [&](auto& dst) {
     if (!dst.empty()) (void)p.copy_batch(dst, src).wait();
   };
+  // One copy per row of each part (one for a whole tensor or a slice of dimension 0).
+  const auto add_rows = [&](auto& dst, auto span_at) {
+    for (std::size_t i = 0; i < tensors.size(); ++i) {
+      const auto& g = parts[i];
+      if (g.row_bytes == 0) continue;
+      const auto n = static_cast<std::size_t>(g.row_bytes);
+      for (std::uint64_t r = 0; r < g.rows; ++r) {
+        dst.push_back(span_at(base + offsets[i] + r * g.row_bytes, n));
+        src.push_back(as_host(tensors[i].data + g.offset + r * g.row_stride, n));
+      }
+    }
+    copy_all(dst);
+  };
   if (on_device) {
     std::vector<memory_span<device_space<Backend>, std::byte>> dst;
-    for (std::size_t i = 0; i < tensors.size(); ++i) {
-      if (tensors[i].bytes == 0) continue;
-      dst.emplace_back(base + offsets[i], static_cast<std::size_t>(tensors[i].bytes),
-                       p.backend().device());
-      src.push_back(as_host(tensors[i].data, static_cast<std::size_t>(tensors[i].bytes)));
-    }
-    copy_all(dst);
+    add_rows(dst, [&](std::byte* at, std::size_t n) {
+      return memory_span<device_space<Backend>, std::byte>(at, n, p.backend().device());
+    });
   } else {
     std::vector<memory_span<host_space, std::byte>> dst;
-    for (std::size_t i = 0; i < tensors.size(); ++i) {
-      if (tensors[i].bytes == 0) continue;
-      dst.push_back(as_host(base + offsets[i], static_cast<std::size_t>(tensors[i].bytes)));
-      src.push_back(as_host(tensors[i].data, static_cast<std::size_t>(tensors[i].bytes)));
-    }
-    copy_all(dst);
+    add_rows(dst, [](std::byte* at, std::size_t n) { return as_host(at, n); });
   }
   for (std::size_t i = 0; i < tensors.size(); ++i) {
     safetensors::loaded_tensor t;
     t.name = std::string(tensors[i].name);
     t.type = tensors[i].type;
-    t.shape = tensors[i].shape;
+    t.shape = parts[i].shape;
     t.data = base + offsets[i];
-    t.bytes = tensors[i].bytes;
+    t.bytes = parts[i].rows * parts[i].row_bytes;
     t.location = {on_device, on_device ? Backend::name : std::string_view("host"),
                   on_device ? p.backend().device() : 0};
     t.lease = block;
@@ -114,8 +142,9 @@ safetensors::loaded_checkpoint load(host_pool& pool, Pipeline& p,
     out.tensors.push_back(std::move(t));
   }
   out.report.tensors = out.tensors.size();
-  out.report.path = fmt::format("host pool \"{}\" -> {}", pool.name(),
-                                on_device ? "device" : "host memory");
+  out.report.path = fmt::format("host pool \"{}\" -> {}{}", pool.name(),
+                                on_device ? "device" : "host memory",
+                                sliced ? fmt::format(" ({} tensors as slices)", sliced) : "");
   out.report.seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   return out;

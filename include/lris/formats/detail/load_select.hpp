@@ -4,6 +4,7 @@
 
 #include <cstdint>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include <lris/formats/checkpoint.hpp>
@@ -22,6 +23,22 @@ struct selected_tensor {
   bool verify = false;
   std::uint64_t expected_checksum = 0;
 };
+
+/// Where the bytes of slice `sl` of `t` lie among the tensor's bytes: `rows` rows of
+/// `row_bytes`, `row_stride` apart, from `offset` (one row when they are contiguous); and the
+/// slice's shape.
+struct slice_geometry {
+  std::uint64_t offset = 0;
+  std::uint64_t rows = 1;
+  std::uint64_t row_bytes = 0;
+  std::uint64_t row_stride = 0;
+  std::vector<std::uint64_t> shape;
+};
+/// @throws lris::invalid_argument naming `where` (e.g. "load FILE") and the tensor for a rank
+/// out of range, a dimension it does not have or that does not divide evenly, or a slice that
+/// does not end on a byte.
+[[nodiscard]] slice_geometry geometry_of(const tensor_info& t, const tensor_slice& sl,
+                                         std::string_view where);
 
 /// The tensors `o` selects, in checkpoint order, sliced and typed as they will be in memory.
 /// @throws lris::invalid_argument naming the tensor (or the expression) for a name not in the
