@@ -13,6 +13,9 @@
 #include <thread>
 #include <vector>
 
+#include <fcntl.h>
+#include <unistd.h>
+
 #include <lris/fanout/fan_out_load.hpp>
 #include <lris/lris.hpp>
 
@@ -228,4 +231,30 @@ TEST_CASE("fanout::load: errors name what is wrong") {
   CHECK_THROWS_MATCHES(fo::load(std::span(four), ck, bad), lris::invalid_argument,
                        what_contains("tensor \"model.layers.0.self_attn.q_proj.bias\" (1 "
                                      "dimensions) cannot be split along dimension 1"));
+}
+
+TEST_CASE("fanout::load: a device without room for its tensors is named") {
+  // A sparse file with one tensor of 4 TiB: its header is valid, no device has room for it.
+  const auto path = dir() / "huge.safetensors";
+  const std::uint64_t huge = std::uint64_t{1} << 42;
+  std::string header = fmt::format(
+      "{{\"w\":{{\"dtype\":\"U8\",\"shape\":[{}],\"data_offsets\":[0,{}]}}}}", huge, huge);
+  header.resize((header.size() + 7) / 8 * 8, ' ');
+  const int fd = ::open(path.c_str(), O_CREAT | O_TRUNC | O_WRONLY, 0644);
+  REQUIRE(fd >= 0);
+  const std::uint64_t n = header.size();
+  REQUIRE(::write(fd, &n, 8) == 8);
+  REQUIRE(::write(fd, header.data(), header.size()) == static_cast<ssize_t>(header.size()));
+  const bool sparse = ::ftruncate(fd, static_cast<off_t>(8 + n + huge)) == 0;
+  ::close(fd);
+  if (!sparse) {
+    WARN("no sparse file of 4 TiB here: skipped");
+    return;
+  }
+  st::checkpoint ck(path);
+  auto p = pipelines(2);
+  CHECK_THROWS_MATCHES(fo::load(std::span(p), ck), lris::out_of_memory,
+                       what_contains("device 0 (host:0, rank 0 of 1) has no room for its "
+                                     "4398046511104 bytes of tensors"));
+  std::filesystem::remove(path);
 }

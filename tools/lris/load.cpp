@@ -214,6 +214,7 @@ int run_load(const load_cli& c, Pipeline& p, safetensors::load_target_memory whe
                        {"workers", rep.workers},
                        {"staging_bytes", rep.staging_bytes},
                        {"converted", rep.converted},
+                       {"io_bytes", rep.io_direct_bytes + rep.io_buffered_bytes},
                        {"cold", c.cold}};
     if (c.cold) out["cold_note"] = cold_note;
     if (c.verify) out["verified"] = verified;

@@ -207,7 +207,15 @@ fan_out_result load(std::span<Pipeline> pipelines, const safetensors::checkpoint
     }
     if (total == 0) continue;
     device_allocator<Backend> alloc(pipelines[d].backend());
-    void* mem = alloc.allocate(static_cast<std::size_t>(total), alignment);
+    void* mem = nullptr;
+    try {
+      mem = alloc.allocate(static_cast<std::size_t>(total), alignment);
+    } catch (const out_of_memory& e) {
+      throw out_of_memory(fmt::format("fan-out load {}: device {} ({}, rank {} of {}) has no "
+                                      "room for its {} bytes of tensors: {}", file, d, names[d],
+                                      d % o.tp, o.tp, total, e.what()),
+                          e.requested());
+    }
     blocks[d] = std::shared_ptr<void>(mem, [alloc, total](void* q) mutable {
       alloc.deallocate(q, static_cast<std::size_t>(total), alignment);
     });
@@ -425,25 +433,19 @@ fan_out_result load(std::span<Pipeline> pipelines, const safetensors::checkpoint
   };
 
   try {
+    // Chunk c + depth - 1 is read into the slot of chunk c - 1 as soon as every device has
+    // taken that one: two reads are in flight while devices take the chunk before.
     const std::size_t chunks = plan.chunks.size();
-    std::size_t next = 0;
-    for (; next < std::min(chunks, depth - 1); ++next) start_read(next);
-    if (depth == 1 && chunks > 0) start_read(next++);
+    for (std::size_t c = 0; c + 1 < std::min(chunks, depth); ++c) start_read(c);
     for (std::size_t c = 0; c < chunks; ++c) {
+      if (c >= 1) finish_sends((c - 1) % depth);
+      if (c + depth - 1 < chunks) start_read(c + depth - 1);
       flight& f = flights[c % depth];
       f.read.wait();
       f.read = transfer();
       start_sends(c);
-      if (depth == 1) {
-        finish_sends(c % depth);
-        if (next < chunks) start_read(next++);
-        continue;
-      }
-      // The slot the next read takes held chunk c - 1: its copies end first.
-      if (c >= 1) finish_sends((c - 1) % depth);
-      if (next < chunks) start_read(next++);
     }
-    if (chunks > 0 && depth > 1) finish_sends((chunks - 1) % depth);
+    if (chunks > 0) finish_sends((chunks - 1) % depth);
   } catch (...) {
     abandon();
     throw;
