@@ -1,6 +1,7 @@
 // lris stream: a model bigger than the device budget streamed through the residency manager;
 // see stream_run.hpp. On the host backend the layers' products are a CPU stand-in (each
 // weight byte read once per token) and the sizes are small, so that it runs anywhere.
+#include <chrono>
 #include <cstdint>
 #include <map>
 #include <memory>
@@ -46,6 +47,44 @@ struct host_layer_work {
     *w->sink += sum;
   }
 };
+
+// "LATENCY_US,GBPS[,FAULT_RATE]".
+pool::far_memory_options parse_far(const std::string& text) {
+  std::vector<double> v;
+  std::size_t at = 0;
+  while (at <= text.size()) {
+    const std::size_t comma = std::min(text.find(',', at), text.size());
+    const std::string item = text.substr(at, comma - at);
+    std::size_t used = 0;
+    double x = 0;
+    try {
+      x = std::stod(item, &used);
+    } catch (const std::exception&) {
+      used = 0;
+    }
+    if (item.empty() || used != item.size() || !(x >= 0)) {
+      throw invalid_argument(fmt::format("--far \"{}\": \"{}\" is not a number of 0 or more "
+                                         "(LATENCY_US,GBPS[,FAULT_RATE])", text, item));
+    }
+    v.push_back(x);
+    at = comma + 1;
+  }
+  if (v.size() < 2 || v.size() > 3) {
+    throw invalid_argument(fmt::format("--far \"{}\": give LATENCY_US,GBPS[,FAULT_RATE]", text));
+  }
+  pool::far_memory_options f;
+  f.latency = std::chrono::nanoseconds(static_cast<std::int64_t>(v[0] * 1000));
+  f.gbps = v[1];
+  f.fault_rate = v.size() > 2 ? v[2] : 0;
+  // The checks of far_memory itself, now, naming the option.
+  try {
+    const std::byte none{};
+    (void)pool::far_memory(std::span<const std::byte>(&none, 1), f);
+  } catch (const invalid_argument& e) {
+    throw invalid_argument(fmt::format("--far \"{}\": {}", text, e.what()));
+  }
+  return f;
+}
 
 int run_host(stream_options o) {
   if (o.hidden == 0) o.hidden = 512;
@@ -100,6 +139,10 @@ int dispatch(const stream_options& o) {
   }
   if (o.passes < 1) throw invalid_argument("--passes: at least 1");
   if (o.cold && o.files.empty()) throw invalid_argument("--cold: only with --files DIR");
+  if (o.far && (!o.files.empty() || o.graph)) {
+    throw invalid_argument("--far: not with --files or --graph (the layers are in far memory, "
+                           "whose reads cannot be captured)");
+  }
   if (o.graph && !o.files.empty()) {
     throw invalid_argument("--graph: not with --files (reads from files cannot be captured)");
   }
@@ -143,9 +186,15 @@ command add_stream(CLI::App& app) {
                  "io engine each time a layer comes in: a model bigger than host memory");
   app.add_flag("--cold", o->cold, "with --files: drop the file from the page cache before each pass");
   app.add_flag("--graph", o->graph, "also capture the pass as graphs and time its replays");
+  auto far = std::make_shared<std::string>();
+  app.add_option("--far", *far,
+                 "keep the layers in emulated far memory (CXL-like): LATENCY_US,GBPS[,FAULT_RATE], "
+                 "e.g. 2,20,0.001: each read waits the latency, all share the cap (0: none), and "
+                 "that share of reads fault and are retried with backoff");
   app.add_flag("--json", o->json, "print JSON");
-  return [o, model, budgets, lookahead, no_broker] {
+  return [o, model, budgets, lookahead, no_broker, far] {
     stream_options run = *o;
+    if (!far->empty()) run.far = parse_far(*far);
     if (!model->empty()) run.model_bytes = parse_size(*model);
     for (const auto& b : *budgets) run.budgets.push_back(parse_size(b));
     if (!lookahead->empty()) run.lookahead_bytes = parse_size(*lookahead);

@@ -14,6 +14,8 @@
 #include <filesystem>
 #include <functional>
 #include <numeric>
+#include <optional>
+#include <span>
 #include <string>
 #include <thread>
 #include <vector>
@@ -28,6 +30,7 @@
 #include <lris/error.hpp>
 #include <lris/io/engine.hpp>
 #include <lris/io/file.hpp>
+#include <lris/pool/far_memory.hpp>
 
 #include "measure.hpp"
 
@@ -47,6 +50,7 @@ struct stream_options {
   bool json = false;
   std::string cublas;  // a path to libcublas, else found by the loader
   std::string files;   // a directory: the layers stay in a file there (empty: pinned memory)
+  std::optional<pool::far_memory_options> far;  // the layers stay in emulated far memory
   bool cold = false;   // with files: the page cache dropped before every timed pass
   bool graph = false;  // also time the pass captured as graphs and replayed
 };
@@ -247,7 +251,23 @@ int run_stream(const stream_options& o, stream_device<Backend>& dev) {
     file = layer_file(o, shapes, layers);
     file_ceiling = file_read_gbps(be, file, std::min<std::uint64_t>(model_bytes, std::uint64_t{8} << 30), o.cold);
   }
-  const double bound_gbps = file.empty() ? ceiling : std::min(ceiling, file_ceiling);
+  // Kept in far memory: each read of a layer pays the latency, its share of the cap and the
+  // faults' retries; the bound is the slower of the link and the cap.
+  std::vector<std::byte> far_region;
+  std::optional<pool::far_memory> far;
+  if (o.far) {
+    far_region.resize(static_cast<std::size_t>(model_bytes));
+    std::uint64_t at = 0;
+    for (std::uint64_t l = 0; l < layers; ++l) {
+      for (std::size_t t = 0; t < shapes.size(); ++t) {
+        std::memset(far_region.data() + at, static_cast<int>(pattern(l, t)), shapes[t].bytes());
+        at += shapes[t].bytes();
+      }
+    }
+    far.emplace(std::span<const std::byte>(far_region), *o.far);
+  }
+  double bound_gbps = file.empty() ? ceiling : std::min(ceiling, file_ceiling);
+  if (o.far && o.far->gbps > 0) bound_gbps = std::min(bound_gbps, o.far->gbps);
 
   if (!o.json) {
     fmt::print("lris stream on {}: {} layers of {:.1f} MB ({} x {} hidden, {} intermediate, {} kv), "
@@ -256,6 +276,14 @@ int run_stream(const stream_options& o, stream_device<Backend>& dev) {
     fmt::print("  mode {}: {} tokens; compute of a pass with every weight resident C = {:.4f} s; "
                "link ceiling {:.1f} GB/s (pinned -> device, measured now)\n", o.mode, tokens,
                compute_pass, ceiling);
+    if (o.far) {
+      fmt::print("  layers kept in emulated far memory: {} us added to each read, {}, {:.4f} of "
+                 "reads fault (retried): the bound is {:.2f} GB/s\n",
+                 std::chrono::duration<double, std::micro>(o.far->latency).count(),
+                 o.far->gbps > 0 ? fmt::format("capped at {:.2f} GB/s", o.far->gbps)
+                                 : std::string("no cap"),
+                 o.far->fault_rate, bound_gbps);
+    }
     if (!file.empty()) {
       fmt::print("  layers kept in {} ({}), read at {:.2f} GB/s through the io engine (measured "
                  "now): the bound is {:.2f} GB/s\n", file.string(),
@@ -283,6 +311,16 @@ int run_stream(const stream_options& o, stream_device<Backend>& dev) {
         std::vector<typename cache::residency_manager<Backend, Policy>::tensor_size> sizes;
         for (const auto& w : shapes) sizes.push_back({w.name, w.bytes()});
         for (std::uint64_t l = 0; l < layers; ++l) {
+          if (far) {  // its tensors' bytes in far memory, read each time it comes in
+            std::vector<cache::placed_tensor> pt;
+            std::uint64_t at = l * layer_bytes;
+            for (const auto& w : shapes) {
+              pt.push_back({w.name, at, w.bytes()});
+              at += w.bytes();
+            }
+            order.push_back(rm.add_far_unit(fmt::format("layers.{}", l), *far, pt));
+            continue;
+          }
           if (!file.empty()) {  // its tensors' bytes in the file, read each time it comes in
             std::vector<cache::file_tensor> ft;
             std::uint64_t at = l * layer_bytes;
@@ -470,6 +508,7 @@ int run_stream(const stream_options& o, stream_device<Backend>& dev) {
         return r;
       };
       nlohmann::json r;
+      const pool::far_memory_stats far_before = far ? far->stats() : pool::far_memory_stats{};
       if (policy_name == "lru") {
         r = run_one(cache::lru{});
       } else if (policy_name == "next_use") {
@@ -478,6 +517,14 @@ int run_stream(const stream_options& o, stream_device<Backend>& dev) {
         r = run_one(cache::next_use::from_order(cycle, true, layers));
       } else {
         r = run_one(cache::static_priority{});
+      }
+      if (far) {  // what the run's reads of far memory went through
+        const pool::far_memory_stats now = far->stats();
+        r["far"] = {{"reads", now.reads - far_before.reads},
+                    {"bytes", now.bytes - far_before.bytes},
+                    {"faults", now.faults - far_before.faults},
+                    {"failed", now.failed - far_before.failed},
+                    {"waited_seconds", now.waited_seconds - far_before.waited_seconds}};
       }
       if (!o.json) {
         fmt::print("  budget {:.2f} GB, {:<6}: pass {:.4f} s against max(C, X) {:.4f} s: E {:.3f} "
@@ -522,6 +569,14 @@ int run_stream(const stream_options& o, stream_device<Backend>& dev) {
         fmt::print("    reads: {:.2f} GB/pass, {:.3f} s of reading per pass (summed over threads), "
                    "{:.1f} GB/s while reading\n", r["file_read_bytes"].get<double>() / 1e9, rs,
                    rs > 0 ? r["file_read_bytes"].get<double>() / rs / 1e9 : 0.0);
+      }
+      if (!o.json && r.contains("far")) {
+        const auto& f = r["far"];
+        fmt::print("    far memory: {} reads of {:.2f} GB, {} faults retried ({} failed), {:.3f} s "
+                   "waited for latency, cap and backoff (summed over readers)\n",
+                   f["reads"].get<std::uint64_t>(), f["bytes"].get<std::uint64_t>() / 1e9,
+                   f["faults"].get<std::uint64_t>(), f["failed"].get<std::uint64_t>(),
+                   f["waited_seconds"].get<double>());
       }
       runs.push_back(std::move(r));
     }
