@@ -90,8 +90,12 @@ void validate_batch(const plan& p, int device) {
            "one end at least");
     }
   }
+  const bool peer = p.peer_sources && b.from.kind == place_kind::device &&
+                    b.to.kind == place_kind::device;
   for (const place* at : {&b.from, &b.to}) {
-    if (on_other_device(*at, device)) other_device("the batch", *at, device);
+    if (on_other_device(*at, device) && !(peer && at == &b.from)) {
+      other_device("the batch", *at, device);
+    }
   }
   std::size_t c = 0, first = 0;  // the chunk copy i is in, and its first copy
   lris::detail::slot_layout slot;
@@ -148,7 +152,8 @@ void validate(const plan& p, int device) {
           }
         } else if (at->ptr == nullptr) {
           fail("null address");
-        } else if (on_other_device(*at, device)) {
+        } else if (on_other_device(*at, device) &&
+                   !(p.peer_sources && at == &s.from && s.to.kind == place_kind::device)) {
           other_device(fmt::format("chunk {}, step {}", c, i), *at, device);
         }
       }

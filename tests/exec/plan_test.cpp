@@ -359,6 +359,34 @@ TEST_CASE("fan-out is a plan with several sinks; one executor drives one device"
                          what_contains("goes to or from device 1, but it runs on device 0"));
 }
 
+TEST_CASE("a plan with peer sources reads other devices' memory, and writes only its own",
+          "[exec]") {
+  std::vector<std::byte> on1 = pattern(1 << 16, 5), on0(1 << 16), small(64);
+  lris::exec::plan p;
+  p.add({place::on_device(on1.data(), 1), place::on_device(on0.data(), 0), on1.size()});
+  p.cut();
+  REQUIRE_THROWS_MATCHES(lris::exec::validate(p, 0), lris::unsupported,
+                         what_contains("goes to or from device 1, but it runs on device 0"));
+  p.peer_sources = true;
+  lris::pipeline<lris::auto_select, host_backend> pipe;
+  (void)pipe.run(p).wait();
+  CHECK(on0 == on1);
+  // A write to another device is still refused, and so is a read of it into host memory.
+  lris::exec::plan w = p;
+  w.steps[0] = {place::on_device(on0.data(), 0), place::on_device(on1.data(), 1), on1.size()};
+  REQUIRE_THROWS_AS(lris::exec::validate(w, 0), lris::unsupported);
+  w.steps[0] = {place::on_device(on1.data(), 1), place::pinned(on0.data()), on1.size()};
+  REQUIRE_THROWS_AS(lris::exec::validate(w, 0), lris::unsupported);
+  // A batch of one operation, from a peer into this device.
+  lris::exec::plan b;
+  b.peer_sources = true;
+  b.copies.from = place::on_device(nullptr, 1);
+  b.copies.to = place::on_device(nullptr, 0);
+  b.add_copy({on1.data() + 100, small.data(), 64});
+  (void)pipe.run(std::move(b)).wait();
+  CHECK(std::memcmp(small.data(), on1.data() + 100, 64) == 0);
+}
+
 TEST_CASE("the executor runs a hand-made packed batch, both ways", "[exec]") {
   // 500 pageable buffers of 1-3000 bytes to "device" memory through slots of 16 KiB, and
   // back into other pageable buffers; the host backend batches (a loop) and has device scratch.

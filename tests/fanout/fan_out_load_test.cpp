@@ -143,6 +143,58 @@ TEST_CASE("fanout::load: tensor-parallel slices by llama's plan, on 2 ranks and 
   CHECK(r.report.devices[0].bytes == (bytes - replicated) / 2 + replicated);
 }
 
+TEST_CASE("fanout::load: the peer route, each chunk into one device and from there to all") {
+  const auto m = model();
+  const auto file = write_file(dir() / "peer.safetensors", m);
+  st::checkpoint ck(file);
+  const std::size_t devices = GENERATE(3u, 4u);
+  auto p = pipelines(devices);
+  fo::fan_out_options o;
+  o.path = fo::fan_path::peer;
+  o.verify = true;
+  o.tp = devices == 4 ? 2 : 1;
+  o.plan = fo::sharding::llama();
+  o.load.transfer.chunk_bytes = 8192;  // many chunks: every device takes some first
+  o.load.transfer.workers = 1;
+  const auto r = fo::load(std::span(p), ck, o);
+  CHECK(r.report.path == fo::fan_path::peer);
+  CHECK(r.report.chunks > devices);
+  CHECK(r.report.scratch_bytes > 0);
+  std::uint64_t bytes = 0;
+  for (const auto& t : m) bytes += t.data.size();
+  CHECK(r.report.storage_bytes == bytes);
+  for (std::size_t d = 0; d < devices; ++d) {
+    CHECK(r.report.devices[d].verified == m.size());
+    CHECK_THAT(r.report.devices[d].path, Catch::Contains("by peer copies"));
+    const unsigned rank = d % o.tp;
+    const auto& ts = r.devices[d].tensors;
+    CHECK(bytes_of(ts[3]) == (o.tp == 1 ? m[3].data : slice_of(m[3], 1, rank, 2)));
+    CHECK(bytes_of(ts[5]) == m[5].data);
+  }
+}
+
+// A host backend whose devices cannot reach each other.
+struct isolated_backend : lris::host_backend {
+  using host_backend::host_backend;
+  [[nodiscard]] bool enable_peer_access(int) const noexcept { return false; }
+};
+
+TEST_CASE("fanout::load: the peer route where devices cannot reach each other is refused") {
+  const auto m = model();
+  const auto file = write_file(dir() / "isolated.safetensors", m);
+  st::checkpoint ck(file);
+  std::vector<lris::pipeline<lris::auto_select, isolated_backend>> p;
+  for (int d = 0; d < 2; ++d) p.emplace_back(lris::auto_select{}, isolated_backend(d));
+  fo::fan_out_options o;
+  o.path = fo::fan_path::peer;
+  CHECK_THROWS_MATCHES(fo::load(std::span(p), ck, o), lris::unsupported,
+                       what_contains("the peer route needs host:0 to reach host:1's memory"));
+  o.path = fo::fan_path::automatic;  // the pinned slots to each device
+  const auto r = fo::load(std::span(p), ck, o);
+  CHECK(r.report.path == fo::fan_path::dma);
+  CHECK(bytes_of(r.devices[1].tensors[0]) == m[0].data);
+}
+
 TEST_CASE("fanout::load: selection, progress and cancel") {
   const auto m = model();
   const auto file = write_file(dir() / "select.safetensors", m);

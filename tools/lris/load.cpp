@@ -52,6 +52,7 @@ struct load_cli {
   unsigned tp = 1;
   unsigned rank = 0;
   std::string tp_plan;
+  std::string route = "automatic";
 };
 
 // Raw reads of every file of the checkpoint, one after another, no LRIS code, by several
@@ -256,13 +257,17 @@ int dispatch(const load_cli& c) {
     throw invalid_argument(fmt::format("load: --rank {} of --tp {}: ranks are 0 to {}", c.rank,
                                        c.tp, c.tp - 1));
   }
+  if (c.devices.empty() && c.route != "automatic") {
+    throw invalid_argument("load: --route applies to --devices (a load onto several devices)");
+  }
   if (!c.devices.empty()) {
     if (!c.pool.empty() || c.raw || !c.convert.empty() || c.repeats != 1 || c.rank != 0 ||
         c.device != "host") {
       throw invalid_argument("load --devices: --pool, --raw, --convert, --repeat, --rank and "
                              "--device apply to a load onto one device");
     }
-    return load_fan_out({c.path, c.devices, c.tp, c.tp_plan, c.select, c.verify, c.cold, c.json});
+    return load_fan_out(
+        {c.path, c.devices, c.tp, c.tp_plan, c.select, c.route, c.verify, c.cold, c.json});
   }
   if (!c.pool.empty()) {
     if (c.cold || c.raw || !c.select.empty() || !c.convert.empty() || c.repeats != 1) {
@@ -305,6 +310,11 @@ command add_load(CLI::App& app) {
   app.add_option("--devices", c->devices,
                  "load onto several devices at once, reading the files once: cuda:0,cuda:1 "
                  "(or host:0,host:1 on the host backend)");
+  app.add_option("--route", c->route,
+                 "with --devices: dma (each device from the pinned slots over its own link), "
+                 "peer (each chunk into one device, the others copy it from there), or "
+                 "automatic (dma)")
+      ->capture_default_str();
   app.add_option("--tp", c->tp, "tensor-parallel ranks: each device (with --devices: device i "
                                 "is rank i mod N) gets only its slice of each split tensor")
       ->check(CLI::Range(1u, 1024u));

@@ -52,6 +52,13 @@ int run(const fan_out_cli& c, const std::vector<int>& devices) {
   o.plan = tp_plan_of(c.tp_plan, c.tp);
   o.load.select = c.select;
   o.verify = c.verify;
+  if (c.route == "dma") {
+    o.path = fanout::fan_path::dma;
+  } else if (c.route == "peer") {
+    o.path = fanout::fan_path::peer;
+  } else if (c.route != "automatic") {
+    throw invalid_argument(fmt::format("--route \"{}\": automatic, dma or peer", c.route));
+  }
   std::string cold_note;
   if (c.cold) {
     for (const auto& s : ck.shards()) cold_note = make_cold(s.file.path().string());
@@ -94,6 +101,8 @@ int run(const fan_out_cli& c, const std::vector<int>& devices) {
                        {"chunks", rep.chunks},
                        {"chunk_bytes", rep.chunk_bytes},
                        {"staging_bytes", rep.staging_bytes},
+                       {"route", fanout::to_string(rep.path)},
+                       {"scratch_bytes", rep.scratch_bytes},
                        {"io", rep.io},
                        {"cold", c.cold},
                        {"devices", devs}};
@@ -110,8 +119,12 @@ int run(const fan_out_cli& c, const std::vector<int>& devices) {
                format_bytes(d.bytes), d.tensors, d.split, d.path);
   }
   fmt::print("  io: {}\n", rep.io.empty() ? "-" : rep.io);
-  fmt::print("  staging: {} in {} chunks of {}\n", format_bytes(rep.staging_bytes), rep.chunks,
-             format_bytes(rep.chunk_bytes));
+  fmt::print("  staging: {} in {} chunks of {}{}\n", format_bytes(rep.staging_bytes), rep.chunks,
+             format_bytes(rep.chunk_bytes),
+             rep.scratch_bytes > 0
+                 ? fmt::format("; {} of device memory per device for the peer route",
+                               format_bytes(rep.scratch_bytes))
+                 : std::string());
   fmt::print("  device start-up before the load (not in the figures): {:.3f} s\n", device_start);
   if (c.cold) fmt::print("  cold: {}\n", cold_note);
   if (c.verify) {

@@ -19,6 +19,7 @@ struct fan_out_cli {
   unsigned tp = 1;
   std::string tp_plan;   // a JSON file, or "llama" (the default with tp > 1)
   std::string select;
+  std::string route = "automatic";  // automatic | dma | peer
   bool verify = false;
   bool cold = false;
   bool json = false;

@@ -205,6 +205,11 @@ struct plan {
   /// direct and buffered reads at once on disjoint chunks (exec::file_io_choice).
   unsigned buffered_every = 0;
 
+  /// Device-to-device steps (and a batch of one operation) may read the memory of other
+  /// devices than the executor's: their peers, whose access the plan maker has enabled
+  /// (peer_backend::enable_peer_access). What they write is on the executor's device.
+  bool peer_sources = false;
+
   /// Priority of its chunks at the broker, and the bytes it may keep in flight on each
   /// resource (0: no cap of its own).
   priority prio = priority::normal;
@@ -254,7 +259,8 @@ struct plan_storage {
 /// device memory, packed between host memory and a device in groups that fit the slot,
 /// conversions only between a CPU-readable source or the slot and
 /// a device or host sink, hashes only of CPU-readable bytes, no step of zero bytes; and, with
-/// `device` >= 0, device memory only on that device (what one executor drives).
+/// `device` >= 0, device memory only on that device (what one executor drives), but for the
+/// sources of device-to-device copies of a plan with peer_sources.
 /// @throws lris::invalid_argument naming the chunk, the step and what is wrong;
 /// lris::unsupported for a step on another device than `device`.
 void validate(const plan& p, int device = -1);

@@ -33,11 +33,13 @@
 #include <optional>
 #include <span>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include <fmt/format.h>
 
 #include <lris/concepts/batch_backend.hpp>
+#include <lris/concepts/peer_backend.hpp>
 #include <lris/element/checksum.hpp>
 #include <lris/error.hpp>
 #include <lris/exec/file_io.hpp>
@@ -57,6 +59,24 @@
 
 namespace lris::fanout {
 
+/// @brief How the bytes of a chunk reach the devices.
+enum class fan_path : unsigned char {
+  automatic,  ///< dma for now: where peer copies beat it is for the topology to tell
+  dma,        ///< every device copies its parts from the pinned slot over its own link
+  peer,       ///< one device per chunk (in turn) copies the chunk from the slot, and every
+              ///< device takes its parts from there by peer copies (NVLink, xGMI)
+};
+
+/// @brief "automatic", "dma" or "peer".
+[[nodiscard]] constexpr std::string_view to_string(fan_path p) noexcept {
+  switch (p) {
+    case fan_path::automatic: return "automatic";
+    case fan_path::dma: return "dma";
+    case fan_path::peer: return "peer";
+  }
+  return "?";
+}
+
 /// @brief What a fan-out loads and how.
 struct fan_out_options {
   /// Which tensors (names, select), the chunk size, io settings and priority (transfer), and
@@ -75,6 +95,8 @@ struct fan_out_options {
   /// lris::rank_timeout naming it (its memory is kept until its copies finish, never freed
   /// under them). Zero: no limit.
   std::chrono::milliseconds timeout = std::chrono::minutes(5);
+  /// The route (fan_path::peer needs every pair of devices to reach each other's memory).
+  fan_path path = fan_path::automatic;
 };
 
 /// @brief What one device received.
@@ -97,6 +119,8 @@ struct fan_out_report {
   std::size_t chunks = 0;
   std::size_t chunk_bytes = 0;
   std::size_t staging_bytes = 0;  ///< pinned slots held: at most 2 per device
+  std::size_t scratch_bytes = 0;  ///< device memory per device for the chunks (peer route)
+  fan_path path = fan_path::dma;  ///< the route taken
   unsigned tp = 1;
   double seconds = 0;
   std::string io;  ///< what the io engine did and why
@@ -180,6 +204,27 @@ fan_out_result load(std::span<Pipeline> pipelines, const safetensors::checkpoint
     for (std::size_t e = 0; e < d; ++e) {
       LRIS_EXPECTS(names[e] != names[d], "fan-out load {}: device {} is named twice", file,
                    names[d]);
+    }
+  }
+
+  // The route. Peer copies need every device to reach every other's memory.
+  const bool peer = o.path == fan_path::peer && n > 1;
+  if (peer) {
+    if constexpr (peer_backend<Backend>) {
+      for (std::size_t d = 0; d < n; ++d) {
+        Backend b = pipelines[d].backend();
+        for (std::size_t e = 0; e < n; ++e) {
+          if (e != d && !b.enable_peer_access(pipelines[e].backend().device())) {
+            throw unsupported(fmt::format("fan-out load {}: the peer route needs {} to reach {}'s "
+                                          "memory, and it cannot (fan_path::dma works)", file,
+                                          names[d], names[e]));
+          }
+        }
+      }
+    } else {
+      throw unsupported(fmt::format("fan-out load {}: the peer route needs a backend whose "
+                                    "devices copy to each other; {} has none", file,
+                                    Backend::name));
     }
   }
 
@@ -273,6 +318,7 @@ fan_out_result load(std::span<Pipeline> pipelines, const safetensors::checkpoint
   rep.chunk_bytes = chunk;
   rep.tp = o.tp;
   rep.io = io.reason;
+  rep.path = peer ? fan_path::peer : fan_path::dma;
   std::uint64_t total = 0;
   for (std::size_t d = 0; d < n; ++d) total += plan.device_bytes(d);
 
@@ -294,6 +340,30 @@ fan_out_result load(std::span<Pipeline> pipelines, const safetensors::checkpoint
   }
   const std::size_t depth = std::max<std::size_t>(1, keep->slots.size());
   rep.staging_bytes = keep->slots.size() * plan.buffer_bytes;
+  // Peer route: on each device, a chunk's room per slot, for the chunks it takes first.
+  std::vector<std::vector<std::byte*>> scratch(n);
+  if (peer && !plan.chunks.empty()) {
+    for (std::size_t d = 0; d < n; ++d) {
+      device_allocator<Backend> alloc(pipelines[d].backend());
+      const std::size_t bytes = plan.buffer_bytes;
+      for (std::size_t k = 0; k < depth; ++k) {
+        void* mem = nullptr;
+        try {
+          mem = alloc.allocate(bytes, alignment);
+        } catch (const out_of_memory& e) {
+          throw out_of_memory(fmt::format("fan-out load {}: device {} ({}) has no room for the "
+                                          "peer route's {} bytes of chunks: {}", file, d,
+                                          names[d], depth * bytes, e.what()),
+                              e.requested());
+        }
+        keep->blocks.push_back(std::shared_ptr<void>(mem, [alloc, bytes](void* q) mutable {
+          alloc.deallocate(q, bytes, alignment);
+        }));
+        scratch[d].push_back(static_cast<std::byte*>(mem));
+      }
+    }
+    rep.scratch_bytes = depth * plan.buffer_bytes;
+  }
 
   // In flight per slot: its chunk's read, then each device's copies of it.
   struct flight {
@@ -332,28 +402,67 @@ fan_out_result load(std::span<Pipeline> pipelines, const safetensors::checkpoint
     flights[c % depth].chunk = c;
     flights[c % depth].read = reader.run(std::move(p));
   };
-  std::vector<char> batched(n, 0);  // per device: some rows went as one batched operation
+  // Waits for device d's transfer `t` of chunk c: a timeout or failure names the device.
+  auto await = [&](transfer& t, std::size_t d, std::size_t c) -> transfer_stats {
+    if (!detail::wait_for(t, o.timeout)) {
+      throw rank_timeout(
+          fmt::format("fan-out load {}: device {} ({}, rank {} of {}) did not take chunk {} ({} "
+                      "bytes of file {} from offset {}) within {} ms",
+                      file, d, names[d], d % o.tp, o.tp, c, plan.chunks[c].bytes,
+                      plan.chunks[c].shard, plan.chunks[c].file_offset, o.timeout.count()),
+          static_cast<int>(d), names[d]);
+    }
+    try {
+      return t.wait();
+    } catch (const cancelled&) {
+      throw;
+    } catch (const std::exception& e) {
+      throw rank_error(fmt::format("fan-out load {}: device {} ({}, rank {} of {}), chunk {}: {}",
+                                   file, d, names[d], d % o.tp, o.tp, c, e.what()),
+                       static_cast<int>(d), names[d]);
+    }
+  };
+  std::vector<char> batched(n, 0);  // per device: small pieces went as one batched operation
   auto start_sends = [&](std::size_t c) {
     flight& f = flights[c % depth];
     const std::byte* buf = keep->slots[c % depth]->data;
+    // Peer route: the chunk into device c mod n first; every device takes its parts there.
+    const std::size_t root = c % n;
+    exec::place from = exec::place::pinned(buf);
+    if (peer) {
+      const fan_chunk& ch = plan.chunks[c];
+      std::byte* in = scratch[root][c % depth];
+      exec::plan first;
+      first.shape = transfer_path::direct;
+      first.add({exec::place::pinned(buf + ch.at),
+                 exec::place::on_device(in + ch.at, pipelines[root].backend().device()),
+                 static_cast<std::size_t>(ch.bytes)});
+      first.cut();
+      first.prio = o.load.transfer.priority;
+      first.budget_bytes = o.load.transfer.budget_bytes;
+      transfer t = pipelines[root].run(std::move(first));
+      (void)await(t, root, c);
+      from = exec::place::on_device(in, pipelines[root].backend().device());
+    }
     for (std::size_t d = 0; d < n; ++d) {
       f.sends[d].clear();
       const int dev = pipelines[d].backend().device();
       exec::plan steps, batch;
       steps.shape = transfer_path::direct;
       batch.shape = transfer_path::batched;
-      batch.copies.from = exec::place::pinned(nullptr);
+      steps.peer_sources = batch.peer_sources = peer;
+      batch.copies.from = from.at_address(nullptr);
       batch.copies.to = exec::place::on_device(nullptr, dev);
       for (const delivery& v : plan.deliveries(c, d)) {
         // Small pieces (rows of a split tensor) as one batched operation where the device
         // has one; the rest as copies.
         if constexpr (batch_backend<Backend>) {
           if (v.bytes <= (std::uint64_t{256} << 10)) {
-            batch.add_copy({buf + v.from, v.to, static_cast<std::size_t>(v.bytes)});
+            batch.add_copy({from.ptr + v.from, v.to, static_cast<std::size_t>(v.bytes)});
             continue;
           }
         }
-        steps.add({exec::place::pinned(buf + v.from), exec::place::on_device(v.to, dev),
+        steps.add({from.at_address(from.ptr + v.from), exec::place::on_device(v.to, dev),
                    static_cast<std::size_t>(v.bytes)});
       }
       steps.cut();
@@ -378,25 +487,7 @@ fan_out_result load(std::span<Pipeline> pipelines, const safetensors::checkpoint
     for (std::size_t d = 0; d < n; ++d) {
       for (transfer& t : f.sends[d]) {
         if (!t.valid()) continue;
-        if (!detail::wait_for(t, o.timeout)) {
-          throw rank_timeout(
-              fmt::format("fan-out load {}: device {} ({}, rank {} of {}) did not take chunk {} "
-                          "({} bytes of file {} from offset {}) within {} ms",
-                          file, d, names[d], d % o.tp, o.tp, f.chunk,
-                          plan.chunks[f.chunk].bytes, plan.chunks[f.chunk].shard,
-                          plan.chunks[f.chunk].file_offset, o.timeout.count()),
-              static_cast<int>(d), names[d]);
-        }
-        try {
-          const auto st = t.wait();
-          delivered += st.bytes;
-        } catch (const cancelled&) {
-          throw;
-        } catch (const std::exception& e) {
-          throw rank_error(fmt::format("fan-out load {}: device {} ({}, rank {} of {}), chunk {}: "
-                                       "{}", file, d, names[d], d % o.tp, o.tp, f.chunk, e.what()),
-                           static_cast<int>(d), names[d]);
-        }
+        delivered += await(t, d, f.chunk).bytes;
         t = transfer();
       }
       f.sends[d].clear();
@@ -459,9 +550,13 @@ fan_out_result load(std::span<Pipeline> pipelines, const safetensors::checkpoint
     device_report dr;
     dr.device = names[d];
     dr.rank = static_cast<unsigned>(d % o.tp);
-    dr.path = fmt::format("file -> pinned slots -> {} (DMA{})", names[d],
-                          batched[d] ? "; pieces of rows of split tensors as batched copies"
-                                     : "");
+    const char* rows = batched[d] ? "; pieces of 256 KiB or less (small tensors, rows of split "
+                                    "ones) as batched copies"
+                                  : "";
+    dr.path = peer ? fmt::format("file -> pinned slots -> one chunk in {} into {} by DMA, the "
+                                 "others by peer copies from the device that took them{}",
+                                 n, names[d], rows)
+                   : fmt::format("file -> pinned slots -> {} (DMA{})", names[d], rows);
     for (std::size_t i = 0; i < count; ++i) {
       const auto& s = sel[d][i];
       safetensors::loaded_tensor t;
