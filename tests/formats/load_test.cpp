@@ -179,7 +179,22 @@ TEST_CASE("load: tensor-parallel slices read only their bytes", "[formats][load]
       CHECK(t.shape == (dim == 0 ? std::vector<std::uint64_t>{16, 96} : std::vector<std::uint64_t>{64, 24}));
       CHECK(bytes_of(t) == want);
       CHECK(loaded.report.file_bytes == want.size());
+      REQUIRE(t.slice);
+      CHECK(t.slice->dim == dim);
+      CHECK(st::verify(p, ck, loaded) == 1);  // against its rows of the file's tensor
+      t.data[t.bytes - 1] ^= std::byte{1};
+      CHECK_THROWS_MATCHES(st::verify(p, ck, loaded), lris::integrity_error,
+                           what_contains(fmt::format("first at byte {}", t.bytes - 1)));
     }
+  }
+  {  // a slice converted as it loads: verified after the same conversion
+    st::load_options o;
+    o.names = {"a.weight", "d.scale"};
+    o.slice = [](const st::tensor_info&) { return st::tensor_slice{1, 1, 2}; };
+    o.convert_to = dtype::BF16;
+    const auto loaded = st::load(p, ck, o, st::load_target_memory::host);
+    CHECK(loaded.report.converted >= 1);  // a.weight, F32
+    CHECK(st::verify(p, ck, loaded) == 2);
   }
   st::load_options bad;
   bad.names = {"a.weight"};

@@ -563,6 +563,7 @@ fan_out_result load(std::span<Pipeline> pipelines, const safetensors::checkpoint
       t.name = std::string(s.request.name);
       t.type = s.request.type;
       t.shape = s.request.shape;
+      t.slice = s.request.slice;
       t.data = static_cast<std::byte*>(blocks[d].get()) + offsets[d][i];
       t.bytes = s.request.bytes;
       t.location = {true, Backend::name, pipelines[d].backend().device()};

@@ -174,6 +174,7 @@ loaded_checkpoint load_selected(Pipeline& p, const checkpoint& ck,
     t.name = std::string(s.request.name);
     t.type = s.request.type;
     t.shape = s.request.shape;
+    t.slice = s.request.slice;
     t.data = span.data();
     t.bytes = s.request.bytes;
     t.location = {on_device, on_device ? Backend::name : std::string_view("host"),

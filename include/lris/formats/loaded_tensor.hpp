@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -36,6 +37,8 @@ struct loaded_tensor {
   std::uint64_t bytes = 0;
   tensor_location location;
   std::shared_ptr<void> lease;
+  /// The part of the checkpoint's tensor it holds, when it was loaded as a slice.
+  std::optional<tensor_slice> slice;
 
   [[nodiscard]] bool owns_memory() const noexcept { return lease != nullptr; }
 };

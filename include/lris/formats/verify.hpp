@@ -13,6 +13,7 @@
 #include <lris/element/convert.hpp>
 #include <lris/error.hpp>
 #include <lris/formats/checkpoint.hpp>
+#include <lris/formats/detail/load_select.hpp>
 #include <lris/formats/load.hpp>
 #include <lris/formats/loaded_tensor.hpp>
 #include <lris/memory/buffer.hpp>
@@ -23,8 +24,8 @@ namespace lris::safetensors {
 /// @brief Reads each tensor of `loaded` from its file again (through `p`'s io engine),
 /// converts it as the load did (by the CPU), and compares it with the loaded bytes (copied
 /// back from the device for device memory, while the file's bytes are read). Three buffers of
-/// the largest tensor serve every tensor. Tensors loaded as slices are skipped. Returns the
-/// tensors compared.
+/// the largest tensor serve every tensor. A tensor loaded as a slice is compared with its rows
+/// of the file's tensor. Returns the tensors compared.
 /// @throws lris::integrity_error naming the tensor, the file, the tensor's offset in it and the
 /// first byte that differs; lris::io_error for a file that cannot be read again.
 template <loading_pipeline Pipeline>
@@ -40,7 +41,7 @@ std::size_t verify(Pipeline& p, const checkpoint& ck, const loaded_checkpoint& l
   std::size_t verified = 0;
   for (const auto& t : loaded.tensors) {
     const tensor_ref& ref = *ck.find(t.name);
-    if (t.shape != ref.info->shape) continue;  // a slice
+    if (t.shape != ref.info->shape && !t.slice) continue;  // not this load's: nothing to say
     const auto bytes = static_cast<std::size_t>(t.bytes);
     const std::byte* have = t.data;
     std::optional<transfer> back;
@@ -54,9 +55,19 @@ std::size_t verify(Pipeline& p, const checkpoint& ck, const loaded_checkpoint& l
     engine.read(f, ck.file_offset(ref),
                 {file_bytes.data(), static_cast<std::size_t>(ref.info->bytes())});
     const std::byte* want = file_bytes.data();
+    std::uint64_t elements = ref.info->elements();
+    if (t.slice) {  // its rows of the file's tensor, one after another, where the file's were
+      const auto g = detail::geometry_of(*ref.info, *t.slice, "verify");
+      for (std::uint64_t r = 0; r < g.rows; ++r) {
+        std::memmove(file_bytes.data() + r * g.row_bytes,
+                     file_bytes.data() + g.offset + r * g.row_stride,
+                     static_cast<std::size_t>(g.row_bytes));
+      }
+      elements = g.rows * g.row_bytes * 8 / bits_of(ref.info->type);
+    }
     if (t.type != ref.info->type) {
       convert(file_bytes.data(), ref.info->type, converted.data(), t.type,
-              static_cast<std::size_t>(ref.info->elements()));
+              static_cast<std::size_t>(elements));
       want = converted.data();
     }
     if (back) back->wait();
