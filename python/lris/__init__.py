@@ -161,7 +161,8 @@ def _tqdm_progress(path):
     return update, bar
 
 
-def load(path, device="cpu", select=None, dtype=None, verify=False, progress=None):
+def load(path, device="cpu", select=None, dtype=None, verify=False, progress=None, tp=None,
+         tp_plan=None):
     """Loads a .safetensors file or a sharded model directory into `device` ("cpu", "cuda:N").
 
     select: a regular expression searched in each name, or a list of exact names.
@@ -170,10 +171,15 @@ def load(path, device="cpu", select=None, dtype=None, verify=False, progress=Non
     (lris.IntegrityError names the tensor, file, offset and first byte that differs).
     progress: a callable(bytes_done, bytes_total) -> bool (False cancels: lris.Cancelled), or
     True for a tqdm bar when tqdm is installed.
+    tp: (rank, size): load only this tensor-parallel rank's slice of each tensor tp_plan splits,
+    reading just its bytes. tp_plan: {pattern: style} as transformers' tp_plan ("colwise",
+    "rowwise", "replicate", "dim=N"; patterns like "layers.*.mlp.down_proj"), a JSON file's
+    path, or "llama" (the default: Llama-style attention and MLP, the vocabulary).
     Returns {name: lris.Tensor} in checkpoint order.
     """
     return _with_progress(path, progress, lambda p: _lris.load(
-        path, device=device, select=select, dtype=dtype, verify=verify, progress=p))
+        path, device=device, select=select, dtype=dtype, verify=verify, progress=p, tp=tp,
+        tp_plan=tp_plan))
 
 
 def _with_progress(path, progress, call):

@@ -31,12 +31,15 @@ from ._lris import InvalidArgument
 __all__ = ["StreamedBlocks", "load", "stream"]
 
 
-def load(path, device="cuda:0", select=None, dtype=None, verify=False, progress=None):
-    """lris.load, as {name: torch.Tensor} (the arguments are lris.load's). The load's memory is
-    one block: it is imported into torch once through DLPack and every tensor is a view of it,
-    so the hand-off costs one view per tensor; the block is freed when the last view is gone."""
+def load(path, device="cuda:0", select=None, dtype=None, verify=False, progress=None, tp=None,
+         tp_plan=None):
+    """lris.load, as {name: torch.Tensor} (the arguments are lris.load's; tp=(rank, size) loads
+    one tensor-parallel rank's slices). The load's memory is one block: it is imported into
+    torch once through DLPack and every tensor is a view of it, so the hand-off costs one view
+    per tensor; the block is freed when the last view is gone."""
     block, entries, tensors = _with_progress(path, progress, lambda p: _lris.load_block(
-        path, device=device, select=select, dtype=dtype, verify=verify, progress=p))
+        path, device=device, select=select, dtype=dtype, verify=verify, progress=p, tp=tp,
+        tp_plan=tp_plan))
     return _as_torch(block, entries, tensors)
 
 

@@ -14,8 +14,11 @@
 #include <cstring>
 #include <exception>
 #include <filesystem>
+#include <fstream>
+#include <functional>
 #include <memory>
 #include <optional>
+#include <sstream>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -188,10 +191,62 @@ nb::tuple shape_of(const std::vector<std::uint64_t>& shape) {
   return nb::tuple(l);
 }
 
+// tp=(rank, size) and tp_plan (None or "llama": llama's plan; a dict {pattern: style} in its
+// order; another string: a JSON file of one) as the slice of each tensor that rank loads.
+std::function<std::optional<st::tensor_slice>(const st::tensor_info&)> tp_slice(
+    const std::filesystem::path& path, nb::handle tp, nb::handle tp_plan) {
+  if (tp.is_none()) {
+    if (!tp_plan.is_none()) {
+      throw lris::invalid_argument(fmt::format("lris.load(\"{}\"): tp_plan without tp=(rank, "
+                                               "size)", path.string()));
+    }
+    return {};
+  }
+  unsigned rank = 0, size = 0;
+  bool pair = nb::isinstance<nb::tuple>(tp) || nb::isinstance<nb::list>(tp);
+  if (pair && nb::len(tp) == 2) {
+    try {
+      rank = nb::cast<unsigned>(tp[0]);
+      size = nb::cast<unsigned>(tp[1]);
+    } catch (const std::exception&) {
+      pair = false;
+    }
+  }
+  if (!pair || nb::len(tp) != 2 || size == 0 || rank >= size) {
+    throw lris::invalid_argument(fmt::format(
+        "lris.load(\"{}\"): tp={} is not (rank, size) with 0 <= rank < size", path.string(),
+        nb::cast<std::string>(nb::repr(tp))));
+  }
+  lris::fanout::sharding plan;
+  if (tp_plan.is_none() || (nb::isinstance<nb::str>(tp_plan) &&
+                            nb::cast<std::string>(tp_plan) == "llama")) {
+    plan = lris::fanout::sharding::llama();
+  } else if (nb::isinstance<nb::dict>(tp_plan)) {
+    for (auto [k, v] : nb::cast<nb::dict>(tp_plan)) {
+      plan.add(nb::cast<std::string>(nb::str(k)), nb::cast<std::string>(nb::str(v)));
+    }
+  } else if (nb::isinstance<nb::str>(tp_plan)) {
+    const std::string file = nb::cast<std::string>(tp_plan);
+    std::ifstream in(file);
+    if (!in) throw lris::invalid_argument(fmt::format("tp_plan \"{}\": cannot be read", file));
+    std::stringstream text;
+    text << in.rdbuf();
+    plan = lris::fanout::sharding::from_json(text.str(), file);
+  } else {
+    throw lris::invalid_argument(fmt::format("lris.load(\"{}\"): tp_plan is \"llama\", a dict "
+                                             "{{pattern: style}} or a JSON file's path",
+                                             path.string()));
+  }
+  return [plan = std::move(plan), rank, size](const st::tensor_info& t) {
+    return plan.slice(t, rank, size);
+  };
+}
+
 // The load behind lris.load and lris.torch.load: the tensors, all in one block of memory.
 st::loaded_checkpoint load_checkpoint(const std::filesystem::path& path, const std::string& device,
                                       nb::object select, std::optional<std::string> dtype,
-                                      bool verify, nb::object progress) {
+                                      bool verify, nb::object progress, nb::object tp,
+                                      nb::object tp_plan) {
   const auto [kind, index] = lris::python::parse_device(device);
   if (kind != "cpu" && !(LRIS_PYTHON_CUDA && kind == "cuda")) {
     throw lris::unsupported(fmt::format(
@@ -209,6 +264,7 @@ st::loaded_checkpoint load_checkpoint(const std::filesystem::path& path, const s
     }
   }
   if (dtype) o.convert_to = lris::python::dtype_from_name(*dtype);
+  o.slice = tp_slice(path, tp, tp_plan);
   lris::python::progress_bridge bridge(std::move(progress));
   o.on_progress = bridge.callback();
   st::loaded_checkpoint loaded;
@@ -237,9 +293,11 @@ st::loaded_checkpoint load_checkpoint(const std::filesystem::path& path, const s
 }
 
 nb::dict load(const std::filesystem::path& path, const std::string& device, nb::object select,
-              std::optional<std::string> dtype, bool verify, nb::object progress) {
+              std::optional<std::string> dtype, bool verify, nb::object progress, nb::object tp,
+              nb::object tp_plan) {
   st::loaded_checkpoint loaded = load_checkpoint(path, device, std::move(select), std::move(dtype),
-                                                 verify, std::move(progress));
+                                                 verify, std::move(progress), std::move(tp),
+                                                 std::move(tp_plan));
   return lris::python::tensors_dict(loaded);
 }
 
@@ -250,9 +308,10 @@ nb::dict load(const std::filesystem::path& path, const std::string& device, nb::
 // byte) has offset -1 and is handed over through `tensors` ({name: lris.Tensor}) instead.
 nb::tuple load_block(const std::filesystem::path& path, const std::string& device,
                      nb::object select, std::optional<std::string> dtype, bool verify,
-                     nb::object progress) {
+                     nb::object progress, nb::object tp, nb::object tp_plan) {
   st::loaded_checkpoint loaded = load_checkpoint(path, device, std::move(select), std::move(dtype),
-                                                 verify, std::move(progress));
+                                                 verify, std::move(progress), std::move(tp),
+                                                 std::move(tp_plan));
   st::loaded_tensor block;
   block.name = "block";
   block.type = lris::dtype::U8;
@@ -418,9 +477,11 @@ NB_MODULE(_lris, m) {
 
   m.def("load", &load, "path"_a, "device"_a = "cpu", "select"_a = nb::none(),
         "dtype"_a = nb::none(), "verify"_a = false, "progress"_a = nb::none(),
+        "tp"_a = nb::none(), "tp_plan"_a = nb::none(),
         "Loads a .safetensors file or a sharded model directory: {name: lris.Tensor}.");
   m.def("load_block", &load_block, "path"_a, "device"_a = "cpu", "select"_a = nb::none(),
         "dtype"_a = nb::none(), "verify"_a = false, "progress"_a = nb::none(),
+        "tp"_a = nb::none(), "tp_plan"_a = nb::none(),
         "As load, and the tensors' block: (block, [(name, dtype, shape, strides, element "
         "offset)], {name: lris.Tensor}) for lris.torch.load.");
   m.def("load_into", &lris::python::load_into, "tensors"_a, "path"_a, "strict"_a = true,

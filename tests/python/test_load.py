@@ -294,3 +294,35 @@ def test_copy_errors():
         lris.copy(np.zeros((4, 2), np.float32), a[:, ::2])
     with pytest.raises(lris.InvalidArgument, match=r'lris.copy: the object for "src" \(bytes\) has no __dlpack__'):
         lris.copy(a, b"0" * 64)
+
+
+def test_tensor_parallel_rank_loads_only_its_slices(tmp_path):
+    """tp=(rank, size) with a plan: colwise rows, rowwise columns, the rest whole; verified."""
+    q = random_array(np.float32, (8, 6), 1)
+    o = random_array(np.float32, (6, 8), 2)
+    norm = random_array(np.float32, (6,), 3)
+    path = tmp_path / "tp.safetensors"
+    save_file({"layers.0.q_proj.weight": q, "layers.0.o_proj.weight": o, "norm.weight": norm},
+              str(path))
+    plan = {"layers.*.q_proj": "colwise", "layers.*.o_proj": "rowwise"}
+    for rank in range(2):
+        got = lris.load(path, tp=(rank, 2), tp_plan=plan, verify=True)
+        np.testing.assert_array_equal(np.from_dlpack(got["layers.0.q_proj.weight"]),
+                                      q[rank * 4:(rank + 1) * 4])
+        np.testing.assert_array_equal(np.from_dlpack(got["layers.0.o_proj.weight"]),
+                                      o[:, rank * 4:(rank + 1) * 4])
+        np.testing.assert_array_equal(np.from_dlpack(got["norm.weight"]), norm)
+    plan_file = tmp_path / "plan.json"
+    plan_file.write_text(json.dumps({"q_proj": "dim=1"}))
+    got = lris.load(path, tp=(1, 3), tp_plan=str(plan_file))
+    np.testing.assert_array_equal(np.from_dlpack(got["layers.0.q_proj.weight"]), q[:, 2:4])
+    with pytest.raises(lris.InvalidArgument, match=r"tp=\(2, 2\) is not \(rank, size\)"):
+        lris.load(path, tp=(2, 2))
+    with pytest.raises(lris.InvalidArgument, match="tp_plan without tp"):
+        lris.load(path, tp_plan=plan)
+    with pytest.raises(lris.InvalidArgument, match='"sideways" is not a style'):
+        lris.load(path, tp=(0, 2), tp_plan={"q_proj": "sideways"})
+    with pytest.raises(lris.InvalidArgument, match=r"dimension 1 \(8\) does not divide into 3 equal parts"):
+        lris.load(path, tp=(0, 3), tp_plan=plan)
+    with pytest.raises(lris.InvalidArgument, match="cannot be read"):
+        lris.load(path, tp=(0, 2), tp_plan=str(tmp_path / "none.json"))
