@@ -14,11 +14,9 @@
 #include <cstring>
 #include <exception>
 #include <filesystem>
-#include <fstream>
 #include <functional>
 #include <memory>
 #include <optional>
-#include <sstream>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -226,12 +224,7 @@ std::function<std::optional<st::tensor_slice>(const st::tensor_info&)> tp_slice(
       plan.add(nb::cast<std::string>(nb::str(k)), nb::cast<std::string>(nb::str(v)));
     }
   } else if (nb::isinstance<nb::str>(tp_plan)) {
-    const std::string file = nb::cast<std::string>(tp_plan);
-    std::ifstream in(file);
-    if (!in) throw lris::invalid_argument(fmt::format("tp_plan \"{}\": cannot be read", file));
-    std::stringstream text;
-    text << in.rdbuf();
-    plan = lris::fanout::sharding::from_json(text.str(), file);
+    plan = lris::fanout::sharding::from_file(nb::cast<std::string>(tp_plan));
   } else {
     throw lris::invalid_argument(fmt::format("lris.load(\"{}\"): tp_plan is \"llama\", a dict "
                                              "{{pattern: style}} or a JSON file's path",

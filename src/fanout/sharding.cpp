@@ -1,5 +1,7 @@
 #include <lris/fanout/sharding.hpp>
 
+#include <fstream>
+#include <sstream>
 #include <utility>
 
 #include <fmt/format.h>
@@ -132,6 +134,14 @@ sharding sharding::from_json(std::string_view json, std::string_view source) {
     }
   }
   return out;
+}
+
+sharding sharding::from_file(const std::filesystem::path& path) {
+  std::ifstream in(path);
+  if (!in) throw invalid_argument(fmt::format("sharding {}: cannot be read", path.string()));
+  std::stringstream text;
+  text << in.rdbuf();
+  return from_json(text.str(), path.string());
 }
 
 sharding sharding::llama() {

@@ -106,6 +106,8 @@ TEST_CASE("sharding: errors name the style, the pattern, the tensor and the rule
                        what_contains("cannot be split along dimension 3"));
   CHECK_THROWS_MATCHES(s.slice(info("w.weight", {8, 8}), 2, 2), lris::invalid_argument,
                        what_contains("rank 2 of 2 ranks"));
+  CHECK_THROWS_MATCHES(sharding::from_file("/nonexistent/tp.json"), lris::invalid_argument,
+                       what_contains("sharding /nonexistent/tp.json: cannot be read"));
   CHECK_THROWS_MATCHES(sharding::from_json("{", "tp.json"), lris::invalid_argument,
                        what_contains("sharding tp.json: not JSON"));
   CHECK_THROWS_MATCHES(sharding::from_json("[1]", "tp.json"), lris::invalid_argument,

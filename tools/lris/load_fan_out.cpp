@@ -1,7 +1,6 @@
 #include "load_fan_out.hpp"
 
 #include <chrono>
-#include <fstream>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -26,11 +25,7 @@ namespace lris::tool {
 fanout::sharding tp_plan_of(const std::string& tp_plan, unsigned tp) {
   if (tp_plan.empty()) return tp > 1 ? fanout::sharding::llama() : fanout::sharding{};
   if (tp_plan == "llama") return fanout::sharding::llama();
-  std::ifstream in(tp_plan);
-  if (!in) throw invalid_argument(fmt::format("--tp-plan {}: cannot be read", tp_plan));
-  std::stringstream text;
-  text << in.rdbuf();
-  return fanout::sharding::from_json(text.str(), tp_plan);
+  return fanout::sharding::from_file(tp_plan);
 }
 
 namespace {

@@ -9,6 +9,7 @@
 ///   plan.add("layers.*.self_attn.o_proj", "rowwise");  // weight [out, in]: columns split
 ///   auto s = plan.slice(info, /*rank=*/1, /*ranks=*/4);  // std::nullopt: replicated
 
+#include <filesystem>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -66,6 +67,10 @@ class sharding {
   /// @throws lris::invalid_argument naming what is not a plan, with `source` (a file name) in
   /// the message.
   [[nodiscard]] static sharding from_json(std::string_view json, std::string_view source = "plan");
+
+  /// @brief from_json() of the file at `path`.
+  /// @throws lris::invalid_argument naming the file when it cannot be read, or as from_json.
+  [[nodiscard]] static sharding from_file(const std::filesystem::path& path);
 
   /// @brief The plan of Llama-style decoders (Llama, Mistral, Qwen, their MoE variants):
   /// attention q/k/v and MLP gate/up colwise, attention o and MLP down rowwise, experts alike,
