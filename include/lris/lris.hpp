@@ -81,6 +81,7 @@
 #include <lris/cache/simulate.hpp>
 #include <lris/cache/static_priority.hpp>
 #include <lris/fanout/fan_out_load.hpp>
+#include <lris/fanout/fan_out_pool.hpp>
 #include <lris/fanout/fan_out_plan.hpp>
 #include <lris/fanout/sharding.hpp>
 #include <lris/pool/far_memory.hpp>

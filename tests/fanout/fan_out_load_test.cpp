@@ -310,3 +310,39 @@ TEST_CASE("fanout::load: a device without room for its tensors is named") {
                                      "4398046511104 bytes of tensors"));
   std::filesystem::remove(path);
 }
+
+TEST_CASE("fanout::load from a host pool: every device its parts, no file read") {
+  const auto m = model();
+  const auto file = write_file(dir() / "pool.safetensors", m);
+  st::checkpoint ck(file);
+  const std::string name = fmt::format("fanout-test-{}", ::getpid());
+  auto pool = lris::pool::host_pool::create(name, 4 << 20);
+  (void)lris::pool::populate(pool, lris::default_pipeline<lris::host_backend>(), ck);
+  auto p = pipelines(4);
+  fo::fan_out_options o;
+  o.tp = 2;
+  o.plan = fo::sharding::llama();
+  o.verify = true;
+  const auto r = fo::load(std::span(p), pool, o);
+  CHECK(r.report.storage_bytes == 0);
+  for (std::size_t d = 0; d < 4; ++d) {
+    const unsigned rank = d % 2;
+    const auto& dev = r.devices[d];
+    CHECK(bytes_of(*dev.find("model.layers.0.self_attn.o_proj.weight")) ==
+          slice_of(m[3], 1, rank, 2));
+    CHECK(bytes_of(*dev.find("model.embed_tokens.weight")) == slice_of(m[0], 0, rank, 2));
+    CHECK(bytes_of(*dev.find("model.layers.0.input_layernorm.weight")) == m[5].data);
+    CHECK(r.report.devices[d].verified == m.size());
+    CHECK(r.report.devices[d].split == 5);
+    CHECK(r.report.devices[d].digest == r.report.devices[rank].digest);
+    CHECK_THAT(r.report.devices[d].path, Catch::Contains("host pool"));
+  }
+  o.load.select = "q_proj";
+  CHECK_THROWS_MATCHES(fo::load(std::span(p), pool, o), lris::invalid_argument,
+                       what_contains("a pool's tensors are asked for by name"));
+  o.load.select.clear();
+  o.load.names = {"nope"};
+  CHECK_THROWS_MATCHES(fo::load(std::span(p), pool, o), lris::invalid_argument,
+                       what_contains("holds no ready tensor \"nope\""));
+  lris::pool::host_pool::drop(name);
+}

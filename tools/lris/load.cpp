@@ -261,13 +261,15 @@ int dispatch(const load_cli& c) {
     throw invalid_argument("load: --route applies to --devices (a load onto several devices)");
   }
   if (!c.devices.empty()) {
-    if (!c.pool.empty() || c.raw || !c.convert.empty() || c.repeats != 1 || c.rank != 0 ||
-        c.device != "host") {
-      throw invalid_argument("load --devices: --pool, --raw, --convert, --repeat, --rank and "
-                             "--device apply to a load onto one device");
+    if (c.raw || !c.convert.empty() || c.repeats != 1 || c.rank != 0 || c.device != "host") {
+      throw invalid_argument("load --devices: --raw, --convert, --repeat, --rank and --device "
+                             "apply to a load onto one device");
     }
-    return load_fan_out(
-        {c.path, c.devices, c.tp, c.tp_plan, c.select, c.route, c.verify, c.cold, c.json});
+    if (!c.pool.empty() && (c.cold || !c.select.empty())) {
+      throw invalid_argument("load --pool --devices: --cold and --select apply to files");
+    }
+    return load_fan_out({c.path, c.devices, c.tp, c.tp_plan, c.select, c.route, c.verify, c.cold,
+                         c.json, c.pool});
   }
   if (!c.pool.empty()) {
     if (c.cold || c.raw || !c.select.empty() || !c.convert.empty() || c.repeats != 1) {

@@ -1,6 +1,7 @@
 #include "load_fan_out.hpp"
 
 #include <chrono>
+#include <optional>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -32,7 +33,14 @@ namespace {
 
 template <class Backend>
 int run(const fan_out_cli& c, const std::vector<int>& devices) {
-  const safetensors::checkpoint ck(c.path);
+  std::optional<safetensors::checkpoint> ck;
+  std::optional<pool::host_pool> hp;
+  if (c.pool.empty()) {
+    ck.emplace(c.path);
+  } else {
+    hp.emplace(pool::host_pool::attach(c.pool));
+  }
+  const std::string source = ck ? ck->path().string() : fmt::format("pool {}", c.pool);
   std::vector<pipeline<auto_select, Backend>> p;
   double device_start = 0;
   for (const int d : devices) {
@@ -56,18 +64,17 @@ int run(const fan_out_cli& c, const std::vector<int>& devices) {
   }
   std::string cold_note;
   if (c.cold) {
-    for (const auto& s : ck.shards()) cold_note = make_cold(s.file.path().string());
+    for (const auto& s : ck->shards()) cold_note = make_cold(s.file.path().string());
   }
-  progress_bar bar(fmt::format("loading {} onto {} devices", format_bytes(ck.data_bytes()),
-                               devices.size()));
-  if (!c.json) {
+  progress_bar bar(fmt::format("loading {} onto {} devices", source, devices.size()));
+  if (!c.json && ck) {
     o.load.on_progress = [&](std::uint64_t done, std::uint64_t total) {
       bar.update(total ? static_cast<double>(done) / static_cast<double>(total) : 1.0);
       return true;
     };
   }
   const auto start = std::chrono::steady_clock::now();
-  const auto loaded = fanout::load(std::span(p), ck, o);
+  const auto loaded = ck ? fanout::load(std::span(p), *ck, o) : fanout::load(std::span(p), *hp, o);
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   bar.done();
   const auto& rep = loaded.report;
@@ -85,7 +92,7 @@ int run(const fan_out_cli& c, const std::vector<int>& devices) {
       }
       devs.push_back(std::move(j));
     }
-    nlohmann::json out{{"path", ck.path().string()},
+    nlohmann::json out{{"path", source},
                        {"tp", rep.tp},
                        {"tensors", rep.tensors},
                        {"file_bytes", rep.file_bytes},
@@ -105,9 +112,14 @@ int run(const fan_out_cli& c, const std::vector<int>& devices) {
     fmt::print("{}\n", out.dump(2));
     return 0;
   }
-  fmt::print("loaded {} tensors onto {} devices in {:.3f} s: {} read from storage once, {:.2f} "
-             "GB/s\n", rep.tensors, rep.devices.size(), load_seconds,
-             format_bytes(rep.storage_bytes), gbps);
+  if (ck) {
+    fmt::print("loaded {} tensors onto {} devices in {:.3f} s: {} read from storage once, "
+               "{:.2f} GB/s\n", rep.tensors, rep.devices.size(), load_seconds,
+               format_bytes(rep.storage_bytes), gbps);
+  } else {
+    fmt::print("loaded {} tensors from pool {} onto {} devices in {:.3f} s, no file read\n",
+               rep.tensors, c.pool, rep.devices.size(), load_seconds);
+  }
   if (rep.tp > 1) fmt::print("  tensor-parallel ranks: {}\n", rep.tp);
   for (const auto& d : rep.devices) {
     fmt::print("  {}: rank {}, {} ({} tensors, {} of them sliced), {}\n", d.device, d.rank,
@@ -123,8 +135,8 @@ int run(const fan_out_cli& c, const std::vector<int>& devices) {
   fmt::print("  device start-up before the load (not in the figures): {:.3f} s\n", device_start);
   if (c.cold) fmt::print("  cold: {}\n", cold_note);
   if (c.verify) {
-    fmt::print("  verified: every byte on every device matches the file; devices of one rank "
-               "have the same checksums\n");
+    fmt::print("  verified: every byte on every device matches the {}; devices of one rank have "
+               "the same checksums\n", ck ? "file" : "pool");
   }
   return 0;
 }

@@ -23,6 +23,7 @@ struct fan_out_cli {
   bool verify = false;
   bool cold = false;
   bool json = false;
+  std::string pool;      // instead of path: a host pool's tensors, no file read
 };
 
 int load_fan_out(const fan_out_cli& c);

@@ -157,6 +157,33 @@ inline bool wait_for(transfer& t, std::chrono::milliseconds timeout) {
   return f->cv.wait_for(lock, timeout, [&] { return f->done; });
 }
 
+// The devices' names ("cuda:1"), after the checks every fan-out makes (`what` names the
+// source in messages).
+template <class Pipeline>
+std::vector<std::string> device_names(std::span<Pipeline> pipelines, const fan_out_options& o,
+                                      const std::string& what) {
+  using Backend = typename Pipeline::backend_type;
+  const std::size_t n = pipelines.size();
+  LRIS_EXPECTS(n > 0, "fan-out load {}: no device to load onto", what);
+  LRIS_EXPECTS(o.tp >= 1 && n % o.tp == 0,
+               "fan-out load {}: {} devices are not a multiple of {} tensor-parallel ranks", what,
+               n, o.tp);
+  LRIS_EXPECTS(!o.load.convert_to && !o.load.slice && o.load.expected_checksums.empty() &&
+                   o.load.expected_sha256.empty(),
+               "fan-out load {}: convert_to, slice, expected_checksums and expected_sha256 are "
+               "options of a load onto one device (a fan-out slices by its plan, and checks "
+               "with verify)", what);
+  std::vector<std::string> names(n);
+  for (std::size_t d = 0; d < n; ++d) {
+    names[d] = fmt::format("{}:{}", Backend::name, pipelines[d].backend().device());
+    for (std::size_t e = 0; e < d; ++e) {
+      LRIS_EXPECTS(names[e] != names[d], "fan-out load {}: device {} is named twice", what,
+                   names[d]);
+    }
+  }
+  return names;
+}
+
 // The rows of part `p` out of a tensor's file bytes, one after another.
 inline void gather_part(const std::byte* tensor, const part& p, std::byte* out) {
   if (!p.strided()) {
@@ -189,23 +216,7 @@ fan_out_result load(std::span<Pipeline> pipelines, const safetensors::checkpoint
   const auto start = std::chrono::steady_clock::now();
   const std::size_t n = pipelines.size();
   const std::string file = ck.path().string();
-  LRIS_EXPECTS(n > 0, "fan-out load {}: no device to load onto", file);
-  LRIS_EXPECTS(o.tp >= 1 && n % o.tp == 0,
-               "fan-out load {}: {} devices are not a multiple of {} tensor-parallel ranks", file,
-               n, o.tp);
-  LRIS_EXPECTS(!o.load.convert_to && !o.load.slice && o.load.expected_checksums.empty() &&
-                   o.load.expected_sha256.empty(),
-               "fan-out load {}: convert_to, slice, expected_checksums and expected_sha256 are "
-               "options of a load onto one device (a fan-out slices by its plan, and checks "
-               "with verify)", file);
-  std::vector<std::string> names(n);
-  for (std::size_t d = 0; d < n; ++d) {
-    names[d] = fmt::format("{}:{}", Backend::name, pipelines[d].backend().device());
-    for (std::size_t e = 0; e < d; ++e) {
-      LRIS_EXPECTS(names[e] != names[d], "fan-out load {}: device {} is named twice", file,
-                   names[d]);
-    }
-  }
+  const std::vector<std::string> names = detail::device_names(pipelines, o, file);
 
   // The route. Peer copies need every device to reach every other's memory.
   const bool peer = o.path == fan_path::peer && n > 1;

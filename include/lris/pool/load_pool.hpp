@@ -23,6 +23,7 @@
 #include <lris/memory/device_allocator.hpp>
 #include <lris/memory/memory_span.hpp>
 #include <lris/pool/host_pool.hpp>
+#include <lris/transfer/transfer.hpp>
 
 namespace lris::pool {
 
@@ -41,6 +42,31 @@ namespace lris::pool {
 /// what the allocation and copy throw.
 template <safetensors::loading_pipeline Pipeline>
 safetensors::loaded_checkpoint load(
+    host_pool& pool, Pipeline& p,
+    safetensors::load_target_memory where = safetensors::load_target_memory::device,
+    const std::vector<std::string>& names = {},
+    const std::function<std::optional<safetensors::tensor_slice>(const safetensors::tensor_info&)>&
+        slice = {});
+
+/// @brief A pool::load under way: its tensors (whose bytes are still moving) and the copy.
+struct started_load {
+  safetensors::loaded_checkpoint loaded;
+  transfer copying;
+  std::chrono::steady_clock::time_point start;
+
+  /// @brief Waits for the copy; the tensors, their bytes in place.
+  safetensors::loaded_checkpoint wait() {
+    if (copying.valid()) (void)copying.wait();
+    loaded.report.seconds =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    return std::move(loaded);
+  }
+};
+
+/// @brief pool::load, returning once the copy has started: several devices' loads from one
+/// pool go at once.
+template <safetensors::loading_pipeline Pipeline>
+started_load start_load(
     host_pool& pool, Pipeline& p,
     safetensors::load_target_memory where = safetensors::load_target_memory::device,
     const std::vector<std::string>& names = {},
@@ -68,6 +94,7 @@ safetensors::loaded_checkpoint load(
   }
   // Each tensor's bytes in the pool: the whole, or its slice's rows.
   std::vector<safetensors::detail::slice_geometry> parts(tensors.size());
+  std::vector<std::optional<safetensors::tensor_slice>> slices(tensors.size());
   std::size_t sliced = 0;
   for (std::size_t i = 0; i < tensors.size(); ++i) {
     const auto& t = tensors[i];
@@ -77,6 +104,7 @@ safetensors::loaded_checkpoint load(
     const safetensors::tensor_info info{std::string(t.name), t.type, t.shape, 0, t.bytes};
     if (const auto sl = slice(info)) {
       g = safetensors::detail::geometry_of(info, *sl, fmt::format("pool::load \"{}\"", pool.name()));
+      slices[i] = sl;
       ++sliced;
     }
   }
@@ -102,9 +130,10 @@ safetensors::loaded_checkpoint load(
   }
   auto* base = static_cast<std::byte*>(block.get());
   safetensors::loaded_checkpoint out;
+  transfer copying;
   std::vector<memory_span<host_space, const std::byte>> src;
   const auto copy_all = [&](auto& dst) {
-    if (!dst.empty()) (void)p.copy_batch(dst, src).wait();
+    if (!dst.empty()) copying = p.copy_batch(dst, src);
   };
   // One copy per row of each part (one for a whole tensor or a slice of dimension 0).
   const auto add_rows = [&](auto& dst, auto span_at) {
@@ -133,6 +162,7 @@ safetensors::loaded_checkpoint load(
     t.name = std::string(tensors[i].name);
     t.type = tensors[i].type;
     t.shape = parts[i].shape;
+    t.slice = slices[i];
     t.data = base + offsets[i];
     t.bytes = parts[i].rows * parts[i].row_bytes;
     t.location = {on_device, on_device ? Backend::name : std::string_view("host"),
@@ -145,9 +175,16 @@ safetensors::loaded_checkpoint load(
   out.report.path = fmt::format("host pool \"{}\" -> {}{}", pool.name(),
                                 on_device ? "device" : "host memory",
                                 sliced ? fmt::format(" ({} tensors as slices)", sliced) : "");
-  out.report.seconds =
-      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  return out;
+  return {std::move(out), std::move(copying), start};
+}
+
+template <safetensors::loading_pipeline Pipeline>
+safetensors::loaded_checkpoint load(
+    host_pool& pool, Pipeline& p, safetensors::load_target_memory where,
+    const std::vector<std::string>& names,
+    const std::function<std::optional<safetensors::tensor_slice>(const safetensors::tensor_info&)>&
+        slice) {
+  return start_load(pool, p, where, names, slice).wait();
 }
 
 }  // namespace lris::pool
