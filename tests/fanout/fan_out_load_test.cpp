@@ -88,7 +88,7 @@ TEST_CASE("fanout::load: replicated onto 3 host devices, storage read once") {
   for (const auto& t : m) bytes += t.data.size();
   CHECK(r.report.file_bytes == bytes);
   CHECK(r.report.storage_bytes == bytes);
-  CHECK(r.report.staging_bytes <= 2 * 3 * (r.report.chunk_bytes + 4096));
+  CHECK(r.report.staging_bytes <= p[0].max_slot_bytes());  // the staging bound
   for (std::size_t d = 0; d < 3; ++d) {
     const auto& dev = r.devices[d];
     REQUIRE(dev.tensors.size() == m.size());
@@ -193,6 +193,24 @@ TEST_CASE("fanout::load: the peer route where devices cannot reach each other is
   const auto r = fo::load(std::span(p), ck, o);
   CHECK(r.report.path == fo::fan_path::dma);
   CHECK(bytes_of(r.devices[1].tensors[0]) == m[0].data);
+}
+
+TEST_CASE("fanout::load: onto one device, a plain load unless the chunked route is asked for") {
+  const auto m = model();
+  const auto file = write_file(dir() / "one.safetensors", m);
+  st::checkpoint ck(file);
+  auto p = pipelines(1);
+  fo::fan_out_options o;
+  o.verify = true;
+  for (const auto path : {fo::fan_path::automatic, fo::fan_path::dma}) {
+    o.path = path;
+    const auto r = fo::load(std::span(p), ck, o);
+    CHECK_THAT(r.report.devices[0].path,
+               path == fo::fan_path::automatic ? Catch::Contains("a plain load")
+                                               : Catch::Contains("(DMA"));
+    CHECK(r.report.devices[0].verified == m.size());
+    for (std::size_t i = 0; i < m.size(); ++i) CHECK(bytes_of(r.devices[0].tensors[i]) == m[i].data);
+  }
 }
 
 TEST_CASE("fanout::load: selection, progress and cancel") {

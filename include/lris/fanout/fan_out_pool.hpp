@@ -103,6 +103,7 @@ fan_out_result load(std::span<Pipeline> pipelines, pool::host_pool& pool,
     const auto held = pool.find(t.name);
     if (held) rep.file_bytes += held->bytes;
   }
+  rep.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   if (o.verify) {
     std::vector<std::byte> got, want;
     std::vector<std::vector<std::uint64_t>> sums(n);
@@ -150,7 +151,6 @@ fan_out_result load(std::span<Pipeline> pipelines, pool::host_pool& pool,
           sums[d].empty() ? 0 : combine_block_hashes(sums[d].data(), sums[d].size());
     }
   }
-  rep.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   return out;
 }
 
