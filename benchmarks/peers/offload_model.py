@@ -89,7 +89,7 @@ def inputs(torch, name, size, dev):
 class AimdoBlocks:
     """comfy-aimdo's VBAR driven block by block with hooks, as ComfyUI's ops drive it."""
 
-    def __init__(self, torch, blocks, dev):
+    def __init__(self, torch, blocks, dev, limit=0):
         from comfy_aimdo.model_vbar import ModelVBAR
         self.torch, self.dev, self.blocks = torch, dev, blocks
         self.tensors = []  # per block: (module, attr, is_param, pinned host copy)
@@ -106,6 +106,9 @@ class AimdoBlocks:
             self.tensors.append(entries)
         total = sum((e[3].nbytes + 511) & ~511 for es in self.tensors for e in es)
         self.vbar = ModelVBAR(total + (64 << 20), dev.index)
+        if limit:  # the blocks' budget: without it the VBAR takes all free memory, and the
+            # activations then find none (CUDA out of memory on the first forward)
+            self.vbar.set_watermark_limit(limit)
         self.allocs = [[self.vbar.alloc(max(e[3].nbytes, 1)) for e in es] for es in self.tensors]
         self.signatures = [[None] * len(es) for es in self.tensors]
         self.stream = torch.cuda.Stream(dev)
@@ -208,7 +211,7 @@ def child(a):
         cpu_offload(model, execution_device=dev)
     elif a.child == "aimdo":
         budget = parse_size(a.budget)
-        aimdo = AimdoBlocks(torch, blocks, dev)
+        aimdo = AimdoBlocks(torch, blocks, dev, limit=budget)
         model.to(dev)
         out["contender"] = f"aimdo {budget / 1e9:.2f} GB"
         out["budget_bytes"] = budget
