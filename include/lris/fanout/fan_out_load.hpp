@@ -188,17 +188,6 @@ std::vector<std::string> device_names(std::span<Pipeline> pipelines, const fan_o
   return names;
 }
 
-// The rows of part `p` out of a tensor's file bytes, one after another.
-inline void gather_part(const std::byte* tensor, const part& p, std::byte* out) {
-  if (!p.strided()) {
-    std::memcpy(out, tensor + p.offset, static_cast<std::size_t>(p.bytes()));
-    return;
-  }
-  for (std::uint64_t r = 0; r < p.rows; ++r) {
-    std::memcpy(out + r * p.row_bytes, tensor + p.offset + r * p.row_stride,
-                static_cast<std::size_t>(p.row_bytes));
-  }
-}
 
 }  // namespace detail
 
@@ -332,21 +321,11 @@ fan_out_result load(std::span<Pipeline> pipelines, const safetensors::checkpoint
   // workers), within the staging bound shared by at most two slots per device.
   Pipeline& reader = pipelines.front();
   const auto ex = reader.executor();
-  const transfer_sizes sizes = reader.sizes(o.load.transfer);
-  std::vector<exec::file_range> ranges;
-  std::size_t align = 4096;
-  for (const auto& sh : ck.shards()) {
-    ranges.push_back({&sh.file, sh.header.data_offset, sh.header.file_bytes - sh.header.data_offset});
-    align = std::max(align, sh.file.direct_alignment());
-  }
-  const disk_profile* disk = ck.shards().empty()
-                                 ? nullptr
-                                 : &reader.cold_reads(ck.shards().front().file,
-                                                      o.load.transfer.cold_reads);
-  const auto io = exec::file_io_for(reader.io(), ranges, o.load.transfer.io, true, "the files",
-                                    sizes.chunk_bytes, sizes.workers,
-                                    o.load.transfer.chunk_bytes != 0 || o.load.transfer.workers != 0,
-                                    disk);
+  const safetensors::detail::checkpoint_reads reads =
+      safetensors::detail::reads_of(reader, ck, o.load.transfer);
+  const transfer_sizes& sizes = reads.sizes;
+  const exec::file_io_choice& io = reads.io;
+  const std::size_t align = reads.align;
   // A chunk is what the io engine reads at once for a plain load (its chunk on each of its
   // workers); at most two slots per device, within the pipeline's staging bound, whatever the
   // shard sizes. (On the H200, warm, one device: chunks of 64 MiB in 2 slots ran 0.76 as fast
@@ -657,7 +636,8 @@ fan_out_result load(std::span<Pipeline> pipelines, const safetensors::checkpoint
                                                                   pipelines[d].backend().device()))
               .wait();
         }
-        detail::gather_part(whole.data(), p, want.data());
+        safetensors::detail::gather_rows(whole.data(), p.offset, p.rows, p.row_bytes,
+                                         p.row_stride, want.data());
         if (std::memcmp(got.data(), want.data(), bytes) != 0) {
           const auto at = std::mismatch(got.data(), got.data() + bytes, want.data()).first - got.data();
           throw integrity_error(fmt::format(

@@ -125,10 +125,8 @@ fan_out_result load(std::span<Pipeline> pipelines, pool::host_pool& pool,
           const safetensors::tensor_info info{std::string(held.name), held.type, held.shape, 0,
                                               held.bytes};
           const auto g = safetensors::detail::geometry_of(info, *t.slice, what);
-          for (std::uint64_t r = 0; r < g.rows; ++r) {
-            std::memmove(want.data() + r * g.row_bytes, held.data + g.offset + r * g.row_stride,
-                         static_cast<std::size_t>(g.row_bytes));
-          }
+          safetensors::detail::gather_rows(held.data, g.offset, g.rows, g.row_bytes,
+                                           g.row_stride, want.data());
           want.resize(static_cast<std::size_t>(g.rows * g.row_bytes));
         }
         if (got != want) {

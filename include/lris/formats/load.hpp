@@ -106,6 +106,32 @@ inline void add_chunk(exec::plan& plan, const load_chunk& c, const std::vector<l
   plan.cut();
 }
 
+// How a checkpoint's files are read: the pipeline's sizes for the call, the io engine's
+// choice for the files' data (direct or buffered, decided once for all of them, as
+// pipeline::read decides it), and the files' O_DIRECT offset and memory alignments.
+struct checkpoint_reads {
+  transfer_sizes sizes;
+  exec::file_io_choice io;
+  std::size_t align = 4096;
+  std::size_t memory_align = 1;
+};
+template <class Pipeline>
+checkpoint_reads reads_of(Pipeline& p, const checkpoint& ck, const transfer_options& t) {
+  checkpoint_reads r;
+  r.sizes = p.sizes(t);
+  std::vector<exec::file_range> ranges;
+  for (const auto& sh : ck.shards()) {
+    ranges.push_back({&sh.file, sh.header.data_offset, sh.header.file_bytes - sh.header.data_offset});
+    r.align = std::max(r.align, sh.file.direct_alignment());
+    r.memory_align = std::max(r.memory_align, sh.file.direct_memory_alignment());
+  }
+  const disk_profile* disk =
+      ck.shards().empty() ? nullptr : &p.cold_reads(ck.shards().front().file, t.cold_reads);
+  r.io = exec::file_io_for(p.io(), ranges, t.io, true, "the files", r.sizes.chunk_bytes,
+                           r.sizes.workers, t.chunk_bytes != 0 || t.workers != 0, disk);
+  return r;
+}
+
 // The memory space a destination callback returns.
 template <class Fn>
 using destination_space =
@@ -190,19 +216,10 @@ loaded_checkpoint load_selected(Pipeline& p, const checkpoint& ck,
                                 "else through pinned slots)";
 
   // Direct or buffered, decided once for the whole checkpoint, as pipeline::read decides it.
-  const transfer_sizes tp = p.sizes(o.transfer);
-  std::vector<exec::file_range> ranges;
-  std::size_t align = 4096, memory_align = 1;
-  for (const auto& sh : ck.shards()) {
-    ranges.push_back({&sh.file, sh.header.data_offset, sh.header.file_bytes - sh.header.data_offset});
-    align = std::max(align, sh.file.direct_alignment());
-    memory_align = std::max(memory_align, sh.file.direct_memory_alignment());
-  }
-  const disk_profile* disk =
-      ck.shards().empty() ? nullptr : &p.cold_reads(ck.shards().front().file, o.transfer.cold_reads);
-  const auto io = exec::file_io_for(engine, ranges, o.transfer.io, true, "the files",
-                                    tp.chunk_bytes, tp.workers,
-                                    o.transfer.chunk_bytes != 0 || o.transfer.workers != 0, disk);
+  const checkpoint_reads reads = reads_of(p, ck, o.transfer);
+  const transfer_sizes& tp = reads.sizes;
+  const exec::file_io_choice& io = reads.io;
+  const std::size_t align = reads.align, memory_align = reads.memory_align;
   // Whole hash blocks and O_DIRECT blocks; no larger than the data (small checkpoints get
   // small slots) or a staging slot.
   const std::size_t unit = std::lcm(align, default_checksum_block);

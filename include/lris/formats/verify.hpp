@@ -58,11 +58,8 @@ std::size_t verify(Pipeline& p, const checkpoint& ck, const loaded_checkpoint& l
     std::uint64_t elements = ref.info->elements();
     if (t.slice) {  // its rows of the file's tensor, one after another, where the file's were
       const auto g = detail::geometry_of(*ref.info, *t.slice, "verify");
-      for (std::uint64_t r = 0; r < g.rows; ++r) {
-        std::memmove(file_bytes.data() + r * g.row_bytes,
-                     file_bytes.data() + g.offset + r * g.row_stride,
-                     static_cast<std::size_t>(g.row_bytes));
-      }
+      detail::gather_rows(file_bytes.data(), g.offset, g.rows, g.row_bytes, g.row_stride,
+                          file_bytes.data());
       elements = g.rows * g.row_bytes * 8 / bits_of(ref.info->type);
     }
     if (t.type != ref.info->type) {

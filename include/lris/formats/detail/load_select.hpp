@@ -2,7 +2,9 @@
 // The tensors a load takes, with the geometry of their bytes in the files; and the SHA-256
 // check of whole files. Independent of backends: the loader (lris/formats/load.hpp) runs them.
 
+#include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -39,6 +41,17 @@ struct slice_geometry {
 /// does not end on a byte.
 [[nodiscard]] slice_geometry geometry_of(const tensor_info& t, const tensor_slice& sl,
                                          std::string_view where);
+
+/// Copies `rows` rows of `row_bytes`, `row_stride` apart from `offset` in a tensor's bytes at
+/// `tensor`, one after another to `out`. `out` may be `tensor` itself: rows only move towards
+/// the start.
+inline void gather_rows(const std::byte* tensor, std::uint64_t offset, std::uint64_t rows,
+                        std::uint64_t row_bytes, std::uint64_t row_stride, std::byte* out) {
+  for (std::uint64_t r = 0; r < rows; ++r) {
+    std::memmove(out + r * row_bytes, tensor + offset + r * row_stride,
+                 static_cast<std::size_t>(row_bytes));
+  }
+}
 
 /// The tensors `o` selects, in checkpoint order, sliced and typed as they will be in memory.
 /// @throws lris::invalid_argument naming the tensor (or the expression) for a name not in the
