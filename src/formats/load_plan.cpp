@@ -82,11 +82,33 @@ void chunk_run(const run& r, std::span<const load_target> targets, std::size_t c
   }
 }
 
-// A strided target: whole rows per chunk, packed in the slot in destination order.
-void chunk_rows(std::size_t index, const load_target& tg, std::size_t chunk,
+// A strided target: whole rows per chunk, packed in the slot in destination order; rows
+// close together read as one range into the slot's upper half and gathered.
+void chunk_rows(std::size_t index, const load_target& tg, std::size_t chunk, std::size_t align,
                 std::vector<load_chunk>& out) {
   LRIS_EXPECTS(tg.row_bytes <= chunk, "load: a row of {} bytes does not fit a chunk of {} bytes",
                tg.row_bytes, chunk);
+  const std::uint64_t gap = tg.row_stride - tg.row_bytes;
+  const std::uint64_t half = chunk / 2 / align * align;  // the gathered rows below, the read above
+  const std::uint64_t room = chunk - half;  // the read starts at most align - 1 past `half`
+  if (gap <= std::max<std::uint64_t>(3 * tg.row_bytes, 64 << 10) && tg.row_bytes <= std::min(half, room)) {
+    const std::uint64_t per_chunk = std::min(half / tg.row_bytes, (room - tg.row_bytes) / tg.row_stride + 1);
+    for (std::uint64_t row = 0; row < tg.rows; row += per_chunk) {
+      const std::uint64_t n = std::min(per_chunk, tg.rows - row);
+      const std::uint64_t from = tg.file_offset + row * tg.row_stride;
+      load_chunk c;
+      c.shard = tg.shard;
+      const auto at = static_cast<std::size_t>(half + from % align);
+      c.reads.push_back({from, (n - 1) * tg.row_stride + tg.row_bytes, at});
+      for (std::uint64_t k = 0; k < n; ++k) {
+        c.gathers.push_back({static_cast<std::size_t>(at + k * tg.row_stride),
+                             static_cast<std::size_t>(k * tg.row_bytes), tg.row_bytes});
+      }
+      c.moves.push_back({index, 0, n * tg.row_bytes, row * tg.row_bytes});
+      out.push_back(std::move(c));
+    }
+    return;
+  }
   const std::uint64_t per_chunk = chunk / tg.row_bytes;
   for (std::uint64_t row = 0; row < tg.rows; row += per_chunk) {
     const std::uint64_t n = std::min(per_chunk, tg.rows - row);
@@ -118,7 +140,7 @@ std::vector<load_chunk> plan_chunks(std::span<const load_target> targets, std::s
     const auto& tg = targets[i];
     if (tg.bytes() == 0) continue;
     if (tg.strided()) {
-      chunk_rows(i, tg, chunk_bytes, out);
+      chunk_rows(i, tg, chunk_bytes, align, out);
       continue;
     }
     const bool own = tg.converts() || tg.verify;

@@ -187,6 +187,30 @@ TEST_CASE("load: tensor-parallel slices read only their bytes", "[formats][load]
                            what_contains(fmt::format("first at byte {}", t.bytes - 1)));
     }
   }
+  {  // rows close together are read with their gaps and gathered; rows far apart one by one
+    const auto wide = write_file(dir() / "wide.safetensors",
+                                 {random_tensor("near", dtype::F32, {64, 96}, 11),
+                                  random_tensor("far", dtype::F32, {6, 65536}, 12)});
+    const st::checkpoint wck(wide);
+    for (const unsigned rank : {0u, 3u}) {
+      CAPTURE(rank);
+      st::load_options o;
+      o.transfer.chunk_bytes = 1 << 20;
+      for (const auto direct : {lris::io::direct_mode::never, lris::io::direct_mode::always}) {
+        o.transfer.io.direct = direct;
+        o.slice = [rank](const st::tensor_info&) { return st::tensor_slice{1, rank, 4}; };
+        o.names = {"near"};  // rows of 96 bytes every 384: read as one range of 63 * 384 + 96
+        auto near = st::load(p, wck, o);
+        CHECK(near.report.io_direct_bytes + near.report.io_buffered_bytes == 63 * 384 + 96);
+        CHECK(st::verify(p, wck, near) == 1);
+        o.names = {"far"};  // an eighth: rows of 32 KiB every 256 KiB, read one by one
+        o.slice = [rank](const st::tensor_info&) { return st::tensor_slice{1, rank, 8}; };
+        auto far = st::load(p, wck, o);
+        CHECK(far.report.io_direct_bytes + far.report.io_buffered_bytes == 6 * 32768);
+        CHECK(st::verify(p, wck, far) == 1);
+      }
+    }
+  }
   {  // a slice converted as it loads: verified after the same conversion
     st::load_options o;
     o.names = {"a.weight", "d.scale"};

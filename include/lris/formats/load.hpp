@@ -87,6 +87,10 @@ inline void add_chunk(exec::plan& plan, const load_chunk& c, const std::vector<l
     plan.add({exec::place::in_file(file, r.file_offset), exec::place::in_slot(r.slot_offset),
               static_cast<std::size_t>(r.bytes)});
   }
+  for (const load_gather& g : c.gathers) {
+    plan.add({exec::place::in_slot(g.from), exec::place::in_slot(g.to),
+              static_cast<std::size_t>(g.bytes)});
+  }
   for (const load_move& m : c.moves) {
     const load_target& tg = targets[m.target];
     // Elements from the first of the move; chunks of converted tensors hold whole elements.

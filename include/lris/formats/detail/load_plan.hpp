@@ -49,9 +49,18 @@ struct load_move {
   std::uint64_t target_offset = 0;
 };
 
+/// Slot bytes [from, + bytes) copied by the CPU to [to, + bytes) of the slot, after the reads
+/// and before the moves: rows read with the gaps between them, gathered.
+struct load_gather {
+  std::size_t from = 0;
+  std::size_t to = 0;
+  std::uint64_t bytes = 0;
+};
+
 struct load_chunk {
   std::size_t shard = 0;
   std::vector<load_read> reads;
+  std::vector<load_gather> gathers;
   std::vector<load_move> moves;
   /// Host moves without conversion that cover the whole read, into memory laid out as the
   /// file is and aligned for O_DIRECT: read straight into the destination, no slot involved.
@@ -87,6 +96,12 @@ struct block_layout {
 /// memory (straight_to_host) where its tensors are unconverted, laid out in memory as in the
 /// file, and the memory at its first `align`-aligned file offset is aligned to `memory_align`
 /// (the device's O_DIRECT memory alignment).
+///
+/// A strided target (a slice along a later dimension) has whole rows per chunk, packed at the
+/// front of the slot in destination order. Rows whose gaps are small (at most three rows, or
+/// 64 KiB: skipping them costs more reads than reading them) are read as one range, gaps and
+/// all, into the slot's upper half, and gathered by the CPU (gathers); rows further apart are
+/// read one by one.
 [[nodiscard]] std::vector<load_chunk> plan_chunks(std::span<const load_target> targets,
                                                   std::size_t chunk_bytes, std::size_t align,
                                                   std::size_t block, std::size_t memory_align);
