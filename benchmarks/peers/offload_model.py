@@ -216,10 +216,14 @@ def child(a):
         out["contender"] = f"aimdo {budget / 1e9:.2f} GB"
         out["budget_bytes"] = budget
         # A GPU with `budget` bytes for the blocks beside the rest of the model and the
-        # activations: the rest of its free memory held by torch (aimdo keeps 256 MiB besides).
+        # activations: the rest of its free memory held by torch. The VBAR's watermark keeps
+        # its resident pages near the budget, but the block running and the one being fetched
+        # stay pinned above it, and aimdo keeps 256 MiB besides: room for two of the largest
+        # blocks and 1 GiB is left on top (the peak reported counts what the VBAR held).
         torch.cuda.empty_cache()
         free, _ = torch.cuda.mem_get_info(dev)
-        ballast = torch.empty(max(free - budget - a.working - (512 << 20), 0), dtype=torch.uint8,
+        spare = 2 * max(block_bytes) + (1 << 30)
+        ballast = torch.empty(max(free - budget - a.working - spare, 0), dtype=torch.uint8,
                               device=dev)
         extra_peak = lambda: aimdo.peak_loaded
     else:
