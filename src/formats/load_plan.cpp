@@ -91,8 +91,10 @@ void chunk_rows(std::size_t index, const load_target& tg, std::size_t chunk, std
   const std::uint64_t gap = tg.row_stride - tg.row_bytes;
   const std::uint64_t half = chunk / 2 / align * align;  // the gathered rows below, the read above
   const std::uint64_t room = chunk - half;  // the read starts at most align - 1 past `half`
-  if (gap <= std::max<std::uint64_t>(3 * tg.row_bytes, 64 << 10) && tg.row_bytes <= std::min(half, room)) {
-    const std::uint64_t per_chunk = std::min(half / tg.row_bytes, (room - tg.row_bytes) / tg.row_stride + 1);
+  if (gap <= std::max<std::uint64_t>(3 * tg.row_bytes, 64 << 10) &&
+      tg.row_bytes <= std::min(half, room)) {
+    const std::uint64_t per_chunk =
+        std::min(half / tg.row_bytes, (room - tg.row_bytes) / tg.row_stride + 1);
     for (std::uint64_t row = 0; row < tg.rows; row += per_chunk) {
       const std::uint64_t n = std::min(per_chunk, tg.rows - row);
       const std::uint64_t from = tg.file_offset + row * tg.row_stride;

@@ -188,7 +188,6 @@ std::vector<std::string> device_names(std::span<Pipeline> pipelines, const fan_o
   return names;
 }
 
-
 }  // namespace detail
 
 /// @brief Loads the tensors `o` selects from `ck` onto every pipeline's device, reading each

@@ -22,6 +22,7 @@
 #include <lris/error.hpp>
 #include <lris/fanout/fan_out_load.hpp>
 #include <lris/formats/detail/load_select.hpp>
+#include <lris/formats/verify.hpp>
 #include <lris/memory/memory_span.hpp>
 #include <lris/pool/host_pool.hpp>
 #include <lris/pool/load_pool.hpp>
@@ -40,7 +41,6 @@ namespace lris::fanout {
 template <safetensors::loading_pipeline Pipeline>
 fan_out_result load(std::span<Pipeline> pipelines, pool::host_pool& pool,
                     const fan_out_options& o = {}) {
-  using Backend = typename Pipeline::backend_type;
   const auto start = std::chrono::steady_clock::now();
   const std::string what = fmt::format("from pool \"{}\"", pool.name());
   const std::vector<std::string> names = detail::device_names(pipelines, o, what);
@@ -105,37 +105,39 @@ fan_out_result load(std::span<Pipeline> pipelines, pool::host_pool& pool,
   }
   rep.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   if (o.verify) {
-    std::vector<std::byte> got, want;
+    std::vector<std::byte> got, sliced;
     std::vector<std::vector<std::uint64_t>> sums(n);
     for (std::size_t d = 0; d < n; ++d) {
       for (const auto& t : out.devices[d].tensors) {
         const pool::pool_tensor held = *pool.find(t.name);
-        got.resize(static_cast<std::size_t>(t.bytes));
-        if (!t.location.device) {  // pool::load's host memory (the host backend's devices)
-          std::memcpy(got.data(), t.data, got.size());
-        } else if (t.bytes > 0) {
-          pipelines[d]
-              .copy(as_host(got.data(), got.size()),
-                    memory_span<device_space<Backend>, std::byte>(t.data, got.size(),
-                                                                  t.location.device_id))
-              .wait();
-        }
-        want.assign(held.data, held.data + held.bytes);
-        if (t.slice) {
+        const auto bytes = static_cast<std::size_t>(t.bytes);
+        got.resize(bytes);
+        auto back = safetensors::detail::read_back(pipelines[d], t, got.data());
+        if (back) back->wait();
+        const std::byte* have = back ? got.data() : t.data;  // pool::load's memory on the host
+        const std::byte* want = held.data;
+        if (t.slice) {  // its rows of the pool's tensor, one after another
           const safetensors::tensor_info info{std::string(held.name), held.type, held.shape, 0,
                                               held.bytes};
           const auto g = safetensors::detail::geometry_of(info, *t.slice, what);
+          sliced.resize(static_cast<std::size_t>(g.rows * g.row_bytes));
           safetensors::detail::gather_rows(held.data, g.offset, g.rows, g.row_bytes,
-                                           g.row_stride, want.data());
-          want.resize(static_cast<std::size_t>(g.rows * g.row_bytes));
+                                           g.row_stride, sliced.data());
+          want = sliced.data();
         }
-        if (got != want) {
-          const auto at = std::mismatch(got.begin(), got.end(), want.begin()).first - got.begin();
+        const std::uint64_t want_bytes = t.slice ? sliced.size() : held.bytes;
+        if (want_bytes != bytes) {
+          throw integrity_error(fmt::format("fan-out load {}: tensor \"{}\" on device {} ({}) "
+                                            "has {} bytes, the pool's {}", what, t.name, d,
+                                            names[d], bytes, want_bytes));
+        }
+        if (std::memcmp(have, want, bytes) != 0) {
+          const auto at = std::mismatch(have, have + bytes, want).first - have;
           throw integrity_error(fmt::format("fan-out load {}: tensor \"{}\" on device {} ({}) "
                                             "differs from the pool's first at byte {}", what,
                                             t.name, d, names[d], at));
         }
-        sums[d].push_back(block_hash(got.data(), got.size()));
+        sums[d].push_back(block_hash(have, bytes));
         const std::size_t i = sums[d].size() - 1;
         if (d >= o.tp && sums[d][i] != sums[d % o.tp][i]) {
           throw integrity_error(fmt::format(

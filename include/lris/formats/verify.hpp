@@ -21,6 +21,19 @@
 
 namespace lris::safetensors {
 
+namespace detail {
+/// Starts copying loaded tensor `t`'s bytes into host memory at `into` (t.bytes of room) where
+/// they are in device memory; none where they are in host memory already (t.data holds them).
+template <loading_pipeline Pipeline>
+std::optional<transfer> read_back(Pipeline& p, const loaded_tensor& t, std::byte* into) {
+  using Backend = typename Pipeline::backend_type;
+  if (!t.location.device || t.bytes == 0) return std::nullopt;
+  const auto bytes = static_cast<std::size_t>(t.bytes);
+  return p.copy(as_host(into, bytes), memory_span<device_space<Backend>, std::byte>(
+                                          t.data, bytes, t.location.device_id));
+}
+}  // namespace detail
+
 /// @brief Reads each tensor of `loaded` from its file again (through `p`'s io engine),
 /// converts it as the load did (by the CPU), and compares it with the loaded bytes (copied
 /// back from the device for device memory, while the file's bytes are read). Three buffers of
@@ -30,7 +43,6 @@ namespace lris::safetensors {
 /// first byte that differs; lris::io_error for a file that cannot be read again.
 template <loading_pipeline Pipeline>
 std::size_t verify(Pipeline& p, const checkpoint& ck, const loaded_checkpoint& loaded) {
-  using Backend = typename Pipeline::backend_type;
   std::uint64_t largest = 1;
   for (const auto& t : loaded.tensors) {
     largest = std::max({largest, t.bytes, ck.find(t.name)->info->bytes()});
@@ -43,14 +55,8 @@ std::size_t verify(Pipeline& p, const checkpoint& ck, const loaded_checkpoint& l
     const tensor_ref& ref = *ck.find(t.name);
     if (t.shape != ref.info->shape && !t.slice) continue;  // not this load's: nothing to say
     const auto bytes = static_cast<std::size_t>(t.bytes);
-    const std::byte* have = t.data;
-    std::optional<transfer> back;
-    if (t.location.device) {
-      back.emplace(p.copy(as_host(got.data(), bytes),
-                          memory_span<device_space<Backend>, std::byte>(t.data, bytes,
-                                                                        t.location.device_id)));
-      have = got.data();
-    }
+    std::optional<transfer> back = detail::read_back(p, t, got.data());
+    const std::byte* have = back ? got.data() : t.data;
     const io::file& f = ck.shards()[ref.shard].file;
     engine.read(f, ck.file_offset(ref),
                 {file_bytes.data(), static_cast<std::size_t>(ref.info->bytes())});
