@@ -12,10 +12,18 @@
 namespace fs = std::filesystem;
 
 namespace {
+// This process's directory of profile files, removed when the tests end.
+struct test_dir {
+  fs::path path = fs::temp_directory_path() / ("lris-profile-test-" + std::to_string(::getpid()));
+  ~test_dir() {
+    std::error_code ec;
+    fs::remove_all(path, ec);
+  }
+};
 fs::path temp_file(const char* name) {
-  auto dir = fs::temp_directory_path() / ("lris-profile-test-" + std::to_string(::getpid()));
-  fs::create_directories(dir);
-  return dir / name;
+  static const test_dir dir;
+  fs::create_directories(dir.path);
+  return dir.path / name;
 }
 void write(const fs::path& p, const char* text) { std::ofstream(p) << text; }
 }  // namespace
