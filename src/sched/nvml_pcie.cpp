@@ -13,7 +13,21 @@ using nvml_return = int;  // nvmlReturn_t; 0 is NVML_SUCCESS
 using nvml_device = void*;
 constexpr unsigned pcie_tx_bytes = 0;  // NVML_PCIE_UTIL_TX_BYTES: sent by the GPU
 constexpr unsigned pcie_rx_bytes = 1;  // NVML_PCIE_UTIL_RX_BYTES: received by the GPU
+constexpr int p2p_caps_nvlink = 2;     // NVML_P2P_CAPS_INDEX_NVLINK
+constexpr int p2p_status_ok = 0;       // NVML_P2P_STATUS_OK
 }  // namespace
+
+const char* describe_pcie_level(int level) noexcept {
+  switch (level) {
+    case 0: return "the same board";
+    case 10: return "one PCIe switch";
+    case 20: return "several PCIe switches";
+    case 30: return "one host bridge";
+    case 40: return "one NUMA node's host bridges";
+    case 50: return "the CPUs' interconnect";
+    default: return "an unknown path";
+  }
+}
 
 struct nvml_pcie::impl {
   void* library = nullptr;
@@ -21,6 +35,8 @@ struct nvml_pcie::impl {
   nvml_return (*handle_by_index)(unsigned, nvml_device*) = nullptr;
   nvml_return (*handle_by_bus_id)(const char*, nvml_device*) = nullptr;  // may be missing
   nvml_return (*pcie_throughput)(nvml_device, unsigned, unsigned*) = nullptr;
+  nvml_return (*p2p_status)(nvml_device, nvml_device, int, int*) = nullptr;    // may be missing
+  nvml_return (*common_ancestor)(nvml_device, nvml_device, int*) = nullptr;  // may be missing
   ~impl() {
     if (shutdown != nullptr) shutdown();
     if (library != nullptr) dlclose(library);
@@ -43,6 +59,10 @@ nvml_pcie::nvml_pcie() {
       dlsym(p->library, "nvmlDeviceGetPcieThroughput"));
   p->handle_by_bus_id = reinterpret_cast<nvml_return (*)(const char*, nvml_device*)>(
       dlsym(p->library, "nvmlDeviceGetHandleByPciBusId_v2"));
+  p->p2p_status = reinterpret_cast<nvml_return (*)(nvml_device, nvml_device, int, int*)>(
+      dlsym(p->library, "nvmlDeviceGetP2PStatus"));
+  p->common_ancestor = reinterpret_cast<nvml_return (*)(nvml_device, nvml_device, int*)>(
+      dlsym(p->library, "nvmlDeviceGetTopologyCommonAncestor"));
   if (init == nullptr || shutdown == nullptr || p->handle_by_index == nullptr ||
       p->pcie_throughput == nullptr) {
     why_ = "libnvidia-ml.so.1 lacks nvmlInit_v2, nvmlDeviceGetHandleByIndex_v2 or "
@@ -80,6 +100,23 @@ std::optional<double> nvml_pcie::read_gbps(const std::string& pci_bus_id, bool t
     return std::nullopt;
   }
   return kbps * 1e3 / 1e9;
+}
+
+std::optional<gpu_pair_link> nvml_pcie::link(const std::string& a, const std::string& b) const {
+  if (!impl_ || impl_->handle_by_bus_id == nullptr) return std::nullopt;
+  nvml_device da = nullptr, db = nullptr;
+  if (impl_->handle_by_bus_id(a.c_str(), &da) != 0 || impl_->handle_by_bus_id(b.c_str(), &db) != 0) {
+    return std::nullopt;
+  }
+  gpu_pair_link out;
+  int status = -1;
+  out.nvlink = impl_->p2p_status != nullptr &&
+               impl_->p2p_status(da, db, p2p_caps_nvlink, &status) == 0 && status == p2p_status_ok;
+  int level = -1;
+  if (impl_->common_ancestor != nullptr && impl_->common_ancestor(da, db, &level) == 0) {
+    out.pcie_level = level;
+  }
+  return out;
 }
 
 }  // namespace lris::sched

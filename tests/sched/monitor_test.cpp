@@ -9,6 +9,7 @@
 #include <cmath>
 #include <optional>
 #include <stdexcept>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -149,6 +150,7 @@ TEST_CASE("nvml: loaded when the driver is there, else says why", "[sched]") {
     CHECK_FALSE(nvml.why().empty());
     CHECK_FALSE(nvml.read(0).has_value());
     CHECK_FALSE(nvml.read_gbps("0000:01:00.0", true).has_value());
+    CHECK_FALSE(nvml.link("0000:01:00.0", "0000:02:00.0").has_value());
     return;
   }
   CHECK(nvml.why().empty());
@@ -158,4 +160,12 @@ TEST_CASE("nvml: loaded when the driver is there, else says why", "[sched]") {
   CHECK(r->from_device_gbps >= 0);
   CHECK_FALSE(nvml.read(1000).has_value());
   CHECK_FALSE(nvml.read_gbps("ffff:ff:1f.7", true).has_value());  // no such GPU
+  CHECK_FALSE(nvml.link("ffff:ff:1f.7", "ffff:ff:1f.6").has_value());
+}
+
+TEST_CASE("nvml: PCIe levels are described in words", "[sched]") {
+  CHECK(std::string(lris::sched::describe_pcie_level(10)) == "one PCIe switch");
+  CHECK(std::string(lris::sched::describe_pcie_level(50)) == "the CPUs' interconnect");
+  CHECK(std::string(lris::sched::describe_pcie_level(-1)) == "an unknown path");
+  CHECK(std::string(lris::sched::describe_pcie_level(7)) == "an unknown path");
 }

@@ -1,7 +1,7 @@
 #pragma once
 /// @file
 /// @brief PCIe throughput of NVIDIA GPUs as the driver measures it (NVML), for the bandwidth
-/// monitor. The NVML library is loaded at run time when the NVIDIA driver is installed; it is
+/// monitor, and how two GPUs are connected, for the fan-out's route. The NVML library is loaded at run time when the NVIDIA driver is installed; it is
 /// never required, and LRIS does not link it.
 
 #include <memory>
@@ -17,6 +17,20 @@ struct pcie_throughput {
   double to_device_gbps = 0;    ///< received by the GPU (host -> device)
   double from_device_gbps = 0;  ///< sent by the GPU (device -> host)
 };
+
+/// @brief How two GPUs reach each other, as NVML tells it.
+struct gpu_pair_link {
+  /// @brief NVML reports peer-to-peer over NVLink as possible (NVML_P2P_CAPS_INDEX_NVLINK).
+  bool nvlink = false;
+  /// @brief Their closest common ancestor in the PCIe tree (nvmlGpuTopologyLevel_t): 0 the
+  /// same board, 10 one PCIe switch, 20 several switches, 30 one host bridge, 40 one NUMA
+  /// node, 50 across NUMA nodes (the CPUs' interconnect); -1 unknown.
+  int pcie_level = -1;
+};
+
+/// @brief "the same board", "one PCIe switch", "several PCIe switches", "one host bridge", "one
+/// NUMA node's host bridges", "the CPUs' interconnect" or "an unknown path".
+[[nodiscard]] const char* describe_pcie_level(int level) noexcept;
 
 class nvml_pcie {
  public:
@@ -39,6 +53,9 @@ class nvml_pcie {
   /// sent. std::nullopt when NVML is not available, knows no such GPU, or the query fails.
   /// Takes about 20 ms: the driver counts bytes over that interval.
   [[nodiscard]] std::optional<double> read_gbps(const std::string& pci_bus_id, bool to_device) const;
+  /// @brief How the GPUs at PCI addresses `a` and `b` are connected; std::nullopt when NVML is
+  /// not available or knows either GPU by no such address.
+  [[nodiscard]] std::optional<gpu_pair_link> link(const std::string& a, const std::string& b) const;
 
  private:
   struct impl;
