@@ -195,6 +195,35 @@ TEST_CASE("fanout::load: the peer route where devices cannot reach each other is
   CHECK(bytes_of(r.devices[1].tensors[0]) == m[0].data);
 }
 
+TEST_CASE("fanout::load: the automatic route says why it chose the pinned slots") {
+  const auto m = model();
+  const auto file = write_file(dir() / "route.safetensors", m);
+  st::checkpoint ck(file);
+  auto p = pipelines(2);
+  const auto r = fo::load(std::span(p), ck, {});
+  CHECK(r.report.path == fo::fan_path::dma);
+  CHECK_THAT(r.report.route_reason,
+             Catch::Contains("host:0 reaches host:1 by one host memory: each device takes its "
+                             "bytes from the pinned slots over its own link"));
+  CHECK(r.report.nccl.empty());
+  fo::fan_out_options asked;
+  asked.path = fo::fan_path::dma;
+  CHECK(fo::load(std::span(p), ck, asked).report.route_reason == "asked for (dma)");
+}
+
+TEST_CASE("fanout::load: the nccl route on a backend without streams for it is refused",
+          "[errors]") {
+  const auto m = model();
+  const auto file = write_file(dir() / "nccl.safetensors", m);
+  st::checkpoint ck(file);
+  auto p = pipelines(2);
+  fo::fan_out_options o;
+  o.path = fo::fan_path::nccl;
+  CHECK_THROWS_MATCHES(fo::load(std::span(p), ck, o), lris::unsupported,
+                       what_contains("the nccl route needs a GPU backend with streams; host has "
+                                     "none"));
+}
+
 TEST_CASE("fanout::load: onto one device, a plain load unless the chunked route is asked for") {
   const auto m = model();
   const auto file = write_file(dir() / "one.safetensors", m);

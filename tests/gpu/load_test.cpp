@@ -3,9 +3,11 @@
 // staging memory it uses.
 #include <catch2/catch.hpp>
 
+#include <cstdlib>
 #include <filesystem>
 #include <vector>
 
+#include <lris/fanout/fan_out_load.hpp>
 #include <lris/formats/load.hpp>
 #include <lris/lris.hpp>
 #if defined(LRIS_TEST_HIP)
@@ -98,5 +100,43 @@ TEST_CASE("gpu load: every tensor, converted, sliced and checked", "[gpu][load]"
   cancel.transfer.workers = 1;  // chunks in turn: the cancel lands before the last one starts
   cancel.on_progress = [](std::uint64_t, std::uint64_t) { return false; };
   CHECK_THROWS_AS(st::load(p, ck, cancel), lris::cancelled);
+  std::filesystem::remove(path);
+}
+
+TEST_CASE("gpu fan-out: the nccl route onto every device, checked", "[gpu][fanout]") {
+  // NCCL (RCCL) where the dynamic loader finds it, or the file LRIS_TEST_NCCL names (a
+  // PyTorch wheel's libnccl.so.2).
+  const char* named = std::getenv("LRIS_TEST_NCCL");
+  const lris::fanout::nccl_library nccl(backend::name, named != nullptr ? named : "");
+  if (!nccl.available()) {
+    WARN("no NCCL: " << nccl.why());
+    return;
+  }
+  const std::vector<lris::test::raw_tensor> tensors = {
+      random_tensor("model.layers.0.self_attn.q_proj.weight", dtype::BF16, {1024, 512}, 1),
+      random_tensor("model.layers.0.self_attn.o_proj.weight", dtype::BF16, {512, 1024}, 2),
+      random_tensor("model.norm.weight", dtype::F32, {512}, 3)};
+  const auto path = std::filesystem::current_path() / "gpu_fan_out_test.safetensors";
+  lris::test::write_file(path, tensors);
+  const st::checkpoint ck(path);
+  std::vector<lris::pipeline<lris::auto_select, backend>> p;
+  for (int d = 0; d < backend::device_count(); ++d) p.emplace_back(lris::auto_select{}, backend(d));
+  for (const unsigned tp : {1u, static_cast<unsigned>(p.size())}) {
+    lris::fanout::fan_out_options o;
+    o.path = lris::fanout::fan_path::nccl;
+    o.nccl_library = named != nullptr ? named : "";
+    o.tp = tp;
+    o.plan = lris::fanout::sharding::llama();
+    o.verify = true;  // every device's bytes against the file, and checksums across ranks
+    o.load.transfer.chunk_bytes = 256 << 10;  // several chunks: every device is a root in turn
+    const auto r = lris::fanout::load(std::span(p), ck, o);
+    CHECK(r.report.path == lris::fanout::fan_path::nccl);
+    CHECK(r.report.nccl == nccl.describe());
+    CHECK(r.report.chunks > 1);
+    for (const auto& d : r.report.devices) {
+      CHECK(d.verified == tensors.size());
+      CHECK_THAT(d.path, Catch::Contains("broadcast to it by " + nccl.describe()));
+    }
+  }
   std::filesystem::remove(path);
 }

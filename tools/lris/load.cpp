@@ -53,6 +53,7 @@ struct load_cli {
   unsigned rank = 0;
   std::string tp_plan;
   std::string route = "automatic";
+  std::string nccl;
 };
 
 // Raw reads of every file of the checkpoint, one after another, no LRIS code, by several
@@ -257,8 +258,9 @@ int dispatch(const load_cli& c) {
     throw invalid_argument(fmt::format("load: --rank {} of --tp {}: ranks are 0 to {}", c.rank,
                                        c.tp, c.tp - 1));
   }
-  if (c.devices.empty() && c.route != "automatic") {
-    throw invalid_argument("load: --route applies to --devices (a load onto several devices)");
+  if (c.devices.empty() && (c.route != "automatic" || !c.nccl.empty())) {
+    throw invalid_argument("load: --route and --nccl apply to --devices (a load onto several "
+                           "devices)");
   }
   if (!c.devices.empty()) {
     if (c.raw || !c.convert.empty() || c.repeats != 1 || c.rank != 0 || c.device != "host") {
@@ -268,8 +270,8 @@ int dispatch(const load_cli& c) {
     if (!c.pool.empty() && (c.cold || !c.select.empty())) {
       throw invalid_argument("load --pool --devices: --cold and --select apply to files");
     }
-    return load_fan_out({c.path, c.devices, c.tp, c.tp_plan, c.select, c.route, c.verify, c.cold,
-                         c.json, c.pool});
+    return load_fan_out({c.path, c.devices, c.tp, c.tp_plan, c.select, c.route, c.nccl,
+                         c.verify, c.cold, c.json, c.pool});
   }
   if (!c.pool.empty()) {
     if (c.cold || c.raw || !c.select.empty() || !c.convert.empty() || c.repeats != 1) {
@@ -314,9 +316,12 @@ command add_load(CLI::App& app) {
                  "(or host:0,host:1 on the host backend)");
   app.add_option("--route", c->route,
                  "with --devices: dma (each device from the pinned slots over its own link), "
-                 "peer (each chunk into one device, the others copy it from there), or "
-                 "automatic (dma)")
+                 "peer (each chunk into one device, the others copy it from there), nccl (each "
+                 "chunk into one device, NCCL broadcasts it), or automatic (chosen from the "
+                 "links between the devices, and reported)")
       ->capture_default_str();
+  app.add_option("--nccl", c->nccl, "with --devices: the NCCL library to load (default "
+                                    "libnccl.so.2, librccl.so.1 for hip): a file name or path");
   app.add_option("--tp", c->tp, "tensor-parallel ranks: each device (with --devices: device i "
                                 "is rank i mod N) gets only its slice of each split tensor")
       ->check(CLI::Range(1u, 1024u));

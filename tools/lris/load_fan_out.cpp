@@ -59,9 +59,12 @@ int run(const fan_out_cli& c, const std::vector<int>& devices) {
     o.path = fanout::fan_path::dma;
   } else if (c.route == "peer") {
     o.path = fanout::fan_path::peer;
+  } else if (c.route == "nccl") {
+    o.path = fanout::fan_path::nccl;
   } else if (c.route != "automatic") {
-    throw invalid_argument(fmt::format("--route \"{}\": automatic, dma or peer", c.route));
+    throw invalid_argument(fmt::format("--route \"{}\": automatic, dma, peer or nccl", c.route));
   }
+  o.nccl_library = c.nccl;
   std::string cold_note;
   if (c.cold) {
     for (const auto& s : ck->shards()) cold_note = make_cold(s.file.path().string());
@@ -104,6 +107,9 @@ int run(const fan_out_cli& c, const std::vector<int>& devices) {
                        {"chunk_bytes", rep.chunk_bytes},
                        {"staging_bytes", rep.staging_bytes},
                        {"route", fanout::to_string(rep.path)},
+                       {"route_reason", rep.route_reason},
+                       {"nccl", rep.nccl},
+                       {"nccl_init_seconds", rep.nccl_init_seconds},
                        {"scratch_bytes", rep.scratch_bytes},
                        {"io", rep.io},
                        {"cold", c.cold},
@@ -121,6 +127,11 @@ int run(const fan_out_cli& c, const std::vector<int>& devices) {
                rep.tensors, c.pool, rep.devices.size(), load_seconds);
   }
   if (rep.tp > 1) fmt::print("  tensor-parallel ranks: {}\n", rep.tp);
+  fmt::print("  route: {}: {}\n", fanout::to_string(rep.path), rep.route_reason);
+  if (!rep.nccl.empty()) {
+    fmt::print("  nccl: {}, communicators made in {:.3f} s beside the first reads\n", rep.nccl,
+               rep.nccl_init_seconds);
+  }
   for (const auto& d : rep.devices) {
     fmt::print("  {}: rank {}, {} ({} tensors, {} of them sliced), {}\n", d.device, d.rank,
                format_bytes(d.bytes), d.tensors, d.split, d.path);
@@ -129,8 +140,8 @@ int run(const fan_out_cli& c, const std::vector<int>& devices) {
   fmt::print("  staging: {} in {} chunks of {}{}\n", format_bytes(rep.staging_bytes), rep.chunks,
              format_bytes(rep.chunk_bytes),
              rep.scratch_bytes > 0
-                 ? fmt::format("; {} of device memory per device for the peer route",
-                               format_bytes(rep.scratch_bytes))
+                 ? fmt::format("; {} of device memory per device for the {} route",
+                               format_bytes(rep.scratch_bytes), fanout::to_string(rep.path))
                  : std::string());
   fmt::print("  device start-up before the load (not in the figures): {:.3f} s\n", device_start);
   if (c.cold) fmt::print("  cold: {}\n", cold_note);

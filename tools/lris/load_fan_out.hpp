@@ -19,7 +19,8 @@ struct fan_out_cli {
   unsigned tp = 1;
   std::string tp_plan;   // a JSON file, or "llama" (the default with tp > 1)
   std::string select;
-  std::string route = "automatic";  // automatic | dma | peer
+  std::string route = "automatic";  // automatic | dma | peer | nccl
+  std::string nccl;      // the NCCL library for the nccl route: a file name or path
   bool verify = false;
   bool cold = false;
   bool json = false;

@@ -27,6 +27,7 @@
 #include <cstdint>
 #include <cstring>
 #include <exception>
+#include <future>
 #include <memory>
 #include <mutex>
 #include <numeric>
@@ -34,11 +35,13 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <thread>
 #include <vector>
 
 #include <fmt/format.h>
 
 #include <lris/concepts/batch_backend.hpp>
+#include <lris/concepts/pci_backend.hpp>
 #include <lris/concepts/peer_backend.hpp>
 #include <lris/element/checksum.hpp>
 #include <lris/error.hpp>
@@ -46,6 +49,8 @@
 #include <lris/exec/plan.hpp>
 #include <lris/exec/sizing.hpp>
 #include <lris/fanout/fan_out_plan.hpp>
+#include <lris/fanout/nccl.hpp>
+#include <lris/fanout/route.hpp>
 #include <lris/fanout/sharding.hpp>
 #include <lris/formats/checkpoint.hpp>
 #include <lris/formats/detail/load_select.hpp>
@@ -59,25 +64,6 @@
 #include <lris/transfer/transfer.hpp>
 
 namespace lris::fanout {
-
-/// @brief How the bytes of a chunk reach the devices.
-enum class fan_path : unsigned char {
-  automatic,  ///< dma for now (a plain load onto one device): where peer copies beat it is for
-              ///< the topology to tell
-  dma,        ///< every device copies its parts from the pinned slot over its own link
-  peer,       ///< one device per chunk (in turn) copies the chunk from the slot, and every
-              ///< device takes its parts from there by peer copies (NVLink, xGMI)
-};
-
-/// @brief "automatic", "dma" or "peer".
-[[nodiscard]] constexpr std::string_view to_string(fan_path p) noexcept {
-  switch (p) {
-    case fan_path::automatic: return "automatic";
-    case fan_path::dma: return "dma";
-    case fan_path::peer: return "peer";
-  }
-  return "?";
-}
 
 /// @brief What a fan-out loads and how.
 struct fan_out_options {
@@ -97,10 +83,16 @@ struct fan_out_options {
   /// lris::rank_timeout naming it (its memory is kept until its copies finish, never freed
   /// under them). Zero: no limit.
   std::chrono::milliseconds timeout = std::chrono::minutes(5);
-  /// The route (fan_path::peer needs every pair of devices to reach each other's memory).
-  /// One device with fan_path::automatic is a plain load (safetensors::load); fan_path::dma
-  /// takes the chunked route even then.
+  /// The route: fan_path::automatic chooses it from the links between the devices
+  /// (choose_route; NVML tells NVIDIA GPUs' links); fan_path::peer needs every pair of devices
+  /// to reach each other's memory, fan_path::nccl a GPU backend and NCCL (RCCL). One device
+  /// with fan_path::automatic is a plain load (safetensors::load); the other routes take the
+  /// chunked route even then.
   fan_path path = fan_path::automatic;
+  /// The collective library the nccl route loads: empty for libnccl.so.2 (librccl.so.1 on
+  /// HIP) where the dynamic loader finds it; else a file name or path (the libnccl.so.2 of a
+  /// PyTorch wheel, say).
+  std::string nccl_library;
 };
 
 /// @brief What one device received.
@@ -125,6 +117,9 @@ struct fan_out_report {
   std::size_t staging_bytes = 0;  ///< pinned slots held: at most 2 per device
   std::size_t scratch_bytes = 0;  ///< device memory per device for the chunks (peer route)
   fan_path path = fan_path::dma;  ///< the route taken
+  std::string route_reason;       ///< why (links, NCCL), in words
+  std::string nccl;               ///< the nccl route's library, "NCCL 2.28.9 (libnccl.so.2)"
+  double nccl_init_seconds = 0;   ///< its communicators' set-up, overlapped with the first reads
   unsigned tp = 1;
   double seconds = 0;  ///< the load's, without verify
   std::string io;  ///< what the io engine did and why
@@ -188,6 +183,51 @@ std::vector<std::string> device_names(std::span<Pipeline> pipelines, const fan_o
   return names;
 }
 
+// A backend whose streams NCCL can run on: streams with a runtime handle, and events.
+template <class B>
+concept collective_backend = requires(B& b, typename B::stream& s, typename B::event& e) {
+  { b.make_stream().native() } -> std::same_as<void*>;
+  { b.make_event() } -> std::same_as<typename B::event>;
+  b.record(e, s);
+  { b.query(e) } -> std::same_as<bool>;
+};
+
+// How the pipelines' devices reach each other: NVML's word for GPUs at PCI addresses (NVLink,
+// or the PCIe path); one memory for the host backend's devices; unknown otherwise.
+template <class Pipeline>
+device_links links_of(std::span<Pipeline> pipelines, const std::vector<std::string>& names) {
+  using Backend = typename Pipeline::backend_type;
+  const std::size_t n = pipelines.size();
+  device_links links = device_links::uniform(names, link_kind::unknown);
+  if constexpr (Backend::name == std::string_view("host")) {
+    for (std::size_t a = 0; a < n; ++a) {
+      for (std::size_t b = 0; b < n; ++b) links.set(a, b, link_kind::pcie, "one host memory");
+    }
+  } else if constexpr (pci_backend<Backend>) {
+    const auto& nvml = pipelines.front().context()->nvml()->get();
+    std::vector<std::string> bus(n);
+    for (std::size_t d = 0; d < n; ++d) bus[d] = pipelines[d].backend().pci_bus_id();
+    for (std::size_t a = 0; a < n; ++a) {
+      for (std::size_t b = 0; b < n; ++b) {
+        if (a == b) continue;
+        const auto l = nvml.link(bus[a], bus[b]);
+        if (!l) {
+          links.set(a, b, link_kind::unknown,
+                    nvml.available() ? fmt::format("an unknown link (NVML knows no GPU at {} or {})",
+                                                   bus[a], bus[b])
+                                     : fmt::format("an unknown link (NVML: {})", nvml.why()));
+        } else if (l->nvlink) {
+          links.set(a, b, link_kind::nvlink, "NVLink (NVML)");
+        } else {
+          links.set(a, b, link_kind::pcie,
+                    fmt::format("PCIe through {} (NVML)", sched::describe_pcie_level(l->pcie_level)));
+        }
+      }
+    }
+  }
+  return links;
+}
+
 }  // namespace detail
 
 /// @brief Loads the tensors `o` selects from `ck` onto every pipeline's device, reading each
@@ -240,27 +280,6 @@ fan_out_result load(std::span<Pipeline> pipelines, const safetensors::checkpoint
     one.report.verified = dr.verified;
     rep.devices.push_back(std::move(dr));
     return out;
-  }
-
-  // The route. Peer copies need every device to reach every other's memory.
-  const bool peer = o.path == fan_path::peer && n > 1;
-  if (peer) {
-    if constexpr (peer_backend<Backend>) {
-      for (std::size_t d = 0; d < n; ++d) {
-        Backend b = pipelines[d].backend();
-        for (std::size_t e = 0; e < n; ++e) {
-          if (e != d && !b.enable_peer_access(pipelines[e].backend().device())) {
-            throw unsupported(fmt::format("fan-out load {}: the peer route needs {} to reach {}'s "
-                                          "memory, and it cannot (fan_path::dma works)", file,
-                                          names[d], names[e]));
-          }
-        }
-      }
-    } else {
-      throw unsupported(fmt::format("fan-out load {}: the peer route needs a backend whose "
-                                    "devices copy to each other; {} has none", file,
-                                    Backend::name));
-    }
   }
 
   // Each device's tensors: the same in the same order, sliced for its rank.
@@ -341,6 +360,79 @@ fan_out_result load(std::span<Pipeline> pipelines, const safetensors::checkpoint
 
   fan_out_result out;
   auto& rep = out.report;
+  std::uint64_t total = 0;
+  for (std::size_t d = 0; d < n; ++d) total += plan.device_bytes(d);
+
+  // The route: asked for, or chosen from the links between the devices.
+  fan_path route = o.path == fan_path::automatic && n == 1 ? fan_path::dma : o.path;
+  std::unique_ptr<nccl_library> nccl;
+  auto load_nccl = [&] {
+    if constexpr (detail::collective_backend<Backend>) {
+      nccl = std::make_unique<nccl_library>(Backend::name, o.nccl_library);
+    }
+  };
+  if (route == fan_path::automatic) {
+    const device_links links = detail::links_of(pipelines, names);
+    const bool all_nvlink = std::all_of(links.kinds.begin(), links.kinds.end(), [&](link_kind k) {
+      return k == link_kind::nvlink;
+    }) || n == 1;
+    if (all_nvlink) load_nccl();
+    const double shared =
+        plan.storage_bytes() > 0
+            ? static_cast<double>(total) / (static_cast<double>(n) * static_cast<double>(plan.storage_bytes()))
+            : 1.0;
+    const route_choice choice = choose_route(
+        links, shared, nccl && nccl->available(),
+        nccl ? std::string_view(nccl->why())
+             : std::string_view("the backend has no streams for it"));
+    route = choice.path;
+    rep.route_reason = choice.reason;
+  } else {
+    rep.route_reason = fmt::format("asked for ({})", to_string(route));
+  }
+  if (route == fan_path::nccl) {
+    if (!nccl) load_nccl();
+    if (!nccl) {
+      throw unsupported(fmt::format("fan-out load {}: the nccl route needs a GPU backend with "
+                                    "streams; {} has none", file, Backend::name));
+    }
+    if (!nccl->available()) {
+      throw unsupported(fmt::format("fan-out load {}: the nccl route needs NCCL: {}", file,
+                                    nccl->why()));
+    }
+    rep.nccl = nccl->describe();
+  }
+  // Peer copies need every device to reach every other's memory; where the route was chosen
+  // for them and one cannot, the pinned slots serve every device.
+  if (route == fan_path::peer && n > 1) {
+    if constexpr (peer_backend<Backend>) {
+      for (std::size_t d = 0; d < n && route == fan_path::peer; ++d) {
+        Backend b = pipelines[d].backend();
+        for (std::size_t e = 0; e < n; ++e) {
+          if (e == d || b.enable_peer_access(pipelines[e].backend().device())) continue;
+          if (o.path == fan_path::peer) {
+            throw unsupported(fmt::format("fan-out load {}: the peer route needs {} to reach {}'s "
+                                          "memory, and it cannot (fan_path::dma works)", file,
+                                          names[d], names[e]));
+          }
+          route = fan_path::dma;
+          rep.route_reason += fmt::format("; but {} cannot reach {}'s memory: each device "
+                                          "from the pinned slots instead", names[d], names[e]);
+          break;
+        }
+      }
+    } else if (o.path == fan_path::peer) {
+      throw unsupported(fmt::format("fan-out load {}: the peer route needs a backend whose "
+                                    "devices copy to each other; {} has none", file,
+                                    Backend::name));
+    } else {
+      route = fan_path::dma;
+    }
+  }
+  if (route == fan_path::peer && n == 1) route = fan_path::dma;
+  const bool peer = route == fan_path::peer;
+  const bool collective = route == fan_path::nccl;
+
   rep.tensors = count;
   rep.file_bytes = file_bytes;
   rep.storage_bytes = plan.storage_bytes();
@@ -348,9 +440,7 @@ fan_out_result load(std::span<Pipeline> pipelines, const safetensors::checkpoint
   rep.chunk_bytes = chunk;
   rep.tp = o.tp;
   rep.io = io.reason;
-  rep.path = peer ? fan_path::peer : fan_path::dma;
-  std::uint64_t total = 0;
-  for (std::size_t d = 0; d < n; ++d) total += plan.device_bytes(d);
+  rep.path = route;
 
   // What copies in flight use, kept until the last of them is done: even one given up on.
   struct keep_alive {
@@ -370,9 +460,10 @@ fan_out_result load(std::span<Pipeline> pipelines, const safetensors::checkpoint
   }
   const std::size_t depth = std::max<std::size_t>(1, keep->slots.size());
   rep.staging_bytes = keep->slots.size() * plan.buffer_bytes;
-  // Peer route: on each device, a chunk's room per slot, for the chunks it takes first.
+  // Peer and nccl routes: on each device, a chunk's room per slot, for the chunks it takes
+  // first (and, nccl, those broadcast to it).
   std::vector<std::vector<std::byte*>> scratch(n);
-  if (peer && !plan.chunks.empty()) {
+  if ((peer || collective) && !plan.chunks.empty()) {
     for (std::size_t d = 0; d < n; ++d) {
       device_allocator<Backend> alloc(pipelines[d].backend());
       const std::size_t bytes = plan.buffer_bytes;
@@ -382,8 +473,8 @@ fan_out_result load(std::span<Pipeline> pipelines, const safetensors::checkpoint
           mem = alloc.allocate(bytes, alignment);
         } catch (const out_of_memory& e) {
           throw out_of_memory(fmt::format("fan-out load {}: device {} ({}) has no room for the "
-                                          "peer route's {} bytes of chunks: {}", file, d,
-                                          names[d], depth * bytes, e.what()),
+                                          "{} route's {} bytes of chunks: {}", file, d,
+                                          names[d], to_string(route), depth * bytes, e.what()),
                               e.requested());
         }
         keep->blocks.push_back(std::shared_ptr<void>(mem, [alloc, bytes](void* q) mutable {
@@ -393,6 +484,37 @@ fan_out_result load(std::span<Pipeline> pipelines, const safetensors::checkpoint
       }
     }
     rep.scratch_bytes = depth * plan.buffer_bytes;
+  }
+
+  // Nccl route: a stream and an event per device for the broadcasts; the communicators are
+  // made on another thread while the first chunks are read.
+  struct made_group {
+    std::unique_ptr<nccl_group> group;
+    double seconds = 0;
+  };
+  struct collective_state {
+    std::future<made_group> pending;
+    std::unique_ptr<nccl_group> group;
+    std::vector<typename Backend::stream> streams;
+    std::vector<typename Backend::event> events;
+  } coll;
+  if constexpr (detail::collective_backend<Backend>) {
+    if (collective && !plan.chunks.empty()) {
+      std::vector<int> ordinals;
+      for (std::size_t d = 0; d < n; ++d) {
+        Backend b = pipelines[d].backend();
+        coll.streams.push_back(b.make_stream());
+        coll.events.push_back(b.make_event());
+        ordinals.push_back(b.device());
+      }
+      coll.pending = std::async(std::launch::async, [lib = nccl.get(), ordinals] {
+        const auto t0 = std::chrono::steady_clock::now();
+        made_group m;
+        m.group = std::make_unique<nccl_group>(*lib, ordinals);
+        m.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+        return m;
+      });
+    }
   }
 
   // In flight per slot: its chunk's read, then each device's copies of it.
@@ -452,6 +574,70 @@ fan_out_result load(std::span<Pipeline> pipelines, const safetensors::checkpoint
                        static_cast<int>(d), names[d]);
     }
   };
+  // Nccl route: chunk c, in device `root`'s scratch, broadcast into every device's; waits for
+  // it on each device within o.timeout (then the communicators are aborted: nothing hangs).
+  auto broadcast = [&](std::size_t c, std::size_t root) {
+    if constexpr (detail::collective_backend<Backend>) {
+      if (!coll.group) {
+        try {
+          made_group m = coll.pending.get();
+          coll.group = std::move(m.group);
+          rep.nccl_init_seconds = m.seconds;
+        } catch (const device_error& e) {
+          throw device_error(fmt::format("fan-out load {}: {}", file, e.what()), e.code());
+        }
+      }
+      const fan_chunk& ch = plan.chunks[c];
+      std::vector<void*> bufs(n), streams(n);
+      for (std::size_t d = 0; d < n; ++d) {
+        bufs[d] = scratch[d][c % depth] + ch.at;
+        streams[d] = coll.streams[d].native();
+      }
+      auto fail = [&](std::size_t d, const std::string& why, bool timeout) {
+        coll.group->abort();
+        const std::string what =
+            fmt::format("fan-out load {}: device {} ({}, rank {} of {}): chunk {} ({} bytes) "
+                        "broadcast from {}: {}", file, d, names[d], d % o.tp, o.tp, c, ch.bytes,
+                        names[root], why);
+        if (timeout) throw rank_timeout(what, static_cast<int>(d), names[d]);
+        throw rank_error(what, static_cast<int>(d), names[d]);
+      };
+      try {
+        coll.group->broadcast(bufs, static_cast<std::size_t>(ch.bytes), root, streams);
+        for (std::size_t d = 0; d < n; ++d) {
+          Backend b = pipelines[d].backend();
+          b.record(coll.events[d], coll.streams[d]);
+        }
+      } catch (const std::exception& e) {
+        fail(root, e.what(), false);
+      }
+      const auto deadline = std::chrono::steady_clock::now() + o.timeout;
+      for (std::size_t d = 0; d < n; ++d) {
+        Backend b = pipelines[d].backend();
+        for (unsigned polls = 0;; ++polls) {
+          bool done = false;
+          try {
+            done = b.query(coll.events[d]);
+          } catch (const std::exception& e) {
+            fail(d, e.what(), false);
+          }
+          if (done) break;
+          if (const std::string e = coll.group->async_error(); !e.empty()) fail(d, e, false);
+          if (o.timeout.count() > 0 && std::chrono::steady_clock::now() > deadline) {
+            fail(d, fmt::format("not received within {} ms", o.timeout.count()), true);
+          }
+          if (polls < 64) {
+            std::this_thread::yield();
+          } else {
+            std::this_thread::sleep_for(std::chrono::microseconds(20));
+          }
+        }
+      }
+    } else {
+      (void)c;
+      (void)root;
+    }
+  };
   std::vector<char> batched(n, 0);  // per device: small pieces went as one batched operation
   auto start_sends = [&](std::size_t c) {
     flight& f = flights[c % depth];
@@ -459,7 +645,7 @@ fan_out_result load(std::span<Pipeline> pipelines, const safetensors::checkpoint
     // Peer route: the chunk into device c mod n first; every device takes its parts there.
     const std::size_t root = c % n;
     exec::place from = exec::place::pinned(buf);
-    if (peer) {
+    if (peer || collective) {
       const fan_chunk& ch = plan.chunks[c];
       std::byte* in = scratch[root][c % depth];
       exec::plan first;
@@ -474,25 +660,29 @@ fan_out_result load(std::span<Pipeline> pipelines, const safetensors::checkpoint
       (void)await(t, root, c);
       from = exec::place::on_device(in, pipelines[root].backend().device());
     }
+    if (collective) broadcast(c, root);
     for (std::size_t d = 0; d < n; ++d) {
       f.sends[d].clear();
       const int dev = pipelines[d].backend().device();
+      // Nccl route: each device takes its parts from its own copy of the chunk.
+      const exec::place src =
+          collective ? exec::place::on_device(scratch[d][c % depth], dev) : from;
       exec::plan steps, batch;
       steps.shape = transfer_path::direct;
       batch.shape = transfer_path::batched;
       steps.peer_sources = batch.peer_sources = peer;
-      batch.copies.from = from.at_address(nullptr);
+      batch.copies.from = src.at_address(nullptr);
       batch.copies.to = exec::place::on_device(nullptr, dev);
       for (const delivery& v : plan.deliveries(c, d)) {
         // Small pieces (rows of a split tensor) as one batched operation where the device
         // has one; the rest as copies.
         if constexpr (batch_backend<Backend>) {
           if (v.bytes <= (std::uint64_t{256} << 10)) {
-            batch.add_copy({from.ptr + v.from, v.to, static_cast<std::size_t>(v.bytes)});
+            batch.add_copy({src.ptr + v.from, v.to, static_cast<std::size_t>(v.bytes)});
             continue;
           }
         }
-        steps.add({from.at_address(from.ptr + v.from), exec::place::on_device(v.to, dev),
+        steps.add({src.at_address(src.ptr + v.from), exec::place::on_device(v.to, dev),
                    static_cast<std::size_t>(v.bytes)});
       }
       steps.cut();
@@ -586,7 +776,11 @@ fan_out_result load(std::span<Pipeline> pipelines, const safetensors::checkpoint
     dr.path = peer ? fmt::format("file -> pinned slots -> one chunk in {} into {} by DMA, the "
                                  "others by peer copies from the device that took them{}",
                                  n, names[d], rows)
-                   : fmt::format("file -> pinned slots -> {} (DMA{})", names[d], rows);
+              : collective
+                  ? fmt::format("file -> pinned slots -> one chunk in {} into {} by DMA, the "
+                                "others broadcast to it by {}; its parts copied on the "
+                                "device{}", n, names[d], rep.nccl, rows)
+                  : fmt::format("file -> pinned slots -> {} (DMA{})", names[d], rows);
     for (std::size_t i = 0; i < count; ++i) {
       const auto& s = sel[d][i];
       safetensors::loaded_tensor t;

@@ -1,0 +1,77 @@
+#pragma once
+/// @file
+/// @brief fanout::choose_route: how the bytes of a fan-out reach its devices, chosen from how
+/// the devices are linked. Pure: the loader (fanout/fan_out_load.hpp) finds the links (NVML
+/// for NVIDIA GPUs, the backend's peer access) and whether NCCL loads, and reports the choice
+/// and its reason per device.
+
+#include <cstddef>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace lris::fanout {
+
+/// @brief How the bytes of a chunk reach the devices.
+enum class fan_path : unsigned char {
+  automatic,  ///< chosen from the links between the devices (choose_route)
+  dma,        ///< every device copies its parts from the pinned slot over its own link
+  peer,       ///< one device per chunk (in turn) copies the chunk from the slot, and every
+              ///< device takes its parts from there by peer copies (NVLink, xGMI)
+  nccl,       ///< one device per chunk (in turn) copies the chunk from the slot and NCCL (RCCL
+              ///< on AMD) broadcasts it to the others; each takes its parts from its copy
+};
+
+/// @brief "automatic", "dma", "peer" or "nccl".
+[[nodiscard]] constexpr std::string_view to_string(fan_path p) noexcept {
+  switch (p) {
+    case fan_path::automatic: return "automatic";
+    case fan_path::dma: return "dma";
+    case fan_path::peer: return "peer";
+    case fan_path::nccl: return "nccl";
+  }
+  return "?";
+}
+
+/// @brief How two devices reach each other's memory.
+enum class link_kind : unsigned char {
+  unknown,  ///< nothing tells (no NVML, a backend without link queries)
+  none,     ///< they cannot: copies between them go through host memory
+  pcie,     ///< peer copies over PCIe (switches, host bridges or the CPUs' interconnect)
+  nvlink,   ///< NVLink or xGMI: a link of their own, much faster than each one's PCIe
+};
+
+/// @brief The links among the devices of a fan-out.
+struct device_links {
+  std::vector<std::string> names;  ///< "cuda:0", ...
+  /// kinds[a * n + b]: how device a reaches device b (the diagonal is not read).
+  std::vector<link_kind> kinds;
+  /// detail[a * n + b]: how the link was learned, in words ("NVLink (NVML)", "PCIe through
+  /// one host bridge (NVML)"); may be empty.
+  std::vector<std::string> detail;
+
+  /// @brief `n` devices, every pair `kind`.
+  static device_links uniform(std::vector<std::string> names, link_kind kind);
+  [[nodiscard]] std::size_t size() const noexcept { return names.size(); }
+  [[nodiscard]] link_kind at(std::size_t a, std::size_t b) const { return kinds.at(a * size() + b); }
+  void set(std::size_t a, std::size_t b, link_kind k, std::string how = {});
+};
+
+/// @brief The route and why.
+struct route_choice {
+  fan_path path = fan_path::dma;
+  std::string reason;
+};
+
+/// @brief The route for fan_path::automatic. With one device: dma (a plain load). Where a pair
+/// of devices is not linked by NVLink (or the link is unknown): dma, each device over its own
+/// link, naming the pair. Where every pair is: the chunk crosses PCIe once, into one device
+/// in turn, and the NVLinks carry it to the rest: nccl when NCCL is loaded (`nccl`, else
+/// `nccl_why` says why not) and the devices receive at least half of what is read
+/// (`shared_fraction`: the bytes all devices receive over the storage bytes times the
+/// devices; a broadcast moves the whole chunk to every device), else peer (each device copies
+/// only its parts).
+[[nodiscard]] route_choice choose_route(const device_links& links, double shared_fraction,
+                                        bool nccl, std::string_view nccl_why);
+
+}  // namespace lris::fanout

@@ -1,0 +1,101 @@
+#include <catch2/catch.hpp>
+
+#include "support/what_contains.hpp"
+
+#include <string>
+#include <vector>
+
+#include <lris/error.hpp>
+#include <lris/fanout/nccl.hpp>
+#include <lris/fanout/route.hpp>
+
+namespace fo = lris::fanout;
+using lris::test::what_contains;
+
+namespace {
+std::vector<std::string> names(std::size_t n) {
+  std::vector<std::string> v;
+  for (std::size_t d = 0; d < n; ++d) v.push_back("cuda:" + std::to_string(d));
+  return v;
+}
+}  // namespace
+
+TEST_CASE("choose_route: one device is a plain load") {
+  const auto r = fo::choose_route(fo::device_links::uniform(names(1), fo::link_kind::unknown), 1,
+                                  true, "");
+  CHECK(r.path == fo::fan_path::dma);
+  CHECK_THAT(r.reason, Catch::Contains("plain load"));
+}
+
+TEST_CASE("choose_route: a pair without NVLink sends every device over its own link") {
+  auto links = fo::device_links::uniform(names(4), fo::link_kind::nvlink);
+  links.set(2, 3, fo::link_kind::pcie, "PCIe through one host bridge (NVML)");
+  const auto r = fo::choose_route(links, 1, true, "");
+  CHECK(r.path == fo::fan_path::dma);
+  CHECK_THAT(r.reason, Catch::Contains("cuda:2 reaches cuda:3 by PCIe through one host bridge"));
+
+  const auto unknown = fo::choose_route(fo::device_links::uniform(names(2), fo::link_kind::unknown),
+                                        1, true, "");
+  CHECK(unknown.path == fo::fan_path::dma);
+  CHECK_THAT(unknown.reason, Catch::Contains("an unknown link (nothing tells)"));
+  const auto none = fo::choose_route(fo::device_links::uniform(names(2), fo::link_kind::none), 1,
+                                     true, "");
+  CHECK_THAT(none.reason, Catch::Contains("no peer access"));
+}
+
+TEST_CASE("choose_route: NVLink everywhere crosses PCIe once per chunk") {
+  const auto links = fo::device_links::uniform(names(8), fo::link_kind::nvlink);
+  SECTION("mostly replicated, NCCL loaded: a broadcast") {
+    const auto r = fo::choose_route(links, 0.9, true, "");
+    CHECK(r.path == fo::fan_path::nccl);
+    CHECK_THAT(r.reason, Catch::Contains("NCCL broadcasts it (90%"));
+  }
+  SECTION("mostly slices: peer copies of the parts only") {
+    const auto r = fo::choose_route(links, 0.2, true, "");
+    CHECK(r.path == fo::fan_path::peer);
+    CHECK_THAT(r.reason, Catch::Contains("too little to broadcast"));
+  }
+  SECTION("no NCCL: peer copies, saying why") {
+    const auto r = fo::choose_route(links, 1, false, "libnccl.so.2: cannot open shared object");
+    CHECK(r.path == fo::fan_path::peer);
+    CHECK_THAT(r.reason, Catch::Contains("NCCL not loaded: libnccl.so.2: cannot open"));
+  }
+}
+
+TEST_CASE("device_links: a pair outside the devices is refused", "[errors]") {
+  auto links = fo::device_links::uniform(names(2), fo::link_kind::pcie);
+  CHECK_THROWS_MATCHES(links.set(0, 2, fo::link_kind::nvlink), lris::invalid_argument,
+                       what_contains("devices 0 and 2 of 2"));
+  fo::device_links bad;
+  bad.names = names(2);
+  CHECK_THROWS_AS(fo::choose_route(bad, 1, false, ""), lris::invalid_argument);
+}
+
+TEST_CASE("nccl_library: a library that is not there says why, and makes no group", "[errors]") {
+  const fo::nccl_library missing("cuda", "/nonexistent/libnccl.so.2");
+  CHECK_FALSE(missing.available());
+  CHECK_THAT(missing.why(), Catch::Contains("/nonexistent/libnccl.so.2"));
+  CHECK(missing.describe().empty());
+  CHECK_THROWS_MATCHES(fo::nccl_group(missing, {0}), lris::unsupported,
+                       what_contains("NCCL is not available: /nonexistent/libnccl.so.2"));
+}
+
+TEST_CASE("nccl_library: a library without NCCL's entry points names the missing ones",
+          "[errors]") {
+  const fo::nccl_library wrong("cuda", "libc.so.6");
+  CHECK_FALSE(wrong.available());
+  CHECK_THAT(wrong.why(), Catch::Contains("libc.so.6 lacks ncclGetVersion, ncclCommInitAll"));
+}
+
+TEST_CASE("nccl_library: where NCCL is installed, it loads and names its version") {
+  const fo::nccl_library nccl("cuda");
+  if (!nccl.available()) {
+    CHECK_FALSE(nccl.why().empty());
+    return;
+  }
+  CHECK_THAT(nccl.describe(), Catch::StartsWith("NCCL 2.") && Catch::EndsWith("(libnccl.so.2)"));
+  // Without a GPU, or for a device that does not exist, the communicators are a typed error
+  // naming the devices, never a crash.
+  CHECK_THROWS_MATCHES(fo::nccl_group(nccl, {4096}), lris::device_error,
+                       what_contains("ncclCommInitAll for devices 4096 failed"));
+}
