@@ -22,6 +22,8 @@ then --passes timed passes (torch.cuda.synchronize around each). Contenders:
               weight a range of one VBAR whose resident bytes are held to the budget, faulted
               before its block runs and copied from pinned memory (one block ahead, on an
               offload stream) only where the fault says it lost its pages, unpinned after.
+              The GPU's memory beyond the budget and what aimdo's own warm-up pass reserved
+              (temporaries where the VBAR refused a block, activations) is held by torch.
 Every output is compared with the reference bit for bit. The device peak is torch's
 max_memory_allocated plus lris's cache (its whole budget) or aimdo's resident VBAR bytes.
 The ceiling B is a 1 GiB pinned host-to-device copy measured by the reference process; X is
@@ -215,26 +217,33 @@ def child(a):
         model.to(dev)
         out["contender"] = f"aimdo {budget / 1e9:.2f} GB"
         out["budget_bytes"] = budget
-        # A GPU with `budget` bytes for the blocks beside the rest of the model and the
-        # activations: the rest of its free memory held by torch. The VBAR's watermark keeps
-        # its resident pages near the budget, but the block running and the one being fetched
-        # stay pinned above it, and aimdo keeps 256 MiB besides: room for two of the largest
-        # blocks and 1 GiB is left on top (the peak reported counts what the VBAR held).
-        torch.cuda.empty_cache()
-        free, _ = torch.cuda.mem_get_info(dev)
-        spare = 2 * max(block_bytes) + (1 << 30)
-        ballast = torch.empty(max(free - budget - a.working - spare, 0), dtype=torch.uint8,
-                              device=dev)
         extra_peak = lambda: aimdo.peak_loaded
     else:
         raise SystemExit(f"unknown contender {a.child}")
     out["setup_seconds"] = time.perf_counter() - t0
     x = inputs(torch, a.model, a.size, dev)
+    ballast = None
     with torch.no_grad():
         y = model(**x)[0]  # warm-up
         torch.cuda.synchronize()
+        if a.child == "aimdo":
+            # A GPU with `budget` bytes for the blocks beside the rest of the model and what
+            # the pass needs: the rest of its free memory held by torch, sized from the
+            # warm-up pass itself. The VBAR's watermark keeps its resident pages near the
+            # budget (the block running and the one fetched stay pinned above it); the
+            # temporaries made where it refuses a block, and the activations, are what torch
+            # reserved in the warm-up beyond what it holds now. Two of the largest blocks and
+            # 512 MiB are left on top (the peak reported counts what the VBAR held).
+            grown = torch.cuda.max_memory_reserved(dev) - torch.cuda.memory_reserved(dev)
+            free, _ = torch.cuda.mem_get_info(dev)
+            spare = 2 * max(block_bytes) + (512 << 20)
+            out["aimdo_warmup_torch_bytes"] = grown
+            ballast = torch.empty(max(free - max(budget - aimdo.vbar.loaded_size(), 0) - grown
+                                      - spare, 0), dtype=torch.uint8, device=dev)
+            y = model(**x)[0]  # a second warm-up, with the GPU's memory as it will be
+            torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats(dev)
-        base = torch.cuda.memory_allocated(dev) - (ballast.numel() if a.child == "aimdo" else 0)
+        base = torch.cuda.memory_allocated(dev) - (ballast.numel() if ballast is not None else 0)
         times = []
         for _ in range(a.passes):
             torch.cuda.synchronize()
@@ -244,7 +253,8 @@ def child(a):
             times.append(time.perf_counter() - t)
     out["pass_seconds"] = statistics.mean(times)
     out["pass_seconds_all"] = times
-    peak = torch.cuda.max_memory_allocated(dev) - (ballast.numel() if a.child == "aimdo" else 0)
+    peak = torch.cuda.max_memory_allocated(dev) - (ballast.numel() if ballast is not None else 0)
+
     out["peak_device_bytes"] = peak + extra_peak()
     if a.child == "none":
         out["activation_bytes"] = peak - base
@@ -277,7 +287,6 @@ def main():
     ap.add_argument("--install")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     ap.add_argument("--budget", help=argparse.SUPPRESS)
-    ap.add_argument("--working", type=int, default=0, help=argparse.SUPPRESS)
     ap.add_argument("--reference", default="/tmp/offload_model_reference.pt")
     ap.add_argument("--out", help=argparse.SUPPRESS)
     a = ap.parse_args()
@@ -291,7 +300,6 @@ def main():
     contenders = a.contenders.split(",")
     if contenders[0] != "none":
         raise SystemExit("--contenders must begin with none (the reference)")
-    working = 0
     for name in contenders:
         budgets = [None]
         if name == "lris":
@@ -302,7 +310,7 @@ def main():
             out = f"/tmp/offload_model_{os.getpid()}.json"
             cmd = [sys.executable, __file__, "--child", name, "--model", a.model, "--size",
                    str(a.size), "--passes", str(a.passes), "--reference", a.reference,
-                   "--working", str(working), "--out", out]
+                   "--out", out]
             if budget:
                 cmd += ["--budget", budget]
             t = time.perf_counter()
@@ -314,7 +322,6 @@ def main():
                 r = json.load(f)
             r["process_seconds"] = time.perf_counter() - t
             if name == "none":
-                working = r["activation_bytes"]
                 ceiling, compute = r["ceiling_gbps"], r["pass_seconds"]
             r["transfer_bound_seconds"] = r["block_bytes"] / (ceiling * 1e9)
             r["compute_seconds"] = compute
