@@ -393,3 +393,66 @@ TEST_CASE("fanout::load from a host pool: every device its parts, no file read")
                        what_contains("holds no ready tensor \"nope\""));
   lris::pool::host_pool::drop(name);
 }
+
+TEST_CASE("fanout::verify: a device's byte that differs from the file is named", "[errors]") {
+  const auto m = model();
+  const auto file = write_file(dir() / "verify.safetensors", m);
+  st::checkpoint ck(file);
+  auto p = pipelines(4);
+  fo::fan_out_options o;
+  o.tp = 2;
+  o.plan = fo::sharding::llama();
+  auto r = fo::load(std::span(p), ck, o);
+  fo::verify(std::span(p), ck, r, o.tp);  // as loaded: every device agrees with the file
+  for (const auto& d : r.report.devices) CHECK(d.verified == m.size());
+  const auto digest = r.report.devices[3].digest;
+  CHECK(digest == r.report.devices[1].digest);  // devices 1 and 3: rank 1 both
+  CHECK(digest != r.report.devices[0].digest);
+  for (auto& d : r.report.devices) d.verified = 0;
+
+  SECTION("a byte of a slice") {
+    // Device 3 (rank 1) holds half of q_proj's rows: its byte 100 is flipped.
+    auto& t = r.devices[3].tensors[1];
+    REQUIRE(t.slice);
+    t.data[100] ^= std::byte{0xff};
+    CHECK_THROWS_MATCHES(
+        fo::verify(std::span(p), ck, r, o.tp), lris::integrity_error,
+        what_contains("tensor \"model.layers.0.self_attn.q_proj.weight\" on device 3 (host:3, "
+                      "rank 1 of 2) differs from file " + file.string()) &&
+            what_contains("first at byte 100 of the device's part"));
+  }
+  SECTION("a size that is not the part's") {
+    r.devices[2].tensors[5].bytes -= 4;
+    CHECK_THROWS_MATCHES(fo::verify(std::span(p), ck, r, o.tp), lris::integrity_error,
+                         what_contains("on device 2 (host:2, rank 0 of 2) has 508 bytes; its part "
+                                       "of file"));
+  }
+  SECTION("a tensor the checkpoint has not") {
+    for (auto& d : r.devices) d.tensors[0].name = "model.gone.weight";
+    CHECK_THROWS_MATCHES(fo::verify(std::span(p), ck, r, o.tp), lris::integrity_error,
+                         what_contains("the devices hold tensor \"model.gone.weight\", which the "
+                                       "checkpoint has not"));
+  }
+  SECTION("devices that hold other tensors") {
+    r.devices[1].tensors.pop_back();
+    CHECK_THROWS_MATCHES(fo::verify(std::span(p), ck, r, o.tp), lris::invalid_argument,
+                         what_contains("device 1 (host:1) holds other tensors than device 0"));
+  }
+}
+
+TEST_CASE("fanout::detail::rank_sums: devices of one rank with other bytes are named",
+          "[errors]") {
+  const std::vector<std::string> names{"cuda:0", "cuda:1", "cuda:2", "cuda:3"};
+  fo::detail::rank_sums sums(names, 2, 1);
+  const std::vector<std::byte> a(64, std::byte{1}), b(64, std::byte{2});
+  sums.add(0, 0, a.data(), a.size(), "w", "f.safetensors");
+  sums.add(1, 0, b.data(), b.size(), "w", "f.safetensors");  // another rank: may differ
+  sums.add(2, 0, a.data(), a.size(), "w", "f.safetensors");  // rank 0 again: the same
+  CHECK(sums.digest(2) == sums.digest(0));
+  CHECK_THROWS_MATCHES(sums.add(3, 0, a.data(), a.size(), "w", "f.safetensors"),
+                       lris::integrity_error,
+                       what_contains("tensor \"w\": device 3 (cuda:3) has checksum") &&
+                           what_contains("device 1 (cuda:1) of the same rank"));
+  CHECK(fo::detail::first_difference(a.data(), b.data(), 64) == 0);
+  CHECK(fo::detail::first_difference(a.data(), a.data(), 64) == 64);
+}

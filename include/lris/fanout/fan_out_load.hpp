@@ -27,7 +27,6 @@
 #include <cstdint>
 #include <cstring>
 #include <exception>
-#include <future>
 #include <memory>
 #include <mutex>
 #include <numeric>
@@ -35,13 +34,11 @@
 #include <span>
 #include <string>
 #include <string_view>
-#include <thread>
 #include <vector>
 
 #include <fmt/format.h>
 
 #include <lris/concepts/batch_backend.hpp>
-#include <lris/concepts/pci_backend.hpp>
 #include <lris/concepts/peer_backend.hpp>
 #include <lris/element/checksum.hpp>
 #include <lris/error.hpp>
@@ -49,6 +46,10 @@
 #include <lris/exec/plan.hpp>
 #include <lris/exec/sizing.hpp>
 #include <lris/fanout/fan_out_plan.hpp>
+#include <lris/fanout/fan_out_report.hpp>
+#include <lris/fanout/fan_out_verify.hpp>
+#include <lris/fanout/detail/broadcaster.hpp>
+#include <lris/fanout/detail/pick_route.hpp>
 #include <lris/fanout/nccl.hpp>
 #include <lris/fanout/route.hpp>
 #include <lris/fanout/sharding.hpp>
@@ -77,7 +78,8 @@ struct fan_out_options {
   /// Which tensors are split among the ranks, and how; tensors it does not name are replicated.
   sharding plan;
   /// After the load, compare every device's bytes with the file (read again) and the
-  /// checksums of each tensor across the devices that hold the same part of it.
+  /// checksums of each tensor across the devices that hold the same part of it (fanout::verify,
+  /// which may also be called later).
   bool verify = false;
   /// How long one device may take for one chunk's copies before the load gives up with
   /// lris::rank_timeout naming it (its memory is kept until its copies finish, never freed
@@ -93,47 +95,6 @@ struct fan_out_options {
   /// HIP) where the dynamic loader finds it; else a file name or path (the libnccl.so.2 of a
   /// PyTorch wheel, say).
   std::string nccl_library;
-};
-
-/// @brief What one device received.
-struct device_report {
-  std::string device;  ///< "cuda:1", "host:0"
-  unsigned rank = 0;   ///< its tensor-parallel rank
-  std::uint64_t bytes = 0;
-  std::size_t tensors = 0;
-  std::size_t split = 0;  ///< tensors of which it holds a slice
-  std::string path;       ///< how the bytes went, e.g. "file -> pinned slots -> cuda:1 (DMA)"
-  std::size_t verified = 0;  ///< tensors compared with the file (verify)
-  std::uint64_t digest = 0;  ///< its tensors' checksums combined, in order (verify; else 0)
-};
-
-/// @brief What a fan-out did.
-struct fan_out_report {
-  std::uint64_t storage_bytes = 0;  ///< read from the files (each chunk once)
-  std::uint64_t file_bytes = 0;     ///< the selected tensors' bytes in the files
-  std::size_t tensors = 0;
-  std::size_t chunks = 0;
-  std::size_t chunk_bytes = 0;
-  std::size_t staging_bytes = 0;  ///< pinned slots held: at most 2 per device
-  std::size_t scratch_bytes = 0;  ///< device memory per device for the chunks (peer route)
-  fan_path path = fan_path::dma;  ///< the route taken
-  std::string route_reason;       ///< why (links, NCCL), in words
-  std::string nccl;               ///< the nccl route's library, "NCCL 2.28.9 (libnccl.so.2)"
-  double nccl_init_seconds = 0;   ///< its communicators' set-up, overlapped with the first reads
-  unsigned tp = 1;
-  double seconds = 0;  ///< the load's, without verify
-  std::string io;  ///< what the io engine did and why
-  std::vector<device_report> devices;
-
-  [[nodiscard]] double gbps() const noexcept {
-    return seconds > 0 ? static_cast<double>(storage_bytes) / seconds / 1e9 : 0;
-  }
-};
-
-/// @brief Each device's tensors (devices[d]: the d-th pipeline's), and the report.
-struct fan_out_result {
-  std::vector<safetensors::loaded_checkpoint> devices;
-  fan_out_report report;
 };
 
 namespace detail {
@@ -181,51 +142,6 @@ std::vector<std::string> device_names(std::span<Pipeline> pipelines, const fan_o
     }
   }
   return names;
-}
-
-// A backend whose streams NCCL can run on: streams with a runtime handle, and events.
-template <class B>
-concept collective_backend = requires(B& b, typename B::stream& s, typename B::event& e) {
-  { b.make_stream().native() } -> std::same_as<void*>;
-  { b.make_event() } -> std::same_as<typename B::event>;
-  b.record(e, s);
-  { b.query(e) } -> std::same_as<bool>;
-};
-
-// How the pipelines' devices reach each other: NVML's word for GPUs at PCI addresses (NVLink,
-// or the PCIe path); one memory for the host backend's devices; unknown otherwise.
-template <class Pipeline>
-device_links links_of(std::span<Pipeline> pipelines, const std::vector<std::string>& names) {
-  using Backend = typename Pipeline::backend_type;
-  const std::size_t n = pipelines.size();
-  device_links links = device_links::uniform(names, link_kind::unknown);
-  if constexpr (Backend::name == std::string_view("host")) {
-    for (std::size_t a = 0; a < n; ++a) {
-      for (std::size_t b = 0; b < n; ++b) links.set(a, b, link_kind::pcie, "one host memory");
-    }
-  } else if constexpr (pci_backend<Backend>) {
-    const auto& nvml = pipelines.front().context()->nvml()->get();
-    std::vector<std::string> bus(n);
-    for (std::size_t d = 0; d < n; ++d) bus[d] = pipelines[d].backend().pci_bus_id();
-    for (std::size_t a = 0; a < n; ++a) {
-      for (std::size_t b = 0; b < n; ++b) {
-        if (a == b) continue;
-        const auto l = nvml.link(bus[a], bus[b]);
-        if (!l) {
-          links.set(a, b, link_kind::unknown,
-                    nvml.available() ? fmt::format("an unknown link (NVML knows no GPU at {} or {})",
-                                                   bus[a], bus[b])
-                                     : fmt::format("an unknown link (NVML: {})", nvml.why()));
-        } else if (l->nvlink) {
-          links.set(a, b, link_kind::nvlink, "NVLink (NVML)");
-        } else {
-          links.set(a, b, link_kind::pcie,
-                    fmt::format("PCIe through {} (NVML)", sched::describe_pcie_level(l->pcie_level)));
-        }
-      }
-    }
-  }
-  return links;
 }
 
 }  // namespace detail
@@ -364,72 +280,16 @@ fan_out_result load(std::span<Pipeline> pipelines, const safetensors::checkpoint
   for (std::size_t d = 0; d < n; ++d) total += plan.device_bytes(d);
 
   // The route: asked for, or chosen from the links between the devices.
-  fan_path route = o.path == fan_path::automatic && n == 1 ? fan_path::dma : o.path;
-  std::unique_ptr<nccl_library> nccl;
-  auto load_nccl = [&] {
-    if constexpr (detail::collective_backend<Backend>) {
-      nccl = std::make_unique<nccl_library>(Backend::name, o.nccl_library);
-    }
-  };
-  if (route == fan_path::automatic) {
-    const device_links links = detail::links_of(pipelines, names);
-    const bool all_nvlink = std::all_of(links.kinds.begin(), links.kinds.end(), [&](link_kind k) {
-      return k == link_kind::nvlink;
-    }) || n == 1;
-    if (all_nvlink) load_nccl();
-    const double shared =
-        plan.storage_bytes() > 0
-            ? static_cast<double>(total) / (static_cast<double>(n) * static_cast<double>(plan.storage_bytes()))
-            : 1.0;
-    const route_choice choice = choose_route(
-        links, shared, nccl && nccl->available(),
-        nccl ? std::string_view(nccl->why())
-             : std::string_view("the backend has no streams for it"));
-    route = choice.path;
-    rep.route_reason = choice.reason;
-  } else {
-    rep.route_reason = fmt::format("asked for ({})", to_string(route));
-  }
-  if (route == fan_path::nccl) {
-    if (!nccl) load_nccl();
-    if (!nccl) {
-      throw unsupported(fmt::format("fan-out load {}: the nccl route needs a GPU backend with "
-                                    "streams; {} has none", file, Backend::name));
-    }
-    if (!nccl->available()) {
-      throw unsupported(fmt::format("fan-out load {}: the nccl route needs NCCL: {}", file,
-                                    nccl->why()));
-    }
-    rep.nccl = nccl->describe();
-  }
-  // Peer copies need every device to reach every other's memory; where the route was chosen
-  // for them and one cannot, the pinned slots serve every device.
-  if (route == fan_path::peer && n > 1) {
-    if constexpr (peer_backend<Backend>) {
-      for (std::size_t d = 0; d < n && route == fan_path::peer; ++d) {
-        Backend b = pipelines[d].backend();
-        for (std::size_t e = 0; e < n; ++e) {
-          if (e == d || b.enable_peer_access(pipelines[e].backend().device())) continue;
-          if (o.path == fan_path::peer) {
-            throw unsupported(fmt::format("fan-out load {}: the peer route needs {} to reach {}'s "
-                                          "memory, and it cannot (fan_path::dma works)", file,
-                                          names[d], names[e]));
-          }
-          route = fan_path::dma;
-          rep.route_reason += fmt::format("; but {} cannot reach {}'s memory: each device "
-                                          "from the pinned slots instead", names[d], names[e]);
-          break;
-        }
-      }
-    } else if (o.path == fan_path::peer) {
-      throw unsupported(fmt::format("fan-out load {}: the peer route needs a backend whose "
-                                    "devices copy to each other; {} has none", file,
-                                    Backend::name));
-    } else {
-      route = fan_path::dma;
-    }
-  }
-  if (route == fan_path::peer && n == 1) route = fan_path::dma;
+  const double shared =
+      plan.storage_bytes() > 0
+          ? static_cast<double>(total) /
+                (static_cast<double>(n) * static_cast<double>(plan.storage_bytes()))
+          : 1.0;
+  detail::picked_route picked =
+      detail::pick_route(pipelines, names, o.path, shared, o.nccl_library, file);
+  const fan_path route = picked.path;
+  rep.route_reason = std::move(picked.reason);
+  if (picked.nccl) rep.nccl = picked.nccl->describe();
   const bool peer = route == fan_path::peer;
   const bool collective = route == fan_path::nccl;
 
@@ -486,34 +346,17 @@ fan_out_result load(std::span<Pipeline> pipelines, const safetensors::checkpoint
     rep.scratch_bytes = depth * plan.buffer_bytes;
   }
 
-  // Nccl route: a stream and an event per device for the broadcasts; the communicators are
-  // made on another thread while the first chunks are read.
-  struct made_group {
-    std::unique_ptr<nccl_group> group;
-    double seconds = 0;
-  };
-  struct collective_state {
-    std::future<made_group> pending;
-    std::unique_ptr<nccl_group> group;
-    std::vector<typename Backend::stream> streams;
-    std::vector<typename Backend::event> events;
-  } coll;
+  // Nccl route: the broadcasts, on streams of their own; the communicators are made on
+  // another thread while the first chunks are read.
+  struct no_broadcaster {};
+  using broadcaster_type = std::conditional_t<detail::collective_backend<Backend>,
+                                              detail::broadcaster<Backend>, no_broadcaster>;
+  std::optional<broadcaster_type> caster;
   if constexpr (detail::collective_backend<Backend>) {
     if (collective && !plan.chunks.empty()) {
-      std::vector<int> ordinals;
-      for (std::size_t d = 0; d < n; ++d) {
-        Backend b = pipelines[d].backend();
-        coll.streams.push_back(b.make_stream());
-        coll.events.push_back(b.make_event());
-        ordinals.push_back(b.device());
-      }
-      coll.pending = std::async(std::launch::async, [lib = nccl.get(), ordinals] {
-        const auto t0 = std::chrono::steady_clock::now();
-        made_group m;
-        m.group = std::make_unique<nccl_group>(*lib, ordinals);
-        m.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-        return m;
-      });
+      std::vector<Backend> devs;
+      for (auto& pl : pipelines) devs.push_back(pl.backend());
+      caster.emplace(*picked.nccl, std::move(devs));
     }
   }
 
@@ -574,64 +417,28 @@ fan_out_result load(std::span<Pipeline> pipelines, const safetensors::checkpoint
                        static_cast<int>(d), names[d]);
     }
   };
-  // Nccl route: chunk c, in device `root`'s scratch, broadcast into every device's; waits for
-  // it on each device within o.timeout (then the communicators are aborted: nothing hangs).
+  // Nccl route: chunk c, in device `root`'s scratch, broadcast into every device's; a device
+  // that fails, or does not have it within o.timeout, ends the load naming it.
   auto broadcast = [&](std::size_t c, std::size_t root) {
     if constexpr (detail::collective_backend<Backend>) {
-      if (!coll.group) {
-        try {
-          made_group m = coll.pending.get();
-          coll.group = std::move(m.group);
-          rep.nccl_init_seconds = m.seconds;
-        } catch (const device_error& e) {
-          throw device_error(fmt::format("fan-out load {}: {}", file, e.what()), e.code());
-        }
-      }
       const fan_chunk& ch = plan.chunks[c];
-      std::vector<void*> bufs(n), streams(n);
-      for (std::size_t d = 0; d < n; ++d) {
-        bufs[d] = scratch[d][c % depth] + ch.at;
-        streams[d] = coll.streams[d].native();
+      std::vector<void*> bufs(n);
+      for (std::size_t d = 0; d < n; ++d) bufs[d] = scratch[d][c % depth] + ch.at;
+      std::optional<typename broadcaster_type::failure> failed;
+      try {
+        failed = caster->run(bufs, static_cast<std::size_t>(ch.bytes), root, o.timeout);
+      } catch (const device_error& e) {
+        throw device_error(fmt::format("fan-out load {}: {}", file, e.what()), e.code());
       }
-      auto fail = [&](std::size_t d, const std::string& why, bool timeout) {
-        coll.group->abort();
+      rep.nccl_init_seconds = caster->init_seconds();
+      if (failed) {
+        const std::size_t d = failed->device;
         const std::string what =
             fmt::format("fan-out load {}: device {} ({}, rank {} of {}): chunk {} ({} bytes) "
                         "broadcast from {}: {}", file, d, names[d], d % o.tp, o.tp, c, ch.bytes,
-                        names[root], why);
-        if (timeout) throw rank_timeout(what, static_cast<int>(d), names[d]);
+                        names[root], failed->why);
+        if (failed->timed_out) throw rank_timeout(what, static_cast<int>(d), names[d]);
         throw rank_error(what, static_cast<int>(d), names[d]);
-      };
-      try {
-        coll.group->broadcast(bufs, static_cast<std::size_t>(ch.bytes), root, streams);
-        for (std::size_t d = 0; d < n; ++d) {
-          Backend b = pipelines[d].backend();
-          b.record(coll.events[d], coll.streams[d]);
-        }
-      } catch (const std::exception& e) {
-        fail(root, e.what(), false);
-      }
-      const auto deadline = std::chrono::steady_clock::now() + o.timeout;
-      for (std::size_t d = 0; d < n; ++d) {
-        Backend b = pipelines[d].backend();
-        for (unsigned polls = 0;; ++polls) {
-          bool done = false;
-          try {
-            done = b.query(coll.events[d]);
-          } catch (const std::exception& e) {
-            fail(d, e.what(), false);
-          }
-          if (done) break;
-          if (const std::string e = coll.group->async_error(); !e.empty()) fail(d, e, false);
-          if (o.timeout.count() > 0 && std::chrono::steady_clock::now() > deadline) {
-            fail(d, fmt::format("not received within {} ms", o.timeout.count()), true);
-          }
-          if (polls < 64) {
-            std::this_thread::yield();
-          } else {
-            std::this_thread::sleep_for(std::chrono::microseconds(20));
-          }
-        }
       }
     } else {
       (void)c;
@@ -807,54 +614,7 @@ fan_out_result load(std::span<Pipeline> pipelines, const safetensors::checkpoint
   }
 
   rep.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  if (o.verify) {
-    // Each tensor read again once; every device's part of it copied back and compared with
-    // the file's bytes; the checksums of devices holding the same part must agree.
-    std::uint64_t largest = 1;
-    for (const auto& t : plan.tensors) largest = std::max(largest, t.bytes);
-    buffer<page_aligned_allocator> whole(static_cast<std::size_t>(largest)),
-        want(static_cast<std::size_t>(largest)), got(static_cast<std::size_t>(largest));
-    std::vector<std::vector<std::uint64_t>> sums(n, std::vector<std::uint64_t>(count));
-    for (std::size_t i = 0; i < count; ++i) {
-      const fan_tensor& t = plan.tensors[i];
-      reader.io().read(ck.shards()[t.shard].file, t.file_offset,
-                       {whole.data(), static_cast<std::size_t>(t.bytes)});
-      for (std::size_t d = 0; d < n; ++d) {
-        const part& p = t.parts[d];
-        const auto bytes = static_cast<std::size_t>(p.bytes());
-        if (bytes > 0) {
-          pipelines[d]
-              .copy(as_host(got.data(), bytes),
-                    memory_span<device_space<Backend>, std::byte>(p.dst, bytes,
-                                                                  pipelines[d].backend().device()))
-              .wait();
-        }
-        safetensors::detail::gather_rows(whole.data(), p.offset, p.rows, p.row_bytes,
-                                         p.row_stride, want.data());
-        if (std::memcmp(got.data(), want.data(), bytes) != 0) {
-          const auto at = std::mismatch(got.data(), got.data() + bytes, want.data()).first - got.data();
-          throw integrity_error(fmt::format(
-              "fan-out load {}: tensor \"{}\" on device {} ({}, rank {} of {}) differs from file "
-              "{} (its bytes at offset {}) first at byte {} of the device's part",
-              file, out.devices[d].tensors[i].name, d, names[d], d % o.tp, o.tp,
-              ck.shards()[t.shard].file.path().string(), t.file_offset, at));
-        }
-        sums[d][i] = block_hash(got.data(), bytes);
-        // Devices of the same rank hold the same part: their checksums must agree.
-        if (d >= o.tp && sums[d][i] != sums[d % o.tp][i]) {
-          throw integrity_error(fmt::format(
-              "fan-out load {}: tensor \"{}\": device {} ({}) has checksum {:016x}, device {} "
-              "({}) of the same rank {:016x}", file, out.devices[d].tensors[i].name, d,
-              names[d], sums[d][i], d % o.tp, names[d % o.tp], sums[d % o.tp][i]));
-        }
-        ++rep.devices[d].verified;
-      }
-    }
-    for (std::size_t d = 0; d < n; ++d) {
-      rep.devices[d].digest = sums[d].empty() ? 0 : combine_block_hashes(sums[d].data(), sums[d].size());
-      out.devices[d].report.verified = rep.devices[d].verified;
-    }
-  }
+  if (o.verify) verify(pipelines, ck, out, o.tp);
   for (auto& dev : out.devices) dev.report.seconds = rep.seconds;
   return out;
 }

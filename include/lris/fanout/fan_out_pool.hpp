@@ -21,6 +21,7 @@
 #include <lris/element/checksum.hpp>
 #include <lris/error.hpp>
 #include <lris/fanout/fan_out_load.hpp>
+#include <lris/fanout/fan_out_verify.hpp>
 #include <lris/formats/detail/load_select.hpp>
 #include <lris/formats/verify.hpp>
 #include <lris/memory/memory_span.hpp>
@@ -105,51 +106,16 @@ fan_out_result load(std::span<Pipeline> pipelines, pool::host_pool& pool,
   }
   rep.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   if (o.verify) {
-    std::vector<std::byte> got, sliced;
-    std::vector<std::vector<std::uint64_t>> sums(n);
-    for (std::size_t d = 0; d < n; ++d) {
-      for (const auto& t : out.devices[d].tensors) {
-        const pool::pool_tensor held = *pool.find(t.name);
-        const auto bytes = static_cast<std::size_t>(t.bytes);
-        got.resize(bytes);
-        auto back = safetensors::detail::read_back(pipelines[d], t, got.data());
-        if (back) back->wait();
-        const std::byte* have = back ? got.data() : t.data;  // pool::load's memory on the host
-        const std::byte* want = held.data;
-        if (t.slice) {  // its rows of the pool's tensor, one after another
-          const safetensors::tensor_info info{std::string(held.name), held.type, held.shape, 0,
-                                              held.bytes};
-          const auto g = safetensors::detail::geometry_of(info, *t.slice, what);
-          sliced.resize(static_cast<std::size_t>(g.rows * g.row_bytes));
-          safetensors::detail::gather_rows(held.data, g.offset, g.rows, g.row_bytes,
-                                           g.row_stride, sliced.data());
-          want = sliced.data();
-        }
-        const std::uint64_t want_bytes = t.slice ? sliced.size() : held.bytes;
-        if (want_bytes != bytes) {
-          throw integrity_error(fmt::format("fan-out load {}: tensor \"{}\" on device {} ({}) "
-                                            "has {} bytes, the pool's {}", what, t.name, d,
-                                            names[d], bytes, want_bytes));
-        }
-        if (std::memcmp(have, want, bytes) != 0) {
-          const auto at = std::mismatch(have, have + bytes, want).first - have;
-          throw integrity_error(fmt::format("fan-out load {}: tensor \"{}\" on device {} ({}) "
-                                            "differs from the pool's first at byte {}", what,
-                                            t.name, d, names[d], at));
-        }
-        sums[d].push_back(block_hash(have, bytes));
-        const std::size_t i = sums[d].size() - 1;
-        if (d >= o.tp && sums[d][i] != sums[d % o.tp][i]) {
-          throw integrity_error(fmt::format(
-              "fan-out load {}: tensor \"{}\": device {} ({}) has checksum {:016x}, device {} "
-              "({}) of the same rank {:016x}", what, t.name, d, names[d], sums[d][i], d % o.tp,
-              names[d % o.tp], sums[d % o.tp][i]));
-        }
-        ++rep.devices[d].verified;
+    detail::verify_devices(pipelines, out, o.tp, what, [&](std::string_view name) {
+      const std::optional<pool::pool_tensor> found = pool.find(name);
+      if (!found) {
+        throw integrity_error(fmt::format("fan-out load {}: the devices hold tensor \"{}\", "
+                                          "which the pool has not (any longer)", what, name));
       }
-      rep.devices[d].digest =
-          sums[d].empty() ? 0 : combine_block_hashes(sums[d].data(), sums[d].size());
-    }
+      const pool::pool_tensor& held = *found;
+      return detail::source_bytes{{std::string(held.name), held.type, held.shape, 0, held.bytes},
+                                  held.data, "the pool's"};
+    });
   }
   return out;
 }
