@@ -6,6 +6,7 @@
 #include <cstring>
 #include <memory>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <fmt/format.h>
@@ -13,6 +14,7 @@
 
 #include <lris/lris.hpp>
 
+#include "../common/raw_copy_team.hpp"
 #include "bench_table.hpp"
 #include "contention_bench.hpp"
 #include "commands.hpp"
@@ -90,6 +92,14 @@ bench_table host_bench(const std::vector<std::size_t>& sizes, unsigned threads, 
   auto pin = [&](std::size_t n) {
     return pinned_span<host_backend>(static_cast<std::byte*>(b.pinned), n);
   };
+  // What N devices reading host memory by DMA share (a fan-out reads every byte N times).
+  raw_copy_team readers(std::max(1u, std::thread::hardware_concurrency()));
+  volatile std::uint64_t sink = 0;
+  add_row(t, fmt::format("memory read, team of {} threads (sum)", readers.threads()), c.gbps,
+          [&](std::size_t n) {
+            sink = sink + readers.read(b.src.get(), n & ~std::size_t{7});
+            return transfer_stats{};
+          }, seconds, tty);
   add_row(t, "memcpy, 1 thread (baseline)", c.gbps, [&](std::size_t n) {
     std::memcpy(b.dst.get(), b.src.get(), n);
     return transfer_stats{};
