@@ -92,8 +92,10 @@ nccl_library::nccl_library(std::string_view runtime, const std::string& path) {
   // 100 + patch before.
   const int major = version >= 10000 ? version / 10000 : version / 1000;
   const int minor = version >= 10000 ? version / 100 % 100 : version / 100 % 10;
-  describe_ = fmt::format("{} {}.{}.{} ({})", runtime == "hip" ? "RCCL" : "NCCL", major, minor,
-                          version % 100, name);
+  // RCCL reports the NCCL API version it implements.
+  describe_ = runtime == "hip"
+                  ? fmt::format("RCCL of NCCL API {}.{}.{} ({})", major, minor, version % 100, name)
+                  : fmt::format("NCCL {}.{}.{} ({})", major, minor, version % 100, name);
   impl_ = std::move(p);
 }
 
@@ -110,8 +112,10 @@ nccl_group::nccl_group(const nccl_library& library, std::vector<int> devices)
           lib_->init_all(comms_.data(), static_cast<int>(devices_.size()), devices_.data());
       r != 0) {
     const std::string why = lib_->message(r);
+    // Aborted, not destroyed: destroying waits for a communicator to be ready, which one
+    // whose set-up failed never is.
     for (void*& c : comms_) {
-      if (c != nullptr) lib_->destroy(c);
+      if (c != nullptr) lib_->abort(c);
       c = nullptr;
     }
     comms_.clear();
@@ -122,8 +126,15 @@ nccl_group::nccl_group(const nccl_library& library, std::vector<int> devices)
 }
 
 nccl_group::~nccl_group() {
+  // A communicator with an error is aborted (destroying it could wait on what failed).
+  const bool failed = !comms_.empty() && async_error().has_value();
   for (void* c : comms_) {
-    if (c != nullptr) lib_->destroy(c);
+    if (c == nullptr) continue;
+    if (failed) {
+      lib_->abort(c);
+    } else {
+      lib_->destroy(c);
+    }
   }
 }
 
@@ -140,7 +151,8 @@ void nccl_group::broadcast(std::span<void* const> buffers, std::size_t bytes, st
   nccl_result first = 0;
   std::size_t at = 0;
   for (std::size_t d = 0; d < n; ++d) {
-    const nccl_result r = lib_->broadcast(buffers[root], buffers[d], bytes, nccl_uint8,
+    // The send buffer is read at the root only, where it is the receive buffer too.
+    const nccl_result r = lib_->broadcast(buffers[d], buffers[d], bytes, nccl_uint8,
                                           static_cast<int>(root), comms_[d], streams[d]);
     if (r != 0 && first == 0) {
       first = r;
@@ -151,21 +163,24 @@ void nccl_group::broadcast(std::span<void* const> buffers, std::size_t bytes, st
   if (first != 0 || end != 0) {
     const nccl_result r = first != 0 ? first : end;
     throw device_error(
-        fmt::format("{}: broadcast of {} bytes from device {} to device {}: {}", lib_->name,
-                    bytes, devices_[root], devices_[first != 0 ? at : 0],
-                    lib_->message(r, comms_[first != 0 ? at : 0])),
+        first != 0
+            ? fmt::format("{}: broadcast of {} bytes from device {} to device {}: {}", lib_->name,
+                          bytes, devices_[root], devices_[at], lib_->message(r, comms_[at]))
+            : fmt::format("{}: broadcast of {} bytes from device {} to devices {}: "
+                          "ncclGroupEnd: {}", lib_->name, bytes, devices_[root],
+                          fmt::join(devices_, ", "), lib_->message(r)),
         r);
   }
 }
 
-std::string nccl_group::async_error() const {
+std::optional<nccl_group::comm_error> nccl_group::async_error() const {
   for (std::size_t d = 0; d < comms_.size(); ++d) {
     nccl_result e = 0;
     if (lib_->async_error(comms_[d], &e) == 0 && e != 0 && e != nccl_in_progress) {
-      return fmt::format("device {}: {}", devices_[d], lib_->message(e, comms_[d]));
+      return comm_error{d, lib_->message(e, comms_[d])};
     }
   }
-  return {};
+  return std::nullopt;
 }
 
 void nccl_group::abort() noexcept {

@@ -23,6 +23,15 @@ void device_links::set(std::size_t a, std::size_t b, link_kind k, std::string ho
   detail[a * size() + b] = std::move(how);
 }
 
+bool device_links::every_pair(link_kind k) const {
+  for (std::size_t a = 0; a < size(); ++a) {
+    for (std::size_t b = 0; b < size(); ++b) {
+      if (a != b && at(a, b) != k) return false;
+    }
+  }
+  return true;
+}
+
 namespace {
 std::string_view kind_words(link_kind k) {
   switch (k) {

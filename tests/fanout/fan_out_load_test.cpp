@@ -403,7 +403,7 @@ TEST_CASE("fanout::verify: a device's byte that differs from the file is named",
   o.tp = 2;
   o.plan = fo::sharding::llama();
   auto r = fo::load(std::span(p), ck, o);
-  fo::verify(std::span(p), ck, r, o.tp);  // as loaded: every device agrees with the file
+  fo::verify(std::span(p), ck, r);  // as loaded: every device agrees with the file
   for (const auto& d : r.report.devices) CHECK(d.verified == m.size());
   const auto digest = r.report.devices[3].digest;
   CHECK(digest == r.report.devices[1].digest);  // devices 1 and 3: rank 1 both
@@ -416,26 +416,26 @@ TEST_CASE("fanout::verify: a device's byte that differs from the file is named",
     REQUIRE(t.slice);
     t.data[100] ^= std::byte{0xff};
     CHECK_THROWS_MATCHES(
-        fo::verify(std::span(p), ck, r, o.tp), lris::integrity_error,
+        fo::verify(std::span(p), ck, r), lris::integrity_error,
         what_contains("tensor \"model.layers.0.self_attn.q_proj.weight\" on device 3 (host:3, "
                       "rank 1 of 2) differs from file " + file.string()) &&
             what_contains("first at byte 100 of the device's part"));
   }
   SECTION("a size that is not the part's") {
     r.devices[2].tensors[5].bytes -= 4;
-    CHECK_THROWS_MATCHES(fo::verify(std::span(p), ck, r, o.tp), lris::integrity_error,
+    CHECK_THROWS_MATCHES(fo::verify(std::span(p), ck, r), lris::integrity_error,
                          what_contains("on device 2 (host:2, rank 0 of 2) has 508 bytes; its part "
                                        "of file"));
   }
   SECTION("a tensor the checkpoint has not") {
     for (auto& d : r.devices) d.tensors[0].name = "model.gone.weight";
-    CHECK_THROWS_MATCHES(fo::verify(std::span(p), ck, r, o.tp), lris::integrity_error,
+    CHECK_THROWS_MATCHES(fo::verify(std::span(p), ck, r), lris::integrity_error,
                          what_contains("the devices hold tensor \"model.gone.weight\", which the "
                                        "checkpoint has not"));
   }
   SECTION("devices that hold other tensors") {
     r.devices[1].tensors.pop_back();
-    CHECK_THROWS_MATCHES(fo::verify(std::span(p), ck, r, o.tp), lris::invalid_argument,
+    CHECK_THROWS_MATCHES(fo::verify(std::span(p), ck, r), lris::invalid_argument,
                          what_contains("device 1 (host:1) holds other tensors than device 0"));
   }
 }

@@ -62,6 +62,21 @@ TEST_CASE("choose_route: NVLink everywhere crosses PCIe once per chunk") {
   }
 }
 
+TEST_CASE("device_links: every pair, whatever the diagonal says") {
+  // As links_of fills them: the pairs set, the diagonal left unknown.
+  auto links = fo::device_links::uniform(names(3), fo::link_kind::unknown);
+  for (std::size_t a = 0; a < 3; ++a) {
+    for (std::size_t b = 0; b < 3; ++b) {
+      if (a != b) links.set(a, b, fo::link_kind::nvlink, "NVLink (NVML)");
+    }
+  }
+  CHECK(links.every_pair(fo::link_kind::nvlink));
+  CHECK(fo::choose_route(links, 1, true, "").path == fo::fan_path::nccl);
+  links.set(1, 0, fo::link_kind::pcie);
+  CHECK_FALSE(links.every_pair(fo::link_kind::nvlink));
+  CHECK(fo::device_links::uniform(names(1), fo::link_kind::unknown).every_pair(fo::link_kind::nvlink));
+}
+
 TEST_CASE("device_links: a pair outside the devices is refused", "[errors]") {
   auto links = fo::device_links::uniform(names(2), fo::link_kind::pcie);
   CHECK_THROWS_MATCHES(links.set(0, 2, fo::link_kind::nvlink), lris::invalid_argument,

@@ -356,7 +356,7 @@ fan_out_result load(std::span<Pipeline> pipelines, const safetensors::checkpoint
     if (collective && !plan.chunks.empty()) {
       std::vector<Backend> devs;
       for (auto& pl : pipelines) devs.push_back(pl.backend());
-      caster.emplace(*picked.nccl, std::move(devs));
+      caster.emplace(picked.nccl, std::move(devs));
     }
   }
 
@@ -463,8 +463,10 @@ fan_out_result load(std::span<Pipeline> pipelines, const safetensors::checkpoint
       first.cut();
       first.prio = o.load.transfer.priority;
       first.budget_bytes = o.load.transfer.budget_bytes;
-      transfer t = pipelines[root].run(std::move(first));
-      (void)await(t, root, c);
+      // Kept among the slot's transfers while awaited: a failure's abandon() finds it.
+      f.sends[root].push_back(pipelines[root].run(std::move(first)));
+      (void)await(f.sends[root].back(), root, c);
+      f.sends[root].back() = transfer();
       from = exec::place::on_device(in, pipelines[root].backend().device());
     }
     if (collective) broadcast(c, root);
@@ -614,7 +616,7 @@ fan_out_result load(std::span<Pipeline> pipelines, const safetensors::checkpoint
   }
 
   rep.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  if (o.verify) verify(pipelines, ck, out, o.tp);
+  if (o.verify) verify(pipelines, ck, out);
   for (auto& dev : out.devices) dev.report.seconds = rep.seconds;
   return out;
 }

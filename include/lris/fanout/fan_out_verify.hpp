@@ -106,7 +106,7 @@ void verify_devices(std::span<Pipeline> pipelines, fan_out_result& loaded, unsig
 }  // namespace detail
 
 /// @brief Compares every device's tensors of `loaded` (a fanout::load of `ck` onto
-/// `pipelines`, device d being tensor-parallel rank d % tp) with the files: each tensor read
+/// `pipelines`, device d being tensor-parallel rank d % loaded.report.tp) with the files: each tensor read
 /// again once through the first pipeline's io engine, each device's part copied back and
 /// compared with its bytes (its rows, for a slice); the checksums of devices of one rank must
 /// agree. Sets each device's verified count and digest. fan_out_options::verify calls it.
@@ -115,7 +115,8 @@ void verify_devices(std::span<Pipeline> pipelines, fan_out_result& loaded, unsig
 /// not hold; lris::io_error for a file that cannot be read again.
 template <safetensors::loading_pipeline Pipeline>
 void verify(std::span<Pipeline> pipelines, const safetensors::checkpoint& ck,
-            fan_out_result& loaded, unsigned tp = 1) {
+            fan_out_result& loaded) {
+  const unsigned tp = loaded.report.tp;
   const std::string file = ck.path().string();
   std::uint64_t largest = 1;
   for (const auto& ref : ck.tensors()) largest = std::max(largest, ref.info->bytes());

@@ -12,6 +12,7 @@
 
 #include <cstddef>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
@@ -34,7 +35,8 @@ class nccl_library {
   /// @brief Why it is not available ("libnccl.so.2: cannot open shared object file: No such
   /// file or directory"); empty when it is.
   [[nodiscard]] const std::string& why() const noexcept { return why_; }
-  /// @brief "NCCL 2.28.3 (libnccl.so.2)"; empty when not available.
+  /// @brief "NCCL 2.28.3 (libnccl.so.2)", "RCCL of NCCL API 2.22.3 (librccl.so.1)"; empty
+  /// when not available.
   [[nodiscard]] const std::string& describe() const noexcept { return describe_; }
 
   struct impl;
@@ -47,8 +49,9 @@ class nccl_library {
 };
 
 /// @brief Communicators among devices of this process (ncclCommInitAll), one per device, for
-/// collectives queued on streams of those devices. Destroyed communicators wait for nothing:
-/// destroy or abort() only when no work of theirs is queued, or after abort().
+/// collectives queued on streams of those devices. Destroying the group waits for their
+/// queued work (NCCL's ncclCommDestroy), or aborts them when one has failed; abort() ends them
+/// at once, whatever is queued.
 class nccl_group {
  public:
   /// @brief Communicators for `devices` (runtime ordinals), device devices[i] as rank i.
@@ -69,9 +72,14 @@ class nccl_group {
   /// outside it; lris::device_error naming NCCL's error.
   void broadcast(std::span<void* const> buffers, std::size_t bytes, std::size_t root,
                  std::span<void* const> streams);
-  /// @brief The first error a communicator met while its work ran (a peer lost, a link
-  /// down), in words; empty when none.
-  [[nodiscard]] std::string async_error() const;
+  /// @brief An error a communicator met while its work ran (a peer lost, a link down): its
+  /// rank and NCCL's words.
+  struct comm_error {
+    std::size_t rank = 0;
+    std::string what;
+  };
+  /// @brief The first rank's error, if any communicator has one.
+  [[nodiscard]] std::optional<comm_error> async_error() const;
   /// @brief Aborts every communicator: their queued work ends, whatever it waited for, so
   /// that nothing hangs after a timeout. The group is unusable afterwards.
   void abort() noexcept;

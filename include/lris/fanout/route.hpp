@@ -19,7 +19,9 @@ enum class fan_path : unsigned char {
   peer,       ///< one device per chunk (in turn) copies the chunk from the slot, and every
               ///< device takes its parts from there by peer copies (NVLink, xGMI)
   nccl,       ///< one device per chunk (in turn) copies the chunk from the slot and NCCL (RCCL
-              ///< on AMD) broadcasts it to the others; each takes its parts from its copy
+              ///< on AMD) broadcasts it to the others; each takes its parts from its copy.
+              ///< One such fan-out at a time on a set of devices: NCCL's communicators of
+              ///< two at once on the same GPUs may deadlock each other
 };
 
 /// @brief "automatic", "dma", "peer" or "nccl".
@@ -38,7 +40,8 @@ enum class link_kind : unsigned char {
   unknown,  ///< nothing tells (no NVML, a backend without link queries)
   none,     ///< they cannot: copies between them go through host memory
   pcie,     ///< peer copies over PCIe (switches, host bridges or the CPUs' interconnect)
-  nvlink,   ///< NVLink or xGMI: a link of their own, much faster than each one's PCIe
+  nvlink,   ///< NVLink (or xGMI): a link of their own, much faster than each one's PCIe; NVML
+            ///< tells it for NVIDIA GPUs, nothing yet for AMD ones
 };
 
 /// @brief The links among the devices of a fan-out.
@@ -54,6 +57,9 @@ struct device_links {
   static device_links uniform(std::vector<std::string> names, link_kind kind);
   [[nodiscard]] std::size_t size() const noexcept { return names.size(); }
   [[nodiscard]] link_kind at(std::size_t a, std::size_t b) const { return kinds.at(a * size() + b); }
+  /// @brief True when every pair of distinct devices is linked by `k` (the diagonal is not
+  /// read; true for one device).
+  [[nodiscard]] bool every_pair(link_kind k) const;
   void set(std::size_t a, std::size_t b, link_kind k, std::string how = {});
 };
 

@@ -2,18 +2,23 @@
 /// @file
 /// @brief fanout::detail::broadcaster: the nccl route's broadcasts, on a stream of each device
 /// of its own, each waited for within a timeout. The communicators are made on another
-/// thread from construction on, so that their set-up overlaps the load's first reads.
+/// thread from construction on, so that their set-up overlaps the load's first reads; the
+/// first broadcast waits for them within its timeout too.
 
 #include <chrono>
 #include <concepts>
 #include <cstddef>
-#include <future>
+#include <condition_variable>
+#include <exception>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <span>
 #include <string>
 #include <thread>
 #include <vector>
+
+#include <fmt/format.h>
 
 #include <lris/error.hpp>
 #include <lris/fanout/nccl.hpp>
@@ -41,23 +46,43 @@ class broadcaster {
   };
 
   /// @brief A stream and an event on each of `devices`; their communicators made from now on,
-  /// on another thread. `library` must be available and outlive the object.
-  broadcaster(const nccl_library& library, std::vector<Backend> devices)
-      : devices_(std::move(devices)) {
+  /// on a thread of their own (`library` must be available).
+  broadcaster(std::shared_ptr<const nccl_library> library, std::vector<Backend> devices)
+      : devices_(std::move(devices)), init_(std::make_shared<init_state>()) {
     std::vector<int> ordinals;
     for (Backend& b : devices_) {
       streams_.push_back(b.make_stream());
       events_.push_back(b.make_event());
       ordinals.push_back(b.device());
     }
-    pending_ = std::async(std::launch::async, [&library, ordinals] {
+    // Detached: a set-up that never ends (a GPU that does not answer) holds its thread, never
+    // the caller; a group made after the caller gave up on it is destroyed there.
+    std::thread([state = init_, library = std::move(library), ordinals = std::move(ordinals)] {
       const auto t0 = std::chrono::steady_clock::now();
-      made m;
-      m.group = std::make_unique<nccl_group>(library, ordinals);
-      m.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-      return m;
-    });
+      std::unique_ptr<nccl_group> group;
+      std::exception_ptr error;
+      try {
+        group = std::make_unique<nccl_group>(*library, ordinals);
+      } catch (...) {
+        error = std::current_exception();
+      }
+      std::lock_guard lock(state->m);
+      state->seconds =
+          std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      state->done = true;
+      if (!state->abandoned) {
+        state->group = std::move(group);
+        state->error = error;
+      }
+      state->cv.notify_all();
+    }).detach();
   }
+  ~broadcaster() {
+    std::lock_guard lock(init_->m);
+    init_->abandoned = true;
+  }
+  broadcaster(const broadcaster&) = delete;
+  broadcaster& operator=(const broadcaster&) = delete;
 
   /// @brief Seconds the communicators took to make (0 until the first broadcast).
   [[nodiscard]] double init_seconds() const noexcept { return init_seconds_; }
@@ -66,14 +91,30 @@ class broadcaster {
   /// each device to have them, at most `timeout` in all (zero: no limit). On a failure or a
   /// timeout the communicators are aborted (nothing stays blocked on them) and the failure is
   /// returned; later calls fail at once.
-  /// @throws lris::device_error naming NCCL's error when the communicators could not be made.
+  /// @throws lris::device_error naming NCCL's error when the communicators could not be made
+  /// (then later calls fail at once).
   [[nodiscard]] std::optional<failure> run(std::span<void* const> buffers, std::size_t bytes,
                                            std::size_t root, std::chrono::milliseconds timeout) {
     if (!group_) {
       if (aborted_) return failure{root, "the communicators were aborted after a failure", false};
-      made m = pending_.get();
-      group_ = std::move(m.group);
-      init_seconds_ = m.seconds;
+      std::unique_lock lock(init_->m);
+      auto done = [&] { return init_->done; };
+      if (timeout.count() > 0) {
+        if (!init_->cv.wait_for(lock, timeout, done)) {
+          init_->abandoned = true;
+          aborted_ = true;
+          return failure{root, fmt::format("NCCL's communicators were not made within {} ms",
+                                           timeout.count()), true};
+        }
+      } else {
+        init_->cv.wait(lock, done);
+      }
+      init_seconds_ = init_->seconds;
+      if (init_->error) {
+        aborted_ = true;
+        std::rethrow_exception(init_->error);
+      }
+      group_ = std::move(init_->group);
     }
     const std::size_t n = devices_.size();
     std::vector<void*> streams(n);
@@ -92,7 +133,7 @@ class broadcaster {
         } catch (const std::exception& e) {
           return fail({d, e.what(), false});
         }
-        if (std::string e = group_->async_error(); !e.empty()) return fail({d, std::move(e), false});
+        if (auto e = group_->async_error()) return fail({e->rank, std::move(e->what), false});
         if (timeout.count() > 0 && std::chrono::steady_clock::now() > deadline) {
           return fail({d, "not received within " + std::to_string(timeout.count()) + " ms", true});
         }
@@ -103,12 +144,20 @@ class broadcaster {
         }
       }
     }
+    // A communicator that failed may have ended its work early: done is not delivered.
+    if (auto e = group_->async_error()) return fail({e->rank, std::move(e->what), false});
     return std::nullopt;
   }
 
  private:
-  struct made {
+  // The communicators' set-up, shared with the thread that makes them.
+  struct init_state {
+    std::mutex m;
+    std::condition_variable cv;
+    bool done = false;
+    bool abandoned = false;  // the broadcaster is gone or gave up: the thread keeps nothing
     std::unique_ptr<nccl_group> group;
+    std::exception_ptr error;
     double seconds = 0;
   };
   failure fail(failure f) {
@@ -121,8 +170,8 @@ class broadcaster {
   std::vector<Backend> devices_;
   std::vector<typename Backend::stream> streams_;
   std::vector<typename Backend::event> events_;
-  std::future<made> pending_;
-  std::unique_ptr<nccl_group> group_;
+  std::shared_ptr<init_state> init_;
+  std::unique_ptr<nccl_group> group_;  // destroyed first: before the streams it ran on
   double init_seconds_ = 0;
   bool aborted_ = false;
 };

@@ -4,7 +4,6 @@
 /// links between its devices (links_of: NVML for NVIDIA GPUs), with the reason, and NCCL
 /// loaded where the route needs it.
 
-#include <algorithm>
 #include <memory>
 #include <span>
 #include <string>
@@ -63,7 +62,7 @@ device_links links_of(std::span<Pipeline> pipelines, const std::vector<std::stri
 struct picked_route {
   fan_path path = fan_path::dma;
   std::string reason;
-  std::unique_ptr<nccl_library> nccl;
+  std::shared_ptr<const nccl_library> nccl;
 };
 
 /// @brief The route of a fan-out onto `pipelines` (named `names`, loading `file`): `asked`, or
@@ -81,15 +80,12 @@ picked_route pick_route(std::span<Pipeline> pipelines, const std::vector<std::st
   picked_route r;
   auto load_nccl = [&] {
     if constexpr (collective_backend<Backend>) {
-      if (!r.nccl) r.nccl = std::make_unique<nccl_library>(Backend::name, nccl_path);
+      if (!r.nccl) r.nccl = std::make_shared<const nccl_library>(Backend::name, nccl_path);
     }
   };
   if (asked == fan_path::automatic) {
     const device_links links = links_of(pipelines, names);
-    if (n == 1 || std::all_of(links.kinds.begin(), links.kinds.end(),
-                              [](link_kind k) { return k == link_kind::nvlink; })) {
-      load_nccl();
-    }
+    if (links.every_pair(link_kind::nvlink)) load_nccl();
     const route_choice choice = choose_route(
         links, shared, r.nccl && r.nccl->available(),
         r.nccl ? std::string_view(r.nccl->why())

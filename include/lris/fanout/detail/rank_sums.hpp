@@ -10,6 +10,7 @@
 #include <cstring>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include <fmt/format.h>
@@ -22,8 +23,8 @@ namespace lris::fanout::detail {
 class rank_sums {
  public:
   /// @brief For `names.size()` devices, device d being rank d % tp, of `tensors` tensors each.
-  rank_sums(const std::vector<std::string>& names, unsigned tp, std::size_t tensors)
-      : names_(names), tp_(tp), sums_(names.size(), std::vector<std::uint64_t>(tensors)) {}
+  rank_sums(std::vector<std::string> names, unsigned tp, std::size_t tensors)
+      : names_(std::move(names)), tp_(tp), sums_(names_.size(), std::vector<std::uint64_t>(tensors)) {}
 
   /// @brief The checksum of device d's i-th tensor, `name`: checked against the device of
   /// the same rank before it (d % tp) once both have theirs; give devices of a rank in order.
@@ -46,7 +47,7 @@ class rank_sums {
   }
 
  private:
-  const std::vector<std::string>& names_;
+  std::vector<std::string> names_;
   unsigned tp_;
   std::vector<std::vector<std::uint64_t>> sums_;
 };
