@@ -107,8 +107,8 @@ case "${1:-}" in
     configure "$build-tsan" -DCMAKE_BUILD_TYPE=Debug -DLRIS_SANITIZE=thread \
       -DLRIS_ENABLE_CUDA=OFF -DLRIS_ENABLE_HIP=OFF -DLRIS_BUILD_TOOLS=OFF -DLRIS_BUILD_BENCHMARKS=OFF -DLRIS_BUILD_EXAMPLES=OFF
     cmake --build "$build-tsan" -j "$jobs" --target host_backend_test transfer_copy_test transfer_completion_test exec_thread_pool_test exec_plan_test exec_staging_ring_test io_faults_test io_file_transfer_test sched_broker_test cache_residency_test cache_capture_test \
-      sched_semaphore_test sched_shared_semaphore_test sched_monitor_test fanout_load_test
-    (cd "$build-tsan" && ctest --output-on-failure -R '^(host_backend_test|transfer_copy_test|transfer_completion_test|exec_thread_pool_test|exec_plan_test|exec_staging_ring_test|io_faults_test|io_file_transfer_test|sched_semaphore_test|sched_shared_semaphore_test|sched_monitor_test|sched_broker_test|cache_residency_test|cache_capture_test|fanout_load_test)$')
+      sched_semaphore_test sched_shared_semaphore_test sched_monitor_test fanout_load_test fanout_nccl_route_test
+    (cd "$build-tsan" && ctest --output-on-failure -R '^(host_backend_test|transfer_copy_test|transfer_completion_test|exec_thread_pool_test|exec_plan_test|exec_staging_ring_test|io_faults_test|io_file_transfer_test|sched_semaphore_test|sched_shared_semaphore_test|sched_monitor_test|sched_broker_test|cache_residency_test|cache_capture_test|fanout_load_test|fanout_nccl_route_test)$')
     ;;
   *)
     sed -n '2,13p' "$0"

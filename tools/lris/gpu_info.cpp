@@ -11,7 +11,9 @@
 
 #include <lris/config.hpp>
 #include <lris/error.hpp>
+#include <lris/fanout/nccl.hpp>
 #include <lris/gpu/device_info.hpp>
+#include <lris/sched/nvml_pcie.hpp>
 #include <lris/system/format_bytes.hpp>
 #if LRIS_HAS_CUDA()
 #include <lris/cuda/device_info.hpp>
@@ -88,6 +90,18 @@ std::string link_text(const pcie_link& link) {
 
 bool link_known(const pcie_link& link) { return link.generation > 0 || link.width > 0; }
 
+// How GPUs a and b of a report reach each other, in words (NVML; NVIDIA GPUs only).
+std::string pair_text(const sched::nvml_pcie& nvml, const gpu::device_info& a,
+                      const gpu::device_info& b) {
+  const auto l = nvml.link(a.pci_bus_id, b.pci_bus_id);
+  if (!l) {
+    return nvml.available() ? std::string("unknown (NVML does not know the pair)")
+                            : fmt::format("unknown (NVML: {})", nvml.why());
+  }
+  return l->nvlink ? fmt::format("NVLink (PCIe path: {})", sched::describe_pcie_level(l->pcie_level))
+                   : fmt::format("PCIe through {}", sched::describe_pcie_level(l->pcie_level));
+}
+
 json link_json(const pcie_link& link) {
   return {{"generation", link.generation > 0 ? json(link.generation) : json(nullptr)},
           {"width", link.width > 0 ? json(link.width) : json(nullptr)}};
@@ -140,6 +154,19 @@ std::string gpu_text() {
       line("    numa", device.numa_node >= 0 ? fmt::format("node {}", device.numa_node)
                                              : std::string("none reported by the kernel"));
     }
+    // What a load onto several of them can use: the links between them, and NCCL.
+    if (report.key == "cuda" && report.devices.size() > 1) {
+      const sched::nvml_pcie nvml;
+      for (std::size_t a = 0; a < report.devices.size(); ++a) {
+        for (std::size_t b = a + 1; b < report.devices.size(); ++b) {
+          line(fmt::format("  gpus {}-{}", a, b),
+               pair_text(nvml, report.devices[a], report.devices[b]));
+        }
+      }
+    }
+    const fanout::nccl_library nccl(report.key);
+    line(report.key == "hip" ? "  rccl" : "  nccl",
+         nccl.available() ? nccl.describe() : fmt::format("not loaded: {}", nccl.why()));
   }
   return out;
 }
@@ -175,6 +202,24 @@ std::string gpu_json(const std::string& host_json) {
            {"pcie",
             {{"current", link_json(device.current_link)}, {"max", link_json(device.max_link)}}},
            {"numa_node", device.numa_node >= 0 ? json(device.numa_node) : json(nullptr)}});
+    }
+    if (report.listed()) {
+      const fanout::nccl_library nccl(report.key);
+      j[report.key]["nccl"] = {{"available", nccl.available()},
+                               {"library", nccl.describe()},
+                               {"why", nccl.why()}};
+      if (report.key == "cuda") {
+        const sched::nvml_pcie nvml;
+        json links = json::array();
+        for (std::size_t a = 0; a < report.devices.size(); ++a) {
+          for (std::size_t b = a + 1; b < report.devices.size(); ++b) {
+            links.push_back({{"a", report.devices[a].ordinal},
+                             {"b", report.devices[b].ordinal},
+                             {"link", pair_text(nvml, report.devices[a], report.devices[b])}});
+          }
+        }
+        j[report.key]["links"] = std::move(links);
+      }
     }
   }
   j["gpus"] = std::move(gpus);
