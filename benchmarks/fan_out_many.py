@@ -3,7 +3,7 @@
 
   python3 benchmarks/fan_out_many.py LRIS CHECKPOINT [--gpus N] [--rounds 3] [--out DIR]
                                      [--size-gib 32] [--parts ceilings,routes,pool,tp,stream]
-                                     [--kind cuda|host]
+                                     [--kind cuda|host] [--install WHEELDIR]
 
 A missing CHECKPOINT directory is written first (make_model() of peers/safetensors_load.py:
 Llama-style layers with hidden size 4096, 2 GiB shards and an index). Then, with the page
@@ -31,7 +31,8 @@ cache warm (every file read once before), each part in turn, every load a fresh 
             ceiling.
 
 Everything lands in --out (results.json and the tools' own outputs); a part that fails is
-recorded with its error and the next one runs.
+recorded with its error and the next one runs. --install WHEELDIR installs instanttensor from
+the wheels there first (the GPU machines have no internet).
 """
 import argparse
 import glob
@@ -293,10 +294,14 @@ def main():
     ap.add_argument("--size-gib", type=float, default=32)
     ap.add_argument("--out", default=".")
     ap.add_argument("--parts", default="ceilings,routes,pool,tp,stream")
+    ap.add_argument("--install")
     ap.add_argument("--kind", default="cuda", help="host: the routes and pool parts on the host "
                                                    "backend's devices, to try the script")
     a = ap.parse_args()
     os.makedirs(a.out, exist_ok=True)
+    if a.install:
+        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-index", "--find-links",
+                        a.install, "instanttensor==0.2.2"], check=False)
     if not os.path.exists(a.checkpoint):
         sys.path.insert(0, os.path.join(HERE, "peers"))
         from safetensors_load import make_model
