@@ -32,12 +32,15 @@ struct nccl_library::impl {
   const char* (*error_string)(nccl_result) = nullptr;
   const char* (*last_error)(nccl_comm) = nullptr;  // NCCL 2.13 and later; may be missing
 
-  // "unhandled cuda error (run with NCCL_DEBUG=INFO for details): <last error>"
-  [[nodiscard]] std::string message(nccl_result r, nccl_comm comm = nullptr) const {
+  // "unhandled cuda error (run with NCCL_DEBUG=INFO for details) (1): <last error>". NCCL
+  // keeps the last error per thread: it belongs to a call of this thread, never to an error of
+  // NCCL's own threads (`last` false).
+  [[nodiscard]] std::string message(nccl_result r, nccl_comm comm = nullptr,
+                                    bool last = true) const {
     std::string m = fmt::format("{} ({})", error_string != nullptr ? error_string(r) : "error", r);
-    if (last_error != nullptr) {
-      const char* last = last_error(comm);
-      if (last != nullptr && *last != '\0') m += fmt::format(": {}", last);
+    if (last && last_error != nullptr) {
+      const char* text = last_error(comm);
+      if (text != nullptr && *text != '\0') m += fmt::format(": {}", text);
     }
     return m;
   }
@@ -177,7 +180,7 @@ std::optional<nccl_group::comm_error> nccl_group::async_error() const {
   for (std::size_t d = 0; d < comms_.size(); ++d) {
     nccl_result e = 0;
     if (lib_->async_error(comms_[d], &e) == 0 && e != 0 && e != nccl_in_progress) {
-      return comm_error{d, lib_->message(e, comms_[d])};
+      return comm_error{d, lib_->message(e, comms_[d], false)};
     }
   }
   return std::nullopt;

@@ -146,7 +146,8 @@ TEST_CASE("fanout::load: NCCL's failures on the nccl route are typed errors", "[
     f.fail(3);
     CHECK_THROWS_MATCHES(fo::load(std::span(p), ck, o), lris::rank_error,
                          what_contains("device 0 (host:0, rank 0 of 1)") &&
-                             what_contains("unhandled system error (2): injected by the test"));
+                             what_contains("unhandled system error (2)") &&
+                             !what_contains("injected by the test"));
     CHECK(f.aborted() == 2);
   }
   SECTION("the communicators are not made in time") {
