@@ -59,6 +59,7 @@ struct fake {
   long groups() const { return count(2); }
   long destroyed() const { return count(3); }
   long aborted() const { return count(4); }
+  long most_groups_at_once() const { return count(5); }
   void* lib;
   void (*fail)(int) = nullptr;
   long (*count)(int) = nullptr;
@@ -168,6 +169,27 @@ TEST_CASE("fanout::load: NCCL's failures on the nccl route are typed errors", "[
   f.fail(0);
   const auto r = fo::load(std::span(p), ck, o);
   CHECK(r.report.path == fo::fan_path::nccl);
+}
+
+TEST_CASE("fanout::load: loads on the nccl route take turns") {
+  fake f;
+  const st::checkpoint ck(model_file());
+  auto o = nccl_options();
+  o.verify = true;
+  // Two loads at once from two threads, each with pipelines of its own (one context): the
+  // stand-in keeps no lock of its own, so running them together would race on it too.
+  std::vector<std::thread> loads;
+  std::vector<std::size_t> verified(2, 0);
+  for (int k = 0; k < 2; ++k) {
+    loads.emplace_back([&, k] {
+      auto p = pipelines(2);
+      verified[k] = fo::load(std::span(p), ck, o).report.devices[1].verified;
+    });
+  }
+  for (auto& t : loads) t.join();
+  CHECK(verified == std::vector<std::size_t>{4, 4});
+  CHECK(f.inits() == 2);
+  CHECK(f.most_groups_at_once() == 1);
 }
 
 TEST_CASE("nccl_library: the stand-in loads and names its version") {

@@ -351,11 +351,14 @@ fan_out_result load(std::span<Pipeline> pipelines, const safetensors::checkpoint
   struct no_broadcaster {};
   using broadcaster_type = std::conditional_t<detail::collective_backend<Backend>,
                                               detail::broadcaster<Backend>, no_broadcaster>;
+  std::unique_lock<std::mutex> turn;  // outlives the broadcaster: declared before it
   std::optional<broadcaster_type> caster;
   if constexpr (detail::collective_backend<Backend>) {
     if (collective && !plan.chunks.empty()) {
       std::vector<Backend> devs;
       for (auto& pl : pipelines) devs.push_back(pl.backend());
+      turn = std::unique_lock(pipelines.front().context()->template cached<detail::collective_turn>(
+          0, [] { return std::make_unique<detail::collective_turn>(); }).m);
       caster.emplace(picked.nccl, std::move(devs));
     }
   }

@@ -20,7 +20,7 @@ enum class fan_path : unsigned char {
               ///< device takes its parts from there by peer copies (NVLink, xGMI)
   nccl,       ///< one device per chunk (in turn) copies the chunk from the slot and NCCL (RCCL
               ///< on AMD) broadcasts it to the others; each takes its parts from its copy.
-              ///< One such fan-out at a time on a set of devices: NCCL's communicators of
+              ///< Loads on this route take turns (per context): NCCL's communicators of
               ///< two at once on the same GPUs may deadlock each other
 };
 

@@ -34,6 +34,13 @@ concept collective_backend = requires(B& b, typename B::stream& s, typename B::e
   { b.query(e) } -> std::same_as<bool>;
 };
 
+/// @brief Taken by a load on the nccl route for as long as its communicators live, in the
+/// registry of its first pipeline's context: one such load at a time, since NCCL's
+/// communicators of two at once on the same GPUs may deadlock each other.
+struct collective_turn {
+  std::mutex m;
+};
+
 /// @brief Broadcasts among devices of a collective_backend (Backend), one NCCL group.
 template <class Backend>
 class broadcaster {
