@@ -25,11 +25,9 @@
 #include <condition_variable>
 #include <cstddef>
 #include <cstdint>
-#include <cstring>
 #include <exception>
 #include <memory>
 #include <mutex>
-#include <numeric>
 #include <optional>
 #include <span>
 #include <string>
@@ -40,7 +38,6 @@
 
 #include <lris/concepts/batch_backend.hpp>
 #include <lris/concepts/peer_backend.hpp>
-#include <lris/element/checksum.hpp>
 #include <lris/error.hpp>
 #include <lris/exec/file_io.hpp>
 #include <lris/exec/plan.hpp>
@@ -59,9 +56,7 @@
 #include <lris/formats/load_options.hpp>
 #include <lris/formats/loaded_tensor.hpp>
 #include <lris/formats/verify.hpp>
-#include <lris/memory/buffer.hpp>
 #include <lris/memory/device_allocator.hpp>
-#include <lris/memory/page_aligned_allocator.hpp>
 #include <lris/transfer/transfer.hpp>
 
 namespace lris::fanout {

@@ -8,9 +8,7 @@
 
 #include <cstddef>
 #include <cstdint>
-#include <algorithm>
 #include <chrono>
-#include <cstring>
 #include <exception>
 #include <span>
 #include <string>
@@ -18,13 +16,10 @@
 
 #include <fmt/format.h>
 
-#include <lris/element/checksum.hpp>
 #include <lris/error.hpp>
 #include <lris/fanout/fan_out_load.hpp>
 #include <lris/fanout/fan_out_verify.hpp>
 #include <lris/formats/detail/load_select.hpp>
-#include <lris/formats/verify.hpp>
-#include <lris/memory/memory_span.hpp>
 #include <lris/pool/host_pool.hpp>
 #include <lris/pool/load_pool.hpp>
 

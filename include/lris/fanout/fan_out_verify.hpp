@@ -119,7 +119,12 @@ void verify(std::span<Pipeline> pipelines, const safetensors::checkpoint& ck,
   const unsigned tp = loaded.report.tp;
   const std::string file = ck.path().string();
   std::uint64_t largest = 1;
-  for (const auto& ref : ck.tensors()) largest = std::max(largest, ref.info->bytes());
+  // A buffer for the largest tensor the devices hold.
+  for (std::size_t i = 0; !loaded.devices.empty() && i < loaded.devices.front().tensors.size(); ++i) {
+    if (const safetensors::tensor_ref* ref = ck.find(loaded.devices.front().tensors[i].name)) {
+      largest = std::max(largest, ref->info->bytes());
+    }
+  }
   buffer<page_aligned_allocator> whole(static_cast<std::size_t>(largest));
   detail::verify_devices(pipelines, loaded, tp, file, [&](std::string_view name) {
     const safetensors::tensor_ref* ref = ck.find(name);
