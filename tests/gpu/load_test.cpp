@@ -128,7 +128,10 @@ TEST_CASE("gpu fan-out: the nccl route onto every device, checked", "[gpu][fanou
     o.tp = tp;
     o.plan = lris::fanout::sharding::llama();
     o.verify = true;  // every device's bytes against the file, and checksums across ranks
-    o.load.transfer.chunk_bytes = 256 << 10;  // several chunks: every device is a root in turn
+    // Several chunks, every device a root in turn: a chunk is the io engine's chunk on each
+    // of its workers, so one worker.
+    o.load.transfer.chunk_bytes = 256 << 10;
+    o.load.transfer.workers = 1;
     const auto r = lris::fanout::load(std::span(p), ck, o);
     CHECK(r.report.path == lris::fanout::fan_path::nccl);
     CHECK(r.report.nccl == nccl.describe());
