@@ -108,6 +108,9 @@ class AimdoBlocks:
             self.tensors.append(entries)
         total = sum((e[3].nbytes + 511) & ~511 for es in self.tensors for e in es)
         self.vbar = ModelVBAR(total + (64 << 20), dev.index)
+        self.limit = limit
+        self.block_bytes = [sum(e[3].nbytes for e in es) for es in self.tensors]
+        self.shed = 0
         if limit:  # the blocks' budget: without it the VBAR takes all free memory, and the
             # activations then find none (CUDA out of memory on the first forward)
             self.vbar.set_watermark_limit(limit)
@@ -125,6 +128,13 @@ class AimdoBlocks:
         from comfy_aimdo.torch import aimdo_to_tensor
         torch = self.torch
         views = []
+        # The watermark limit does not bound what is resident (every block stays once faulted
+        # while the GPU has room), so the budget is kept here, as ComfyUI keeps its own: pages
+        # of blocks not pinned are shed (vbar.free_memory) before this block comes in.
+        if self.limit:
+            over = self.vbar.loaded_size() + self.block_bytes[i] - self.limit
+            if over > 0:
+                self.shed += max(self.vbar.free_memory(over), 0)
         with torch.cuda.stream(self.stream):
             for k, (alloc, e) in enumerate(zip(self.allocs[i], self.tensors[i])):
                 w = e[3]
@@ -229,12 +239,13 @@ def child(a):
         if a.child == "aimdo":
             # A GPU with `budget` bytes for the blocks beside the rest of the model and what
             # the pass needs: the rest of its free memory held by torch, sized from the
-            # warm-up pass itself. The VBAR's watermark keeps its resident pages near the
-            # budget (the block running and the one fetched stay pinned above it); the
+            # warm-up pass itself. The VBAR's resident pages stay within what the
+            # ballast leaves (the block running and the one fetched stay pinned); the
             # temporaries made where it refuses a block, and the activations, are what torch
             # reserved in the warm-up beyond what it holds now. Two of the largest blocks and
             # 512 MiB are left on top (the peak reported counts what the VBAR held).
             grown = torch.cuda.max_memory_reserved(dev) - torch.cuda.memory_reserved(dev)
+            out["aimdo_warmup_loaded_bytes"] = aimdo.vbar.loaded_size()
             free, _ = torch.cuda.mem_get_info(dev)
             spare = 2 * max(block_bytes) + (512 << 20)
             out["aimdo_warmup_torch_bytes"] = grown
@@ -243,6 +254,9 @@ def child(a):
             y = model(**x)[0]  # a second warm-up, with the GPU's memory as it will be
             torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats(dev)
+        if a.child == "aimdo":
+            # the timed passes' residency, copies and fallbacks, not the warm-ups'
+            aimdo.peak_loaded = aimdo.copied = aimdo.fallbacks = aimdo.shed = 0
         base = torch.cuda.memory_allocated(dev) - (ballast.numel() if ballast is not None else 0)
         times = []
         for _ in range(a.passes):
@@ -272,6 +286,7 @@ def child(a):
     if a.child == "aimdo":
         out["copied_bytes"] = aimdo.copied
         out["fallbacks"] = aimdo.fallbacks
+        out["shed_bytes"] = aimdo.shed
     with open(a.out, "w") as f:
         json.dump(out, f)
 
