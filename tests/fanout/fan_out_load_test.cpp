@@ -173,6 +173,20 @@ TEST_CASE("fanout::load: the peer route, each chunk into one device and from the
   }
 }
 
+TEST_CASE("fanout::load: the peer route with one chunk, in one slot") {
+  const auto m = model();
+  const auto file = write_file(dir() / "peer_one.safetensors", m);
+  st::checkpoint ck(file);
+  auto p = pipelines(2);
+  fo::fan_out_options o;
+  o.path = fo::fan_path::peer;
+  o.verify = true;
+  const auto r = fo::load(std::span(p), ck, o);
+  CHECK(r.report.chunks == 1);
+  CHECK(r.report.staging_bytes == r.report.scratch_bytes);  // one slot, one room per device
+  for (const auto& d : r.report.devices) CHECK(d.verified == m.size());
+}
+
 // A host backend whose devices cannot reach each other.
 struct isolated_backend : lris::host_backend {
   using host_backend::host_backend;
@@ -292,6 +306,39 @@ TEST_CASE("fanout::load: a device that does not take its chunk in time is named"
   o.timeout = std::chrono::milliseconds(0);
   const auto r = fo::load(std::span(p), ck, o);
   CHECK(bytes_of(r.devices[1].tensors[1]) == m[1].data);
+}
+
+TEST_CASE("fanout::load: on the peer route, a root that does not take its chunk in time is named",
+          "[errors]") {
+  const auto m = model();
+  const auto file = write_file(dir() / "root_timeout.safetensors", m);
+  st::checkpoint ck(file);
+  auto broker = std::make_shared<lris::sched::bandwidth_broker>();
+  lris::pipeline_config config;
+  config.broker = broker;
+  auto p = pipelines(3, config);
+  // host:1's link is held: chunk 1, whose root it is, never gets there.
+  const auto link = broker->resource(lris::sched::link_resource("host:1", true));
+  auto held = std::make_shared<lris::sched::resource_tokens>(
+      broker->acquire(link, broker->capacity(link), lris::priority::critical));
+  fo::fan_out_options o;
+  o.path = fo::fan_path::peer;
+  o.timeout = std::chrono::milliseconds(200);
+  o.load.transfer.chunk_bytes = 8192;
+  o.load.transfer.workers = 1;
+  try {
+    (void)fo::load(std::span(p), ck, o);
+    FAIL("no timeout");
+  } catch (const lris::rank_timeout& e) {
+    CHECK(e.rank() == 1);
+    CHECK(e.device() == "host:1");
+    CHECK_THAT(e, what_contains("device 1 (host:1, rank 0 of 1) did not take chunk "));
+  }
+  held.reset();  // the copies given up on finish, and their memory goes with them
+  o.timeout = std::chrono::milliseconds(0);
+  o.verify = true;
+  const auto r = fo::load(std::span(p), ck, o);
+  for (const auto& d : r.report.devices) CHECK(d.verified == m.size());
 }
 
 TEST_CASE("fanout::load: errors name what is wrong") {

@@ -18,6 +18,10 @@
 /// copies its parts by DMA: byte ranges as copies, and the pieces of rows of a tensor split
 /// along another dimension than 0 as one batched operation on the device (it reads just those
 /// bytes over the link). Reads of later chunks go on while devices take the earlier ones.
+/// On the peer and nccl routes each chunk crosses into one device only (chunk c into device
+/// c mod N), and its slot is free as soon as it is there: the copies of up to half the slots'
+/// chunks into their devices run at once, each over its own device's link, while the chunk
+/// before them is broadcast (nccl) or taken by peer copies.
 
 #include <algorithm>
 #include <chrono>
@@ -358,14 +362,21 @@ fan_out_result load(std::span<Pipeline> pipelines, const safetensors::checkpoint
     }
   }
 
-  // In flight per slot: its chunk's read, then each device's copies of it.
-  struct flight {
+  // In flight per slot: the read of its chunk. Per chunk room (chunk c in c % depth: the
+  // slot on the dma route, each device's scratch on the others): the copy into its root
+  // device, then each device's copies of its parts.
+  struct read_flight {
     std::size_t chunk = 0;
     transfer read;
+  };
+  struct send_flight {
+    std::size_t chunk = 0;
+    transfer root;
     std::vector<std::vector<transfer>> sends;  // per device
   };
-  std::vector<flight> flights(depth);
-  for (auto& f : flights) f.sends.resize(n);
+  std::vector<read_flight> slot_reads(depth);
+  std::vector<send_flight> stages(depth);
+  for (auto& f : stages) f.sends.resize(n);
 
   auto start_read = [&](std::size_t c) {
     const fan_chunk& ch = plan.chunks[c];
@@ -392,8 +403,8 @@ fan_out_result load(std::span<Pipeline> pipelines, const safetensors::checkpoint
       at += b;
     }
     p.workers = std::min<unsigned>(workers, static_cast<unsigned>(p.chunks()));
-    flights[c % depth].chunk = c;
-    flights[c % depth].read = reader.run(std::move(p));
+    slot_reads[c % depth].chunk = c;
+    slot_reads[c % depth].read = reader.run(std::move(p));
   };
   // Waits for device d's transfer `t` of chunk c: a timeout or failure names the device.
   auto await = [&](transfer& t, std::size_t d, std::size_t c) -> transfer_stats {
@@ -444,28 +455,39 @@ fan_out_result load(std::span<Pipeline> pipelines, const safetensors::checkpoint
     }
   };
   std::vector<char> batched(n, 0);  // per device: small pieces went as one batched operation
-  auto start_sends = [&](std::size_t c) {
-    flight& f = flights[c % depth];
-    const std::byte* buf = keep->slots[c % depth]->data;
-    // Peer route: the chunk into device c mod n first; every device takes its parts there.
+  // Peer and nccl routes: chunk c from its slot into device c mod n (its root), which every
+  // device then takes it from (peer copies) or which broadcasts it (nccl). Not waited for.
+  auto start_root = [&](std::size_t c) {
+    send_flight& f = stages[c % depth];
+    f.chunk = c;
     const std::size_t root = c % n;
-    exec::place from = exec::place::pinned(buf);
+    const fan_chunk& ch = plan.chunks[c];
+    exec::plan first;
+    first.shape = transfer_path::direct;
+    first.add({exec::place::pinned(keep->slots[c % depth]->data + ch.at),
+               exec::place::on_device(scratch[root][c % depth] + ch.at,
+                                      pipelines[root].backend().device()),
+               static_cast<std::size_t>(ch.bytes)});
+    first.cut();
+    first.prio = o.load.transfer.priority;
+    first.budget_bytes = o.load.transfer.budget_bytes;
+    f.root = pipelines[root].run(std::move(first));
+  };
+  // Waits for chunk c's copy into its root: its slot may then take another read.
+  auto finish_root = [&](std::size_t c) {
+    send_flight& f = stages[c % depth];
+    (void)await(f.root, c % n, c);
+    f.root = transfer();
+  };
+  // Each device's parts of chunk c: from the slot (dma route), from the root's copy (peer),
+  // or from each device's own copy once the root broadcast it (nccl).
+  auto start_sends = [&](std::size_t c) {
+    send_flight& f = stages[c % depth];
+    f.chunk = c;
+    const std::size_t root = c % n;
+    exec::place from = exec::place::pinned(keep->slots[c % depth]->data);
     if (peer || collective) {
-      const fan_chunk& ch = plan.chunks[c];
-      std::byte* in = scratch[root][c % depth];
-      exec::plan first;
-      first.shape = transfer_path::direct;
-      first.add({exec::place::pinned(buf + ch.at),
-                 exec::place::on_device(in + ch.at, pipelines[root].backend().device()),
-                 static_cast<std::size_t>(ch.bytes)});
-      first.cut();
-      first.prio = o.load.transfer.priority;
-      first.budget_bytes = o.load.transfer.budget_bytes;
-      // Kept among the slot's transfers while awaited: a failure's abandon() finds it.
-      f.sends[root].push_back(pipelines[root].run(std::move(first)));
-      (void)await(f.sends[root].back(), root, c);
-      f.sends[root].back() = transfer();
-      from = exec::place::on_device(in, pipelines[root].backend().device());
+      from = exec::place::on_device(scratch[root][c % depth], pipelines[root].backend().device());
     }
     if (collective) broadcast(c, root);
     for (std::size_t d = 0; d < n; ++d) {
@@ -509,8 +531,8 @@ fan_out_result load(std::span<Pipeline> pipelines, const safetensors::checkpoint
     }
   };
   std::uint64_t delivered = 0;
-  auto finish_sends = [&](std::size_t slot) {
-    flight& f = flights[slot];
+  auto finish_sends = [&](std::size_t c) {
+    send_flight& f = stages[c % depth];
     for (std::size_t d = 0; d < n; ++d) {
       for (transfer& t : f.sends[d]) {
         if (!t.valid()) continue;
@@ -527,43 +549,71 @@ fan_out_result load(std::span<Pipeline> pipelines, const safetensors::checkpoint
   // On failure: stop what is in flight; what does not end at once is left to finish on its
   // own, holding `keep` (the slots and blocks) until it does.
   auto abandon = [&] {
-    for (auto& f : flights) {
-      std::vector<transfer*> all{&f.read};
+    std::vector<transfer*> all;
+    for (auto& r : slot_reads) all.push_back(&r.read);
+    for (auto& f : stages) {
+      all.push_back(&f.root);
       for (auto& v : f.sends) {
         for (auto& t : v) all.push_back(&t);
       }
-      for (transfer* t : all) {
-        if (!t->valid()) continue;
-        t->cancel();
-        if (!detail::wait_for(*t, std::chrono::milliseconds(
-                                      o.timeout.count() > 0 ? std::min<long long>(o.timeout.count(), 1000) : 0))) {
-          t->on_complete([k = keep](std::exception_ptr) {});
-          t->detach();
-        } else {
-          try {
-            t->wait();
-          } catch (...) {
-          }
+    }
+    const auto grace = std::chrono::milliseconds(
+        o.timeout.count() > 0 ? std::min<long long>(o.timeout.count(), 1000) : 0);
+    for (transfer* t : all) {
+      if (!t->valid()) continue;
+      t->cancel();
+      if (!detail::wait_for(*t, grace)) {
+        t->on_complete([k = keep](std::exception_ptr) {});
+        t->detach();
+      } else {
+        try {
+          t->wait();
+        } catch (...) {
         }
-        *t = transfer();
       }
+      *t = transfer();
     }
   };
-
+  auto wait_read = [&](std::size_t c) {
+    read_flight& r = slot_reads[c % depth];
+    r.read.wait();
+    r.read = transfer();
+  };
   try {
-    // Chunk c + depth - 1 is read into the slot of chunk c - 1 as soon as every device has
-    // taken that one: two reads are in flight while devices take the chunk before.
     const std::size_t chunks = plan.chunks.size();
-    for (std::size_t c = 0; c + 1 < std::min(chunks, depth); ++c) start_read(c);
-    for (std::size_t c = 0; c < chunks; ++c) {
-      if (c >= 1) finish_sends((c - 1) % depth);
-      if (c + depth - 1 < chunks) start_read(c + depth - 1);
-      flight& f = flights[c % depth];
-      f.read.wait();
-      f.read = transfer();
-      start_sends(c);
+    if (!peer && !collective) {
+      // Dma route: the devices copy from the slot. Chunk c + depth - 1 is read into the slot
+      // of chunk c - 1 as soon as every device has taken that one.
+      for (std::size_t c = 0; c + 1 < std::min(chunks, depth); ++c) start_read(c);
+      for (std::size_t c = 0; c < chunks; ++c) {
+        if (c >= 1) finish_sends(c - 1);
+        if (c + depth - 1 < chunks) start_read(c + depth - 1);
+        wait_read(c);
+        start_sends(c);
+      }
+      if (chunks > 0) finish_sends(chunks - 1);
+    } else {
+      // Peer and nccl routes: a slot is free once its chunk is in its root device, so the
+      // copies into the roots of `lag` chunks (each into another device, over its own link)
+      // run while the chunk before them is broadcast or taken, and the reads of the other
+      // slots go on. A device's room for chunk c takes chunk c + depth once every device
+      // has taken its parts of c. (One slot: lag 0, each chunk in turn.)
+      const std::size_t lag = depth / 2;
+      for (std::size_t c = 0; c < std::min(chunks, depth); ++c) start_read(c);
+      for (std::size_t c = 0; c < chunks + lag; ++c) {
+        if (c < chunks) {
+          wait_read(c);
+          if (c >= depth) finish_sends(c - depth);
+          start_root(c);
+        }
+        if (c < lag) continue;
+        const std::size_t q = c - lag;  // its root has chunk q, or soon will
+        finish_root(q);
+        if (q + depth < chunks) start_read(q + depth);
+        start_sends(q);
+      }
+      for (std::size_t c = chunks > depth ? chunks - depth : 0; c < chunks; ++c) finish_sends(c);
     }
-    if (chunks > 0) finish_sends((chunks - 1) % depth);
   } catch (...) {
     abandon();
     throw;
