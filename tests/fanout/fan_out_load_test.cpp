@@ -56,6 +56,23 @@ std::vector<host_pipeline> pipelines(std::size_t n, lris::pipeline_config config
   return out;
 }
 
+// `n` host pipelines sharing one broker, with every token of host:1's link held: its copies
+// wait until `held` is reset.
+struct stalled_host1 {
+  std::vector<host_pipeline> p;
+  std::shared_ptr<lris::sched::resource_tokens> held;
+};
+stalled_host1 with_host1_stalled(std::size_t n) {
+  auto broker = std::make_shared<lris::sched::bandwidth_broker>();
+  lris::pipeline_config config;
+  config.broker = broker;
+  stalled_host1 s{pipelines(n, config), nullptr};
+  const auto link = broker->resource(lris::sched::link_resource("host:1", true));
+  s.held = std::make_shared<lris::sched::resource_tokens>(
+      broker->acquire(link, broker->capacity(link), lris::priority::critical));
+  return s;
+}
+
 // The bytes of part `rank` of `ranks` of `t` split along `dim`.
 std::vector<std::byte> slice_of(const raw_tensor& t, unsigned dim, unsigned rank, unsigned ranks) {
   std::uint64_t outer = 1, inner = lris::bits_of(t.type) / 8;
@@ -283,14 +300,7 @@ TEST_CASE("fanout::load: a device that does not take its chunk in time is named"
   const auto m = model();
   const auto file = write_file(dir() / "timeout.safetensors", m);
   st::checkpoint ck(file);
-  auto broker = std::make_shared<lris::sched::bandwidth_broker>();
-  lris::pipeline_config config;
-  config.broker = broker;
-  auto p = pipelines(2, config);
-  // Every token of host:1's link is held: its copies wait.
-  const auto link = broker->resource(lris::sched::link_resource("host:1", true));
-  auto held = std::make_shared<lris::sched::resource_tokens>(
-      broker->acquire(link, broker->capacity(link), lris::priority::critical));
+  auto [p, held] = with_host1_stalled(2);
   fo::fan_out_options o;
   o.timeout = std::chrono::milliseconds(200);
   try {
@@ -313,14 +323,8 @@ TEST_CASE("fanout::load: on the peer route, a root that does not take its chunk 
   const auto m = model();
   const auto file = write_file(dir() / "root_timeout.safetensors", m);
   st::checkpoint ck(file);
-  auto broker = std::make_shared<lris::sched::bandwidth_broker>();
-  lris::pipeline_config config;
-  config.broker = broker;
-  auto p = pipelines(3, config);
   // host:1's link is held: chunk 1, whose root it is, never gets there.
-  const auto link = broker->resource(lris::sched::link_resource("host:1", true));
-  auto held = std::make_shared<lris::sched::resource_tokens>(
-      broker->acquire(link, broker->capacity(link), lris::priority::critical));
+  auto [p, held] = with_host1_stalled(3);
   fo::fan_out_options o;
   o.path = fo::fan_path::peer;
   o.timeout = std::chrono::milliseconds(200);
