@@ -44,8 +44,7 @@ std::string_view kind_words(link_kind k) {
 }
 }  // namespace
 
-route_choice choose_route(const device_links& links, double shared_fraction, bool nccl,
-                          std::string_view nccl_why) {
+route_choice choose_route(const device_links& links) {
   const std::size_t n = links.size();
   LRIS_EXPECTS(links.kinds.size() == n * n, "choose_route: {} links for {} devices",
                links.kinds.size(), n);
@@ -63,20 +62,10 @@ route_choice choose_route(const device_links& links, double shared_fraction, boo
                               : "")};
     }
   }
-  if (nccl && shared_fraction >= 0.5) {
-    return {fan_path::nccl,
-            fmt::format("NVLink between every pair: each chunk crosses PCIe once, into one "
-                        "device in turn, and NCCL broadcasts it ({:.0f}% of what is read goes "
-                        "to every device)", shared_fraction * 100)};
-  }
   return {fan_path::peer,
-          nccl ? fmt::format("NVLink between every pair: each chunk crosses PCIe once, into one "
-                             "device in turn, and each device copies only its parts from there "
-                             "({:.0f}% of what is read goes to every device: too little to "
-                             "broadcast)", shared_fraction * 100)
-               : fmt::format("NVLink between every pair: each chunk crosses PCIe once, into one "
-                             "device in turn, and the others copy their parts from there (NCCL "
-                             "not loaded: {})", nccl_why)};
+          "NVLink between every pair: each chunk crosses PCIe once, into one device in turn, "
+          "and the others copy their parts from there (NCCL's broadcast only when asked for: "
+          "its communicators take about half a second to make)"};
 }
 
 }  // namespace lris::fanout

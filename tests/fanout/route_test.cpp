@@ -21,8 +21,7 @@ std::vector<std::string> names(std::size_t n) {
 }  // namespace
 
 TEST_CASE("choose_route: one device is a plain load") {
-  const auto r = fo::choose_route(fo::device_links::uniform(names(1), fo::link_kind::unknown), 1,
-                                  true, "");
+  const auto r = fo::choose_route(fo::device_links::uniform(names(1), fo::link_kind::unknown));
   CHECK(r.path == fo::fan_path::dma);
   CHECK_THAT(r.reason, Catch::Contains("plain load"));
 }
@@ -30,36 +29,22 @@ TEST_CASE("choose_route: one device is a plain load") {
 TEST_CASE("choose_route: a pair without NVLink sends every device over its own link") {
   auto links = fo::device_links::uniform(names(4), fo::link_kind::nvlink);
   links.set(2, 3, fo::link_kind::pcie, "PCIe through one host bridge (NVML)");
-  const auto r = fo::choose_route(links, 1, true, "");
+  const auto r = fo::choose_route(links);
   CHECK(r.path == fo::fan_path::dma);
   CHECK_THAT(r.reason, Catch::Contains("cuda:2 reaches cuda:3 by PCIe through one host bridge"));
 
-  const auto unknown = fo::choose_route(fo::device_links::uniform(names(2), fo::link_kind::unknown),
-                                        1, true, "");
+  const auto unknown = fo::choose_route(fo::device_links::uniform(names(2), fo::link_kind::unknown));
   CHECK(unknown.path == fo::fan_path::dma);
   CHECK_THAT(unknown.reason, Catch::Contains("an unknown link (nothing tells)"));
-  const auto none = fo::choose_route(fo::device_links::uniform(names(2), fo::link_kind::none), 1,
-                                     true, "");
+  const auto none = fo::choose_route(fo::device_links::uniform(names(2), fo::link_kind::none));
   CHECK_THAT(none.reason, Catch::Contains("no peer access"));
 }
 
-TEST_CASE("choose_route: NVLink everywhere crosses PCIe once per chunk") {
-  const auto links = fo::device_links::uniform(names(8), fo::link_kind::nvlink);
-  SECTION("mostly replicated, NCCL loaded: a broadcast") {
-    const auto r = fo::choose_route(links, 0.9, true, "");
-    CHECK(r.path == fo::fan_path::nccl);
-    CHECK_THAT(r.reason, Catch::Contains("NCCL broadcasts it (90%"));
-  }
-  SECTION("mostly slices: peer copies of the parts only") {
-    const auto r = fo::choose_route(links, 0.2, true, "");
-    CHECK(r.path == fo::fan_path::peer);
-    CHECK_THAT(r.reason, Catch::Contains("too little to broadcast"));
-  }
-  SECTION("no NCCL: peer copies, saying why") {
-    const auto r = fo::choose_route(links, 1, false, "libnccl.so.2: cannot open shared object");
-    CHECK(r.path == fo::fan_path::peer);
-    CHECK_THAT(r.reason, Catch::Contains("NCCL not loaded: libnccl.so.2: cannot open"));
-  }
+TEST_CASE("choose_route: NVLink everywhere crosses PCIe once per chunk, by peer copies") {
+  const auto r = fo::choose_route(fo::device_links::uniform(names(8), fo::link_kind::nvlink));
+  CHECK(r.path == fo::fan_path::peer);
+  CHECK_THAT(r.reason, Catch::Contains("NVLink between every pair"));
+  CHECK_THAT(r.reason, Catch::Contains("NCCL's broadcast only when asked for"));
 }
 
 TEST_CASE("device_links: every pair, whatever the diagonal says") {
@@ -71,7 +56,7 @@ TEST_CASE("device_links: every pair, whatever the diagonal says") {
     }
   }
   CHECK(links.every_pair(fo::link_kind::nvlink));
-  CHECK(fo::choose_route(links, 1, true, "").path == fo::fan_path::nccl);
+  CHECK(fo::choose_route(links).path == fo::fan_path::peer);
   links.set(1, 0, fo::link_kind::pcie);
   CHECK_FALSE(links.every_pair(fo::link_kind::nvlink));
   CHECK(fo::device_links::uniform(names(1), fo::link_kind::unknown).every_pair(fo::link_kind::nvlink));
@@ -83,7 +68,7 @@ TEST_CASE("device_links: a pair outside the devices is refused", "[errors]") {
                        what_contains("devices 0 and 2 of 2"));
   fo::device_links bad;
   bad.names = names(2);
-  CHECK_THROWS_AS(fo::choose_route(bad, 1, false, ""), lris::invalid_argument);
+  CHECK_THROWS_AS(fo::choose_route(bad), lris::invalid_argument);
 }
 
 TEST_CASE("nccl_library: a library that is not there says why, and makes no group", "[errors]") {

@@ -317,8 +317,8 @@ command add_load(CLI::App& app) {
   app.add_option("--route", c->route,
                  "with --devices: dma (each device from the pinned slots over its own link), "
                  "peer (each chunk into one device, the others copy it from there), nccl (each "
-                 "chunk into one device, NCCL broadcasts it), or automatic (chosen from the "
-                 "links between the devices, and reported)")
+                 "chunk into one device, NCCL broadcasts it), or automatic (peer where every pair "
+                 "of devices has NVLink, else dma; reported)")
       ->capture_default_str();
   app.add_option("--nccl", c->nccl, "with --devices: the NCCL library to load (default "
                                     "libnccl.so.2, librccl.so.1 for hip): a file name or path");

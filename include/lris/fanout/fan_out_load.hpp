@@ -85,7 +85,8 @@ struct fan_out_options {
   /// under them). Zero: no limit.
   std::chrono::milliseconds timeout = std::chrono::minutes(5);
   /// The route: fan_path::automatic chooses it from the links between the devices
-  /// (choose_route; NVML tells NVIDIA GPUs' links); fan_path::peer needs every pair of devices
+  /// (choose_route: peer where every pair has NVLink, else dma; NVML tells NVIDIA GPUs'
+  /// links; NCCL only when asked for); fan_path::peer needs every pair of devices
   /// to reach each other's memory, fan_path::nccl a GPU backend and NCCL (RCCL). One device
   /// with fan_path::automatic is a plain load (safetensors::load); the other routes take the
   /// chunked route even then.
@@ -279,13 +280,8 @@ fan_out_result load(std::span<Pipeline> pipelines, const safetensors::checkpoint
   for (std::size_t d = 0; d < n; ++d) total += plan.device_bytes(d);
 
   // The route: asked for, or chosen from the links between the devices.
-  const double shared =
-      plan.storage_bytes() > 0
-          ? static_cast<double>(total) /
-                (static_cast<double>(n) * static_cast<double>(plan.storage_bytes()))
-          : 1.0;
   detail::picked_route picked =
-      detail::pick_route(pipelines, names, o.path, shared, o.nccl_library, file);
+      detail::pick_route(pipelines, names, o.path, o.nccl_library, file);
   const fan_path route = picked.path;
   rep.route_reason = std::move(picked.reason);
   if (picked.nccl) rep.nccl = picked.nccl->describe();

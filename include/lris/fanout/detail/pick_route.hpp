@@ -66,14 +66,13 @@ struct picked_route {
 };
 
 /// @brief The route of a fan-out onto `pipelines` (named `names`, loading `file`): `asked`, or
-/// for fan_path::automatic the one choose_route picks from the links; `shared` is the part of
-/// what is read that every device receives (choose_route). The peer route, asked for, needs
+/// for fan_path::automatic the one choose_route picks from the links. The peer route, asked for, needs
 /// every pair to reach each other's memory; chosen, it falls back to dma where one cannot.
 /// @throws lris::unsupported naming the pair that cannot reach each other (peer), the backend
 /// without streams, or why NCCL did not load (nccl).
 template <class Pipeline>
 picked_route pick_route(std::span<Pipeline> pipelines, const std::vector<std::string>& names,
-                        fan_path asked, double shared, const std::string& nccl_path,
+                        fan_path asked, const std::string& nccl_path,
                         const std::string& file) {
   using Backend = typename Pipeline::backend_type;
   const std::size_t n = pipelines.size();
@@ -84,12 +83,7 @@ picked_route pick_route(std::span<Pipeline> pipelines, const std::vector<std::st
     }
   };
   if (asked == fan_path::automatic) {
-    const device_links links = links_of(pipelines, names);
-    if (links.every_pair(link_kind::nvlink)) load_nccl();
-    const route_choice choice = choose_route(
-        links, shared, r.nccl && r.nccl->available(),
-        r.nccl ? std::string_view(r.nccl->why())
-               : std::string_view("the backend has no streams for it"));
+    const route_choice choice = choose_route(links_of(pipelines, names));
     r.path = choice.path;
     r.reason = choice.reason;
   } else {
