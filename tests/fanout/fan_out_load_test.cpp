@@ -4,6 +4,7 @@
 #include <catch2/catch.hpp>
 
 #include "support/safetensors_file.hpp"
+#include "support/scratch_dir.hpp"
 #include "support/what_contains.hpp"
 
 #include <chrono>
@@ -32,9 +33,8 @@ namespace {
 using host_pipeline = lris::pipeline<lris::auto_select, lris::host_backend>;
 
 std::filesystem::path dir() {
-  auto d = std::filesystem::current_path() / "fan_out_test_files";
-  std::filesystem::create_directories(d);
-  return d;
+  static const lris::test::scratch_dir d("fan_out_test_files");
+  return d.path();
 }
 
 std::vector<raw_tensor> model() {

@@ -6,6 +6,7 @@
 #include <catch2/catch.hpp>
 
 #include "support/safetensors_file.hpp"
+#include "support/scratch_dir.hpp"
 #include "support/what_contains.hpp"
 
 #include <dlfcn.h>
@@ -79,7 +80,8 @@ std::filesystem::path model_file() {
       random_tensor("model.layers.0.self_attn.o_proj.weight", dtype::F32, {128, 256}, 2),
       random_tensor("model.layers.0.mlp.down_proj.weight", dtype::F16, {64, 4096}, 3),
       random_tensor("model.norm.weight", dtype::F32, {128}, 4)};
-  const auto path = std::filesystem::current_path() / "nccl_route_test.safetensors";
+  static const lris::test::scratch_dir dir("nccl_route_test_files");
+  const auto path = dir.path() / "nccl_route_test.safetensors";
   lris::test::write_file(path, m);
   return path;
 }
