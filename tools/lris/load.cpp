@@ -54,7 +54,25 @@ struct load_cli {
   std::string tp_plan;
   std::string route = "automatic";
   std::string nccl;
+  std::string chunk;          // bytes each read task takes at once ("16M"); empty: the default
+  unsigned workers = 0;       // read tasks in flight; 0: the default
+  unsigned queue_depth = 0;   // reads in flight per io queue; 0: the engine's
 };
+
+// The read settings --chunk, --workers and --queue-depth ask for (zero: the default's).
+transfer_options read_settings(const load_cli& c) {
+  transfer_options t;
+  if (!c.chunk.empty()) {
+    t.chunk_bytes = parse_size(c.chunk);
+    if (t.chunk_bytes == 0 || t.chunk_bytes % 4096 != 0) {
+      throw invalid_argument(fmt::format("--chunk {}: a multiple of 4 KiB, more than zero",
+                                         c.chunk));
+    }
+  }
+  t.workers = c.workers;
+  t.io.queue_depth = c.queue_depth;
+  return t;
+}
 
 // Raw reads of every file of the checkpoint, one after another, no LRIS code, by several
 // methods: the ceiling is the best of them, named. O_DIRECT io_uring on one ring at two queue
@@ -135,6 +153,7 @@ int run_load(const load_cli& c, Pipeline& p, safetensors::load_target_memory whe
   const safetensors::checkpoint ck(c.path);
   safetensors::load_options o;
   o.select = c.select;
+  o.transfer = read_settings(c);
   if (c.tp > 1) {
     // One rank's slices only: one process per device, each reading just its bytes.
     o.slice = [plan = tp_plan_of(c.tp_plan, c.tp), rank = c.rank, tp = c.tp](
@@ -267,16 +286,20 @@ int dispatch(const load_cli& c) {
       throw invalid_argument("load --devices: --raw, --convert, --repeat, --rank and --device "
                              "apply to a load onto one device");
     }
-    if (!c.pool.empty() && (c.cold || !c.select.empty())) {
-      throw invalid_argument("load --pool --devices: --cold and --select apply to files");
+    if (!c.pool.empty() && (c.cold || !c.select.empty() || !c.chunk.empty() || c.workers != 0 ||
+                            c.queue_depth != 0)) {
+      throw invalid_argument("load --pool --devices: --cold, --select, --chunk, --workers and "
+                             "--queue-depth apply to files");
     }
     return load_fan_out({c.path, c.devices, c.tp, c.tp_plan, c.select, c.route, c.nccl,
-                         c.verify, c.cold, c.json, c.pool});
+                         c.verify, c.cold, c.json, c.pool, read_settings(c)});
   }
   if (!c.pool.empty()) {
-    if (c.cold || c.raw || !c.select.empty() || !c.convert.empty() || c.repeats != 1) {
-      throw invalid_argument("load --pool: --cold, --raw, --select, --convert and --repeat "
-                             "apply to files, not to a pool");
+    if (c.cold || c.raw || !c.select.empty() || !c.convert.empty() || c.repeats != 1 ||
+        !c.chunk.empty() || c.workers != 0 || c.queue_depth != 0) {
+      throw invalid_argument("load --pool: --cold, --raw, --select, --convert, --repeat, "
+                             "--chunk, --workers and --queue-depth apply to files, not to a "
+                             "pool");
     }
     return load_from_pool({c.pool, c.device, c.verify, c.json, c.tp, c.rank, c.tp_plan});
   }
@@ -341,6 +364,15 @@ command add_load(CLI::App& app) {
                "the best is the ceiling, named");
   app.add_option("--repeat", c->repeats, "loads (and raw reads) to take the median of")
       ->check(CLI::PositiveNumber);
+  app.add_option("--chunk", c->chunk, "bytes each read task takes at once, a multiple of "
+                                      "4 KiB (16M, 64M; default: 16M for reads that bypass "
+                                      "the page cache; onto one device, rounded up to whole "
+                                      "MiB)");
+  app.add_option("--workers", c->workers, "read tasks in flight at once (default: by the "
+                                          "disk's profile, else 8 for reads that bypass the "
+                                          "page cache)");
+  app.add_option("--queue-depth", c->queue_depth, "reads in flight on each io_uring queue, at "
+                                                  "most the engine's 64 (default: 64)");
   app.add_flag("--json", c->json, "print JSON");
   return [c] { return dispatch(*c); };
 }

@@ -54,6 +54,7 @@ int run(const fan_out_cli& c, const std::vector<int>& devices) {
   o.tp = c.tp;
   o.plan = tp_plan_of(c.tp_plan, c.tp);
   o.load.select = c.select;
+  o.load.transfer = c.transfer;
   o.verify = c.verify;
   if (c.route == "dma") {
     o.path = fanout::fan_path::dma;

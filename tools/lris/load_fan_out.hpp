@@ -6,6 +6,7 @@
 #include <string>
 
 #include <lris/fanout/sharding.hpp>
+#include <lris/transfer/plan.hpp>
 
 namespace lris::tool {
 
@@ -25,6 +26,7 @@ struct fan_out_cli {
   bool cold = false;
   bool json = false;
   std::string pool;      // instead of path: a host pool's tensors, no file read
+  transfer_options transfer = {};  // chunk, workers and queue depth asked for
 };
 
 int load_fan_out(const fan_out_cli& c);
