@@ -55,9 +55,9 @@ read. Warm, the raw reads are O_DIRECT only (buffered ones would read the page c
 Typical use on the GPU machine (root, no internet), from the repository root, one mode per call
 (a warm round takes about a minute, a cold one two or more on a disk of 2-3 GB/s):
 
-  python3 benchmarks/peers/compare.py /tmp/ck8 --lris build/tools/lris/lris --install .whl \\
+  python3 benchmarks/peers/compare.py /tmp/ck8 --lris build/lris --install .whl/peers \\
       --modes warm --max-seconds 540
-  python3 benchmarks/peers/compare.py /tmp/ck8 --lris build/tools/lris/lris --install .whl \\
+  python3 benchmarks/peers/compare.py /tmp/ck8 --lris build/lris --install .whl/peers \\
       --modes cold --max-seconds 540
 
 A missing DIR is written first (make_model() of safetensors_load.py, --size-gib 7.6: 20 decoder
