@@ -74,8 +74,9 @@ struct route_choice {
 /// link, naming the pair. Where every pair is: peer, the chunk crossing PCIe once, into one
 /// device in turn, and the NVLinks carrying each device's parts from there. The nccl route is
 /// taken only when asked for: making NCCL's communicators took 0.47-0.49 s for one H100
-/// (NCCL 2.28.9), longer than a warm load of 8 GB, and a broadcast moves no more over
-/// NVLink than the peer copies do.
+/// (NCCL 2.28.9), longer than a warm load of 8 GB. Every device receives the same bytes
+/// either way; a broadcast spreads the sending over the devices instead of leaving it to the
+/// chunk's root, which pays only where one device's NVLink is the limit (not yet measured).
 [[nodiscard]] route_choice choose_route(const device_links& links);
 
 }  // namespace lris::fanout
