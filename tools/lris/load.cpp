@@ -70,6 +70,11 @@ transfer_options read_settings(const load_cli& c) {
     }
   }
   t.workers = c.workers;
+  const unsigned most = io::io_options{}.queue_depth;  // the depth of the engine's rings
+  if (c.queue_depth > most) {
+    throw invalid_argument(fmt::format("--queue-depth {}: at most {}, the depth of the io "
+                                       "engine's rings", c.queue_depth, most));
+  }
   t.io.queue_depth = c.queue_depth;
   return t;
 }
@@ -276,6 +281,11 @@ int dispatch(const load_cli& c) {
   if (c.rank >= c.tp) {
     throw invalid_argument(fmt::format("load: --rank {} of --tp {}: ranks are 0 to {}", c.rank,
                                        c.tp, c.tp - 1));
+  }
+  (void)read_settings(c);  // bad read settings refused before any device starts
+  if (!c.nccl.empty() && c.route != "nccl") {
+    throw invalid_argument("load: --nccl names the library of --route nccl, and the route is " +
+                           c.route + " (the automatic route never takes NCCL)");
   }
   if (c.devices.empty() && (c.route != "automatic" || !c.nccl.empty())) {
     throw invalid_argument("load: --route and --nccl apply to --devices (a load onto several "

@@ -91,6 +91,10 @@ device_name parse_device(const std::string& text) {
 std::size_t parse_size(const std::string& text) {
   std::size_t pos = 0;
   unsigned long long v = 0;
+  // std::stoull takes "-4096" as 2^64 - 4096: only digits may start a size.
+  if (text.empty() || text.front() < '0' || text.front() > '9') {
+    throw invalid_argument(fmt::format("'{}' is not a size (examples: 4096, 64K, 16M, 1G)", text));
+  }
   try {
     v = std::stoull(text, &pos);
   } catch (const std::exception&) {

@@ -467,7 +467,13 @@ fan_out_result load(std::span<Pipeline> pipelines, const safetensors::checkpoint
     first.cut();
     first.prio = o.load.transfer.priority;
     first.budget_bytes = o.load.transfer.budget_bytes;
-    f.root = pipelines[root].run(std::move(first));
+    try {
+      f.root = pipelines[root].run(std::move(first));
+    } catch (const std::exception& e) {
+      throw rank_error(fmt::format("fan-out load {}: device {} ({}, rank {} of {}), chunk {}: {}",
+                                   file, root, names[root], root % o.tp, o.tp, c, e.what()),
+                       static_cast<int>(root), names[root]);
+    }
   };
   // Waits for chunk c's copy into its root: its slot may then take another read.
   auto finish_root = [&](std::size_t c) {
