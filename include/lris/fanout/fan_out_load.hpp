@@ -361,16 +361,12 @@ fan_out_result load(std::span<Pipeline> pipelines, const safetensors::checkpoint
   // In flight per slot: the read of its chunk. Per chunk room (chunk c in c % depth: the
   // slot on the dma route, each device's scratch on the others): the copy into its root
   // device, then each device's copies of its parts.
-  struct read_flight {
-    std::size_t chunk = 0;
-    transfer read;
-  };
   struct send_flight {
     std::size_t chunk = 0;
     transfer root;
     std::vector<std::vector<transfer>> sends;  // per device
   };
-  std::vector<read_flight> slot_reads(depth);
+  std::vector<transfer> slot_reads(depth);
   std::vector<send_flight> stages(depth);
   for (auto& f : stages) f.sends.resize(n);
 
@@ -399,8 +395,7 @@ fan_out_result load(std::span<Pipeline> pipelines, const safetensors::checkpoint
       at += b;
     }
     p.workers = std::min<unsigned>(workers, static_cast<unsigned>(p.chunks()));
-    slot_reads[c % depth].chunk = c;
-    slot_reads[c % depth].read = reader.run(std::move(p));
+    slot_reads[c % depth] = reader.run(std::move(p));
   };
   // Waits for device d's transfer `t` of chunk c: a timeout or failure names the device.
   auto await = [&](transfer& t, std::size_t d, std::size_t c) -> transfer_stats {
@@ -552,7 +547,7 @@ fan_out_result load(std::span<Pipeline> pipelines, const safetensors::checkpoint
   // own, holding `keep` (the slots and blocks) until it does.
   auto abandon = [&] {
     std::vector<transfer*> all;
-    for (auto& r : slot_reads) all.push_back(&r.read);
+    for (auto& r : slot_reads) all.push_back(&r);
     for (auto& f : stages) {
       all.push_back(&f.root);
       for (auto& v : f.sends) {
@@ -577,9 +572,9 @@ fan_out_result load(std::span<Pipeline> pipelines, const safetensors::checkpoint
     }
   };
   auto wait_read = [&](std::size_t c) {
-    read_flight& r = slot_reads[c % depth];
-    r.read.wait();
-    r.read = transfer();
+    transfer& r = slot_reads[c % depth];
+    r.wait();
+    r = transfer();
   };
   try {
     const std::size_t chunks = plan.chunks.size();
