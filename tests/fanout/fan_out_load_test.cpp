@@ -73,6 +73,19 @@ stalled_host1 with_host1_stalled(std::size_t n) {
   return s;
 }
 
+// A load onto `p` with host:1 stalled ends in rank_timeout naming host:1, with `what` in it.
+void check_host1_times_out(std::vector<host_pipeline>& p, const st::checkpoint& ck,
+                           const fo::fan_out_options& o, const std::string& what) {
+  try {
+    (void)fo::load(std::span(p), ck, o);
+    FAIL("no timeout");
+  } catch (const lris::rank_timeout& e) {
+    CHECK(e.rank() == 1);
+    CHECK(e.device() == "host:1");
+    CHECK_THAT(e, what_contains(what));
+  }
+}
+
 // The bytes of part `rank` of `ranks` of `t` split along `dim`.
 std::vector<std::byte> slice_of(const raw_tensor& t, unsigned dim, unsigned rank, unsigned ranks) {
   std::uint64_t outer = 1, inner = lris::bits_of(t.type) / 8;
@@ -303,14 +316,7 @@ TEST_CASE("fanout::load: a device that does not take its chunk in time is named"
   auto [p, held] = with_host1_stalled(2);
   fo::fan_out_options o;
   o.timeout = std::chrono::milliseconds(200);
-  try {
-    (void)fo::load(std::span(p), ck, o);
-    FAIL("no timeout");
-  } catch (const lris::rank_timeout& e) {
-    CHECK(e.rank() == 1);
-    CHECK(e.device() == "host:1");
-    CHECK_THAT(e, what_contains("device 1 (host:1, rank 0 of 1) did not take chunk 0"));
-  }
+  check_host1_times_out(p, ck, o, "device 1 (host:1, rank 0 of 1) did not take chunk 0");
   held.reset();  // the copies given up on finish, and their memory goes with them
   // The pipelines work on.
   o.timeout = std::chrono::milliseconds(0);
@@ -330,14 +336,7 @@ TEST_CASE("fanout::load: on the peer route, a root that does not take its chunk 
   o.timeout = std::chrono::milliseconds(200);
   o.load.transfer.chunk_bytes = 8192;
   o.load.transfer.workers = 1;
-  try {
-    (void)fo::load(std::span(p), ck, o);
-    FAIL("no timeout");
-  } catch (const lris::rank_timeout& e) {
-    CHECK(e.rank() == 1);
-    CHECK(e.device() == "host:1");
-    CHECK_THAT(e, what_contains("device 1 (host:1, rank 0 of 1) did not take chunk "));
-  }
+  check_host1_times_out(p, ck, o, "device 1 (host:1, rank 0 of 1) did not take chunk ");
   held.reset();  // the copies given up on finish, and their memory goes with them
   o.timeout = std::chrono::milliseconds(0);
   o.verify = true;
