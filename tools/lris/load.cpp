@@ -154,11 +154,12 @@ struct raw_reader {
 };
 
 template <class Pipeline>
-int run_load(const load_cli& c, Pipeline& p, safetensors::load_target_memory where) {
+int run_load(const load_cli& c, const transfer_options& reads, Pipeline& p,
+             safetensors::load_target_memory where) {
   const safetensors::checkpoint ck(c.path);
   safetensors::load_options o;
   o.select = c.select;
-  o.transfer = read_settings(c);
+  o.transfer = reads;
   if (c.tp > 1) {
     // One rank's slices only: one process per device, each reading just its bytes.
     o.slice = [plan = tp_plan_of(c.tp_plan, c.tp), rank = c.rank, tp = c.tp](
@@ -282,7 +283,7 @@ int dispatch(const load_cli& c) {
     throw invalid_argument(fmt::format("load: --rank {} of --tp {}: ranks are 0 to {}", c.rank,
                                        c.tp, c.tp - 1));
   }
-  (void)read_settings(c);  // bad read settings refused before any device starts
+  const transfer_options reads = read_settings(c);  // refused before any device starts
   if (!c.nccl.empty() && c.route != "nccl") {
     throw invalid_argument("load: --nccl names the library of --route nccl, and the route is " +
                            c.route + " (the automatic route never takes NCCL)");
@@ -302,7 +303,7 @@ int dispatch(const load_cli& c) {
                              "--queue-depth apply to files");
     }
     return load_fan_out({c.path, c.devices, c.tp, c.tp_plan, c.select, c.route, c.nccl,
-                         c.verify, c.cold, c.json, c.pool, read_settings(c)});
+                         c.verify, c.cold, c.json, c.pool, reads});
   }
   if (!c.pool.empty()) {
     if (c.cold || c.raw || !c.select.empty() || !c.convert.empty() || c.repeats != 1 ||
@@ -316,18 +317,18 @@ int dispatch(const load_cli& c) {
   const auto [kind, index] = parse_device(c.device);
   if (kind == "host") {
     pipeline<auto_select, host_backend> p;
-    return run_load(c, p, safetensors::load_target_memory::host);
+    return run_load(c, reads, p, safetensors::load_target_memory::host);
   }
 #if LRIS_HAS_CUDA()
   if (kind == "cuda") {
     pipeline<auto_select, cuda_backend> p(auto_select{}, cuda_backend(index));
-    return run_load(c, p, safetensors::load_target_memory::device);
+    return run_load(c, reads, p, safetensors::load_target_memory::device);
   }
 #endif
 #if LRIS_HAS_HIP()
   if (kind == "hip") {
     pipeline<auto_select, hip_backend> p(auto_select{}, hip_backend(index));
-    return run_load(c, p, safetensors::load_target_memory::device);
+    return run_load(c, reads, p, safetensors::load_target_memory::device);
   }
 #endif
   throw invalid_argument(fmt::format(

@@ -91,14 +91,15 @@ device_name parse_device(const std::string& text) {
 std::size_t parse_size(const std::string& text) {
   std::size_t pos = 0;
   unsigned long long v = 0;
+  auto not_a_size = [&] {
+    return invalid_argument(fmt::format("'{}' is not a size (examples: 4096, 64K, 16M, 1G)", text));
+  };
   // std::stoull takes "-4096" as 2^64 - 4096: only digits may start a size.
-  if (text.empty() || text.front() < '0' || text.front() > '9') {
-    throw invalid_argument(fmt::format("'{}' is not a size (examples: 4096, 64K, 16M, 1G)", text));
-  }
+  if (text.empty() || text.front() < '0' || text.front() > '9') throw not_a_size();
   try {
     v = std::stoull(text, &pos);
   } catch (const std::exception&) {
-    throw invalid_argument(fmt::format("'{}' is not a size (examples: 4096, 64K, 16M, 1G)", text));
+    throw not_a_size();
   }
   std::string suffix = text.substr(pos);
   if (!suffix.empty() && (suffix.back() == 'B' || suffix.back() == 'b')) suffix.pop_back();
