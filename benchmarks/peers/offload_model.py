@@ -175,6 +175,15 @@ class AimdoBlocks:
         self.peak_loaded = max(self.peak_loaded, self.vbar.loaded_size())
         for alloc in self.allocs[i]:
             vbar_unpin(alloc)
+        # The block's weights let go once it ran, as ComfyUI's casts are: a temporary made
+        # where the VBAR refused goes back to torch's cache (once the stream it was recorded
+        # on passes this point), instead of staying on the device until the next pass.
+        for mod, attr, is_param, w in self.tensors[i]:
+            empty = self.torch.empty(0, dtype=w.dtype, device=self.dev)
+            if is_param:
+                mod._parameters[attr].data = empty
+            else:
+                mod._buffers[attr] = empty
 
 
 def child(a):
