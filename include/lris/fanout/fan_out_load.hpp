@@ -12,7 +12,8 @@
 ///   auto loaded = lris::fanout::load(std::span(gpus), ck, o);
 ///   // loaded.devices[d].tensors: device d's tensors (its slices), leased like safetensors::load's
 ///
-/// How the bytes go (fanout/fan_out_plan.hpp): chunks of the files are read in file order by
+/// How the bytes go (the plan: fanout/fan_out_plan.hpp; who moves them, and owns the slots and
+/// the devices' rooms for chunks: fanout/detail/chunk_mover.hpp): chunks of the files are read in file order by
 /// the first pipeline's io engine into pinned staging slots of its ring (at most two per
 /// device, within pipeline_config::max_staging_bytes); from each slot, every device's pipeline
 /// copies its parts by DMA: byte ranges as copies, and the pieces of rows of a tensor split
@@ -26,13 +27,9 @@
 #include <algorithm>
 #include <chrono>
 #include <concepts>
-#include <condition_variable>
 #include <cstddef>
 #include <cstdint>
-#include <exception>
 #include <memory>
-#include <mutex>
-#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
@@ -40,16 +37,13 @@
 
 #include <fmt/format.h>
 
-#include <lris/concepts/batch_backend.hpp>
-#include <lris/concepts/peer_backend.hpp>
 #include <lris/error.hpp>
 #include <lris/exec/file_io.hpp>
-#include <lris/exec/plan.hpp>
 #include <lris/exec/sizing.hpp>
 #include <lris/fanout/fan_out_plan.hpp>
 #include <lris/fanout/fan_out_report.hpp>
 #include <lris/fanout/fan_out_verify.hpp>
-#include <lris/fanout/detail/broadcaster.hpp>
+#include <lris/fanout/detail/chunk_mover.hpp>
 #include <lris/fanout/detail/pick_route.hpp>
 #include <lris/fanout/nccl.hpp>
 #include <lris/fanout/route.hpp>
@@ -99,24 +93,6 @@ struct fan_out_options {
 
 namespace detail {
 
-// Waits for `t` up to `timeout` (zero: without limit). False when it has not finished by then.
-inline bool wait_for(transfer& t, std::chrono::milliseconds timeout) {
-  if (timeout.count() <= 0 || t.poll()) return true;
-  struct flag {
-    std::mutex m;
-    std::condition_variable cv;
-    bool done = false;
-  };
-  auto f = std::make_shared<flag>();
-  t.on_complete([f](std::exception_ptr) {
-    std::lock_guard lock(f->m);
-    f->done = true;
-    f->cv.notify_all();
-  });
-  std::unique_lock lock(f->m);
-  return f->cv.wait_for(lock, timeout, [&] { return f->done; });
-}
-
 // The devices' names ("cuda:1"), after the checks every fan-out makes (`what` names the
 // source in messages).
 template <class Pipeline>
@@ -160,7 +136,6 @@ template <safetensors::loading_pipeline Pipeline>
 fan_out_result load(std::span<Pipeline> pipelines, const safetensors::checkpoint& ck,
                     const fan_out_options& o = {}) {
   using Backend = typename Pipeline::backend_type;
-  using Executor = typename std::remove_cvref_t<decltype(*pipelines.front().executor())>;
   const auto start = std::chrono::steady_clock::now();
   const std::size_t n = pipelines.size();
   const std::string file = ck.path().string();
@@ -254,7 +229,6 @@ fan_out_result load(std::span<Pipeline> pipelines, const safetensors::checkpoint
   // Chunks: what the io engine would read at once for a plain load (its chunk on each of its
   // workers), within the staging bound shared by at most two slots per device.
   Pipeline& reader = pipelines.front();
-  const auto ex = reader.executor();
   const safetensors::detail::checkpoint_reads reads =
       safetensors::detail::reads_of(reader, ck, o.load.transfer);
   const transfer_sizes& sizes = reads.sizes;
@@ -276,9 +250,6 @@ fan_out_result load(std::span<Pipeline> pipelines, const safetensors::checkpoint
 
   fan_out_result out;
   auto& rep = out.report;
-  std::uint64_t total = 0;
-  for (std::size_t d = 0; d < n; ++d) total += plan.device_bytes(d);
-
   // The route: asked for, or chosen from the links between the devices.
   detail::picked_route picked =
       detail::pick_route(pipelines, names, o.path, o.nccl_library, file);
@@ -297,323 +268,29 @@ fan_out_result load(std::span<Pipeline> pipelines, const safetensors::checkpoint
   rep.io = io.reason;
   rep.path = route;
 
-  // What copies in flight use, kept until the last of them is done: even one given up on.
-  struct keep_alive {
-    std::shared_ptr<Executor> ex;
-    std::vector<lris::detail::staging_slot<Backend>*> slots;
-    std::vector<std::shared_ptr<void>> blocks;
-    ~keep_alive() {
-      if (!slots.empty()) ex->staged->ring.release(slots);
-    }
-  };
-  auto keep = std::make_shared<keep_alive>();
-  keep->ex = ex;
-  keep->blocks = blocks;
-  if (!plan.chunks.empty()) {
-    keep->slots = ex->staged->ring.acquire(std::min(depth_wanted, plan.chunks.size()),
-                                           plan.buffer_bytes);
-  }
-  const std::size_t depth = std::max<std::size_t>(1, keep->slots.size());
-  rep.staging_bytes = keep->slots.size() * plan.buffer_bytes;
-  // Peer and nccl routes: on each device, a chunk's room per slot, for the chunks it takes
-  // first (and, nccl, those broadcast to it).
-  std::vector<std::vector<std::byte*>> scratch(n);
-  if ((peer || collective) && !plan.chunks.empty()) {
-    for (std::size_t d = 0; d < n; ++d) {
-      device_allocator<Backend> alloc(pipelines[d].backend());
-      const std::size_t bytes = plan.buffer_bytes;
-      for (std::size_t k = 0; k < depth; ++k) {
-        void* mem = nullptr;
-        try {
-          mem = alloc.allocate(bytes, alignment);
-        } catch (const out_of_memory& e) {
-          throw out_of_memory(fmt::format("fan-out load {}: device {} ({}) has no room for the "
-                                          "{} route's {} bytes of chunks: {}", file, d,
-                                          names[d], to_string(route), depth * bytes, e.what()),
-                              e.requested());
-        }
-        keep->blocks.push_back(std::shared_ptr<void>(mem, [alloc, bytes](void* q) mutable {
-          alloc.deallocate(q, bytes, alignment);
-        }));
-        scratch[d].push_back(static_cast<std::byte*>(mem));
-      }
-    }
-    rep.scratch_bytes = depth * plan.buffer_bytes;
-  }
-
-  // Nccl route: the broadcasts, on streams of their own; the communicators are made on
-  // another thread while the first chunks are read.
-  struct no_broadcaster {};
-  using broadcaster_type = std::conditional_t<detail::collective_backend<Backend>,
-                                              detail::broadcaster<Backend>, no_broadcaster>;
-  std::unique_lock<std::mutex> turn;  // outlives the broadcaster: declared before it
-  std::optional<broadcaster_type> caster;
-  if constexpr (detail::collective_backend<Backend>) {
-    if (collective && !plan.chunks.empty()) {
-      std::vector<Backend> devs;
-      for (auto& pl : pipelines) devs.push_back(pl.backend());
-      turn = std::unique_lock(pipelines.front().context()->template cached<detail::collective_turn>(
-          0, [] { return std::make_unique<detail::collective_turn>(); }).m);
-      caster.emplace(picked.nccl, std::move(devs));
-    }
-  }
-
-  // In flight per slot: the read of its chunk. Per chunk room (chunk c in c % depth: the
-  // slot on the dma route, each device's scratch on the others): the copy into its root
-  // device, then each device's copies of its parts.
-  struct send_flight {
-    std::size_t chunk = 0;
-    transfer root;
-    std::vector<std::vector<transfer>> sends;  // per device
-  };
-  std::vector<transfer> slot_reads(depth);
-  std::vector<send_flight> stages(depth);
-  for (auto& f : stages) f.sends.resize(n);
-
-  auto start_read = [&](std::size_t c) {
-    const fan_chunk& ch = plan.chunks[c];
-    std::byte* buf = keep->slots[c % depth]->data;
-    exec::plan p;
-    p.shape = transfer_path::parallel;
-    for (const auto& sh : ck.shards()) p.files.push_back(&sh.file);
-    p.io = o.load.transfer.io;
-    p.io.direct = io.mode;
-    p.io_reason = io.reason;
-    p.buffered_every = io.buffered_every;
-    p.prio = o.load.transfer.priority;
-    p.budget_bytes = o.load.transfer.budget_bytes;
-    // The read in pieces for the workers, cut at O_DIRECT blocks of the file.
-    const std::uint64_t piece = std::max<std::uint64_t>(
-        align, (ch.bytes / workers + align - 1) / align * align);
-    std::uint64_t at = 0;
-    while (at < ch.bytes) {
-      std::uint64_t b = std::min(ch.bytes - at, piece);
-      if (at == 0 && ch.at > 0) b = std::min<std::uint64_t>(ch.bytes, piece - ch.at);
-      p.add({exec::place::in_file(static_cast<std::uint32_t>(ch.shard), ch.file_offset + at),
-             exec::place::pinned(buf + ch.at + at), static_cast<std::size_t>(b)});
-      p.cut();
-      at += b;
-    }
-    p.workers = std::min<unsigned>(workers, static_cast<unsigned>(p.chunks()));
-    slot_reads[c % depth] = reader.run(std::move(p));
-  };
-  // Waits for device d's transfer `t` of chunk c: a timeout or failure names the device.
-  auto await = [&](transfer& t, std::size_t d, std::size_t c) -> transfer_stats {
-    if (!detail::wait_for(t, o.timeout)) {
-      throw rank_timeout(
-          fmt::format("fan-out load {}: device {} ({}, rank {} of {}) did not take chunk {} ({} "
-                      "bytes of file {} from offset {}) within {} ms",
-                      file, d, names[d], d % o.tp, o.tp, c, plan.chunks[c].bytes,
-                      plan.chunks[c].shard, plan.chunks[c].file_offset, o.timeout.count()),
-          static_cast<int>(d), names[d]);
-    }
-    try {
-      return t.wait();
-    } catch (const cancelled&) {
-      throw;
-    } catch (const std::exception& e) {
-      throw rank_error(fmt::format("fan-out load {}: device {} ({}, rank {} of {}), chunk {}: {}",
-                                   file, d, names[d], d % o.tp, o.tp, c, e.what()),
-                       static_cast<int>(d), names[d]);
-    }
-  };
-  // Nccl route: chunk c, in device `root`'s scratch, broadcast into every device's; a device
-  // that fails, or does not have it within o.timeout, ends the load naming it.
-  auto broadcast = [&](std::size_t c, std::size_t root) {
-    if constexpr (detail::collective_backend<Backend>) {
-      const fan_chunk& ch = plan.chunks[c];
-      std::vector<void*> bufs(n);
-      for (std::size_t d = 0; d < n; ++d) bufs[d] = scratch[d][c % depth] + ch.at;
-      std::optional<typename broadcaster_type::failure> failed;
-      try {
-        failed = caster->run(bufs, static_cast<std::size_t>(ch.bytes), root, o.timeout);
-      } catch (const device_error& e) {
-        throw device_error(fmt::format("fan-out load {}: {}", file, e.what()), e.code());
-      }
-      rep.nccl_init_seconds = caster->init_seconds();
-      if (failed) {
-        const std::size_t d = failed->device;
-        const std::string what =
-            fmt::format("fan-out load {}: device {} ({}, rank {} of {}): chunk {} ({} bytes) "
-                        "broadcast from {}: {}", file, d, names[d], d % o.tp, o.tp, c, ch.bytes,
-                        names[root], failed->why);
-        if (failed->timed_out) throw rank_timeout(what, static_cast<int>(d), names[d]);
-        throw rank_error(what, static_cast<int>(d), names[d]);
-      }
-    } else {
-      (void)c;
-      (void)root;
-    }
-  };
+  // The bytes: read once, each chunk to every device (detail/chunk_mover.hpp).
   std::vector<char> batched(n, 0);  // per device: small pieces went as one batched operation
-  // Peer and nccl routes: chunk c from its slot into device c mod n (its root), which every
-  // device then takes it from (peer copies) or which broadcasts it (nccl). Not waited for.
-  auto start_root = [&](std::size_t c) {
-    send_flight& f = stages[c % depth];
-    f.chunk = c;
-    const std::size_t root = c % n;
-    const fan_chunk& ch = plan.chunks[c];
-    exec::plan first;
-    first.shape = transfer_path::direct;
-    first.add({exec::place::pinned(keep->slots[c % depth]->data + ch.at),
-               exec::place::on_device(scratch[root][c % depth] + ch.at,
-                                      pipelines[root].backend().device()),
-               static_cast<std::size_t>(ch.bytes)});
-    first.cut();
-    first.prio = o.load.transfer.priority;
-    first.budget_bytes = o.load.transfer.budget_bytes;
-    try {
-      f.root = pipelines[root].run(std::move(first));
-    } catch (const std::exception& e) {
-      throw rank_error(fmt::format("fan-out load {}: device {} ({}, rank {} of {}), chunk {}: {}",
-                                   file, root, names[root], root % o.tp, o.tp, c, e.what()),
-                       static_cast<int>(root), names[root]);
-    }
-  };
-  // Waits for chunk c's copy into its root: its slot may then take another read.
-  auto finish_root = [&](std::size_t c) {
-    send_flight& f = stages[c % depth];
-    (void)await(f.root, c % n, c);
-    f.root = transfer();
-  };
-  // Each device's parts of chunk c: from the slot (dma route), from the root's copy (peer),
-  // or from each device's own copy once the root broadcast it (nccl).
-  auto start_sends = [&](std::size_t c) {
-    send_flight& f = stages[c % depth];
-    f.chunk = c;
-    const std::size_t root = c % n;
-    exec::place from = exec::place::pinned(keep->slots[c % depth]->data);
-    if (peer || collective) {
-      from = exec::place::on_device(scratch[root][c % depth], pipelines[root].backend().device());
-    }
-    if (collective) broadcast(c, root);
-    for (std::size_t d = 0; d < n; ++d) {
-      f.sends[d].clear();
-      const int dev = pipelines[d].backend().device();
-      // Nccl route: each device takes its parts from its own copy of the chunk.
-      const exec::place src =
-          collective ? exec::place::on_device(scratch[d][c % depth], dev) : from;
-      exec::plan steps, batch;
-      steps.shape = transfer_path::direct;
-      batch.shape = transfer_path::batched;
-      steps.peer_sources = batch.peer_sources = peer;
-      batch.copies.from = src.at_address(nullptr);
-      batch.copies.to = exec::place::on_device(nullptr, dev);
-      for (const delivery& v : plan.deliveries(c, d)) {
-        // Small pieces (rows of a split tensor) as one batched operation where the device
-        // has one; the rest as copies.
-        if constexpr (batch_backend<Backend>) {
-          if (v.bytes <= (std::uint64_t{256} << 10)) {
-            batch.add_copy({src.ptr + v.from, v.to, static_cast<std::size_t>(v.bytes)});
-            continue;
-          }
-        }
-        steps.add({src.at_address(src.ptr + v.from), exec::place::on_device(v.to, dev),
-                   static_cast<std::size_t>(v.bytes)});
-      }
-      steps.cut();
-      if (batch.bytes > 0) batched[d] = 1;
-      for (exec::plan* p : {&steps, &batch}) {
-        if (p->bytes == 0) continue;
-        p->prio = o.load.transfer.priority;
-        p->budget_bytes = o.load.transfer.budget_bytes;
-        try {
-          f.sends[d].push_back(pipelines[d].run(std::move(*p)));
-        } catch (const std::exception& e) {
-          throw rank_error(fmt::format("fan-out load {}: device {} ({}, rank {} of {}): {}", file,
-                                       d, names[d], d % o.tp, o.tp, e.what()),
-                           static_cast<int>(d), names[d]);
-        }
-      }
-    }
-  };
-  std::uint64_t delivered = 0;
-  auto finish_sends = [&](std::size_t c) {
-    send_flight& f = stages[c % depth];
-    for (std::size_t d = 0; d < n; ++d) {
-      for (transfer& t : f.sends[d]) {
-        if (!t.valid()) continue;
-        delivered += await(t, d, f.chunk).bytes;
-        t = transfer();
-      }
-      f.sends[d].clear();
-    }
-    if (o.load.on_progress && !o.load.on_progress(delivered, total)) {
-      throw cancelled(fmt::format("fan-out load {}: cancelled after {} of {} bytes", file,
-                                  delivered, total));
-    }
-  };
-  // On failure: stop what is in flight; what does not end at once is left to finish on its
-  // own, holding `keep` (the slots and blocks) until it does.
-  auto abandon = [&] {
-    std::vector<transfer*> all;
-    for (auto& r : slot_reads) all.push_back(&r);
-    for (auto& f : stages) {
-      all.push_back(&f.root);
-      for (auto& v : f.sends) {
-        for (auto& t : v) all.push_back(&t);
-      }
-    }
-    const auto grace = std::chrono::milliseconds(
-        o.timeout.count() > 0 ? std::min<long long>(o.timeout.count(), 1000) : 0);
-    for (transfer* t : all) {
-      if (!t->valid()) continue;
-      t->cancel();
-      if (!detail::wait_for(*t, grace)) {
-        t->on_complete([k = keep](std::exception_ptr) {});
-        t->detach();
-      } else {
-        try {
-          t->wait();
-        } catch (...) {
-        }
-      }
-      *t = transfer();
-    }
-  };
-  auto wait_read = [&](std::size_t c) {
-    transfer& r = slot_reads[c % depth];
-    r.wait();
-    r = transfer();
-  };
-  try {
-    const std::size_t chunks = plan.chunks.size();
-    if (!peer && !collective) {
-      // Dma route: the devices copy from the slot. Chunk c + depth - 1 is read into the slot
-      // of chunk c - 1 as soon as every device has taken that one.
-      for (std::size_t c = 0; c + 1 < std::min(chunks, depth); ++c) start_read(c);
-      for (std::size_t c = 0; c < chunks; ++c) {
-        if (c >= 1) finish_sends(c - 1);
-        if (c + depth - 1 < chunks) start_read(c + depth - 1);
-        wait_read(c);
-        start_sends(c);
-      }
-      if (chunks > 0) finish_sends(chunks - 1);
-    } else {
-      // Peer and nccl routes: a slot is free once its chunk is in its root device, so the
-      // copies into the roots of `lag` chunks (each into another device, over its own link)
-      // run while the chunk before them is broadcast or taken, and the reads of the other
-      // slots go on. A device's room for chunk c takes chunk c + depth once every device
-      // has taken its parts of c. (One slot: lag 0, each chunk in turn.)
-      const std::size_t lag = depth / 2;
-      for (std::size_t c = 0; c < std::min(chunks, depth); ++c) start_read(c);
-      for (std::size_t c = 0; c < chunks + lag; ++c) {
-        if (c < chunks) {
-          wait_read(c);
-          if (c >= depth) finish_sends(c - depth);
-          start_root(c);
-        }
-        if (c < lag) continue;
-        const std::size_t q = c - lag;  // its root has chunk q, or soon will
-        finish_root(q);
-        if (q + depth < chunks) start_read(q + depth);
-        start_sends(q);
-      }
-      for (std::size_t c = chunks > depth ? chunks - depth : 0; c < chunks; ++c) finish_sends(c);
-    }
-  } catch (...) {
-    abandon();
-    throw;
+  {
+    detail::chunk_mover<Pipeline> mover({.pipelines = pipelines,
+                                         .ck = &ck,
+                                         .plan = &plan,
+                                         .names = &names,
+                                         .file = file,
+                                         .load = &o.load,
+                                         .tp = o.tp,
+                                         .timeout = o.timeout,
+                                         .route = route,
+                                         .nccl = picked.nccl,
+                                         .io = io,
+                                         .workers = workers,
+                                         .align = align,
+                                         .depth = depth_wanted,
+                                         .blocks = blocks});
+    rep.staging_bytes = mover.staging_bytes();
+    rep.scratch_bytes = mover.scratch_bytes();
+    mover.run();
+    rep.nccl_init_seconds = mover.nccl_init_seconds();
+    for (std::size_t d = 0; d < n; ++d) batched[d] = mover.batched(d) ? 1 : 0;
   }
 
   // The tensors each device holds.
