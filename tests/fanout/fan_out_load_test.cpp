@@ -10,14 +10,18 @@
 #include <chrono>
 #include <cstring>
 #include <filesystem>
+#include <future>
+#include <string>
 #include <memory>
 #include <thread>
 #include <vector>
 
 #include <fcntl.h>
+#include <cerrno>
 #include <unistd.h>
 
 #include <lris/fanout/fan_out_load.hpp>
+#include <lris/io/queue.hpp>
 #include <lris/lris.hpp>
 
 using lris::dtype;
@@ -62,16 +66,56 @@ struct stalled_host1 {
   std::vector<host_pipeline> p;
   std::shared_ptr<lris::sched::resource_tokens> held;
 };
-stalled_host1 with_host1_stalled(std::size_t n) {
+stalled_host1 with_host1_stalled(std::size_t n, const char* device = "host:1",
+                                 lris::pipeline_config config = {}) {
   auto broker = std::make_shared<lris::sched::bandwidth_broker>();
-  lris::pipeline_config config;
   config.broker = broker;
   stalled_host1 s{pipelines(n, config), nullptr};
-  const auto link = broker->resource(lris::sched::link_resource("host:1", true));
+  const auto link = broker->resource(lris::sched::link_resource(device, true));
   s.held = std::make_shared<lris::sched::resource_tokens>(
       broker->acquire(link, broker->capacity(link), lris::priority::critical));
   return s;
 }
+
+// An io queue that does each read with pread when it is submitted, and fails every one that
+// reaches past `cut` with EIO.
+class eio_from final : public lris::io::io_queue {
+ public:
+  eio_from(unsigned depth, std::uint64_t cut) : depth_(depth), cut_(cut) {}
+  [[nodiscard]] unsigned capacity() const noexcept override { return depth_; }
+  [[nodiscard]] std::string_view name() const noexcept override { return "eio-from"; }
+  void submit(std::span<const lris::io::io_op> ops) override {
+    for (const auto& op : ops) {
+      long r = -EIO;
+      if (op.write || op.offset + op.len <= cut_) {
+        const ssize_t got = op.write ? ::pwrite(op.fd, op.buf, op.len, static_cast<off_t>(op.offset))
+                                     : ::pread(op.fd, op.buf, op.len, static_cast<off_t>(op.offset));
+        r = got < 0 ? -errno : static_cast<long>(got);
+      }
+      ready_.push_back({op.tag, r});
+    }
+  }
+  std::size_t wait(std::span<lris::io::io_completion> out, std::size_t,
+                   std::chrono::microseconds) override {
+    const std::size_t k = std::min(out.size(), ready_.size());
+    std::copy_n(ready_.begin(), k, out.begin());
+    ready_.erase(ready_.begin(), ready_.begin() + static_cast<std::ptrdiff_t>(k));
+    return k;
+  }
+  std::size_t quiesce() noexcept override {
+    const std::size_t k = ready_.size();
+    ready_.clear();
+    broken_ = true;
+    return k;
+  }
+  [[nodiscard]] bool broken() const noexcept override { return broken_; }
+
+ private:
+  unsigned depth_;
+  std::uint64_t cut_;
+  std::vector<lris::io::io_completion> ready_;
+  bool broken_ = false;
+};
 
 // A load onto `p` with host:1 stalled ends in rank_timeout naming host:1, with `what` in it.
 void check_host1_times_out(std::vector<host_pipeline>& p, const st::checkpoint& ck,
@@ -342,6 +386,45 @@ TEST_CASE("fanout::load: on the peer route, a root that does not take its chunk 
   o.verify = true;
   const auto r = fo::load(std::span(p), ck, o);
   for (const auto& d : r.report.devices) CHECK(d.verified == m.size());
+}
+
+TEST_CASE("fanout::load: after a failed read, a copy that does not end is left behind, not waited "
+          "for", "[errors]") {
+  const auto m = model();
+  const auto file = write_file(dir() / "stalled_then_failed.safetensors", m);
+  st::checkpoint ck(file);
+  // Every read past the first 8 KiB of the tensors' data fails (EIO, when it is done). host:0's
+  // link is held, so chunk 0's copy into host:0 (its root on the peer route) waits, and no
+  // timeout (0) gives up on it: the failed read of a later chunk ends the load.
+  lris::pipeline_config config;
+  config.io.make_queue = [cut = ck.shards()[0].header.data_offset + 8192](unsigned depth) {
+    return std::unique_ptr<lris::io::io_queue>(std::make_unique<eio_from>(depth, cut));
+  };
+  auto [p, held] = with_host1_stalled(2, "host:0", config);
+  fo::fan_out_options o;
+  o.path = fo::fan_path::peer;
+  o.timeout = std::chrono::milliseconds(0);
+  o.load.transfer.chunk_bytes = 8192;
+  o.load.transfer.workers = 1;
+  std::promise<std::string> thrown;
+  auto ended = thrown.get_future();
+  std::thread loader([&] {
+    try {
+      (void)fo::load(std::span(p), ck, o);
+      thrown.set_value("nothing");
+    } catch (const lris::io_error& e) {
+      thrown.set_value(std::string("io_error: ") + e.what());
+    } catch (const std::exception& e) {
+      thrown.set_value(std::string("another error: ") + e.what());
+    }
+  });
+  const bool in_time = ended.wait_for(std::chrono::seconds(20)) == std::future_status::ready;
+  held.reset();  // the stalled copy finishes; its slot and rooms go with it
+  loader.join();
+  REQUIRE(in_time);
+  const std::string what = ended.get();
+  CHECK_THAT(what, Catch::StartsWith("io_error: "));
+  CHECK_THAT(what, Catch::Contains("stalled_then_failed.safetensors"));
 }
 
 TEST_CASE("fanout::load: errors name what is wrong") {

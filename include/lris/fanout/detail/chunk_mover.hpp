@@ -416,8 +416,10 @@ class chunk_mover {
     }
   }
 
-  // On failure: stop what is in flight; what does not end at once is left to finish on its
-  // own, holding keep_ (the slots and blocks) until it does.
+  // On failure: stop what is in flight; what does not end within a second (or the timeout,
+  // if shorter) is left to finish on its own, holding keep_ (the slots and blocks) until it
+  // does. Without a timeout too: the load has failed, and a device that never ends its copy
+  // must not hold its error back.
   void abandon() {
     std::vector<transfer*> all;
     for (auto& r : slot_reads_) all.push_back(&r);
@@ -428,7 +430,7 @@ class chunk_mover {
       }
     }
     const auto grace = std::chrono::milliseconds(
-        w_.timeout.count() > 0 ? std::min<long long>(w_.timeout.count(), 1000) : 0);
+        w_.timeout.count() > 0 ? std::min<long long>(w_.timeout.count(), 1000) : 1000);
     for (transfer* t : all) {
       if (!t->valid()) continue;
       t->cancel();
