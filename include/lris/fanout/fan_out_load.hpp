@@ -75,8 +75,10 @@ struct fan_out_options {
   /// which may also be called later).
   bool verify = false;
   /// How long one device may take for one chunk's copies before the load gives up with
-  /// lris::rank_timeout naming it (its memory is kept until its copies finish, never freed
-  /// under them). Zero: no limit.
+  /// lris::rank_timeout naming it. Zero: no limit. When the load fails (that way or another),
+  /// copies that have not ended within a second are left to finish on their own: the error
+  /// comes back while they may still hold their staging slots and device memory (kept until
+  /// they end, never freed under them), so a load right after it may wait for the slots.
   std::chrono::milliseconds timeout = std::chrono::minutes(5);
   /// The route: fan_path::automatic chooses it from the links between the devices
   /// (choose_route: peer where every pair has NVLink, else dma; NVML tells NVIDIA GPUs'

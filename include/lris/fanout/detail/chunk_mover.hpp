@@ -416,34 +416,50 @@ class chunk_mover {
     }
   }
 
-  // On failure: stop what is in flight; what does not end within a second (or the timeout,
-  // if shorter) is left to finish on its own, holding keep_ (the slots and blocks) until it
-  // does. Without a timeout too: the load has failed, and a device that never ends its copy
-  // must not hold its error back.
+  // On failure: stop what is in flight. The reads are waited for: they use the checkpoint's
+  // files, which the caller may close once the load has thrown, and a cancelled read stops
+  // after the io operations it has in flight. The copies get one second together (or the
+  // timeout, if shorter), also without a timeout: the load has failed, and a device that never
+  // ends its copy must not hold the error back. What has not ended by then is left to finish
+  // on its own, holding keep_ (the slots, blocks and rooms) until it does.
   void abandon() {
-    std::vector<transfer*> all;
-    for (auto& r : slot_reads_) all.push_back(&r);
+    std::vector<transfer*> copies;
     for (auto& f : stages_) {
-      all.push_back(&f.root);
+      copies.push_back(&f.root);
       for (auto& v : f.sends) {
-        for (auto& t : v) all.push_back(&t);
+        for (auto& t : v) copies.push_back(&t);
       }
     }
-    const auto grace = std::chrono::milliseconds(
+    for (auto& r : slot_reads_) {
+      if (r.valid()) r.cancel();
+    }
+    for (transfer* t : copies) {
+      if (t->valid()) t->cancel();
+    }
+    auto settle = [](transfer& t) {
+      try {
+        t.wait();
+      } catch (...) {
+      }
+      t = transfer();
+    };
+    for (auto& r : slot_reads_) {
+      if (r.valid()) settle(r);
+    }
+    using clock = std::chrono::steady_clock;
+    const auto deadline = clock::now() + std::chrono::milliseconds(
         w_.timeout.count() > 0 ? std::min<long long>(w_.timeout.count(), 1000) : 1000);
-    for (transfer* t : all) {
+    for (transfer* t : copies) {
       if (!t->valid()) continue;
-      t->cancel();
-      if (!wait_for(*t, grace)) {
+      const auto left =
+          std::chrono::duration_cast<std::chrono::milliseconds>(deadline - clock::now());
+      if (left.count() > 0 ? wait_for(*t, left) : t->poll()) {
+        settle(*t);
+      } else {
         t->on_complete([k = keep_](std::exception_ptr) {});
         t->detach();
-      } else {
-        try {
-          t->wait();
-        } catch (...) {
-        }
+        *t = transfer();
       }
-      *t = transfer();
     }
   }
 
