@@ -32,12 +32,16 @@ __all__ = ["StreamedBlocks", "load", "stream"]
 
 
 def _first_calls():
-    """load's hand-off, once on a few bytes of torch's own: in a process, torch's first DLPack
-    import, slice, typed view and as_strided each cost 0.02-0.15 ms (made on first use), which
-    would otherwise fall on the first load's clock."""
-    _as_torch(torch.empty(64, dtype=torch.uint8), [
-        (dt, dt, (2, 2), (2, 1), 8 // getattr(torch, dt).itemsize)
-        for dt in ("bfloat16", "float16", "float32")], {})
+    """load's hand-off, once on a few bytes of host memory of torch's own: in a process,
+    torch's first DLPack import, slice, typed view and as_strided each cost 0.02-0.15 ms (made
+    on first use), which would otherwise fall on the first load's clock. On the CPU whatever
+    torch's default device (meta, cuda), and only a warm-up: nothing it meets stops the import."""
+    try:
+        _as_torch(torch.empty(64, dtype=torch.uint8, device="cpu"), [
+            (dt, dt, (2, 2), (2, 1), 8 // getattr(torch, dt).itemsize)
+            for dt in ("bfloat16", "float16", "float32")], {})
+    except Exception:  # noqa: BLE001  (a torch without one of these calls: load says so)
+        pass
 
 
 def load(path, device="cuda:0", select=None, dtype=None, verify=False, progress=None, tp=None,
