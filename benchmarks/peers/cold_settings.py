@@ -35,6 +35,8 @@ import sys
 import tempfile
 import time
 
+from compare import rotated
+
 DEFAULT_SETTINGS = ("default,w4,w16,w32,w8-64M,w16-8M,both/2,both/3,both/4,buffered,"
                     "host,host-both/2")
 
@@ -126,8 +128,7 @@ def main():
     order = names + ["raw"]
     rows, start = [], time.monotonic()
     for r in range(a.rounds):
-        k = r % len(order)
-        for n in order[k:] + order[:k]:
+        for n in rotated(order, r):
             if a.max_seconds and time.monotonic() - start > a.max_seconds:
                 print("stopped: --max-seconds")
                 summarize(rows, names)
