@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """A real diffusers transformer bigger than the GPU memory it is given, run by each offloader.
 
-usage: offload_model.py [--model flux] [--size 1024] [--passes 3] [--budgets min,12G]
+usage: offload_model.py [--model flux] [--size 1024] [--warmups 2] [--passes 3] [--budgets min,12G]
                         [--contenders none,lris,diffusers,accelerate,aimdo] [--json FILE]
                         [--install WHEELDIR]
 
@@ -10,8 +10,10 @@ double and 38 single blocks, 11.9 B parameters, 23.8 GB in bf16) with random bf1
 random table, each tensor filled from its own offset into it), and run on one image of
 --size pixels square (Flux: 4096 image and 512 text tokens).
 
-Each contender runs in a process of its own, from the model in host memory: a warm-up pass,
-then --passes timed passes (torch.cuda.synchronize around each). Contenders:
+Each contender runs in a process of its own, from the model in host memory: --warmups passes
+(the first pass of a process is slower for every contender, the one without offloading too),
+then --passes timed passes (torch.cuda.synchronize around each); a pass's time is the median
+of them. Contenders:
   none        the whole model on the GPU: the reference output and the compute time C;
   lris        lris.torch.stream over the transformer blocks through an lris.Cache of each
               budget (min: two of the largest block, the one running and the next coming
@@ -243,8 +245,9 @@ def child(a):
     x = inputs(torch, a.model, a.size, dev)
     ballast = None
     with torch.no_grad():
-        y = model(**x)[0]  # warm-up
+        y = model(**x)[0]  # the first warm-up
         torch.cuda.synchronize()
+        warmups = a.warmups - 1
         if a.child == "aimdo":
             # A GPU with `budget` bytes for the blocks beside the rest of the model and what
             # the pass needs: the rest of its free memory held by torch, sized from the
@@ -260,7 +263,9 @@ def child(a):
             out["aimdo_warmup_torch_bytes"] = grown
             ballast = torch.empty(max(free - max(budget - aimdo.vbar.loaded_size(), 0) - grown
                                       - spare, 0), dtype=torch.uint8, device=dev)
-            y = model(**x)[0]  # a second warm-up, with the GPU's memory as it will be
+            warmups = max(warmups, 1)  # at least one with the GPU's memory as it will be
+        for _ in range(warmups):
+            y = model(**x)[0]
             torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats(dev)
         if a.child == "aimdo":
@@ -274,7 +279,8 @@ def child(a):
             y = model(**x)[0]
             torch.cuda.synchronize()
             times.append(time.perf_counter() - t)
-    out["pass_seconds"] = statistics.mean(times)
+    out["pass_seconds"] = statistics.median(times)
+    out["pass_seconds_mean"] = statistics.mean(times)
     out["pass_seconds_all"] = times
     peak = torch.cuda.max_memory_allocated(dev) - (ballast.numel() if ballast is not None else 0)
 
@@ -304,6 +310,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", default="flux")
     ap.add_argument("--size", type=int, default=1024)
+    ap.add_argument("--warmups", type=int, default=2)
     ap.add_argument("--passes", type=int, default=3)
     ap.add_argument("--budgets", default="min,12G", help="of lris (and aimdo, but min)")
     ap.add_argument("--contenders", default="none,lris,diffusers,accelerate,aimdo")
@@ -333,8 +340,8 @@ def main():
         for budget in budgets:
             out = f"/tmp/offload_model_{os.getpid()}.json"
             cmd = [sys.executable, __file__, "--child", name, "--model", a.model, "--size",
-                   str(a.size), "--passes", str(a.passes), "--reference", a.reference,
-                   "--out", out]
+                   str(a.size), "--warmups", str(max(a.warmups, 1)), "--passes", str(a.passes),
+                   "--reference", a.reference, "--out", out]
             if budget:
                 cmd += ["--budget", budget]
             t = time.perf_counter()
@@ -350,7 +357,8 @@ def main():
             r["transfer_bound_seconds"] = r["block_bytes"] / (ceiling * 1e9)
             r["compute_seconds"] = compute
             runs.append(r)
-            print(f"{r['contender']:16s} pass {r['pass_seconds']:.4f} s; device peak "
+            print(f"{r['contender']:16s} pass {r['pass_seconds']:.4f} s (" +
+                  " ".join(f"{t:.3f}" for t in r["pass_seconds_all"]) + "); device peak "
                   f"{r['peak_device_bytes'] / 1e9:6.2f} GB; identical "
                   f"{r.get('identical', 'reference')}; setup {r['setup_seconds']:.1f} s",
                   flush=True)
