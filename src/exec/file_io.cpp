@@ -28,6 +28,7 @@ file_io_choice file_io_for(const io::io_engine& engine, std::span<const file_ran
     c.reason = std::move(choice.reason);
     cold = choice.cold;
   }
+  c.cold = cold;
   const bool buffered_cold = cold && disk != nullptr && disk->method == cold_read_method::buffered;
   if (buffered_cold) c.mode = io::direct_mode::never;
   c.direct = c.mode != io::direct_mode::never &&

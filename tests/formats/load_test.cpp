@@ -541,6 +541,8 @@ TEST_CASE("load: cold files read as the disk's profile says (direct, buffered, b
       const auto& r = loaded.report;
       CHECK_THAT(r.io, Catch::Contains("reads on 2 workers (disk profile: the call's)"));
       CHECK(r.workers == 2);  // the call's sizes stand
+      // A cold load into LRIS's host block faults its pages in ahead of the reads.
+      CHECK((r.populate_threads > 0) == (where == st::load_target_memory::host));
       if (how == lris::cold_read_method::buffered || !f.direct()) {
         CHECK(r.io_direct_bytes == 0);
         CHECK(r.io_buffered_bytes >= r.file_bytes);
@@ -579,6 +581,10 @@ TEST_CASE("load: without a call's method, the disk's calibrated profile from the
   CHECK(p.cold_reads(f).method == lris::cold_read_method::buffered);
   const auto loaded = st::load(p, ck, {}, st::load_target_memory::host);
   CHECK(bytes_of(*loaded.find("w")) == tensors.front().data);
+  CHECK(loaded.report.populate_threads >= 1);  // cold, buffered reads too
+  const auto warm = st::load(p, ck, {}, st::load_target_memory::host);  // now in the page cache
+  CHECK(warm.report.populate_threads == 0);
+  CHECK(bytes_of(*warm.find("w")) == tensors.front().data);
   CHECK_THAT(loaded.report.io,
              Catch::Contains("buffered reads on 3 workers (disk profile: " + profile.string()));
   CHECK(loaded.report.io_direct_bytes == 0);

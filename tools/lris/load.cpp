@@ -240,6 +240,8 @@ int run_load(const load_cli& c, const transfer_options& reads, Pipeline& p,
                        {"chunk_bytes", rep.chunk_bytes},
                        {"workers", rep.workers},
                        {"staging_bytes", rep.staging_bytes},
+                       {"populate_threads", rep.populate_threads},
+                       {"populated_bytes", rep.populated_bytes},
                        {"converted", rep.converted},
                        {"io_bytes", rep.io_direct_bytes + rep.io_buffered_bytes},
                        {"cold", c.cold}};

@@ -32,6 +32,9 @@ struct file_io_choice {
   std::size_t chunk_bytes = 0;  ///< chunk size to use
   unsigned workers = 0;         ///< workers to use
   bool direct = false;          ///< chunks may go O_DIRECT (every file allows it, mode not never)
+  /// The data was found mostly not in the page cache (an automatic mode decided here): the
+  /// reads are paced by the disk.
+  bool cold = false;
   /// Every n-th chunk's reads go buffered though `mode` is direct (0: none): a disk that reads
   /// fastest both ways at once (disk_profile, cold_read_method::both).
   unsigned buffered_every = 0;

@@ -21,6 +21,8 @@
 #include <string>
 #include <mutex>
 #include <numeric>
+#include <optional>
+#include <thread>
 #include <utility>
 #include <chrono>
 #include <cstdlib>
@@ -44,6 +46,7 @@
 #include <lris/formats/loaded_tensor.hpp>
 #include <lris/memory/device_allocator.hpp>
 #include <lris/memory/huge_page_allocator.hpp>
+#include <lris/memory/page_populator.hpp>
 #include <lris/concepts/memory_space.hpp>
 #include <lris/transfer/pipeline.hpp>
 
@@ -145,7 +148,7 @@ using destination_space =
 template <class Pipeline, class DestFn>
 loaded_checkpoint load_selected(Pipeline& p, const checkpoint& ck,
                                 const std::vector<selected_tensor>& selected, DestFn&& dest,
-                                const load_options& o) {
+                                const load_options& o, const checkpoint_reads* known = nullptr) {
   using Backend = typename Pipeline::backend_type;
   using Space = destination_space<DestFn>;
   constexpr bool on_device = has_property<Space, property::device_accessible> &&
@@ -220,7 +223,7 @@ loaded_checkpoint load_selected(Pipeline& p, const checkpoint& ck,
                                 "else through pinned slots)";
 
   // Direct or buffered, decided once for the whole checkpoint, as pipeline::read decides it.
-  const checkpoint_reads reads = reads_of(p, ck, o.transfer);
+  const checkpoint_reads reads = known != nullptr ? *known : reads_of(p, ck, o.transfer);
   const transfer_sizes& tp = reads.sizes;
   const exec::file_io_choice& io = reads.io;
   const std::size_t align = reads.align, memory_align = reads.memory_align;
@@ -353,6 +356,18 @@ loaded_checkpoint load(Pipeline& p, const checkpoint& ck, const load_options& o 
       alloc.deallocate(q, static_cast<std::size_t>(total), modulus);
     });
   }
+  // A cold load into host memory: the disk paces the reads, and the block's pages are faulted
+  // in (allocated and zeroed by the kernel) ahead of them on threads of their own, not on the
+  // read path. Before `block` in destruction order: stopped and joined before it is freed.
+  std::optional<detail::checkpoint_reads> reads;
+  std::optional<page_populator> populate;
+  if (host && total > 0) {
+    reads = detail::reads_of(p, ck, o.transfer);
+    if (reads->io.cold) {
+      populate.emplace(block.get(), static_cast<std::size_t>(total),
+                       std::clamp(std::thread::hardware_concurrency() / 8, 1u, 4u));
+    }
+  }
   auto* base = static_cast<std::byte*>(block.get());
   std::size_t next = 0;  // load_selected asks for the tensors in the order of `selected`
   auto place = [&](const tensor_request&) { return base + layout.offsets[next++]; };
@@ -363,7 +378,11 @@ loaded_checkpoint load(Pipeline& p, const checkpoint& ck, const load_options& o 
               }, o)
             : detail::load_selected(p, ck, selected, [&](const tensor_request& r) {
                 return memory_span<host_space, std::byte>(place(r), r.bytes);
-              }, o);
+              }, o, reads ? &*reads : nullptr);
+  if (populate) {
+    out.report.populate_threads = populate->threads();
+    out.report.populated_bytes = populate->populated();
+  }
   for (auto& t : out.tensors) t.lease = block;
   return out;
 }

@@ -80,6 +80,10 @@ struct load_report {
   unsigned workers = 0;
   /// Pinned staging memory the load held: at most the pipeline's max_staging_bytes.
   std::size_t staging_bytes = 0;
+  /// Threads that faulted in the pages of LRIS's block ahead of the reads (a cold load into
+  /// host memory; page_populator), and the bytes of it they did before the reads ended.
+  unsigned populate_threads = 0;
+  std::uint64_t populated_bytes = 0;
   std::size_t converted = 0;  ///< tensors converted
   std::size_t verified = 0;   ///< tensors whose checksum matched
   std::size_t files_verified = 0;  ///< files whose SHA-256 matched

@@ -1,0 +1,95 @@
+// page_populator: every page of the range made present, the bytes already there kept, and a
+// refusal that stops it (an unmapped hole) reported, never a crash.
+
+#include <cerrno>
+#include <cstddef>
+#include <cstring>
+#include <vector>
+
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <catch2/catch.hpp>
+
+#include <lris/error.hpp>
+#include <lris/memory/page_populator.hpp>
+
+namespace {
+
+const std::size_t page = static_cast<std::size_t>(::sysconf(_SC_PAGESIZE));
+
+// Pages of [p, p + n) that are present.
+std::size_t present_pages(void* p, std::size_t n) {
+  std::vector<unsigned char> vec((n + page - 1) / page);
+  REQUIRE(::mincore(p, n, vec.data()) == 0);
+  std::size_t count = 0;
+  for (unsigned char v : vec) count += v & 1;
+  return count;
+}
+
+struct mapping {
+  explicit mapping(std::size_t n) : bytes(n) {
+    ptr = static_cast<std::byte*>(
+        ::mmap(nullptr, n, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0));
+    REQUIRE(ptr != MAP_FAILED);
+  }
+  ~mapping() {
+    if (bytes > 0) ::munmap(ptr, bytes);
+  }
+  std::byte* ptr = nullptr;
+  std::size_t bytes;
+};
+
+}  // namespace
+
+TEST_CASE("page_populator: every page present, the bytes written before kept", "[memory][populate]") {
+  const std::size_t n = 64 * page + 123;  // a tail that ends inside a page
+  mapping m(64 * page + page);
+  // Bytes already written into some pages (as a read that got there first) stay as they are.
+  std::memset(m.ptr + 3 * page, 0x5a, page);
+  std::memset(m.ptr + 40 * page + 7, 0xa5, 100);
+  {
+    lris::page_populator pop(m.ptr, n, 3, 4 * page);  // 17 pieces over 3 threads
+    pop.wait();
+    CHECK(pop.threads() == 3);
+    if (pop.error() == EINVAL) {
+      WARN("this kernel has no MADV_POPULATE_WRITE (Linux 5.14): nothing populated");
+      CHECK(pop.populated() == 0);
+      return;
+    }
+    CHECK(pop.error() == 0);
+    CHECK(pop.populated() == n);
+  }
+  CHECK(present_pages(m.ptr, 65 * page) >= 65);  // the range, its last page included
+  for (std::size_t i = 0; i < page; ++i) REQUIRE(m.ptr[3 * page + i] == std::byte{0x5a});
+  for (std::size_t i = 0; i < 100; ++i) REQUIRE(m.ptr[40 * page + 7 + i] == std::byte{0xa5});
+  CHECK(m.ptr[0] == std::byte{0});
+  CHECK(m.ptr[64 * page] == std::byte{0});
+}
+
+TEST_CASE("page_populator: a hole in the range stops it with the kernel's error",
+          "[memory][populate][errors]") {
+  mapping m(16 * page);
+  REQUIRE(::munmap(m.ptr + 8 * page, 8 * page) == 0);  // the second half is gone
+  m.bytes = 8 * page;
+  lris::page_populator pop(m.ptr, 16 * page, 2, 2 * page);
+  pop.wait();
+  if (pop.error() == EINVAL) {
+    WARN("this kernel has no MADV_POPULATE_WRITE (Linux 5.14): nothing to stop");
+    return;
+  }
+  CHECK((pop.error() == ENOMEM || pop.error() == EFAULT));
+  CHECK(pop.populated() < 16 * page);
+  CHECK(present_pages(m.ptr, 2 * page) == 2);  // the pieces before the hole came in
+}
+
+TEST_CASE("page_populator: a start off a page boundary is refused, naming it",
+          "[memory][populate][errors]") {
+  mapping m(4 * page);
+  CHECK_THROWS_MATCHES(lris::page_populator(m.ptr + 8, page, 1), lris::invalid_argument,
+                       Catch::Matchers::Predicate<lris::invalid_argument>(
+                           [](const lris::invalid_argument& e) {
+                             return std::strstr(e.what(), "is not aligned to the") != nullptr;
+                           },
+                           "names the alignment"));
+}
