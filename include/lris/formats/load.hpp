@@ -20,6 +20,7 @@
 #include <memory>
 #include <string>
 #include <mutex>
+#include <system_error>
 #include <numeric>
 #include <optional>
 #include <thread>
@@ -364,8 +365,12 @@ loaded_checkpoint load(Pipeline& p, const checkpoint& ck, const load_options& o 
   if (host && total > 0) {
     reads = detail::reads_of(p, ck, o.transfer);
     if (reads->io.cold) {
-      populate.emplace(block.get(), static_cast<std::size_t>(total),
-                       std::clamp(std::thread::hardware_concurrency() / 8, 1u, 4u));
+      try {
+        populate.emplace(block.get(), static_cast<std::size_t>(total),
+                         std::clamp(std::thread::hardware_concurrency() / 8, 1u, 4u));
+      } catch (const std::system_error&) {
+        // No thread to be had: the reads fault the pages in themselves, as without it.
+      }
     }
   }
   auto* base = static_cast<std::byte*>(block.get());
