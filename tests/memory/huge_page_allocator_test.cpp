@@ -3,8 +3,6 @@
 #include <cerrno>
 #include <cstdint>
 #include <cstring>
-#include <fstream>
-#include <sstream>
 #include <string>
 #include <vector>
 
@@ -14,6 +12,8 @@
 
 #include <lris/error.hpp>
 #include <lris/memory/huge_page_allocator.hpp>
+
+#include "support/smaps.hpp"
 
 namespace {
 
@@ -29,27 +29,6 @@ bool mapped(void* p, std::size_t n) {
 bool unmapped(void* p, std::size_t n) {
   std::vector<unsigned char> vec((n + 4095) / 4096);
   return ::mincore(p, n, vec.data()) != 0 && errno == ENOMEM;
-}
-
-// AnonHugePages of the /proc/self/smaps entry that contains `p`, in kB (-1 when not found).
-long anon_huge_kb(const void* p) {
-  std::ifstream in("/proc/self/smaps");
-  std::string line;
-  const auto a = reinterpret_cast<std::uintptr_t>(p);
-  bool inside = false;
-  while (std::getline(in, line)) {
-    std::uintptr_t lo = 0, hi = 0;
-    char dash = 0;
-    std::istringstream head(line);
-    if (head >> std::hex >> lo >> dash >> hi && dash == '-') {
-      inside = lo <= a && a < hi;
-      continue;
-    }
-    if (inside && line.rfind("AnonHugePages:", 0) == 0) {
-      return std::stol(line.substr(14));
-    }
-  }
-  return -1;
 }
 
 // What a 4 MiB request should get on this machine, from what the kernel reports.
@@ -96,7 +75,7 @@ TEST_CASE("huge_page_allocator reports the kind it got and counts it", "[memory]
     if (k != got.kind) CHECK(s.count(k) == 0);
   }
   if (got.kind == page_kind::thp) {
-    const long kb = anon_huge_kb(got.ptr);
+    const long kb = lris::test::smaps_kb(got.ptr, "AnonHugePages");
     if (kb <= 0) WARN("madvise(MADV_HUGEPAGE) took, but the kernel backed the range with base "
                       "pages (fragmentation or defrag settings)");
     else CHECK(kb % 2048 == 0);

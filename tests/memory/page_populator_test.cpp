@@ -1,9 +1,11 @@
-// page_populator: every page of the range made present, the bytes already there kept, and a
-// refusal that stops it (an unmapped hole) reported, never a crash.
+// page_populator: every page of the range made present and owned, the bytes already there kept,
+// a refusal that stops it (a range past the end of a file) reported, and its threads joined.
 
 #include <cerrno>
 #include <cstddef>
+#include <cstdint>
 #include <cstring>
+#include <filesystem>
 #include <vector>
 
 #include <sys/mman.h>
@@ -14,9 +16,18 @@
 #include <lris/error.hpp>
 #include <lris/memory/page_populator.hpp>
 
+#include "support/smaps.hpp"
+
 namespace {
 
 const std::size_t page = static_cast<std::size_t>(::sysconf(_SC_PAGESIZE));
+
+// Threads of this process now.
+std::size_t threads_now() {
+  std::size_t n = 0;
+  for ([[maybe_unused]] const auto& e : std::filesystem::directory_iterator("/proc/self/task")) ++n;
+  return n;
+}
 
 // Pages of [p, p + n) that are present.
 std::size_t present_pages(void* p, std::size_t n) {
@@ -61,26 +72,52 @@ TEST_CASE("page_populator: every page present, the bytes written before kept", "
     CHECK(pop.populated() == n);
   }
   CHECK(present_pages(m.ptr, 65 * page) >= 65);  // the range, its last page included
+  // Owned by the process: a page mincore counts may be the shared zero page (a read fault).
+  CHECK(lris::test::smaps_kb(m.ptr, "Anonymous") >= static_cast<long>(65 * page / 1024));
   for (std::size_t i = 0; i < page; ++i) REQUIRE(m.ptr[3 * page + i] == std::byte{0x5a});
   for (std::size_t i = 0; i < 100; ++i) REQUIRE(m.ptr[40 * page + 7 + i] == std::byte{0xa5});
   CHECK(m.ptr[0] == std::byte{0});
   CHECK(m.ptr[64 * page] == std::byte{0});
 }
 
-TEST_CASE("page_populator: a hole in the range stops it with the kernel's error",
+TEST_CASE("page_populator: a range that cannot be populated stops it with the kernel's error",
           "[memory][populate][errors]") {
-  mapping m(16 * page);
-  REQUIRE(::munmap(m.ptr + 8 * page, 8 * page) == 0);  // the second half is gone
-  m.bytes = 8 * page;
-  lris::page_populator pop(m.ptr, 16 * page, 2, 2 * page);
-  pop.wait();
-  if (pop.error() == EINVAL) {
-    WARN("this kernel has no MADV_POPULATE_WRITE (Linux 5.14): nothing to stop");
-    return;
+  // A shared mapping of 16 pages over a file of 8: the second half lies past the end of the
+  // file, where an access would raise SIGBUS, so populating it fails (EFAULT).
+  const int fd = ::memfd_create("page_populator_test", 0);
+  REQUIRE(fd >= 0);
+  REQUIRE(::ftruncate(fd, static_cast<off_t>(8 * page)) == 0);
+  void* p = ::mmap(nullptr, 16 * page, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  REQUIRE(p != MAP_FAILED);
+  {
+    lris::page_populator pop(p, 16 * page, 2, 2 * page);
+    pop.wait();
+    if (pop.error() == EINVAL) {
+      WARN("this kernel has no MADV_POPULATE_WRITE (Linux 5.14): nothing to stop");
+    } else {
+      CHECK((pop.error() == EFAULT || pop.error() == ENOMEM));
+      CHECK(pop.populated() <= 8 * page);
+      CHECK(present_pages(p, 2 * page) == 2);  // the first piece, inside the file, came in
+    }
   }
-  CHECK((pop.error() == ENOMEM || pop.error() == EFAULT));
-  CHECK(pop.populated() < 16 * page);
-  CHECK(present_pages(m.ptr, 2 * page) == 2);  // the pieces before the hole came in
+  ::munmap(p, 16 * page);
+  ::close(fd);
+}
+
+TEST_CASE("page_populator: an empty range, and one destroyed at once", "[memory][populate]") {
+  mapping m(1024 * page);
+  const std::size_t before = threads_now();
+  {
+    lris::page_populator empty(m.ptr, 0, 2);
+    empty.wait();
+    CHECK(empty.threads() == 2);
+    CHECK(empty.populated() == 0);
+    CHECK(empty.error() == 0);
+  }
+  {
+    lris::page_populator pop(m.ptr, 1024 * page, 2, page);  // a piece a page: many pieces
+  }  // stopped after the pieces under way, and joined
+  CHECK(threads_now() == before);
 }
 
 TEST_CASE("page_populator: a start off a page boundary is refused, naming it",

@@ -35,6 +35,7 @@
 #include <lris/concepts/memory_property.hpp>
 #include <lris/concepts/convert_backend.hpp>
 #include <lris/error.hpp>
+#include <lris/exec/cpu_budget.hpp>
 #include <lris/exec/sizing.hpp>
 #include <lris/exec/file_io.hpp>
 #include <lris/exec/plan.hpp>
@@ -357,17 +358,22 @@ loaded_checkpoint load(Pipeline& p, const checkpoint& ck, const load_options& o 
       alloc.deallocate(q, static_cast<std::size_t>(total), modulus);
     });
   }
-  // A cold load into host memory: the disk paces the reads, and the block's pages are faulted
-  // in (allocated and zeroed by the kernel) ahead of them on threads of their own, not on the
-  // read path. Before `block` in destruction order: stopped and joined before it is freed.
+  // A load into host memory read from the disk (cold, or O_DIRECT as the call asked): the disk
+  // paces the reads, and the block's pages are faulted in (allocated and zeroed by the
+  // kernel) ahead of them on threads of their own, not on the read path. Before `block` in
+  // destruction order: stopped and joined before it is freed.
   std::optional<detail::checkpoint_reads> reads;
   std::optional<page_populator> populate;
+  double decided_seconds = 0;  // deciding how to read, on the load's clock as for a device
   if (host && total > 0) {
+    const auto decide = std::chrono::steady_clock::now();
     reads = detail::reads_of(p, ck, o.transfer);
-    if (reads->io.cold) {
+    decided_seconds =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - decide).count();
+    if (reads->io.cold || reads->io.direct) {
       try {
         populate.emplace(block.get(), static_cast<std::size_t>(total),
-                         std::clamp(std::thread::hardware_concurrency() / 8, 1u, 4u));
+                         std::clamp(usable_cpus() / 8, 1u, 4u));
       } catch (const std::system_error&) {
         // No thread to be had: the reads fault the pages in themselves, as without it.
       }
@@ -384,6 +390,7 @@ loaded_checkpoint load(Pipeline& p, const checkpoint& ck, const load_options& o 
             : detail::load_selected(p, ck, selected, [&](const tensor_request& r) {
                 return memory_span<host_space, std::byte>(place(r), r.bytes);
               }, o, reads ? &*reads : nullptr);
+  out.report.seconds += decided_seconds;
   if (populate) {
     out.report.populate_threads = populate->threads();
     out.report.populated_bytes = populate->populated();

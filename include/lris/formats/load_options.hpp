@@ -80,8 +80,9 @@ struct load_report {
   unsigned workers = 0;
   /// Pinned staging memory the load held: at most the pipeline's max_staging_bytes.
   std::size_t staging_bytes = 0;
-  /// Threads that faulted in the pages of LRIS's block ahead of the reads (a cold load into
-  /// host memory; page_populator), and the bytes of it they did before the reads ended.
+  /// Threads started to fault in the pages of LRIS's block ahead of the reads (a load into host
+  /// memory read from the disk: cold, or O_DIRECT as asked; page_populator), and the bytes
+  /// they had done when the load ended (0 where the kernel refused: before Linux 5.14).
   unsigned populate_threads = 0;
   std::uint64_t populated_bytes = 0;
   std::size_t converted = 0;  ///< tensors converted

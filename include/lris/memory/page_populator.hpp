@@ -23,7 +23,9 @@ namespace lris {
 class page_populator {
  public:
   /// @brief Starts `threads` threads (at least one) populating [begin, begin + bytes), in
-  /// pieces of `piece_bytes` from the start. `begin` must be page-aligned.
+  /// pieces of `piece_bytes` from the start.
+  /// @throws lris::invalid_argument when `begin` is not page-aligned; std::system_error when a
+  /// thread cannot be started (the ones started are joined first).
   page_populator(void* begin, std::size_t bytes, unsigned threads,
                  std::size_t piece_bytes = std::size_t{64} << 20);
   /// @brief Stops the threads after their current piece and joins them.
@@ -31,7 +33,8 @@ class page_populator {
   page_populator(const page_populator&) = delete;
   page_populator& operator=(const page_populator&) = delete;
 
-  /// @brief Waits until every piece is done or the populator stopped at a refusal.
+  /// @brief Waits until every piece is done or the populator stopped at a refusal. Call it from
+  /// one thread at a time (it joins the populator's threads).
   void wait();
   /// @brief Bytes of the pieces done so far.
   [[nodiscard]] std::size_t populated() const noexcept { return done_.load(); }
