@@ -23,7 +23,6 @@
 #include <system_error>
 #include <numeric>
 #include <optional>
-#include <thread>
 #include <utility>
 #include <chrono>
 #include <cstdlib>
