@@ -9,6 +9,8 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <map>
+#include <memory>
 #include <random>
 #include <string>
 #include <vector>
@@ -413,6 +415,75 @@ TEST_CASE("load: progress, and a cancel from the progress callback", "[formats][
   o.transfer.workers = 1;  // chunks in turn: the cancel lands before the last one starts
   o.on_progress = [](std::uint64_t, std::uint64_t) { return false; };
   CHECK_THROWS_AS(st::load(p, ck, o), lris::cancelled);
+}
+
+TEST_CASE("load: on_placed sees every tensor's place before the first read; its error ends "
+          "the load and frees the memory", "[formats][load][errors]") {
+  const auto tensors = model();
+  const auto path = write_file(dir() / "placed.safetensors", tensors);
+  const st::checkpoint ck(path);
+  host_pipeline p;
+  for (const auto where : {st::load_target_memory::device, st::load_target_memory::host}) {
+    CAPTURE(static_cast<int>(where));
+    std::vector<st::loaded_tensor> placed;
+    int calls = 0;
+    std::uint64_t progress_at_placing = 1;
+    std::uint64_t progress = 0;
+    st::load_options o;
+    o.transfer.chunk_bytes = 1 << 20;
+    o.on_progress = [&](std::uint64_t done, std::uint64_t) {
+      progress = done;
+      return true;
+    };
+    o.on_placed = [&](const std::vector<st::loaded_tensor>& t) {
+      ++calls;
+      placed = t;
+      progress_at_placing = progress;
+    };
+    const auto loaded = st::load(p, ck, o, where);
+    CHECK(calls == 1);
+    CHECK(progress_at_placing == 0);
+    REQUIRE(placed.size() == loaded.tensors.size());
+    for (std::size_t i = 0; i < placed.size(); ++i) {
+      CAPTURE(placed[i].name);
+      CHECK(placed[i].name == loaded.tensors[i].name);
+      CHECK(placed[i].data == loaded.tensors[i].data);
+      CHECK(placed[i].bytes == loaded.tensors[i].bytes);
+      CHECK(placed[i].shape == loaded.tensors[i].shape);
+      CHECK(placed[i].type == loaded.tensors[i].type);
+      CHECK(placed[i].lease != nullptr);
+      CHECK(placed[i].lease == loaded.tensors[i].lease);
+      CHECK(bytes_of(loaded.tensors[i]) == tensors[i].data);
+    }
+
+    // A consumer that fails while the tensors are placed: no read, the error as it was, and
+    // the block gone with the last lease.
+    std::weak_ptr<void> block;
+    progress = 0;
+    o.on_placed = [&](const std::vector<st::loaded_tensor>& t) {
+      block = t.front().lease;
+      throw lris::invalid_argument("the consumer refused the block");
+    };
+    CHECK_THROWS_MATCHES(st::load(p, ck, o, where), lris::invalid_argument,
+                         what_contains("the consumer refused the block"));
+    CHECK(progress == 0);
+    CHECK(block.expired());
+  }
+  // load_into: the caller's memory, placed as the callback returned it, with no lease.
+  std::map<std::string, std::vector<std::byte>> mine;
+  std::vector<st::loaded_tensor> placed;
+  st::load_options o;
+  o.on_placed = [&](const std::vector<st::loaded_tensor>& t) { placed = t; };
+  st::load_into(p, ck, [&](const st::tensor_request& r) {
+    auto& v = mine[std::string(r.name)];
+    v.resize(r.bytes);
+    return lris::as_host(v.data(), v.size());
+  }, o);
+  REQUIRE(placed.size() == tensors.size());
+  for (const auto& t : placed) {
+    CHECK(t.data == mine[t.name].data());
+    CHECK_FALSE(t.owns_memory());
+  }
 }
 
 TEST_CASE("load_into: the caller's memory, skipped tensors, a destination too small",

@@ -149,7 +149,8 @@ using destination_space =
 template <class Pipeline, class DestFn>
 loaded_checkpoint load_selected(Pipeline& p, const checkpoint& ck,
                                 const std::vector<selected_tensor>& selected, DestFn&& dest,
-                                const load_options& o, const checkpoint_reads* known = nullptr) {
+                                const load_options& o, const checkpoint_reads* known = nullptr,
+                                const std::shared_ptr<void>& lease = nullptr) {
   using Backend = typename Pipeline::backend_type;
   using Space = destination_space<DestFn>;
   constexpr bool on_device = has_property<Space, property::device_accessible> &&
@@ -211,6 +212,7 @@ loaded_checkpoint load_selected(Pipeline& p, const checkpoint& ck,
     t.slice = s.request.slice;
     t.data = span.data();
     t.bytes = s.request.bytes;
+    t.lease = lease;
     t.location = {on_device, on_device ? Backend::name : std::string_view("host"),
                   on_device ? p.backend().device() : 0};
     out.report.converted += tg.converts() ? 1 : 0;
@@ -222,6 +224,7 @@ loaded_checkpoint load_selected(Pipeline& p, const checkpoint& ck,
   out.report.path = on_device ? "file -> pinned slots -> device (DMA)"
                               : "file -> host memory (straight where laid out as in the file, "
                                 "else through pinned slots)";
+  if (o.on_placed) o.on_placed(std::as_const(out.tensors));
 
   // Direct or buffered, decided once for the whole checkpoint, as pipeline::read decides it.
   const checkpoint_reads reads = known != nullptr ? *known : reads_of(p, ck, o.transfer);
@@ -385,16 +388,15 @@ loaded_checkpoint load(Pipeline& p, const checkpoint& ck, const load_options& o 
       !host ? detail::load_selected(p, ck, selected, [&](const tensor_request& r) {
                 return memory_span<device_space<Backend>, std::byte>(place(r), r.bytes,
                                                                      p.backend().device());
-              }, o)
+              }, o, nullptr, block)
             : detail::load_selected(p, ck, selected, [&](const tensor_request& r) {
                 return memory_span<host_space, std::byte>(place(r), r.bytes);
-              }, o, reads ? &*reads : nullptr);
+              }, o, reads ? &*reads : nullptr, block);
   out.report.seconds += decided_seconds;
   if (populate) {
     out.report.populate_threads = populate->threads();
     out.report.populated_bytes = populate->populated();
   }
-  for (auto& t : out.tensors) t.lease = block;
   return out;
 }
 

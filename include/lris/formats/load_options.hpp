@@ -20,6 +20,8 @@
 
 namespace lris::safetensors {
 
+struct loaded_tensor;
+
 /// @brief Part `rank` of `ranks` equal parts along dimension `dim`: the tensor-parallel slice
 /// of one rank. Only its bytes are read.
 struct tensor_slice {
@@ -61,6 +63,13 @@ struct load_options {
   /// yet started are skipped and, once nothing is in flight, the load throws lris::cancelled
   /// (a cancel that comes after the last chunk has started lets the load finish).
   progress_fn on_progress;
+  /// Called once every tensor has its place in memory and before anything is read, on the
+  /// calling thread, with the tensors as the load will return them (load()'s with their
+  /// lease). Their bytes are not there yet: nothing may read them, or hand them to anyone who
+  /// could, before the load returns. A consumer makes its views of the memory here, while the
+  /// reads run (lris.torch.load does). An exception from it ends the load before any read and
+  /// propagates; the memory is freed.
+  std::function<void(const std::vector<loaded_tensor>&)> on_placed;
   /// Chunks, workers and io settings (transfer_options::io: direct or buffered, depth).
   transfer_options transfer;
 };
