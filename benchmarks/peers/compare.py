@@ -8,9 +8,10 @@ checkpoint into GPU memory (cuda:0), or into host memory for the host contenders
   lris                      `lris load DIR --device cuda:0 --json --verify`: first load of a process
   lris-later                `lris load ... --repeat 5`: median of loads 2-5 of one process (warm only)
   lris-host                 `lris load DIR --device host --json --verify`
-  lris-python               `import lris`: lris.torch.load(DIR, device="cuda:0"): the load, then its
-                            block imported into torch and a view per tensor (the hand-off,
-                            timed with the load and reported apart)
+  lris-python               `import lris`: lris.torch.load(DIR, device="cuda:0"): the load, and its
+                            block imported into torch and a view per tensor while it reads; the
+                            hand-off (from the load's last byte to the tensors handed out) and
+                            the views' time reported apart
   raw                       `lris load DIR --raw --json`: raw reads of the shards, no LRIS code; the
                             best method of the round is the ceiling ("/ raw")
   instanttensor             instanttensor.safe_open(files, device=0), default backend (O_DIRECT)
@@ -483,16 +484,20 @@ def load_safetensors(files, device):
 
 def load_lris_python(files, device):
     import lris
-    from lris.torch import _as_torch
-    # lris.torch.load, its hand-off timed apart: the load's block imported into torch once, a
-    # view per tensor. The checkpoint's directory: read through its index, as `lris load DIR`.
-    block, entries, loaded = lris._lris.load_block(os.path.dirname(os.path.abspath(files[0])),
-                                                   device=device)
-    start = time.perf_counter()
-    tensors = _as_torch(block, entries, loaded)
-    handoff = time.perf_counter() - start
+    from lris.torch import _hand_off
+    # lris.torch.load: the load on a thread of its own, torch's views of its block made while
+    # the bytes are read. Its hand-off timed apart: from the load's end (its last byte, on
+    # time.monotonic()'s clock) to the tensors handed out; and the views' own time, off the
+    # load's path. The checkpoint's directory: read through its index, as `lris load DIR`.
+    pending = lris._lris.load_start(os.path.dirname(os.path.abspath(files[0])), device=device)
+    times = {}
+    tensors = _hand_off(pending, times)
+    handoff = max(0.0, time.monotonic() - pending.finished_at)
+    n = max(1, len(tensors))
     return tensors, None, {"device": device, "handoff_seconds": handoff,
-                           "handoff_us_per_tensor": handoff / max(1, len(tensors)) * 1e6}
+                           "handoff_us_per_tensor": handoff / n * 1e6,
+                           "views_seconds": times["views"],
+                           "views_us_per_tensor": times["views"] / n * 1e6}
 
 
 PEER_LOADERS = {"lris_python": load_lris_python, "instanttensor": load_instanttensor, "fastsafetensors": load_fastsafetensors,

@@ -2,8 +2,8 @@
 """The hand-off of loaded tensors to PyTorch: microseconds per tensor of torch.from_dlpack over
 every tensor lris.load gave, in the first pass of a process and in later passes, beside the same
 call on PyTorch's own CUDA tensors (the consumer's floor: what torch.from_dlpack costs whatever
-the producer), and of lris.torch.load's hand-off (the load's block imported once, a view per
-tensor) on the same load.
+the producer), and of the views lris.torch.load makes (the load's block imported once, a view
+per tensor; a load makes them while it reads) on the same load.
 
   python3 benchmarks/peers/handoff.py CHECKPOINT [--passes 5]
 
@@ -40,11 +40,13 @@ def main():
     loaded = list(lris.load(a.checkpoint, device="cuda:0").values())
     first, later = per_tensor_us(loaded, a.passes)
     from lris.torch import _as_torch
-    block, entries, tensors = lris._lris.load_block(a.checkpoint, device="cuda:0")
+    pending = lris._lris.load_start(a.checkpoint, device="cuda:0")
+    block, entries, _ = pending.placed()
+    pending.wait()
     views = []
     for _ in range(a.passes):
         start = time.perf_counter()
-        _as_torch(block, entries, tensors)
+        _as_torch(block, entries)
         views.append((time.perf_counter() - start) / len(entries) * 1e6)
     own = [torch.empty(t.shape, dtype=getattr(torch, t.dtype), device="cuda:0") for t in loaded]
     own_first, own_later = per_tensor_us(own, a.passes)

@@ -23,6 +23,8 @@ of the budget resident between passes and brings the next blocks in ahead.
 The weights are read-only while streamed: inference, not training.
 """
 
+import time
+
 import torch
 
 from . import _lris, _with_progress
@@ -39,7 +41,7 @@ def _first_calls():
     try:
         _as_torch(torch.empty(64, dtype=torch.uint8, device="cpu"), [
             (dt, dt, (2, 2), (2, 1), 8 // getattr(torch, dt).itemsize)
-            for dt in ("bfloat16", "float16", "float32")], {})
+            for dt in ("bfloat16", "float16", "float32")])
     except Exception:  # noqa: BLE001  (a torch without one of these calls: load says so)
         pass
 
@@ -48,31 +50,47 @@ def load(path, device="cuda:0", select=None, dtype=None, verify=False, progress=
          tp_plan=None):
     """lris.load, as {name: torch.Tensor} (the arguments are lris.load's; tp=(rank, size) loads
     one tensor-parallel rank's slices). The load's memory is one block: it is imported into
-    torch once through DLPack and every tensor is a view of it, so the hand-off costs one view
-    per tensor; the block is freed when the last view is gone."""
-    block, entries, tensors = _with_progress(path, progress, lambda p: _lris.load_block(
+    torch once through DLPack and every tensor is a view of it, made while the bytes are read
+    (the load runs on a thread of its own); the block is freed when the last view is gone."""
+    return _with_progress(path, progress, lambda p: _hand_off(_lris.load_start(
         path, device=device, select=select, dtype=dtype, verify=verify, progress=p, tp=tp,
-        tp_plan=tp_plan))
-    return _as_torch(block, entries, tensors)
+        tp_plan=tp_plan)))
 
 
-def _as_torch(block, entries, tensors):
-    """The tensors of load_block as views of `block` in torch (through DLPack where a view
-    cannot be made: a type torch lacks or smaller than a byte, an offset not of whole
-    elements)."""
+def _hand_off(pending, times=None):
+    """The tensors of a _PendingLoad as torch tensors: views of its block made while it reads,
+    handed out once it is done. times (a dict), if given, gets "views": the seconds the views
+    took."""
+    block, entries, tensors = pending.placed()
+    start = time.perf_counter()
+    out, later = _as_torch(block, entries)
+    if times is not None:
+        times["views"] = time.perf_counter() - start
+    pending.wait()  # raises the load's error; the views go with it
+    for name in later:
+        out[name] = torch.from_dlpack(tensors[name])
+    return out
+
+
+def _as_torch(block, entries):
+    """Views of `block` in torch, by the entries of a _PendingLoad's placed(), and the names of
+    the tensors that must come through DLPack on their own instead (in `out` as None until
+    then): a type torch lacks or smaller than a byte, an offset not of whole elements."""
     base = torch.from_dlpack(block) if block.nbytes else None
     typed = {}
     out = {}
+    later = []
     for name, dt, shape, strides, offset in entries:
         tdt = getattr(torch, dt, None)
         if offset < 0 or base is None or not isinstance(tdt, torch.dtype):
-            out[name] = torch.from_dlpack(tensors[name])
+            out[name] = None
+            later.append(name)
             continue
         b = typed.get(tdt)
         if b is None:
             b = typed[tdt] = base[:base.numel() // tdt.itemsize * tdt.itemsize].view(tdt)
         out[name] = b.as_strided(shape, strides, offset)
-    return out
+    return out, later
 
 
 _first_calls()

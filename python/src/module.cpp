@@ -14,7 +14,6 @@
 #include <cstring>
 #include <exception>
 #include <filesystem>
-#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -24,7 +23,6 @@
 
 #include <fmt/format.h>
 
-#include <lris/formats/verify.hpp>
 #include <lris/lris.hpp>
 #if LRIS_PYTHON_CUDA
 #include <lris/cuda.hpp>
@@ -36,8 +34,8 @@
 #include "dtype_names.hpp"
 #include "errors.hpp"
 #include "host_pool.hpp"
+#include "load.hpp"
 #include "load_into.hpp"
-#include "progress.hpp"
 #include "py_tensor.hpp"
 
 namespace nb = nanobind;
@@ -189,165 +187,6 @@ nb::tuple shape_of(const std::vector<std::uint64_t>& shape) {
   return nb::tuple(l);
 }
 
-// tp=(rank, size) and tp_plan (None or "llama": llama's plan; a dict {pattern: style} in its
-// order; another string: a JSON file of one) as the slice of each tensor that rank loads.
-std::function<std::optional<st::tensor_slice>(const st::tensor_info&)> tp_slice(
-    const std::filesystem::path& path, nb::handle tp, nb::handle tp_plan) {
-  if (tp.is_none()) {
-    if (!tp_plan.is_none()) {
-      throw lris::invalid_argument(fmt::format("lris.load(\"{}\"): tp_plan without tp=(rank, "
-                                               "size)", path.string()));
-    }
-    return {};
-  }
-  unsigned rank = 0, size = 0;
-  bool pair = nb::isinstance<nb::tuple>(tp) || nb::isinstance<nb::list>(tp);
-  if (pair && nb::len(tp) == 2) {
-    try {
-      rank = nb::cast<unsigned>(tp[0]);
-      size = nb::cast<unsigned>(tp[1]);
-    } catch (const std::exception&) {
-      pair = false;
-    }
-  }
-  if (!pair || nb::len(tp) != 2 || size == 0 || rank >= size) {
-    throw lris::invalid_argument(fmt::format(
-        "lris.load(\"{}\"): tp={} is not (rank, size) with 0 <= rank < size", path.string(),
-        nb::cast<std::string>(nb::repr(tp))));
-  }
-  lris::fanout::sharding plan;
-  if (tp_plan.is_none() || (nb::isinstance<nb::str>(tp_plan) &&
-                            nb::cast<std::string>(tp_plan) == "llama")) {
-    plan = lris::fanout::sharding::llama();
-  } else if (nb::isinstance<nb::dict>(tp_plan)) {
-    for (auto [k, v] : nb::cast<nb::dict>(tp_plan)) {
-      plan.add(nb::cast<std::string>(nb::str(k)), nb::cast<std::string>(nb::str(v)));
-    }
-  } else if (nb::isinstance<nb::str>(tp_plan)) {
-    plan = lris::fanout::sharding::from_file(nb::cast<std::string>(tp_plan));
-  } else {
-    throw lris::invalid_argument(fmt::format("lris.load(\"{}\"): tp_plan is \"llama\", a dict "
-                                             "{{pattern: style}} or a JSON file's path",
-                                             path.string()));
-  }
-  return [plan = std::move(plan), rank, size](const st::tensor_info& t) {
-    return plan.slice(t, rank, size);
-  };
-}
-
-// The load behind lris.load and lris.torch.load: the tensors, all in one block of memory.
-st::loaded_checkpoint load_checkpoint(const std::filesystem::path& path, const std::string& device,
-                                      nb::object select, std::optional<std::string> dtype,
-                                      bool verify, nb::object progress, nb::object tp,
-                                      nb::object tp_plan) {
-  const auto [kind, index] = lris::python::parse_device(device);
-  if (kind != "cpu" && !(LRIS_PYTHON_CUDA && kind == "cuda")) {
-    throw lris::unsupported(fmt::format(
-        "lris.load(\"{}\", device=\"{}\"): not a device of this build (cpu{})", path.string(),
-        device, LRIS_PYTHON_CUDA ? ", cuda:N" : ""));
-  }
-  st::load_options o;
-  if (nb::isinstance<nb::str>(select)) {
-    o.select = nb::cast<std::string>(select);
-  } else if (!select.is_none()) {
-    for (nb::handle n : select) o.names.push_back(nb::cast<std::string>(n));
-    if (o.names.empty()) {
-      throw lris::invalid_argument(fmt::format("lris.load(\"{}\"): select is an empty list: "
-                                               "no tensor would load", path.string()));
-    }
-  }
-  if (dtype) o.convert_to = lris::python::dtype_from_name(*dtype);
-  o.slice = tp_slice(path, tp, tp_plan);
-  lris::python::progress_bridge bridge(std::move(progress));
-  o.on_progress = bridge.callback();
-  st::loaded_checkpoint loaded;
-  try {
-    nb::gil_scoped_release nogil;
-    const st::checkpoint ck(path);
-    // The default context's pipeline for the device: its pinned staging ring is made by the
-    // first load of the process and kept for the next.
-    // verify: every byte read again from the files and compared, after the load.
-    if (kind == "cpu") {
-      auto& p = lris::default_pipeline<lris::host_backend>();
-      loaded = st::load(p, ck, o, st::load_target_memory::host);
-      if (verify) st::verify(p, ck, loaded);
-    } else {
-#if LRIS_PYTHON_CUDA
-      auto& p = lris::default_pipeline<lris::cuda_backend>(index);
-      loaded = st::load(p, ck, o, st::load_target_memory::device);
-      if (verify) st::verify(p, ck, loaded);
-#endif
-    }
-  } catch (...) {
-    bridge.rethrow();
-    throw;
-  }
-  return loaded;
-}
-
-nb::dict load(const std::filesystem::path& path, const std::string& device, nb::object select,
-              std::optional<std::string> dtype, bool verify, nb::object progress, nb::object tp,
-              nb::object tp_plan) {
-  st::loaded_checkpoint loaded = load_checkpoint(path, device, std::move(select), std::move(dtype),
-                                                 verify, std::move(progress), std::move(tp),
-                                                 std::move(tp_plan));
-  return lris::python::tensors_dict(loaded);
-}
-
-// The same load as one uint8 lris.Tensor over its whole block, with each tensor's place in it,
-// for a consumer that makes its tensors as views of the block (one import through DLPack,
-// then a view per tensor): (block, [(name, dtype, shape, strides, element offset)], tensors).
-// A tensor whose offset is not a whole number of its elements (or of a type smaller than a
-// byte) has offset -1 and is handed over through `tensors` ({name: lris.Tensor}) instead.
-nb::tuple load_block(const std::filesystem::path& path, const std::string& device,
-                     nb::object select, std::optional<std::string> dtype, bool verify,
-                     nb::object progress, nb::object tp, nb::object tp_plan) {
-  st::loaded_checkpoint loaded = load_checkpoint(path, device, std::move(select), std::move(dtype),
-                                                 verify, std::move(progress), std::move(tp),
-                                                 std::move(tp_plan));
-  st::loaded_tensor block;
-  block.name = "block";
-  block.type = lris::dtype::U8;
-  nb::list entries;
-  const bool one_block = !loaded.tensors.empty() && loaded.tensors.front().lease;
-  if (one_block) {
-    const st::loaded_tensor& first = loaded.tensors.front();
-    auto* base = static_cast<std::byte*>(first.lease.get());
-    std::uint64_t end = 0;
-    for (const auto& t : loaded.tensors) {
-      if (t.lease != first.lease) {
-        throw lris::invalid_argument(fmt::format("lris.load: tensor \"{}\" is not in the "
-                                                 "load's block", t.name));
-      }
-      end = std::max<std::uint64_t>(end, static_cast<std::uint64_t>(t.data - base) + t.bytes);
-    }
-    block.data = base;
-    block.bytes = end;
-    block.shape = {end};
-    block.location = first.location;
-    block.lease = first.lease;
-  }
-  for (const auto& t : loaded.tensors) {
-    const std::uint64_t bits = lris::bits_of(t.type);
-    long long element_offset = -1;
-    if (one_block && bits >= 8 && bits % 8 == 0) {
-      const auto offset = static_cast<std::uint64_t>(t.data - block.data);
-      if (offset % (bits / 8) == 0) element_offset = static_cast<long long>(offset / (bits / 8));
-    }
-    nb::list shape, strides;
-    std::vector<std::uint64_t> st(t.shape.size(), 1);
-    for (std::size_t i = t.shape.size(); i-- > 1;) st[i - 1] = st[i] * t.shape[i];
-    for (std::size_t i = 0; i < t.shape.size(); ++i) {
-      shape.append(t.shape[i]);
-      strides.append(st[i]);
-    }
-    entries.append(nb::make_tuple(t.name, lris::python::dtype_name(t.type), nb::tuple(shape),
-                                  nb::tuple(strides), element_offset));
-  }
-  nb::object block_tensor = nb::cast(py_tensor{std::move(block)});
-  return nb::make_tuple(block_tensor, entries, lris::python::tensors_dict(loaded));
-}
-
 nb::dict inspect(const std::filesystem::path& path) {
   std::optional<st::checkpoint> ck;
   {
@@ -439,6 +278,7 @@ NB_MODULE(_lris, m) {
   lris::python::register_errors(m);
   lris::python::register_cache(m);
   lris::python::register_host_pool(m);
+  lris::python::register_load(m);
 
   nb::class_<py_tensor>(m, "Tensor",
                         "A loaded tensor. Its memory stays valid while this object or any "
@@ -468,15 +308,6 @@ NB_MODULE(_lris, m) {
                            lris::python::dtype_name(t.t.type), t.device());
       });
 
-  m.def("load", &load, "path"_a, "device"_a = "cpu", "select"_a = nb::none(),
-        "dtype"_a = nb::none(), "verify"_a = false, "progress"_a = nb::none(),
-        "tp"_a = nb::none(), "tp_plan"_a = nb::none(),
-        "Loads a .safetensors file or a sharded model directory: {name: lris.Tensor}.");
-  m.def("load_block", &load_block, "path"_a, "device"_a = "cpu", "select"_a = nb::none(),
-        "dtype"_a = nb::none(), "verify"_a = false, "progress"_a = nb::none(),
-        "tp"_a = nb::none(), "tp_plan"_a = nb::none(),
-        "As load, and the tensors' block: (block, [(name, dtype, shape, strides, element "
-        "offset)], {name: lris.Tensor}) for lris.torch.load.");
   m.def("load_into", &lris::python::load_into, "tensors"_a, "path"_a, "strict"_a = true,
         "progress"_a = nb::none(),
         "Loads a checkpoint into memory the caller allocated: tensors maps names to objects "

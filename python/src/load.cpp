@@ -1,0 +1,350 @@
+// lris.load, and lris._lris.load_start behind lris.torch.load: the load runs on a thread of its
+// own, and the caller gets the block its tensors will be in as soon as every tensor has its
+// place, so that torch's views of them are made while the bytes are read, not after.
+#include "load.hpp"
+
+#include <nanobind/stl/filesystem.h>
+#include <nanobind/stl/optional.h>
+#include <nanobind/stl/string.h>
+
+#include <time.h>
+
+#include <algorithm>
+#include <condition_variable>
+#include <cstdint>
+#include <exception>
+#include <filesystem>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <system_error>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include <fmt/format.h>
+
+#include <lris/formats/verify.hpp>
+#include <lris/lris.hpp>
+#if LRIS_PYTHON_CUDA
+#include <lris/cuda.hpp>
+#endif
+
+#include "device_name.hpp"
+#include "dtype_names.hpp"
+#include "progress.hpp"
+#include "py_tensor.hpp"
+
+namespace nb = nanobind;
+using namespace nb::literals;
+namespace st = lris::safetensors;
+
+namespace lris::python {
+namespace {
+
+// tp=(rank, size) and tp_plan (None or "llama": llama's plan; a dict {pattern: style} in its
+// order; another string: a JSON file of one) as the slice of each tensor that rank loads.
+std::function<std::optional<st::tensor_slice>(const st::tensor_info&)> tp_slice(
+    const std::filesystem::path& path, nb::handle tp, nb::handle tp_plan) {
+  if (tp.is_none()) {
+    if (!tp_plan.is_none()) {
+      throw lris::invalid_argument(fmt::format("lris.load(\"{}\"): tp_plan without tp=(rank, "
+                                               "size)", path.string()));
+    }
+    return {};
+  }
+  unsigned rank = 0, size = 0;
+  bool pair = nb::isinstance<nb::tuple>(tp) || nb::isinstance<nb::list>(tp);
+  if (pair && nb::len(tp) == 2) {
+    try {
+      rank = nb::cast<unsigned>(tp[0]);
+      size = nb::cast<unsigned>(tp[1]);
+    } catch (const std::exception&) {
+      pair = false;
+    }
+  }
+  if (!pair || nb::len(tp) != 2 || size == 0 || rank >= size) {
+    throw lris::invalid_argument(fmt::format(
+        "lris.load(\"{}\"): tp={} is not (rank, size) with 0 <= rank < size", path.string(),
+        nb::cast<std::string>(nb::repr(tp))));
+  }
+  lris::fanout::sharding plan;
+  if (tp_plan.is_none() || (nb::isinstance<nb::str>(tp_plan) &&
+                            nb::cast<std::string>(tp_plan) == "llama")) {
+    plan = lris::fanout::sharding::llama();
+  } else if (nb::isinstance<nb::dict>(tp_plan)) {
+    for (auto [k, v] : nb::cast<nb::dict>(tp_plan)) {
+      plan.add(nb::cast<std::string>(nb::str(k)), nb::cast<std::string>(nb::str(v)));
+    }
+  } else if (nb::isinstance<nb::str>(tp_plan)) {
+    plan = lris::fanout::sharding::from_file(nb::cast<std::string>(tp_plan));
+  } else {
+    throw lris::invalid_argument(fmt::format("lris.load(\"{}\"): tp_plan is \"llama\", a dict "
+                                             "{{pattern: style}} or a JSON file's path",
+                                             path.string()));
+  }
+  return [plan = std::move(plan), rank, size](const st::tensor_info& t) {
+    return plan.slice(t, rank, size);
+  };
+}
+
+
+// A load as lris.load's arguments ask for it, parsed under the GIL. run() takes no Python but
+// the progress callback, which takes the GIL itself.
+struct load_call {
+  std::filesystem::path path;
+  std::string kind;
+  int index = 0;
+  bool verify = false;
+  st::load_options options;
+  std::unique_ptr<progress_bridge> bridge;  // options.on_progress refers to it
+
+  load_call(const std::filesystem::path& path_, const std::string& device, nb::handle select,
+            const std::optional<std::string>& dtype, bool verify_, nb::object progress,
+            nb::handle tp, nb::handle tp_plan)
+      : path(path_), verify(verify_), bridge(std::make_unique<progress_bridge>(std::move(progress))) {
+    std::tie(kind, index) = parse_device(device);
+    if (kind != "cpu" && !(LRIS_PYTHON_CUDA && kind == "cuda")) {
+      throw unsupported(fmt::format("lris.load(\"{}\", device=\"{}\"): not a device of this build "
+                                    "(cpu{})", path.string(), device,
+                                    LRIS_PYTHON_CUDA ? ", cuda:N" : ""));
+    }
+    if (nb::isinstance<nb::str>(select)) {
+      options.select = nb::cast<std::string>(select);
+    } else if (!select.is_none()) {
+      for (nb::handle n : select) options.names.push_back(nb::cast<std::string>(n));
+      if (options.names.empty()) {
+        throw invalid_argument(fmt::format("lris.load(\"{}\"): select is an empty list: no "
+                                           "tensor would load", path.string()));
+      }
+    }
+    if (dtype) options.convert_to = dtype_from_name(*dtype);
+    options.slice = tp_slice(path, tp, tp_plan);
+    options.on_progress = bridge->callback();
+  }
+
+  // The tensors, all in one block of memory. verify: every byte read again from the files and
+  // compared, after the load.
+  [[nodiscard]] st::loaded_checkpoint run() const {
+    const st::checkpoint ck(path);
+    st::loaded_checkpoint loaded;
+    // The default context's pipeline for the device: its pinned staging ring is made by the
+    // first load of the process and kept for the next.
+    if (kind == "cpu") {
+      auto& p = default_pipeline<host_backend>();
+      loaded = st::load(p, ck, options, st::load_target_memory::host);
+      if (verify) st::verify(p, ck, loaded);
+    } else {
+#if LRIS_PYTHON_CUDA
+      auto& p = default_pipeline<cuda_backend>(index);
+      loaded = st::load(p, ck, options, st::load_target_memory::device);
+      if (verify) st::verify(p, ck, loaded);
+#endif
+    }
+    return loaded;
+  }
+};
+
+nb::dict load(const std::filesystem::path& path, const std::string& device, nb::object select,
+              std::optional<std::string> dtype, bool verify, nb::object progress, nb::object tp,
+              nb::object tp_plan) {
+  const load_call call(path, device, select, dtype, verify, std::move(progress), tp, tp_plan);
+  st::loaded_checkpoint loaded;
+  try {
+    nb::gil_scoped_release nogil;
+    loaded = call.run();
+  } catch (...) {
+    call.bridge->rethrow();
+    throw;
+  }
+  return tensors_dict(loaded);
+}
+
+// The placed tensors as one uint8 lris.Tensor over their whole block, with each tensor's place
+// in it, for a consumer that makes its tensors as views of the block (one import through
+// DLPack, then a view per tensor): (block, [(name, dtype, shape, strides, element offset)],
+// {name: lris.Tensor}). A tensor whose offset is not a whole number of its elements (or of a
+// type smaller than a byte), or that is in no block (load_into's), has offset -1 and is handed
+// over through the dict instead. block.nbytes is 0 where there is no block.
+nb::tuple block_of(std::vector<st::loaded_tensor> tensors) {
+  st::loaded_tensor block;
+  block.name = "block";
+  block.type = dtype::U8;
+  nb::list entries;
+  const bool one_block = !tensors.empty() && tensors.front().lease;
+  if (one_block) {
+    const st::loaded_tensor& first = tensors.front();
+    auto* base = static_cast<std::byte*>(first.lease.get());
+    std::uint64_t end = 0;
+    for (const auto& t : tensors) {
+      if (t.lease != first.lease) {
+        throw invalid_argument(fmt::format("lris.load: tensor \"{}\" is not in the load's block",
+                                           t.name));
+      }
+      end = std::max<std::uint64_t>(end, static_cast<std::uint64_t>(t.data - base) + t.bytes);
+    }
+    block.data = base;
+    block.bytes = end;
+    block.shape = {end};
+    block.location = first.location;
+    block.lease = first.lease;
+  }
+  for (const auto& t : tensors) {
+    const std::uint64_t bits = bits_of(t.type);
+    long long element_offset = -1;
+    if (one_block && bits >= 8 && bits % 8 == 0) {
+      const auto offset = static_cast<std::uint64_t>(t.data - block.data);
+      if (offset % (bits / 8) == 0) element_offset = static_cast<long long>(offset / (bits / 8));
+    }
+    nb::list shape, strides;
+    std::vector<std::uint64_t> st(t.shape.size(), 1);
+    for (std::size_t i = t.shape.size(); i-- > 1;) st[i - 1] = st[i] * t.shape[i];
+    for (std::size_t i = 0; i < t.shape.size(); ++i) {
+      shape.append(t.shape[i]);
+      strides.append(st[i]);
+    }
+    entries.append(nb::make_tuple(t.name, dtype_name(t.type), nb::tuple(shape),
+                                  nb::tuple(strides), element_offset));
+  }
+  st::loaded_checkpoint all;
+  all.tensors = std::move(tensors);
+  return nb::make_tuple(nb::cast(py_tensor{std::move(block)}), entries, tensors_dict(all));
+}
+
+// CLOCK_MONOTONIC in seconds: Python's time.monotonic().
+double monotonic_seconds() {
+  timespec ts{};
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return static_cast<double>(ts.tv_sec) + static_cast<double>(ts.tv_nsec) * 1e-9;
+}
+
+// A load on a thread of its own (lris._lris._PendingLoad). placed() gives the block as soon as
+// every tensor has its place, before the bytes are there; wait() returns once they all are, or
+// raises the load's error. Nothing of the block may reach the caller's user before wait()
+// returned: a consumer makes its views between the two and hands them out after. Dropped
+// without wait(), it waits for the load (the GIL released) and lets the block go.
+class pending_load {
+ public:
+  explicit pending_load(load_call call) : call_(std::move(call)) {
+    call_.options.on_placed = [this](const std::vector<st::loaded_tensor>& tensors) {
+      std::lock_guard lock(mutex_);
+      placed_ = tensors;
+      changed_.notify_all();
+    };
+    try {
+      thread_ = std::thread([this] { run(); });
+    } catch (const std::system_error&) {
+      // No thread to be had: the load runs here, and the views are made after it.
+      nb::gil_scoped_release nogil;
+      run();
+    }
+  }
+  pending_load(const pending_load&) = delete;
+  pending_load& operator=(const pending_load&) = delete;
+  ~pending_load() { join(); }
+
+  nb::tuple placed() {
+    {
+      nb::gil_scoped_release nogil;
+      std::unique_lock lock(mutex_);
+      changed_.wait(lock, [&] { return placed_.has_value() || finished_; });
+    }
+    if (taken_) {
+      throw invalid_argument(fmt::format("lris.load(\"{}\"): the block was taken already",
+                                         call_.path.string()));
+    }
+    if (!placed_) {
+      wait();  // raises the load's error
+      throw invalid_argument(fmt::format("lris.load(\"{}\"): the load ended without placing its "
+                                         "tensors", call_.path.string()));
+    }
+    taken_ = true;
+    std::vector<st::loaded_tensor> tensors = std::move(*placed_);
+    placed_.reset();
+    return block_of(std::move(tensors));
+  }
+
+  void wait() {
+    join();
+    call_.bridge->rethrow();
+    if (error_) std::rethrow_exception(error_);
+    result_ = {};  // the block lives on in what the caller took from placed()
+  }
+
+  // When the load ended (time.monotonic()); None while it runs.
+  [[nodiscard]] std::optional<double> finished_at() {
+    std::lock_guard lock(mutex_);
+    return finished_ ? std::optional<double>(finished_at_) : std::nullopt;
+  }
+
+ private:
+  void run() noexcept {
+    std::exception_ptr error;
+    st::loaded_checkpoint result;
+    try {
+      result = call_.run();
+    } catch (...) {
+      error = std::current_exception();
+    }
+    const double at = monotonic_seconds();
+    std::lock_guard lock(mutex_);
+    result_ = std::move(result);
+    error_ = std::move(error);
+    finished_ = true;
+    finished_at_ = at;
+    changed_.notify_all();
+  }
+  void join() {
+    if (!thread_.joinable()) return;
+    nb::gil_scoped_release nogil;
+    thread_.join();
+  }
+
+  load_call call_;
+  std::mutex mutex_;
+  std::condition_variable changed_;
+  std::optional<std::vector<st::loaded_tensor>> placed_;
+  bool taken_ = false;
+  bool finished_ = false;
+  double finished_at_ = 0;
+  st::loaded_checkpoint result_;
+  std::exception_ptr error_;
+  std::thread thread_;  // last: started once the rest is made
+};
+
+}  // namespace
+
+void register_load(nb::module_& m) {
+  m.def("load", &load, "path"_a, "device"_a = "cpu", "select"_a = nb::none(),
+        "dtype"_a = nb::none(), "verify"_a = false, "progress"_a = nb::none(),
+        "tp"_a = nb::none(), "tp_plan"_a = nb::none(),
+        "Loads a .safetensors file or a sharded model directory: {name: lris.Tensor}.");
+  nb::class_<pending_load>(m, "_PendingLoad",
+                           "A load running on a thread of its own (load_start).")
+      .def("placed", &pending_load::placed,
+           "Once every tensor has its place, before its bytes are there: (block, [(name, dtype, "
+           "shape, strides, element offset)], {name: lris.Tensor}); the block is one uint8 "
+           "lris.Tensor, an offset -1 a tensor to take from the dict. Nothing of it may be "
+           "used before wait() returned. Raises the load's error if it ended first.")
+      .def("wait", &pending_load::wait,
+           "Returns once every byte has landed; raises the load's error.")
+      .def_prop_ro("finished_at", &pending_load::finished_at,
+                   "When the load ended, on time.monotonic()'s clock; None while it runs.");
+  m.def(
+      "load_start",
+      [](const std::filesystem::path& path, const std::string& device, nb::object select,
+         std::optional<std::string> dtype, bool verify, nb::object progress, nb::object tp,
+         nb::object tp_plan) {
+        return new pending_load(
+            load_call(path, device, select, dtype, verify, std::move(progress), tp, tp_plan));
+      },
+      nb::rv_policy::take_ownership, "path"_a, "device"_a = "cpu", "select"_a = nb::none(),
+      "dtype"_a = nb::none(), "verify"_a = false, "progress"_a = nb::none(), "tp"_a = nb::none(),
+      "tp_plan"_a = nb::none(),
+      "As load, started on a thread of its own: a _PendingLoad, whose placed() gives the block "
+      "the tensors will be in while the reads run (lris.torch.load makes its views then).");
+}
+
+}  // namespace lris::python

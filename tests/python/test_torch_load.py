@@ -1,0 +1,127 @@
+"""lris.torch.load on the CPU: the views of the load's block are made while its bytes are read
+(load_start), and handed out only once they are all there; errors before and after the block is
+placed. Skipped where torch is missing (CI has none)."""
+
+import gc
+import time
+
+import numpy as np
+import pytest
+
+import lris
+
+from checkpoints import NUMPY_DTYPES, random_array, write_raw
+
+torch = pytest.importorskip("torch")
+
+from safetensors.torch import load_file  # noqa: E402  (torch is there)
+
+import lris.torch  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def every_dtype(tmp_path_factory):
+    path = tmp_path_factory.mktemp("torch") / "every.safetensors"
+    raw = {}
+    names = {"bool": "BOOL", "uint8": "U8", "int8": "I8", "int16": "I16", "uint16": "U16",
+             "float16": "F16", "int32": "I32", "uint32": "U32", "float32": "F32",
+             "int64": "I64", "uint64": "U64", "float64": "F64"}
+    for i, (name, dt) in enumerate(NUMPY_DTYPES.items()):
+        a = random_array(dt, (33, 17), i)
+        raw[f"t.{name}"] = (names[name], a.shape, a.tobytes())
+    rng = np.random.default_rng(5)
+    for dtype, bits in [("BF16", 16), ("F8_E4M3", 8), ("F8_E5M2", 8)]:
+        raw[f"t.{dtype}"] = (dtype, (64, 9), rng.integers(0, 256, size=64 * 9 * bits // 8,
+                                                          dtype=np.uint8).tobytes())
+    raw["t.scalar"] = ("F32", (), np.float32(2.5).tobytes())
+    raw["t.empty"] = ("F32", (0, 4), b"")
+    write_raw(path, raw)
+    return path, raw
+
+
+@pytest.fixture(scope="module")
+def big(tmp_path_factory):
+    # Many chunks: a load long enough to be caught while it reads.
+    path = tmp_path_factory.mktemp("torch") / "big.safetensors"
+    from safetensors.numpy import save_file
+    save_file({f"w{i}": np.full((512, 1024), i, np.float32) for i in range(32)}, str(path))
+    return path
+
+
+def test_every_dtype_as_views_of_one_block_in_checkpoint_order(every_dtype):
+    path, raw = every_dtype
+    tensors = lris.torch.load(path, device="cpu")
+    reference = load_file(str(path))
+    assert list(tensors) == list(raw)
+    storages = {t.untyped_storage().data_ptr() for t in tensors.values() if t.numel()}
+    assert len(storages) == 1
+    for name, t in tensors.items():
+        assert t.dtype == reference[name].dtype and t.shape == reference[name].shape, name
+        assert torch.equal(t.view(torch.uint8) if t.dim() else t.reshape(1).view(torch.uint8),
+                           reference[name].view(torch.uint8) if t.dim()
+                           else reference[name].reshape(1).view(torch.uint8)), name
+    keep = tensors["t.float64"]
+    del tensors
+    gc.collect()  # the block lives while a view does
+    assert torch.equal(keep, reference["t.float64"])
+
+
+def test_the_block_comes_while_the_bytes_are_read(big):
+    # Each progress call takes the GIL and sleeps: the reads are still going when placed()
+    # returns, and every byte is there once wait() has.
+    pending = lris._lris.load_start(big, device="cpu",
+                                    progress=lambda done, total: time.sleep(0.01) or True)
+    start = time.monotonic()
+    block, entries, tensors = pending.placed()
+    assert pending.finished_at is None
+    assert sorted(e[0] for e in entries) == sorted(f"w{i}" for i in range(32))
+    assert set(tensors) == {f"w{i}" for i in range(32)}
+    with pytest.raises(lris.InvalidArgument, match="taken already"):
+        pending.placed()
+    pending.wait()
+    assert start <= pending.finished_at <= time.monotonic()
+    pending.wait()  # again: nothing more to wait for
+    x = torch.from_dlpack(block)
+    for name, dt, shape, strides, offset in entries:
+        v = x[offset * 4:].view(torch.float32)[:512 * 1024].view(shape)
+        assert torch.all(v == float(name[1:])), name
+
+
+def test_hand_off_times_its_views(big):
+    times = {}
+    tensors = lris.torch._hand_off(lris._lris.load_start(big, device="cpu"), times)
+    assert 0 < times["views"] < 10
+    for i in range(32):
+        assert torch.all(tensors[f"w{i}"] == i)
+
+
+def test_errors_before_and_after_the_block_is_placed(big, tmp_path):
+    # Before: no block to give; placed() raises the load's error, naming the file.
+    missing = tmp_path / "missing.safetensors"
+    with pytest.raises(lris.Error, match="missing.safetensors"):
+        lris.torch.load(missing, device="cpu")
+    with pytest.raises(lris.Error, match="missing.safetensors"):
+        lris._lris.load_start(missing, device="cpu").placed()
+    with pytest.raises(lris.InvalidArgument, match="device number"):
+        lris.torch.load(big, device="cpu:x")
+
+    # After: the views are made, the reads fail; the error comes from wait() and no tensor is
+    # handed out.
+    class Boom(Exception):
+        pass
+
+    def fail(done, total):
+        raise Boom("from the callback")
+
+    with pytest.raises(Boom, match="from the callback"):
+        lris.torch.load(big, device="cpu", progress=fail)
+    with pytest.raises(lris.Cancelled):
+        lris.torch.load(big, device="cpu", progress=lambda done, total: False)
+    # A load dropped without wait(): it finishes on its own thread and lets the block go.
+    for _ in range(3):
+        lris._lris.load_start(big, device="cpu")
+    pending = lris._lris.load_start(big, device="cpu")
+    pending.placed()
+    del pending
+    gc.collect()
+    assert torch.all(lris.torch.load(big, device="cpu")["w31"] == 31)
