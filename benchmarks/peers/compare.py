@@ -38,7 +38,8 @@ safetensors_load.py), which is where `lris load --cold` drops it too (after the 
 The clock starts right before the load call(s) and stops after torch.cuda.synchronize() once
 every tensor is materialised where it belongs. Closing the loader (context exit, freeing its
 buffers) is timed apart (close_seconds), not in the figure. LRIS is timed by what `lris load
---json` reports (the time of the load call, the device started before).
+--json` reports: the checkpoint opened (its headers read), its memory allocated and the reads,
+the device started before; lris-python from lris.torch.load's call to its tensors.
 
 Checking. Before the rounds, every tensor's fingerprint is computed from the file's bytes (own
 header parser, GPU: int32 words, else bytes, as int64: plain sum and sum weighted by
