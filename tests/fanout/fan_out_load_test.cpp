@@ -441,6 +441,10 @@ TEST_CASE("fanout::load: errors name what is wrong") {
   CHECK_THROWS_MATCHES(fo::load(std::span(p), ck, o), lris::invalid_argument,
                        what_contains("options of a load onto one device"));
   o.load.convert_to.reset();
+  o.load.on_placed = [](const std::vector<st::loaded_tensor>&) {};
+  CHECK_THROWS_MATCHES(fo::load(std::span(p), ck, o), lris::invalid_argument,
+                       what_contains("on_placed are options of a load onto one device"));
+  o.load.on_placed = nullptr;
   std::vector<host_pipeline> twice;
   twice.emplace_back();
   twice.emplace_back();

@@ -107,10 +107,10 @@ std::vector<std::string> device_names(std::span<Pipeline> pipelines, const fan_o
                "fan-out load {}: {} devices are not a multiple of {} tensor-parallel ranks", what,
                n, o.tp);
   LRIS_EXPECTS(!o.load.convert_to && !o.load.slice && o.load.expected_checksums.empty() &&
-                   o.load.expected_sha256.empty(),
-               "fan-out load {}: convert_to, slice, expected_checksums and expected_sha256 are "
-               "options of a load onto one device (a fan-out slices by its plan, and checks "
-               "with verify)", what);
+                   o.load.expected_sha256.empty() && !o.load.on_placed,
+               "fan-out load {}: convert_to, slice, expected_checksums, expected_sha256 and "
+               "on_placed are options of a load onto one device (a fan-out slices by its plan, "
+               "and checks with verify)", what);
   std::vector<std::string> names(n);
   for (std::size_t d = 0; d < n; ++d) {
     names[d] = fmt::format("{}:{}", Backend::name, pipelines[d].backend().device());
