@@ -63,7 +63,16 @@ def _hand_off(pending, times=None):
     took."""
     block, entries, tensors = pending.placed()
     start = time.perf_counter()
-    out, later = _as_torch(block, entries)
+    try:
+        out, later = _as_torch(block, entries)
+    except BaseException:
+        # The views failed (or a Ctrl-C came): the reads stop, and the load ends here.
+        pending.cancel()
+        try:
+            pending.wait()
+        except BaseException:  # noqa: BLE001  (lris.Cancelled, or an error of the reads)
+            pass
+        raise
     if times is not None:
         times["views"] = time.perf_counter() - start
     pending.wait()  # raises the load's error; the views go with it

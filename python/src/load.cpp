@@ -10,6 +10,8 @@
 #include <time.h>
 
 #include <algorithm>
+#include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <cstdint>
 #include <exception>
@@ -220,98 +222,207 @@ double monotonic_seconds() {
   return static_cast<double>(ts.tv_sec) + static_cast<double>(ts.tv_nsec) * 1e-9;
 }
 
+// True on a thread while it runs a load's progress callback (Python code, on one of the load's
+// threads): a _PendingLoad dropped there (by the garbage collector) must not wait for its load.
+thread_local bool in_load_callback = false;
+
+// What a load on a thread of its own shares with its _PendingLoad. The thread holds it too, so
+// that a _PendingLoad dropped where it cannot wait lets the thread finish on its own.
+struct load_state {
+  explicit load_state(load_call c) : call(std::move(c)) {
+    // cancel() and a dropped _PendingLoad stop the load at its next chunk, with or without a
+    // progress callback of the caller's.
+    call.options.on_progress = [this, user = std::move(call.options.on_progress)](
+                                   std::uint64_t done, std::uint64_t total) {
+      if (cancelled.load(std::memory_order_relaxed)) return false;
+      if (!user) return true;
+      in_load_callback = true;
+      const bool go_on = user(done, total);
+      in_load_callback = false;
+      return go_on;
+    };
+    call.options.on_placed = [this](const std::vector<st::loaded_tensor>& tensors) {
+      std::lock_guard lock(mutex);
+      placed = tensors;
+      changed.notify_all();
+    };
+  }
+
+  void run() noexcept {
+    std::exception_ptr e;
+    st::loaded_checkpoint r;
+    try {
+      r = call.run();
+    } catch (...) {
+      e = std::current_exception();
+    }
+    const double at = monotonic_seconds();
+    std::lock_guard lock(mutex);
+    result = std::move(r);
+    error = std::move(e);
+    finished = true;
+    finished_at = at;
+    changed.notify_all();
+  }
+
+  load_call call;  // its progress bridge holds Python objects: dropped under the GIL
+  std::mutex mutex;
+  std::condition_variable changed;
+  std::optional<std::vector<st::loaded_tensor>> placed;
+  bool finished = false;
+  double finished_at = 0;
+  st::loaded_checkpoint result;
+  std::exception_ptr error;
+  std::atomic<bool> cancelled{false};
+  bool thread_done = false;  // the thread is past the load and lets go of this without the GIL
+  bool abandoned = false;    // the _PendingLoad is gone: the thread lets go under the GIL
+};
+
 // A load on a thread of its own (lris._lris._PendingLoad). placed() gives the block as soon as
 // every tensor has its place, before the bytes are there; wait() returns once they all are, or
 // raises the load's error. Nothing of the block may reach the caller's user before wait()
-// returned: a consumer makes its views between the two and hands them out after. Dropped
-// without wait(), it waits for the load (the GIL released) and lets the block go.
+// returned: a consumer makes its views between the two and hands them out after. Both wait
+// with the GIL released, and a Ctrl-C meanwhile cancels the load, waits for its end and raises
+// KeyboardInterrupt. Dropped, it cancels the load and waits for it (the GIL released), or,
+// dropped on one of the load's own threads, lets the load end on its own.
 class pending_load {
  public:
-  explicit pending_load(load_call call) : call_(std::move(call)) {
-    call_.options.on_placed = [this](const std::vector<st::loaded_tensor>& tensors) {
-      std::lock_guard lock(mutex_);
-      placed_ = tensors;
-      changed_.notify_all();
-    };
+  explicit pending_load(load_call call) : state_(std::make_shared<load_state>(std::move(call))) {
     try {
-      thread_ = std::thread([this] { run(); });
+      thread_ = std::thread([s = state_]() mutable { finish(std::move(s)); });
     } catch (const std::system_error&) {
       // No thread to be had: the load runs here, and the views are made after it.
       nb::gil_scoped_release nogil;
-      run();
+      state_->run();
     }
   }
   pending_load(const pending_load&) = delete;
   pending_load& operator=(const pending_load&) = delete;
-  ~pending_load() { join(); }
-
-  nb::tuple placed() {
-    {
-      nb::gil_scoped_release nogil;
-      std::unique_lock lock(mutex_);
-      changed_.wait(lock, [&] { return placed_.has_value() || finished_; });
-    }
-    if (taken_) {
-      throw invalid_argument(fmt::format("lris.load(\"{}\"): the block was taken already",
-                                         call_.path.string()));
-    }
-    if (!placed_) {
-      wait();  // raises the load's error
-      throw invalid_argument(fmt::format("lris.load(\"{}\"): the load ended without placing its "
-                                         "tensors", call_.path.string()));
-    }
-    taken_ = true;
-    std::vector<st::loaded_tensor> tensors = std::move(*placed_);
-    placed_.reset();
-    return block_of(std::move(tensors));
-  }
-
-  void wait() {
-    join();
-    call_.bridge->rethrow();
-    if (error_) std::rethrow_exception(error_);
-    result_ = {};  // the block lives on in what the caller took from placed()
-  }
-
-  // When the load ended (time.monotonic()); None while it runs.
-  [[nodiscard]] std::optional<double> finished_at() {
-    std::lock_guard lock(mutex_);
-    return finished_ ? std::optional<double>(finished_at_) : std::nullopt;
-  }
-
- private:
-  void run() noexcept {
-    std::exception_ptr error;
-    st::loaded_checkpoint result;
-    try {
-      result = call_.run();
-    } catch (...) {
-      error = std::current_exception();
-    }
-    const double at = monotonic_seconds();
-    std::lock_guard lock(mutex_);
-    result_ = std::move(result);
-    error_ = std::move(error);
-    finished_ = true;
-    finished_at_ = at;
-    changed_.notify_all();
-  }
-  void join() {
+  ~pending_load() {
     if (!thread_.joinable()) return;
+    state_->cancelled = true;
+    if (in_load_callback) {
+      std::lock_guard lock(state_->mutex);
+      if (!state_->thread_done) {
+        state_->abandoned = true;
+        thread_.detach();
+        return;
+      }
+      // The thread is past the load and waits for nothing: joined below.
+    }
     nb::gil_scoped_release nogil;
     thread_.join();
   }
 
-  load_call call_;
-  std::mutex mutex_;
-  std::condition_variable changed_;
-  std::optional<std::vector<st::loaded_tensor>> placed_;
+  nb::tuple placed() {
+    if (taken_) {
+      throw invalid_argument(fmt::format("lris.load(\"{}\"): the block was taken already",
+                                         state_->call.path.string()));
+    }
+    block_until([&] { return state_->placed.has_value() || state_->finished; });
+    std::optional<std::vector<st::loaded_tensor>> tensors;
+    bool finished = false;
+    {
+      std::lock_guard lock(state_->mutex);
+      tensors = std::move(state_->placed);
+      state_->placed.reset();
+      finished = state_->finished;
+    }
+    if (finished) raise_error();  // a load that ended with an error gives no block
+    if (!tensors) {
+      throw invalid_argument(fmt::format("lris.load(\"{}\"): the load ended without placing its "
+                                         "tensors", state_->call.path.string()));
+    }
+    taken_ = true;
+    return block_of(std::move(*tensors));
+  }
+
+  void wait() {
+    block_until([&] { return state_->finished; });
+    raise_error();
+    st::loaded_checkpoint done;
+    std::lock_guard lock(state_->mutex);
+    done = std::move(state_->result);  // the block lives on in what placed() gave
+  }
+
+  // Stops the load at its next chunk; wait() then raises lris.Cancelled.
+  void cancel() { state_->cancelled = true; }
+
+  // When the load ended (time.monotonic()); None while it runs.
+  [[nodiscard]] std::optional<double> finished_at() {
+    std::lock_guard lock(state_->mutex);
+    return state_->finished ? std::optional<double>(state_->finished_at) : std::nullopt;
+  }
+
+ private:
+  // The thread's end: it lets go of the state without the GIL while a _PendingLoad holds it
+  // too, and under the GIL when it is the last holder (its _PendingLoad dropped on a load
+  // thread), or leaves it to the process's exit when there is no interpreter any more.
+  static void finish(std::shared_ptr<load_state> s) {
+    s->run();
+    bool last = false;
+    {
+      std::lock_guard lock(s->mutex);
+      s->thread_done = true;
+      last = s->abandoned;
+    }
+    if (!last) return;
+    if (!nb::is_alive()) {
+      new std::shared_ptr<load_state>(std::move(s));  // NOLINT: kept to the end of the process
+      return;
+    }
+    nb::gil_scoped_acquire gil;
+    s.reset();
+  }
+
+  // Waits with the GIL released until done() holds (under the state's lock), looking for a
+  // Ctrl-C every 100 ms.
+  template <class Done>
+  void block_until(Done done) {
+    for (;;) {
+      {
+        nb::gil_scoped_release nogil;
+        std::unique_lock lock(state_->mutex);
+        if (state_->changed.wait_for(lock, std::chrono::milliseconds(100), done)) return;
+      }
+      if (PyErr_CheckSignals() != 0) {
+        state_->cancelled = true;
+        {
+          nb::error_scope keep;  // the KeyboardInterrupt, kept across the wait for the end
+          nb::gil_scoped_release nogil;
+          std::unique_lock lock(state_->mutex);
+          state_->changed.wait(lock, [&] { return state_->finished; });
+        }
+        throw nb::python_error();
+      }
+    }
+  }
+
+  // The load's error, once it has ended. What the progress callback raised is handed to Python
+  // once (progress_bridge::end()); a later call says what it was.
+  void raise_error() {
+    if (std::exception_ptr raised = state_->call.bridge->end()) {
+      try {
+        std::rethrow_exception(raised);
+      } catch (const nb::python_error& e) {
+        nb::handle v = e.value();
+        callback_raised_ = fmt::format("{}: {}", nb::cast<std::string>(v.type().attr("__name__")),
+                                       nb::cast<std::string>(nb::str(v)));
+        throw;
+      }
+    }
+    if (!callback_raised_.empty()) {
+      throw cancelled(fmt::format("lris.load(\"{}\"): cancelled by its progress callback, which "
+                                  "raised {} (raised by an earlier call)",
+                                  state_->call.path.string(), callback_raised_));
+    }
+    if (state_->error) std::rethrow_exception(state_->error);
+  }
+
+  std::shared_ptr<load_state> state_;
   bool taken_ = false;
-  bool finished_ = false;
-  double finished_at_ = 0;
-  st::loaded_checkpoint result_;
-  std::exception_ptr error_;
-  std::thread thread_;  // last: started once the rest is made
+  std::string callback_raised_;  // "type: message" of what the progress callback raised
+  std::thread thread_;
 };
 
 }  // namespace
@@ -327,9 +438,11 @@ void register_load(nb::module_& m) {
            "Once every tensor has its place, before its bytes are there: (block, [(name, dtype, "
            "shape, strides, element offset)], {name: lris.Tensor}); the block is one uint8 "
            "lris.Tensor, an offset -1 a tensor to take from the dict. Nothing of it may be "
-           "used before wait() returned. Raises the load's error if it ended first.")
+           "used before wait() returned. Raises the load's error if it ended with one.")
       .def("wait", &pending_load::wait,
            "Returns once every byte has landed; raises the load's error.")
+      .def("cancel", &pending_load::cancel,
+           "Stops the load at its next chunk; wait() then raises lris.Cancelled.")
       .def_prop_ro("finished_at", &pending_load::finished_at,
                    "When the load ended, on time.monotonic()'s clock; None while it runs.");
   m.def(

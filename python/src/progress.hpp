@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <exception>
+#include <utility>
 
 #include <lris/formats/load_options.hpp>
 
@@ -39,6 +40,14 @@ class progress_bridge {
   /// @brief Raises what the callback raised, if it did.
   void rethrow() const {
     if (error_) std::rethrow_exception(error_);
+  }
+  /// @brief Once the load is over (under the GIL): lets go of the callable and hands over what
+  /// it raised, if anything, leaving nothing here. Kept, a raised exception would hold the
+  /// frames it went through, and through them whatever holds this bridge: a cycle the
+  /// collector cannot see into.
+  [[nodiscard]] std::exception_ptr end() {
+    fn_ = nanobind::none();
+    return std::exchange(error_, nullptr);
   }
 
  private:
