@@ -149,21 +149,6 @@ struct load_call {
   }
 };
 
-nb::dict load(const std::filesystem::path& path, const std::string& device, nb::object select,
-              std::optional<std::string> dtype, bool verify, nb::object progress, nb::object tp,
-              nb::object tp_plan) {
-  const load_call call(path, device, select, dtype, verify, std::move(progress), tp, tp_plan);
-  st::loaded_checkpoint loaded;
-  try {
-    nb::gil_scoped_release nogil;
-    loaded = call.run();
-  } catch (...) {
-    call.bridge->rethrow();
-    throw;
-  }
-  return tensors_dict(loaded);
-}
-
 // The placed tensors as one uint8 lris.Tensor over their whole block, with each tensor's place
 // in it, for a consumer that makes its tensors as views of the block (one import through
 // DLPack, then a view per tensor): (block, [(name, dtype, shape, strides, element offset)],
@@ -338,11 +323,16 @@ class pending_load {
   }
 
   void wait() {
+    const st::loaded_checkpoint done = take();  // the block lives on in what placed() gave
+  }
+
+  // Waits for the load's end and takes its tensors (their memory leased by each); raises its
+  // error.
+  [[nodiscard]] st::loaded_checkpoint take() {
     block_until([&] { return state_->finished; });
     raise_error();
-    st::loaded_checkpoint done;
     std::lock_guard lock(state_->mutex);
-    done = std::move(state_->result);  // the block lives on in what placed() gave
+    return std::move(state_->result);
   }
 
   // Stops the load at its next chunk; wait() then raises lris.Cancelled.
@@ -424,6 +414,16 @@ class pending_load {
   std::string callback_raised_;  // "type: message" of what the progress callback raised
   std::thread thread_;
 };
+
+// lris.load: the load on a thread of its own too, so that a Ctrl-C stops it.
+nb::dict load(const std::filesystem::path& path, const std::string& device, nb::object select,
+              std::optional<std::string> dtype, bool verify, nb::object progress, nb::object tp,
+              nb::object tp_plan) {
+  pending_load pending(
+      load_call(path, device, select, dtype, verify, std::move(progress), tp, tp_plan));
+  st::loaded_checkpoint loaded = pending.take();
+  return tensors_dict(loaded);
+}
 
 }  // namespace
 

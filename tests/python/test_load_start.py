@@ -1,0 +1,181 @@
+"""lris._lris.load_start, behind lris.torch.load, and lris.load's waits, on the CPU through
+NumPy, without torch: the block comes while the bytes are read, waits from several threads and
+again, a Ctrl-C stops a load, a load dropped in its own progress callback, and nothing left
+behind by failed or interrupted loads."""
+
+import _thread
+import os
+import subprocess
+import sys
+import threading
+import time
+
+import numpy as np
+import pytest
+from safetensors.numpy import save_file
+
+import lris
+
+
+@pytest.fixture(scope="module")
+def big(tmp_path_factory):
+    # Many chunks: a load long enough to be caught while it reads.
+    path = tmp_path_factory.mktemp("start") / "big.safetensors"
+    save_file({f"w{i}": np.full((512, 1024), i, np.float32) for i in range(32)}, str(path))
+    return path
+
+
+def run(code):
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120, env=dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path)))
+
+
+def test_the_block_comes_while_the_bytes_are_read(big):
+    # Each progress call takes the GIL and sleeps: the reads are still going when placed()
+    # returns, and every byte is there once wait() has.
+    pending = lris._lris.load_start(big, device="cpu",
+                                    progress=lambda done, total: time.sleep(0.01) or True)
+    start = time.monotonic()
+    block, entries, tensors = pending.placed()
+    assert pending.finished_at is None
+    assert sorted(e[0] for e in entries) == sorted(f"w{i}" for i in range(32))
+    assert set(tensors) == {f"w{i}" for i in range(32)}
+    with pytest.raises(lris.InvalidArgument, match="taken already"):
+        pending.placed()
+    pending.wait()
+    assert start <= pending.finished_at <= time.monotonic()
+    pending.wait()  # again: nothing more to wait for
+    x = np.from_dlpack(block)
+    for name, dt, shape, strides, offset in entries:
+        v = x[offset * 4:offset * 4 + 512 * 1024 * 4].view(np.float32).reshape(shape)
+        assert np.all(v == float(name[1:])), name
+
+
+def slow(done, total):
+    time.sleep(0.01)
+    return True
+
+
+def test_wait_again_and_from_two_threads(big):
+    class Boom(Exception):
+        pass
+
+    def fail(done, total):
+        raise Boom("from the callback")
+
+    pending = lris._lris.load_start(big, device="cpu", progress=fail)
+    with pytest.raises(Boom, match="from the callback"):
+        pending.wait()
+    for _ in range(2):  # handed over once; later calls say what it was
+        with pytest.raises(lris.Cancelled, match="raised Boom: from the callback"):
+            pending.wait()
+    with pytest.raises(lris.Cancelled, match="raised Boom"):  # ended with an error: no block
+        pending.placed()
+
+    pending = lris._lris.load_start(big, device="cpu", progress=slow)
+    ended = []
+    threads = [threading.Thread(target=lambda: ended.append(pending.wait())) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert ended == [None, None]
+
+
+def test_a_second_placed_does_not_wait_for_the_load(big):
+    pending = lris._lris.load_start(big, device="cpu", progress=slow)
+    pending.placed()
+    start = time.monotonic()
+    with pytest.raises(lris.InvalidArgument, match="taken already"):
+        pending.placed()
+    assert pending.finished_at is None and time.monotonic() - start < 0.2
+    pending.cancel()
+    with pytest.raises(lris.Cancelled):
+        pending.wait()
+
+
+def test_dropped_by_the_collector_inside_its_own_progress_callback(big):
+    # A _PendingLoad in a reference cycle, collected while its load runs the progress callback
+    # on one of its threads: the load is let go, not waited for there (which would never end).
+    code = f"""
+import gc, sys, time
+import lris
+gc.disable()
+state = {{"calls": 0}}
+def progress(done, total):
+    state["calls"] += 1
+    if state["calls"] == 2:
+        gc.collect()
+    time.sleep(0.005)
+    return True
+class Holder:
+    pass
+h = Holder()
+h.me = h
+h.pending = lris._lris.load_start({str(big)!r}, device="cpu", progress=progress)
+del h
+time.sleep(1.0)
+print("calls", state["calls"], flush=True)
+t = lris.load({str(big)!r}, device="cpu")
+print("after", len(t), flush=True)
+"""
+    out = run(code)
+    assert out.returncode == 0, out.stderr
+    assert "after 32" in out.stdout
+    calls = int(out.stdout.split("calls ")[1].split()[0])
+    assert 2 <= calls < 32  # cancelled soon after the collection
+
+
+def test_ctrl_c_stops_lris_load(big):
+    # A Ctrl-C (interrupt_main) while lris.load waits: the load stops at its next chunk and
+    # KeyboardInterrupt comes at once, not at the load's end (32 chunks of 50 ms and more).
+    timer = threading.Timer(0.05, _thread.interrupt_main)
+    start = time.monotonic()
+    timer.start()
+    with pytest.raises(KeyboardInterrupt):
+        lris.load(big, progress=lambda d, t: time.sleep(0.05) or True)
+    assert time.monotonic() - start < 1.0
+    timer.join()
+    assert np.all(np.from_dlpack(lris.load(big)["w7"]) == 7)
+
+
+def test_failed_and_interrupted_loads_leave_nothing_behind(big):
+    # nanobind reports, at the interpreter's exit, every instance of the module still alive:
+    # none may be (an exception kept with a load would hold the frames it went through, and
+    # through them the load and its block).
+    out = run(f"""
+import _thread, gc, threading, time
+import lris
+path = {str(big)!r}
+def fail(done, total):
+    raise ValueError("from the callback")
+for _ in range(2):
+    try:
+        lris.load(path, progress=fail)
+    except ValueError:
+        pass
+p = lris._lris.load_start(path, device="cpu", progress=fail)
+for _ in range(2):
+    try:
+        p.wait()
+    except (ValueError, lris.Cancelled):
+        pass
+del p
+p = lris._lris.load_start(path, device="cpu", progress=fail)
+try:
+    p.placed()
+except ValueError:
+    pass
+del p
+threading.Timer(0.05, _thread.interrupt_main).start()
+try:
+    lris.load(path, progress=lambda d, t: time.sleep(0.05) or True)
+except KeyboardInterrupt:
+    pass
+lris._lris.load_start(path, device="cpu").placed()
+gc.collect()
+print("done", flush=True)
+""")
+    assert out.returncode == 0, out.stderr
+    assert "done" in out.stdout
+    assert "leaked" not in out.stderr, out.stderr[:2000]
