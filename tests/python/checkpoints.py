@@ -1,8 +1,12 @@
 """Checkpoints for the Python tests: random arrays of every NumPy dtype the reference package
-writes, and safetensors files written by hand for the dtypes NumPy cannot name."""
+writes, safetensors files written by hand for the dtypes NumPy cannot name, one of many chunks,
+and Python code run in a process of its own."""
 
 import json
+import os
 import struct
+import subprocess
+import sys
 
 import numpy as np
 
@@ -38,3 +42,17 @@ def write_raw(path, tensors, metadata=None):
     h += b" " * (-len(h) % 8)
     with open(path, "wb") as f:
         f.write(struct.pack("<Q", len(h)) + h + data)
+
+
+def many_chunks(path):
+    """32 float32 tensors of 2 MiB, tensor wI all I: a load long enough to be caught while it
+    reads."""
+    from safetensors.numpy import save_file
+    save_file({f"w{i}": np.full((512, 1024), i, np.float32) for i in range(32)}, str(path))
+    return path
+
+
+def run_python(code):
+    """`code` in a fresh interpreter with this one's module path: the CompletedProcess."""
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120, env=dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path)))

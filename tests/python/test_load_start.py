@@ -4,30 +4,20 @@ again, a Ctrl-C stops a load, a load dropped in its own progress callback, and n
 behind by failed or interrupted loads."""
 
 import _thread
-import os
-import subprocess
-import sys
 import threading
 import time
 
 import numpy as np
 import pytest
-from safetensors.numpy import save_file
 
 import lris
+
+from checkpoints import many_chunks, run_python
 
 
 @pytest.fixture(scope="module")
 def big(tmp_path_factory):
-    # Many chunks: a load long enough to be caught while it reads.
-    path = tmp_path_factory.mktemp("start") / "big.safetensors"
-    save_file({f"w{i}": np.full((512, 1024), i, np.float32) for i in range(32)}, str(path))
-    return path
-
-
-def run(code):
-    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          timeout=120, env=dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path)))
+    return many_chunks(tmp_path_factory.mktemp("start") / "big.safetensors")
 
 
 def test_the_block_comes_while_the_bytes_are_read(big):
@@ -119,7 +109,7 @@ print("calls", state["calls"], flush=True)
 t = lris.load({str(big)!r}, device="cpu")
 print("after", len(t), flush=True)
 """
-    out = run(code)
+    out = run_python(code)
     assert out.returncode == 0, out.stderr
     assert "after 32" in out.stdout
     calls = int(out.stdout.split("calls ")[1].split()[0])
@@ -143,7 +133,7 @@ def test_failed_and_interrupted_loads_leave_nothing_behind(big):
     # nanobind reports, at the interpreter's exit, every instance of the module still alive:
     # none may be (an exception kept with a load would hold the frames it went through, and
     # through them the load and its block).
-    out = run(f"""
+    out = run_python(f"""
 import _thread, gc, threading, time
 import lris
 path = {str(big)!r}

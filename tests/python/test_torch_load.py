@@ -5,9 +5,6 @@ load underneath without torch)."""
 
 import _thread
 import gc
-import os
-import subprocess
-import sys
 import threading
 import time
 
@@ -16,7 +13,7 @@ import pytest
 
 import lris
 
-from checkpoints import NUMPY_DTYPES, random_array, write_raw
+from checkpoints import NUMPY_DTYPES, many_chunks, random_array, run_python, write_raw
 
 torch = pytest.importorskip("torch")
 
@@ -47,11 +44,7 @@ def every_dtype(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def big(tmp_path_factory):
-    # Many chunks: a load long enough to be caught while it reads.
-    path = tmp_path_factory.mktemp("torch") / "big.safetensors"
-    from safetensors.numpy import save_file
-    save_file({f"w{i}": np.full((512, 1024), i, np.float32) for i in range(32)}, str(path))
-    return path
+    return many_chunks(tmp_path_factory.mktemp("torch") / "big.safetensors")
 
 
 def test_every_dtype_as_views_of_one_block_in_checkpoint_order(every_dtype):
@@ -161,8 +154,7 @@ lris._lris.load_start(path, device="cpu").placed()
 gc.collect()
 print("done", flush=True)
 """
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         timeout=120, env=dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path)))
+    out = run_python(code)
     assert out.returncode == 0, out.stderr
     assert "done" in out.stdout
     assert "leaked" not in out.stderr, out.stderr[:2000]
