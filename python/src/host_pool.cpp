@@ -24,6 +24,7 @@
 #endif
 
 #include "device_name.hpp"
+#include "interruptible.hpp"
 #include "progress.hpp"
 #include "py_tensor.hpp"
 
@@ -75,12 +76,16 @@ nb::dict populate(py_pool& self, const std::filesystem::path& path, nb::object s
     for (nb::handle n : select) o.names.push_back(nb::cast<std::string>(n));
   }
   progress_bridge bridge(std::move(progress));
-  o.on_progress = bridge.callback();
+  std::atomic<bool> stop{false};  // a Ctrl-C: the reads stop at their next chunk
+  o.on_progress = stoppable(stop, bridge.callback());
   pool::populate_report r;
   try {
-    nb::gil_scoped_release nogil;
-    const st::checkpoint ck(path);
-    r = pool::populate(p, default_pipeline<host_backend>(), ck, o);
+    r = run_interruptibly([&] {
+      const st::checkpoint ck(path);
+      return pool::populate(p, default_pipeline<host_backend>(), ck, o);
+    }, stop);
+  } catch (const nb::python_error&) {
+    throw;  // a Ctrl-C
   } catch (...) {
     bridge.rethrow();
     throw;

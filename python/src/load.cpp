@@ -36,6 +36,7 @@
 
 #include "device_name.hpp"
 #include "dtype_names.hpp"
+#include "interruptible.hpp"
 #include "progress.hpp"
 #include "py_tensor.hpp"
 
@@ -207,25 +208,13 @@ double monotonic_seconds() {
   return static_cast<double>(ts.tv_sec) + static_cast<double>(ts.tv_nsec) * 1e-9;
 }
 
-// True on a thread while it runs a load's progress callback (Python code, on one of the load's
-// threads): a _PendingLoad dropped there (by the garbage collector) must not wait for its load.
-thread_local bool in_load_callback = false;
-
 // What a load on a thread of its own shares with its _PendingLoad. The thread holds it too, so
 // that a _PendingLoad dropped where it cannot wait lets the thread finish on its own.
 struct load_state {
   explicit load_state(load_call c) : call(std::move(c)) {
     // cancel() and a dropped _PendingLoad stop the load at its next chunk, with or without a
     // progress callback of the caller's.
-    call.options.on_progress = [this, user = std::move(call.options.on_progress)](
-                                   std::uint64_t done, std::uint64_t total) {
-      if (cancelled.load(std::memory_order_relaxed)) return false;
-      if (!user) return true;
-      in_load_callback = true;
-      const bool go_on = user(done, total);
-      in_load_callback = false;
-      return go_on;
-    };
+    call.options.on_progress = stoppable(cancelled, std::move(call.options.on_progress));
     call.options.on_placed = [this](const std::vector<st::loaded_tensor>& tensors) {
       std::lock_guard lock(mutex);
       placed = tensors;
@@ -269,7 +258,7 @@ struct load_state {
 // returned: a consumer makes its views between the two and hands them out after. Both wait
 // with the GIL released, and a Ctrl-C meanwhile cancels the load, waits for its end and raises
 // KeyboardInterrupt. Dropped, it cancels the load and waits for it (the GIL released), or,
-// dropped on one of the load's own threads, lets the load end on its own.
+// dropped on one of the load's own threads (in_load_callback), lets the load end on its own.
 class pending_load {
  public:
   explicit pending_load(load_call call) : state_(std::make_shared<load_state>(std::move(call))) {
@@ -365,27 +354,11 @@ class pending_load {
     s.reset();
   }
 
-  // Waits with the GIL released until done() holds (under the state's lock), looking for a
-  // Ctrl-C every 100 ms.
+  // Waits with the GIL released until done() holds (under the state's lock); a Ctrl-C cancels.
   template <class Done>
   void block_until(Done done) {
-    for (;;) {
-      {
-        nb::gil_scoped_release nogil;
-        std::unique_lock lock(state_->mutex);
-        if (state_->changed.wait_for(lock, std::chrono::milliseconds(100), done)) return;
-      }
-      if (PyErr_CheckSignals() != 0) {
-        state_->cancelled = true;
-        {
-          nb::error_scope keep;  // the KeyboardInterrupt, kept across the wait for the end
-          nb::gil_scoped_release nogil;
-          std::unique_lock lock(state_->mutex);
-          state_->changed.wait(lock, [&] { return state_->finished; });
-        }
-        throw nb::python_error();
-      }
-    }
+    wait_interruptibly(state_->mutex, state_->changed, done, [&] { state_->cancelled = true; },
+                       [&] { return state_->finished; });
   }
 
   // The load's error, once it has ended. What the progress callback raised is handed to Python

@@ -4,6 +4,7 @@ again, a Ctrl-C stops a load, a load dropped in its own progress callback, and n
 behind by failed or interrupted loads."""
 
 import _thread
+import os
 import threading
 import time
 
@@ -119,15 +120,36 @@ print("after", len(t), flush=True)
 def test_ctrl_c_stops_lris_load(big):
     # A Ctrl-C (interrupt_main) while lris.load waits: the load stops at its next chunk and
     # KeyboardInterrupt comes at once, not at the load's end (32 chunks of 50 ms and more).
+    interrupted(lambda: lris.load(big, progress=lambda d, t: time.sleep(0.05) or True))
+    assert np.all(np.from_dlpack(lris.load(big)["w7"]) == 7)
+
+
+
+def interrupted(call):
+    """call() with a Ctrl-C 50 ms in: it must end with KeyboardInterrupt within a second."""
     timer = threading.Timer(0.05, _thread.interrupt_main)
     start = time.monotonic()
     timer.start()
     with pytest.raises(KeyboardInterrupt):
-        lris.load(big, progress=lambda d, t: time.sleep(0.05) or True)
+        call()
     assert time.monotonic() - start < 1.0
     timer.join()
-    assert np.all(np.from_dlpack(lris.load(big)["w7"]) == 7)
 
+
+def test_ctrl_c_stops_load_into_and_a_pools_populate(big):
+    # Each call would take 32 chunks of 50 ms and more.
+    def slow_progress(done, total):
+        time.sleep(0.05)
+        return True
+
+    mine = {f"w{i}": np.zeros((512, 1024), np.float32) for i in range(32)}
+    interrupted(lambda: lris.load_into(mine, big, progress=slow_progress))
+    assert lris.load_into(mine, big)["loaded"] == 32 and np.all(mine["w9"] == 9)
+    with lris.HostPool(f"pytest-{os.getpid()}-interrupted", "80M") as pool:
+        interrupted(lambda: pool.populate(big, progress=slow_progress))
+        r = pool.populate(big)  # what the interrupted one left half filled is taken over
+        assert r["present"] + r["loaded"] == 32
+        assert np.all(np.from_dlpack(pool.find("w5")) == 5)
 
 def test_failed_and_interrupted_loads_leave_nothing_behind(big):
     # nanobind reports, at the interpreter's exit, every instance of the module still alive:
