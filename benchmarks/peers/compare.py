@@ -825,7 +825,18 @@ def summarize(rounds, mode, names):
         raw = r["results"].get("raw")
         if raw and raw.get("status") == "ok":
             methods[raw.get("raw_method")] += 1
+    # lris-python's hand-off (from the load's last byte to the tensors handed out) and its views
+    # (made during the reads), microseconds a tensor, per round.
+    handoff, views = [], []
+    for r in rows:
+        res = r["results"].get("lris-python") or {}
+        info = (res.get("worker") or {}).get("info") or {}
+        if res.get("status") == "ok" and info.get("handoff_us_per_tensor") is not None:
+            handoff.append(info["handoff_us_per_tensor"])
+            views.append(info.get("views_us_per_tensor"))
     return {"contenders": summary,
+            "handoff_us_per_tensor": handoff,
+            "views_us_per_tensor": views,
             "raw_best_method_rounds": dict(methods),
             "raw_method_median_gbps": method_medians,
             "raw_best_method": best_method}
@@ -876,6 +887,13 @@ def table(mode, summary, names):
     if summary["raw_best_method"]:
         out.append(f"/ method: per round, over that round's rate of the method best over the run "
                    f"({summary['raw_best_method']})")
+    handoff = summary.get("handoff_us_per_tensor")
+    if handoff:
+        views = [v for v in summary.get("views_us_per_tensor") or [] if v is not None]
+        out.append(f"lris-python, µs a tensor: hand-off after the load's last byte median "
+                   f"{statistics.median(handoff):.2f} ({min(handoff):.2f}-{max(handoff):.2f}, "
+                   f"{len(handoff)} round(s)); views made during the reads median "
+                   + (f"{statistics.median(views):.2f}" if views else "-"))
     return "\n".join(out)
 
 
