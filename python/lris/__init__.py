@@ -175,7 +175,8 @@ def load(path, device="cpu", select=None, dtype=None, verify=False, progress=Non
     reading just its bytes. tp_plan: {pattern: style} as transformers' tp_plan ("colwise",
     "rowwise", "replicate", "dim=N"; patterns like "layers.*.mlp.down_proj"), a JSON file's
     path, or "llama" (the default: Llama-style attention and MLP, the vocabulary).
-    Returns {name: lris.Tensor} in checkpoint order.
+    Returns {name: lris.Tensor} in checkpoint order. The load runs on a thread of its own, the
+    GIL released; a Ctrl-C stops it at its next chunk and raises KeyboardInterrupt.
     """
     return _with_progress(path, progress, lambda p: _lris.load(
         path, device=device, select=select, dtype=dtype, verify=verify, progress=p, tp=tp,
