@@ -78,18 +78,10 @@ nb::dict populate(py_pool& self, const std::filesystem::path& path, nb::object s
   progress_bridge bridge(std::move(progress));
   std::atomic<bool> stop{false};  // a Ctrl-C: the reads stop at their next chunk
   o.on_progress = stoppable(stop, bridge.callback());
-  pool::populate_report r;
-  try {
-    r = run_interruptibly([&] {
-      const st::checkpoint ck(path);
-      return pool::populate(p, default_pipeline<host_backend>(), ck, o);
-    }, stop);
-  } catch (const nb::python_error&) {
-    throw;  // a Ctrl-C
-  } catch (...) {
-    bridge.rethrow();
-    throw;
-  }
+  const pool::populate_report r = run_interruptibly([&] {
+    const st::checkpoint ck(path);
+    return pool::populate(p, default_pipeline<host_backend>(), ck, o);
+  }, stop, bridge);
   nb::dict d;
   d["loaded"] = r.loaded;
   d["present"] = r.present;

@@ -20,6 +20,8 @@
 
 #include <lris/formats/load_options.hpp>
 
+#include "progress.hpp"
+
 namespace lris::python {
 
 /// @brief True on a thread while it runs a progress callback of the caller's (Python code, on
@@ -109,6 +111,21 @@ std::invoke_result_t<Fn&> run_interruptibly(Fn fn, std::atomic<bool>& stop) {
                      [&] { return finished; });
   if (error) std::rethrow_exception(error);
   return std::move(*value);
+}
+
+/// @brief run_interruptibly(fn, stop) for a load whose progress goes to `bridge`: what the
+/// caller's callback raised is raised in place of the load's lris.Cancelled.
+template <class Fn>
+std::invoke_result_t<Fn&> run_interruptibly(Fn fn, std::atomic<bool>& stop,
+                                            const progress_bridge& bridge) {
+  try {
+    return run_interruptibly(std::move(fn), stop);
+  } catch (const nanobind::python_error&) {
+    throw;  // a Ctrl-C
+  } catch (...) {
+    bridge.rethrow();
+    throw;
+  }
 }
 
 }  // namespace lris::python

@@ -312,16 +312,11 @@ class pending_load {
   }
 
   void wait() {
-    const st::loaded_checkpoint done = take();  // the block lives on in what placed() gave
-  }
-
-  // Waits for the load's end and takes its tensors (their memory leased by each); raises its
-  // error.
-  [[nodiscard]] st::loaded_checkpoint take() {
     block_until([&] { return state_->finished; });
     raise_error();
+    st::loaded_checkpoint done;  // the block lives on in what placed() gave
     std::lock_guard lock(state_->mutex);
-    return std::move(state_->result);
+    done = std::move(state_->result);
   }
 
   // Stops the load at its next chunk; wait() then raises lris.Cancelled.
@@ -392,9 +387,10 @@ class pending_load {
 nb::dict load(const std::filesystem::path& path, const std::string& device, nb::object select,
               std::optional<std::string> dtype, bool verify, nb::object progress, nb::object tp,
               nb::object tp_plan) {
-  pending_load pending(
-      load_call(path, device, select, dtype, verify, std::move(progress), tp, tp_plan));
-  st::loaded_checkpoint loaded = pending.take();
+  load_call call(path, device, select, dtype, verify, std::move(progress), tp, tp_plan);
+  std::atomic<bool> stop{false};
+  call.options.on_progress = stoppable(stop, std::move(call.options.on_progress));
+  st::loaded_checkpoint loaded = run_interruptibly([&] { return call.run(); }, stop, *call.bridge);
   return tensors_dict(loaded);
 }
 

@@ -118,35 +118,28 @@ nb::dict load_into(nb::handle tensors, const std::filesystem::path& path, bool s
   o.on_progress = stoppable(stop, bridge.callback());
   st::loaded_checkpoint loaded;
   if (!o.names.empty()) {
-    try {
-      if (where->device_type == kDLCUDA) {
-        nb::gil_scoped_release nogil;
-        consumer.wait();  // the producer's work on the destinations, done
-      }
-      loaded = run_interruptibly([&] {
-        st::loaded_checkpoint l;
-        if (where->device_type == kDLCUDA) {
-#if LRIS_PYTHON_CUDA
-          l = st::load_into(default_pipeline<cuda_backend>(where->device_id), *ck,
-                            [&](const st::tensor_request& r) {
-                              const destination& d = check(r);
-                              return device_span<cuda_backend>(d.data, r.bytes, where->device_id);
-                            }, o);
-#endif
-        } else {
-          l = st::load_into(default_pipeline<host_backend>(), *ck,
-                            [&](const st::tensor_request& r) {
-                              return as_host(check(r).data, r.bytes);
-                            }, o);
-        }
-        return l;
-      }, stop);
-    } catch (const nb::python_error&) {
-      throw;  // a Ctrl-C
-    } catch (...) {
-      bridge.rethrow();
-      throw;
+    if (where->device_type == kDLCUDA) {
+      nb::gil_scoped_release nogil;
+      consumer.wait();  // the producer's work on the destinations, done
     }
+    loaded = run_interruptibly([&] {
+      st::loaded_checkpoint l;
+      if (where->device_type == kDLCUDA) {
+#if LRIS_PYTHON_CUDA
+        l = st::load_into(default_pipeline<cuda_backend>(where->device_id), *ck,
+                          [&](const st::tensor_request& r) {
+                            const destination& d = check(r);
+                            return device_span<cuda_backend>(d.data, r.bytes, where->device_id);
+                          }, o);
+#endif
+      } else {
+        l = st::load_into(default_pipeline<host_backend>(), *ck,
+                          [&](const st::tensor_request& r) {
+                            return as_host(check(r).data, r.bytes);
+                          }, o);
+      }
+      return l;
+    }, stop, bridge);
   }
   nb::dict out;
   out["loaded"] = loaded.tensors.size();
