@@ -56,3 +56,12 @@ def run_python(code):
     """`code` in a fresh interpreter with this one's module path: the CompletedProcess."""
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=120, env=dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path)))
+
+
+def run_without_leaks(code):
+    """`code` in a fresh interpreter: it must end well, and nanobind, which reports at the
+    interpreter's exit every instance of the module still alive, must report none."""
+    out = run_python(code + '\nimport gc\ngc.collect()\nprint("done", flush=True)\n')
+    assert out.returncode == 0, out.stderr
+    assert "done" in out.stdout
+    assert "leaked" not in out.stderr, out.stderr[:2000]
