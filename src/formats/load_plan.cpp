@@ -159,6 +159,17 @@ std::vector<load_chunk> plan_chunks(std::span<const load_target> targets, std::s
   return out;
 }
 
+std::vector<std::span<std::byte>> destinations_in_file_order(
+    std::span<const load_target> targets, std::span<const std::uint64_t> dst_bytes) {
+  LRIS_EXPECTS(dst_bytes.size() == targets.size(),
+               "load: {} destination sizes for {} tensors", dst_bytes.size(), targets.size());
+  std::vector<std::span<std::byte>> out;
+  for (std::size_t i : file_order(targets)) {
+    if (dst_bytes[i] > 0) out.emplace_back(targets[i].dst, static_cast<std::size_t>(dst_bytes[i]));
+  }
+  return out;
+}
+
 block_layout host_layout(std::span<const layout_item> items, std::size_t modulus,
                          std::size_t alignment) {
   LRIS_EXPECTS(modulus > 0 && alignment > 0 && modulus % alignment == 0,

@@ -6,13 +6,11 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstdint>
+#include <span>
+#include <vector>
 
 #include <sys/mman.h>
 #include <unistd.h>
-
-#include <fmt/format.h>
-
-#include <lris/error.hpp>
 
 // Older libc headers lack it; the value is the kernel ABI (Linux 5.14).
 #ifndef MADV_POPULATE_WRITE
@@ -21,15 +19,41 @@
 
 namespace lris {
 
-page_populator::page_populator(void* begin, std::size_t bytes, unsigned threads,
-                               std::size_t piece_bytes)
-    : begin_(static_cast<std::byte*>(begin)), bytes_(bytes) {
-  const auto page = static_cast<std::size_t>(::sysconf(_SC_PAGESIZE));
-  if (reinterpret_cast<std::uintptr_t>(begin) % page != 0) {
-    throw invalid_argument(fmt::format("page_populator: {} is not aligned to the {}-byte page",
-                                       begin, page));
+namespace {
+
+// Whole pages around each range, adjacent or overlapping ones joined, cut into pieces of at
+// most `piece` bytes (a multiple of the page), in the order of the ranges.
+std::vector<std::span<std::byte>> page_pieces(std::span<const std::span<std::byte>> ranges,
+                                              std::size_t page, std::size_t piece) {
+  std::vector<std::span<std::byte>> runs;
+  for (const auto& r : ranges) {
+    if (r.empty()) continue;
+    const auto first = reinterpret_cast<std::uintptr_t>(r.data()) / page * page;
+    const auto last = (reinterpret_cast<std::uintptr_t>(r.data()) + r.size() + page - 1) / page * page;
+    auto* b = reinterpret_cast<std::byte*>(first);
+    auto* e = reinterpret_cast<std::byte*>(last);
+    if (!runs.empty() && b >= runs.back().data() && b <= runs.back().data() + runs.back().size()) {
+      auto* end = std::max(e, runs.back().data() + runs.back().size());
+      runs.back() = {runs.back().data(), static_cast<std::size_t>(end - runs.back().data())};
+    } else {
+      runs.emplace_back(b, e);
+    }
   }
-  piece_ = std::max(page, (piece_bytes + page - 1) / page * page);
+  std::vector<std::span<std::byte>> out;
+  for (const auto& r : runs) {
+    for (std::size_t at = 0; at < r.size(); at += piece) {
+      out.push_back(r.subspan(at, std::min(piece, r.size() - at)));
+    }
+  }
+  return out;
+}
+
+}  // namespace
+
+page_populator::page_populator(std::span<const std::span<std::byte>> ranges, unsigned threads,
+                               std::size_t piece_bytes) {
+  const auto page = static_cast<std::size_t>(::sysconf(_SC_PAGESIZE));
+  pieces_ = page_pieces(ranges, page, std::max(page, (piece_bytes + page - 1) / page * page));
   threads = std::max(1u, threads);
   threads_.reserve(threads);
   try {
@@ -40,6 +64,12 @@ page_populator::page_populator(void* begin, std::size_t bytes, unsigned threads,
     throw;
   }
 }
+
+page_populator::page_populator(void* begin, std::size_t bytes, unsigned threads,
+                               std::size_t piece_bytes)
+    : page_populator(std::span<const std::span<std::byte>>(
+                         std::vector<std::span<std::byte>>{{static_cast<std::byte*>(begin), bytes}}),
+                     threads, piece_bytes) {}
 
 page_populator::~page_populator() {
   stop_ = true;
@@ -54,13 +84,12 @@ void page_populator::wait() {
 
 void page_populator::run() noexcept {
   while (!stop_.load(std::memory_order_relaxed)) {
-    const std::size_t at = next_.fetch_add(piece_);
-    if (at >= bytes_) return;
-    const std::size_t n = std::min(piece_, bytes_ - at);
-    // The last piece's tail may end inside a page: madvise rounds the length up.
+    const std::size_t i = next_.fetch_add(1);
+    if (i >= pieces_.size()) return;
+    const std::span<std::byte> piece = pieces_[i];
     int rc;
     do {
-      rc = ::madvise(begin_ + at, n, MADV_POPULATE_WRITE);
+      rc = ::madvise(piece.data(), piece.size(), MADV_POPULATE_WRITE);
     } while (rc != 0 && errno == EINTR);
     if (rc != 0) {
       int expected = 0;
@@ -68,7 +97,7 @@ void page_populator::run() noexcept {
       stop_ = true;
       return;
     }
-    done_ += n;
+    done_ += piece.size();
   }
 }
 

@@ -9,6 +9,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <map>
 #include <memory>
 #include <random>
@@ -16,6 +17,7 @@
 #include <vector>
 
 #include <fcntl.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include <fmt/format.h>
@@ -659,6 +661,77 @@ TEST_CASE("load: without a call's method, the disk's calibrated profile from the
   CHECK_THAT(loaded.report.io,
              Catch::Contains("buffered reads on 3 workers (disk profile: " + profile.string()));
   CHECK(loaded.report.io_direct_bytes == 0);
+}
+
+TEST_CASE("load_into: the caller's fresh host memory faulted in ahead of cold reads, as the "
+          "tensors are read", "[formats][load]") {
+  const std::vector<raw_tensor> tensors = {random_tensor("a", dtype::F32, {3, 1 << 18}, 21),
+                                           random_tensor("b", dtype::F16, {1000, 37}, 22),
+                                           random_tensor("c", dtype::BF16, {5, 1 << 17}, 23)};
+  const auto path = write_file(dir() / "cold-into.safetensors", tensors);
+  const st::checkpoint ck(path);
+  const lris::io::file& f = ck.shards().front().file;
+  const std::size_t page = static_cast<std::size_t>(::sysconf(_SC_PAGESIZE));
+  const std::size_t span = 8 << 20;
+  host_pipeline p;
+  for (const bool cold : {true, false}) {
+    CAPTURE(cold);
+    if (!cold) {  // the file read through the page cache (the cold load's reads went around it)
+      std::ifstream in(path, std::ios::binary);
+      std::vector<char> all(f.size());
+      REQUIRE(in.read(all.data(), static_cast<std::streamsize>(all.size())));
+    } else {
+      REQUIRE(::fdatasync(f.fd()) == 0);
+      REQUIRE(::posix_fadvise(f.fd(), 0, 0, POSIX_FADV_DONTNEED) == 0);
+      if (lris::io::io_engine::resident_fraction(f, 0, f.size()) > 0.5) {
+        WARN("the page cache keeps this file (tmpfs?): no cold read to test");
+        continue;
+      }
+    }
+    // Fresh memory, as a caller's just-allocated tensors: each at an offset off a page
+    // boundary, in another order than the file's, with untouched pages between them.
+    void* m = ::mmap(nullptr, span, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    REQUIRE(m != MAP_FAILED);
+    std::unique_ptr<void, std::function<void(void*)>> unmap(m, [&](void* q) { ::munmap(q, span); });
+    auto* base = static_cast<std::byte*>(m);
+    REQUIRE(::madvise(base, span, MADV_NOHUGEPAGE) == 0);  // pages of 4 KiB: the gaps stay out
+    const std::map<std::string, std::size_t> at = {
+        {"a", 40 * page + 64}, {"b", 2 * page + 128}, {"c", (span / page - 330) * page}};
+    const auto loaded = st::load_into(p, ck, [&](const st::tensor_request& r) {
+      return lris::memory_span<lris::host_space, std::byte>(base + at.at(std::string(r.name)),
+                                                            r.bytes);
+    });
+    for (const auto& t : tensors) {
+      CAPTURE(t.name);
+      CHECK(std::memcmp(base + at.at(t.name), t.data.data(), t.data.size()) == 0);
+    }
+    const auto& r = loaded.report;
+    if (!cold) {
+      CHECK(r.populate_threads == 0);  // from the page cache: nothing to do ahead of it
+      continue;
+    }
+    CHECK(r.populate_threads >= 1);
+    std::size_t pages = 0;  // the pages that hold the tensors, none twice
+    std::vector<bool> held(span / page);
+    for (const auto& t : tensors) {
+      const std::size_t first = at.at(t.name) / page;
+      const std::size_t last = (at.at(t.name) + t.data.size() - 1) / page;
+      for (std::size_t i = first; i <= last; ++i) {
+        pages += held[i] ? 0 : 1;
+        held[i] = true;
+      }
+    }
+    // All of them by the load's end, or none where the kernel has no MADV_POPULATE_WRITE.
+    CHECK((r.populated_bytes == pages * page || r.populated_bytes == 0));
+    std::vector<unsigned char> vec(span / page);
+    REQUIRE(::mincore(base, span, vec.data()) == 0);
+    for (std::size_t i = 0; i < vec.size(); ++i) {
+      if (!held[i]) {
+        INFO("page " << i << " holds no tensor");
+        CHECK((vec[i] & 1) == 0);
+      }
+    }
+  }
 }
 
 TEST_CASE("verify: every loaded byte against the file, and the first that differs",

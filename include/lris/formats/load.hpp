@@ -149,7 +149,7 @@ using destination_space =
 template <class Pipeline, class DestFn>
 loaded_checkpoint load_selected(Pipeline& p, const checkpoint& ck,
                                 const std::vector<selected_tensor>& selected, DestFn&& dest,
-                                const load_options& o, const checkpoint_reads* known = nullptr,
+                                const load_options& o,
                                 const std::shared_ptr<void>& lease = nullptr) {
   using Backend = typename Pipeline::backend_type;
   using Space = destination_space<DestFn>;
@@ -168,6 +168,7 @@ loaded_checkpoint load_selected(Pipeline& p, const checkpoint& ck,
   std::vector<load_target> targets;
   std::vector<std::vector<std::uint64_t>> hashes;  // per verified target, per block
   std::vector<const selected_tensor*> verified;
+  std::vector<std::uint64_t> dst_bytes;  // per target: what it writes
   std::uint64_t file_bytes = 0;
   for (const auto& s : selected) {
     const memory_span<Space, std::byte> span = dest(std::as_const(s.request));
@@ -202,6 +203,7 @@ loaded_checkpoint load_selected(Pipeline& p, const checkpoint& ck,
     tg.device_index = on_device ? span.device() : 0;
     tg.verify = s.verify;
     targets.push_back(tg);
+    dst_bytes.push_back(s.request.bytes);
     hashes.emplace_back(s.verify ? std::max<std::size_t>(1, (tg.bytes() + default_checksum_block - 1) / default_checksum_block) : 0);
     verified.push_back(s.verify ? &s : nullptr);
     file_bytes += tg.bytes();
@@ -227,10 +229,25 @@ loaded_checkpoint load_selected(Pipeline& p, const checkpoint& ck,
   if (o.on_placed) o.on_placed(std::as_const(out.tensors));
 
   // Direct or buffered, decided once for the whole checkpoint, as pipeline::read decides it.
-  const checkpoint_reads reads = known != nullptr ? *known : reads_of(p, ck, o.transfer);
+  const checkpoint_reads reads = reads_of(p, ck, o.transfer);
   const transfer_sizes& tp = reads.sizes;
   const exec::file_io_choice& io = reads.io;
   const std::size_t align = reads.align, memory_align = reads.memory_align;
+  // Host memory filled from the disk (cold, or O_DIRECT as asked): the disk paces the reads,
+  // and the destinations' pages are faulted in (allocated and zeroed by the kernel, where they
+  // are fresh) ahead of them, in the order the reads reach them, on threads of their own, not
+  // on the read path. Stopped and joined before this returns or throws.
+  std::optional<page_populator> populate;
+  if constexpr (std::is_same_v<Space, host_space>) {
+    if ((io.cold || io.direct) && file_bytes > 0) {
+      try {
+        populate.emplace(destinations_in_file_order(targets, dst_bytes),
+                         std::clamp(usable_cpus() / 8, 1u, 4u));
+      } catch (const std::system_error&) {
+        // No thread to be had: the reads fault the pages in themselves, as without it.
+      }
+    }
+  }
   // Whole hash blocks and O_DIRECT blocks; no larger than the data (small checkpoints get
   // small slots) or a staging slot.
   const std::size_t unit = std::lcm(align, default_checksum_block);
@@ -271,6 +288,10 @@ loaded_checkpoint load_selected(Pipeline& p, const checkpoint& ck,
     out.report.io = st.io;
     out.report.io_direct_bytes = st.io_direct_bytes;
     out.report.io_buffered_bytes = st.io_buffered_bytes;
+  }
+  if (populate) {
+    out.report.populate_threads = populate->threads();
+    out.report.populated_bytes = populate->populated();
   }
   // Each checked tensor's hash: its blocks' hashes combined (an empty one has no chunk).
   for (std::size_t i = 0; i < targets.size(); ++i) {
@@ -360,27 +381,6 @@ loaded_checkpoint load(Pipeline& p, const checkpoint& ck, const load_options& o 
       alloc.deallocate(q, static_cast<std::size_t>(total), modulus);
     });
   }
-  // A load into host memory read from the disk (cold, or O_DIRECT as the call asked): the disk
-  // paces the reads, and the block's pages are faulted in (allocated and zeroed by the
-  // kernel) ahead of them on threads of their own, not on the read path. Before `block` in
-  // destruction order: stopped and joined before it is freed.
-  std::optional<detail::checkpoint_reads> reads;
-  std::optional<page_populator> populate;
-  double decided_seconds = 0;  // deciding how to read, on the load's clock as for a device
-  if (host && total > 0) {
-    const auto decide = std::chrono::steady_clock::now();
-    reads = detail::reads_of(p, ck, o.transfer);
-    decided_seconds =
-        std::chrono::duration<double>(std::chrono::steady_clock::now() - decide).count();
-    if (reads->io.cold || reads->io.direct) {
-      try {
-        populate.emplace(block.get(), static_cast<std::size_t>(total),
-                         std::clamp(usable_cpus() / 8, 1u, 4u));
-      } catch (const std::system_error&) {
-        // No thread to be had: the reads fault the pages in themselves, as without it.
-      }
-    }
-  }
   auto* base = static_cast<std::byte*>(block.get());
   std::size_t next = 0;  // load_selected asks for the tensors in the order of `selected`
   auto place = [&](const tensor_request&) { return base + layout.offsets[next++]; };
@@ -388,15 +388,10 @@ loaded_checkpoint load(Pipeline& p, const checkpoint& ck, const load_options& o 
       !host ? detail::load_selected(p, ck, selected, [&](const tensor_request& r) {
                 return memory_span<device_space<Backend>, std::byte>(place(r), r.bytes,
                                                                      p.backend().device());
-              }, o, nullptr, block)
+              }, o, block)
             : detail::load_selected(p, ck, selected, [&](const tensor_request& r) {
                 return memory_span<host_space, std::byte>(place(r), r.bytes);
-              }, o, reads ? &*reads : nullptr, block);
-  out.report.seconds += decided_seconds;
-  if (populate) {
-    out.report.populate_threads = populate->threads();
-    out.report.populated_bytes = populate->populated();
-  }
+              }, o, block);
   return out;
 }
 

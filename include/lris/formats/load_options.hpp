@@ -89,9 +89,10 @@ struct load_report {
   unsigned workers = 0;
   /// Pinned staging memory the load held: at most the pipeline's max_staging_bytes.
   std::size_t staging_bytes = 0;
-  /// Threads started to fault in the pages of LRIS's block ahead of the reads (a load into host
-  /// memory read from the disk: cold, or O_DIRECT as asked; page_populator), and the bytes
-  /// they had done when the load ended (0 where the kernel refused: before Linux 5.14).
+  /// Threads started to fault in the destinations' pages ahead of the reads (a load into host
+  /// memory, LRIS's block or the caller's, read from the disk: cold, or O_DIRECT as asked;
+  /// page_populator), and the bytes of whole pages they had done when the load ended (0 where
+  /// the kernel refused: before Linux 5.14).
   unsigned populate_threads = 0;
   std::uint64_t populated_bytes = 0;
   std::size_t converted = 0;  ///< tensors converted

@@ -106,4 +106,10 @@ struct block_layout {
                                                   std::size_t chunk_bytes, std::size_t align,
                                                   std::size_t block, std::size_t memory_align);
 
+/// The destinations of `targets` in the order the reads reach them (by shard, then file
+/// offset), target i's `dst_bytes[i]` bytes from its dst: the order in which to fault in their
+/// pages ahead of the reads (page_populator). Empty ones are left out.
+[[nodiscard]] std::vector<std::span<std::byte>> destinations_in_file_order(
+    std::span<const load_target> targets, std::span<const std::uint64_t> dst_bytes);
+
 }  // namespace lris::safetensors::detail
