@@ -29,6 +29,7 @@
 #include <lris/memory/host_registration.hpp>
 #include <lris/memory/huge_page_allocator.hpp>
 #include <lris/memory/page_populator.hpp>
+#include <lris/memory/process_mappings.hpp>
 #include <lris/memory/memory_span.hpp>
 #include <lris/memory/numa_allocator.hpp>
 #include <lris/memory/page_aligned_allocator.hpp>

@@ -441,6 +441,10 @@ unit_id add(py_cache& self, const std::string& name, nb::handle tensors) {
       elements *= static_cast<std::uint64_t>(n);
     }
     s.info.bytes = elements * d.type.bits / 8;
+    if (host) {  // copied by the CPU: memory it could fault on refused here
+      refuse_unreachable("lris.Cache.add", tname, d, s.info.bytes,
+                         probe_ends(d.data, s.info.bytes, false), false);
+    }
     s.data = d.data;
     s.device = d.device;
     sources.push_back(std::move(s));

@@ -46,9 +46,7 @@ nb::dict copy(nb::handle dst, nb::handle src) {
     throw invalid_argument(fmt::format("lris.copy: {} is not contiguous (row-major without gaps)",
                                        d.compact ? "src" : "dst"));
   }
-  std::uint64_t elements = 1;
-  for (const auto n : d.shape) elements *= static_cast<std::uint64_t>(n);
-  const auto bytes = static_cast<std::size_t>(elements * d.type.bits * d.type.lanes / 8);
+  const std::size_t bytes = bytes_of(d);
   const bool gpu_dst = !on_host(d.device), gpu_src = !on_host(s.device);
   for (const destination* x : {&d, &s}) {
     if (!on_host(x->device) && !(LRIS_PYTHON_CUDA && x->device.device_type == kDLCUDA)) {
@@ -61,6 +59,10 @@ nb::dict copy(nb::handle dst, nb::handle src) {
                                   "GPUs, copy through host memory", device_text(d.device),
                                   device_text(s.device)));
   }
+  // Host memory a CPU copy could fault on, refused here (the two ends of each: one object's
+  // memory has the same permissions throughout; reading the mappings would cost 0.2 ms).
+  if (!gpu_dst) refuse_unreachable("lris.copy", "dst", d, bytes, probe_ends(d.data, bytes, true), true);
+  if (!gpu_src) refuse_unreachable("lris.copy", "src", s, bytes, probe_ends(s.data, bytes, false), false);
   transfer_stats st;
   {
     nb::gil_scoped_release nogil;

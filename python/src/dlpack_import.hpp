@@ -15,6 +15,7 @@
 #include <fmt/format.h>
 
 #include <lris/error.hpp>
+#include <lris/memory/process_mappings.hpp>
 #if LRIS_PYTHON_CUDA
 #include <lris/cuda.hpp>
 #endif
@@ -116,6 +117,27 @@ inline destination take(const char* what, const std::string& name, nb::handle ob
     }
   }
   return d;
+}
+
+// The bytes `d` spans, row-major without gaps.
+inline std::size_t bytes_of(const destination& d) {
+  std::uint64_t elements = 1;
+  for (const auto n : d.shape) elements *= static_cast<std::uint64_t>(n);
+  return static_cast<std::size_t>((elements * d.type.bits * d.type.lanes + 7) / 8);
+}
+
+// Refuses host memory of `d` (`bytes` from its start) in which `bad` is a byte this process
+// may not write (or, with `write` false, read): memory in a read-only mapping, or in none, as
+// process_mappings or probe_ends found it. A CPU copy into it would kill the process; `what`
+// and `name` name the call and the object.
+inline void refuse_unreachable(const char* what, const std::string& name, const destination& d,
+                               std::size_t bytes, const std::byte* bad, bool write) {
+  if (bad == nullptr) return;
+  throw invalid_argument(fmt::format(
+      "{}: the memory of \"{}\" ({} bytes at {}) is not memory this process may {}, from {} on "
+      "({}): refused before any byte moved", what, name, bytes, static_cast<const void*>(d.data),
+      write ? "write" : "read", static_cast<const void*>(bad),
+      write ? "read-only or unmapped" : "unmapped"));
 }
 
 }  // namespace lris::python

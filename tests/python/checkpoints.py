@@ -1,7 +1,8 @@
 """Checkpoints for the Python tests: random arrays of every NumPy dtype the reference package
 writes, safetensors files written by hand for the dtypes NumPy cannot name, one of many chunks,
-and Python code run in a process of its own."""
+Python code run in a process of its own, and arrays over memory the process may not write."""
 
+import ctypes
 import json
 import os
 import struct
@@ -65,3 +66,31 @@ def run_without_leaks(code):
     assert out.returncode == 0, out.stderr
     assert "done" in out.stdout
     assert "leaked" not in out.stderr, out.stderr[:2000]
+
+
+class Mapping:
+    """Pages of this process's own through libc's mmap: read-only, or unmapped again, and an
+    array over them that says it may be written (as another library's tensor over such memory
+    may): only the kernel refuses the writes."""
+
+    _libc = ctypes.CDLL(None, use_errno=True)
+    _libc.mmap.restype = ctypes.c_void_p
+    _libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int,
+                           ctypes.c_int, ctypes.c_long]
+    _libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
+
+    def __init__(self, shape, dtype, unmapped=False):
+        self.size = max(4096, int(np.prod(shape)) * np.dtype(dtype).itemsize)
+        # PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS
+        self.address = self._libc.mmap(None, self.size, 1, 0x22, -1, 0)
+        assert self.address not in (None, ctypes.c_void_p(-1).value)
+        if unmapped:
+            assert self._libc.munmap(self.address, self.size) == 0
+        self.mapped = not unmapped
+        self.__array_interface__ = {"shape": tuple(shape), "typestr": np.dtype(dtype).str,
+                                    "data": (self.address, False), "version": 3}
+
+    def close(self):
+        if self.mapped:
+            self._libc.munmap(self.address, self.size)
+            self.mapped = False

@@ -9,6 +9,8 @@ import pytest
 
 import lris
 
+from checkpoints import Mapping
+
 
 def make_units(n, seed=0):
     rng = np.random.default_rng(seed)
@@ -168,6 +170,10 @@ def test_errors_name_the_unit_and_the_size():
             cache.add("b", {"w": [1, 2, 3]})
         with pytest.raises(lris.InvalidArgument, match="\"w\" is not contiguous"):
             cache.add("b", {"w": units[0]["w"][:, ::2]})
+        gone = Mapping((8,), np.float32, unmapped=True)  # an array over memory unmapped again
+        with pytest.raises(lris.InvalidArgument,
+                           match=r'Cache.add: the memory of "w" \(32 bytes at .* may read'):
+            cache.add("b", {"w": np.asarray(gone)})
         with pytest.raises(lris.InvalidArgument, match="unit 7 does not exist"):
             cache.acquire(7)
         with pytest.raises(lris.InvalidArgument, match="no unit called \"nope\""):

@@ -14,7 +14,7 @@ from safetensors.numpy import load_file, save_file
 
 import lris
 
-from checkpoints import NUMPY_DTYPES, random_array, write_raw
+from checkpoints import NUMPY_DTYPES, Mapping, random_array, write_raw
 
 
 @pytest.fixture
@@ -252,6 +252,33 @@ def test_load_into_errors_name_the_tensor(reference_file):
     with pytest.raises(lris.InvalidArgument):
         lris.load_into({"t.int8": untouched, "t.int16": np.zeros((1,), np.int16)}, path, strict=False)
     assert (untouched == 7).all()  # checked before anything is read
+
+
+def test_memory_the_process_may_not_write_is_refused_before_any_read(reference_file):
+    path, arrays = reference_file
+    ro = Mapping((3, 5), np.int8)
+    try:
+        dst = {n: np.zeros_like(a) for n, a in arrays.items()}
+        dst["t.int8"] = np.asarray(ro)
+        assert dst["t.int8"].flags.writeable  # the array says so; the pages do not
+        with pytest.raises(lris.InvalidArgument,
+                           match=r'lris.load_into .*all.safetensors: the memory of "t.int8" \(15 '
+                                 r'bytes at 0x[0-9a-f]+\) is not memory this process may write, '
+                                 r'from 0x[0-9a-f]+ on \(read-only or unmapped\)'):
+            lris.load_into(dst, path)
+        assert all(not a.any() for n, a in dst.items() if n != "t.int8")  # nothing read
+        src = np.ones((3, 5), np.int8)
+        with pytest.raises(lris.InvalidArgument, match=r'lris.copy: the memory of "dst" .* may write'):
+            lris.copy(np.asarray(ro), src)
+        gone = Mapping((3, 5), np.int8, unmapped=True)
+        with pytest.raises(lris.InvalidArgument,
+                           match=r'lris.copy: the memory of "src" .* may read, .* \(unmapped\)'):
+            lris.copy(np.zeros((3, 5), np.int8), np.asarray(gone))
+        lris.copy(src, np.asarray(ro))  # read-only memory may be read
+        assert not src.any()
+    finally:
+        dst = None
+        ro.close()
 
 
 def test_the_brokers_status_after_a_load(reference_file):
