@@ -419,7 +419,11 @@ unit_id add(py_cache& self, const std::string& name, nb::handle tensors) {
   taken all;
   std::vector<unit_source> sources;
   for (auto [k, v] : nb::cast<nb::dict>(tensors)) {
-    const auto tname = nb::cast<std::string>(k);
+    std::string tname;
+    if (!nb::try_cast(k, tname)) {
+      throw invalid_argument(fmt::format("lris.Cache.add(\"{}\"): a tensor's name is {}, not a "
+                                         "str", name, nb::cast<std::string>(nb::repr(k))));
+    }
     const destination& d = all.by_name.emplace(
         tname, take("lris.Cache.add", tname, v, consumer)).first->second;
     if (!d.compact) {
@@ -435,12 +439,8 @@ unit_id add(py_cache& self, const std::string& name, nb::handle tensors) {
     unit_source s;
     s.info.name = tname;
     s.info.type = dtype_of_dlpack(name, tname, d.type);
-    std::uint64_t elements = 1;
-    for (const auto n : d.shape) {
-      s.info.shape.push_back(static_cast<std::uint64_t>(n));
-      elements *= static_cast<std::uint64_t>(n);
-    }
-    s.info.bytes = elements * d.type.bits / 8;
+    for (const auto n : d.shape) s.info.shape.push_back(static_cast<std::uint64_t>(n));
+    s.info.bytes = d.bytes;
     if (host) {  // copied by the CPU: memory it could fault on refused here
       refuse_unreachable("lris.Cache.add", tname, d, s.info.bytes,
                          probe_ends(d.data, s.info.bytes, false), false);

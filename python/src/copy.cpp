@@ -46,7 +46,7 @@ nb::dict copy(nb::handle dst, nb::handle src) {
     throw invalid_argument(fmt::format("lris.copy: {} is not contiguous (row-major without gaps)",
                                        d.compact ? "src" : "dst"));
   }
-  const std::size_t bytes = bytes_of(d);
+  const std::size_t bytes = d.bytes;
   const bool gpu_dst = !on_host(d.device), gpu_src = !on_host(s.device);
   for (const destination* x : {&d, &s}) {
     if (!on_host(x->device) && !(LRIS_PYTHON_CUDA && x->device.device_type == kDLCUDA)) {

@@ -8,6 +8,7 @@
 
 #include <cstdint>
 #include <map>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
@@ -52,25 +53,16 @@ class consumer_stream {
 #endif
 };
 
-// A destination: where the object's bytes are, and what it holds.
+// A destination: where the object's bytes are, and what it holds. It owns the DLManagedTensor
+// taken from the object's capsule: released (its deleter called) when the last copy of it goes.
 struct destination {
   std::byte* data = nullptr;
   DLDevice device{};
   DLDataType type{};
   std::vector<std::int64_t> shape;
-  bool compact = true;  // row-major without gaps
-  DLManagedTensor* managed = nullptr;
-};
-
-// The DLManagedTensors taken from the objects' capsules, released (their deleters called) when
-// the load is over.
-struct taken {
-  std::map<std::string, destination> by_name;
-  ~taken() {
-    for (auto& [n, d] : by_name) {
-      if (d.managed != nullptr && d.managed->deleter != nullptr) d.managed->deleter(d.managed);
-    }
-  }
+  std::size_t bytes = 0;  // row-major without gaps
+  bool compact = true;    // row-major without gaps
+  std::shared_ptr<DLManagedTensor> managed;
 };
 
 inline std::string shape_text(const std::vector<std::int64_t>& s) {
@@ -78,6 +70,11 @@ inline std::string shape_text(const std::vector<std::int64_t>& s) {
   for (std::size_t i = 0; i < s.size(); ++i) t += fmt::format("{}{}", i ? ", " : "", s[i]);
   return t + (s.size() == 1 ? ",)" : ")");
 }
+
+// The destinations of one call, by name, released when the call is over.
+struct taken {
+  std::map<std::string, destination> by_name;
+};
 
 // `obj`'s memory through its __dlpack__ (`what` and `name` for messages). For GPU memory the
 // consumer's stream is `consumer`'s: the producer makes it wait for the work that writes the
@@ -88,10 +85,20 @@ inline destination take(const char* what, const std::string& name, nb::handle ob
     throw invalid_argument(fmt::format("{}: the object for \"{}\" ({}) has no __dlpack__", what,
                                        name, nb::type_name(obj.type()).c_str()));
   }
-  const auto dev = nb::cast<nb::tuple>(obj.attr("__dlpack_device__")());
-  const int kind = nb::cast<int>(dev[0]);
+  const auto bad = [&](const std::string& why) {
+    return invalid_argument(fmt::format("{}: the object for \"{}\" ({}): {}", what, name,
+                                        nb::type_name(obj.type()).c_str(), why));
+  };
+  const nb::object dev = obj.attr("__dlpack_device__")();
+  int kind = 0, id = 0;
+  if (!(nb::isinstance<nb::tuple>(dev) || nb::isinstance<nb::list>(dev)) || nb::len(dev) != 2 ||
+      !nb::try_cast(dev[0], kind) ||
+      !nb::try_cast(dev[1], id)) {
+    throw bad(fmt::format("__dlpack_device__() gave {}, not a pair of ints (device type, id)",
+                          nb::cast<std::string>(nb::repr(dev))));
+  }
   nb::object cap = kind == kDLCUDA
-                       ? obj.attr("__dlpack__")(nb::arg("stream") = consumer.on(nb::cast<int>(dev[1])))
+                       ? obj.attr("__dlpack__")(nb::arg("stream") = consumer.on(id))
                        : obj.attr("__dlpack__")();
   auto* m = static_cast<DLManagedTensor*>(PyCapsule_GetPointer(cap.ptr(), "dltensor"));
   if (m == nullptr) {
@@ -99,16 +106,34 @@ inline destination take(const char* what, const std::string& name, nb::handle ob
     throw invalid_argument(fmt::format("{}: the object for \"{}\" gave no \"dltensor\" capsule",
                                        what, name));
   }
-  PyCapsule_SetName(cap.ptr(), "used_dltensor");  // ours now: released by `taken`
+  PyCapsule_SetName(cap.ptr(), "used_dltensor");  // ours now: released with the destination
   destination d;
-  d.managed = m;
+  d.managed = std::shared_ptr<DLManagedTensor>(m, [](DLManagedTensor* q) {
+    if (q->deleter != nullptr) q->deleter(q);
+  });
   const DLTensor& t = m->dl_tensor;
+  if (t.ndim < 0 || t.ndim > 64 || (t.ndim > 0 && t.shape == nullptr)) {
+    throw bad(fmt::format("its DLPack tensor has {} dimensions{}", t.ndim,
+                          t.ndim > 0 && t.shape == nullptr ? " and no shape" : ""));
+  }
   d.data = static_cast<std::byte*>(t.data) + t.byte_offset;
   d.device = t.device;
   d.type = t.dtype;
   d.shape.assign(t.shape, t.shape + t.ndim);
+  // Its size in bytes, every product checked: a shape that overflows is refused, not wrapped.
+  std::uint64_t bits = static_cast<std::uint64_t>(t.dtype.bits) * t.dtype.lanes;
   bool empty = false;
-  for (int i = 0; i < t.ndim; ++i) empty = empty || t.shape[i] == 0;
+  for (const std::int64_t n : d.shape) {
+    if (n < 0) throw bad(fmt::format("its DLPack shape {} has a negative size", shape_text(d.shape)));
+    empty = empty || n == 0;
+  }
+  for (const std::int64_t n : d.shape) {
+    if (!empty && __builtin_mul_overflow(bits, static_cast<std::uint64_t>(n), &bits)) {
+      throw bad(fmt::format("its DLPack shape {} of {}-bit elements is more bytes than memory has",
+                            shape_text(d.shape), t.dtype.bits * t.dtype.lanes));
+    }
+  }
+  d.bytes = empty ? 0 : static_cast<std::size_t>(bits / 8 + (bits % 8 != 0));
   if (t.strides != nullptr && !empty) {  // an empty tensor's strides say nothing
     std::int64_t expect = 1;
     for (int i = t.ndim - 1; i >= 0; --i) {
@@ -117,13 +142,6 @@ inline destination take(const char* what, const std::string& name, nb::handle ob
     }
   }
   return d;
-}
-
-// The bytes `d` spans, row-major without gaps.
-inline std::size_t bytes_of(const destination& d) {
-  std::uint64_t elements = 1;
-  for (const auto n : d.shape) elements *= static_cast<std::uint64_t>(n);
-  return static_cast<std::size_t>((elements * d.type.bits * d.type.lanes + 7) / 8);
 }
 
 // Refuses host memory of `d` (`bytes` from its start) in which `bad` is a byte this process

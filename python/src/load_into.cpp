@@ -43,7 +43,11 @@ nb::dict load_into(nb::handle tensors, const std::filesystem::path& path, bool s
   taken dst;
   consumer_stream consumer;
   for (nb::handle key : nb::iter(tensors.attr("keys")())) {
-    const std::string name = nb::cast<std::string>(key);
+    std::string name;
+    if (!nb::try_cast(key, name)) {
+      throw invalid_argument(fmt::format("lris.load_into {}: a destination's name is {}, not a str",
+                                         path.string(), nb::cast<std::string>(nb::repr(key))));
+    }
     dst.by_name.emplace(name, take("lris.load_into", name, tensors[key], consumer));
   }
   std::vector<std::string> missing, unexpected;
@@ -97,7 +101,7 @@ nb::dict load_into(nb::handle tensors, const std::filesystem::path& path, bool s
     const std::string call = fmt::format("lris.load_into {}", path.string());
     for (const auto& [name, d] : dst.by_name) {
       if (ck->find(name) == nullptr) continue;
-      const std::size_t n = bytes_of(d);
+      const std::size_t n = d.bytes;
       refuse_unreachable(call.c_str(), name, d, n, maps.first_unwritable(d.data, n), true);
     }
   }

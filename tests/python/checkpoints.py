@@ -94,3 +94,58 @@ class Mapping:
         if self.mapped:
             self._libc.munmap(self.address, self.size)
             self.mapped = False
+
+
+class _DLDevice(ctypes.Structure):
+    _fields_ = [("device_type", ctypes.c_int), ("device_id", ctypes.c_int)]
+
+
+class _DLDataType(ctypes.Structure):
+    _fields_ = [("code", ctypes.c_uint8), ("bits", ctypes.c_uint8), ("lanes", ctypes.c_uint16)]
+
+
+class _DLTensor(ctypes.Structure):
+    _fields_ = [("data", ctypes.c_void_p), ("device", _DLDevice), ("ndim", ctypes.c_int),
+                ("dtype", _DLDataType), ("shape", ctypes.POINTER(ctypes.c_int64)),
+                ("strides", ctypes.POINTER(ctypes.c_int64)), ("byte_offset", ctypes.c_uint64)]
+
+
+class _DLManaged(ctypes.Structure):
+    pass
+
+
+_DELETER = ctypes.CFUNCTYPE(None, ctypes.POINTER(_DLManaged))
+_DLManaged._fields_ = [("dl_tensor", _DLTensor), ("manager_ctx", ctypes.c_void_p),
+                       ("deleter", _DELETER)]
+_capsule_new = ctypes.pythonapi.PyCapsule_New
+_capsule_new.restype = ctypes.py_object
+_capsule_new.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_void_p]
+
+
+class Producer:
+    """A DLPack producer as a broken library may write one: its __dlpack_device__ gives `device`
+    as is, and its capsule holds a float32 tensor over 64 floats of its own with `shape` and
+    `ndim` as given (no shape at all with null_shape). It keeps what the capsules point at."""
+
+    def __init__(self, shape=(3, 4), ndim=None, null_shape=False, device=(1, 0)):
+        self.shape, self.device, self.null_shape = tuple(shape), device, null_shape
+        self.ndim = len(self.shape) if ndim is None else ndim
+        self.buffer = np.zeros(64, np.float32)
+        self.kept = []
+
+    def __dlpack_device__(self):
+        return self.device
+
+    def __dlpack__(self, *args, **kwargs):
+        dims = (ctypes.c_int64 * max(1, len(self.shape)))(*self.shape)
+        m = _DLManaged()
+        m.dl_tensor.data = self.buffer.ctypes.data
+        m.dl_tensor.device = _DLDevice(1, 0)
+        m.dl_tensor.ndim = self.ndim
+        m.dl_tensor.dtype = _DLDataType(2, 32, 1)
+        m.dl_tensor.shape = ctypes.cast(None if self.null_shape else dims,
+                                        ctypes.POINTER(ctypes.c_int64))
+        m.deleter = _DELETER(0)
+        self.kept += [dims, m]
+        return _capsule_new(ctypes.addressof(m), b"dltensor", None)
+

@@ -7,6 +7,7 @@ import errno
 import gc
 import json
 import struct
+import weakref
 
 import numpy as np
 import pytest
@@ -14,7 +15,7 @@ from safetensors.numpy import load_file, save_file
 
 import lris
 
-from checkpoints import NUMPY_DTYPES, Mapping, random_array, write_raw
+from checkpoints import NUMPY_DTYPES, Mapping, Producer, random_array, write_raw
 
 
 @pytest.fixture
@@ -279,6 +280,54 @@ def test_memory_the_process_may_not_write_is_refused_before_any_read(reference_f
     finally:
         dst = None
         ro.close()
+
+
+def test_broken_dlpack_producers_are_refused_by_name(reference_file):
+    path, _ = reference_file
+    cases = [
+        (Producer(device=()), r"__dlpack_device__\(\) gave \(\), not a pair of ints"),
+        (Producer(device=(1,)), r"__dlpack_device__\(\) gave \(1,\), not a pair of ints"),
+        (Producer(device=None), r"__dlpack_device__\(\) gave None"),
+        (Producer(device=(2 ** 70, 0)), r"__dlpack_device__\(\) gave \(1180591620717411303424, 0\)"),
+        (Producer(ndim=-1), "its DLPack tensor has -1 dimensions"),
+        (Producer(ndim=2 ** 30), "its DLPack tensor has 1073741824 dimensions"),
+        (Producer(null_shape=True), "its DLPack tensor has 2 dimensions and no shape"),
+        (Producer(shape=(-1, 4)), r"its DLPack shape \(-1, 4\) has a negative size"),
+        (Producer(shape=(2 ** 40, 2 ** 30)), r"its DLPack shape \(1099511627776, 1073741824\) of 32-bit "
+                                             "elements is more bytes than memory has"),
+    ]
+    for producer, message in cases:
+        with pytest.raises(lris.InvalidArgument, match=r'lris.load_into: the object for "t.int8" '
+                                                       r"\(.*Producer\): " + message):
+            lris.load_into({"t.int8": producer}, path, strict=False)
+        with pytest.raises(lris.InvalidArgument, match=r'lris.copy: the object for "dst" .*' + message):
+            lris.copy(producer, np.zeros((3, 4), np.float32))
+        with lris.Cache("cpu", budget="1M") as cache:
+            with pytest.raises(lris.InvalidArgument, match=r'Cache.add: the object for "w" .*' + message):
+                cache.add("u", {"w": producer})
+    assert lris.load_into({"t.float32": Producer(shape=(3, 5), device=[1, 0])}, path, strict=False)["loaded"] == 1
+
+
+def test_load_into_releases_every_capsule_it_takes(reference_file):
+    """A mapping whose keys() names a destination twice, and one whose check fails after its
+    capsule was taken: every object is freed once the call is over."""
+    path, arrays = reference_file
+
+    class Twice(dict):
+        def keys(self):
+            return ["t.float32", "t.float32"]
+
+    a = np.empty((3, 5), np.float32)
+    held = weakref.ref(a)
+    assert lris.load_into(Twice({"t.float32": a}), path, strict=False)["loaded"] == 1
+    np.testing.assert_array_equal(a, arrays["t.float32"])
+    b = np.empty((5, 3), np.float32)  # the wrong shape: refused after its capsule was taken
+    held_b = weakref.ref(b)
+    with pytest.raises(lris.InvalidArgument, match="has shape"):
+        lris.load_into({"t.float32": b}, path, strict=False)
+    del a, b
+    gc.collect()
+    assert held() is None and held_b() is None
 
 
 def test_the_brokers_status_after_a_load(reference_file):
