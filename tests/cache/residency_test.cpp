@@ -290,6 +290,17 @@ TEST_CASE("residency: errors name the unit and the sizes", "[cache][residency][e
     REQUIRE_THROWS_MATCHES(manager(be, {.budget_bytes = 0}), lris::invalid_argument,
                            what_contains("the budget is 0 bytes"));
   }
+  SECTION("a budget smaller than one aligned range, and an alignment of 0 or not a power of 2") {
+    REQUIRE_THROWS_MATCHES(manager(be, {.budget_bytes = 100, .alignment = 256}),
+                           lris::invalid_argument,
+                           what_contains("the budget is 100 bytes, less than one range of the "
+                                         "alignment, 256"));
+    for (const std::size_t a : {std::size_t{0}, std::size_t{48}}) {
+      REQUIRE_THROWS_MATCHES(manager(be, {.budget_bytes = 4096, .alignment = a}),
+                             lris::invalid_argument,
+                             what_contains(fmt::format("alignment {} is not a power of two", a)));
+    }
+  }
   SECTION("a unit larger than the budget") {
     manager rm(be, {.budget_bytes = 2048});
     const std::vector<std::byte> big(4096);

@@ -154,6 +154,11 @@ def test_errors_name_the_unit_and_the_size():
             lris.Cache("cpu", budget=bad)
     with pytest.raises(lris.InvalidArgument, match="budget is 0 bytes"):
         lris.Cache("cpu", budget=0)
+    with pytest.raises(lris.InvalidArgument, match="budget is 1 bytes, less than one range"):
+        lris.Cache("cpu", budget=1)
+    for alignment in (0, 3):
+        with pytest.raises(lris.InvalidArgument, match=f"alignment {alignment} is not a power of two"):
+            lris.Cache("cpu", budget="1M", alignment=alignment)
     with pytest.raises(lris.Unsupported, match="not a device of this build|cuda"):
         lris.Cache("tpu:0", budget="1M")
     with pytest.raises(lris.InvalidArgument, match="device number"):

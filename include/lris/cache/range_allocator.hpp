@@ -19,11 +19,12 @@ class range_allocator {
  public:
   /// @brief `capacity` bytes, every range a multiple of `alignment` (a power of two).
   explicit range_allocator(std::uint64_t capacity, std::uint64_t alignment = 256)
-      : capacity_(capacity / alignment * alignment), alignment_(alignment) {
+      : alignment_(alignment) {
     if (alignment == 0 || (alignment & (alignment - 1)) != 0) {
       throw invalid_argument(fmt::format("range_allocator: alignment {} is not a power of two",
                                          alignment));
     }
+    capacity_ = capacity / alignment * alignment;
     if (capacity_ > 0) free_.emplace(0, capacity_);
   }
 
@@ -89,7 +90,7 @@ class range_allocator {
   }
 
  private:
-  std::uint64_t capacity_;
+  std::uint64_t capacity_ = 0;
   std::uint64_t alignment_;
   std::uint64_t used_ = 0;
   std::map<std::uint64_t, std::uint64_t> free_;  // offset -> length

@@ -286,13 +286,17 @@ class residency_manager {
   };
 
   /// @brief Takes `options.budget_bytes` of `backend`'s device memory now.
-  /// @throws lris::invalid_argument for a zero budget or an alignment not a power of two;
-  /// lris::out_of_memory when the device cannot give the budget.
+  /// @throws lris::invalid_argument for a budget of less than one aligned range, or an
+  /// alignment not a power of two; lris::out_of_memory when the device cannot give the budget.
   residency_manager(Backend backend, residency_options options, Policy policy = {})
       : be_(std::move(backend)), opt_(options), policy_(std::move(policy)),
         ranges_(options.budget_bytes, options.alignment), copy_(be_.make_stream()) {
-    if (options.budget_bytes == 0) {
-      throw invalid_argument("residency_manager: the budget is 0 bytes");
+    if (ranges_.capacity() == 0) {
+      throw invalid_argument(fmt::format(
+          "residency_manager: the budget is {} bytes{}", options.budget_bytes,
+          options.budget_bytes == 0 ? std::string()
+                                    : fmt::format(", less than one range of the alignment, {}",
+                                                  options.alignment)));
     }
     arena_ = static_cast<std::byte*>(be_.allocate_device(ranges_.capacity()));
     stats_.budget_bytes = ranges_.capacity();
