@@ -5,6 +5,7 @@
 #include <pthread.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -198,6 +199,23 @@ host_pool host_pool::create(const std::string& name, std::uint64_t data_bytes,
   };
   if (::ftruncate(fd, static_cast<off_t>(l.total)) != 0) {
     fail(errno, fmt::format("cannot size /dev/shm{} to {} bytes", segment(name), l.total));
+  }
+  // The segment's pages come from /dev/shm as they are first touched; one its file system
+  // cannot give would raise SIGBUS there. A pool the free space cannot hold is refused now,
+  // and the header's and directory's pages (written by the CPU) are allocated now.
+  struct statvfs fs {};
+  if (::fstatvfs(fd, &fs) == 0) {
+    const std::uint64_t free_bytes = std::uint64_t{fs.f_bavail} * fs.f_frsize;
+    if (free_bytes < l.total) {
+      fail(ENOSPC, fmt::format("/dev/shm has {} bytes free; the pool needs {} ({} of data, {} "
+                               "tensors). A container's /dev/shm is 64 MiB unless it is given "
+                               "more (docker run --shm-size)", free_bytes, l.total, data_bytes,
+                               options.max_tensors));
+    }
+  }
+  if (const int e = ::posix_fallocate(fd, 0, static_cast<off_t>(l.data_offset)); e != 0) {
+    fail(e, fmt::format("cannot allocate the {} bytes of its header and directory in /dev/shm",
+                        l.data_offset));
   }
   void* map = ::mmap(nullptr, l.total, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
   if (map == MAP_FAILED) fail(errno, fmt::format("cannot map {} bytes", l.total));

@@ -116,16 +116,31 @@ shared_semaphore::shared_semaphore(const std::string& name, std::uint64_t capaci
     fd = ::shm_open(name_.c_str(), O_RDWR, 0600);
   }
   if (fd < 0) throw io_error(errno, fmt::format("shared_semaphore: cannot open /dev/shm{}", name_));
-  if (creator && ::ftruncate(fd, sizeof(state)) != 0) {
-    const int e = errno;
-    ::close(fd);
-    ::shm_unlink(name_.c_str());
-    throw io_error(e, fmt::format("shared_semaphore: cannot size /dev/shm{}", name_));
+  // Its pages allocated now (a full /dev/shm says so here, not with a SIGBUS at first touch).
+  if (creator) {
+    const int e = ::ftruncate(fd, sizeof(state)) != 0 ? errno : ::posix_fallocate(fd, 0, sizeof(state));
+    if (e != 0) {
+      ::close(fd);
+      ::shm_unlink(name_.c_str());
+      throw io_error(e, fmt::format("shared_semaphore: cannot size /dev/shm{} ({} bytes)", name_,
+                                    sizeof(state)));
+    }
   }
-  // An opener may come before the creator has sized the segment: wait for it, briefly.
+  // An opener may come before the creator has sized the segment: wait for it, briefly. One
+  // its creator never sized (it died first) would fault at the first access: refused.
   struct stat st {};
-  for (int i = 0; !creator && i < 1000 && (::fstat(fd, &st) != 0 || st.st_size < static_cast<off_t>(sizeof(state))); ++i) {
+  const auto short_segment = [&] {
+    return ::fstat(fd, &st) != 0 || st.st_size < static_cast<off_t>(sizeof(state));
+  };
+  for (int i = 0; !creator && i < 1000 && short_segment(); ++i) {
     std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  if (!creator && short_segment()) {
+    ::close(fd);
+    throw io_error(EPROTO, fmt::format("shared_semaphore: /dev/shm{} is {} bytes, not the {} of a "
+                                       "semaphore: its creator stopped before sizing it, or it is "
+                                       "another program's (remove it if no process uses it)",
+                                       name_, st.st_size, sizeof(state)));
   }
   void* p = ::mmap(nullptr, sizeof(state), PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
   const int map_errno = errno;

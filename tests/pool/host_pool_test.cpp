@@ -10,6 +10,7 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/mman.h>
+#include <sys/statvfs.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -293,6 +294,14 @@ TEST_CASE("host pool: errors name the pool, the tensor and the sizes", "[pool]")
   CHECK_THROWS_MATCHES(host_pool::create(name, 10, {.numa_node = 4096}), lris::invalid_argument,
                        what_contains("NUMA node 4096"));
   CHECK_THROWS_MATCHES(host_pool::attach(name), lris::io_error, what_contains("no such pool"));
+  {  // more than /dev/shm has free: refused at once, nothing left behind (its pages never touched)
+    struct statvfs fs {};
+    REQUIRE(::statvfs("/dev/shm", &fs) == 0);
+    const std::uint64_t free_bytes = std::uint64_t{fs.f_bavail} * fs.f_frsize;
+    CHECK_THROWS_MATCHES(host_pool::create(name, free_bytes + (std::uint64_t{1} << 30)),
+                         lris::io_error, what_contains("bytes free; the pool needs"));
+    CHECK_THROWS_MATCHES(host_pool::attach(name), lris::io_error, what_contains("no such pool"));
+  }
   host_pool pool = host_pool::create(name, 8192, {.max_tensors = 2});
   CHECK_THROWS_MATCHES(host_pool::create(name, 10), lris::io_error, what_contains("exists"));
   const std::vector<std::uint64_t> shape{4};

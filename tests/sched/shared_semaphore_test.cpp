@@ -5,6 +5,8 @@
 #include "support/what_contains.hpp"
 
 #include <signal.h>
+#include <fcntl.h>
+#include <sys/mman.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -173,4 +175,17 @@ TEST_CASE("shared semaphore: bad names and capacities", "[sched][errors]") {
   CHECK_THROWS_MATCHES(shared_semaphore("", 10), lris::invalid_argument, what_contains("not a name"));
   CHECK_THROWS_MATCHES(shared_semaphore(unique_name("zero"), 0), lris::invalid_argument,
                        what_contains("capacity of 0"));
+}
+
+TEST_CASE("shared semaphore: a segment its creator never sized is refused, not mapped",
+          "[sched][errors]") {
+  using lris::test::what_contains;
+  // As a creator that died between shm_open and ftruncate leaves it: 0 bytes.
+  const std::string name = unique_name("unsized");
+  const int fd = ::shm_open(("/" + name).c_str(), O_RDWR | O_CREAT | O_EXCL, 0600);
+  REQUIRE(fd >= 0);
+  ::close(fd);
+  CHECK_THROWS_MATCHES(shared_semaphore(name, 1 << 20), lris::io_error,
+                       what_contains("/dev/shm/" + name + " is 0 bytes, not the"));
+  ::shm_unlink(("/" + name).c_str());
 }
