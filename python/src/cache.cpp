@@ -470,13 +470,7 @@ unit_id add(py_cache& self, const std::string& name, nb::handle tensors) {
 // does not match is left out); their metadata in the order add_pool_units makes them.
 std::vector<unit_id> add_pool(py_cache& self, py_pool& pool, const std::string& group) {
   cache_core& c = *self.core;
-  std::regex re;
-  try {
-    re = std::regex(group, std::regex::ECMAScript);
-  } catch (const std::regex_error& e) {
-    throw invalid_argument(fmt::format("lris.Cache.add_pool: group \"{}\" is not a regular "
-                                       "expression: {}", group, e.what()));
-  }
+  const std::regex re = safetensors::detail::name_regex(group, "lris.Cache.add_pool: group");
   if (re.mark_count() < 1) {
     throw invalid_argument(fmt::format("lris.Cache.add_pool: group \"{}\" has no capture group "
                                        "(the unit's name), e.g. \"^(model\\.layers\\.\\d+)\\.\"",

@@ -79,16 +79,50 @@ slice_geometry geometry_of(const tensor_info& t, const tensor_slice& sl, std::st
   return g;
 }
 
-std::vector<selected_tensor> select_tensors(const checkpoint& ck, const load_options& o) {
-  std::optional<std::regex> re;
-  if (!o.select.empty()) {
-    try {
-      re.emplace(o.select, std::regex::ECMAScript);
-    } catch (const std::regex_error& e) {
-      throw invalid_argument(
-          fmt::format("load {}: bad regular expression \"{}\": {}", ck.path().string(), o.select, e.what()));
+std::regex name_regex(const std::string& pattern, std::string_view where) {
+  std::size_t depth = 0, deepest = 0;
+  bool escaped = false, in_class = false;
+  for (const char c : pattern) {
+    if (escaped) {
+      escaped = false;
+    } else if (c == '\\') {
+      escaped = true;
+    } else if (in_class) {
+      in_class = c != ']';
+    } else if (c == '[') {
+      in_class = true;
+    } else if (c == '(') {
+      deepest = std::max(deepest, ++depth);
+    } else if (c == ')' && depth > 0) {
+      --depth;
     }
   }
+  if (deepest > max_regex_depth) {
+    throw invalid_argument(fmt::format("{}: the regular expression nests {} groups deep (at most "
+                                       "{})", where, deepest, max_regex_depth));
+  }
+  try {
+    return std::regex(pattern, std::regex::ECMAScript);
+  } catch (const std::regex_error& e) {
+    throw invalid_argument(fmt::format("{}: bad regular expression \"{}\": {}", where, pattern,
+                                       e.what()));
+  }
+}
+
+bool name_matches(const std::regex& re, std::string_view name, std::string_view where) {
+  if (name.size() > max_matched_name) {
+    throw invalid_argument(fmt::format("{}: tensor \"{}...\" has a name of {} bytes; a regular "
+                                       "expression is matched against names of at most {} (select "
+                                       "it by its name)", where, name.substr(0, 64), name.size(),
+                                       max_matched_name));
+  }
+  return std::regex_search(name.begin(), name.end(), re);
+}
+
+std::vector<selected_tensor> select_tensors(const checkpoint& ck, const load_options& o) {
+  std::optional<std::regex> re;
+  const std::string where = fmt::format("load {}", ck.path().string());
+  if (!o.select.empty()) re.emplace(name_regex(o.select, where));
   for (const auto& n : o.names) {
     LRIS_EXPECTS(ck.find(n) != nullptr, "load {}: no tensor \"{}\" in the checkpoint",
                  ck.path().string(), n);
@@ -103,7 +137,7 @@ std::vector<selected_tensor> select_tensors(const checkpoint& ck, const load_opt
   std::vector<selected_tensor> out;
   for (const tensor_ref& ref : ck.tensors()) {
     const tensor_info& t = *ref.info;
-    if (!all && names.count(t.name) == 0 && !(re && std::regex_search(t.name, *re))) continue;
+    if (!all && names.count(t.name) == 0 && !(re && name_matches(*re, t.name, where))) continue;
     const auto& file = ck.shards()[ref.shard].file.path();
     selected_tensor s;
     s.request.source = &ref;

@@ -156,6 +156,20 @@ TEST_CASE("load: selection by name and by regular expression", "[formats][load]"
                        what_contains("no tensor \"nope\""));
   CHECK_THROWS_MATCHES(st::load(p, ck, selecting({}, "((")), lris::invalid_argument,
                        what_contains("bad regular expression \"((\""));
+  // Past what std::regex's recursion takes on a thread's stack: refused, not a crash.
+  const std::string deep = std::string(20000, '(') + std::string(20000, ')');
+  CHECK_THROWS_MATCHES(st::load(p, ck, selecting({}, deep)), lris::invalid_argument,
+                       what_contains("nests 20000 groups deep (at most 256)"));
+  CHECK(st::load(p, ck, selecting({}, "[(((]\\(b\\.norm")).tensors.empty());  // no group
+  const std::string long_name = "x." + std::string(50000, 'n');
+  const auto odd = write_file(dir() / "long-name.safetensors",
+                              {random_tensor(long_name, dtype::U8, {4}, 3),
+                               random_tensor("w", dtype::U8, {4}, 4)});
+  const st::checkpoint lk(odd);
+  CHECK_THROWS_MATCHES(st::load(p, lk, selecting({}, ".*")), lris::invalid_argument,
+                       what_contains("has a name of 50002 bytes; a regular expression is matched "
+                                     "against names of at most 1024"));
+  CHECK(st::load(p, lk, selecting({long_name})).tensors.size() == 1);  // by its name: fine
 }
 
 TEST_CASE("load: tensor-parallel slices read only their bytes", "[formats][load]") {

@@ -5,6 +5,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <regex>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -52,6 +53,23 @@ inline void gather_rows(const std::byte* tensor, std::uint64_t offset, std::uint
                  static_cast<std::size_t>(row_bytes));
   }
 }
+
+/// std::regex compiles and matches by recursion, a frame or more per nested group and per
+/// character matched: a pattern nested deeper, or a name longer, than these would overflow a
+/// thread's stack (a name of 40,000 bytes did, with ".*", on 8 MiB). Names of tensors are far
+/// shorter; a selection is refused beyond them, naming what is at fault.
+inline constexpr std::size_t max_regex_depth = 256;
+inline constexpr std::size_t max_matched_name = 1024;
+
+/// `pattern` compiled (ECMAScript) for matching names.
+/// @throws lris::invalid_argument starting with `where`: a bad expression, or one whose groups
+/// nest deeper than max_regex_depth.
+[[nodiscard]] std::regex name_regex(const std::string& pattern, std::string_view where);
+
+/// Whether `re` matches part of `name` (std::regex_search).
+/// @throws lris::invalid_argument starting with `where` for a name longer than
+/// max_matched_name.
+[[nodiscard]] bool name_matches(const std::regex& re, std::string_view name, std::string_view where);
 
 /// The tensors `o` selects, in checkpoint order, sliced and typed as they will be in memory.
 /// @throws lris::invalid_argument naming the tensor (or the expression) for a name not in the
