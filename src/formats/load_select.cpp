@@ -123,6 +123,16 @@ std::vector<selected_tensor> select_tensors(const checkpoint& ck, const load_opt
   std::optional<std::regex> re;
   const std::string where = fmt::format("load {}", ck.path().string());
   if (!o.select.empty()) re.emplace(name_regex(o.select, where));
+  if (o.convert_to) {  // a type nothing converts to would load every tensor as it is, silently
+    bool reachable = false;
+    for (const dtype from : {dtype::F32, dtype::BF16, dtype::F16, dtype::F8_E4M3, dtype::F8_E5M2}) {
+      reachable = reachable || (from != *o.convert_to && can_convert(from, *o.convert_to));
+    }
+    if (!reachable) {
+      throw unsupported(fmt::format("{}: tensors convert to BF16, F16 or F32 as they load, not to "
+                                    "{}", where, to_string(*o.convert_to)));
+    }
+  }
   for (const auto& n : o.names) {
     LRIS_EXPECTS(ck.find(n) != nullptr, "load {}: no tensor \"{}\" in the checkpoint",
                  ck.path().string(), n);

@@ -277,6 +277,14 @@ TEST_CASE("load: dtype conversion as it loads, the same as lris::convert", "[for
       CHECK(bytes_of(*l) == want);
     }
   }
+  // A type no tensor converts to is refused, not taken as "load them as they are".
+  for (const dtype to : {dtype::F64, dtype::I8, dtype::F8_E4M3}) {
+    st::load_options o;
+    o.convert_to = to;
+    CHECK_THROWS_MATCHES(st::load(p, ck, o), lris::unsupported,
+                         what_contains(fmt::format("tensors convert to BF16, F16 or F32 as they "
+                                                   "load, not to {}", lris::to_string(to))));
+  }
 }
 
 TEST_CASE("load: checksums per tensor and SHA-256 per file", "[formats][load][errors]") {

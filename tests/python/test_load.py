@@ -204,6 +204,9 @@ def test_errors_name_what_is_at_fault(tmp_path, reference_file):
 
     with pytest.raises(lris.InvalidArgument, match='dtype "float7" is not one LRIS knows'):
         lris.load(path, dtype="float7")
+    with pytest.raises(lris.Unsupported, match="tensors convert to BF16, F16 or F32 as they load, "
+                                               "not to F64"):
+        lris.load(path, dtype="float64")
     with pytest.raises(lris.InvalidArgument, match="the device number is not a number"):
         lris.load(path, device="cpu:x")
     with pytest.raises(lris.Unsupported, match=r'device="tpu:0"\): not a device of this build'):
