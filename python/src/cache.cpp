@@ -7,6 +7,8 @@
 #include <nanobind/stl/string.h>
 #include <nanobind/stl/vector.h>
 
+#include <unistd.h>
+
 #include <dlpack/dlpack.h>
 
 #include <cstdint>
@@ -121,10 +123,20 @@ class cache_of final : public cache_core {
   };
   // The manager, shared with the tensors exported over its memory: it goes with the last of
   // them, after waiting for the copies and released uses (sleep) where nothing is leased.
+  // In a child forked from the process that made it, its prefetch thread and device memory are
+  // not there: waiting for them would never end, so it is left as it is (the child's copy of
+  // its memory goes with the child).
   struct owned_manager {
     std::vector<std::shared_ptr<void>> pools;  // of units kept in them: outlive the manager
-    std::optional<manager> m;
+    std::unique_ptr<manager> m;
+    pid_t made_in = ::getpid();
+    [[nodiscard]] bool forked() const noexcept { return ::getpid() != made_in; }
     ~owned_manager() {
+      if (forked()) {
+        (void)m.release();
+        for (auto& p : pools) new std::shared_ptr<void>(std::move(p));  // theirs too
+        return;
+      }
       try {
         if (m && !m->asleep()) m->sleep();
       } catch (...) {  // leased still, or a lost device: the manager frees what it holds
@@ -135,7 +147,7 @@ class cache_of final : public cache_core {
  public:
   cache_of(Backend be, cache::residency_options o) : be_(be) {
     m_ = std::make_shared<owned_manager>();
-    m_->m.emplace(be_, std::move(o));
+    m_->m = std::make_unique<manager>(be_, std::move(o));
     if constexpr (on_host) own_.emplace(be_.make_stream());
   }
   ~cache_of() override {
@@ -261,13 +273,21 @@ class cache_of final : public cache_core {
   // while tensors exported over that memory live, it goes with the last of them instead.
   void close() override {
     if (!m_) return;
-    if (m_.use_count() == 1 && !m_->m->asleep()) m_->m->sleep();  // throws while leased: open
+    if (!m_->forked() && m_.use_count() == 1 && !m_->m->asleep()) {
+      m_->m->sleep();  // throws while leased: open
+    }
     m_.reset();
   }
 
  private:
   manager& live() const {
     if (!m_) throw invalid_argument(fmt::format("lris.Cache on {}: closed", device()));
+    if (m_->forked()) {
+      throw invalid_argument(fmt::format(
+          "lris.Cache on {}: made in process {}; this one ({}) is a child forked from it, "
+          "where the cache's threads and device memory are not: make a Cache in this process",
+          device(), m_->made_in, ::getpid()));
+    }
     return *m_->m;
   }
   Backend be_;

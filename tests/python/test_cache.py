@@ -3,6 +3,9 @@ added, acquired in order and out of it under a budget smaller than the model, ev
 checked each time; the counters; sleep and wake; every error. Runs in CI without a GPU."""
 
 import gc
+import os
+import time
+import warnings
 
 import numpy as np
 import pytest
@@ -253,3 +256,45 @@ def test_adds_from_threads_keep_their_names():
             assert cache.units[u] == f"u{k}"
             with cache.acquire(u) as lease:
                 check(lease, units[k])
+
+
+def test_a_cache_in_a_forked_child_is_refused_and_lets_the_child_end():
+    """The child of a fork has none of the cache's threads: a call there is refused by name, and
+    closing it (or the child's end) does not wait for them."""
+    units = make_units(4, seed=8)
+    unit_bytes = sum(a.nbytes for a in units[0].values())
+    cache = lris.Cache("cpu", budget=2 * unit_bytes + 4096)
+    ids = [cache.add(f"layer{i}", u) for i, u in enumerate(units)]
+    cache.order(ids)
+    for i in ids:  # the prefetch thread started
+        with cache.acquire(i) as lease:
+            check(lease, units[i])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # fork() with threads running
+        pid = os.fork()
+    if pid == 0:
+        code = 3
+        try:
+            try:
+                cache.acquire(ids[0])
+                code = 1
+            except lris.InvalidArgument as e:
+                code = 0 if "is a child forked from it" in str(e) else 2
+            cache.close()
+        finally:
+            os._exit(code)
+    deadline = time.monotonic() + 60
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            break
+        if time.monotonic() > deadline:
+            os.kill(pid, 9)
+            os.waitpid(pid, 0)
+            pytest.fail("the forked child hung on the cache")
+        time.sleep(0.05)
+    assert os.waitstatus_to_exitcode(status) == 0
+    with cache.acquire(ids[1]) as lease:  # the parent's cache is as it was
+        check(lease, units[1])
+    cache.close()
+
