@@ -133,6 +133,17 @@ class Cache(_lris._Cache):
         la = None if lookahead is None else _bytes(lookahead, "lris.Cache lookahead")
         super().__init__(device, _bytes(budget, "lris.Cache budget"), la, alignment, broker)
 
+    def close(self):
+        """Waits for the copies and released uses, then frees the device and pinned memory.
+        lris.InvalidArgument while a unit is leased, or while lris.torch.stream's blocks keep
+        their weights here (their remove() gives them back first)."""
+        streams = [s for s in self.__dict__.get("_streams", ()) if s.active]
+        if streams:
+            raise InvalidArgument(f"lris.Cache.close: {len(streams)} lris.torch.stream "
+                                  f"{'holds' if len(streams) == 1 else 'hold'} the weights of "
+                                  f"its blocks here; remove() gives them back first")
+        super().close()
+
     def __enter__(self):
         return self
 

@@ -25,6 +25,8 @@ The weights are read-only while streamed: inference, not training.
 
 import time
 
+import weakref
+
 import torch
 
 from . import _lris, _with_progress
@@ -164,6 +166,11 @@ class StreamedBlocks:
             if id(b) in inside:
                 raise InvalidArgument(f"lris.torch.stream: block {i} is inside block "
                                       f"{inside[id(b)]}")
+            for m in b.modules():  # its weights are another stream's placeholders now
+                if getattr(m, "_lris_streamed", None) is not None:
+                    raise InvalidArgument(f"lris.torch.stream: block {i} is streamed already "
+                                          f"(by another lris.torch.stream); remove() that one "
+                                          f"first")
         self.cache = cache
         StreamedBlocks._made += 1
         self._tag = f"{StreamedBlocks._made}.{id(self):x}"  # unit names of this stream only
@@ -193,8 +200,11 @@ class StreamedBlocks:
                 b.unit = cache.add(f"stream {self._tag} block {i} ({type(module).__name__})",
                                    sources)
                 self._blocks.append(b)
+                object.__setattr__(module, "_lris_streamed", self._tag)
                 self._point(b, b.placeholders)  # the host copies are the cache's now
             cache.order([b.unit for b in self._blocks], cyclic=True)
+            streams = cache.__dict__.setdefault("_streams", weakref.WeakSet())
+            streams.add(self)  # close() refuses while this holds the blocks' weights
             for b in self._blocks:
                 b.hooks.append(b.module.register_forward_pre_hook(
                     lambda m, args, b=b: self._enter(b)))
@@ -269,8 +279,15 @@ class StreamedBlocks:
                 if self._cuda:
                     torch.cuda.current_stream(self.device).synchronize()
             self._point(b, tensors)
+        for b in self._blocks:
+            b.module.__dict__.pop("_lris_streamed", None)
         self._drop_views()
         self._blocks.clear()
+
+    @property
+    def active(self):
+        """Whether the blocks' weights are in the cache (until remove())."""
+        return bool(self._blocks)
 
     def remove(self, device=None):
         """Removes the hooks and gives each block its weights back, in memory of its own on
