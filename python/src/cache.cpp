@@ -36,6 +36,7 @@
 #include "device_name.hpp"
 #include "dlpack_import.hpp"
 #include "dtype_names.hpp"
+#include "gil.hpp"
 #include "host_pool.hpp"
 #include "py_tensor.hpp"
 
@@ -424,7 +425,7 @@ std::shared_ptr<cache_core> make_cache(const std::string& device, std::uint64_t 
 // Runs `f(core)` with the GIL released and the cache held open.
 template <class F>
 auto locked(const std::shared_ptr<cache_core>& c, F&& f) {
-  nb::gil_scoped_release nogil;
+  gil_released nogil;
   std::shared_lock hold(c->life);
   return f(*c);
 }
@@ -641,7 +642,7 @@ void register_cache(nb::module_& m) {
               std::optional<std::uint64_t> lookahead, std::size_t alignment, bool broker) {
              std::shared_ptr<cache_core> c;
              {
-               nb::gil_scoped_release nogil;
+               gil_released nogil;
                c = make_cache(device, budget, alignment, broker);
              }
              c->budget = c->stats().budget_bytes;  // rounded down to the alignment
@@ -740,7 +741,7 @@ void register_cache(nb::module_& m) {
         return d;
       }, "unit"_a)
       .def("close", [](py_cache& c) {
-        nb::gil_scoped_release nogil;
+        gil_released nogil;
         std::unique_lock hold(c.core->life);
         c.core->close();
       }, "Waits for the copies and released uses, then frees the device and pinned memory. "

@@ -14,6 +14,7 @@
 #include <lris/lris.hpp>
 
 #include "dlpack_import.hpp"
+#include "gil.hpp"
 
 namespace nb = nanobind;
 
@@ -65,7 +66,7 @@ nb::dict copy(nb::handle dst, nb::handle src) {
   if (!gpu_src) refuse_unreachable("lris.copy", "src", s, bytes, probe_ends(s.data, bytes, false), false);
   transfer_stats st;
   {
-    nb::gil_scoped_release nogil;
+    gil_released nogil;
     consumer.wait();  // the producers' work on both, done
     if (!gpu_dst && !gpu_src) {
       st = lris::copy(as_host(d.data, bytes), as_host(static_cast<const std::byte*>(s.data), bytes)).wait();

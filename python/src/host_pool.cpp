@@ -1,6 +1,7 @@
 // lris.HostPool over pool::host_pool: one copy of a checkpoint in shared memory for every
 // process on the machine, its tensors handed out as lris.Tensors over that memory (no copy),
 // or copied to a GPU as one batch.
+#include "gil.hpp"
 #include "host_pool.hpp"
 
 #include <nanobind/stl/filesystem.h>
@@ -99,7 +100,7 @@ nb::dict load(py_pool& self, const std::string& device, std::optional<std::vecto
   const std::vector<std::string> which = names.value_or(std::vector<std::string>{});
   st::loaded_checkpoint loaded;
   {
-    nb::gil_scoped_release nogil;
+    gil_released nogil;
     if (kind == "cpu") {
       loaded = pool::load(p, default_pipeline<host_backend>(), st::load_target_memory::host, which);
     } else if (LRIS_PYTHON_CUDA && kind == "cuda") {
@@ -128,7 +129,7 @@ nb::dict pin(py_pool& self, const std::string& device) {
   using reg_t = pool::pool_registration<cuda_backend>;
   std::shared_ptr<reg_t> reg;
   {
-    nb::gil_scoped_release nogil;
+    gil_released nogil;
     reg = std::shared_ptr<reg_t>(new reg_t(p, cuda_backend(index), reg_t::default_segment_bytes,
                                            probe_host().memlock.pinnable_bytes),
                                  [held_pool](reg_t* q) { delete q; });  // before the pool goes
@@ -154,7 +155,7 @@ void register_host_pool(nb::module_& m) {
               int numa_node, bool persistent, std::uint32_t max_tensors) {
              std::shared_ptr<pool::host_pool> p;
              {
-               nb::gil_scoped_release nogil;
+               gil_released nogil;
                if (bytes) {
                  p = std::make_shared<pool::host_pool>(pool::host_pool::open(
                      name, *bytes, {numa_node, max_tensors, persistent}));
@@ -188,7 +189,7 @@ void register_host_pool(nb::module_& m) {
       .def("verify",
            [](py_pool& p, const std::string& name) {
              const auto held = p.hold();
-             nb::gil_scoped_release nogil;
+             gil_released nogil;
              held->verify(name);
            },
            "name"_a)

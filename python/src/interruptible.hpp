@@ -20,6 +20,7 @@
 
 #include <lris/formats/load_options.hpp>
 
+#include "gil.hpp"
 #include "progress.hpp"
 
 namespace lris::python {
@@ -50,7 +51,7 @@ void wait_interruptibly(std::mutex& mutex, std::condition_variable& changed, Don
                         Interrupted interrupted, Finished finished) {
   for (;;) {
     {
-      nanobind::gil_scoped_release nogil;
+      gil_released nogil;
       std::unique_lock lock(mutex);
       if (changed.wait_for(lock, std::chrono::milliseconds(100), done)) return;
     }
@@ -58,7 +59,7 @@ void wait_interruptibly(std::mutex& mutex, std::condition_variable& changed, Don
       interrupted();
       {
         nanobind::error_scope keep;  // the KeyboardInterrupt, kept across the wait for the end
-        nanobind::gil_scoped_release nogil;
+        gil_released nogil;
         std::unique_lock lock(mutex);
         changed.wait(lock, finished);
       }
@@ -96,14 +97,14 @@ std::invoke_result_t<Fn&> run_interruptibly(Fn fn, std::atomic<bool>& stop) {
   try {
     thread = std::thread(body);
   } catch (const std::system_error&) {
-    nanobind::gil_scoped_release nogil;
+    gil_released nogil;
     body();
   }
   struct joined {
     std::thread& t;
     ~joined() {
       if (!t.joinable()) return;
-      nanobind::gil_scoped_release nogil;
+      gil_released nogil;
       t.join();
     }
   } join_at_exit{thread};

@@ -1,6 +1,7 @@
 // lris.load, and lris._lris.load_start behind lris.torch.load: the load runs on a thread of its
 // own, and the caller gets the block its tensors will be in as soon as every tensor has its
 // place, so that torch's views of them are made while the bytes are read, not after.
+#include "gil.hpp"
 #include "load.hpp"
 
 #include <nanobind/stl/filesystem.h>
@@ -10,6 +11,8 @@
 #include <time.h>
 
 #include <algorithm>
+#include <cxxabi.h>
+
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
@@ -266,7 +269,7 @@ class pending_load {
       thread_ = std::thread([s = state_]() mutable { finish(std::move(s)); });
     } catch (const std::system_error&) {
       // No thread to be had: the load runs here, and the views are made after it.
-      nb::gil_scoped_release nogil;
+      gil_released nogil;
       state_->run();
     }
   }
@@ -284,7 +287,7 @@ class pending_load {
       }
       // The thread is past the load and waits for nothing: joined below.
     }
-    nb::gil_scoped_release nogil;
+    gil_released nogil;
     thread_.join();
   }
 
@@ -341,12 +344,16 @@ class pending_load {
       last = s->abandoned;
     }
     if (!last) return;
-    if (!nb::is_alive()) {
+    if (!nb::is_alive() || must_not_take_gil()) {
       new std::shared_ptr<load_state>(std::move(s));  // NOLINT: kept to the end of the process
       return;
     }
-    nb::gil_scoped_acquire gil;
-    s.reset();
+    try {
+      nb::gil_scoped_acquire gil;
+      s.reset();
+    } catch (const abi::__forced_unwind&) {  // the interpreter began to end: so does the thread
+      wait_for_the_end();
+    }
   }
 
   // Waits with the GIL released until done() holds (under the state's lock); a Ctrl-C cancels.

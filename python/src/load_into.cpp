@@ -1,6 +1,7 @@
 // lris.load_into: destinations taken from the caller's objects through DLPack (the object
 // stays the owner; the capsule's tensor is released once the load is done), checked for
 // dtype, shape, layout and device before anything is read.
+#include "gil.hpp"
 #include "load_into.hpp"
 
 #include <nanobind/stl/filesystem.h>
@@ -37,7 +38,7 @@ nb::dict load_into(nb::handle tensors, const std::filesystem::path& path, bool s
                    nb::object progress) {
   std::optional<st::checkpoint> ck;
   {
-    nb::gil_scoped_release nogil;
+    gil_released nogil;
     ck.emplace(path);
   }
   taken dst;
@@ -134,7 +135,7 @@ nb::dict load_into(nb::handle tensors, const std::filesystem::path& path, bool s
   st::loaded_checkpoint loaded;
   if (!o.names.empty()) {
     if (where->device_type == kDLCUDA) {
-      nb::gil_scoped_release nogil;
+      gil_released nogil;
       consumer.wait();  // the producer's work on the destinations, done
     }
     loaded = run_interruptibly([&] {

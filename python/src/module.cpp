@@ -33,6 +33,7 @@
 #include "device_name.hpp"
 #include "dtype_names.hpp"
 #include "errors.hpp"
+#include "gil.hpp"
 #include "host_pool.hpp"
 #include "load.hpp"
 #include "load_into.hpp"
@@ -121,7 +122,7 @@ nb::bytes bytes_of(const st::loaded_tensor& t) {
 #if LRIS_PYTHON_CUDA
   std::string host(t.bytes, '\0');
   {
-    nb::gil_scoped_release nogil;
+    lris::python::gil_released nogil;
     if (t.bytes > 0) {
       lris::copy(lris::as_host(reinterpret_cast<std::byte*>(host.data()), host.size()),
                  device_bytes(t)).wait();
@@ -190,7 +191,7 @@ nb::tuple shape_of(const std::vector<std::uint64_t>& shape) {
 nb::dict inspect(const std::filesystem::path& path) {
   std::optional<st::checkpoint> ck;
   {
-    nb::gil_scoped_release nogil;
+    lris::python::gil_released nogil;
     ck.emplace(path);
   }
   nb::dict out, meta, tensors;
@@ -241,7 +242,7 @@ nb::dict info() {
 nb::dict broker_status() {
   std::vector<lris::sched::resource_status> all;
   {
-    nb::gil_scoped_release nogil;
+    lris::python::gil_released nogil;
     all = lris::default_context()->broker()->status();
   }
   nb::dict out;
@@ -275,6 +276,8 @@ nb::dict broker_status() {
 NB_MODULE(_lris, m) {
   m.doc() = "LRIS: checkpoints, transfers and the weight cache, handed to NumPy, PyTorch and "
             "CuPy through DLPack";
+  lris::python::main_thread_ident() = nb::cast<unsigned long>(
+      nb::module_::import_("threading").attr("main_thread")().attr("ident"));
   lris::python::register_errors(m);
   lris::python::register_cache(m);
   lris::python::register_host_pool(m);

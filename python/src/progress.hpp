@@ -3,17 +3,21 @@
 
 #include <nanobind/nanobind.h>
 
+#include <cxxabi.h>
+
 #include <cstdint>
 #include <exception>
 #include <utility>
 
 #include <lris/formats/load_options.hpp>
 
+#include "gil.hpp"
+
 namespace lris::python {
 
 /// @brief Calls `fn` from the load's threads one at a time (under the GIL) and only with a
-/// count above the last, so that the callback sees the bytes done grow. False or an exception
-/// from `fn` cancels the load; rethrow() then raises that exception in place of lris.Cancelled.
+/// count above the last, so that the callback sees the bytes done grow. A false value (None
+/// goes on) or an exception from `fn` cancels the load; rethrow() then raises that exception in place of lris.Cancelled.
 class progress_bridge {
  public:
   explicit progress_bridge(nanobind::object fn) : fn_(std::move(fn)) {}
@@ -24,16 +28,29 @@ class progress_bridge {
   [[nodiscard]] progress_fn callback() {
     if (fn_.is_none()) return {};
     return [this](std::uint64_t done, std::uint64_t total) {
-      nanobind::gil_scoped_acquire gil;
-      if (error_) return false;
-      if (done <= reported_ && !(done == 0 && reported_ == 0)) return true;
-      reported_ = done;
+      if (must_not_take_gil()) return false;  // the interpreter is ending: so does the load
       try {
-        nanobind::object r = fn_(done, total);
-        return r.is_none() || nanobind::cast<bool>(r);
-      } catch (...) {
-        error_ = std::current_exception();
-        return false;
+        nanobind::gil_scoped_acquire gil;
+        if (error_) return false;
+        if (done <= reported_ && !(done == 0 && reported_ == 0)) return true;
+        reported_ = done;
+        try {
+          nanobind::object r = fn_(done, total);
+          if (r.is_none()) return true;
+          const int go_on = PyObject_IsTrue(r.ptr());  // any object's truth, as `if r:` takes it
+          if (go_on < 0) throw nanobind::python_error();
+          return go_on != 0;
+        } catch (const abi::__forced_unwind&) {
+          wait_for_the_end();  // below: before `gil`, not held now, would be let go
+        } catch (...) {
+          error_ = std::current_exception();
+          return false;
+        }
+      } catch (const abi::__forced_unwind&) {
+        // The interpreter ended this thread as it took the GIL (to call the callback, or in
+        // it, above) while finalizing. Its unwinding would end the process on the load's
+        // frames that may not throw; the thread waits for the end instead.
+        wait_for_the_end();
       }
     };
   }

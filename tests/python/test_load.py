@@ -169,6 +169,19 @@ def test_progress_is_reported_and_can_cancel(tmp_path):
     assert len(seen) > 2
     with pytest.raises(lris.Cancelled, match="cancel"):
         lris.load(path, progress=lambda done, total: False)
+    # Any value, taken as `if value:` would: falsy ones cancel, truthy ones go on.
+    for falsy in (0, "", np.bool_(False), []):
+        with pytest.raises(lris.Cancelled, match="cancel"):
+            lris.load(path, progress=lambda done, total, v=falsy: v)
+    for truthy in (1, "yes", np.bool_(True), [0]):
+        assert len(lris.load(path, progress=lambda done, total, v=truthy: v)) == 24
+
+    class NoTruth:
+        def __bool__(self):
+            raise ValueError("no truth value")
+
+    with pytest.raises(ValueError, match="no truth value"):
+        lris.load(path, progress=lambda done, total: NoTruth())
 
     class Boom(Exception):
         pass

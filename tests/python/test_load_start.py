@@ -187,3 +187,52 @@ except KeyboardInterrupt:
     pass
 lris._lris.load_start(path, device="cpu").placed()
 """)
+
+
+@pytest.mark.parametrize("work", ["load", "load_into", "load_start", "cache", "populate"])
+def test_an_interpreter_ends_well_with_lris_working_in_a_daemon_thread(big, work):
+    """A daemon thread in a load (with a slow progress callback), a pending load, or a loop of
+    cache acquires when the interpreter ends: CPython ends such a thread as it takes the GIL
+    back, which used to abort the process (std::terminate). Several times each: the moment
+    the end comes varies."""
+    code = f"""
+import threading, time
+import numpy as np
+import lris
+F = {str(big)!r}
+def slow(done, total):
+    time.sleep(0.02)
+    return True
+work = {work!r}
+if work == "load":
+    threading.Thread(target=lambda: lris.load(F, progress=slow), daemon=True).start()
+elif work == "load_into":
+    d = {{f"w{{i}}": np.empty((512, 1024), np.float32) for i in range(32)}}
+    threading.Thread(target=lambda: lris.load_into(d, F, progress=slow), daemon=True).start()
+elif work == "load_start":
+    pending = lris._lris.load_start(F, progress=slow)
+elif work == "cache":
+    c = lris.Cache("cpu", budget="16M")
+    ids = [c.add(f"u{{i}}", {{"w": np.ones(1 << 20, np.float32)}}) for i in range(8)]
+    c.order(ids)
+    def loop():
+        while True:
+            for u in ids:
+                with c.acquire(u):
+                    pass
+    threading.Thread(target=loop, daemon=True).start()
+else:
+    lris.HostPool.drop("exit-test-{work}")
+    pool = lris.HostPool("exit-test-{work}", "80M")
+    threading.Thread(target=lambda: pool.populate(F, progress=slow), daemon=True).start()
+time.sleep(0.15)
+print("ending", flush=True)
+"""
+    try:
+        for _ in range(4):
+            out = run_python(code)
+            assert out.returncode == 0, (out.returncode, out.stderr[-2000:])
+            assert "ending" in out.stdout
+    finally:
+        lris.HostPool.drop(f"exit-test-{work}")
+
