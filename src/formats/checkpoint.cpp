@@ -63,9 +63,20 @@ checkpoint::checkpoint(const std::filesystem::path& path) : path_(path) {
 
   nlohmann::json index;
   {
+    std::error_code ec;
+    if (std::filesystem::is_directory(index_path, ec)) {
+      fail(error_kind::index_invalid, index_path, "a directory, not a file");
+    }
     std::ifstream in(index_path, std::ios::binary);
     if (!in) throw io_error(errno, fmt::format("cannot open {}", index_path.string()));
-    const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    std::string text;
+    try {
+      text.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+    } catch (const std::exception& e) {  // an error as the stream reads (EIO, EISDIR)
+      throw io_error(errno != 0 ? errno : EIO,
+                     fmt::format("cannot read {}: {}", index_path.string(), e.what()));
+    }
+    if (in.bad()) throw io_error(EIO, fmt::format("cannot read {}", index_path.string()));
     index = nlohmann::json::parse(text, nullptr, false);
   }
   if (index.is_discarded() || !index.is_object()) {

@@ -438,7 +438,9 @@ TEST_CASE("load: progress, and a cancel from the progress callback", "[formats][
   CHECK(total == ck.data_bytes());
   o.transfer.workers = 1;  // chunks in turn: the cancel lands before the last one starts
   o.on_progress = [](std::uint64_t, std::uint64_t) { return false; };
-  CHECK_THROWS_AS(st::load(p, ck, o), lris::cancelled);
+  CHECK_THROWS_MATCHES(st::load(p, ck, o), lris::cancelled,
+                       what_contains(fmt::format("load {}: transfer cancelled after",
+                                                 ck.path().string())));
 }
 
 TEST_CASE("load: on_placed sees every tensor's place before the first read; its error ends "
@@ -596,8 +598,15 @@ TEST_CASE("checkpoint: a sharded directory through its index", "[formats][load]"
   std::ofstream(d / "model.safetensors.index.json") << "[1,2]";
   CHECK(kind() == st::error_kind::index_invalid);
 
-  // Without an index: every *.safetensors file, and a name in two of them is an error.
+  // An index that is a directory: said so, with its path.
   std::filesystem::remove(d / "model.safetensors.index.json");
+  std::filesystem::create_directory(d / "model.safetensors.index.json");
+  CHECK(kind() == st::error_kind::index_invalid);
+  CHECK_THROWS_MATCHES(st::checkpoint(d), st::error,
+                       what_contains("model.safetensors.index.json: a directory, not a file"));
+  std::filesystem::remove(d / "model.safetensors.index.json");
+
+  // Without an index: every *.safetensors file, and a name in two of them is an error.
   CHECK(st::checkpoint(d).tensors().size() == tensors.size());
   write_file(d / "model-extra.safetensors", {one[0]});
   CHECK(kind() == st::error_kind::duplicate_tensor);

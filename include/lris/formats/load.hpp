@@ -280,7 +280,12 @@ loaded_checkpoint load_selected(Pipeline& p, const checkpoint& ck,
   out.report.chunk_bytes = chunk;
   const std::size_t plan_slot_bytes = plan.slot_bytes;
   if (plan.chunks() > 0) {
-    const transfer_stats st = p.run(std::move(plan)).wait();  // rethrows the first error
+    transfer_stats st;
+    try {
+      st = p.run(std::move(plan)).wait();  // rethrows the first error
+    } catch (const cancelled& e) {  // by the progress callback: which load, said here
+      throw cancelled(fmt::format("load {}: {}", ck.path().string(), e.what()));
+    }
     out.report.staging_bytes = st.ring_slots * plan_slot_bytes;
     out.report.workers = st.workers;
     out.report.token_waits = st.token_waits;
