@@ -1,6 +1,7 @@
 // lris.Cache over cache::residency_manager: of a CUDA device, or of the host backend ("cpu",
 // where a lease's memory is host memory, for NumPy and for tests without a GPU). The manager
 // is reached through cache_core, so that one Python class serves both backends.
+#include "args.hpp"
 #include "cache.hpp"
 
 #include <nanobind/stl/optional.h>
@@ -367,7 +368,11 @@ unit_id unit_of(const cache_core& c, nb::handle u) {
     }
     throw invalid_argument(fmt::format("lris.Cache on {}: no unit called \"{}\"", c.device(), name));
   }
-  const auto i = nb::cast<long long>(u);
+  long long i = -1;
+  if (!nb::try_cast(u, i)) {
+    throw invalid_argument(fmt::format("lris.Cache on {}: unit {} is neither a unit's name nor "
+                                       "its number", c.device(), nb::repr(u).c_str()));
+  }
   if (i < 0 || static_cast<unsigned long long>(i) >= c.unit_names.size()) {
     throw invalid_argument(fmt::format("lris.Cache on {}: unit {} does not exist ({} unit{})",
                                        c.device(), i, c.unit_names.size(),
@@ -570,7 +575,12 @@ nb::object lease_tensor(py_lease& self, nb::handle key) {
                                       name).c_str());
     }
   } else {
-    const auto k = nb::cast<long long>(key);
+    long long k = -1;
+    if (!nb::try_cast(key, k)) {
+      throw nb::key_error(fmt::format("{} has no tensor {}: a tensor is asked for by its name or "
+                                      "its number", unit_text(*self.core, self.unit),
+                                      nb::repr(key).c_str()).c_str());
+    }
     if (k < 0 || static_cast<std::size_t>(k) >= infos.size()) {
       throw nb::index_error(fmt::format("{} has {} tensors; no tensor {}",
                                         unit_text(*self.core, self.unit), infos.size(), k).c_str());

@@ -1,6 +1,7 @@
 // lris.HostPool over pool::host_pool: one copy of a checkpoint in shared memory for every
 // process on the machine, its tensors handed out as lris.Tensors over that memory (no copy),
 // or copied to a GPU as one batch.
+#include "args.hpp"
 #include "gil.hpp"
 #include "host_pool.hpp"
 
@@ -74,7 +75,7 @@ nb::dict populate(py_pool& self, const std::filesystem::path& path, nb::object s
   if (nb::isinstance<nb::str>(select)) {
     o.select = nb::cast<std::string>(select);
   } else if (!select.is_none()) {
-    for (nb::handle n : select) o.names.push_back(nb::cast<std::string>(n));
+    o.names = names_of(select, fmt::format("lris.HostPool(\"{}\").populate", p.name()), "select");
   }
   progress_bridge bridge(std::move(progress));
   std::atomic<bool> stop{false};  // a Ctrl-C: the reads stop at their next chunk

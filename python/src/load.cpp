@@ -1,6 +1,7 @@
 // lris.load, and lris._lris.load_start behind lris.torch.load: the load runs on a thread of its
 // own, and the caller gets the block its tensors will be in as soon as every tensor has its
 // place, so that torch's views of them are made while the bytes are read, not after.
+#include "args.hpp"
 #include "gil.hpp"
 #include "load.hpp"
 
@@ -120,7 +121,7 @@ struct load_call {
     if (nb::isinstance<nb::str>(select)) {
       options.select = nb::cast<std::string>(select);
     } else if (!select.is_none()) {
-      for (nb::handle n : select) options.names.push_back(nb::cast<std::string>(n));
+      options.names = names_of(select, fmt::format("lris.load(\"{}\")", path.string()), "select");
       if (options.names.empty()) {
         throw invalid_argument(fmt::format("lris.load(\"{}\"): select is an empty list: no "
                                            "tensor would load", path.string()));

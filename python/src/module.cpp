@@ -28,6 +28,7 @@
 #include <lris/cuda.hpp>
 #endif
 
+#include "args.hpp"
 #include "cache.hpp"
 #include "copy.hpp"
 #include "device_name.hpp"
@@ -45,6 +46,7 @@ namespace st = lris::safetensors;
 
 namespace {
 
+using lris::python::arg_as;
 using lris::python::py_tensor;
 
 // DLPack >= 1.0's versioned managed tensor (Debian 12's dlpack.h is 0.6 and lacks it): the
@@ -143,19 +145,22 @@ nb::bytes bytes_of(const st::loaded_tensor& t) {
 // synchronization). For host memory only None and -1 apply (the DLPack rule for kDLCPU).
 nb::object dlpack(const py_tensor& self, nb::handle stream, nb::handle max_version,
                   nb::handle dl_device, nb::handle copy) {
-  if (!self.t.location.device && !stream.is_none() && nb::cast<long long>(stream) != -1) {
+  const std::string call = fmt::format("lris.Tensor \"{}\".__dlpack__", self.t.name);
+  const long long stream_value =
+      stream.is_none() ? 1 : arg_as<long long>(stream, call, "stream", "None or an int");
+  if (!self.t.location.device && !stream.is_none() && stream_value != -1) {
     throw nb::buffer_error(fmt::format("lris.Tensor \"{}\": stream {} for host memory (only "
-                                       "None or -1 apply)", self.t.name,
-                                       nb::cast<long long>(stream)).c_str());
+                                       "None or -1 apply)", self.t.name, stream_value).c_str());
   }
   if (self.before_use && self.t.location.device) {
     // DLPack's values: None and 1 the legacy default stream, 2 the per-thread default stream,
     // -1 no ordering asked for, any other value a stream's handle.
-    const long long v = stream.is_none() ? 1 : nb::cast<long long>(stream);
+    const long long v = stream_value;
     if (v != -1) self.before_use(v == 1 ? nullptr : reinterpret_cast<void*>(static_cast<std::intptr_t>(v)));
   }
   if (!dl_device.is_none()) {
-    const auto want = nb::cast<std::pair<int, int>>(dl_device);
+    const auto want = arg_as<std::pair<int, int>>(dl_device, call, "dl_device",
+                                                  "(device type, device id)");
     const DLDevice have = st::dlpack_device(self.t.location);
     if (want.first != static_cast<int>(have.device_type) || want.second != have.device_id) {
       throw nb::buffer_error(fmt::format("lris.Tensor \"{}\" is on DLPack device ({}, {}); a "
@@ -164,12 +169,13 @@ nb::object dlpack(const py_tensor& self, nb::handle stream, nb::handle max_versi
                                          have.device_id, want.first, want.second).c_str());
     }
   }
-  const bool copied = !copy.is_none() && nb::cast<bool>(copy);
+  const bool copied = !copy.is_none() && arg_as<bool>(copy, call, "copy", "None or a bool");
   const st::loaded_tensor source = copied ? copy_of(self.t) : self.t;
   DLManagedTensor* m = st::to_dlpack(source);
   bool versioned = false;
   if (!max_version.is_none()) {
-    const auto v = nb::cast<std::pair<int, int>>(max_version);
+    const auto v = arg_as<std::pair<int, int>>(max_version, call, "max_version",
+                                               "(major, minor)");
     versioned = v.first >= 1;
   }
   if (!versioned) return capsule_of(m, "dltensor");

@@ -184,6 +184,9 @@ def test_errors_name_the_unit_and_the_size():
             cache.add("b", {"w": np.asarray(gone)})
         with pytest.raises(lris.InvalidArgument, match="unit 7 does not exist"):
             cache.acquire(7)
+        for bad in (2 ** 70, 1.5, b"a"):
+            with pytest.raises(lris.InvalidArgument, match="is neither a unit's name nor its number"):
+                cache.acquire(bad)
         with pytest.raises(lris.InvalidArgument, match="no unit called \"nope\""):
             cache.acquire("nope")
         with pytest.raises(lris.InvalidArgument, match="takes none"):
@@ -195,6 +198,8 @@ def test_errors_name_the_unit_and_the_size():
             lease["bias"]
         with pytest.raises(IndexError, match="no tensor 4"):
             lease[4]
+        with pytest.raises(KeyError, match="by its name or its number"):
+            lease[2 ** 70]
         with pytest.raises(lris.InvalidArgument, match="leased"):
             cache.sleep()
         with pytest.raises(lris.InvalidArgument, match="leased"):

@@ -155,6 +155,15 @@ def test_dlpack_capsules_and_devices(reference_file):
         t.__dlpack__(stream=7)
     with pytest.raises(BufferError, match=r"on DLPack device \(1, 0\); a copy to DLPack device \(2, 0\)"):
         t.__dlpack__(dl_device=(2, 0))
+    # Arguments of the wrong kind: named, with what they were.
+    for kwargs, message in [({"stream": "x"}, "stream is 'x', not None or an int"),
+                            ({"max_version": (1,)}, r"max_version is \(1,\), not \(major, minor\)"),
+                            ({"dl_device": "x"}, "dl_device is 'x', not"),
+                            ({"copy": 1}, "copy is 1, not None or a bool")]:
+        with pytest.raises(TypeError, match=r'lris.Tensor "t.int32".__dlpack__: ' + message):
+            t.__dlpack__(**kwargs)
+    with pytest.raises(TypeError, match="an item of select is 5, not a str"):
+        lris.load(path, select=["t.int32", 5])
     assert "t.int32" in repr(t) and "shape=(3, 5)" in repr(t)
 
 
