@@ -104,7 +104,10 @@ class HostPool(_lris._HostPool):
         self.close()
 
     def __repr__(self):
-        i = self.info()
+        try:
+            i = self.info()
+        except InvalidArgument:  # closed
+            return "lris.HostPool(closed)"
         return (f"lris.HostPool({i['name']!r}, tensors={i['tensors']}, "
                 f"used={i['used_bytes']}/{i['data_bytes']} bytes, users={i['users']})")
 

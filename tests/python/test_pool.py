@@ -63,7 +63,9 @@ def test_filled_once_and_found_by_another_process(model):
     assert list(copied) == ["t.int64", "scalar"]
     assert np.array_equal(np.from_dlpack(copied["t.int64"]), arrays["t.int64"])
     view = np.from_dlpack(pool.find("t.uint8"))
+    assert repr(pool).startswith(f"lris.HostPool({name!r}, tensors=")
     pool.close()
+    assert repr(pool) == "lris.HostPool(closed)"
     del pool
     gc.collect()
     assert os.path.exists(segment(name))  # the view keeps it mapped in this process
