@@ -695,6 +695,35 @@ pool_claim host_pool::claim(std::string_view name, dtype type,
   return c;
 }
 
+void host_pool::check_room(std::span<const wanted> tensors, std::string_view what) {
+  auto* h = static_cast<header*>(map_);
+  lock();
+  struct unlock_at_end {
+    host_pool* p;
+    ~unlock_at_end() { p->unlock(); }
+  } guard{this};
+  // The claims simulated as claim() places them: each new tensor page-aligned after the last.
+  std::uint32_t entries_needed = 0;
+  std::uint64_t at = h->used, bytes_needed = 0;
+  bool fits = true;
+  for (const wanted& t : tensors) {
+    if (lookup(t.name)) continue;
+    ++entries_needed;
+    const std::uint64_t offset = round_up(at, tensor_alignment);
+    fits = fits && offset <= h->data_bytes && t.bytes <= h->data_bytes - offset;
+    bytes_needed += offset - at + t.bytes;
+    at = offset + t.bytes;
+  }
+  const std::uint32_t n = h->count.load();
+  if (fits && entries_needed <= h->max_tensors - std::min(n, h->max_tensors)) return;
+  throw out_of_memory(fmt::format("host_pool \"{}\": {} needs {} tensors more and {} bytes; the "
+                                  "pool has room for {} tensors more and {} bytes (nothing was "
+                                  "claimed)", name_, what, entries_needed, bytes_needed,
+                                  h->max_tensors - std::min(n, h->max_tensors),
+                                  h->data_bytes - std::min(h->used, h->data_bytes)),
+                      static_cast<std::size_t>(bytes_needed));
+}
+
 std::uint64_t host_pool::publish(const pool_claim& c) {
   auto* h = static_cast<header*>(map_);
   const detail::process_id me = detail::self_process();

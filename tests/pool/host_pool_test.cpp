@@ -394,6 +394,35 @@ TEST_CASE("host pool: a source for the loader", "[pool]") {
                                      "divide into 2 equal parts"));
 }
 
+TEST_CASE("host pool: a fill the pool cannot take whole is refused before any claim",
+          "[pool][errors]") {
+  using lris::test::what_contains;
+  const checkpoint_dir ck("room", 4);  // 4 layers, a scalar and an empty tensor: 6
+  const lris::safetensors::checkpoint file(ck.file());
+  auto& p = lris::default_pipeline<lris::host_backend>();
+  {  // a directory of 5 entries
+    host_pool pool = host_pool::create(unique_name("entries"), ck.bytes(), {.max_tensors = 5});
+    CHECK_THROWS_MATCHES(lris::pool::populate(pool, p, file), lris::out_of_memory,
+                         what_contains("needs 6 tensors more and"));
+    CHECK_THROWS_MATCHES(lris::pool::populate(pool, p, file), lris::out_of_memory,
+                         what_contains("room for 5 tensors more"));
+    const auto info = pool.info();
+    CHECK(info.filling == 0);  // nothing claimed and left behind
+    CHECK(info.used_bytes == 0);
+    lris::safetensors::load_options some;
+    some.select = "^layer\\.";
+    CHECK(lris::pool::populate(pool, p, file, some).loaded == 4);  // what fits still goes in
+    CHECK(pool.info().tensors == 4);
+  }
+  {  // data for all but the last layer
+    host_pool pool = host_pool::create(unique_name("bytes"), ck.bytes() - 4096 * 20);
+    CHECK_THROWS_MATCHES(lris::pool::populate(pool, p, file), lris::out_of_memory,
+                         what_contains("(nothing was claimed)"));
+    CHECK(pool.info().filling == 0);
+    CHECK(pool.info().used_bytes == 0);
+  }
+}
+
 TEST_CASE("host pool: a pool whose users all died is freed by the next look", "[pool]") {
   const auto name = unique_name("orphan");
   CHECK(in_child([&] {

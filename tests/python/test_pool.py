@@ -111,8 +111,12 @@ def test_errors_name_the_pool_and_the_tensor(model, tmp_path):
     with pytest.raises(lris.InvalidArgument, match="bytes"):
         lris.HostPool(unique("x"), "lots")
     with lris.HostPool(unique("small"), 4096) as pool:
-        with pytest.raises(lris.OutOfMemory, match="no room for tensor"):
+        with pytest.raises(lris.OutOfMemory, match=r"model.safetensors needs \d+ tensors more and "
+                                                   r"\d+ bytes; the pool has room for 16384 "
+                                                   r"tensors more and 4096 bytes \(nothing was "
+                                                   r"claimed\)"):
             pool.populate(path)
+        assert pool.info()["filling"] == 0
         with pytest.raises(lris.IoError, match="nope.safetensors"):
             pool.populate(tmp_path / "nope.safetensors")
         with pytest.raises(lris.InvalidArgument, match="no ready tensor \"t.int8\""):

@@ -133,6 +133,17 @@ class host_pool {
   /// pool, the tensor and the room left when it does not fit, or when the directory is full.
   pool_claim claim(std::string_view name, dtype type, std::span<const std::uint64_t> shape,
                    std::uint64_t bytes);
+  /// @brief A tensor a fill would claim: its name and size.
+  struct wanted {
+    std::string_view name;
+    std::uint64_t bytes = 0;
+  };
+  /// @brief Refuses, before anything is claimed, a fill the pool cannot take whole: the
+  /// tensors of `tensors` it does not hold yet (claimed in this order) need more directory
+  /// entries or data bytes than are left. `what` names the fill in the message. Another
+  /// process may claim meanwhile: claim() still checks each tensor.
+  /// @throws lris::out_of_memory naming the pool, what the fill needs and what is left.
+  void check_room(std::span<const wanted> tensors, std::string_view what);
   /// @brief Computes the tensor's checksum and marks it ready. Returns the checksum.
   /// @throws lris::invalid_argument when `c` is not a claim of this process.
   std::uint64_t publish(const pool_claim& c);

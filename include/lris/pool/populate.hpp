@@ -11,7 +11,10 @@
 #include <exception>
 #include <vector>
 
+#include <fmt/format.h>
+
 #include <lris/formats/checkpoint.hpp>
+#include <lris/formats/detail/load_select.hpp>
 #include <lris/formats/load.hpp>
 #include <lris/memory/memory_span.hpp>
 #include <lris/pool/host_pool.hpp>
@@ -32,14 +35,23 @@ struct populate_report {
 /// nor being filled by a live process, through pipeline `p` (its io engine and threads), then
 /// publishes each (its checksum computed where it lies). Conversion and slicing apply as in
 /// safetensors::load (the pool holds what the load makes).
-/// @throws what safetensors::load_into throws (the claims are given up for the next process
-/// to take over), and what host_pool::claim throws (a tensor of the name that differs, a pool
-/// without room).
+/// @throws lris::out_of_memory, before anything is claimed, when the pool has too few
+/// directory entries or bytes left for the tensors it does not hold yet (host_pool::check_room);
+/// what safetensors::load_into throws (the claims are given up for the next process to take
+/// over), and what host_pool::claim throws (a tensor of the name that differs, a pool without
+/// room when another process took it meanwhile).
 template <safetensors::loading_pipeline Pipeline>
 populate_report populate(host_pool& pool, Pipeline& p, const safetensors::checkpoint& ck,
                          const safetensors::load_options& o = {}) {
   const auto start = std::chrono::steady_clock::now();
   populate_report r;
+  {  // a fill the pool cannot take whole is refused before any claim (none left behind)
+    const auto selected = safetensors::detail::select_tensors(ck, o);
+    std::vector<host_pool::wanted> wanted;
+    wanted.reserve(selected.size());
+    for (const auto& s : selected) wanted.push_back({s.request.name, s.request.bytes});
+    pool.check_room(wanted, fmt::format("populate from {}", ck.path().string()));
+  }
   std::vector<pool_claim> claims;
   try {
     (void)safetensors::load_into(p, ck, [&](const safetensors::tensor_request& req) {
