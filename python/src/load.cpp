@@ -326,6 +326,15 @@ class pending_load {
   // Stops the load at its next chunk; wait() then raises lris.Cancelled.
   void cancel() { state_->cancelled = true; }
 
+  // The Python object it holds (the progress callable), for the garbage collector: a callback
+  // that refers to its own _PendingLoad makes a cycle the collector finds through it and
+  // breaks by forget_callable(), which also cancels the load (nobody can wait for it now).
+  [[nodiscard]] PyObject* callable() const noexcept { return state_->call.bridge->callable(); }
+  void forget_callable() {
+    state_->cancelled = true;
+    state_->call.bridge->forget();
+  }
+
   // When the load ended (time.monotonic()); None while it runs.
   [[nodiscard]] std::optional<double> finished_at() {
     std::lock_guard lock(state_->mutex);
@@ -404,13 +413,34 @@ nb::dict load(const std::filesystem::path& path, const std::string& device, nb::
 
 }  // namespace
 
+namespace {
+
+int pending_traverse(PyObject* self, visitproc visit, void* arg) {
+  Py_VISIT(Py_TYPE(self));  // a heap type's instances refer to it
+  if (!nb::inst_ready(self)) return 0;
+  Py_VISIT(nb::inst_ptr<pending_load>(self)->callable());
+  return 0;
+}
+
+int pending_clear(PyObject* self) {
+  if (nb::inst_ready(self)) nb::inst_ptr<pending_load>(self)->forget_callable();
+  return 0;
+}
+
+PyType_Slot pending_slots[] = {{Py_tp_traverse, reinterpret_cast<void*>(pending_traverse)},
+                               {Py_tp_clear, reinterpret_cast<void*>(pending_clear)},
+                               {0, nullptr}};
+
+}  // namespace
+
 void register_load(nb::module_& m) {
   m.def("load", &load, "path"_a, "device"_a = "cpu", "select"_a = nb::none(),
         "dtype"_a = nb::none(), "verify"_a = false, "progress"_a = nb::none(),
         "tp"_a = nb::none(), "tp_plan"_a = nb::none(),
         "Loads a .safetensors file or a sharded model directory: {name: lris.Tensor}.");
   nb::class_<pending_load>(m, "_PendingLoad",
-                           "A load running on a thread of its own (load_start).")
+                           "A load running on a thread of its own (load_start).",
+                           nb::type_slots(pending_slots))
       .def("placed", &pending_load::placed,
            "Once every tensor has its place, before its bytes are there: (block, [(name, dtype, "
            "shape, strides, element offset)], {name: lris.Tensor}); the block is one uint8 "

@@ -31,7 +31,7 @@ class progress_bridge {
       if (must_not_take_gil()) return false;  // the interpreter is ending: so does the load
       try {
         nanobind::gil_scoped_acquire gil;
-        if (error_) return false;
+        if (error_ || fn_.is_none()) return false;  // let go (forget()): nobody awaits the load
         if (done <= reported_ && !(done == 0 && reported_ == 0)) return true;
         reported_ = done;
         try {
@@ -54,6 +54,12 @@ class progress_bridge {
       }
     };
   }
+  /// @brief The callable, for the garbage collector's traversal (under the GIL); null when
+  /// there is none.
+  [[nodiscard]] PyObject* callable() const noexcept { return fn_.is_none() ? nullptr : fn_.ptr(); }
+  /// @brief Lets go of the callable (the collector's clear, under the GIL): later progress
+  /// cancels the load.
+  void forget() { fn_ = nanobind::none(); }
   /// @brief Raises what the callback raised, if it did.
   void rethrow() const {
     if (error_) std::rethrow_exception(error_);

@@ -117,6 +117,32 @@ print("after", len(t), flush=True)
     assert 2 <= calls < 32  # cancelled soon after the collection
 
 
+def test_a_callback_that_holds_its_own_load_is_collected(big):
+    """A progress callback that refers to its _PendingLoad (through a closure) makes a cycle
+    through the load's C++ side: the collector finds it (tp_traverse) and breaks it (tp_clear,
+    which cancels the load), and nothing is left at the interpreter's exit."""
+    run_without_leaks(f"""
+import gc, time, weakref
+import lris
+calls = []
+def make():
+    holder = {{}}
+    def progress(done, total):
+        calls.append(done)
+        time.sleep(0.01)
+        return holder.get("pending") is not None
+    holder["pending"] = lris._lris.load_start({str(big)!r}, progress=progress)
+    return weakref.ref(progress)
+progress = make()
+gc.collect()
+assert progress() is None, "the cycle was not collected"
+time.sleep(0.2)
+n = len(calls)
+time.sleep(0.2)
+assert len(calls) == n < 32, calls  # the load was cancelled with it
+""")
+
+
 def test_ctrl_c_stops_lris_load(big):
     # A Ctrl-C (interrupt_main) while lris.load waits: the load stops at its next chunk and
     # KeyboardInterrupt comes at once, not at the load's end (32 chunks of 50 ms and more).
