@@ -35,9 +35,8 @@ nb::dict copy(nb::handle dst, nb::handle src) {
   const destination& d = both.by_name.emplace("dst", take("lris.copy", "dst", dst, consumer)).first->second;
   const destination& s = both.by_name.emplace("src", take("lris.copy", "src", src, consumer)).first->second;
   if (d.type.code != s.type.code || d.type.bits != s.type.bits || d.type.lanes != s.type.lanes) {
-    throw invalid_argument(fmt::format("lris.copy: dst holds DLPack type (code {}, {} bits), src "
-                                       "(code {}, {} bits)", d.type.code, d.type.bits,
-                                       s.type.code, s.type.bits));
+    throw invalid_argument(fmt::format("lris.copy: dst holds DLPack type {}, src {}",
+                                       dl_type_text(d.type), dl_type_text(s.type)));
   }
   if (d.shape != s.shape) {
     throw invalid_argument(fmt::format("lris.copy: dst has shape {}, src {}", shape_text(d.shape),

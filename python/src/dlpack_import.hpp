@@ -71,6 +71,13 @@ inline std::string shape_text(const std::vector<std::int64_t>& s) {
   return t + (s.size() == 1 ? ",)" : ")");
 }
 
+// A DLPack type as messages name it: "(code 2, 32 bits)", with its lanes where there are
+// several.
+inline std::string dl_type_text(const DLDataType& t) {
+  return t.lanes == 1 ? fmt::format("(code {}, {} bits)", t.code, t.bits)
+                      : fmt::format("(code {}, {} bits, {} lanes)", t.code, t.bits, t.lanes);
+}
+
 // The destinations of one call, by name, released when the call is over.
 struct taken {
   std::map<std::string, destination> by_name;

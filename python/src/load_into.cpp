@@ -113,8 +113,8 @@ nb::dict load_into(nb::handle tensors, const std::filesystem::path& path, bool s
     const DLDataType want = st::dlpack_dtype(r.type);
     if (d.type.code != want.code || d.type.bits != want.bits || d.type.lanes != want.lanes) {
       throw invalid_argument(fmt::format("lris.load_into {}: tensor \"{}\" is {}; its destination "
-                                         "holds DLPack type (code {}, {} bits)", path.string(),
-                                         r.name, dtype_name(r.type), d.type.code, d.type.bits));
+                                         "holds DLPack type {}", path.string(), r.name,
+                                         dtype_name(r.type), dl_type_text(d.type)));
     }
     std::vector<std::int64_t> shape(r.shape.begin(), r.shape.end());
     if (shape != d.shape) {

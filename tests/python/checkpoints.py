@@ -124,11 +124,13 @@ _capsule_new.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_void_p]
 
 class Producer:
     """A DLPack producer as a broken library may write one: its __dlpack_device__ gives `device`
-    as is, and its capsule holds a float32 tensor over 64 floats of its own with `shape` and
-    `ndim` as given (no shape at all with null_shape). It keeps what the capsules point at."""
+    as is, and its capsule holds a float32 tensor (of `lanes` lanes) over 64 floats of its own
+    with `shape` and `ndim` as given (no shape at all with null_shape). It keeps what the
+    capsules point at."""
 
-    def __init__(self, shape=(3, 4), ndim=None, null_shape=False, device=(1, 0)):
+    def __init__(self, shape=(3, 4), ndim=None, null_shape=False, device=(1, 0), lanes=1):
         self.shape, self.device, self.null_shape = tuple(shape), device, null_shape
+        self.lanes = lanes
         self.ndim = len(self.shape) if ndim is None else ndim
         self.buffer = np.zeros(64, np.float32)
         self.kept = []
@@ -142,7 +144,7 @@ class Producer:
         m.dl_tensor.data = self.buffer.ctypes.data
         m.dl_tensor.device = _DLDevice(1, 0)
         m.dl_tensor.ndim = self.ndim
-        m.dl_tensor.dtype = _DLDataType(2, 32, 1)
+        m.dl_tensor.dtype = _DLDataType(2, 32, self.lanes)
         m.dl_tensor.shape = ctypes.cast(None if self.null_shape else dims,
                                         ctypes.POINTER(ctypes.c_int64))
         m.deleter = _DELETER(0)

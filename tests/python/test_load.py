@@ -331,6 +331,12 @@ def test_broken_dlpack_producers_are_refused_by_name(reference_file):
             with pytest.raises(lris.InvalidArgument, match=r'Cache.add: the object for "w" .*' + message):
                 cache.add("u", {"w": producer})
     assert lris.load_into({"t.float32": Producer(shape=(3, 5), device=[1, 0])}, path, strict=False)["loaded"] == 1
+    with pytest.raises(lris.InvalidArgument, match=r"dst holds DLPack type \(code 2, 32 bits, 2 lanes\), "
+                                                   r"src \(code 2, 32 bits\)"):
+        lris.copy(Producer(shape=(2, 2), lanes=2), np.zeros((2, 2), np.float32))
+    with pytest.raises(lris.InvalidArgument, match=r'"t.float32" is float32; its destination holds '
+                                                   r"DLPack type \(code 2, 32 bits, 2 lanes\)"):
+        lris.load_into({"t.float32": Producer(shape=(3, 5), lanes=2)}, path, strict=False)
 
 
 def test_load_into_releases_every_capsule_it_takes(reference_file):
