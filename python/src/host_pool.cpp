@@ -55,7 +55,7 @@ nb::dict info_dict(const pool::pool_info& i) {
 }
 
 // A ready tensor of the pool as an lris.Tensor over the shared memory (it keeps the pool
-// mapped in this process while it or a DLPack consumer lives).
+// mapped in this process while it or a DLPack consumer lives), exported read-only.
 nb::object tensor_of(const std::shared_ptr<pool::host_pool>& p, const pool::pool_tensor& t) {
   st::loaded_tensor l;
   l.name = std::string(t.name);
@@ -64,7 +64,9 @@ nb::object tensor_of(const std::shared_ptr<pool::host_pool>& p, const pool::pool
   l.data = const_cast<std::byte*>(t.data);
   l.bytes = t.bytes;
   l.lease = p;
-  return nb::cast(py_tensor{std::move(l)});
+  py_tensor out{std::move(l)};
+  out.read_only = true;  // every process's copy
+  return nb::cast(std::move(out));
 }
 
 nb::dict populate(py_pool& self, const std::filesystem::path& path, nb::object select,

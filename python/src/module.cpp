@@ -62,6 +62,7 @@ struct dl_managed_versioned {
   std::uint64_t flags;
   DLTensor dl_tensor;
 };
+constexpr std::uint64_t dl_flag_read_only = 1ULL << 0;
 constexpr std::uint64_t dl_flag_is_copied = 1ULL << 1;
 
 // A capsule for `m` named `name`; its destructor frees `m` unless a consumer took it (and
@@ -184,7 +185,9 @@ nb::object dlpack(const py_tensor& self, nb::handle stream, nb::handle max_versi
                                        inner->deleter(inner);
                                        delete self;
                                      },
-                                     copied ? dl_flag_is_copied : 0, m->dl_tensor};
+                                     copied ? dl_flag_is_copied
+                                            : (self.read_only ? dl_flag_read_only : 0),
+                                     m->dl_tensor};
   return capsule_of(v, "dltensor_versioned");
 }
 

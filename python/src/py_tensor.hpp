@@ -23,6 +23,10 @@ struct py_tensor {
   /// stream (a runtime handle; null for the legacy default stream) wait for them. Empty for a
   /// load's tensors, whose bytes have landed when the load returns.
   std::function<void(void* stream)> before_use;
+  /// Memory other processes read too (a host pool's): exported read-only to consumers that
+  /// take DLPack 1.0's flag (NumPy makes a read-only array); a write would change every
+  /// process's copy.
+  bool read_only = false;
 
   [[nodiscard]] std::string device() const {
     if (!t.location.device) return "cpu";

@@ -63,6 +63,13 @@ def test_filled_once_and_found_by_another_process(model):
     assert list(copied) == ["t.int64", "scalar"]
     assert np.array_equal(np.from_dlpack(copied["t.int64"]), arrays["t.int64"])
     view = np.from_dlpack(pool.find("t.uint8"))
+    if view.flags.writeable:  # a NumPy that asks for no versioned capsule, without the flag
+        assert np.lib.NumpyVersion(np.__version__) < "2.1.0"
+    else:
+        with pytest.raises(ValueError, match="read-only"):
+            view[0] = 1  # every process's copy: not through this array
+    copy = np.from_dlpack(pool.find("t.uint8"), copy=True)
+    copy[...] = 0  # a copy of its own may be written
     assert repr(pool).startswith(f"lris.HostPool({name!r}, tensors=")
     pool.close()
     assert repr(pool) == "lris.HostPool(closed)"
