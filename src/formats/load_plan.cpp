@@ -160,12 +160,12 @@ std::vector<load_chunk> plan_chunks(std::span<const load_target> targets, std::s
 }
 
 std::vector<std::span<std::byte>> destinations_in_file_order(
-    std::span<const load_target> targets, std::span<const std::uint64_t> dst_bytes) {
-  LRIS_EXPECTS(dst_bytes.size() == targets.size(),
-               "load: {} destination sizes for {} tensors", dst_bytes.size(), targets.size());
+    std::span<const load_target> targets, std::span<const loaded_tensor> tensors) {
+  LRIS_EXPECTS(tensors.size() == targets.size(), "load: {} tensors made of {} targets",
+               tensors.size(), targets.size());
   std::vector<std::span<std::byte>> out;
   for (std::size_t i : file_order(targets)) {
-    if (dst_bytes[i] > 0) out.emplace_back(targets[i].dst, static_cast<std::size_t>(dst_bytes[i]));
+    if (tensors[i].bytes > 0) out.emplace_back(tensors[i].data, static_cast<std::size_t>(tensors[i].bytes));
   }
   return out;
 }

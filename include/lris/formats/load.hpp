@@ -168,7 +168,6 @@ loaded_checkpoint load_selected(Pipeline& p, const checkpoint& ck,
   std::vector<load_target> targets;
   std::vector<std::vector<std::uint64_t>> hashes;  // per verified target, per block
   std::vector<const selected_tensor*> verified;
-  std::vector<std::uint64_t> dst_bytes;  // per target: what it writes
   std::uint64_t file_bytes = 0;
   for (const auto& s : selected) {
     const memory_span<Space, std::byte> span = dest(std::as_const(s.request));
@@ -203,7 +202,6 @@ loaded_checkpoint load_selected(Pipeline& p, const checkpoint& ck,
     tg.device_index = on_device ? span.device() : 0;
     tg.verify = s.verify;
     targets.push_back(tg);
-    dst_bytes.push_back(s.request.bytes);
     hashes.emplace_back(s.verify ? std::max<std::size_t>(1, (tg.bytes() + default_checksum_block - 1) / default_checksum_block) : 0);
     verified.push_back(s.verify ? &s : nullptr);
     file_bytes += tg.bytes();
@@ -241,7 +239,7 @@ loaded_checkpoint load_selected(Pipeline& p, const checkpoint& ck,
   if constexpr (std::is_same_v<Space, host_space>) {
     if ((io.cold || io.direct) && file_bytes > 0) {
       try {
-        populate.emplace(destinations_in_file_order(targets, dst_bytes),
+        populate.emplace(destinations_in_file_order(targets, out.tensors),
                          std::clamp(usable_cpus() / 8, 1u, 4u));
       } catch (const std::system_error&) {
         // No thread to be had: the reads fault the pages in themselves, as without it.

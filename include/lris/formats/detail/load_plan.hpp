@@ -10,6 +10,7 @@
 #include <vector>
 
 #include <lris/element/dtype.hpp>
+#include <lris/formats/loaded_tensor.hpp>
 
 namespace lris::safetensors::detail {
 
@@ -106,10 +107,10 @@ struct block_layout {
                                                   std::size_t chunk_bytes, std::size_t align,
                                                   std::size_t block, std::size_t memory_align);
 
-/// The destinations of `targets` in the order the reads reach them (by shard, then file
-/// offset), target i's `dst_bytes[i]` bytes from its dst: the order in which to fault in their
-/// pages ahead of the reads (page_populator). Empty ones are left out.
+/// The memory of `tensors` (made from `targets`, one each, in the same order) in the order the
+/// reads reach it (by shard, then file offset): the order in which to fault in its pages ahead
+/// of the reads (page_populator). Empty tensors are left out.
 [[nodiscard]] std::vector<std::span<std::byte>> destinations_in_file_order(
-    std::span<const load_target> targets, std::span<const std::uint64_t> dst_bytes);
+    std::span<const load_target> targets, std::span<const loaded_tensor> tensors);
 
 }  // namespace lris::safetensors::detail
