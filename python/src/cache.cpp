@@ -1,7 +1,6 @@
 // lris.Cache over cache::residency_manager: of a CUDA device, or of the host backend ("cpu",
 // where a lease's memory is host memory, for NumPy and for tests without a GPU). The manager
 // is reached through cache_core, so that one Python class serves both backends.
-#include "args.hpp"
 #include "cache.hpp"
 
 #include <nanobind/stl/optional.h>
@@ -34,6 +33,7 @@
 #include <lris/cuda.hpp>
 #endif
 
+#include "args.hpp"
 #include "device_name.hpp"
 #include "dlpack_import.hpp"
 #include "dtype_names.hpp"
@@ -445,11 +445,8 @@ unit_id add(py_cache& self, const std::string& name, nb::handle tensors) {
   taken all;
   std::vector<unit_source> sources;
   for (auto [k, v] : nb::cast<nb::dict>(tensors)) {
-    std::string tname;
-    if (!nb::try_cast(k, tname)) {
-      throw invalid_argument(fmt::format("lris.Cache.add(\"{}\"): a tensor's name is {}, not a "
-                                         "str", name, nb::cast<std::string>(nb::repr(k))));
-    }
+    const auto tname = arg_as<std::string>(k, fmt::format("lris.Cache.add(\"{}\")", name),
+                                           "a tensor's name", "a str");
     const destination& d = all.by_name.emplace(
         tname, take("lris.Cache.add", tname, v, consumer)).first->second;
     if (!d.compact) {

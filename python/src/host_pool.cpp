@@ -1,8 +1,6 @@
 // lris.HostPool over pool::host_pool: one copy of a checkpoint in shared memory for every
 // process on the machine, its tensors handed out as lris.Tensors over that memory (no copy),
 // or copied to a GPU as one batch.
-#include "args.hpp"
-#include "gil.hpp"
 #include "host_pool.hpp"
 
 #include <nanobind/stl/filesystem.h>
@@ -25,7 +23,9 @@
 #include <lris/cuda.hpp>
 #endif
 
+#include "args.hpp"
 #include "device_name.hpp"
+#include "gil.hpp"
 #include "interruptible.hpp"
 #include "progress.hpp"
 #include "py_tensor.hpp"

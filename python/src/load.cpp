@@ -1,8 +1,6 @@
 // lris.load, and lris._lris.load_start behind lris.torch.load: the load runs on a thread of its
 // own, and the caller gets the block its tensors will be in as soon as every tensor has its
 // place, so that torch's views of them are made while the bytes are read, not after.
-#include "args.hpp"
-#include "gil.hpp"
 #include "load.hpp"
 
 #include <nanobind/stl/filesystem.h>
@@ -38,8 +36,10 @@
 #include <lris/cuda.hpp>
 #endif
 
+#include "args.hpp"
 #include "device_name.hpp"
 #include "dtype_names.hpp"
+#include "gil.hpp"
 #include "interruptible.hpp"
 #include "progress.hpp"
 #include "py_tensor.hpp"

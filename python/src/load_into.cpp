@@ -1,7 +1,6 @@
 // lris.load_into: destinations taken from the caller's objects through DLPack (the object
 // stays the owner; the capsule's tensor is released once the load is done), checked for
 // dtype, shape, layout and device before anything is read.
-#include "gil.hpp"
 #include "load_into.hpp"
 
 #include <nanobind/stl/filesystem.h>
@@ -25,8 +24,10 @@
 #include <lris/cuda.hpp>
 #endif
 
+#include "args.hpp"
 #include "dlpack_import.hpp"
 #include "dtype_names.hpp"
+#include "gil.hpp"
 #include "interruptible.hpp"
 #include "progress.hpp"
 
@@ -44,11 +45,8 @@ nb::dict load_into(nb::handle tensors, const std::filesystem::path& path, bool s
   taken dst;
   consumer_stream consumer;
   for (nb::handle key : nb::iter(tensors.attr("keys")())) {
-    std::string name;
-    if (!nb::try_cast(key, name)) {
-      throw invalid_argument(fmt::format("lris.load_into {}: a destination's name is {}, not a str",
-                                         path.string(), nb::cast<std::string>(nb::repr(key))));
-    }
+    const auto name = arg_as<std::string>(key, fmt::format("lris.load_into {}", path.string()),
+                                          "a destination's name", "a str");
     dst.by_name.emplace(name, take("lris.load_into", name, tensors[key], consumer));
   }
   std::vector<std::string> missing, unexpected;

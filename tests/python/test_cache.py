@@ -176,6 +176,8 @@ def test_errors_name_the_unit_and_the_size():
             cache.add("b", [units[0]["w"]])
         with pytest.raises(lris.InvalidArgument, match="no __dlpack__"):
             cache.add("b", {"w": [1, 2, 3]})
+        with pytest.raises(TypeError, match=r'Cache.add\("b"\): a tensor\'s name is 5, not a str'):
+            cache.add("b", {5: units[0]["w"]})
         with pytest.raises(lris.InvalidArgument, match="\"w\" is not contiguous"):
             cache.add("b", {"w": units[0]["w"][:, ::2]})
         gone = Mapping((8,), np.float32, unmapped=True)  # an array over memory unmapped again

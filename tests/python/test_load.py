@@ -272,6 +272,8 @@ def test_load_into_errors_name_the_tensor(reference_file):
     strided = {"t.int8": np.zeros((3, 10), np.int8)[:, ::2]}
     with pytest.raises(lris.InvalidArgument, match='"t.int8" is not contiguous'):
         lris.load_into(strided, path, strict=False)
+    with pytest.raises(TypeError, match=r"all.safetensors: a destination's name is 5, not a str"):
+        lris.load_into({5: np.zeros((3, 5), np.int8)}, path, strict=False)
     with pytest.raises(lris.InvalidArgument, match=r'"t.int8" \(list\) has no __dlpack__'):
         lris.load_into({"t.int8": [0] * 15}, path, strict=False)
     untouched = np.full((3, 5), 7, np.int8)
