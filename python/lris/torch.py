@@ -24,7 +24,6 @@ The weights are read-only while streamed: inference, not training.
 """
 
 import time
-
 import weakref
 
 import torch
