@@ -36,6 +36,32 @@ inline unsigned long& main_thread_ident() noexcept {
   for (;;) ::pause();
 }
 
+/// @brief `f()` under the GIL, taken by a thread of LRIS's own (as nanobind::gil_scoped_acquire,
+/// whose constructor may not throw, so that the unwinding below would end the process there).
+/// Where the interpreter ends this thread as it takes the GIL (or as `f` lets it go and takes
+/// it back), the thread waits for the end there, before the GIL (not held then) would be let
+/// go. `f` must let abi::__forced_unwind through (a catch (...) in it rethrows that first).
+/// Callers look at must_not_take_gil() first: a thread that takes the GIL as the interpreter
+/// ends never comes back.
+template <class F>
+auto with_gil(F&& f) {
+  PyGILState_STATE state{};
+  try {
+    state = PyGILState_Ensure();
+  } catch (const abi::__forced_unwind&) {
+    wait_for_the_end();
+  }
+  struct release {
+    PyGILState_STATE state;
+    ~release() { PyGILState_Release(state); }
+  } held{state};
+  try {
+    return f();
+  } catch (const abi::__forced_unwind&) {  // before `held` would let go of a GIL not held
+    wait_for_the_end();
+  }
+}
+
 /// @brief The GIL let go for the scope (nanobind::gil_scoped_release), and taken back at its
 /// end, unless the interpreter is ending by then, or begins to while this thread waits for the
 /// GIL: then wait_for_the_end().

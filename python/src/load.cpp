@@ -10,8 +10,6 @@
 #include <time.h>
 
 #include <algorithm>
-#include <cxxabi.h>
-
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
@@ -358,12 +356,7 @@ class pending_load {
       new std::shared_ptr<load_state>(std::move(s));  // NOLINT: kept to the end of the process
       return;
     }
-    try {
-      nb::gil_scoped_acquire gil;
-      s.reset();
-    } catch (const abi::__forced_unwind&) {  // the interpreter began to end: so does the thread
-      wait_for_the_end();
-    }
+    with_gil([&] { s.reset(); });
   }
 
   // Waits with the GIL released until done() holds (under the state's lock); a Ctrl-C cancels.

@@ -17,7 +17,8 @@ namespace lris::python {
 
 /// @brief Calls `fn` from the load's threads one at a time (under the GIL) and only with a
 /// count above the last, so that the callback sees the bytes done grow. A false value (None
-/// goes on) or an exception from `fn` cancels the load; rethrow() then raises that exception in place of lris.Cancelled.
+/// goes on) or an exception from `fn` cancels the load; rethrow() then raises that exception in
+/// place of lris.Cancelled.
 class progress_bridge {
  public:
   explicit progress_bridge(nanobind::object fn) : fn_(std::move(fn)) {}
@@ -29,8 +30,7 @@ class progress_bridge {
     if (fn_.is_none()) return {};
     return [this](std::uint64_t done, std::uint64_t total) {
       if (must_not_take_gil()) return false;  // the interpreter is ending: so does the load
-      try {
-        nanobind::gil_scoped_acquire gil;
+      return with_gil([&] {
         if (error_ || fn_.is_none()) return false;  // let go (forget()): nobody awaits the load
         if (done <= reported_ && !(done == 0 && reported_ == 0)) return true;
         reported_ = done;
@@ -41,17 +41,12 @@ class progress_bridge {
           if (go_on < 0) throw nanobind::python_error();
           return go_on != 0;
         } catch (const abi::__forced_unwind&) {
-          wait_for_the_end();  // below: before `gil`, not held now, would be let go
+          throw;  // the interpreter ends this thread: with_gil waits for the end
         } catch (...) {
           error_ = std::current_exception();
           return false;
         }
-      } catch (const abi::__forced_unwind&) {
-        // The interpreter ended this thread as it took the GIL (to call the callback, or in
-        // it, above) while finalizing. Its unwinding would end the process on the load's
-        // frames that may not throw; the thread waits for the end instead.
-        wait_for_the_end();
-      }
+      });
     };
   }
   /// @brief The callable, for the garbage collector's traversal (under the GIL); null when
