@@ -13,22 +13,16 @@
 
 namespace lris::python {
 
-/// @brief The ident of the interpreter's main thread, which finalizes it (set when the module
-/// is imported, from threading.main_thread()).
-inline unsigned long& main_thread_ident() noexcept {
-  static unsigned long ident = 0;
-  return ident;
-}
-
-/// @brief Whether the interpreter is finalizing and this thread is not the one doing it: taking
-/// the GIL now would end it with pthread_exit. Needs no GIL.
+/// @brief Whether the interpreter is finalizing and this thread is not the one doing it (the
+/// process's first thread, whose id is the process's): taking the GIL now would end it with
+/// pthread_exit. Needs no GIL.
 [[nodiscard]] inline bool must_not_take_gil() noexcept {
 #if PY_VERSION_HEX >= 0x030D0000
   const bool finalizing = Py_IsFinalizing() != 0;
 #else
   const bool finalizing = _Py_IsFinalizing() != 0;
 #endif
-  return finalizing && PyThread_get_thread_ident() != main_thread_ident();
+  return finalizing && ::gettid() != ::getpid();
 }
 
 /// @brief Never returns: what a thread does instead of taking the GIL as the process ends.

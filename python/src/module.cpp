@@ -285,8 +285,6 @@ nb::dict broker_status() {
 NB_MODULE(_lris, m) {
   m.doc() = "LRIS: checkpoints, transfers and the weight cache, handed to NumPy, PyTorch and "
             "CuPy through DLPack";
-  lris::python::main_thread_ident() = nb::cast<unsigned long>(
-      nb::module_::import_("threading").attr("main_thread")().attr("ident"));
   lris::python::register_errors(m);
   lris::python::register_cache(m);
   lris::python::register_host_pool(m);
