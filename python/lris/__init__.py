@@ -184,7 +184,8 @@ def load(path, device="cpu", select=None, dtype=None, verify=False, progress=Non
     verify: every byte read again from the files and compared after the load
     (lris.IntegrityError names the tensor, file, offset and first byte that differs).
     progress: a callable(bytes_done, bytes_total) -> bool (False cancels: lris.Cancelled), or
-    True for a tqdm bar when tqdm is installed.
+    True for a tqdm bar when tqdm is installed. It is called on this thread while it waits,
+    never on the load's own threads, which go on reading meanwhile.
     tp: (rank, size): load only this tensor-parallel rank's slice of each tensor tp_plan splits,
     reading just its bytes. tp_plan: {pattern: style} as transformers' tp_plan ("colwise",
     "rowwise", "replicate", "dim=N"; patterns like "layers.*.mlp.down_proj"), a JSON file's

@@ -1,10 +1,10 @@
 #pragma once
-// The GIL let go around work that takes no Python and taken back after it, and taken by LRIS's
-// own threads (a load's progress), made safe for the interpreter's end: CPython 3.12 and 3.13
-// end a thread that takes the GIL back while the interpreter finalizes (a daemon thread in a
-// load at exit) with pthread_exit, whose unwinding through C++ frames that may not throw ends
-// the whole process (std::terminate). Such a thread waits forever instead, as CPython 3.14
-// makes its own threads do: the process is ending, and the thread would never run again.
+// The GIL let go around work that takes no Python and taken back after it, made safe for the
+// interpreter's end: CPython 3.12 and 3.13 end a thread that takes the GIL back while the
+// interpreter finalizes (a daemon thread waiting for a load at exit) with pthread_exit, whose
+// unwinding through C++ frames that may not throw ends the whole process (std::terminate).
+// Such a thread waits forever instead, as CPython 3.14 makes its own threads do: the process
+// is ending, and the thread would never run again. LRIS's own threads never take the GIL.
 
 #include <nanobind/nanobind.h>
 
@@ -28,32 +28,6 @@ namespace lris::python {
 /// @brief Never returns: what a thread does instead of taking the GIL as the process ends.
 [[noreturn]] inline void wait_for_the_end() noexcept {
   for (;;) ::pause();
-}
-
-/// @brief `f()` under the GIL, taken by a thread of LRIS's own (as nanobind::gil_scoped_acquire,
-/// whose constructor may not throw, so that the unwinding below would end the process there).
-/// Where the interpreter ends this thread as it takes the GIL (or as `f` lets it go and takes
-/// it back), the thread waits for the end there, before the GIL (not held then) would be let
-/// go. `f` must let abi::__forced_unwind through (a catch (...) in it rethrows that first).
-/// Callers look at must_not_take_gil() first: a thread that takes the GIL as the interpreter
-/// ends never comes back.
-template <class F>
-auto with_gil(F&& f) {
-  PyGILState_STATE state{};
-  try {
-    state = PyGILState_Ensure();
-  } catch (const abi::__forced_unwind&) {
-    wait_for_the_end();
-  }
-  struct release {
-    PyGILState_STATE state;
-    ~release() { PyGILState_Release(state); }
-  } held{state};
-  try {
-    return f();
-  } catch (const abi::__forced_unwind&) {  // before `held` would let go of a GIL not held
-    wait_for_the_end();
-  }
 }
 
 /// @brief The GIL let go for the scope (nanobind::gil_scoped_release), and taken back at its

@@ -79,13 +79,14 @@ nb::dict populate(py_pool& self, const std::filesystem::path& path, nb::object s
   } else if (!select.is_none()) {
     o.names = names_of(select, fmt::format("lris.HostPool(\"{}\").populate", p.name()), "select");
   }
-  progress_bridge bridge(std::move(progress));
-  std::atomic<bool> stop{false};  // a Ctrl-C: the reads stop at their next chunk
-  o.on_progress = stoppable(stop, bridge.callback());
+  progress_bridge bridge(std::move(progress),
+                         fmt::format("lris.HostPool(\"{}\").populate(\"{}\")", p.name(),
+                                     path.string()));
+  o.on_progress = bridge.callback();
   const pool::populate_report r = run_interruptibly([&] {
     const st::checkpoint ck(path);
     return pool::populate(p, default_pipeline<host_backend>(), ck, o);
-  }, stop, bridge);
+  }, bridge);
   nb::dict d;
   d["loaded"] = r.loaded;
   d["present"] = r.present;

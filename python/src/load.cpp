@@ -10,7 +10,6 @@
 #include <time.h>
 
 #include <algorithm>
-#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
@@ -96,20 +95,23 @@ std::function<std::optional<st::tensor_slice>(const st::tensor_info&)> tp_slice(
 }
 
 
-// A load as lris.load's arguments ask for it, parsed under the GIL. run() takes no Python but
-// the progress callback, which takes the GIL itself.
+// A load as lris.load's arguments ask for it, parsed under the GIL. run() takes no Python: its
+// progress goes to the bridge, whose callable the waiting thread calls.
 struct load_call {
   std::filesystem::path path;
   std::string kind;
   int index = 0;
   bool verify = false;
   st::load_options options;
-  std::unique_ptr<progress_bridge> bridge;  // options.on_progress refers to it
+  std::unique_ptr<progress_bridge> bridge;  // options.on_progress refers to it; stops the load
 
   load_call(const std::filesystem::path& path_, const std::string& device, nb::handle select,
             const std::optional<std::string>& dtype, bool verify_, nb::object progress,
             nb::handle tp, nb::handle tp_plan)
-      : path(path_), verify(verify_), bridge(std::make_unique<progress_bridge>(std::move(progress))) {
+      : path(path_),
+        verify(verify_),
+        bridge(std::make_unique<progress_bridge>(
+            std::move(progress), fmt::format("lris.load(\"{}\")", path_.string()))) {
     std::tie(kind, index) = parse_device(device);
     if (kind != "cpu" && !(LRIS_PYTHON_CUDA && kind == "cuda")) {
       throw unsupported(fmt::format("lris.load(\"{}\", device=\"{}\"): not a device of this build "
@@ -210,13 +212,11 @@ double monotonic_seconds() {
   return static_cast<double>(ts.tv_sec) + static_cast<double>(ts.tv_nsec) * 1e-9;
 }
 
-// What a load on a thread of its own shares with its _PendingLoad. The thread holds it too, so
-// that a _PendingLoad dropped where it cannot wait lets the thread finish on its own.
+// What a load on a thread of its own shares with its _PendingLoad, which joins the thread
+// before it lets go of this.
 struct load_state {
   explicit load_state(load_call c) : call(std::move(c)) {
-    // cancel() and a dropped _PendingLoad stop the load at its next chunk, with or without a
-    // progress callback of the caller's.
-    call.options.on_progress = stoppable(cancelled, std::move(call.options.on_progress));
+    call.bridge->wake_with(mutex, changed);
     call.options.on_placed = [this](const std::vector<st::loaded_tensor>& tensors) {
       std::lock_guard lock(mutex);
       placed = tensors;
@@ -241,7 +241,7 @@ struct load_state {
     changed.notify_all();
   }
 
-  load_call call;  // its progress bridge holds Python objects: dropped under the GIL
+  load_call call;  // its progress bridge holds a Python object: dropped under the GIL
   std::mutex mutex;
   std::condition_variable changed;
   std::optional<std::vector<st::loaded_tensor>> placed;
@@ -249,23 +249,20 @@ struct load_state {
   double finished_at = 0;
   st::loaded_checkpoint result;
   std::exception_ptr error;
-  std::atomic<bool> cancelled{false};
-  bool thread_done = false;  // the thread is past the load and lets go of this without the GIL
-  bool abandoned = false;    // the _PendingLoad is gone: the thread lets go under the GIL
 };
 
 // A load on a thread of its own (lris._lris._PendingLoad). placed() gives the block as soon as
 // every tensor has its place, before the bytes are there; wait() returns once they all are, or
 // raises the load's error. Nothing of the block may reach the caller's user before wait()
 // returned: a consumer makes its views between the two and hands them out after. Both wait
-// with the GIL released, and a Ctrl-C meanwhile cancels the load, waits for its end and raises
-// KeyboardInterrupt. Dropped, it cancels the load and waits for it (the GIL released), or,
-// dropped on one of the load's own threads (in_load_callback), lets the load end on its own.
+// with the GIL released, giving the progress callable what has come meanwhile, and a Ctrl-C
+// cancels the load, waits for its end and raises KeyboardInterrupt. Dropped, it cancels the
+// load and waits for it (the GIL released).
 class pending_load {
  public:
-  explicit pending_load(load_call call) : state_(std::make_shared<load_state>(std::move(call))) {
+  explicit pending_load(load_call call) : state_(std::make_unique<load_state>(std::move(call))) {
     try {
-      thread_ = std::thread([s = state_]() mutable { finish(std::move(s)); });
+      thread_ = std::thread([s = state_.get()] { s->run(); });
     } catch (const std::system_error&) {
       // No thread to be had: the load runs here, and the views are made after it.
       gil_released nogil;
@@ -276,16 +273,7 @@ class pending_load {
   pending_load& operator=(const pending_load&) = delete;
   ~pending_load() {
     if (!thread_.joinable()) return;
-    state_->cancelled = true;
-    if (in_load_callback) {
-      std::lock_guard lock(state_->mutex);
-      if (!state_->thread_done) {
-        state_->abandoned = true;
-        thread_.detach();
-        return;
-      }
-      // The thread is past the load and waits for nothing: joined below.
-    }
+    state_->call.bridge->stop();
     gil_released nogil;
     thread_.join();
   }
@@ -322,16 +310,13 @@ class pending_load {
   }
 
   // Stops the load at its next chunk; wait() then raises lris.Cancelled.
-  void cancel() { state_->cancelled = true; }
+  void cancel() { state_->call.bridge->stop(); }
 
   // The Python object it holds (the progress callable), for the garbage collector: a callback
   // that refers to its own _PendingLoad makes a cycle the collector finds through it and
   // breaks by forget_callable(), which also cancels the load (nobody can wait for it now).
   [[nodiscard]] PyObject* callable() const noexcept { return state_->call.bridge->callable(); }
-  void forget_callable() {
-    state_->cancelled = true;
-    state_->call.bridge->forget();
-  }
+  void forget_callable() { state_->call.bridge->forget(); }
 
   // When the load ended (time.monotonic()); None while it runs.
   [[nodiscard]] std::optional<double> finished_at() {
@@ -340,34 +325,17 @@ class pending_load {
   }
 
  private:
-  // The thread's end: it lets go of the state without the GIL while a _PendingLoad holds it
-  // too, and under the GIL when it is the last holder (its _PendingLoad dropped on a load
-  // thread), or leaves it to the process's exit when there is no interpreter any more.
-  static void finish(std::shared_ptr<load_state> s) {
-    s->run();
-    bool last = false;
-    {
-      std::lock_guard lock(s->mutex);
-      s->thread_done = true;
-      last = s->abandoned;
-    }
-    if (!last) return;
-    if (!nb::is_alive() || must_not_take_gil()) {
-      new std::shared_ptr<load_state>(std::move(s));  // NOLINT: kept to the end of the process
-      return;
-    }
-    with_gil([&] { s.reset(); });
-  }
-
-  // Waits with the GIL released until done() holds (under the state's lock); a Ctrl-C cancels.
+  // Waits with the GIL released until done() holds (under the state's lock), giving the
+  // progress callable what comes meanwhile; a Ctrl-C cancels.
   template <class Done>
   void block_until(Done done) {
-    wait_interruptibly(state_->mutex, state_->changed, done, [&] { state_->cancelled = true; },
-                       [&] { return state_->finished; });
+    wait_interruptibly(state_->mutex, state_->changed, done, [&] { return state_->finished; },
+                       *state_->call.bridge);
   }
 
-  // The load's error, once it has ended. What the progress callback raised is handed to Python
-  // once (progress_bridge::end()); a later call says what it was.
+  // The load's error, once it has ended. What the progress callable raised is handed to Python
+  // once (progress_bridge::end()); a later call says what it was. Where it said stop, the load
+  // is cancelled even if every byte had come.
   void raise_error() {
     if (std::exception_ptr raised = state_->call.bridge->end()) {
       try {
@@ -384,10 +352,11 @@ class pending_load {
                                   "raised {} (raised by an earlier call)",
                                   state_->call.path.string(), callback_raised_));
     }
+    state_->call.bridge->raise_refusal();
     if (state_->error) std::rethrow_exception(state_->error);
   }
 
-  std::shared_ptr<load_state> state_;
+  std::unique_ptr<load_state> state_;
   bool taken_ = false;
   std::string callback_raised_;  // "type: message" of what the progress callback raised
   std::thread thread_;
@@ -398,9 +367,7 @@ nb::dict load(const std::filesystem::path& path, const std::string& device, nb::
               std::optional<std::string> dtype, bool verify, nb::object progress, nb::object tp,
               nb::object tp_plan) {
   load_call call(path, device, select, dtype, verify, std::move(progress), tp, tp_plan);
-  std::atomic<bool> stop{false};
-  call.options.on_progress = stoppable(stop, std::move(call.options.on_progress));
-  st::loaded_checkpoint loaded = run_interruptibly([&] { return call.run(); }, stop, *call.bridge);
+  st::loaded_checkpoint loaded = run_interruptibly([&] { return call.run(); }, *call.bridge);
   return tensors_dict(loaded);
 }
 

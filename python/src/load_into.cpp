@@ -127,9 +127,8 @@ nb::dict load_into(nb::handle tensors, const std::filesystem::path& path, bool s
     }
     return d;
   };
-  progress_bridge bridge(std::move(progress));
-  std::atomic<bool> stop{false};  // a Ctrl-C: the load stops at its next chunk
-  o.on_progress = stoppable(stop, bridge.callback());
+  progress_bridge bridge(std::move(progress), fmt::format("lris.load_into({})", path.string()));
+  o.on_progress = bridge.callback();
   st::loaded_checkpoint loaded;
   if (!o.names.empty()) {
     if (where->device_type == kDLCUDA) {
@@ -153,7 +152,7 @@ nb::dict load_into(nb::handle tensors, const std::filesystem::path& path, bool s
                           }, o);
       }
       return l;
-    }, stop, bridge);
+    }, bridge);
   }
   nb::dict out;
   out["loaded"] = loaded.tensors.size();

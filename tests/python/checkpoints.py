@@ -1,6 +1,7 @@
 """Checkpoints for the Python tests: random arrays of every NumPy dtype the reference package
 writes, safetensors files written by hand for the dtypes NumPy cannot name, one of many chunks,
-Python code run in a process of its own, and arrays over memory the process may not write."""
+one of holes whose load takes long, Python code run in a process of its own, and arrays over
+memory the process may not write."""
 
 import ctypes
 import json
@@ -50,6 +51,21 @@ def many_chunks(path):
     reads."""
     from safetensors.numpy import save_file
     save_file({f"w{i}": np.full((512, 1024), i, np.float32) for i in range(32)}, str(path))
+    return path
+
+
+def holes(path, tensors=32, mib=64):
+    """`tensors` float32 tensors of `mib` MiB each, all zeros, written as a hole (the file
+    takes no room on the disk): 2 GiB by default, a load long enough to be caught at any
+    moment of its first 50 ms."""
+    size = mib << 20
+    header = {f"w{i}": {"dtype": "F32", "shape": [size // 4],
+                        "data_offsets": [i * size, (i + 1) * size]} for i in range(tensors)}
+    h = json.dumps(header).encode()
+    h += b" " * (-len(h) % 8)
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(h)) + h)
+        f.truncate(8 + len(h) + tensors * size)
     return path
 
 

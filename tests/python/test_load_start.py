@@ -1,7 +1,7 @@
 """lris._lris.load_start, behind lris.torch.load, and lris.load's waits, on the CPU through
 NumPy, without torch: the block comes while the bytes are read, waits from several threads and
-again, a Ctrl-C stops a load, a load dropped in its own progress callback, and nothing left
-behind by failed or interrupted loads."""
+again, progress given on the waiting thread, a Ctrl-C stops a load, and nothing left behind by
+failed or interrupted loads."""
 
 import _thread
 import os
@@ -13,7 +13,7 @@ import pytest
 
 import lris
 
-from checkpoints import many_chunks, run_python, run_without_leaks
+from checkpoints import holes, many_chunks, run_python, run_without_leaks
 
 
 @pytest.fixture(scope="module")
@@ -21,14 +21,25 @@ def big(tmp_path_factory):
     return many_chunks(tmp_path_factory.mktemp("start") / "big.safetensors")
 
 
-def test_the_block_comes_while_the_bytes_are_read(big):
-    # Each progress call takes the GIL and sleeps: the reads are still going when placed()
-    # returns, and every byte is there once wait() has.
-    pending = lris._lris.load_start(big, device="cpu",
-                                    progress=lambda done, total: time.sleep(0.01) or True)
-    start = time.monotonic()
+@pytest.fixture(scope="module")
+def long(tmp_path_factory):
+    return holes(tmp_path_factory.mktemp("start") / "holes.safetensors")
+
+
+def test_the_block_comes_while_the_bytes_are_read(big, long):
+    # 2 GiB: the reads are still going when placed() returns.
+    pending = lris._lris.load_start(long, device="cpu")
     block, entries, tensors = pending.placed()
     assert pending.finished_at is None
+    assert len(entries) == 32 and block.nbytes >= 32 * (64 << 20)
+    del block, entries, tensors
+    pending.cancel()
+    with pytest.raises(lris.Cancelled):
+        pending.wait()
+    # Every byte is there once wait() has returned.
+    pending = lris._lris.load_start(big, device="cpu")
+    start = time.monotonic()
+    block, entries, tensors = pending.placed()
     assert sorted(e[0] for e in entries) == sorted(f"w{i}" for i in range(32))
     assert set(tensors) == {f"w{i}" for i in range(32)}
     with pytest.raises(lris.InvalidArgument, match="taken already"):
@@ -73,8 +84,8 @@ def test_wait_again_and_from_two_threads(big):
     assert ended == [None, None]
 
 
-def test_a_second_placed_does_not_wait_for_the_load(big):
-    pending = lris._lris.load_start(big, device="cpu", progress=slow)
+def test_a_second_placed_does_not_wait_for_the_load(long):
+    pending = lris._lris.load_start(long, device="cpu")
     pending.placed()
     start = time.monotonic()
     with pytest.raises(lris.InvalidArgument, match="taken already"):
@@ -85,36 +96,34 @@ def test_a_second_placed_does_not_wait_for_the_load(big):
         pending.wait()
 
 
-def test_dropped_by_the_collector_inside_its_own_progress_callback(big):
-    # A _PendingLoad in a reference cycle, collected while its load runs the progress callback
-    # on one of its threads: the load is let go, not waited for there (which would never end).
-    code = f"""
-import gc, sys, time
-import lris
-gc.disable()
-state = {{"calls": 0}}
-def progress(done, total):
-    state["calls"] += 1
-    if state["calls"] == 2:
-        gc.collect()
-    time.sleep(0.005)
-    return True
-class Holder:
-    pass
-h = Holder()
-h.me = h
-h.pending = lris._lris.load_start({str(big)!r}, device="cpu", progress=progress)
-del h
-time.sleep(1.0)
-print("calls", state["calls"], flush=True)
-t = lris.load({str(big)!r}, device="cpu")
-print("after", len(t), flush=True)
-"""
-    out = run_python(code)
-    assert out.returncode == 0, out.stderr
-    assert "after 32" in out.stdout
-    calls = int(out.stdout.split("calls ")[1].split()[0])
-    assert 2 <= calls < 32  # cancelled soon after the collection
+def test_progress_comes_on_the_waiting_thread_as_the_bytes_do(big, long):
+    # The load's own threads never call Python: its progress is given to the callable by the
+    # thread that waits for it, as it comes (a 2 GiB load: many calls), the bytes done growing
+    # to the total.
+    seen = []
+
+    def record(done, total):
+        seen.append((threading.get_ident(), done, total))
+
+    lris.load(long, progress=record)
+    assert {s[0] for s in seen} == {threading.get_ident()}
+    assert len(seen) > 2 and seen[-1][1] == seen[-1][2] == 32 * (64 << 20)
+    assert all(a[1] < b[1] for a, b in zip(seen, seen[1:]))
+
+    seen.clear()
+    pending = lris._lris.load_start(big, device="cpu", progress=record)
+    time.sleep(0.2)
+    assert seen == []  # nobody waits: nobody is called
+    waiter = threading.Thread(target=pending.wait)
+    waiter.start()
+    waiter.join(timeout=60)
+    assert {s[0] for s in seen} == {waiter.ident} and seen[-1][1] == seen[-1][2]
+
+    # A callable that says stop cancels the load, even one whose bytes had all come.
+    pending = lris._lris.load_start(big, device="cpu", progress=lambda d, t: False)
+    time.sleep(0.2)
+    with pytest.raises(lris.Cancelled, match="cancelled by its progress callback"):
+        pending.wait()
 
 
 def test_a_callback_that_holds_its_own_load_is_collected(big):
@@ -143,9 +152,11 @@ assert len(calls) == n < 32, calls  # the load was cancelled with it
 """)
 
 
-def test_ctrl_c_stops_lris_load(big):
+def test_ctrl_c_stops_lris_load(big, long):
     # A Ctrl-C (interrupt_main) while lris.load waits: the load stops at its next chunk and
-    # KeyboardInterrupt comes at once, not at the load's end (32 chunks of 50 ms and more).
+    # KeyboardInterrupt comes at once, not at the load's end; the same where it comes while
+    # the progress callable runs.
+    interrupted(lambda: lris.load(long))
     interrupted(lambda: lris.load(big, progress=lambda d, t: time.sleep(0.05) or True))
     assert np.all(np.from_dlpack(lris.load(big)["w7"]) == 7)
 
@@ -162,12 +173,13 @@ def interrupted(call):
     timer.join()
 
 
-def test_ctrl_c_stops_load_into_and_a_pools_populate(big):
-    # Each call would take 32 chunks of 50 ms and more.
+def test_ctrl_c_stops_load_into_and_a_pools_populate(big, long):
     def slow_progress(done, total):
         time.sleep(0.05)
         return True
 
+    interrupted(lambda: lris.load_into({f"w{i}": np.empty(16 << 20, np.float32)
+                                        for i in range(32)}, long))
     mine = {f"w{i}": np.zeros((512, 1024), np.float32) for i in range(32)}
     interrupted(lambda: lris.load_into(mine, big, progress=slow_progress))
     assert lris.load_into(mine, big)["loaded"] == 32 and np.all(mine["w9"] == 9)

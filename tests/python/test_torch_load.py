@@ -106,8 +106,8 @@ def test_errors_before_and_after_the_block_is_placed(big, tmp_path):
 
 
 def test_ctrl_c_cancels_the_load(big):
-    # A Ctrl-C (interrupt_main) while lris.torch.load waits: the load stops at its next chunk
-    # and KeyboardInterrupt comes at once, not at the load's end (32 chunks of 10 ms and more).
+    # A Ctrl-C (interrupt_main) while lris.torch.load waits, giving its progress to a slow
+    # callable: the load stops at its next chunk and KeyboardInterrupt comes at once.
     timer = threading.Timer(0.05, _thread.interrupt_main)
     start = time.monotonic()
     timer.start()
