@@ -66,9 +66,11 @@ class progress_bridge {
   void stop() noexcept { stop_.store(true, std::memory_order_release); }
   [[nodiscard]] bool stopped() const noexcept { return stop_.load(std::memory_order_acquire); }
 
-  /// @brief Whether deliver() has a count to give (any thread; the waiter asks under its lock).
+  /// @brief Whether deliver() has a count to give (any thread; the waiter asks under its lock):
+  /// none while another waiter is in the callable, which gives the newest count after.
   [[nodiscard]] bool news() const noexcept {
-    return has_fn_ && !stopped() && posted_.load(std::memory_order_acquire) &&
+    return has_fn_ && !stopped() && !delivering_.load(std::memory_order_relaxed) &&
+           posted_.load(std::memory_order_acquire) &&
            (!delivered_once_.load(std::memory_order_relaxed) ||
             done_.load(std::memory_order_relaxed) > reported_.load(std::memory_order_relaxed));
   }
@@ -77,14 +79,14 @@ class progress_bridge {
   /// thread, under the GIL). Where the interpreter ends this thread inside the callable (a
   /// daemon thread as the process exits), the thread waits for the end there.
   void deliver() {
-    if (delivering_ || fn_.is_none() || !news()) return;
+    if (fn_.is_none() || !news()) return;
     const std::uint64_t done = done_.load(std::memory_order_relaxed);
     const std::uint64_t total = total_.load(std::memory_order_relaxed);
     reported_.store(done, std::memory_order_relaxed);
     delivered_once_.store(true, std::memory_order_relaxed);
     delivering_ = true;  // the callable may let the GIL go: another waiter must not call it now
     struct clear {
-      bool& flag;
+      std::atomic<bool>& flag;
       ~clear() { flag = false; }
     } at_end{delivering_};
     try {
@@ -144,7 +146,7 @@ class progress_bridge {
   // Written by the waiting thread under the GIL; news() reads them without it.
   std::atomic<std::uint64_t> reported_{0};
   std::atomic<bool> delivered_once_{false};
-  bool delivering_ = false;  // the GIL's
+  std::atomic<bool> delivering_{false};  // written under the GIL
   bool refused_ = false;     // the GIL's
   std::exception_ptr error_;
 };

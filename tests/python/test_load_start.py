@@ -58,7 +58,7 @@ def slow(done, total):
     return True
 
 
-def test_wait_again_and_from_two_threads(big):
+def test_wait_again_and_from_two_threads(big, long):
     class Boom(Exception):
         pass
 
@@ -74,14 +74,25 @@ def test_wait_again_and_from_two_threads(big):
     with pytest.raises(lris.Cancelled, match="raised Boom"):  # ended with an error: no block
         pending.placed()
 
-    pending = lris._lris.load_start(big, device="cpu", progress=slow)
+    # Two waiters: one calls the (slow) callable at a time, and the other sleeps meanwhile
+    # rather than spinning (its thread's CPU time is a small part of the wait: about 5 ms
+    # here; spinning, it came to 20-110 ms).
+    pending = lris._lris.load_start(long, device="cpu", progress=slow)
     ended = []
-    threads = [threading.Thread(target=lambda: ended.append(pending.wait())) for _ in range(2)]
+
+    def wait():
+        wall, cpu = time.monotonic(), time.thread_time()
+        pending.wait()
+        ended.append((time.thread_time() - cpu, time.monotonic() - wall))
+
+    threads = [threading.Thread(target=wait) for _ in range(2)]
     for t in threads:
         t.start()
     for t in threads:
         t.join(timeout=60)
-    assert ended == [None, None]
+    assert len(ended) == 2
+    for cpu, wall in ended:
+        assert cpu < 0.01 + 0.02 * wall, ended
 
 
 def test_a_second_placed_does_not_wait_for_the_load(long):
