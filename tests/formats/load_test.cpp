@@ -6,12 +6,14 @@
 #include "support/safetensors_file.hpp"
 #include "support/what_contains.hpp"
 
+#include <algorithm>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <functional>
 #include <map>
 #include <memory>
+#include <optional>
 #include <random>
 #include <string>
 #include <vector>
@@ -22,6 +24,7 @@
 
 #include <fmt/format.h>
 
+#include <lris/exec/cpu_budget.hpp>
 #include <lris/formats/load.hpp>
 #include <lris/formats/verify.hpp>
 #include <lris/lris.hpp>
@@ -56,6 +59,18 @@ std::vector<std::byte> bytes_of(const st::loaded_tensor& t) {
 }
 
 using host_pipeline = lris::pipeline<lris::auto_select, lris::host_backend>;
+
+// Drops `f` from the page cache, so that the next load of it is cold; false (with a warning)
+// where the page cache keeps it all the same (tmpfs).
+bool evicted(const lris::io::file& f) {
+  REQUIRE(::fdatasync(f.fd()) == 0);
+  REQUIRE(::posix_fadvise(f.fd(), 0, 0, POSIX_FADV_DONTNEED) == 0);
+  if (lris::io::io_engine::resident_fraction(f, 0, f.size()) > 0.5) {
+    WARN("the page cache keeps this file (tmpfs?): no cold read to test");
+    return false;
+  }
+  return true;
+}
 
 st::load_options selecting(std::vector<std::string> names, std::string regex = {}) {
   st::load_options o;
@@ -626,12 +641,7 @@ TEST_CASE("load: cold files read as the disk's profile says (direct, buffered, b
                          lris::cold_read_method::both}) {
     for (const auto where : {st::load_target_memory::device, st::load_target_memory::host}) {
       CAPTURE(lris::to_string(how), static_cast<int>(where));
-      REQUIRE(::fdatasync(f.fd()) == 0);
-      REQUIRE(::posix_fadvise(f.fd(), 0, 0, POSIX_FADV_DONTNEED) == 0);
-      if (lris::io::io_engine::resident_fraction(f, 0, f.size()) > 0.5) {
-        WARN("the page cache keeps this file (tmpfs?): no cold read to test");
-        return;
-      }
+      if (!evicted(f)) return;
       st::load_options o;
       o.transfer.chunk_bytes = 1 << 20;  // six chunks
       o.transfer.workers = 2;
@@ -676,12 +686,7 @@ TEST_CASE("load: without a call's method, the disk's calibrated profile from the
   lris::pipeline_config config;
   config.context = lris::context::make(co);
   host_pipeline p(lris::auto_select{}, lris::host_backend{}, {}, std::move(config));
-  REQUIRE(::fdatasync(f.fd()) == 0);
-  REQUIRE(::posix_fadvise(f.fd(), 0, 0, POSIX_FADV_DONTNEED) == 0);
-  if (lris::io::io_engine::resident_fraction(f, 0, f.size()) > 0.5) {
-    WARN("the page cache keeps this file (tmpfs?): no cold read to test");
-    return;
-  }
+  if (!evicted(f)) return;
   CHECK(p.cold_reads(f).method == lris::cold_read_method::buffered);
   const auto loaded = st::load(p, ck, {}, st::load_target_memory::host);
   CHECK(bytes_of(*loaded.find("w")) == tensors.front().data);
@@ -692,6 +697,29 @@ TEST_CASE("load: without a call's method, the disk's calibrated profile from the
   CHECK_THAT(loaded.report.io,
              Catch::Contains("buffered reads on 3 workers (disk profile: " + profile.string()));
   CHECK(loaded.report.io_direct_bytes == 0);
+}
+
+TEST_CASE("load: populate_threads sets how many threads fault a cold host load's pages in, "
+          "0 none", "[formats][load]") {
+  const std::vector<raw_tensor> tensors = {random_tensor("w", dtype::BF16, {8, 1 << 18}, 31)};
+  const auto path = write_file(dir() / "cold-populate.safetensors", tensors);
+  const st::checkpoint ck(path);
+  const lris::io::file& f = ck.shards().front().file;
+  host_pipeline p;
+  for (const std::optional<unsigned> threads :
+       {std::optional<unsigned>(0), std::optional<unsigned>(2), std::optional<unsigned>(1000),
+        std::optional<unsigned>()}) {
+    CAPTURE(threads.value_or(12345));
+    if (!evicted(f)) return;
+    st::load_options o;
+    o.populate_threads = threads;
+    const auto loaded = st::load(p, ck, o, st::load_target_memory::host);
+    CHECK(bytes_of(*loaded.find("w")) == tensors.front().data);
+    const unsigned cpus = lris::usable_cpus();
+    const unsigned want = threads ? std::min(*threads, cpus) : std::clamp(cpus / 8, 1u, 4u);
+    CHECK(loaded.report.populate_threads == want);
+    if (want == 0) CHECK(loaded.report.populated_bytes == 0);
+  }
 }
 
 TEST_CASE("load_into: the caller's fresh host memory faulted in ahead of cold reads, as the "
@@ -712,12 +740,7 @@ TEST_CASE("load_into: the caller's fresh host memory faulted in ahead of cold re
       std::vector<char> all(f.size());
       REQUIRE(in.read(all.data(), static_cast<std::streamsize>(all.size())));
     } else {
-      REQUIRE(::fdatasync(f.fd()) == 0);
-      REQUIRE(::posix_fadvise(f.fd(), 0, 0, POSIX_FADV_DONTNEED) == 0);
-      if (lris::io::io_engine::resident_fraction(f, 0, f.size()) > 0.5) {
-        WARN("the page cache keeps this file (tmpfs?): no cold read to test");
-        continue;
-      }
+      if (!evicted(f)) continue;
     }
     // Fresh memory, as a caller's just-allocated tensors: each at an offset off a page
     // boundary, in another order than the file's, with untouched pages between them.

@@ -57,6 +57,7 @@ struct load_cli {
   std::string chunk;          // bytes each read task takes at once ("16M"); empty: the default
   unsigned workers = 0;       // read tasks in flight; 0: the default
   unsigned queue_depth = 0;   // reads in flight per io queue; 0: the engine's
+  std::optional<unsigned> populate_threads;  // faulting in a host load's pages; none: automatic
 };
 
 // The read settings --chunk, --workers and --queue-depth ask for (zero: the default's).
@@ -160,6 +161,7 @@ int run_load(const load_cli& c, const transfer_options& reads, Pipeline& p,
   safetensors::load_options o;
   o.select = c.select;
   o.transfer = reads;
+  o.populate_threads = c.populate_threads;
   if (c.tp > 1) {
     // One rank's slices only: one process per device, each reading just its bytes.
     o.slice = [plan = tp_plan_of(c.tp_plan, c.tp), rank = c.rank, tp = c.tp](
@@ -300,6 +302,10 @@ int dispatch(const load_cli& c) {
     throw invalid_argument("load: --route and --nccl apply to --devices (a load onto several "
                            "devices)");
   }
+  if (c.populate_threads && (c.device != "host" || !c.pool.empty() || !c.devices.empty())) {
+    throw invalid_argument("load --populate-threads: applies to a load from files into host "
+                           "memory (--device host)");
+  }
   if (!c.devices.empty()) {
     if (c.raw || !c.convert.empty() || c.repeats != 1 || c.rank != 0 || c.device != "host") {
       throw invalid_argument("load --devices: --raw, --convert, --repeat, --rank and --device "
@@ -392,6 +398,9 @@ command add_load(CLI::App& app) {
                                           "page cache)");
   app.add_option("--queue-depth", c->queue_depth, "reads in flight on each io_uring queue, at "
                                                   "most the engine's 64 (default: 64)");
+  app.add_option("--populate-threads", c->populate_threads,
+                 "threads that fault in a host load's pages ahead of its reads from the disk "
+                 "(0: none; default: one per 8 CPUs, 1 to 4)");
   app.add_flag("--json", c->json, "print JSON");
   return [c] { return dispatch(*c); };
 }

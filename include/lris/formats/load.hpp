@@ -237,10 +237,12 @@ loaded_checkpoint load_selected(Pipeline& p, const checkpoint& ck,
   // on the read path. Stopped and joined before this returns or throws.
   std::optional<page_populator> populate;
   if constexpr (std::is_same_v<Space, host_space>) {
-    if ((io.cold || io.direct) && file_bytes > 0) {
+    const unsigned threads = o.populate_threads
+                                 ? std::min(*o.populate_threads, usable_cpus())
+                                 : std::clamp(usable_cpus() / 8, 1u, 4u);
+    if ((io.cold || io.direct) && file_bytes > 0 && threads > 0) {
       try {
-        populate.emplace(destinations_in_file_order(targets, out.tensors),
-                         std::clamp(usable_cpus() / 8, 1u, 4u));
+        populate.emplace(destinations_in_file_order(targets, out.tensors), threads);
       } catch (const std::system_error&) {
         // No thread to be had: the reads fault the pages in themselves, as without it.
       }

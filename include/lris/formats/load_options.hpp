@@ -70,6 +70,10 @@ struct load_options {
   /// reads run (lris.torch.load does). An exception from it ends the load before any read and
   /// propagates; the memory is freed.
   std::function<void(const std::vector<loaded_tensor>&)> on_placed;
+  /// Threads that fault in the destinations' pages ahead of reads from the disk into host
+  /// memory (page_populator): std::nullopt, one per 8 usable CPUs (1 to 4); 0, none (the reads
+  /// fault the pages in themselves); N, N (at most the usable CPUs).
+  std::optional<unsigned> populate_threads;
   /// Chunks, workers and io settings (transfer_options::io: direct or buffered, depth).
   transfer_options transfer;
 };
