@@ -20,6 +20,12 @@ Settings (--settings picks among them; default: all):
   buffered        a disk profile with method "buffered": every chunk buffered, the kernel
                   reading ahead
   host, host-...  the same, loaded into host memory (--device host)
+  host-pN         --populate-threads N: N threads fault the host block's pages in ahead of
+                  the reads (0: none; the default is one per 8 CPUs, 1 to 4)
+  host-thp-defer, host-thp-never
+                  transparent huge pages with defrag "defer" (no fault compacts memory) or
+                  not at all, for that load only (root: /sys/kernel/mm/transparent_hugepage,
+                  set back after it)
 
 Prints, per setting, the median GB/s and the per-round ratio to the round's best raw method and
 to the one raw method best over the run ("/ method", which the best of several noisy methods in
@@ -27,6 +33,7 @@ one round does not pull upwards). Writes every load to --json (default DIR.cold_
 as it goes.
 """
 import argparse
+import contextlib
 import json
 import os
 import statistics
@@ -39,6 +46,7 @@ from compare import rotated
 
 DEFAULT_SETTINGS = ("default,w4,w16,w32,w8-64M,w16-8M,both/2,both/3,both/4,buffered,"
                     "host,host-both/2")
+THP = "/sys/kernel/mm/transparent_hugepage"
 
 
 def disk_key(directory):
@@ -48,13 +56,19 @@ def disk_key(directory):
 
 
 def setting_args(name, device, profile_dir, disk):
-    """(arguments, environment) of `lris load` for a setting's name."""
-    args, env = [], {}
+    """(arguments, environment, THP settings) of `lris load` for a setting's name."""
+    args, env, thp = [], {}, {}
     if name.startswith("host"):
         device, name = "host", name[len("host"):].lstrip("-") or "default"
     args += ["--device", device]
     if name == "default":
         pass
+    elif name.startswith("p") and name[1:].isdigit():
+        args += ["--populate-threads", name[1:]]
+    elif name == "thp-defer":
+        thp = {"defrag": "defer"}
+    elif name == "thp-never":
+        thp = {"enabled": "never"}
     elif name.startswith("w"):
         workers, _, chunk = name[1:].partition("-")
         args += ["--workers", str(int(workers))]
@@ -69,7 +83,24 @@ def setting_args(name, device, profile_dir, disk):
         env["LRIS_PROFILE"] = path
     else:
         raise SystemExit(f"cold_settings.py: unknown setting {name!r}")
-    return args, env
+    return args, env, thp
+
+
+@contextlib.contextmanager
+def thp_set(settings):
+    """/sys/kernel/mm/transparent_hugepage/* as `settings` says, set back afterwards."""
+    before = {}
+    try:
+        for k, v in settings.items():
+            with open(os.path.join(THP, k)) as f:
+                before[k] = f.read().split("[")[1].split("]")[0]
+            with open(os.path.join(THP, k), "w") as f:
+                f.write(v)
+        yield
+    finally:
+        for k, v in before.items():
+            with open(os.path.join(THP, k), "w") as f:
+                f.write(v)
 
 
 def run_lris(lris, directory, args, env, timeout):
@@ -124,7 +155,7 @@ def main():
     profiles = tempfile.mkdtemp(prefix="lris-cold-settings-")
     disk = disk_key(a.dir)
     runs = {n: setting_args(n, a.device, profiles, disk) for n in names}  # refuses bad names first
-    runs["raw"] = (["--device", a.device, "--raw"], {})
+    runs["raw"] = (["--device", a.device, "--raw"], {}, {})
     order = names + ["raw"]
     rows, start = [], time.monotonic()
     for r in range(a.rounds):
@@ -133,17 +164,18 @@ def main():
                 print("stopped: --max-seconds")
                 summarize(rows, names)
                 return
-            args, env = runs[n]
+            args, env, thp = runs[n]
             row = {"round": r, "setting": "lris --raw's own load" if n == "raw" else n,
-                   "args": args, "env": env}
+                   "args": args, "env": env, "thp": thp}
             try:
-                j = run_lris(a.lris, a.dir, args, env, a.timeout)
+                with thp_set(thp):
+                    j = run_lris(a.lris, a.dir, args, env, a.timeout)
                 row.update(gbps=j["gbps"], workers=j["workers"], chunk_bytes=j["chunk_bytes"],
-                           io=j["io"])
+                           io=j["io"], populate_threads=j.get("populate_threads"))
                 if n == "raw":
                     row["raw_methods"] = j["raw_methods"]
                 print(f"round {r} {n:12s} {j['gbps']:6.3f} GB/s  {j['io']}", flush=True)
-            except (RuntimeError, subprocess.TimeoutExpired, ValueError, KeyError) as e:
+            except (RuntimeError, subprocess.TimeoutExpired, ValueError, KeyError, OSError) as e:
                 row["error"] = str(e)
                 print(f"round {r} {n:12s} FAILED: {e}", file=sys.stderr, flush=True)
             rows.append(row)
