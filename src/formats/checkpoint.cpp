@@ -10,13 +10,13 @@
 
 #include <lris/error.hpp>
 
+#include "fail.hpp"
+
 namespace lris::safetensors {
 
 namespace {
 
-[[noreturn]] void fail(error_kind kind, const std::filesystem::path& file, const std::string& what) {
-  throw error(kind, fmt::format("safetensors {}: {}", file.string(), what));
-}
+using detail::fail;
 
 // A shard name from an index, checked lexically: relative, inside the directory. Links in the
 // directory are the directory owner's and are followed (a Hugging Face cache links every shard

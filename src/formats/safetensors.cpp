@@ -11,9 +11,13 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
+#include "fail.hpp"
+
 namespace lris::safetensors {
 
 namespace {
+
+using detail::fail;
 
 using json = nlohmann::json;
 
@@ -84,10 +88,6 @@ std::size_t first_bad_utf8(std::string_view s) {
     i += len;
   }
   return std::string_view::npos;
-}
-
-[[noreturn]] void fail(error_kind kind, const std::filesystem::path& file, const std::string& what) {
-  throw error(kind, fmt::format("safetensors {}: {}", file.string(), what));
 }
 
 std::uint64_t read_le64(const std::byte* p) {
