@@ -237,10 +237,10 @@ loaded_checkpoint load_selected(Pipeline& p, const checkpoint& ck,
   // on the read path. Stopped and joined before this returns or throws.
   std::optional<page_populator> populate;
   if constexpr (std::is_same_v<Space, host_space>) {
-    const unsigned threads = o.populate_threads
-                                 ? std::min(*o.populate_threads, usable_cpus())
-                                 : std::clamp(usable_cpus() / 8, 1u, 4u);
-    if ((io.cold || io.direct) && file_bytes > 0 && threads > 0) {
+    // usable_cpus() reads the cgroup's files: only for loads that start the populator.
+    if ((io.cold || io.direct) && file_bytes > 0 && o.populate_threads.value_or(1) > 0) {
+      const unsigned threads = o.populate_threads ? std::min(*o.populate_threads, usable_cpus())
+                                                  : std::clamp(usable_cpus() / 8, 1u, 4u);
       try {
         populate.emplace(destinations_in_file_order(targets, out.tensors), threads);
       } catch (const std::system_error&) {
