@@ -76,7 +76,7 @@ def test_wait_again_and_from_two_threads(big, long):
 
     # Two waiters: one calls the (slow) callable at a time, and the other sleeps meanwhile
     # rather than spinning (its thread's CPU time is a small part of the wait: about 5 ms
-    # here; spinning, it came to 20-110 ms).
+    # here; spinning, it came to 20-115 ms).
     pending = lris._lris.load_start(long, device="cpu", progress=slow)
     ended = []
 
