@@ -17,6 +17,9 @@ set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$here"
 build=${BUILD_DIR:-build}
+# The test programs share a precompiled header (tests/CMakeLists.txt); ccache caches their
+# objects only when told that a header's macros and __TIME__ do not change them.
+export CCACHE_SLOPPINESS=${CCACHE_SLOPPINESS:-pch_defines,time_macros}
 jobs=${JOBS:-$(nproc)}
 
 packages=(cmake make g++ pkg-config ccache catch2 libfmt-dev libcli11-dev liburing-dev
@@ -108,7 +111,7 @@ case "${1:-}" in
       -DLRIS_ENABLE_CUDA=OFF -DLRIS_ENABLE_HIP=OFF -DLRIS_BUILD_TOOLS=OFF -DLRIS_BUILD_BENCHMARKS=OFF -DLRIS_BUILD_EXAMPLES=OFF
     cmake --build "$build-tsan" -j "$jobs" --target host_backend_test transfer_copy_test transfer_completion_test exec_thread_pool_test exec_plan_test exec_staging_ring_test io_faults_test io_file_transfer_test sched_broker_test cache_residency_test cache_capture_test \
       sched_semaphore_test sched_shared_semaphore_test sched_monitor_test fanout_load_test fanout_nccl_route_test
-    (cd "$build-tsan" && ctest --output-on-failure -R '^(host_backend_test|transfer_copy_test|transfer_completion_test|exec_thread_pool_test|exec_plan_test|exec_staging_ring_test|io_faults_test|io_file_transfer_test|sched_semaphore_test|sched_shared_semaphore_test|sched_monitor_test|sched_broker_test|cache_residency_test|cache_capture_test|fanout_load_test|fanout_nccl_route_test)$')
+    (cd "$build-tsan" && ctest --output-on-failure -j "$jobs" -R '^(host_backend_test|transfer_copy_test|transfer_completion_test|exec_thread_pool_test|exec_plan_test|exec_staging_ring_test|io_faults_test|io_file_transfer_test|sched_semaphore_test|sched_shared_semaphore_test|sched_monitor_test|sched_broker_test|cache_residency_test|cache_capture_test|fanout_load_test|fanout_nccl_route_test)$')
     ;;
   *)
     sed -n '2,13p' "$0"

@@ -1,0 +1,1 @@
+// The translation unit that lris_test_pch's precompiled header is made for (tests/CMakeLists.txt).
