@@ -3,6 +3,7 @@
 // stress run (under ThreadSanitizer in CI).
 #include <catch2/catch.hpp>
 
+#include "support/sanitized.hpp"
 #include "support/what_contains.hpp"
 
 #include <atomic>
@@ -175,7 +176,8 @@ std::array<double, 3> simulate(std::uint64_t capacity, const lris::sched::semaph
 TEST_CASE("semaphore: shares follow the weights on a fake clock, over many random runs",
           "[sched]") {
   std::mt19937 pick(7);
-  for (int run = 0; run < 40; ++run) {
+  const int runs = lris::test::sanitized ? 6 : 40;
+  for (int run = 0; run < runs; ++run) {
     const std::uint64_t capacity = std::uint64_t{16 + pick() % 113} << 20;
     lris::sched::semaphore_options o;
     o.weight[0] = 1 + pick() % 64;
